@@ -1,0 +1,17 @@
+DROP TABLE audit_head;
+DROP TABLE audit_log;
+DROP FUNCTION audit_log_refuse_change();
+DROP TABLE lineage_edges;
+DROP TABLE deployments;
+DROP TABLE model_versions;
+DROP TABLE models;
+DROP TABLE run_metrics;
+DROP TABLE run_params;
+DROP TABLE runs;
+DROP TABLE code_commits;
+DROP TABLE dataset_versions;
+DROP TABLE datasets;
+DROP TABLE memberships;
+DROP TABLE projects;
+DROP TABLE api_tokens;
+DROP TABLE users;

@@ -1,0 +1,144 @@
+//! The commands of the `custody-server` binary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use diesel_async::scoped_futures::ScopedFutureExt;
+use diesel_async::AsyncConnection;
+
+use crate::auth::{self, Actor, TokenKeys};
+use crate::config::{self, Cli, Command, GlobalOptions, ServeOptions, TokenCommand};
+use crate::db::{self, embedded::EmbeddedPostgres};
+use crate::graphql::AppState;
+use crate::http::{self, HttpConfig};
+
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("CUSTODY_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(options) => serve(&cli.global, options).await,
+        Command::Migrate => with_database(&cli.global, |url, _| async move {
+            let applied = db::migrate(&url).await?;
+            eprintln!("{} migration(s) applied", applied.len());
+            Ok(())
+        })
+        .await,
+        Command::Token { command: TokenCommand::Issue { email, admin, ttl } } => {
+            let ttl = auth::parse_ttl(&ttl)?;
+            let jwt_secret = cli.global.jwt_secret.clone();
+            with_database(&cli.global, |url, data_dir| async move {
+                db::migrate(&url).await?;
+                let keys = TokenKeys::load(jwt_secret.as_deref(), &data_dir)?;
+                let mut conn = diesel_async::AsyncPgConnection::establish(&url).await?;
+                let actor = Actor::system("cli");
+                let token = conn
+                    .transaction(|c| {
+                        async move { auth::issue_token(c, &keys, &actor, &email, admin, ttl).await }.scope_boxed()
+                    })
+                    .await?;
+                println!("{token}");
+                Ok(())
+            })
+            .await
+        }
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+    }
+}
+
+/// Gives `work` a database URL: the configured one, or the private cluster (started for the
+/// duration of `work` unless a server already runs it).
+async fn with_database<F, Fut>(global: &GlobalOptions, work: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let data_dir = config::prepare_data_dir(&global.data_dir)?;
+    match &global.database_url {
+        Some(url) => {
+            db::validate_database_url(url)?;
+            work(url.clone(), data_dir).await
+        }
+        None => {
+            let pg = EmbeddedPostgres::start(&data_dir).await?;
+            let result = work(pg.database_url(), data_dir).await;
+            pg.stop().await?;
+            result
+        }
+    }
+}
+
+async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<()> {
+    options.validate()?;
+    let data_dir = config::prepare_data_dir(&global.data_dir)?;
+    let addr = options.listen_addr()?;
+    // Bind before the slow start-up so a taken port fails at once.
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("cannot listen on {addr}: the address is already in use"),
+        _ => anyhow::anyhow!("cannot listen on {addr}: {e}"),
+    })?;
+    let keys = TokenKeys::load(global.jwt_secret.as_deref(), &data_dir)?;
+    let (url, embedded) = match &global.database_url {
+        Some(url) => {
+            db::validate_database_url(url)?;
+            (url.clone(), None)
+        }
+        None => {
+            let pg = EmbeddedPostgres::start(&data_dir).await?;
+            (pg.database_url(), Some(pg))
+        }
+    };
+    let result = serve_with_database(&url, &data_dir, keys, listener, options).await;
+    if let Some(pg) = embedded {
+        if let Err(e) = pg.stop().await {
+            tracing::error!(error = ?e, "stopping the private PostgreSQL cluster");
+        }
+    }
+    result
+}
+
+async fn serve_with_database(
+    url: &str,
+    data_dir: &Path,
+    keys: TokenKeys,
+    listener: std::net::TcpListener,
+    options: ServeOptions,
+) -> anyhow::Result<()> {
+    let applied = db::migrate(url).await?;
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "database migrated");
+    }
+    let pool = db::pool(url, options.db_pool_size)?;
+    let mut conn = pool.get().await.context("connecting to PostgreSQL")?;
+    let token = conn
+        .transaction(|c| {
+            let keys = keys.clone();
+            async move { auth::bootstrap_admin(c, &keys).await }.scope_boxed()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating the first admin: {e}"))?;
+    drop(conn);
+    if let Some(token) = token {
+        let path = data_dir.join("admin.token");
+        auth::write_private_file(&path, format!("{token}\n").as_bytes())?;
+        tracing::info!(path = %path.display(), "created {} and wrote its bearer token", auth::BOOTSTRAP_ADMIN);
+    }
+    let local = listener.local_addr()?;
+    tracing::info!(listen = %local, "custody-server listening; GraphiQL at http://{local}/graphql");
+    http::run(
+        AppState { pool, keys },
+        HttpConfig { listener, cors_origins: options.cors_origins, workers: options.workers },
+    )
+    .await
+}

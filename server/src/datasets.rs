@@ -1,0 +1,226 @@
+//! Datasets and their immutable, auto-numbered versions.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::Actor;
+use crate::db::schema::{dataset_versions, datasets};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::lineage::{self, NodeKind, NodeRef};
+use crate::projects::{self, Role};
+use crate::validate;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = datasets)]
+pub struct Dataset {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = dataset_versions)]
+pub struct DatasetVersion {
+    pub id: Uuid,
+    pub dataset_id: Uuid,
+    pub version: i32,
+    pub uri: String,
+    pub sha256: String,
+    pub size_bytes: Option<i64>,
+    pub tags: Vec<String>,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct NewVersion<'a> {
+    pub uri: &'a str,
+    pub sha256: &'a str,
+    pub size_bytes: Option<i64>,
+    pub tags: Vec<String>,
+    pub derived_from: Vec<Uuid>,
+}
+
+pub async fn create(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    description: Option<&str>,
+) -> Result<Dataset> {
+    let project = projects::find_authorized(conn, actor, project_name, Role::Contributor).await?;
+    validate::name("dataset name", name)?;
+    let description = validate::optional_text("description", description, 10_000)?;
+    if find_in_project(conn, project.id, name).await?.is_some() {
+        return Err(Error::conflict(format!(
+            "project `{project_name}` already has a dataset named `{name}`"
+        )));
+    }
+    let dataset: Dataset = diesel::insert_into(datasets::table)
+        .values((
+            datasets::id.eq(Uuid::now_v7()),
+            datasets::project_id.eq(project.id),
+            datasets::name.eq(name),
+            datasets::description.eq(description),
+        ))
+        .returning(Dataset::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "dataset.create",
+            project_id: Some(project.id),
+            subject_kind: "dataset",
+            subject_id: dataset.id.to_string(),
+            before: None,
+            after: Some(json!({"name": dataset.name, "description": dataset.description})),
+        },
+    )
+    .await?;
+    Ok(dataset)
+}
+
+async fn find_in_project(conn: &mut Conn, project_id: Uuid, name: &str) -> Result<Option<Dataset>> {
+    Ok(datasets::table
+        .filter(datasets::project_id.eq(project_id))
+        .filter(datasets::name.eq(name))
+        .select(Dataset::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+/// A dataset by project and name, for a caller holding at least `needed` in the project.
+pub async fn find(conn: &mut Conn, actor: &Actor, project_name: &str, name: &str, needed: Role) -> Result<Dataset> {
+    let project = projects::find_authorized(conn, actor, project_name, needed).await?;
+    find_in_project(conn, project.id, name)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("project `{project_name}` has no dataset named `{name}`")))
+}
+
+pub async fn register_version(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    dataset_name: &str,
+    new: NewVersion<'_>,
+) -> Result<DatasetVersion> {
+    let sha256 = validate::sha256(new.sha256)?;
+    validate::text("uri", new.uri, 4096)?;
+    if new.uri.trim().is_empty() {
+        return Err(Error::invalid("uri must not be empty"));
+    }
+    if new.size_bytes.is_some_and(|s| s < 0) {
+        return Err(Error::invalid("sizeBytes must not be negative"));
+    }
+    let mut tags = new.tags;
+    for tag in &tags {
+        validate::name("tag", tag)?;
+    }
+    tags.sort();
+    tags.dedup();
+    let dataset = find(conn, actor, project_name, dataset_name, Role::Contributor).await?;
+    for parent in &new.derived_from {
+        lineage::authorize_node(
+            conn,
+            actor,
+            NodeRef { kind: NodeKind::DatasetVersion, id: *parent },
+            Role::Viewer,
+        )
+        .await?;
+    }
+    // Lock the dataset so concurrent registrations number their versions one after the other.
+    diesel::sql_query("SELECT 1 FROM datasets WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Uuid, _>(dataset.id)
+        .execute(conn)
+        .await?;
+    let last: Option<i32> = dataset_versions::table
+        .filter(dataset_versions::dataset_id.eq(dataset.id))
+        .select(diesel::dsl::max(dataset_versions::version))
+        .first(conn)
+        .await?;
+    let version: DatasetVersion = diesel::insert_into(dataset_versions::table)
+        .values((
+            dataset_versions::id.eq(Uuid::now_v7()),
+            dataset_versions::dataset_id.eq(dataset.id),
+            dataset_versions::version.eq(last.unwrap_or(0) + 1),
+            dataset_versions::uri.eq(new.uri),
+            dataset_versions::sha256.eq(&sha256),
+            dataset_versions::size_bytes.eq(new.size_bytes),
+            dataset_versions::tags.eq(&tags),
+            dataset_versions::created_by.eq(actor.user_id()?),
+        ))
+        .returning(DatasetVersion::as_returning())
+        .get_result(conn)
+        .await?;
+    let this = NodeRef { kind: NodeKind::DatasetVersion, id: version.id };
+    for parent in &new.derived_from {
+        let parent = NodeRef { kind: NodeKind::DatasetVersion, id: *parent };
+        lineage::record_new_node_edge(conn, this, parent, "derived_from").await?;
+    }
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "dataset_version.register",
+            project_id: Some(dataset.project_id),
+            subject_kind: "dataset_version",
+            subject_id: version.id.to_string(),
+            before: None,
+            after: Some(json!({
+                "dataset": dataset.name,
+                "version": version.version,
+                "uri": version.uri,
+                "sha256": version.sha256,
+                "size_bytes": version.size_bytes,
+                "tags": version.tags,
+                "derived_from": new.derived_from,
+            })),
+        },
+    )
+    .await?;
+    Ok(version)
+}
+
+pub async fn list_in_project(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Dataset>> {
+    Ok(datasets::table
+        .filter(datasets::project_id.eq(project_id))
+        .order(datasets::name.asc())
+        .select(Dataset::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// The versions of many datasets, ascending by version.
+pub async fn versions_of(conn: &mut Conn, dataset_ids: &[Uuid]) -> Result<Vec<DatasetVersion>> {
+    Ok(dataset_versions::table
+        .filter(dataset_versions::dataset_id.eq_any(dataset_ids))
+        .order((dataset_versions::dataset_id, dataset_versions::version.asc()))
+        .select(DatasetVersion::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn versions_by_id(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<DatasetVersion>> {
+    Ok(dataset_versions::table
+        .filter(dataset_versions::id.eq_any(ids))
+        .select(DatasetVersion::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Dataset>> {
+    Ok(datasets::table
+        .filter(datasets::id.eq_any(ids))
+        .select(Dataset::as_select())
+        .load(conn)
+        .await?)
+}

@@ -1,0 +1,212 @@
+// Mirrors migrations/ (what `diesel print-schema` would write); `db::tests` checks it against the
+// migrated database.
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        email -> Text,
+        is_admin -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_tokens (jti) {
+        jti -> Uuid,
+        user_id -> Uuid,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    projects (id) {
+        id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    memberships (project_id, user_id) {
+        project_id -> Uuid,
+        user_id -> Uuid,
+        role -> Text,
+        groups -> Array<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    datasets (id) {
+        id -> Uuid,
+        project_id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    dataset_versions (id) {
+        id -> Uuid,
+        dataset_id -> Uuid,
+        version -> Int4,
+        uri -> Text,
+        sha256 -> Text,
+        size_bytes -> Nullable<Int8>,
+        tags -> Array<Text>,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    code_commits (id) {
+        id -> Uuid,
+        repository -> Text,
+        commit_sha -> Text,
+        branch -> Nullable<Text>,
+        author -> Nullable<Text>,
+        message -> Nullable<Text>,
+        dirty -> Bool,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    runs (id) {
+        id -> Uuid,
+        project_id -> Uuid,
+        name -> Nullable<Text>,
+        status -> Text,
+        code_commit_id -> Nullable<Uuid>,
+        tags -> Jsonb,
+        created_by -> Uuid,
+        started_at -> Timestamptz,
+        ended_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    run_params (run_id, key) {
+        run_id -> Uuid,
+        key -> Text,
+        value -> Text,
+    }
+}
+
+diesel::table! {
+    run_metrics (run_id, key, step, at) {
+        run_id -> Uuid,
+        key -> Text,
+        value -> Float8,
+        step -> Int8,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    models (id) {
+        id -> Uuid,
+        project_id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    model_versions (id) {
+        id -> Uuid,
+        model_id -> Uuid,
+        version -> Int4,
+        run_id -> Uuid,
+        artifact_path -> Nullable<Text>,
+        description -> Nullable<Text>,
+        stage -> Nullable<Text>,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    deployments (id) {
+        id -> Uuid,
+        model_version_id -> Uuid,
+        stage -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    lineage_edges (id) {
+        id -> Uuid,
+        from_kind -> Text,
+        from_id -> Uuid,
+        to_kind -> Text,
+        to_id -> Uuid,
+        relation -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    audit_log (seq) {
+        seq -> Int8,
+        at -> Timestamptz,
+        actor -> Text,
+        action -> Text,
+        project_id -> Nullable<Uuid>,
+        subject_kind -> Text,
+        subject_id -> Text,
+        before -> Nullable<Jsonb>,
+        after -> Nullable<Jsonb>,
+        request_id -> Nullable<Text>,
+        prev_hash -> Text,
+        hash -> Text,
+    }
+}
+
+diesel::table! {
+    audit_head (singleton) {
+        singleton -> Bool,
+        seq -> Int8,
+        hash -> Text,
+    }
+}
+
+diesel::joinable!(api_tokens -> users (user_id));
+diesel::joinable!(memberships -> projects (project_id));
+diesel::joinable!(memberships -> users (user_id));
+diesel::joinable!(datasets -> projects (project_id));
+diesel::joinable!(dataset_versions -> datasets (dataset_id));
+diesel::joinable!(runs -> projects (project_id));
+diesel::joinable!(runs -> code_commits (code_commit_id));
+diesel::joinable!(run_params -> runs (run_id));
+diesel::joinable!(run_metrics -> runs (run_id));
+diesel::joinable!(models -> projects (project_id));
+diesel::joinable!(model_versions -> models (model_id));
+diesel::joinable!(model_versions -> runs (run_id));
+diesel::joinable!(deployments -> model_versions (model_version_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    api_tokens,
+    projects,
+    memberships,
+    datasets,
+    dataset_versions,
+    code_commits,
+    runs,
+    run_params,
+    run_metrics,
+    models,
+    model_versions,
+    deployments,
+    lineage_edges,
+    audit_log,
+    audit_head,
+);

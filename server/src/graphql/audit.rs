@@ -1,0 +1,115 @@
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Json, Object, ID};
+use chrono::{DateTime, Utc};
+use diesel_async::scoped_futures::ScopedFutureExt;
+
+use super::{actor, gql_error, page_size, read, GqlResult};
+use crate::audit::{self, AuditEntry, AuditFilter};
+use crate::error::Error;
+use crate::projects::{self, Role};
+
+pub struct AuditEntryNode(pub AuditEntry);
+
+#[Object(name = "AuditEntry")]
+impl AuditEntryNode {
+    async fn seq(&self) -> i64 {
+        self.0.seq
+    }
+
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+
+    /// Email of the user (or `system:…`) who acted.
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+
+    async fn action(&self) -> &str {
+        &self.0.action
+    }
+
+    async fn project_id(&self) -> Option<ID> {
+        self.0.project_id.map(|p| ID(p.to_string()))
+    }
+
+    async fn subject_kind(&self) -> &str {
+        &self.0.subject_kind
+    }
+
+    async fn subject_id(&self) -> ID {
+        ID(self.0.subject_id.clone())
+    }
+
+    async fn before(&self) -> Option<Json<serde_json::Value>> {
+        self.0.before.clone().map(Json)
+    }
+
+    async fn after(&self) -> Option<Json<serde_json::Value>> {
+        self.0.after.clone().map(Json)
+    }
+
+    async fn request_id(&self) -> Option<&str> {
+        self.0.request_id.as_deref()
+    }
+
+    async fn prev_hash(&self) -> &str {
+        &self.0.prev_hash
+    }
+
+    /// `sha256(prevHash || canonical JSON of entry)`, hex.
+    async fn hash(&self) -> &str {
+        &self.0.hash
+    }
+
+    /// The canonical entry document the hash covers (serialise with sorted keys, no whitespace).
+    async fn entry(&self) -> Json<serde_json::Value> {
+        Json(self.0.canonical_document())
+    }
+}
+
+#[derive(Default)]
+pub struct AuditQuery;
+
+#[Object]
+impl AuditQuery {
+    /// The audit log in ascending `seq`. With `project`, readable by the project's members;
+    /// without, by server admins only.
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        project: Option<String>,
+        subject_id: Option<ID>,
+        action: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> GqlResult<Connection<String, AuditEntryNode>> {
+        let actor = actor(ctx)?;
+        let limit = page_size(first)?;
+        let after_seq = after
+            .map(|a| a.parse::<i64>().map_err(|_| gql_error(Error::invalid("`after` is not an audit cursor"))))
+            .transpose()?;
+        let mut rows = read(ctx, |c| {
+            async move {
+                let project_id = match project {
+                    Some(name) => Some(projects::find_authorized(c, actor, &name, Role::Viewer).await?.id),
+                    None => {
+                        actor.require_admin()?;
+                        None
+                    }
+                };
+                let filter = AuditFilter { project_id, subject_id: subject_id.map(|s| s.0), action };
+                audit::list(c, &filter, after_seq, limit).await
+            }
+            .scope_boxed()
+        })
+        .await?;
+        let has_next = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let mut connection = Connection::new(after_seq.is_some(), has_next);
+        connection
+            .edges
+            .extend(rows.into_iter().map(|e| Edge::new(e.seq.to_string(), AuditEntryNode(e))));
+        Ok(connection)
+    }
+}

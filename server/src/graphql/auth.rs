@@ -1,0 +1,91 @@
+use async_graphql::{Context, Object, ID};
+use diesel_async::scoped_futures::ScopedFutureExt;
+
+use super::projects::{MembershipNode, ProjectNode};
+use super::{actor, parse_id, read, state, transaction, GqlResult};
+use crate::auth::{self, User};
+use crate::projects;
+
+pub struct UserNode(pub User);
+
+#[Object(name = "User")]
+impl UserNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+
+    /// Server-wide administrator.
+    async fn is_admin(&self) -> bool {
+        self.0.is_admin
+    }
+
+    /// The projects this user belongs to.
+    async fn memberships(&self, ctx: &Context<'_>) -> GqlResult<Vec<MembershipNode>> {
+        let user_id = self.0.id;
+        let rows = read(ctx, |c| projects::memberships_of(c, user_id).scope_boxed()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(membership, project)| MembershipNode {
+                membership,
+                user: self.0.clone(),
+                project: Some(ProjectNode(project)),
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct AuthQuery;
+
+#[Object]
+impl AuthQuery {
+    /// The caller.
+    async fn me(&self, ctx: &Context<'_>) -> GqlResult<UserNode> {
+        let actor = actor(ctx)?;
+        let email = actor.email.clone();
+        let user = read(ctx, |c| {
+            async move {
+                auth::find_user_by_email(c, &email)
+                    .await?
+                    .ok_or_else(|| crate::error::Error::not_found("the caller's user is gone"))
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(UserNode(user))
+    }
+}
+
+#[derive(Default)]
+pub struct AuthMutation;
+
+#[Object]
+impl AuthMutation {
+    /// Issues a bearer token for a user (created if missing). Server admins only.
+    async fn issue_token(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        #[graphql(desc = "lifetime such as 30d, 12h, 15m; default 30d")] ttl: Option<String>,
+    ) -> GqlResult<String> {
+        let actor = actor(ctx)?;
+        let keys = state(ctx).keys.clone();
+        let ttl = auth::parse_ttl(ttl.as_deref().unwrap_or("30d")).map_err(super::gql_error)?;
+        transaction(ctx, |c| {
+            async move { auth::issue_token(c, &keys, actor, &email, false, ttl).await }.scope_boxed()
+        })
+        .await
+    }
+
+    /// Revokes a token by its `jti`; it is refused from then on. Server admins only.
+    async fn revoke_token(&self, ctx: &Context<'_>, jti: ID) -> GqlResult<bool> {
+        let actor = actor(ctx)?;
+        let jti = parse_id(&jti, "token")?;
+        transaction(ctx, |c| async move { auth::revoke_token(c, actor, jti).await }.scope_boxed()).await?;
+        Ok(true)
+    }
+}

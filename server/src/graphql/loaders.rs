@@ -1,0 +1,184 @@
+//! One DataLoader, keyed by type: a list field batches its rows' lookups into one query.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use async_graphql::dataloader::Loader;
+
+use crate::code::{self, CodeCommit};
+use crate::datasets::{self, Dataset, DatasetVersion};
+use crate::db::DbPool;
+use crate::lineage;
+use crate::models::{self, Model, ModelVersion};
+use crate::projects::{self, Project};
+use crate::runs::{self, Param, Run};
+
+use super::gql_error;
+
+pub struct DbLoader {
+    pub pool: DbPool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProjectById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DatasetById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VersionsOfDataset(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DatasetVersionById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodeCommitById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RunById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParamsOfRun(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InputsOfRun(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VersionsOfModel(pub Uuid);
+
+type LoadResult<K, V> = Result<HashMap<K, V>, Arc<async_graphql::Error>>;
+
+fn raw<K: Copy>(keys: &[K], id: impl Fn(K) -> Uuid) -> Vec<Uuid> {
+    keys.iter().map(|k| id(*k)).collect()
+}
+
+impl DbLoader {
+    async fn conn(&self) -> Result<diesel_async::pooled_connection::deadpool::Object<diesel_async::AsyncPgConnection>, Arc<async_graphql::Error>> {
+        self.pool.get().await.map_err(|e| Arc::new(gql_error(e.into())))
+    }
+}
+
+fn fail(err: crate::error::Error) -> Arc<async_graphql::Error> {
+    Arc::new(gql_error(err))
+}
+
+/// Groups rows under their key.
+fn group<K: std::hash::Hash + Eq, V>(rows: Vec<V>, key: impl Fn(&V) -> K) -> HashMap<K, Vec<V>> {
+    let mut map: HashMap<K, Vec<V>> = HashMap::new();
+    for row in rows {
+        map.entry(key(&row)).or_default().push(row);
+    }
+    map
+}
+
+macro_rules! by_id_loader {
+    ($key:ty, $value:ty, $fetch:path) => {
+        impl Loader<$key> for DbLoader {
+            type Value = $value;
+            type Error = Arc<async_graphql::Error>;
+
+            async fn load(&self, keys: &[$key]) -> LoadResult<$key, $value> {
+                let mut conn = self.conn().await?;
+                let rows = $fetch(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+                Ok(rows.into_iter().map(|row| (<$key>::from_row(&row), row)).collect())
+            }
+        }
+    };
+}
+
+trait FromRow<V> {
+    fn from_row(row: &V) -> Self;
+}
+
+impl FromRow<Project> for ProjectById {
+    fn from_row(row: &Project) -> Self {
+        ProjectById(row.id)
+    }
+}
+impl FromRow<Dataset> for DatasetById {
+    fn from_row(row: &Dataset) -> Self {
+        DatasetById(row.id)
+    }
+}
+impl FromRow<DatasetVersion> for DatasetVersionById {
+    fn from_row(row: &DatasetVersion) -> Self {
+        DatasetVersionById(row.id)
+    }
+}
+impl FromRow<CodeCommit> for CodeCommitById {
+    fn from_row(row: &CodeCommit) -> Self {
+        CodeCommitById(row.id)
+    }
+}
+impl FromRow<Run> for RunById {
+    fn from_row(row: &Run) -> Self {
+        RunById(row.id)
+    }
+}
+impl FromRow<Model> for ModelById {
+    fn from_row(row: &Model) -> Self {
+        ModelById(row.id)
+    }
+}
+
+by_id_loader!(ProjectById, Project, projects::by_ids);
+by_id_loader!(DatasetById, Dataset, datasets::by_ids);
+by_id_loader!(DatasetVersionById, DatasetVersion, datasets::versions_by_id);
+by_id_loader!(CodeCommitById, CodeCommit, code::by_ids);
+by_id_loader!(RunById, Run, runs::by_ids);
+by_id_loader!(ModelById, Model, models::by_ids);
+
+impl Loader<VersionsOfDataset> for DbLoader {
+    type Value = Vec<DatasetVersion>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[VersionsOfDataset]) -> LoadResult<VersionsOfDataset, Vec<DatasetVersion>> {
+        let mut conn = self.conn().await?;
+        let rows = datasets::versions_of(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        Ok(group(rows, |v| VersionsOfDataset(v.dataset_id)))
+    }
+}
+
+impl Loader<VersionsOfModel> for DbLoader {
+    type Value = Vec<ModelVersion>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[VersionsOfModel]) -> LoadResult<VersionsOfModel, Vec<ModelVersion>> {
+        let mut conn = self.conn().await?;
+        let rows = models::versions_of(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        Ok(group(rows, |v| VersionsOfModel(v.model_id)))
+    }
+}
+
+impl Loader<ParamsOfRun> for DbLoader {
+    type Value = Vec<Param>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[ParamsOfRun]) -> LoadResult<ParamsOfRun, Vec<Param>> {
+        let mut conn = self.conn().await?;
+        let rows = runs::params_of(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        Ok(group(rows, |p| ParamsOfRun(p.run_id)))
+    }
+}
+
+impl Loader<InputsOfRun> for DbLoader {
+    type Value = Vec<DatasetVersion>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[InputsOfRun]) -> LoadResult<InputsOfRun, Vec<DatasetVersion>> {
+        let mut conn = self.conn().await?;
+        let edges = lineage::targets_of(&mut conn, &raw(keys, |k| k.0), "consumed")
+            .await
+            .map_err(fail)?;
+        let ids: Vec<Uuid> = edges.values().flatten().copied().collect();
+        let versions: HashMap<Uuid, DatasetVersion> = datasets::versions_by_id(&mut conn, &ids)
+            .await
+            .map_err(fail)?
+            .into_iter()
+            .map(|v| (v.id, v))
+            .collect();
+        Ok(edges
+            .into_iter()
+            .map(|(run, inputs)| {
+                let list = inputs.iter().filter_map(|id| versions.get(id).cloned()).collect();
+                (InputsOfRun(run), list)
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,195 @@
+//! The GraphQL edge: one file per domain, merged into one schema. Resolvers parse, authorize
+//! through the domain services, and map errors; the rules live in the domain modules.
+
+mod audit;
+mod auth;
+mod code;
+mod datasets;
+mod lineage;
+mod loaders;
+mod models;
+mod projects;
+mod runs;
+mod scalars;
+
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{Context, EmptySubscription, ErrorExtensions, MergedObject, Schema, ID};
+use diesel_async::pooled_connection::deadpool::Object;
+use diesel_async::scoped_futures::ScopedBoxFuture;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use uuid::Uuid;
+
+use crate::auth::{Actor, TokenKeys};
+use crate::db::{Conn, DbPool};
+use crate::error::Error;
+
+pub use loaders::DbLoader;
+
+/// Largest page a connection field returns.
+pub const MAX_PAGE_SIZE: i32 = 100;
+const DEFAULT_PAGE_SIZE: i32 = 50;
+
+#[derive(MergedObject, Default)]
+pub struct Query(
+    auth::AuthQuery,
+    projects::ProjectQuery,
+    datasets::DatasetQuery,
+    runs::RunQuery,
+    models::ModelQuery,
+    lineage::LineageQuery,
+    audit::AuditQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    auth::AuthMutation,
+    projects::ProjectMutation,
+    datasets::DatasetMutation,
+    code::CodeMutation,
+    runs::RunMutation,
+    models::ModelMutation,
+    lineage::LineageMutation,
+);
+
+pub type CustodySchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Shared state the resolvers reach through the context.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: DbPool,
+    pub keys: TokenKeys,
+}
+
+/// The caller of one request: an authenticated actor, or why there is none.
+pub struct Caller(pub Result<Actor, Error>);
+
+pub fn build_schema(state: AppState) -> CustodySchema {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .data(state)
+        .limit_depth(12)
+        .limit_complexity(2_000)
+        .limit_recursive_depth(32)
+        .finish()
+}
+
+/// The schema without state, for printing the SDL.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+pub fn loader(pool: DbPool) -> DataLoader<DbLoader> {
+    DataLoader::new(DbLoader { pool }, tokio::spawn)
+}
+
+/// Maps a domain error to a GraphQL error with `extensions.code`; internal causes are logged here,
+/// once, and never sent to the caller.
+pub fn gql_error(err: Error) -> async_graphql::Error {
+    if let Error::Internal(cause) = &err {
+        tracing::error!(error = ?cause, "internal error");
+    }
+    let code = err.code();
+    async_graphql::Error::new(err.to_string()).extend_with(|_, e| e.set("code", code))
+}
+
+pub type GqlResult<T> = async_graphql::Result<T>;
+
+pub(crate) fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+pub(crate) fn actor<'a>(ctx: &Context<'a>) -> GqlResult<&'a Actor> {
+    match ctx.data_opt::<Caller>() {
+        Some(Caller(Ok(actor))) => Ok(actor),
+        Some(Caller(Err(err))) => Err(gql_error(Error::Unauthenticated(err.to_string()))),
+        None => Err(gql_error(Error::Unauthenticated("a bearer token is required".into()))),
+    }
+}
+
+pub(crate) async fn conn(ctx: &Context<'_>) -> GqlResult<Object<AsyncPgConnection>> {
+    state(ctx).pool.get().await.map_err(|e| gql_error(e.into()))
+}
+
+pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> &'a DataLoader<DbLoader> {
+    ctx.data_unchecked::<DataLoader<DbLoader>>()
+}
+
+/// Runs one command in one transaction: the change and its audit entry commit together.
+pub(crate) async fn transaction<'a, T, F>(ctx: &Context<'_>, command: F) -> GqlResult<T>
+where
+    T: Send + 'a,
+    F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<T, Error>> + Send + 'a,
+{
+    let mut pooled = conn(ctx).await?;
+    let conn: &mut Conn = &mut pooled;
+    conn.transaction(command).await.map_err(gql_error)
+}
+
+/// Runs a read with a pooled connection.
+pub(crate) async fn read<'a, T, F>(ctx: &Context<'_>, query: F) -> GqlResult<T>
+where
+    F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<T, Error>> + Send + 'a,
+{
+    let mut conn = conn(ctx).await?;
+    query(&mut conn).await.map_err(gql_error)
+}
+
+pub(crate) fn parse_id(id: &ID, what: &str) -> GqlResult<Uuid> {
+    id.parse::<Uuid>()
+        .map_err(|_| gql_error(Error::invalid(format!("`{}` is not a valid {what} id", id.as_str()))))
+}
+
+pub(crate) fn parse_ids(ids: &[ID], what: &str) -> GqlResult<Vec<Uuid>> {
+    ids.iter().map(|id| parse_id(id, what)).collect()
+}
+
+/// Checks a page size: absent gives the default, more than the cap is refused.
+pub(crate) fn page_size(first: Option<i32>) -> GqlResult<i64> {
+    match first {
+        None => Ok(DEFAULT_PAGE_SIZE as i64),
+        Some(n) if (0..=MAX_PAGE_SIZE).contains(&n) => Ok(n as i64),
+        Some(n) => Err(gql_error(Error::invalid(format!(
+            "first must be between 0 and {MAX_PAGE_SIZE}, got {n}"
+        )))),
+    }
+}
+
+/// Gives every error in a response a `code`: errors raised before any resolver ran (syntax,
+/// validation, limits) carry none from async-graphql.
+pub fn add_missing_codes(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "INVALID_INPUT");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The SDL is the contract with the SDKs and dashboards: the names of API.md must stay.
+    #[test]
+    fn schema_keeps_the_public_names() {
+        let sdl = super::sdl();
+        for needle in [
+            "me: User!",
+            "project(name: String!): Project",
+            "dataset(project: String!, name: String!): Dataset",
+            "run(id: ID!): Run",
+            "model(project: String!, name: String!): Model",
+            "modelVersion(project: String!, model: String!, version: Int!): ModelVersion",
+            "lineage(node: NodeRef!, direction: LineageDirection!, depth: Int = 3): LineageGraph!",
+            "createProject(name: String!, description: String): Project!",
+            "logMetrics(runId: ID!, metrics: [MetricInput!]!): Int!",
+            "linkLineage(from: NodeRef!, to: NodeRef!, relation: String!): LineageEdge!",
+            "enum NodeKind",
+            "DATASET_VERSION",
+            "scalar Sha256",
+            "scalar DateTime",
+            "scalar JSON",
+        ] {
+            assert!(sdl.contains(needle), "SDL lacks `{needle}`:\n{sdl}");
+        }
+    }
+}

@@ -1,0 +1,187 @@
+use async_graphql::{Context, Object, ID};
+use chrono::{DateTime, Utc};
+use diesel_async::scoped_futures::ScopedFutureExt;
+
+use super::loaders::{ModelById, RunById, VersionsOfModel};
+use super::runs::RunNode;
+use super::{actor, gql_error, loaders, parse_id, read, transaction, GqlResult};
+use crate::error::Error;
+use crate::models::{self, Model, ModelVersion};
+use crate::projects::Role;
+
+pub struct ModelNode(pub Model);
+
+#[Object(name = "Model")]
+impl ModelNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    /// Every version, oldest first.
+    async fn versions(&self, ctx: &Context<'_>) -> GqlResult<Vec<ModelVersionNode>> {
+        let rows = loaders(ctx)
+            .load_one(VersionsOfModel(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        Ok(rows.into_iter().map(ModelVersionNode).collect())
+    }
+}
+
+pub struct ModelVersionNode(pub ModelVersion);
+
+#[Object(name = "ModelVersion")]
+impl ModelVersionNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn version(&self) -> i32 {
+        self.0.version
+    }
+
+    /// The stage this version is in; null until it is first promoted.
+    async fn stage(&self) -> Option<&str> {
+        self.0.stage.as_deref()
+    }
+
+    async fn description(&self) -> Option<&str> {
+        self.0.description.as_deref()
+    }
+
+    /// The path, among the source run's artifacts, this version was registered from.
+    async fn artifact_path(&self) -> Option<&str> {
+        self.0.artifact_path.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn model(&self, ctx: &Context<'_>) -> GqlResult<ModelNode> {
+        let found = loaders(ctx)
+            .load_one(ModelById(self.0.model_id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .ok_or_else(|| gql_error(Error::not_found("model is gone")))?;
+        Ok(ModelNode(found))
+    }
+
+    /// The run that produced this version.
+    async fn run(&self, ctx: &Context<'_>) -> GqlResult<RunNode> {
+        let found = loaders(ctx)
+            .load_one(RunById(self.0.run_id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .ok_or_else(|| gql_error(Error::not_found("run is gone")))?;
+        Ok(RunNode(found))
+    }
+}
+
+#[derive(Default)]
+pub struct ModelQuery;
+
+#[Object]
+impl ModelQuery {
+    async fn model(&self, ctx: &Context<'_>, project: String, name: String) -> GqlResult<Option<ModelNode>> {
+        let actor = actor(ctx)?;
+        let found = read(ctx, |c| {
+            async move {
+                match models::find(c, actor, &project, &name, Role::Viewer).await {
+                    Ok(m) => Ok(Some(m)),
+                    Err(Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(found.map(ModelNode))
+    }
+
+    async fn model_version(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        model: String,
+        version: i32,
+    ) -> GqlResult<Option<ModelVersionNode>> {
+        let actor = actor(ctx)?;
+        let found = read(ctx, |c| {
+            async move {
+                match models::find_version(c, actor, &project, &model, version).await {
+                    Ok(v) => Ok(Some(v)),
+                    Err(Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(found.map(ModelVersionNode))
+    }
+}
+
+#[derive(Default)]
+pub struct ModelMutation;
+
+#[Object]
+impl ModelMutation {
+    async fn create_model(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        name: String,
+        description: Option<String>,
+    ) -> GqlResult<ModelNode> {
+        let actor = actor(ctx)?;
+        let model = transaction(ctx, |c| {
+            async move { models::create(c, actor, &project, &name, description.as_deref()).await }.scope_boxed()
+        })
+        .await?;
+        Ok(ModelNode(model))
+    }
+
+    /// Registers the next version of a model, produced by a run of the same project.
+    async fn register_model_version(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        model: String,
+        run_id: ID,
+        artifact_path: Option<String>,
+        description: Option<String>,
+    ) -> GqlResult<ModelVersionNode> {
+        let actor = actor(ctx)?;
+        let run_id = parse_id(&run_id, "run")?;
+        let version = transaction(ctx, |c| {
+            async move {
+                models::register_version(
+                    c,
+                    actor,
+                    &project,
+                    &model,
+                    run_id,
+                    artifact_path.as_deref(),
+                    description.as_deref(),
+                )
+                .await
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(ModelVersionNode(version))
+    }
+}

@@ -1,0 +1,231 @@
+use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use diesel_async::scoped_futures::ScopedFutureExt;
+
+use super::code::CodeCommitNode;
+use super::datasets::DatasetVersionNode;
+use super::loaders::{CodeCommitById, InputsOfRun, ParamsOfRun, ProjectById};
+use super::projects::ProjectNode;
+use super::{actor, gql_error, loaders, parse_id, parse_ids, read, transaction, GqlResult};
+use crate::error::Error;
+use crate::projects::Role;
+use crate::runs::{self, NewMetric, NewRun, Run, RunStatus};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "RunStatus")]
+pub enum RunStatusGql {
+    Running,
+    Finished,
+    Failed,
+    Killed,
+}
+
+impl From<RunStatus> for RunStatusGql {
+    fn from(status: RunStatus) -> Self {
+        match status {
+            RunStatus::Running => RunStatusGql::Running,
+            RunStatus::Finished => RunStatusGql::Finished,
+            RunStatus::Failed => RunStatusGql::Failed,
+            RunStatus::Killed => RunStatusGql::Killed,
+        }
+    }
+}
+
+impl From<RunStatusGql> for RunStatus {
+    fn from(status: RunStatusGql) -> Self {
+        match status {
+            RunStatusGql::Running => RunStatus::Running,
+            RunStatusGql::Finished => RunStatus::Finished,
+            RunStatusGql::Failed => RunStatus::Failed,
+            RunStatusGql::Killed => RunStatus::Killed,
+        }
+    }
+}
+
+#[derive(InputObject)]
+pub struct ParamInput {
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(InputObject)]
+pub struct MetricInput {
+    pub key: String,
+    pub value: f64,
+    pub step: Option<i64>,
+    pub timestamp: Option<DateTime<Utc>>,
+}
+
+#[derive(SimpleObject)]
+pub struct Param {
+    key: String,
+    value: String,
+}
+
+#[derive(SimpleObject)]
+pub struct Metric {
+    key: String,
+    value: f64,
+    step: i64,
+    timestamp: DateTime<Utc>,
+}
+
+pub struct RunNode(pub Run);
+
+#[Object(name = "Run")]
+impl RunNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> Option<&str> {
+        self.0.name.as_deref()
+    }
+
+    async fn status(&self) -> RunStatusGql {
+        self.0.status().into()
+    }
+
+    async fn started_at(&self) -> DateTime<Utc> {
+        self.0.started_at
+    }
+
+    async fn ended_at(&self) -> Option<DateTime<Utc>> {
+        self.0.ended_at
+    }
+
+    async fn tags(&self) -> Json<serde_json::Value> {
+        Json(self.0.tags.clone())
+    }
+
+    async fn project(&self, ctx: &Context<'_>) -> GqlResult<ProjectNode> {
+        let found = loaders(ctx)
+            .load_one(ProjectById(self.0.project_id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .ok_or_else(|| gql_error(Error::not_found("project is gone")))?;
+        Ok(ProjectNode(found))
+    }
+
+    async fn code_commit(&self, ctx: &Context<'_>) -> GqlResult<Option<CodeCommitNode>> {
+        let Some(id) = self.0.code_commit_id else {
+            return Ok(None);
+        };
+        let found = loaders(ctx).load_one(CodeCommitById(id)).await.map_err(|e| (*e).clone())?;
+        Ok(found.map(CodeCommitNode))
+    }
+
+    /// Params, sorted by key.
+    async fn params(&self, ctx: &Context<'_>) -> GqlResult<Vec<Param>> {
+        let rows = loaders(ctx)
+            .load_one(ParamsOfRun(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        Ok(rows.into_iter().map(|p| Param { key: p.key, value: p.value }).collect())
+    }
+
+    /// Metric history (all keys, or one), ordered by key, step and time.
+    async fn metrics(&self, ctx: &Context<'_>, key: Option<String>) -> GqlResult<Vec<Metric>> {
+        let id = self.0.id;
+        let rows = read(ctx, |c| async move { runs::metrics_of(c, id, key.as_deref()).await }.scope_boxed()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| Metric { key: m.key, value: m.value, step: m.step, timestamp: m.at })
+            .collect())
+    }
+
+    /// The dataset versions this run consumed.
+    async fn inputs(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetVersionNode>> {
+        let rows = loaders(ctx)
+            .load_one(InputsOfRun(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        Ok(rows.into_iter().map(DatasetVersionNode).collect())
+    }
+}
+
+#[derive(Default)]
+pub struct RunQuery;
+
+#[Object]
+impl RunQuery {
+    async fn run(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<RunNode>> {
+        let actor = actor(ctx)?;
+        let id = parse_id(&id, "run")?;
+        let found = read(ctx, |c| {
+            async move {
+                match runs::get(c, actor, id, Role::Viewer).await {
+                    Ok(r) => Ok(Some(r)),
+                    Err(Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(found.map(RunNode))
+    }
+}
+
+#[derive(Default)]
+pub struct RunMutation;
+
+#[Object]
+impl RunMutation {
+    /// Starts a run. `inputs` are dataset version ids; `tags` an object of strings.
+    async fn start_run(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        name: Option<String>,
+        code_commit_id: Option<ID>,
+        inputs: Option<Vec<ID>>,
+        tags: Option<Json<serde_json::Value>>,
+    ) -> GqlResult<RunNode> {
+        let actor = actor(ctx)?;
+        let code_commit_id = code_commit_id.map(|id| parse_id(&id, "code commit")).transpose()?;
+        let inputs = parse_ids(&inputs.unwrap_or_default(), "dataset version")?;
+        let run = transaction(ctx, |c| {
+            async move {
+                let new = NewRun { name: name.as_deref(), code_commit_id, inputs, tags: tags.map(|t| t.0) };
+                runs::start(c, actor, &project, new).await
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(RunNode(run))
+    }
+
+    /// Sets params; a param never changes once set.
+    async fn log_params(&self, ctx: &Context<'_>, run_id: ID, params: Vec<ParamInput>) -> GqlResult<RunNode> {
+        let actor = actor(ctx)?;
+        let run_id = parse_id(&run_id, "run")?;
+        let params = params.into_iter().map(|p| (p.key, p.value)).collect();
+        let run = transaction(ctx, |c| async move { runs::log_params(c, actor, run_id, params).await }.scope_boxed())
+            .await?;
+        Ok(RunNode(run))
+    }
+
+    /// Appends up to 1000 metrics in one call; answers how many were stored.
+    async fn log_metrics(&self, ctx: &Context<'_>, run_id: ID, metrics: Vec<MetricInput>) -> GqlResult<i32> {
+        let actor = actor(ctx)?;
+        let run_id = parse_id(&run_id, "run")?;
+        let metrics = metrics
+            .into_iter()
+            .map(|m| NewMetric { key: m.key, value: m.value, step: m.step, at: m.timestamp })
+            .collect();
+        let stored = transaction(ctx, |c| async move { runs::log_metrics(c, actor, run_id, metrics).await }.scope_boxed())
+            .await?;
+        Ok(stored as i32)
+    }
+
+    async fn finish_run(&self, ctx: &Context<'_>, run_id: ID, status: RunStatusGql) -> GqlResult<RunNode> {
+        let actor = actor(ctx)?;
+        let run_id = parse_id(&run_id, "run")?;
+        let run = transaction(ctx, |c| async move { runs::finish(c, actor, run_id, status.into()).await }.scope_boxed())
+            .await?;
+        Ok(RunNode(run))
+    }
+}

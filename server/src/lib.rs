@@ -1,0 +1,21 @@
+//! Custody: a model registry and MLOps governance server.
+//!
+//! Domain modules own their tables and rules (`projects`, `datasets`, `code`, `runs`, `models`,
+//! `lineage`, `audit`, `auth`); `graphql` and `http` are thin edges; `db` and `config` hold the
+//! plumbing; `app` wires the commands together.
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod code;
+pub mod config;
+pub mod datasets;
+pub mod db;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod lineage;
+pub mod models;
+pub mod projects;
+pub mod runs;
+pub mod validate;

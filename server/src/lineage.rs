@@ -1,0 +1,377 @@
+//! Lineage: typed, directed edges between registry nodes, pointing upstream (from a node to what
+//! it came from: run —consumed→ dataset version, model version —produced_by→ run, …). The graph
+//! is kept acyclic; traversals are single recursive queries in PostgreSQL.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Integer, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::Actor;
+use crate::db::schema::{
+    code_commits, dataset_versions, datasets, deployments, lineage_edges, model_versions, models, runs,
+};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::projects::{self, Role};
+
+/// Deepest traversal a query may ask for.
+pub const MAX_DEPTH: i32 = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NodeKind {
+    DatasetVersion,
+    CodeCommit,
+    Run,
+    ModelVersion,
+    Deployment,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::DatasetVersion => "dataset_version",
+            NodeKind::CodeCommit => "code_commit",
+            NodeKind::Run => "run",
+            NodeKind::ModelVersion => "model_version",
+            NodeKind::Deployment => "deployment",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<NodeKind> {
+        Some(match text {
+            "dataset_version" => NodeKind::DatasetVersion,
+            "code_commit" => NodeKind::CodeCommit,
+            "run" => NodeKind::Run,
+            "model_version" => NodeKind::ModelVersion,
+            "deployment" => NodeKind::Deployment,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeRef {
+    pub kind: NodeKind,
+    pub id: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Upstream,
+    Downstream,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
+#[diesel(table_name = lineage_edges)]
+pub struct Edge {
+    pub id: Uuid,
+    pub from_kind: String,
+    pub from_id: Uuid,
+    pub to_kind: String,
+    pub to_id: Uuid,
+    pub relation: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Edge {
+    pub fn from(&self) -> NodeRef {
+        node(&self.from_kind, self.from_id)
+    }
+
+    pub fn to(&self) -> NodeRef {
+        node(&self.to_kind, self.to_id)
+    }
+}
+
+fn node(kind: &str, id: Uuid) -> NodeRef {
+    NodeRef {
+        // The kinds are only ever written from NodeKind::as_str.
+        kind: NodeKind::parse(kind).unwrap_or(NodeKind::Run),
+        id,
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Graph {
+    pub nodes: Vec<NodeRef>,
+    pub edges: Vec<Edge>,
+}
+
+/// The project a node belongs to (`None` for code commits, which are shared), or NOT_FOUND.
+pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<Uuid>> {
+    let project: Option<Uuid> = match node.kind {
+        NodeKind::CodeCommit => {
+            let exists: bool = diesel::select(diesel::dsl::exists(code_commits::table.find(node.id)))
+                .get_result(conn)
+                .await?;
+            return if exists {
+                Ok(None)
+            } else {
+                Err(Error::not_found(format!("no code commit with id {}", node.id)))
+            };
+        }
+        NodeKind::DatasetVersion => dataset_versions::table
+            .inner_join(datasets::table)
+            .filter(dataset_versions::id.eq(node.id))
+            .select(datasets::project_id)
+            .first(conn)
+            .await
+            .optional()?,
+        NodeKind::Run => runs::table
+            .find(node.id)
+            .select(runs::project_id)
+            .first(conn)
+            .await
+            .optional()?,
+        NodeKind::ModelVersion => model_versions::table
+            .inner_join(models::table)
+            .filter(model_versions::id.eq(node.id))
+            .select(models::project_id)
+            .first(conn)
+            .await
+            .optional()?,
+        NodeKind::Deployment => deployments::table
+            .inner_join(model_versions::table.inner_join(models::table))
+            .filter(deployments::id.eq(node.id))
+            .select(models::project_id)
+            .first(conn)
+            .await
+            .optional()?,
+    };
+    match project {
+        Some(p) => Ok(Some(p)),
+        None => Err(Error::not_found(format!(
+            "no {} with id {}",
+            node.kind.as_str().replace('_', " "),
+            node.id
+        ))),
+    }
+}
+
+/// Checks that the node exists and the caller holds `needed` in its project.
+pub async fn authorize_node(conn: &mut Conn, actor: &Actor, node: NodeRef, needed: Role) -> Result<()> {
+    match node_project(conn, node).await? {
+        Some(project) => projects::authorize(conn, actor, project, needed).await,
+        None => Ok(()),
+    }
+}
+
+/// Records an edge whose `from` node was created in this same transaction: such a node has no
+/// incoming edges yet, so the edge cannot close a cycle.
+pub async fn record_new_node_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<Edge> {
+    insert_edge(conn, from, to, relation).await
+}
+
+async fn insert_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<Edge> {
+    Ok(diesel::insert_into(lineage_edges::table)
+        .values((
+            lineage_edges::id.eq(Uuid::now_v7()),
+            lineage_edges::from_kind.eq(from.kind.as_str()),
+            lineage_edges::from_id.eq(from.id),
+            lineage_edges::to_kind.eq(to.kind.as_str()),
+            lineage_edges::to_id.eq(to.id),
+            lineage_edges::relation.eq(relation),
+        ))
+        .returning(Edge::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+/// An explicit edge `from —relation→ to` (from depends on to). Refuses an edge that would close a
+/// cycle. Explicit links serialise on an advisory lock so two concurrent links cannot together
+/// form a cycle that neither sees alone.
+pub async fn link(conn: &mut Conn, actor: &Actor, from: NodeRef, to: NodeRef, relation: &str) -> Result<Edge> {
+    if !is_relation_name(relation) {
+        return Err(Error::invalid(format!(
+            "relation `{relation}` is not valid: use lowercase letters, digits and `_`, starting with a letter (at most 64)"
+        )));
+    }
+    if from.id == to.id {
+        return Err(Error::conflict("a node cannot be linked to itself (that is a cycle)"));
+    }
+    let from_project = node_project(conn, from).await?;
+    let to_project = node_project(conn, to).await?;
+    match (from_project, to_project) {
+        (Some(p), _) => projects::authorize(conn, actor, p, Role::Contributor).await?,
+        (None, Some(p)) => projects::authorize(conn, actor, p, Role::Contributor).await?,
+        (None, None) => {
+            return Err(Error::invalid("an edge needs at least one node that belongs to a project"));
+        }
+    }
+    if let (Some(_), Some(p)) = (from_project, to_project) {
+        projects::authorize(conn, actor, p, Role::Viewer).await?;
+    }
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))")
+        .execute(conn)
+        .await?;
+    if reaches(conn, to.id, from.id).await? {
+        return Err(Error::conflict(format!(
+            "linking {} {} to {} {} would create a cycle in the lineage graph",
+            from.kind.as_str(),
+            from.id,
+            to.kind.as_str(),
+            to.id
+        )));
+    }
+    let exists: bool = diesel::select(diesel::dsl::exists(
+        lineage_edges::table
+            .filter(lineage_edges::from_id.eq(from.id))
+            .filter(lineage_edges::to_id.eq(to.id))
+            .filter(lineage_edges::relation.eq(relation)),
+    ))
+    .get_result(conn)
+    .await?;
+    if exists {
+        return Err(Error::conflict("this lineage edge already exists"));
+    }
+    let edge = insert_edge(conn, from, to, relation).await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "lineage.link",
+            project_id: from_project.or(to_project),
+            subject_kind: "lineage_edge",
+            subject_id: edge.id.to_string(),
+            before: None,
+            after: Some(json!({
+                "from": {"kind": from.kind.as_str(), "id": from.id},
+                "to": {"kind": to.kind.as_str(), "id": to.id},
+                "relation": relation,
+            })),
+        },
+    )
+    .await?;
+    Ok(edge)
+}
+
+fn is_relation_name(relation: &str) -> bool {
+    let mut chars = relation.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && relation.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[derive(QueryableByName)]
+struct Reached {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    reached: bool,
+}
+
+/// Whether `target` is upstream of `start` (or is `start`).
+async fn reaches(conn: &mut Conn, start: Uuid, target: Uuid) -> Result<bool> {
+    let row: Reached = diesel::sql_query(
+        "WITH RECURSIVE up(id) AS (
+             SELECT $1::uuid
+             UNION
+             SELECT e.to_id FROM lineage_edges e JOIN up ON e.from_id = up.id
+         )
+         SELECT EXISTS (SELECT 1 FROM up WHERE id = $2) AS reached",
+    )
+    .bind::<SqlUuid, _>(start)
+    .bind::<SqlUuid, _>(target)
+    .get_result(conn)
+    .await?;
+    Ok(row.reached)
+}
+
+/// Every node within `depth` edges of `start` in one direction, and the edges walked.
+pub async fn traverse(
+    conn: &mut Conn,
+    actor: &Actor,
+    start: NodeRef,
+    direction: Direction,
+    depth: i32,
+) -> Result<Graph> {
+    if !(0..=MAX_DEPTH).contains(&depth) {
+        return Err(Error::invalid(format!("depth must be between 0 and {MAX_DEPTH}")));
+    }
+    authorize_node(conn, actor, start, Role::Viewer).await?;
+    // Walk node ids with their shortest distance, then take every edge leaving a node closer
+    // than `depth`; those edges all end inside the walked set.
+    let (near, far) = match direction {
+        Direction::Upstream => ("from_id", "to_id"),
+        Direction::Downstream => ("to_id", "from_id"),
+    };
+    let sql = format!(
+        "WITH RECURSIVE walk(id, depth) AS (
+             SELECT $1::uuid, 0
+             UNION
+             SELECT e.{far}, w.depth + 1 FROM walk w JOIN lineage_edges e ON e.{near} = w.id
+             WHERE w.depth < $2
+         ),
+         frontier AS (SELECT id FROM walk WHERE depth < $2 GROUP BY id)
+         SELECT e.id, e.from_kind, e.from_id, e.to_kind, e.to_id, e.relation, e.created_at
+         FROM lineage_edges e JOIN frontier f ON e.{near} = f.id
+         ORDER BY e.id"
+    );
+    let edges: Vec<Edge> = diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(start.id)
+        .bind::<Integer, _>(depth)
+        .load(conn)
+        .await?;
+    let mut seen = HashSet::from([start]);
+    let mut nodes = vec![start];
+    for edge in &edges {
+        for n in [edge.from(), edge.to()] {
+            if seen.insert(n) {
+                nodes.push(n);
+            }
+        }
+    }
+    Ok(Graph { nodes, edges })
+}
+
+/// The targets of `from —relation→ …` edges for many nodes at once (e.g. the inputs of runs).
+pub async fn targets_of(
+    conn: &mut Conn,
+    from_ids: &[Uuid],
+    relation: &str,
+) -> Result<BTreeMap<Uuid, Vec<Uuid>>> {
+    let rows: Vec<(Uuid, Uuid)> = lineage_edges::table
+        .filter(lineage_edges::from_id.eq_any(from_ids))
+        .filter(lineage_edges::relation.eq(relation))
+        .order(lineage_edges::id.asc())
+        .select((lineage_edges::from_id, lineage_edges::to_id))
+        .load(conn)
+        .await?;
+    let mut map: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    for (from, to) in rows {
+        map.entry(from).or_default().push(to);
+    }
+    Ok(map)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relation_names() {
+        assert!(is_relation_name("evaluated_on"));
+        assert!(!is_relation_name("Evaluated"));
+        assert!(!is_relation_name("1st"));
+        assert!(!is_relation_name(""));
+        assert!(!is_relation_name("has space"));
+    }
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in [
+            NodeKind::DatasetVersion,
+            NodeKind::CodeCommit,
+            NodeKind::Run,
+            NodeKind::ModelVersion,
+            NodeKind::Deployment,
+        ] {
+            assert_eq!(NodeKind::parse(kind.as_str()), Some(kind));
+        }
+    }
+}

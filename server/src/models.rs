@@ -1,0 +1,225 @@
+//! Models and their auto-numbered versions, each produced by a run.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::Actor;
+use crate::db::schema::{model_versions, models, projects as projects_table, runs};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::lineage::{self, NodeKind, NodeRef};
+use crate::projects::{self, Role};
+use crate::validate;
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = models)]
+pub struct Model {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = model_versions)]
+pub struct ModelVersion {
+    pub id: Uuid,
+    pub model_id: Uuid,
+    pub version: i32,
+    pub run_id: Uuid,
+    pub artifact_path: Option<String>,
+    pub description: Option<String>,
+    pub stage: Option<String>,
+    pub created_by: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn create(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    description: Option<&str>,
+) -> Result<Model> {
+    let project = projects::find_authorized(conn, actor, project_name, Role::Contributor).await?;
+    validate::name("model name", name)?;
+    let description = validate::optional_text("description", description, 10_000)?;
+    if find_in_project(conn, project.id, name).await?.is_some() {
+        return Err(Error::conflict(format!(
+            "project `{project_name}` already has a model named `{name}`"
+        )));
+    }
+    let model: Model = diesel::insert_into(models::table)
+        .values((
+            models::id.eq(Uuid::now_v7()),
+            models::project_id.eq(project.id),
+            models::name.eq(name),
+            models::description.eq(description),
+        ))
+        .returning(Model::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "model.create",
+            project_id: Some(project.id),
+            subject_kind: "model",
+            subject_id: model.id.to_string(),
+            before: None,
+            after: Some(json!({"name": model.name, "description": model.description})),
+        },
+    )
+    .await?;
+    Ok(model)
+}
+
+async fn find_in_project(conn: &mut Conn, project_id: Uuid, name: &str) -> Result<Option<Model>> {
+    Ok(models::table
+        .filter(models::project_id.eq(project_id))
+        .filter(models::name.eq(name))
+        .select(Model::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+pub async fn find(conn: &mut Conn, actor: &Actor, project_name: &str, name: &str, needed: Role) -> Result<Model> {
+    let project = projects::find_authorized(conn, actor, project_name, needed).await?;
+    find_in_project(conn, project.id, name)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("project `{project_name}` has no model named `{name}`")))
+}
+
+pub async fn register_version(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    model_name: &str,
+    run_id: Uuid,
+    artifact_path: Option<&str>,
+    description: Option<&str>,
+) -> Result<ModelVersion> {
+    let description = validate::optional_text("description", description, 10_000)?;
+    let artifact_path = validate::optional_text("artifactPath", artifact_path, 1024)?;
+    let model = find(conn, actor, project_name, model_name, Role::Contributor).await?;
+    let run_project: Option<Uuid> = runs::table
+        .find(run_id)
+        .select(runs::project_id)
+        .first(conn)
+        .await
+        .optional()?;
+    match run_project {
+        None => return Err(Error::not_found(format!("no run with id {run_id}"))),
+        Some(p) if p != model.project_id => {
+            return Err(Error::invalid(format!("run {run_id} belongs to another project")));
+        }
+        Some(_) => {}
+    }
+    // Lock the model so concurrent registrations number their versions one after the other.
+    diesel::sql_query("SELECT 1 FROM models WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Uuid, _>(model.id)
+        .execute(conn)
+        .await?;
+    let last: Option<i32> = model_versions::table
+        .filter(model_versions::model_id.eq(model.id))
+        .select(diesel::dsl::max(model_versions::version))
+        .first(conn)
+        .await?;
+    let version: ModelVersion = diesel::insert_into(model_versions::table)
+        .values((
+            model_versions::id.eq(Uuid::now_v7()),
+            model_versions::model_id.eq(model.id),
+            model_versions::version.eq(last.unwrap_or(0) + 1),
+            model_versions::run_id.eq(run_id),
+            model_versions::artifact_path.eq(artifact_path),
+            model_versions::description.eq(description),
+            model_versions::created_by.eq(actor.user_id()?),
+        ))
+        .returning(ModelVersion::as_returning())
+        .get_result(conn)
+        .await?;
+    lineage::record_new_node_edge(
+        conn,
+        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
+        NodeRef { kind: NodeKind::Run, id: run_id },
+        "produced_by",
+    )
+    .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "model_version.register",
+            project_id: Some(model.project_id),
+            subject_kind: "model_version",
+            subject_id: version.id.to_string(),
+            before: None,
+            after: Some(json!({
+                "model": model.name,
+                "version": version.version,
+                "run_id": run_id,
+                "artifact_path": version.artifact_path,
+                "description": version.description,
+            })),
+        },
+    )
+    .await?;
+    Ok(version)
+}
+
+/// One version by project name, model name and number, in one query; then the role check.
+pub async fn find_version(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    model_name: &str,
+    version: i32,
+) -> Result<ModelVersion> {
+    let found: Option<(ModelVersion, Uuid)> = model_versions::table
+        .inner_join(models::table.inner_join(projects_table::table))
+        .filter(projects_table::name.eq(project_name))
+        .filter(models::name.eq(model_name))
+        .filter(model_versions::version.eq(version))
+        .select((ModelVersion::as_select(), models::project_id))
+        .first(conn)
+        .await
+        .optional()?;
+    let (found, project_id) = found.ok_or_else(|| {
+        Error::not_found(format!("no version {version} of model `{model_name}` in project `{project_name}`"))
+    })?;
+    projects::authorize(conn, actor, project_id, Role::Viewer).await?;
+    Ok(found)
+}
+
+pub async fn list_in_project(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Model>> {
+    Ok(models::table
+        .filter(models::project_id.eq(project_id))
+        .order(models::name.asc())
+        .select(Model::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn versions_of(conn: &mut Conn, model_ids: &[Uuid]) -> Result<Vec<ModelVersion>> {
+    Ok(model_versions::table
+        .filter(model_versions::model_id.eq_any(model_ids))
+        .order((model_versions::model_id, model_versions::version.asc()))
+        .select(ModelVersion::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Model>> {
+    Ok(models::table
+        .filter(models::id.eq_any(ids))
+        .select(Model::as_select())
+        .load(conn)
+        .await?)
+}

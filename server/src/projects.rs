@@ -1,0 +1,250 @@
+//! Projects, their members and roles; the authorization rules every project-scoped operation uses.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::{self, Actor};
+use crate::db::schema::{memberships, projects, users};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::validate;
+
+/// Project roles, in increasing order of rights: each role can do what the ones before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Contributor,
+    Approver,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Contributor => "contributor",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Some(match text {
+            "viewer" => Role::Viewer,
+            "contributor" => Role::Contributor,
+            "approver" => Role::Approver,
+            "admin" => Role::Admin,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = projects)]
+pub struct Project {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = memberships)]
+pub struct Membership {
+    pub project_id: Uuid,
+    pub user_id: Uuid,
+    pub role: String,
+    pub groups: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Membership {
+    pub fn role(&self) -> Role {
+        Role::parse(&self.role).unwrap_or(Role::Viewer)
+    }
+}
+
+/// The caller's role in a project: server admins act as project admins everywhere.
+pub async fn role_of(conn: &mut Conn, actor: &Actor, project_id: Uuid) -> Result<Option<Role>> {
+    if actor.is_admin {
+        return Ok(Some(Role::Admin));
+    }
+    let Some(user_id) = actor.user_id else {
+        return Ok(None);
+    };
+    let role: Option<String> = memberships::table
+        .find((project_id, user_id))
+        .select(memberships::role)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+/// Refuses unless the caller holds at least `needed` in the project.
+pub async fn authorize(conn: &mut Conn, actor: &Actor, project_id: Uuid, needed: Role) -> Result<()> {
+    match role_of(conn, actor, project_id).await? {
+        Some(role) if role >= needed => Ok(()),
+        Some(role) => Err(Error::forbidden(format!(
+            "this needs the {} role in the project; you are {}",
+            needed.as_str(),
+            role.as_str()
+        ))),
+        None => Err(Error::forbidden("you are not a member of this project")),
+    }
+}
+
+pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Project> {
+    projects::table
+        .filter(projects::name.eq(name))
+        .select(Project::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| Error::not_found(format!("no project named `{name}`")))
+}
+
+/// Looks a project up by name and checks the caller's role in it.
+pub async fn find_authorized(conn: &mut Conn, actor: &Actor, name: &str, needed: Role) -> Result<Project> {
+    let project = find_by_name(conn, name).await?;
+    authorize(conn, actor, project.id, needed).await?;
+    Ok(project)
+}
+
+pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Project>> {
+    Ok(projects::table
+        .filter(projects::id.eq_any(ids))
+        .select(Project::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Any signed-in user may create a project and becomes its admin.
+pub async fn create(conn: &mut Conn, actor: &Actor, name: &str, description: Option<&str>) -> Result<Project> {
+    validate::name("project name", name)?;
+    let description = validate::optional_text("description", description, 10_000)?;
+    let exists: bool = diesel::select(diesel::dsl::exists(projects::table.filter(projects::name.eq(name))))
+        .get_result(conn)
+        .await?;
+    if exists {
+        return Err(Error::conflict(format!("a project named `{name}` already exists")));
+    }
+    let project: Project = diesel::insert_into(projects::table)
+        .values((
+            projects::id.eq(Uuid::now_v7()),
+            projects::name.eq(name),
+            projects::description.eq(description),
+        ))
+        .returning(Project::as_returning())
+        .get_result(conn)
+        .await?;
+    if let Some(user_id) = actor.user_id {
+        diesel::insert_into(memberships::table)
+            .values((
+                memberships::project_id.eq(project.id),
+                memberships::user_id.eq(user_id),
+                memberships::role.eq(Role::Admin.as_str()),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "project.create",
+            project_id: Some(project.id),
+            subject_kind: "project",
+            subject_id: project.id.to_string(),
+            before: None,
+            after: Some(json!({"name": project.name, "description": project.description, "admin": actor.email})),
+        },
+    )
+    .await?;
+    Ok(project)
+}
+
+/// Adds a member or changes an existing member's role and groups (project admins only).
+pub async fn add_member(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    email: &str,
+    role: Role,
+    groups: Vec<String>,
+) -> Result<(Membership, auth::User)> {
+    let project = find_authorized(conn, actor, project_name, Role::Admin).await?;
+    let mut groups = groups;
+    for group in &groups {
+        validate::name("group name", group)?;
+    }
+    groups.sort();
+    groups.dedup();
+    let user = auth::ensure_user(conn, actor, email).await?;
+    let before: Option<Membership> = memberships::table
+        .find((project.id, user.id))
+        .select(Membership::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    if let Some(existing) = &before {
+        if existing.role == role.as_str() && existing.groups == groups {
+            return Ok((existing.clone(), user));
+        }
+    }
+    let membership: Membership = diesel::insert_into(memberships::table)
+        .values((
+            memberships::project_id.eq(project.id),
+            memberships::user_id.eq(user.id),
+            memberships::role.eq(role.as_str()),
+            memberships::groups.eq(&groups),
+        ))
+        .on_conflict((memberships::project_id, memberships::user_id))
+        .do_update()
+        .set((memberships::role.eq(role.as_str()), memberships::groups.eq(&groups)))
+        .returning(Membership::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "member.add",
+            project_id: Some(project.id),
+            subject_kind: "user",
+            subject_id: user.id.to_string(),
+            before: before.map(|m| json!({"role": m.role, "groups": m.groups})),
+            after: Some(json!({"email": user.email, "role": membership.role, "groups": membership.groups})),
+        },
+    )
+    .await?;
+    Ok((membership, user))
+}
+
+pub async fn members(conn: &mut Conn, project_id: Uuid) -> Result<Vec<(Membership, auth::User)>> {
+    Ok(memberships::table
+        .inner_join(users::table)
+        .filter(memberships::project_id.eq(project_id))
+        .order(users::email.asc())
+        .select((Membership::as_select(), auth::User::as_select()))
+        .load(conn)
+        .await?)
+}
+
+/// The projects a user belongs to, with the membership.
+pub async fn memberships_of(conn: &mut Conn, user_id: Uuid) -> Result<Vec<(Membership, Project)>> {
+    Ok(memberships::table
+        .inner_join(projects::table)
+        .filter(memberships::user_id.eq(user_id))
+        .order(projects::name.asc())
+        .select((Membership::as_select(), Project::as_select()))
+        .load(conn)
+        .await?)
+}

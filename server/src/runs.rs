@@ -1,0 +1,377 @@
+//! Runs: executions with immutable params, high-volume metrics, a status and their inputs.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Float8, Int8, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::Actor;
+use crate::db::schema::{run_metrics, run_params, runs};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::lineage::{self, NodeKind, NodeRef};
+use crate::projects::{self, Role};
+use crate::validate;
+
+/// Largest `logMetrics` batch; bigger batches are refused whole.
+pub const MAX_METRICS_PER_BATCH: usize = 1000;
+pub const MAX_PARAMS_PER_BATCH: usize = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Running,
+    Finished,
+    Failed,
+    Killed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Finished => "finished",
+            RunStatus::Failed => "failed",
+            RunStatus::Killed => "killed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        Some(match text {
+            "running" => RunStatus::Running,
+            "finished" => RunStatus::Finished,
+            "failed" => RunStatus::Failed,
+            "killed" => RunStatus::Killed,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = runs)]
+pub struct Run {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub name: Option<String>,
+    pub status: String,
+    pub code_commit_id: Option<Uuid>,
+    pub tags: Value,
+    pub created_by: Uuid,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Run {
+    pub fn status(&self) -> RunStatus {
+        RunStatus::parse(&self.status).unwrap_or(RunStatus::Running)
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = run_params)]
+pub struct Param {
+    pub run_id: Uuid,
+    pub key: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = run_metrics)]
+pub struct Metric {
+    pub run_id: Uuid,
+    pub key: String,
+    pub value: f64,
+    pub step: i64,
+    pub at: DateTime<Utc>,
+}
+
+pub struct NewMetric {
+    pub key: String,
+    pub value: f64,
+    pub step: Option<i64>,
+    pub at: Option<DateTime<Utc>>,
+}
+
+pub struct NewRun<'a> {
+    pub name: Option<&'a str>,
+    pub code_commit_id: Option<Uuid>,
+    pub inputs: Vec<Uuid>,
+    pub tags: Option<Value>,
+}
+
+pub async fn start(conn: &mut Conn, actor: &Actor, project_name: &str, new: NewRun<'_>) -> Result<Run> {
+    let project = projects::find_authorized(conn, actor, project_name, Role::Contributor).await?;
+    validate::optional_text("run name", new.name, 256)?;
+    let tags = new.tags.unwrap_or_else(|| json!({}));
+    match &tags {
+        Value::Object(map) if map.values().all(Value::is_string) && map.len() <= 100 => {}
+        _ => return Err(Error::invalid("tags must be an object of at most 100 string values")),
+    }
+    let commit = new.code_commit_id.map(|id| NodeRef { kind: NodeKind::CodeCommit, id });
+    if let Some(commit) = commit {
+        lineage::node_project(conn, commit).await?;
+    }
+    let mut inputs = new.inputs;
+    inputs.sort();
+    inputs.dedup();
+    for input in &inputs {
+        lineage::authorize_node(conn, actor, NodeRef { kind: NodeKind::DatasetVersion, id: *input }, Role::Viewer)
+            .await?;
+    }
+    let run: Run = diesel::insert_into(runs::table)
+        .values((
+            runs::id.eq(Uuid::now_v7()),
+            runs::project_id.eq(project.id),
+            runs::name.eq(new.name),
+            runs::status.eq(RunStatus::Running.as_str()),
+            runs::code_commit_id.eq(new.code_commit_id),
+            runs::tags.eq(&tags),
+            runs::created_by.eq(actor.user_id()?),
+        ))
+        .returning(Run::as_returning())
+        .get_result(conn)
+        .await?;
+    let this = NodeRef { kind: NodeKind::Run, id: run.id };
+    if let Some(commit) = commit {
+        lineage::record_new_node_edge(conn, this, commit, "ran").await?;
+    }
+    for input in &inputs {
+        let input = NodeRef { kind: NodeKind::DatasetVersion, id: *input };
+        lineage::record_new_node_edge(conn, this, input, "consumed").await?;
+    }
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "run.start",
+            project_id: Some(project.id),
+            subject_kind: "run",
+            subject_id: run.id.to_string(),
+            before: None,
+            after: Some(json!({
+                "name": run.name,
+                "code_commit_id": run.code_commit_id,
+                "inputs": inputs,
+                "tags": run.tags,
+            })),
+        },
+    )
+    .await?;
+    Ok(run)
+}
+
+/// A run the caller may read (or write, with `needed` ≥ contributor).
+pub async fn get(conn: &mut Conn, actor: &Actor, run_id: Uuid, needed: Role) -> Result<Run> {
+    let run = runs::table
+        .find(run_id)
+        .select(Run::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| Error::not_found(format!("no run with id {run_id}")))?;
+    projects::authorize(conn, actor, run.project_id, needed).await?;
+    Ok(run)
+}
+
+/// Locks the run row: `FOR UPDATE` for status changes, `FOR SHARE` for appends that must not
+/// race a finish.
+async fn lock(conn: &mut Conn, actor: &Actor, run_id: Uuid, exclusive: bool) -> Result<Run> {
+    get(conn, actor, run_id, Role::Contributor).await?;
+    let sql = if exclusive {
+        "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE"
+    } else {
+        "SELECT 1 FROM runs WHERE id = $1 FOR SHARE"
+    };
+    diesel::sql_query(sql).bind::<SqlUuid, _>(run_id).execute(conn).await?;
+    // Re-read under the lock: the status may have changed since the unlocked read.
+    Ok(runs::table.find(run_id).select(Run::as_select()).first(conn).await?)
+}
+
+/// Sets params. A param is immutable: setting the same value again is a no-op, a different value
+/// is a conflict and the whole batch is refused.
+pub async fn log_params(conn: &mut Conn, actor: &Actor, run_id: Uuid, params: Vec<(String, String)>) -> Result<Run> {
+    if params.len() > MAX_PARAMS_PER_BATCH {
+        return Err(Error::invalid(format!("at most {MAX_PARAMS_PER_BATCH} params per call")));
+    }
+    let mut wanted: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in params {
+        validate::text("param key", &key, 250)?;
+        if key.is_empty() {
+            return Err(Error::invalid("param keys must not be empty"));
+        }
+        validate::text("param value", &value, 8000)?;
+        if let Some(previous) = wanted.insert(key.clone(), value.clone()) {
+            if previous != value {
+                return Err(Error::invalid(format!("param `{key}` is given twice with different values")));
+            }
+        }
+    }
+    let run = lock(conn, actor, run_id, true).await?;
+    if run.status() != RunStatus::Running {
+        return Err(Error::conflict(format!("run {run_id} is {} and takes no more params", run.status)));
+    }
+    let keys: Vec<&String> = wanted.keys().collect();
+    let existing: Vec<Param> = run_params::table
+        .filter(run_params::run_id.eq(run_id))
+        .filter(run_params::key.eq_any(keys))
+        .select(Param::as_select())
+        .load(conn)
+        .await?;
+    for param in &existing {
+        if wanted[&param.key] != param.value {
+            return Err(Error::conflict(format!(
+                "param `{}` is already `{}`; params are immutable",
+                param.key, param.value
+            )));
+        }
+        wanted.remove(&param.key);
+    }
+    if wanted.is_empty() {
+        return Ok(run);
+    }
+    let rows: Vec<_> = wanted
+        .iter()
+        .map(|(k, v)| (run_params::run_id.eq(run_id), run_params::key.eq(k), run_params::value.eq(v)))
+        .collect();
+    diesel::insert_into(run_params::table).values(&rows).execute(conn).await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "run.log_params",
+            project_id: Some(run.project_id),
+            subject_kind: "run",
+            subject_id: run.id.to_string(),
+            before: None,
+            after: Some(json!({"params": wanted})),
+        },
+    )
+    .await?;
+    Ok(run)
+}
+
+/// Appends a batch of metrics in one statement. Metrics are observations, not governance acts:
+/// no audit entry, so logging never queues on the audit chain. Values must be finite.
+pub async fn log_metrics(conn: &mut Conn, actor: &Actor, run_id: Uuid, metrics: Vec<NewMetric>) -> Result<usize> {
+    if metrics.len() > MAX_METRICS_PER_BATCH {
+        return Err(Error::invalid(format!(
+            "a batch holds at most {MAX_METRICS_PER_BATCH} metrics; got {}",
+            metrics.len()
+        )));
+    }
+    let now = Utc::now();
+    let mut keys = Vec::with_capacity(metrics.len());
+    let mut values = Vec::with_capacity(metrics.len());
+    let mut steps = Vec::with_capacity(metrics.len());
+    let mut ats = Vec::with_capacity(metrics.len());
+    for metric in metrics {
+        if metric.key.is_empty() {
+            return Err(Error::invalid("metric keys must not be empty"));
+        }
+        validate::text("metric key", &metric.key, 250)?;
+        if !metric.value.is_finite() {
+            return Err(Error::invalid(format!("metric `{}` has a non-finite value", metric.key)));
+        }
+        keys.push(metric.key);
+        values.push(metric.value);
+        steps.push(metric.step.unwrap_or(0));
+        ats.push(metric.at.unwrap_or(now));
+    }
+    let run = lock(conn, actor, run_id, false).await?;
+    if run.status() != RunStatus::Running {
+        return Err(Error::conflict(format!("run {run_id} is {} and takes no more metrics", run.status)));
+    }
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    // One prepared statement whatever the batch size: the arrays are unnested server-side.
+    let stored = diesel::sql_query(
+        "INSERT INTO run_metrics (run_id, key, value, step, at)
+         SELECT $1, * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])",
+    )
+    .bind::<SqlUuid, _>(run_id)
+    .bind::<Array<Text>, _>(&keys)
+    .bind::<Array<Float8>, _>(&values)
+    .bind::<Array<Int8>, _>(&steps)
+    .bind::<Array<Timestamptz>, _>(&ats)
+    .execute(conn)
+    .await?;
+    Ok(stored)
+}
+
+pub async fn finish(conn: &mut Conn, actor: &Actor, run_id: Uuid, status: RunStatus) -> Result<Run> {
+    if status == RunStatus::Running {
+        return Err(Error::invalid("a run finishes as FINISHED, FAILED or KILLED"));
+    }
+    let run = lock(conn, actor, run_id, true).await?;
+    if run.status() != RunStatus::Running {
+        return Err(Error::conflict(format!("run {run_id} has already ended as {}", run.status)));
+    }
+    let finished: Run = diesel::update(runs::table.find(run_id))
+        .set((runs::status.eq(status.as_str()), runs::ended_at.eq(Utc::now())))
+        .returning(Run::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "run.finish",
+            project_id: Some(run.project_id),
+            subject_kind: "run",
+            subject_id: run.id.to_string(),
+            before: Some(json!({"status": run.status})),
+            after: Some(json!({"status": finished.status, "ended_at": finished.ended_at})),
+        },
+    )
+    .await?;
+    Ok(finished)
+}
+
+pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Run>> {
+    Ok(runs::table
+        .filter(runs::id.eq_any(ids))
+        .select(Run::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// The runs of a project, newest first, after the cursor `before_id` (ids are time-ordered).
+pub async fn list_in_project(conn: &mut Conn, project_id: Uuid, before_id: Option<Uuid>, limit: i64) -> Result<Vec<Run>> {
+    let mut query = runs::table
+        .filter(runs::project_id.eq(project_id))
+        .order(runs::id.desc())
+        .limit(limit + 1)
+        .select(Run::as_select())
+        .into_boxed();
+    if let Some(before) = before_id {
+        query = query.filter(runs::id.lt(before));
+    }
+    Ok(query.load(conn).await?)
+}
+
+pub async fn params_of(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Param>> {
+    Ok(run_params::table
+        .filter(run_params::run_id.eq_any(run_ids))
+        .order((run_params::run_id, run_params::key))
+        .select(Param::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// A run's metric history, optionally for one key, ordered by key, step and time.
+pub async fn metrics_of(conn: &mut Conn, run_id: Uuid, key: Option<&str>) -> Result<Vec<Metric>> {
+    let mut query = run_metrics::table
+        .filter(run_metrics::run_id.eq(run_id))
+        .order((run_metrics::key, run_metrics::step, run_metrics::at))
+        .select(Metric::as_select())
+        .into_boxed();
+    if let Some(key) = key {
+        query = query.filter(run_metrics::key.eq(key.to_owned()));
+    }
+    Ok(query.load(conn).await?)
+}

@@ -1,0 +1,89 @@
+//! Input rules shared by the domain modules.
+
+use crate::error::{Error, Result};
+
+/// Names of projects, datasets, models and groups: 1..=128 characters, starting with a letter or
+/// digit, then letters, digits, `.`, `_` or `-`, so they are safe in URLs and file names.
+pub fn name(what: &str, value: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} `{value}` is not valid: use 1 to 128 letters, digits, `.`, `_` or `-`, starting with a letter or digit"
+        )))
+    }
+}
+
+/// Free text: bounded, no NUL (PostgreSQL refuses it) and no control characters but newlines and tabs.
+pub fn text(what: &str, value: &str, max_len: usize) -> Result<()> {
+    if value.len() > max_len {
+        return Err(Error::invalid(format!("{what} is longer than {max_len} bytes")));
+    }
+    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        return Err(Error::invalid(format!("{what} contains control characters")));
+    }
+    Ok(())
+}
+
+pub fn optional_text<'a>(what: &str, value: Option<&'a str>, max_len: usize) -> Result<Option<&'a str>> {
+    if let Some(v) = value {
+        text(what, v, max_len)?;
+    }
+    Ok(value)
+}
+
+/// A SHA-256 digest as 64 hex characters; returned lowercase.
+pub fn sha256(value: &str) -> Result<String> {
+    hex_digest("sha256", value, 64)
+}
+
+/// A git commit id as 40 hex characters; returned lowercase.
+pub fn commit_sha(value: &str) -> Result<String> {
+    hex_digest("commit", value, 40)
+}
+
+fn hex_digest(what: &str, value: &str, len: usize) -> Result<String> {
+    if value.len() == len && value.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} must be {len} hexadecimal characters, got `{}`",
+            value.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(name("x", "fraud-detector_v2.1").is_ok());
+        for bad in ["", "-lead", "has space", "slash/", "ünï", &"a".repeat(129)] {
+            assert!(name("x", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn digests() {
+        assert_eq!(commit_sha(&"A".repeat(40)).unwrap(), "a".repeat(40));
+        assert!(commit_sha(&"a".repeat(39)).is_err());
+        assert!(commit_sha(&"g".repeat(40)).is_err());
+        assert!(sha256(&"0".repeat(64)).is_ok());
+        assert!(sha256(&"0".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn free_text() {
+        assert!(text("d", "line\nline\ttab", 100).is_ok());
+        assert!(text("d", "nul\0", 100).is_err());
+        assert!(text("d", "long", 3).is_err());
+    }
+}

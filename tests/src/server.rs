@@ -1,0 +1,403 @@
+//! The real `custody-server` binary: locating (and building) it, running `serve` on a free port,
+//! stopping and restarting it, and running its CLI subcommands (`token issue`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::pg::free_port;
+
+/// Environment variables of the server that the tests' own environment must not leak into it.
+const SCRUBBED_ENV: &[&str] = &[
+    "DATABASE_URL",
+    "CUSTODY_ARTIFACTS",
+    "CUSTODY_S3_ENDPOINT",
+    "CUSTODY_SMTP_URL",
+    "CUSTODY_PUBLIC_URL",
+    "CUSTODY_POLICIES",
+    "CUSTODY_DATA_DIR",
+    "CUSTODY_LISTEN",
+    "CUSTODY_JWT_KEY",
+];
+
+static SERVER_BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// The path of the `custody-server` binary matching this test build.
+///
+/// `CUSTODY_SERVER_BIN` overrides. Otherwise it is `<target>/<profile>/custody-server`, derived from
+/// this test executable (`<target>/<profile>/deps/<test>-<hash>`), and it is brought up to date once
+/// per process with `cargo build --workspace --bin custody-server` in the same profile, so that
+/// `cargo test -p custody-tests [--release]` never runs a stale or missing server
+/// (`CUSTODY_TESTS_NO_BUILD=1` skips that step).
+pub fn server_bin() -> PathBuf {
+    match SERVER_BIN.get_or_init(|| locate_and_build().map_err(|e| format!("{e:#}"))) {
+        Ok(p) => p.clone(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn locate_and_build() -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os("CUSTODY_SERVER_BIN") {
+        let p = PathBuf::from(p);
+        anyhow::ensure!(p.is_file(), "CUSTODY_SERVER_BIN={} is not a file", p.display());
+        return Ok(p);
+    }
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().ok_or_else(|| anyhow::anyhow!("test executable has no parent"))?;
+    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") { deps.parent().unwrap() } else { deps };
+    let target_dir = profile_dir.parent().ok_or_else(|| anyhow::anyhow!("no target dir above {}", profile_dir.display()))?;
+    let bin = profile_dir.join("custody-server");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev".to_string(),
+        Some(other) => other.to_string(),
+        None => "dev".to_string(),
+    };
+    if std::env::var_os("CUSTODY_TESTS_NO_BUILD").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        let out = Command::new(&cargo)
+            .args(["build", "--quiet", "--workspace", "--bin", "custody-server", "--profile", &profile])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target_dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| anyhow::anyhow!("running {cargo:?} build for custody-server: {e}"))?;
+        anyhow::ensure!(
+            out.status.success(),
+            "building custody-server failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    anyhow::ensure!(
+        bin.is_file(),
+        "the custody-server binary is missing at {} (build it with `cargo build -p custody-server`, or set CUSTODY_SERVER_BIN)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// A fresh directory under /tmp with mode 0755 (the embedded cluster's `postgres` user must be
+/// able to traverse it when the tests run as root). Removed on drop.
+pub fn tmp_dir(prefix: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").expect("creating a temp dir under /tmp");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+static SERVER_SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// A running `custody-server serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    /// The admin bearer token from `<data-dir>/admin.token`.
+    pub admin_token: String,
+    pub http: reqwest::Client,
+    log_path: PathBuf,
+    healthz_timeout: Duration,
+    /// Keeps the per-server directories (data dir, logs) alive; None when the caller owns them.
+    _work: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data dir against `database_url` (None: the embedded default).
+    pub async fn start(database_url: Option<&str>) -> Server {
+        let work = tmp_dir("custody-test-srv-");
+        let data_dir = work.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let timeout = if database_url.is_some() { 30 } else { 60 };
+        Self::start_in(&data_dir, database_url, Duration::from_secs(timeout), Some(work)).await
+    }
+
+    /// Another replica on the same database: a new data dir holding copies of this server's
+    /// `jwt.key` and `admin.token`, so that tokens are valid on both (as replicas are configured).
+    pub async fn start_replica(&self) -> Server {
+        let work = tmp_dir("custody-test-srv-");
+        let data_dir = work.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for f in ["jwt.key", "admin.token"] {
+            std::fs::copy(self.data_dir.join(f), data_dir.join(f)).unwrap_or_else(|e| panic!("copying {f}: {e}"));
+        }
+        Self::start_in(&data_dir, self.database_url.as_deref(), self.healthz_timeout, Some(work)).await
+    }
+
+    /// Starts a server on the given data dir (which the caller keeps alive).
+    pub async fn start_with_dir(data_dir: &Path, database_url: Option<&str>, healthz_timeout: Duration) -> Server {
+        Self::start_in(data_dir, database_url, healthz_timeout, None).await
+    }
+
+    async fn start_in(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        healthz_timeout: Duration,
+        work: Option<tempfile::TempDir>,
+    ) -> Server {
+        let n = SERVER_SEQ.fetch_add(1, Ordering::Relaxed);
+        let log_dir = match &work {
+            Some(w) => w.path().to_path_buf(),
+            None => data_dir.parent().unwrap_or(data_dir).to_path_buf(),
+        };
+        let mut s = Server {
+            child: None,
+            port: 0,
+            data_dir: data_dir.to_path_buf(),
+            database_url: database_url.map(str::to_string),
+            admin_token: String::new(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            log_path: log_dir.join(format!("server-{}-{n}.log", std::process::id())),
+            healthz_timeout,
+            _work: work,
+        };
+        s.launch().await;
+        s
+    }
+
+    /// Spawns `serve` and waits for `/healthz`; retries on another port if the port was taken.
+    async fn launch(&mut self) {
+        let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
+        for attempt in 1..=3 {
+            self.port = free_port().unwrap();
+            let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+            let mut cmd = Command::new(&bin);
+            cmd.arg("serve")
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{}", self.port))
+                .arg("--data-dir")
+                .arg(&self.data_dir)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            for v in SCRUBBED_ENV {
+                cmd.env_remove(v);
+            }
+            if let Some(url) = &self.database_url {
+                cmd.env("DATABASE_URL", url);
+            }
+            unsafe {
+                cmd.pre_exec(|| {
+                    // Should this test process die without dropping us, the server gets SIGTERM.
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+            self.child = Some(child);
+            match self.wait_healthy().await {
+                Ok(()) => {
+                    self.admin_token = self.read_admin_token();
+                    return;
+                }
+                Err(e) => {
+                    let log = self.log();
+                    let port_taken = log.contains("in use") || log.contains("AddrInUse");
+                    self.kill_now();
+                    if port_taken && attempt < 3 {
+                        continue;
+                    }
+                    panic!("custody-server did not become healthy: {e}\n----- server log -----\n{}", tail(&log, 200));
+                }
+            }
+        }
+    }
+
+    async fn wait_healthy(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + self.healthz_timeout;
+        let url = self.url("/healthz");
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Err(format!("the process exited early ({st})"));
+            }
+            if let Ok(r) = self.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+                if r.status() == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("GET {url} did not answer 200 within {:?}", self.healthz_timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn read_admin_token(&self) -> String {
+        let p = self.data_dir.join("admin.token");
+        let t = std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("reading {}: {e}\n----- server log -----\n{}", p.display(), tail(&self.log(), 100)));
+        t.trim().to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Everything the server has logged so far (all its starts).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (up to 60 s, then SIGKILL). Returns the exit status.
+    pub async fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is not running");
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let st = child.wait().unwrap();
+                panic!("custody-server did not exit within 60 s of SIGTERM (killed: {st})\n{}", tail(&self.log(), 100));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server (asserting a clean exit) and starts it again on the same data dir and DB.
+    pub async fn restart(&mut self) {
+        let st = self.stop().await;
+        assert!(st.success(), "custody-server exited with {st} on SIGTERM\n{}", tail(&self.log(), 100));
+        self.launch().await;
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Runs a CLI subcommand of the binary against this server's data dir and database.
+    pub async fn cli(&self, args: &[&str]) -> std::process::Output {
+        let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(args).arg("--data-dir").arg(&self.data_dir).env("RUST_LOG", "warn").stdin(Stdio::null());
+        for v in SCRUBBED_ENV {
+            cmd.env_remove(v);
+        }
+        if let Some(url) = &self.database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        cmd.output().await.unwrap_or_else(|e| panic!("running custody-server {args:?}: {e}"))
+    }
+
+    /// `custody-server token issue --email EMAIL [--admin] [--ttl TTL]`: the bearer token it prints.
+    pub async fn issue_token_ttl(&self, email: &str, admin: bool, ttl: Option<&str>) -> String {
+        let mut args = vec!["token", "issue", "--email", email];
+        if admin {
+            args.push("--admin");
+        }
+        if let Some(ttl) = ttl {
+            args.extend(["--ttl", ttl]);
+        }
+        let out = self.cli(&args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "custody-server {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = stdout.trim().to_string();
+        assert!(
+            !token.contains(char::is_whitespace) && token.split('.').count() == 3,
+            "`token issue` must print only the bearer token (a JWT), printed: {stdout:?}"
+        );
+        token
+    }
+
+    pub async fn issue_token(&self, email: &str, admin: bool) -> String {
+        self.issue_token_ttl(email, admin, None).await
+    }
+
+    /// POST /graphql: the whole response body (`{data, errors}`). `token` "" sends no header.
+    pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
+        let mut req = self.http.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        if !token.is_empty() {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("POST /graphql: {e}\n{}", tail(&self.log(), 50)));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("POST /graphql answered {status} with a body that is not JSON: {text:?}\nquery: {query}"))
+    }
+
+    /// The `data` of a response that must have no errors.
+    pub async fn gql_ok(&self, token: &str, query: &str, variables: Value) -> Value {
+        let r = self.gql(token, query, variables.clone()).await;
+        if r.get("errors").is_some_and(|e| !e.is_null() && e.as_array().map_or(true, |a| !a.is_empty())) || r["data"].is_null() {
+            panic!(
+                "GraphQL request failed:\nquery: {query}\nvariables: {variables}\nresponse: {}",
+                serde_json::to_string_pretty(&r).unwrap()
+            );
+        }
+        r["data"].clone()
+    }
+
+    /// The `extensions.code` of the first error of a request that must fail; also checks that the
+    /// request produced no data (`data` null, or every top-level field null).
+    pub async fn gql_err_code(&self, token: &str, query: &str, variables: Value) -> String {
+        let r = self.gql(token, query, variables.clone()).await;
+        let errors = r["errors"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !errors.is_empty(),
+            "expected an error, got success:\nquery: {query}\nvariables: {variables}\nresponse: {r}"
+        );
+        let data_empty = r["data"].is_null() || r["data"].as_object().is_some_and(|o| o.values().all(Value::is_null));
+        assert!(data_empty, "a refused request still returned data:\nquery: {query}\nresponse: {r}");
+        match errors[0]["extensions"]["code"].as_str() {
+            Some(code) => code.to_string(),
+            None => panic!("error without extensions.code:\nquery: {query}\nvariables: {variables}\nresponse: {r}"),
+        }
+    }
+}
+
+impl AsRef<Server> for Server {
+    fn as_ref(&self) -> &Server {
+        self
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_now();
+    }
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Did the process end by this signal?
+pub fn killed_by(st: &ExitStatus, sig: i32) -> bool {
+    st.signal() == Some(sig)
+}
