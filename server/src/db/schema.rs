@@ -1,5 +1,5 @@
-// Mirrors migrations/ (what `diesel print-schema` would write); `db::tests` checks it against the
-// migrated database.
+// Mirrors migrations/ (what `diesel print-schema` would write). Every table is exercised by the
+// end-to-end tests in tests/, so a column that drifts from the migration fails there.
 
 diesel::table! {
     users (id) {
