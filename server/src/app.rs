@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::AsyncConnection;
 
+use crate::artifacts::{self, Artifacts};
 use crate::auth::{self, Actor, TokenKeys};
 use crate::config::{self, Cli, Command, GlobalOptions, ServeOptions, TokenCommand};
 use crate::db::{self, embedded::EmbeddedPostgres};
@@ -135,9 +136,23 @@ async fn serve_with_database(
         tracing::info!(path = %path.display(), "created {} and wrote its bearer token", auth::BOOTSTRAP_ADMIN);
     }
     let local = listener.local_addr()?;
+    let store = options.artifacts.open_store(data_dir)?;
+    tracing::info!(store = %store.describe(), "artifact store ready");
+    artifacts::spawn_sweeper(pool.clone(), store.clone(), options.artifacts.sweep_grace, options.artifacts.sweep_interval);
+    let artifacts = Artifacts {
+        store,
+        max_size: options.artifacts.max_artifact_size,
+        part_size: options.artifacts.part_size,
+        public_url: options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"))
+            .trim_end_matches('/')
+            .to_owned(),
+    };
     tracing::info!(listen = %local, "custody-server listening; GraphiQL at http://{local}/graphql");
     http::run(
-        AppState { pool, keys },
+        AppState { pool, keys, artifacts },
         HttpConfig { listener, cors_origins: options.cors_origins, workers: options.workers },
     )
     .await

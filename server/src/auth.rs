@@ -121,6 +121,26 @@ impl TokenKeys {
     }
 }
 
+impl TokenKeys {
+    /// Signs claims for one purpose (its own audience), e.g. a presigned artifact URL. Such
+    /// tokens are never accepted as API tokens: those need the API audience and a stored jti.
+    pub fn sign_for<T: Serialize>(&self, claims: &T) -> Result<String> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(Error::internal)
+    }
+
+    /// Checks a purpose token: algorithm, signature, `exp`, and that `aud` is `audience`.
+    pub fn verify_for<T: serde::de::DeserializeOwned>(&self, token: &str, audience: &str) -> Result<T> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.leeway = 0;
+        jsonwebtoken::decode::<T>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| Error::Unauthenticated(format!("invalid or expired link: {e}")))
+    }
+}
+
 /// Writes a file readable only by its owner (mode 0600), replacing any previous content.
 pub fn write_private_file(path: &Path, content: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;

@@ -58,6 +58,70 @@ pub struct ServeOptions {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CUSTODY_WORKERS")]
     pub workers: Option<usize>,
+    /// Base URL of this server in links it hands out (mails, direct-upload URLs).
+    #[arg(long, env = "CUSTODY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub artifacts: ArtifactOptions,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ArtifactOptions {
+    /// Artifact store: a directory, or s3://bucket/prefix; unset uses <data-dir>/artifacts.
+    #[arg(long = "artifacts", env = "CUSTODY_ARTIFACTS")]
+    pub location: Option<String>,
+    /// S3 endpoint for S3-compatible stores (MinIO, Ceph, Garage, R2); unset means AWS.
+    #[arg(long, env = "CUSTODY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style addressing (bucket in the path); default: on when an endpoint is given.
+    #[arg(long, env = "CUSTODY_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+    /// Largest artifact accepted, e.g. 64GiB.
+    #[arg(long, env = "CUSTODY_MAX_ARTIFACT_SIZE", default_value = "64GiB", value_parser = parse_size)]
+    pub max_artifact_size: u64,
+    /// Multipart part size, 8MiB to 64MiB.
+    #[arg(long, env = "CUSTODY_ARTIFACT_PART_SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub part_size: u64,
+    /// How long an unfinished upload may stay before its leftovers are swept, e.g. 24h.
+    #[arg(long, env = "CUSTODY_SWEEP_GRACE", default_value = "24h", value_parser = parse_duration)]
+    pub sweep_grace: std::time::Duration,
+    /// How often each replica sweeps.
+    #[arg(long, env = "CUSTODY_SWEEP_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub sweep_interval: std::time::Duration,
+}
+
+/// Parses `123`, `8MiB`, `64GiB`, `10MB`, …
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a size like 8MiB or 64GiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return Err(format!("`{text}` has an unknown unit; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Parses `90s`, `10m`, `24h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::auth::parse_ttl(text)
+        .map_err(|e| e.to_string())
+        .and_then(|d| d.to_std().map_err(|e| e.to_string()))
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,7 +159,54 @@ impl ServeOptions {
             (1..=1000).contains(&self.db_pool_size),
             "--db-pool-size must be between 1 and 1000"
         );
+        anyhow::ensure!(
+            (8 << 20..=64 << 20).contains(&self.artifacts.part_size),
+            "CUSTODY_ARTIFACT_PART_SIZE must be between 8MiB and 64MiB"
+        );
+        if let Some(url) = &self.public_url {
+            let parsed = url::Url::parse(url)
+                .with_context(|| format!("CUSTODY_PUBLIC_URL `{url}` is not a URL like https://custody.example.com"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "CUSTODY_PUBLIC_URL must be an http or https URL"
+            );
+        }
         Ok(())
+    }
+}
+
+impl ArtifactOptions {
+    /// Opens the configured store (creating the local directory if needed).
+    pub fn open_store(&self, data_dir: &std::path::Path) -> anyhow::Result<crate::artifacts::ArtifactStore> {
+        use crate::artifacts::store::{ArtifactStore, LocalStore, S3Settings, S3Store};
+        match self.location.as_deref() {
+            Some(location) if location.starts_with("s3://") => {
+                let url = url::Url::parse(location)
+                    .with_context(|| format!("CUSTODY_ARTIFACTS `{location}` is not like s3://bucket/prefix"))?;
+                let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
+                    anyhow::anyhow!("CUSTODY_ARTIFACTS `{location}` names no bucket; use s3://bucket/prefix")
+                })?;
+                if let Some(endpoint) = &self.s3_endpoint {
+                    url::Url::parse(endpoint)
+                        .with_context(|| format!("CUSTODY_S3_ENDPOINT `{endpoint}` is not a URL like http://127.0.0.1:9000"))?;
+                }
+                Ok(ArtifactStore::S3(S3Store::new(S3Settings {
+                    bucket: bucket.to_owned(),
+                    prefix: url.path().trim_matches('/').to_owned(),
+                    endpoint: self.s3_endpoint.clone(),
+                    region: self.s3_region.clone(),
+                    access_key_id: self.s3_access_key_id.clone(),
+                    secret_access_key: self.s3_secret_access_key.clone(),
+                    path_style: self.s3_path_style.unwrap_or(self.s3_endpoint.is_some()),
+                    part_size: self.part_size as usize,
+                })))
+            }
+            Some(location) if location.contains("://") => anyhow::bail!(
+                "CUSTODY_ARTIFACTS `{location}` is neither a directory nor s3://bucket/prefix"
+            ),
+            Some(dir) => Ok(ArtifactStore::Local(LocalStore::new(std::path::Path::new(dir))?)),
+            None => Ok(ArtifactStore::Local(LocalStore::new(&data_dir.join("artifacts"))?)),
+        }
     }
 }
 
@@ -109,4 +220,18 @@ pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
     std::fs::remove_file(&probe).ok();
     dir.canonicalize()
         .with_context(|| format!("resolving the data directory {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("64GiB"), Ok(64 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("8 parsecs").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
 }

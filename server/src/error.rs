@@ -15,6 +15,9 @@ pub enum Error {
     InvalidInput(String),
     #[error("{0}")]
     Conflict(String),
+    /// Input over a size limit (HTTP 413).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -28,7 +31,7 @@ impl Error {
             Error::Unauthenticated(_) => "UNAUTHENTICATED",
             Error::Forbidden(_) => "FORBIDDEN",
             Error::NotFound(_) => "NOT_FOUND",
-            Error::InvalidInput(_) => "INVALID_INPUT",
+            Error::InvalidInput(_) | Error::TooLarge(_) => "INVALID_INPUT",
             Error::Conflict(_) => "CONFLICT",
             Error::Internal(_) => "INTERNAL",
         }

@@ -1,10 +1,11 @@
 //! Custody: a model registry and MLOps governance server.
 //!
 //! Domain modules own their tables and rules (`projects`, `datasets`, `code`, `runs`, `models`,
-//! `lineage`, `audit`, `auth`); `graphql` and `http` are thin edges; `db` and `config` hold the
+//! `lineage`, `artifacts`, `audit`, `auth`); `graphql` and `http` are thin edges; `db` and `config` hold the
 //! plumbing; `app` wires the commands together.
 
 pub mod app;
+pub mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod code;

@@ -6,6 +6,7 @@ use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::artifacts;
 use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{model_versions, models, projects as projects_table, runs};
@@ -37,6 +38,8 @@ pub struct ModelVersion {
     pub stage: Option<String>,
     pub created_by: Uuid,
     pub created_at: DateTime<Utc>,
+    /// SHA-256 of the canonical manifest of the version's files (see `artifacts::Manifest`).
+    pub manifest_sha256: String,
 }
 
 pub async fn create(
@@ -132,6 +135,11 @@ pub async fn register_version(
         .select(diesel::dsl::max(model_versions::version))
         .first(conn)
         .await?;
+    let files = match artifact_path {
+        Some(path) => artifacts::files_for_version(conn, run_id, path).await?,
+        None => Vec::new(),
+    };
+    let manifest_sha256 = artifacts::manifest_digest(&files);
     let version: ModelVersion = diesel::insert_into(model_versions::table)
         .values((
             model_versions::id.eq(Uuid::now_v7()),
@@ -141,10 +149,12 @@ pub async fn register_version(
             model_versions::artifact_path.eq(artifact_path),
             model_versions::description.eq(description),
             model_versions::created_by.eq(actor.user_id()?),
+            model_versions::manifest_sha256.eq(&manifest_sha256),
         ))
         .returning(ModelVersion::as_returning())
         .get_result(conn)
         .await?;
+    artifacts::attach_to_version(conn, version.id, &files).await?;
     lineage::record_new_node_edge(
         conn,
         NodeRef { kind: NodeKind::ModelVersion, id: version.id },
@@ -167,6 +177,8 @@ pub async fn register_version(
                 "run_id": run_id,
                 "artifact_path": version.artifact_path,
                 "description": version.description,
+                "manifest_sha256": version.manifest_sha256,
+                "files": files,
             })),
         },
     )

@@ -129,6 +129,7 @@ diesel::table! {
         stage -> Nullable<Text>,
         created_by -> Uuid,
         created_at -> Timestamptz,
+        manifest_sha256 -> Text,
     }
 }
 
@@ -178,6 +179,53 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    artifact_objects (sha256) {
+        sha256 -> Text,
+        size_bytes -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    run_artifacts (run_id, path) {
+        run_id -> Uuid,
+        path -> Text,
+        sha256 -> Text,
+        size_bytes -> Int8,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    model_version_files (model_version_id, path) {
+        model_version_id -> Uuid,
+        path -> Text,
+        sha256 -> Text,
+        size_bytes -> Int8,
+    }
+}
+
+diesel::table! {
+    pending_uploads (id) {
+        id -> Uuid,
+        run_id -> Uuid,
+        path -> Text,
+        created_by -> Uuid,
+        started_at -> Timestamptz,
+        sha256 -> Nullable<Text>,
+        size_bytes -> Nullable<Int8>,
+        expected_sha256 -> Nullable<Text>,
+        expected_size -> Nullable<Int8>,
+        part_count -> Nullable<Int4>,
+        store_upload_id -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(run_artifacts -> runs (run_id));
+diesel::joinable!(model_version_files -> model_versions (model_version_id));
+diesel::joinable!(pending_uploads -> runs (run_id));
 diesel::joinable!(api_tokens -> users (user_id));
 diesel::joinable!(memberships -> projects (project_id));
 diesel::joinable!(memberships -> users (user_id));
@@ -209,4 +257,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     lineage_edges,
     audit_log,
     audit_head,
+    artifact_objects,
+    run_artifacts,
+    model_version_files,
+    pending_uploads,
 );

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use async_graphql::dataloader::Loader;
 
+use crate::artifacts::{self, ArtifactFile};
 use crate::code::{self, CodeCommit};
 use crate::datasets::{self, Dataset, DatasetVersion};
 use crate::db::DbPool;
@@ -39,6 +40,10 @@ pub struct ParamsOfRun(pub Uuid);
 pub struct InputsOfRun(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ModelById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArtifactsOfRun(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FilesOfModelVersion(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VersionsOfModel(pub Uuid);
 
@@ -180,5 +185,29 @@ impl Loader<InputsOfRun> for DbLoader {
                 (InputsOfRun(run), list)
             })
             .collect())
+    }
+}
+
+impl Loader<ArtifactsOfRun> for DbLoader {
+    type Value = Vec<ArtifactFile>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[ArtifactsOfRun]) -> LoadResult<ArtifactsOfRun, Vec<ArtifactFile>> {
+        let mut conn = self.conn().await?;
+        let rows = artifacts::of_runs(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        let grouped = group(rows, |(run, _)| ArtifactsOfRun(*run));
+        Ok(grouped.into_iter().map(|(k, v)| (k, v.into_iter().map(|(_, f)| f).collect())).collect())
+    }
+}
+
+impl Loader<FilesOfModelVersion> for DbLoader {
+    type Value = Vec<ArtifactFile>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[FilesOfModelVersion]) -> LoadResult<FilesOfModelVersion, Vec<ArtifactFile>> {
+        let mut conn = self.conn().await?;
+        let rows = artifacts::of_model_versions(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        let grouped = group(rows, |(mv, _)| FilesOfModelVersion(*mv));
+        Ok(grouped.into_iter().map(|(k, v)| (k, v.into_iter().map(|(_, f)| f).collect())).collect())
     }
 }

@@ -1,6 +1,7 @@
 //! The GraphQL edge: one file per domain, merged into one schema. Resolvers parse, authorize
 //! through the domain services, and map errors; the rules live in the domain modules.
 
+mod artifacts;
 mod audit;
 mod auth;
 mod code;
@@ -19,6 +20,7 @@ use diesel_async::scoped_futures::ScopedBoxFuture;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::artifacts::Artifacts;
 use crate::auth::{Actor, TokenKeys};
 use crate::db::{Conn, DbPool};
 use crate::error::Error;
@@ -38,6 +40,7 @@ pub struct Query(
     models::ModelQuery,
     lineage::LineageQuery,
     audit::AuditQuery,
+    artifacts::ArtifactQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -49,6 +52,7 @@ pub struct Mutation(
     runs::RunMutation,
     models::ModelMutation,
     lineage::LineageMutation,
+    artifacts::ArtifactMutation,
 );
 
 pub type CustodySchema = Schema<Query, Mutation, EmptySubscription>;
@@ -58,6 +62,7 @@ pub type CustodySchema = Schema<Query, Mutation, EmptySubscription>;
 pub struct AppState {
     pub pool: DbPool,
     pub keys: TokenKeys,
+    pub artifacts: Artifacts,
 }
 
 /// The caller of one request: an authenticated actor, or why there is none.
@@ -70,6 +75,11 @@ pub fn build_schema(state: AppState) -> CustodySchema {
         .limit_complexity(2_000)
         .limit_recursive_depth(32)
         .finish()
+}
+
+/// The caller, for edges outside GraphQL that already authenticated.
+pub fn caller_actor(caller: &Caller) -> Result<&Actor, Error> {
+    caller.0.as_ref().map_err(|e| Error::Unauthenticated(e.to_string()))
 }
 
 /// The schema without state, for printing the SDL.

@@ -70,6 +70,22 @@ impl ModelVersionNode {
         self.0.created_at
     }
 
+    /// SHA-256 of the version's manifest: the canonical JSON array of its files
+    /// `[{"path","sha256","size"}]` sorted by path. Promotions and audit refer to it.
+    async fn manifest_sha256(&self) -> super::scalars::Sha256 {
+        super::scalars::Sha256(self.0.manifest_sha256.clone())
+    }
+
+    /// The version's files, fixed at registration, sorted by path.
+    async fn artifacts(&self, ctx: &Context<'_>) -> GqlResult<Vec<super::artifacts::Artifact>> {
+        let rows = loaders(ctx)
+            .load_one(super::loaders::FilesOfModelVersion(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     async fn model(&self, ctx: &Context<'_>) -> GqlResult<ModelNode> {
         let found = loaders(ctx)
             .load_one(ModelById(self.0.model_id))

@@ -135,6 +135,16 @@ impl RunNode {
             .collect())
     }
 
+    /// The run's files, sorted by path.
+    async fn artifacts(&self, ctx: &Context<'_>) -> GqlResult<Vec<super::artifacts::Artifact>> {
+        let rows = loaders(ctx)
+            .load_one(super::loaders::ArtifactsOfRun(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// The dataset versions this run consumed.
     async fn inputs(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetVersionNode>> {
         let rows = loaders(ctx)

@@ -1,5 +1,7 @@
 //! The HTTP edge: routes for GraphQL, health and metrics.
 
+mod artifacts;
+mod error;
 mod graphql;
 mod health;
 
@@ -13,6 +15,8 @@ use actix_web_prom::PrometheusMetricsBuilder;
 use anyhow::Context as _;
 use tracing_actix_web::{RequestId, TracingLogger};
 
+use crate::auth::{self, Actor};
+use crate::error::Error;
 use crate::graphql::{build_schema, AppState};
 
 pub struct HttpConfig {
@@ -59,6 +63,7 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .wrap(TracingLogger::default())
             .configure(health::routes)
             .configure(graphql::routes)
+            .configure(artifacts::routes)
     })
     .listen(config.listener)
     .context("serving on the listener")?;
@@ -89,4 +94,21 @@ fn pool_metrics(registry: &prometheus::Registry, pool: crate::db::DbPool) -> any
         }
     });
     Ok(())
+}
+
+/// The actor behind `Authorization: Bearer <token>`.
+pub(crate) async fn authenticate(state: &AppState, http: &actix_web::HttpRequest, request_id: String) -> Result<Actor, Error> {
+    let header = http
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(|| Error::Unauthenticated("a bearer token is required (Authorization: Bearer …)".into()))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+    let mut conn = state.pool.get().await?;
+    let mut actor = auth::authenticate(&mut conn, &state.keys, token.trim()).await?;
+    actor.request_id = Some(request_id);
+    Ok(actor)
 }
