@@ -6,9 +6,14 @@ use anyhow::Context as _;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::AsyncConnection;
 
+use std::sync::Arc;
+
 use crate::artifacts::{self, Artifacts};
+use crate::notify::{self, Delivery, MailTransport};
+use crate::policy::PolicyBundle;
+use crate::promotions;
 use crate::auth::{self, Actor, TokenKeys};
-use crate::config::{self, Cli, Command, GlobalOptions, ServeOptions, TokenCommand};
+use crate::config::{self, Cli, Command, GlobalOptions, PolicyCommand, ServeOptions, TokenCommand};
 use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::graphql::AppState;
 use crate::http::{self, HttpConfig};
@@ -33,7 +38,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         })
         .await,
-        Command::Token { command: TokenCommand::Issue { email, admin, ttl } } => {
+        Command::Token { command: TokenCommand::Issue { email, admin, auditor, ttl } } => {
             let ttl = auth::parse_ttl(&ttl)?;
             let jwt_secret = cli.global.jwt_secret.clone();
             with_database(&cli.global, |url, data_dir| async move {
@@ -43,7 +48,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let actor = Actor::system("cli");
                 let token = conn
                     .transaction(|c| {
-                        async move { auth::issue_token(c, &keys, &actor, &email, admin, ttl).await }.scope_boxed()
+                        async move {
+                            let token = auth::issue_token(c, &keys, &actor, &email, admin, ttl).await?;
+                            if auditor {
+                                crate::export::grant_auditor(c, &actor, &email).await?;
+                            }
+                            Ok::<_, crate::error::Error>(token)
+                        }
+                        .scope_boxed()
                     })
                     .await?;
                 println!("{token}");
@@ -51,8 +63,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::Audit { command } => crate::export::cli::run(&cli.global, command).await,
         Command::Schema => {
             print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+        Command::Policy { command: PolicyCommand::Test { dir } } => {
+            let report = crate::policy::run_tests(dir.as_deref())?;
+            for name in &report.passed {
+                println!("PASS {name}");
+            }
+            for (name, why) in &report.failed {
+                println!("FAIL {name}: {why}");
+            }
+            println!("{} passed, {} failed", report.passed.len(), report.failed.len());
+            anyhow::ensure!(report.failed.is_empty(), "{} policy test(s) failed", report.failed.len());
             Ok(())
         }
     }
@@ -60,7 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Gives `work` a database URL: the configured one, or the private cluster (started for the
 /// duration of `work` unless a server already runs it).
-async fn with_database<F, Fut>(global: &GlobalOptions, work: F) -> anyhow::Result<()>
+pub(crate) async fn with_database<F, Fut>(global: &GlobalOptions, work: F) -> anyhow::Result<()>
 where
     F: FnOnce(String, PathBuf) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -83,6 +108,12 @@ where
 async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<()> {
     options.validate()?;
     let data_dir = config::prepare_data_dir(&global.data_dir)?;
+    // A policy bundle that does not load stops start-up with the Rego error.
+    let policy = match &options.policies {
+        Some(dir) => PolicyBundle::from_dir(dir)?,
+        None => PolicyBundle::embedded()?,
+    };
+    tracing::info!(policy.source = %policy.source, policy.digest = %policy.digest(), "promotion policies loaded");
     let addr = options.listen_addr()?;
     // Bind before the slow start-up so a taken port fails at once.
     let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
@@ -100,7 +131,7 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
             (pg.database_url(), Some(pg))
         }
     };
-    let result = serve_with_database(&url, &data_dir, keys, listener, options).await;
+    let result = serve_with_database(&url, &data_dir, keys, &global.audit, policy, listener, options).await;
     if let Some(pg) = embedded {
         if let Err(e) = pg.stop().await {
             tracing::error!(error = ?e, "stopping the private PostgreSQL cluster");
@@ -113,6 +144,8 @@ async fn serve_with_database(
     url: &str,
     data_dir: &Path,
     keys: TokenKeys,
+    audit_options: &crate::export::AuditOptions,
+    policy: PolicyBundle,
     listener: std::net::TcpListener,
     options: ServeOptions,
 ) -> anyhow::Result<()> {
@@ -139,20 +172,36 @@ async fn serve_with_database(
     let store = options.artifacts.open_store(data_dir)?;
     tracing::info!(store = %store.describe(), "artifact store ready");
     artifacts::spawn_sweeper(pool.clone(), store.clone(), options.artifacts.sweep_grace, options.artifacts.sweep_interval);
+    let audit = audit_options.load_keys(data_dir)?;
+    tracing::info!(key_id = %audit.public.key_id(), "audit signing key ready");
+    crate::export::checkpoints::spawn_checkpointer(pool.clone(), audit.clone(), audit_options.audit_checkpoint_interval);
+    let public_url = options
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"))
+        .trim_end_matches('/')
+        .to_owned();
     let artifacts = Artifacts {
         store,
         max_size: options.artifacts.max_artifact_size,
         part_size: options.artifacts.part_size,
-        public_url: options
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}"))
-            .trim_end_matches('/')
-            .to_owned(),
+        public_url: public_url.clone(),
     };
+    let mail = MailTransport::new(options.smtp_url.as_deref(), data_dir.join("outbox"))?;
+    tracing::info!(mail = %mail.describe(), "mail delivery ready");
+    let delivery = Delivery {
+        mail,
+        from: options
+            .mail_from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("CUSTODY_MAIL_FROM `{}` is not a mailbox: {e}", options.mail_from))?,
+        http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build()?,
+    };
+    notify::spawn_worker(pool.clone(), delivery, options.outbox_interval);
+    promotions::spawn_expiry(pool.clone(), options.outbox_interval);
     tracing::info!(listen = %local, "custody-server listening; GraphiQL at http://{local}/graphql");
     http::run(
-        AppState { pool, keys, artifacts },
+        AppState { pool, keys, artifacts, audit, policy: Arc::new(policy), public_url },
         HttpConfig { listener, cors_origins: options.cors_origins, workers: options.workers },
     )
     .await

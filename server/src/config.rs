@@ -27,6 +27,8 @@ pub struct GlobalOptions {
     /// Replicas sharing one database must share it.
     #[arg(long, env = "CUSTODY_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    #[command(flatten)]
+    pub audit: crate::export::AuditOptions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -42,6 +44,23 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Promotion policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The audit log: verify an export offline, print the public key, archive old entries.
+    Audit {
+        #[command(subcommand)]
+        command: crate::export::cli::AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Run the Rego tests (`test_*` rules of `*_test.rego`) of a policy directory (default: the
+    /// built-in bundle).
+    Test { dir: Option<PathBuf> },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -63,6 +82,19 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub artifacts: ArtifactOptions,
+    /// Directory of Rego promotion policies replacing the built-in bundle from policies/.
+    #[arg(long, env = "CUSTODY_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// SMTP server for approval mails (smtp://user:pass@host:587?tls=required, smtps://host);
+    /// unset writes .eml files to <data-dir>/outbox/.
+    #[arg(long, env = "CUSTODY_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of the mails.
+    #[arg(long, env = "CUSTODY_MAIL_FROM", default_value = "Custody <custody@localhost>")]
+    pub mail_from: String,
+    /// How often each replica delivers the outbox and expires overdue promotions.
+    #[arg(long, env = "CUSTODY_OUTBOX_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub outbox_interval: std::time::Duration,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,6 +165,9 @@ pub enum TokenCommand {
         /// Grant the server-wide admin role.
         #[arg(long)]
         admin: bool,
+        /// Grant the server-wide auditor role (export every project's audit log, read-only).
+        #[arg(long)]
+        auditor: bool,
         /// Lifetime such as 30d, 12h, 15m or 90s.
         #[arg(long, default_value = "30d")]
         ttl: String,

@@ -293,6 +293,11 @@ pub async fn traverse(
         return Err(Error::invalid(format!("depth must be between 0 and {MAX_DEPTH}")));
     }
     authorize_node(conn, actor, start, Role::Viewer).await?;
+    walk(conn, start, direction, depth).await
+}
+
+/// The traversal itself, without authorization (for server-side documents such as policy input).
+pub async fn walk(conn: &mut Conn, start: NodeRef, direction: Direction, depth: i32) -> Result<Graph> {
     // Walk node ids with their shortest distance, then take every edge leaving a node closer
     // than `depth`; those edges all end inside the walked set.
     let (near, far) = match direction {

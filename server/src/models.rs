@@ -24,6 +24,9 @@ pub struct Model {
     pub name: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The metric that ranks versions (policies compare it with the version in production).
+    pub primary_metric: Option<String>,
+    pub higher_is_better: bool,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -42,15 +45,25 @@ pub struct ModelVersion {
     pub manifest_sha256: String,
 }
 
+/// Which metric ranks a model's versions, and in which direction.
+pub struct Ranking {
+    pub metric: String,
+    pub higher_is_better: bool,
+}
+
 pub async fn create(
     conn: &mut Conn,
     actor: &Actor,
     project_name: &str,
     name: &str,
     description: Option<&str>,
+    ranking: Option<Ranking>,
 ) -> Result<Model> {
     let project = projects::find_authorized(conn, actor, project_name, Role::Contributor).await?;
     validate::name("model name", name)?;
+    if let Some(r) = &ranking {
+        validate::text("primaryMetric", &r.metric, 250)?;
+    }
     let description = validate::optional_text("description", description, 10_000)?;
     if find_in_project(conn, project.id, name).await?.is_some() {
         return Err(Error::conflict(format!(
@@ -63,6 +76,8 @@ pub async fn create(
             models::project_id.eq(project.id),
             models::name.eq(name),
             models::description.eq(description),
+            models::primary_metric.eq(ranking.as_ref().map(|r| r.metric.as_str())),
+            models::higher_is_better.eq(ranking.as_ref().is_none_or(|r| r.higher_is_better)),
         ))
         .returning(Model::as_returning())
         .get_result(conn)
@@ -76,7 +91,12 @@ pub async fn create(
             subject_kind: "model",
             subject_id: model.id.to_string(),
             before: None,
-            after: Some(json!({"name": model.name, "description": model.description})),
+            after: Some(json!({
+                "name": model.name,
+                "description": model.description,
+                "primary_metric": model.primary_metric,
+                "higher_is_better": model.higher_is_better,
+            })),
         },
     )
     .await?;
@@ -232,6 +252,14 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Model>> {
     Ok(models::table
         .filter(models::id.eq_any(ids))
         .select(Model::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn versions_by_id(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<ModelVersion>> {
+    Ok(model_versions::table
+        .filter(model_versions::id.eq_any(ids))
+        .select(ModelVersion::as_select())
         .load(conn)
         .await?)
 }

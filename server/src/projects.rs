@@ -144,6 +144,7 @@ pub async fn create(conn: &mut Conn, actor: &Actor, name: &str, description: Opt
         .returning(Project::as_returning())
         .get_result(conn)
         .await?;
+    crate::stages::create_defaults(conn, project.id).await?;
     if let Some(user_id) = actor.user_id {
         diesel::insert_into(memberships::table)
             .values((

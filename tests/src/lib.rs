@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod db;
+pub mod export_helpers;
 pub mod fixtures;
 pub mod jwt;
 pub mod pg;

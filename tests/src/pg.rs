@@ -67,6 +67,7 @@ impl PgCluster {
     }
 
     fn start() -> Result<PgCluster> {
+        sweep_stale_dirs();
         let bin_dir = find_pg_bin_dir()?;
         let mut last_err = None;
         // A free port can be taken by someone else between our probe and postgres' bind: retry.
@@ -91,6 +92,7 @@ impl PgCluster {
             .keep();
         // The postgres user must be able to traverse the root; data and socket dirs are its own.
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+        write_owner(&root);
         let data = root.join("data");
         let sock = root.join("sock");
         std::fs::create_dir(&data)?;
@@ -105,7 +107,16 @@ impl PgCluster {
 
         let initdb_log = root.join("initdb.log");
         let out = std::fs::File::create(&initdb_log)?;
-        let status = pg_command(bin_dir, "initdb", as_postgres)
+        let mut initdb = pg_command(bin_dir, "initdb", as_postgres);
+        if !as_postgres {
+            unsafe {
+                initdb.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                    Ok(())
+                });
+            }
+        }
+        let status = initdb
             .arg("-D")
             .arg(&data)
             .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
@@ -275,7 +286,12 @@ fn pg_command(bin_dir: &Path, prog: &str, as_postgres: bool) -> Command {
     }
     if let Some(setpriv) = which("setpriv") {
         let mut c = Command::new(setpriv);
-        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]).arg(path);
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
+        if prog == "initdb" {
+            // Dies with us (set after the uid change, which would clear a pre_exec pdeathsig).
+            c.arg("--pdeathsig=KILL");
+        }
+        c.arg("--").arg(path);
         c
     } else {
         let mut c = Command::new("runuser");
@@ -331,4 +347,74 @@ pub fn find_pg_bin_dir() -> Result<PathBuf> {
 pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
+}
+
+/// Records this process as the owner of a temp dir (see [`sweep_stale_dirs`]).
+pub fn write_owner(dir: &Path) {
+    let _ = std::fs::write(dir.join("owner.pid"), std::process::id().to_string());
+}
+
+fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Removes the leftovers of test processes that were killed outright (e.g. during `initdb`, before
+/// the watchdog existed): `/tmp/custody-test-*` dirs whose `owner.pid` process is gone. A
+/// postmaster still running in such a dir (its command line naming the dir) is stopped first.
+pub fn sweep_stale_dirs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(rd) = std::fs::read_dir("/tmp") else { return };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("custody-test-") {
+                continue;
+            }
+            let dir = e.path();
+            let Some(owner) = std::fs::read_to_string(dir.join("owner.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+                continue;
+            };
+            if pid_alive(owner) {
+                continue;
+            }
+            let mut stopped_all = true;
+            for pidfile in find_files(&dir, "postmaster.pid", 4) {
+                let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok())) else {
+                    continue;
+                };
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if pid_alive(pid) && String::from_utf8_lossy(&cmd).contains(dir.to_str().unwrap_or("\0")) {
+                    unsafe { libc::kill(pid, libc::SIGINT) };
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while pid_alive(pid) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    stopped_all &= !pid_alive(pid);
+                }
+            }
+            if stopped_all {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    });
+}
+
+fn find_files(dir: &Path, name: &str, depth: usize) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if dir.join(name).is_file() {
+        out.push(dir.join(name));
+    }
+    if depth > 0 {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    out.extend(find_files(&e.path(), name, depth - 1));
+                }
+            }
+        }
+    }
+    out
 }

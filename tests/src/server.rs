@@ -70,12 +70,15 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| anyhow::anyhow!("running {cargo:?} build for custody-server: {e}"))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "building custody-server failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let shown: String = err.chars().take(6000).collect();
+            anyhow::bail!(
+                "building custody-server failed ({}); the first compiler messages:\n{shown}{}",
+                out.status,
+                if err.len() > shown.len() { "\n[…]" } else { "" }
+            );
+        }
     }
     anyhow::ensure!(
         bin.is_file(),
@@ -88,8 +91,10 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
 /// A fresh directory under /tmp with mode 0755 (the embedded cluster's `postgres` user must be
 /// able to traverse it when the tests run as root). Removed on drop.
 pub fn tmp_dir(prefix: &str) -> tempfile::TempDir {
+    crate::pg::sweep_stale_dirs();
     let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").expect("creating a temp dir under /tmp");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::pg::write_owner(d.path());
     d
 }
 

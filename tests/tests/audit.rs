@@ -226,3 +226,32 @@ async fn log_metrics_writes_no_audit_entry() {
     assert_eq!(actions, vec!["run.start", "run.log_params", "run.finish"], "the run's audit entries");
     verify_chain(&fetch_all(s, a, "").await).unwrap();
 }
+
+/// The check above is not vacuous against the real server: an entry edited behind the database's
+/// back (triggers disabled by a superuser) makes the re-computed chain fail at that entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_breaks_the_recomputed_chain() {
+    let env = TestEnv::start().await;
+    let (s, a) = (&env.server, &env.admin);
+    create_project(s, a, "p").await;
+    for i in 0..3 {
+        create_dataset(s, a, "p", &format!("d{i}")).await;
+    }
+    let entries = fetch_all(s, a, "").await;
+    verify_chain(&entries).unwrap();
+    let target = entries[entries.len() - 2]["seq"].as_i64().unwrap();
+
+    let sql = env.sql().await;
+    sql.batch_execute(&format!(
+        "ALTER TABLE audit_log DISABLE TRIGGER USER;
+         UPDATE audit_log SET actor = 'mallory@example.com' WHERE seq = {target};
+         ALTER TABLE audit_log ENABLE TRIGGER USER;"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("tampering as superuser: {}", db_error_text(&e)));
+
+    let tampered = fetch_all(s, a, "").await;
+    assert_eq!(tampered[(target - 1) as usize]["actor"], "mallory@example.com");
+    let err = verify_chain(&tampered).expect_err("an edited entry went unnoticed");
+    assert!(err.starts_with(&format!("seq {target}:")), "the first bad entry is seq {target}, the check says: {err}");
+}

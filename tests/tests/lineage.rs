@@ -18,7 +18,6 @@ use custody_tests::{commit_sha, sha256_hex, TestEnv};
 use serde_json::{json, Value};
 
 type Node = (String, String); // (kind, id)
-type Edge = (Node, Node, String);
 
 struct Graph {
     env: TestEnv,

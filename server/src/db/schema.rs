@@ -7,6 +7,7 @@ diesel::table! {
         email -> Text,
         is_admin -> Bool,
         created_at -> Timestamptz,
+        is_auditor -> Bool,
     }
 }
 
@@ -115,6 +116,8 @@ diesel::table! {
         name -> Text,
         description -> Nullable<Text>,
         created_at -> Timestamptz,
+        primary_metric -> Nullable<Text>,
+        higher_is_better -> Bool,
     }
 }
 
@@ -139,6 +142,8 @@ diesel::table! {
         model_version_id -> Uuid,
         stage -> Text,
         created_at -> Timestamptz,
+        promotion_id -> Nullable<Uuid>,
+        replaced_version_id -> Nullable<Uuid>,
     }
 }
 
@@ -223,6 +228,88 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    project_stages (project_id, name) {
+        project_id -> Uuid,
+        name -> Text,
+        position -> Int4,
+        requires_approval -> Bool,
+    }
+}
+
+diesel::table! {
+    promotions (id) {
+        id -> Uuid,
+        project_id -> Uuid,
+        model_version_id -> Uuid,
+        stage -> Text,
+        status -> Text,
+        requested_by -> Uuid,
+        comment -> Nullable<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        decided_at -> Nullable<Timestamptz>,
+        manifest_sha256 -> Text,
+        policy_digest -> Text,
+        policy_input -> Jsonb,
+        policy_result -> Jsonb,
+        required_approvals -> Int4,
+        approver_group -> Nullable<Text>,
+        replaced_version_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    approvals (id) {
+        id -> Uuid,
+        promotion_id -> Uuid,
+        approver_id -> Uuid,
+        decision -> Text,
+        comment -> Nullable<Text>,
+        via -> Text,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    approval_links (jti) {
+        jti -> Uuid,
+        promotion_id -> Uuid,
+        approver_id -> Uuid,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    webhooks (id) {
+        id -> Uuid,
+        project_id -> Uuid,
+        url -> Text,
+        secret -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Uuid,
+        kind -> Text,
+        payload -> Jsonb,
+        created_at -> Timestamptz,
+        available_at -> Timestamptz,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        delivered_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::joinable!(project_stages -> projects (project_id));
+diesel::joinable!(promotions -> model_versions (model_version_id));
+diesel::joinable!(promotions -> projects (project_id));
+diesel::joinable!(approvals -> promotions (promotion_id));
+diesel::joinable!(approvals -> users (approver_id));
+diesel::joinable!(webhooks -> projects (project_id));
 diesel::joinable!(run_artifacts -> runs (run_id));
 diesel::joinable!(model_version_files -> model_versions (model_version_id));
 diesel::joinable!(pending_uploads -> runs (run_id));
@@ -239,6 +326,34 @@ diesel::joinable!(models -> projects (project_id));
 diesel::joinable!(model_versions -> models (model_id));
 diesel::joinable!(model_versions -> runs (run_id));
 diesel::joinable!(deployments -> model_versions (model_version_id));
+
+diesel::table! {
+    audit_checkpoints (id) {
+        id -> Uuid,
+        seq -> Int8,
+        hash -> Text,
+        signed_at -> Timestamptz,
+        reason -> Text,
+        actor -> Text,
+        key_id -> Text,
+        jws -> Text,
+    }
+}
+
+diesel::table! {
+    audit_archives (id) {
+        id -> Uuid,
+        before -> Timestamptz,
+        first_seq -> Nullable<Int8>,
+        last_seq -> Nullable<Int8>,
+        entry_count -> Int8,
+        sha256 -> Text,
+        size_bytes -> Int8,
+        manifest -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
@@ -257,8 +372,16 @@ diesel::allow_tables_to_appear_in_same_query!(
     lineage_edges,
     audit_log,
     audit_head,
+    audit_checkpoints,
+    audit_archives,
     artifact_objects,
     run_artifacts,
     model_version_files,
     pending_uploads,
+    project_stages,
+    promotions,
+    approvals,
+    approval_links,
+    webhooks,
+    outbox,
 );

@@ -10,6 +10,7 @@ mod lineage;
 mod loaders;
 mod models;
 mod projects;
+mod promotions;
 mod runs;
 mod scalars;
 
@@ -41,6 +42,7 @@ pub struct Query(
     lineage::LineageQuery,
     audit::AuditQuery,
     artifacts::ArtifactQuery,
+    promotions::PromotionQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -53,6 +55,7 @@ pub struct Mutation(
     models::ModelMutation,
     lineage::LineageMutation,
     artifacts::ArtifactMutation,
+    promotions::PromotionMutation,
 );
 
 pub type CustodySchema = Schema<Query, Mutation, EmptySubscription>;
@@ -63,6 +66,17 @@ pub struct AppState {
     pub pool: DbPool,
     pub keys: TokenKeys,
     pub artifacts: Artifacts,
+    /// The Ed25519 key that signs audit exports, checkpoints and compliance reports.
+    pub audit: crate::export::AuditKeys,
+    pub policy: std::sync::Arc<crate::policy::PolicyBundle>,
+    /// Base of the links the server hands out (mails, direct uploads).
+    pub public_url: String,
+}
+
+impl AppState {
+    pub fn gate(&self) -> crate::promotions::Gate<'_> {
+        crate::promotions::Gate { policy: &self.policy, keys: &self.keys, public_url: &self.public_url }
+    }
 }
 
 /// The caller of one request: an authenticated actor, or why there is none.

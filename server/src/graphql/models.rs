@@ -29,6 +29,14 @@ impl ModelNode {
         self.0.created_at
     }
 
+    async fn primary_metric(&self) -> Option<&str> {
+        self.0.primary_metric.as_deref()
+    }
+
+    async fn higher_is_better(&self) -> bool {
+        self.0.higher_is_better
+    }
+
     /// Every version, oldest first.
     async fn versions(&self, ctx: &Context<'_>) -> GqlResult<Vec<ModelVersionNode>> {
         let rows = loaders(ctx)
@@ -161,10 +169,13 @@ impl ModelMutation {
         project: String,
         name: String,
         description: Option<String>,
+        #[graphql(desc = "the metric that ranks versions (promotion policies compare it)")] primary_metric: Option<String>,
+        #[graphql(desc = "whether a larger primary metric is better (default true)")] higher_is_better: Option<bool>,
     ) -> GqlResult<ModelNode> {
         let actor = actor(ctx)?;
+        let ranking = primary_metric.map(|metric| models::Ranking { metric, higher_is_better: higher_is_better.unwrap_or(true) });
         let model = transaction(ctx, |c| {
-            async move { models::create(c, actor, &project, &name, description.as_deref()).await }.scope_boxed()
+            async move { models::create(c, actor, &project, &name, description.as_deref(), ranking).await }.scope_boxed()
         })
         .await?;
         Ok(ModelNode(model))

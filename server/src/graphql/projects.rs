@@ -85,6 +85,13 @@ impl ProjectNode {
         Ok(rows.into_iter().map(ModelNode).collect())
     }
 
+    /// The project's stages in order, and whether promotions into each wait for approval.
+    async fn stages(&self, ctx: &Context<'_>) -> GqlResult<Vec<super::promotions::StageNode>> {
+        let id = self.0.id;
+        let rows = read(ctx, |c| crate::stages::list(c, id).scope_boxed()).await?;
+        Ok(rows.into_iter().map(super::promotions::StageNode).collect())
+    }
+
     /// Runs, newest first.
     async fn runs(
         &self,

@@ -1,7 +1,9 @@
 //! The HTTP edge: routes for GraphQL, health and metrics.
 
+mod approve;
 mod artifacts;
 mod error;
+mod export;
 mod graphql;
 mod health;
 
@@ -64,6 +66,8 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .configure(health::routes)
             .configure(graphql::routes)
             .configure(artifacts::routes)
+            .configure(approve::routes)
+            .configure(export::routes)
     })
     .listen(config.listener)
     .context("serving on the listener")?;

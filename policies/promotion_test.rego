@@ -1,0 +1,81 @@
+package custody.promotion_test
+
+import rego.v1
+
+import data.custody.promotion
+
+clean_candidate := {
+	"target_stage": "production",
+	"target_stage_position": 30,
+	"target_stage_requires_approval": true,
+	"stage_positions": {"development": 10, "staging": 20, "production": 30, "archived": 1000},
+	"requester": {"email": "alice@example.com"},
+	"model": {"name": "churn", "primary_metric": "auc", "higher_is_better": true},
+	"model_version": {"id": "v2", "version": 2, "manifest_sha256": "00", "metrics": {"auc": 0.91}},
+	"current": {"id": "v1", "version": 1, "manifest_sha256": "11", "metrics": {"auc": 0.90}},
+	"lineage": {
+		"datasets": [{"id": "d1", "sha256": "aa", "tags": ["training"]}],
+		"code_commits": [{"repository": "git@example.com:ml.git", "commit": "abc", "dirty": false}],
+	},
+	"evaluations": [{"run_id": "r9", "metrics": {}, "datasets": [{"id": "d2", "sha256": "bb", "tags": []}]}],
+}
+
+test_clean_production_candidate_needs_two_approvals if {
+	count(promotion.deny) == 0 with input as clean_candidate
+	promotion.required_approvals == 2 with input as clean_candidate
+	not promotion.approver_group with input as clean_candidate
+}
+
+test_production_without_evaluation_dataset_is_denied if {
+	no_eval := object.union(clean_candidate, {"evaluations": []})
+	some msg in promotion.deny with input as no_eval
+	contains(msg, "evaluation dataset")
+}
+
+test_dirty_commit_denied_beyond_staging if {
+	dirty := object.union(clean_candidate, {"lineage": {
+		"datasets": clean_candidate.lineage.datasets,
+		"code_commits": [{"repository": "r", "commit": "c", "dirty": true}],
+	}})
+	some msg in promotion.deny with input as dirty
+	contains(msg, "uncommitted changes")
+}
+
+test_dirty_commit_allowed_into_staging if {
+	staging := object.union(clean_candidate, {
+		"target_stage": "staging",
+		"target_stage_position": 20,
+		"lineage": {"datasets": [], "code_commits": [{"repository": "r", "commit": "c", "dirty": true}]},
+	})
+	count(promotion.deny) == 0 with input as staging
+	promotion.required_approvals == 1 with input as staging
+}
+
+test_pii_training_data_needs_privacy_approver if {
+	pii := object.union(clean_candidate, {"lineage": {
+		"datasets": [{"id": "d1", "sha256": "aa", "tags": ["pii"]}],
+		"code_commits": [],
+	}})
+	promotion.approver_group == "privacy" with input as pii
+}
+
+test_worse_candidate_needs_one_more_approval if {
+	worse := object.union(clean_candidate, {"model_version": {"id": "v2", "version": 2, "manifest_sha256": "00", "metrics": {"auc": 0.80}}})
+	promotion.required_approvals == 3 with input as worse
+}
+
+test_lower_is_better_metric if {
+	model := {"name": "churn", "primary_metric": "loss", "higher_is_better": false}
+	lower := object.union(clean_candidate, {
+		"model": model,
+		"model_version": {"id": "v2", "version": 2, "manifest_sha256": "00", "metrics": {"loss": 0.1}},
+		"current": {"id": "v1", "version": 1, "manifest_sha256": "11", "metrics": {"loss": 0.2}},
+	})
+	promotion.required_approvals == 2 with input as lower
+}
+
+test_development_applies_at_once if {
+	dev := object.union(clean_candidate, {"target_stage": "development", "target_stage_position": 10, "target_stage_requires_approval": false, "evaluations": []})
+	count(promotion.deny) == 0 with input as dev
+	promotion.required_approvals == 0 with input as dev
+}

@@ -1,0 +1,379 @@
+//! Approval decisions: who may approve (segregation of duties, roles, groups), the quorum, and
+//! the signed, single-use links mailed to approvers.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::{Actor, TokenKeys, User, ISSUER};
+use crate::db::schema::{approval_links, approvals, memberships, users};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::models::{Model, ModelVersion};
+use crate::notify;
+use crate::projects::Role;
+use crate::promotions::{self, Gate, Promotion, Status};
+
+const LINK_AUDIENCE: &str = "custody-approval";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+        }
+    }
+}
+
+/// How a decision reached the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Web,
+    Email,
+    Api,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Web => "web",
+            Via::Email => "email",
+            Via::Api => "api",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = approvals)]
+pub struct Approval {
+    pub id: Uuid,
+    pub promotion_id: Uuid,
+    pub approver_id: Uuid,
+    pub decision: String,
+    pub comment: Option<String>,
+    pub via: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Records one approver's decision and, when the quorum is reached, applies the promotion (after
+/// re-checking manifest and policy). One rejection rejects.
+pub async fn decide(
+    conn: &mut Conn,
+    actor: &Actor,
+    gate: &Gate<'_>,
+    promotion_id: Uuid,
+    verdict: Verdict,
+    comment: Option<&str>,
+    via: Via,
+) -> Result<Promotion> {
+    crate::validate::optional_text("comment", comment, 10_000)?;
+    if verdict == Verdict::Reject && comment.is_none_or(|c| c.trim().is_empty()) {
+        return Err(Error::invalid("a rejection needs a comment saying why"));
+    }
+    // The row lock serialises concurrent decisions on one promotion: the quorum is counted once.
+    let promotion = promotions::lock(conn, promotion_id).await?;
+    let approver = actor.user_id()?;
+    let member: Option<(String, Vec<String>)> = memberships::table
+        .find((promotion.project_id, approver))
+        .select((memberships::role, memberships::groups))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((role, groups)) = member else {
+        return Err(Error::forbidden("only members of the project can decide on its promotions"));
+    };
+    if promotion.status() != Status::Pending {
+        return Err(Error::conflict(format!("the promotion is {}; decisions no longer apply", promotion.status)));
+    }
+    if promotion.expires_at <= Utc::now() {
+        return Err(Error::conflict("the promotion request has expired"));
+    }
+    if approver == promotion.requested_by {
+        return Err(Error::forbidden("the requester cannot decide on their own promotion (segregation of duties)"));
+    }
+    if Role::parse(&role).is_none_or(|r| r < Role::Approver) {
+        return Err(Error::forbidden("deciding needs the approver or admin role in the project"));
+    }
+    if let Some(group) = &promotion.approver_group {
+        if !groups.contains(group) {
+            return Err(Error::forbidden(format!("this promotion needs an approver from the `{group}` group")));
+        }
+    }
+    let already: bool = diesel::select(diesel::dsl::exists(
+        approvals::table
+            .filter(approvals::promotion_id.eq(promotion.id))
+            .filter(approvals::approver_id.eq(approver)),
+    ))
+    .get_result(conn)
+    .await?;
+    if already {
+        return Err(Error::conflict("you have already decided on this promotion"));
+    }
+    diesel::insert_into(approvals::table)
+        .values((
+            approvals::id.eq(Uuid::now_v7()),
+            approvals::promotion_id.eq(promotion.id),
+            approvals::approver_id.eq(approver),
+            approvals::decision.eq(verdict.as_str()),
+            approvals::comment.eq(comment),
+            approvals::via.eq(via.as_str()),
+        ))
+        .execute(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: match verdict {
+                Verdict::Approve => "promotion.approve",
+                Verdict::Reject => "promotion.reject",
+            },
+            project_id: Some(promotion.project_id),
+            subject_kind: "promotion",
+            subject_id: promotion.id.to_string(),
+            before: None,
+            after: Some(json!({"decision": verdict.as_str(), "comment": comment, "via": via.as_str()})),
+        },
+    )
+    .await?;
+    let (version, model) = promotions::subject(conn, &promotion).await?;
+    if verdict == Verdict::Reject {
+        let rejected = promotions::set_status(conn, promotion.id, Status::Rejected).await?;
+        let body = promotions::event_body(&rejected, &model, &version);
+        notify::enqueue_webhooks(conn, promotion.project_id, "promotion.rejected", &body).await?;
+        return Ok(rejected);
+    }
+    let approved: i64 = approvals::table
+        .filter(approvals::promotion_id.eq(promotion.id))
+        .filter(approvals::decision.eq(Verdict::Approve.as_str()))
+        .count()
+        .get_result(conn)
+        .await?;
+    if approved < promotion.required_approvals as i64 {
+        return promotions::lock(conn, promotion.id).await;
+    }
+    let mut required = promotion.required_approvals;
+    if let Some(decision) = promotions::recheck(conn, gate, &promotion).await? {
+        if !decision.deny.is_empty() {
+            let rejected = promotions::set_status(conn, promotion.id, Status::Rejected).await?;
+            audit::record(
+                conn,
+                &Actor::system("policy"),
+                Change {
+                    action: "promotion.reject",
+                    project_id: Some(promotion.project_id),
+                    subject_kind: "promotion",
+                    subject_id: promotion.id.to_string(),
+                    before: Some(json!({"status": "pending", "policy_digest": promotion.policy_digest})),
+                    after: Some(json!({"status": "rejected", "reason": "the policy bundle changed and now denies", "policy": decision.to_json()})),
+                },
+            )
+            .await?;
+            let body = promotions::event_body(&rejected, &model, &version);
+            notify::enqueue_webhooks(conn, promotion.project_id, "promotion.rejected", &body).await?;
+            return Ok(rejected);
+        }
+        required = decision.required_approvals;
+        if approved < required as i64 {
+            return promotions::lock(conn, promotion.id).await;
+        }
+    }
+    let current = promotions::lock(conn, promotion.id).await?;
+    let mut body = promotions::event_body(&current, &model, &version);
+    body["approvals"] = json!(approved);
+    body["required_approvals"] = json!(required);
+    notify::enqueue_webhooks(conn, promotion.project_id, "promotion.approved", &body).await?;
+    promotions::apply(conn, actor, &current).await
+}
+
+pub async fn of_promotions(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<(Approval, User)>> {
+    Ok(approvals::table
+        .inner_join(users::table)
+        .filter(approvals::promotion_id.eq_any(ids))
+        .order(approvals::at)
+        .select((Approval::as_select(), User::as_select()))
+        .load(conn)
+        .await?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Links mailed to approvers
+
+#[derive(Serialize, Deserialize)]
+struct LinkClaims {
+    iss: String,
+    aud: String,
+    exp: i64,
+    jti: Uuid,
+    promotion_id: Uuid,
+    approver_id: Uuid,
+}
+
+/// Creates the approver's link (bound to them and the promotion, expiring with it) and queues
+/// the mail that carries it.
+#[allow(clippy::too_many_arguments)]
+pub async fn send_link(
+    conn: &mut Conn,
+    gate: &Gate<'_>,
+    promotion: &Promotion,
+    model: &Model,
+    version: &ModelVersion,
+    approver_id: Uuid,
+    approver_email: &str,
+    requester_email: &str,
+) -> Result<()> {
+    let jti = Uuid::now_v7();
+    diesel::insert_into(approval_links::table)
+        .values((
+            approval_links::jti.eq(jti),
+            approval_links::promotion_id.eq(promotion.id),
+            approval_links::approver_id.eq(approver_id),
+            approval_links::expires_at.eq(promotion.expires_at),
+        ))
+        .execute(conn)
+        .await?;
+    let token = gate.keys.sign_for(&LinkClaims {
+        iss: ISSUER.into(),
+        aud: LINK_AUDIENCE.into(),
+        exp: promotion.expires_at.timestamp(),
+        jti,
+        promotion_id: promotion.id,
+        approver_id,
+    })?;
+    let link = format!("{}/approve/{token}", gate.public_url);
+    let context = json!({
+        "link": link,
+        "model": model.name,
+        "version": version.version,
+        "stage": promotion.stage,
+        "requester": requester_email,
+        "comment": promotion.comment,
+        "required_approvals": promotion.required_approvals,
+        "approver_group": promotion.approver_group,
+        "expires_at": promotion.expires_at.to_rfc3339(),
+        "manifest_sha256": promotion.manifest_sha256,
+        "metrics": promotion.policy_input["model_version"]["metrics"],
+    });
+    let subject = format!(
+        "Approval requested: {} v{} to {}",
+        model.name, version.version, promotion.stage
+    );
+    notify::enqueue_email(conn, approver_email, &subject, "approval_request", &context, promotion.id).await
+}
+
+/// What an approval link stands for, once its signature and expiry are checked.
+pub struct LinkTarget {
+    pub jti: Uuid,
+    pub promotion_id: Uuid,
+    pub approver: User,
+    pub used_at: Option<DateTime<Utc>>,
+}
+
+/// Checks a link's signature, expiry and record; never changes anything (mail scanners GET links).
+pub async fn open_link(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Result<LinkTarget> {
+    let claims: LinkClaims = keys.verify_for(token, LINK_AUDIENCE)?;
+    let row: Option<(Uuid, Uuid, Option<DateTime<Utc>>)> = approval_links::table
+        .find(claims.jti)
+        .select((approval_links::promotion_id, approval_links::approver_id, approval_links::used_at))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((promotion_id, approver_id, used_at)) = row else {
+        return Err(Error::Unauthenticated("this link is not one the server issued".into()));
+    };
+    if promotion_id != claims.promotion_id || approver_id != claims.approver_id {
+        return Err(Error::Unauthenticated("this link does not match its record".into()));
+    }
+    let approver: User = users::table.find(approver_id).select(User::as_select()).first(conn).await?;
+    Ok(LinkTarget { jti: claims.jti, promotion_id, approver, used_at })
+}
+
+/// The decision posted from a link's page: the link is used up in the same transaction.
+pub async fn decide_by_link(
+    conn: &mut Conn,
+    gate: &Gate<'_>,
+    token: &str,
+    verdict: Verdict,
+    comment: Option<&str>,
+    request_id: Option<String>,
+) -> Result<Promotion> {
+    let target = open_link(conn, gate.keys, token).await?;
+    let used: Option<DateTime<Utc>> = approval_links::table
+        .find(target.jti)
+        .select(approval_links::used_at)
+        .for_update()
+        .first(conn)
+        .await?;
+    if used.is_some() {
+        return Err(Error::conflict("this link has already been used"));
+    }
+    diesel::update(approval_links::table.find(target.jti))
+        .set(approval_links::used_at.eq(Utc::now()))
+        .execute(conn)
+        .await?;
+    let actor = Actor {
+        user_id: Some(target.approver.id),
+        email: target.approver.email.clone(),
+        is_admin: false,
+        request_id,
+    };
+    decide(conn, &actor, gate, target.promotion_id, verdict, comment, Via::Email).await
+}
+
+/// Everything the approval page shows, from the promotion and the input its policy saw.
+pub async fn page_view(conn: &mut Conn, target: &LinkTarget) -> Result<(Promotion, serde_json::Value)> {
+    let promotion: Promotion = crate::db::schema::promotions::table
+        .find(target.promotion_id)
+        .select(Promotion::as_select())
+        .first(conn)
+        .await?;
+    let (version, model) = promotions::subject(conn, &promotion).await?;
+    let requester: String = users::table.find(promotion.requested_by).select(users::email).first(conn).await?;
+    let input = &promotion.policy_input;
+    let candidate = input["model_version"]["metrics"].as_object().cloned().unwrap_or_default();
+    let current = input["current"]["metrics"].as_object().cloned().unwrap_or_default();
+    let mut keys: Vec<&String> = candidate.keys().chain(current.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let metrics: Vec<_> = keys
+        .iter()
+        .map(|k| json!({"key": k, "candidate": candidate.get(*k), "current": current.get(*k)}))
+        .collect();
+    let decisions: Vec<_> = of_promotions(conn, &[promotion.id])
+        .await?
+        .into_iter()
+        .map(|(a, u)| json!({"approver": u.email, "decision": a.decision, "comment": a.comment, "via": a.via, "at": a.at.to_rfc3339()}))
+        .collect();
+    let view = json!({
+        "approver": target.approver.email,
+        "model": model.name,
+        "version": version.version,
+        "stage": promotion.stage,
+        "requester": requester,
+        "comment": promotion.comment,
+        "status": promotion.status.to_uppercase(),
+        "expires_at": promotion.expires_at.to_rfc3339(),
+        "manifest_sha256": promotion.manifest_sha256,
+        "policy_digest": promotion.policy_digest,
+        "required_approvals": promotion.required_approvals,
+        "approver_group": promotion.approver_group,
+        "metrics": metrics,
+        "current_version": input["current"]["version"],
+        "datasets": input["lineage"]["datasets"],
+        "code_commits": input["lineage"]["code_commits"],
+        "policy": promotion.policy_result,
+        "approvals": decisions,
+        "decided": target.used_at.is_some(),
+    });
+    Ok((promotion, view))
+}

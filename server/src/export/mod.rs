@@ -1,0 +1,514 @@
+//! Compliance exports of the audit log, and what makes them verifiable without the server.
+//!
+//! - **Export** (`Exporter`): the log of a period, optionally filtered by project, subject and
+//!   action, as JSON Lines or CSV (`format`), streamed in `BATCH` entries at a time by keyset
+//!   pagination on `seq`, so memory stays flat however long the range.
+//! - **Signed manifest**: the export's last line, a JWS (EdDSA, the server's audit key, `keys`)
+//!   over the range, filters, first/last seq, count, the chain head and the SHA-256 of every byte
+//!   before it.
+//! - **Checkpoints** (`checkpoints`): the chain head signed periodically and on every export.
+//! - **Verification** (`verify`): offline, from the file and the public key alone.
+//! - **Compliance report** (`report`) for one model version; **archive** (`archive`) of old
+//!   entries to the artifact store. The server never deletes audit rows.
+//!
+//! Who may export: server admins and auditors (a server-wide, read-only flag on users), the whole
+//! log; a project's admins, their project's entries (`project=` filter).
+
+pub mod archive;
+pub mod checkpoints;
+pub mod cli;
+pub mod format;
+pub mod keys;
+pub mod report;
+pub mod verify;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::audit::{self, AuditEntry, Change};
+use crate::auth::{self, Actor};
+use crate::db::schema::{audit_head, audit_log, users};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::projects::{self, Project, Role};
+pub use keys::{AuditKeys, PublicKey};
+
+/// Entries fetched (and rendered) per round trip: large enough that the per-query cost vanishes,
+/// small enough that a batch is a few MB.
+pub const BATCH: i64 = 5_000;
+
+/// `typ` claim of the JWS kinds the audit key signs.
+pub const TYP_EXPORT: &str = "custody.audit-export";
+pub const TYP_CHECKPOINT: &str = "custody.audit-checkpoint";
+pub const TYP_REPORT: &str = "custody.compliance-report";
+
+/// Settings of the audit key and checkpoints (flattened into the global options).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuditOptions {
+    /// Ed25519 private key (PKCS#8, PEM or DER) that signs audit exports: a file path, or the
+    /// PEM text. Unset: <data-dir>/audit-signing.pk8, generated on first use. Replicas sharing
+    /// one database must share it.
+    #[arg(long, env = "CUSTODY_AUDIT_SIGNING_KEY", global = true, hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
+    /// How often the server signs a checkpoint of the audit chain head (when it moved).
+    #[arg(long, env = "CUSTODY_AUDIT_CHECKPOINT_INTERVAL", default_value = "1h", global = true,
+          value_parser = crate::config::parse_duration)]
+    pub audit_checkpoint_interval: std::time::Duration,
+}
+
+impl AuditOptions {
+    pub fn load_keys(&self, data_dir: &std::path::Path) -> anyhow::Result<AuditKeys> {
+        AuditKeys::load(self.audit_signing_key.as_deref(), data_dir)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Result<Format> {
+        match text {
+            "jsonl" | "ndjson" => Ok(Format::Jsonl),
+            "csv" => Ok(Format::Csv),
+            other => Err(Error::invalid(format!("format must be `jsonl` or `csv`, not `{other}`"))),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Jsonl => "application/x-ndjson",
+            Format::Csv => "text/csv; charset=utf-8",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Jsonl => "jsonl",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+/// What to export. `from` is inclusive, `to` exclusive.
+#[derive(Debug, Clone, Default)]
+pub struct ExportRequest {
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub project: Option<String>,
+    pub subject: Option<String>,
+    pub action: Option<String>,
+}
+
+impl ExportRequest {
+    /// Parses the query parameters of `GET /api/audit/export`.
+    pub fn parse(
+        from: Option<&str>,
+        to: Option<&str>,
+        project: Option<&str>,
+        subject: Option<&str>,
+        action: Option<&str>,
+    ) -> Result<Self> {
+        let time = |name: &str, v: Option<&str>| -> Result<Option<DateTime<Utc>>> {
+            v.filter(|s| !s.is_empty())
+                .map(|s| parse_time(s).map_err(|e| Error::invalid(format!("`{name}`: {e}"))))
+                .transpose()
+        };
+        let text = |name: &str, v: Option<&str>| -> Result<Option<String>> {
+            match v.filter(|s| !s.is_empty()) {
+                Some(s) => {
+                    crate::validate::text(name, s, 1_000)?;
+                    Ok(Some(s.to_owned()))
+                }
+                None => Ok(None),
+            }
+        };
+        let request = ExportRequest {
+            from: time("from", from)?,
+            to: time("to", to)?,
+            project: text("project", project)?,
+            subject: text("subject", subject)?,
+            action: text("action", action)?,
+        };
+        if let (Some(from), Some(to)) = (request.from, request.to) {
+            if from >= to {
+                return Err(Error::invalid("`from` must be before `to` (from is inclusive, to exclusive)"));
+            }
+        }
+        Ok(request)
+    }
+
+    /// Whether entries inside the seq window are left out (then the export is a set of chain
+    /// links rather than one contiguous piece of the chain).
+    pub fn filtered(&self) -> bool {
+        self.project.is_some() || self.subject.is_some() || self.action.is_some()
+    }
+}
+
+/// RFC 3339 (`2026-11-01T00:00:00Z`), or a plain date meaning its midnight UTC.
+pub fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    Err(format!("`{text}` is not an RFC 3339 time like 2026-11-01T00:00:00Z (or a date like 2026-11-01)"))
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The filters as the manifest records them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filters {
+    pub project: Option<String>,
+    pub project_id: Option<String>,
+    pub subject: Option<String>,
+    pub action: Option<String>,
+}
+
+/// The claims of an export's signed manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportManifest {
+    pub iss: String,
+    pub typ: String,
+    pub version: u32,
+    pub format: Format,
+    /// The requested period (`from` inclusive, `to` exclusive), RFC 3339, or null (open).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub filters: Filters,
+    pub filtered: bool,
+    /// The seq window the period selects: every entry from `window_first_seq` to
+    /// `window_last_seq`. An unfiltered export holds all of them, a filtered one a subset.
+    pub window_first_seq: Option<i64>,
+    pub window_last_seq: Option<i64>,
+    /// What the file holds.
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    pub count: u64,
+    pub last_hash: Option<String>,
+    /// The chain head when the export started (also recorded as a checkpoint).
+    pub head_seq: i64,
+    pub head_hash: String,
+    /// SHA-256 (hex) and length of every byte before the manifest line.
+    pub body_sha256: String,
+    pub body_bytes: u64,
+    pub exported_at: String,
+    pub exported_by: String,
+    pub key_id: String,
+    pub iat: i64,
+}
+
+/// Whether the user behind `actor` holds the auditor role.
+pub async fn is_auditor(conn: &mut Conn, actor: &Actor) -> Result<bool> {
+    let Some(user_id) = actor.user_id else {
+        return Ok(false);
+    };
+    Ok(users::table
+        .find(user_id)
+        .select(users::is_auditor)
+        .first::<bool>(conn)
+        .await
+        .optional()?
+        .unwrap_or(false))
+}
+
+/// Grants the auditor role (server admins only), with its audit entry; a no-op if held.
+pub async fn grant_auditor(conn: &mut Conn, actor: &Actor, email: &str) -> Result<()> {
+    actor.require_admin()?;
+    let email = auth::normalize_email(email)?;
+    let user = auth::find_user_by_email(conn, &email)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no user {email}")))?;
+    let updated = diesel::update(users::table.find(user.id).filter(users::is_auditor.eq(false)))
+        .set(users::is_auditor.eq(true))
+        .execute(conn)
+        .await?;
+    if updated == 1 {
+        audit::record(
+            conn,
+            actor,
+            Change {
+                action: "user.grant_auditor",
+                project_id: None,
+                subject_kind: "user",
+                subject_id: user.id.to_string(),
+                before: Some(json!({"is_auditor": false})),
+                after: Some(json!({"is_auditor": true})),
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Who may export what: admins and auditors everything; a project's admins that project.
+/// Answers the project named by the filter.
+pub async fn authorize_export(conn: &mut Conn, actor: &Actor, project: Option<&str>) -> Result<Option<Project>> {
+    if actor.is_admin || is_auditor(conn, actor).await? {
+        return match project {
+            Some(name) => Ok(Some(projects::find_by_name(conn, name).await?)),
+            None => Ok(None),
+        };
+    }
+    match project {
+        Some(name) => {
+            let project = projects::find_by_name(conn, name).await?;
+            projects::authorize(conn, actor, project.id, Role::Admin).await.map_err(|_| {
+                Error::forbidden(format!(
+                    "exporting the audit log of `{name}` needs the project's admin role, the auditor role or server admin"
+                ))
+            })?;
+            Ok(Some(project))
+        }
+        None => Err(Error::forbidden(
+            "exporting the whole audit log needs the auditor role or server admin; \
+             a project's admins may export its entries with project=NAME",
+        )),
+    }
+}
+
+/// Streams one export: `next_chunk` answers the header (CSV), then one chunk per batch of
+/// entries, then the manifest line, then `None`. Nothing but the current batch is in memory.
+pub struct Exporter {
+    format: Format,
+    request: ExportRequest,
+    project_id: Option<Uuid>,
+    window: Option<(i64, i64)>,
+    head: (i64, String),
+    after_seq: i64,
+    started: bool,
+    done: bool,
+    hasher: Sha256,
+    body_bytes: u64,
+    count: u64,
+    first_seq: Option<i64>,
+    last: Option<(i64, String)>,
+    keys: AuditKeys,
+    actor_email: String,
+}
+
+impl Exporter {
+    /// Fixes what the export holds: the chain head now (entries up to it are committed and
+    /// immutable, so the export is a consistent snapshot without a long transaction), and the
+    /// seq window of the period. Signs a checkpoint of the head.
+    pub async fn begin(
+        conn: &mut Conn,
+        keys: &AuditKeys,
+        actor: &Actor,
+        format: Format,
+        request: ExportRequest,
+        project: Option<&Project>,
+        reason: checkpoints::Reason,
+    ) -> Result<Exporter> {
+        let head: (i64, String) = audit_head::table
+            .select((audit_head::seq, audit_head::hash))
+            .first(conn)
+            .await?;
+        let window = seq_window(conn, head.0, request.from, request.to).await?;
+        checkpoints::sign_head(conn, keys, &actor.email, reason, Some(head.clone())).await?;
+        Ok(Exporter {
+            format,
+            project_id: project.map(|p| p.id),
+            after_seq: window.map_or(0, |(lo, _)| lo - 1),
+            window,
+            head,
+            request,
+            started: false,
+            done: false,
+            hasher: Sha256::new(),
+            body_bytes: 0,
+            count: 0,
+            first_seq: None,
+            last: None,
+            keys: keys.clone(),
+            actor_email: actor.email.clone(),
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn head(&self) -> (i64, &str) {
+        (self.head.0, &self.head.1)
+    }
+
+    pub fn window(&self) -> Option<(i64, i64)> {
+        self.window
+    }
+
+    fn body(&mut self, bytes: Vec<u8>) -> Bytes {
+        self.hasher.update(&bytes);
+        self.body_bytes += bytes.len() as u64;
+        Bytes::from(bytes)
+    }
+
+    /// The next piece of the file, or `None` once the manifest was given.
+    pub async fn next_chunk(&mut self, conn: &mut Conn) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        if !self.started {
+            self.started = true;
+            if self.format == Format::Csv {
+                return Ok(Some(self.body(format::csv_header_line().into_bytes())));
+            }
+        }
+        if let Some((_, hi)) = self.window {
+            if self.after_seq < hi {
+                let rows = self.fetch(conn, hi).await?;
+                if let Some(last) = rows.last() {
+                    self.after_seq = last.seq;
+                    let mut out = Vec::with_capacity(rows.len() * 640);
+                    for e in &rows {
+                        match self.format {
+                            Format::Jsonl => format::write_jsonl_line(&mut out, e),
+                            Format::Csv => format::write_csv_row(&mut out, e),
+                        }
+                    }
+                    self.count += rows.len() as u64;
+                    self.first_seq.get_or_insert(rows[0].seq);
+                    self.last = Some((last.seq, last.hash.clone()));
+                    return Ok(Some(self.body(out)));
+                }
+                self.after_seq = hi;
+            }
+        }
+        self.done = true;
+        let manifest = self.manifest();
+        let jws = self.keys.sign(&manifest)?;
+        let line = match self.format {
+            Format::Jsonl => format::jsonl_manifest_line(&jws),
+            Format::Csv => format::csv_manifest_line(&jws),
+        };
+        Ok(Some(Bytes::from(line)))
+    }
+
+    async fn fetch(&self, conn: &mut Conn, hi: i64) -> Result<Vec<AuditEntry>> {
+        let mut query = audit_log::table
+            .select(AuditEntry::as_select())
+            .filter(audit_log::seq.gt(self.after_seq))
+            .filter(audit_log::seq.le(hi))
+            .order(audit_log::seq.asc())
+            .limit(BATCH)
+            .into_boxed();
+        if let Some(project) = self.project_id {
+            query = query.filter(audit_log::project_id.eq(project));
+        }
+        if let Some(subject) = &self.request.subject {
+            query = query.filter(audit_log::subject_id.eq(subject.clone()));
+        }
+        if let Some(action) = &self.request.action {
+            query = query.filter(audit_log::action.eq(action.clone()));
+        }
+        Ok(query.load(conn).await?)
+    }
+
+    fn manifest(&mut self) -> ExportManifest {
+        let now = Utc::now();
+        ExportManifest {
+            iss: auth::ISSUER.to_owned(),
+            typ: TYP_EXPORT.to_owned(),
+            version: 1,
+            format: self.format,
+            from: self.request.from.map(rfc3339),
+            to: self.request.to.map(rfc3339),
+            filters: Filters {
+                project: self.request.project.clone(),
+                project_id: self.project_id.map(|p| p.to_string()),
+                subject: self.request.subject.clone(),
+                action: self.request.action.clone(),
+            },
+            filtered: self.request.filtered(),
+            window_first_seq: self.window.map(|w| w.0),
+            window_last_seq: self.window.map(|w| w.1),
+            first_seq: self.first_seq,
+            last_seq: self.last.as_ref().map(|l| l.0),
+            count: self.count,
+            last_hash: self.last.as_ref().map(|l| l.1.clone()),
+            head_seq: self.head.0,
+            head_hash: self.head.1.clone(),
+            body_sha256: hex::encode(self.hasher.clone().finalize()),
+            body_bytes: self.body_bytes,
+            exported_at: rfc3339(now),
+            exported_by: self.actor_email.clone(),
+            key_id: self.keys.public.key_id(),
+            iat: now.timestamp(),
+        }
+    }
+}
+
+/// The seq window of a period, up to `head_seq`: from the first entry at or after `from` to
+/// the last entry before `to`. Entries are stamped under the chain lock, so time rises with seq
+/// and the window is the period's entries (a replica's clock stepping back could shift an entry
+/// across the boundary; the window stays one contiguous piece of the chain either way).
+async fn seq_window(
+    conn: &mut Conn,
+    head_seq: i64,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Option<(i64, i64)>> {
+    let lo: Option<i64> = match from {
+        None if head_seq >= 1 => Some(1),
+        None => None,
+        Some(from) => audit_log::table
+            .filter(audit_log::at.ge(from))
+            .filter(audit_log::seq.le(head_seq))
+            .select(diesel::dsl::min(audit_log::seq))
+            .first(conn)
+            .await?,
+    };
+    let hi: Option<i64> = match to {
+        None if head_seq >= 1 => Some(head_seq),
+        None => None,
+        Some(to) => audit_log::table
+            .filter(audit_log::at.lt(to))
+            .filter(audit_log::seq.le(head_seq))
+            .select(diesel::dsl::max(audit_log::seq))
+            .first(conn)
+            .await?,
+    };
+    Ok(match (lo, hi) {
+        (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),
+        _ => None,
+    })
+}
+
+/// A file name for an export served now.
+pub fn file_name(format: Format) -> String {
+    format!("custody-audit-{}.{}", Utc::now().format("%Y%m%dT%H%M%SZ"), format.extension())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_parsing() {
+        let r = ExportRequest::parse(Some("2026-11-01T00:00:00Z"), Some("2026-12-01"), Some("p"), None, Some("")).unwrap();
+        assert_eq!(rfc3339(r.from.unwrap()), "2026-11-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(r.to.unwrap()), "2026-12-01T00:00:00.000000Z");
+        assert!(r.filtered());
+        assert!(r.action.is_none());
+        assert!(!ExportRequest::parse(None, None, None, None, None).unwrap().filtered());
+        let err = ExportRequest::parse(Some("yesterday"), None, None, None, None).unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+        let err = ExportRequest::parse(Some("2026-12-01"), Some("2026-11-01"), None, None, None).unwrap_err();
+        assert!(err.to_string().contains("before"), "{err}");
+        assert!(Format::parse("xml").is_err());
+        assert_eq!(Format::parse("csv").unwrap(), Format::Csv);
+    }
+}

@@ -1,0 +1,815 @@
+//! Offline verification of exports (and of signed compliance reports): the file and the public
+//! key are all it needs — no database, no server.
+//!
+//! For every entry the hash is recomputed from the entry's own content and its recorded
+//! `prev_hash`. An **unfiltered** export is one contiguous piece of the chain: seqs follow one
+//! another without gaps, each `prev_hash` is the previous entry's hash (64 zeros before seq 1),
+//! and it runs from the manifest's first to its last seq. A **filtered** export (project, subject
+//! or action) is a set of chain links: gaps are expected; seqs must rise, each entry must match
+//! the filter, and neighbours whose seqs touch must link. Then the manifest: its signature, the
+//! SHA-256 of the body, the count and the first and last seq. Checkpoints given with
+//! `--checkpoints` must agree with the entries they name and must not be ahead of the export's head.
+//!
+//! The verdict names the first problem by position in the file (`seq`, line) and its kind:
+//! altered content, missing entry, reordered, truncated, bad signature, …
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::checkpoints::CheckpointClaims;
+use super::format::{self, canonical_json};
+use super::{ExportManifest, Format, PublicKey, TYP_CHECKPOINT, TYP_EXPORT, TYP_REPORT};
+use crate::audit::GENESIS_HASH;
+
+/// Problems kept in full; past this only the count goes on (memory stays flat on a ruined file).
+const MAX_PROBLEMS: usize = 50;
+const MAX_GAPS: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    AlteredContent,
+    MissingEntry,
+    Reordered,
+    Duplicate,
+    BrokenLink,
+    OutsideFilter,
+    Truncated,
+    CountMismatch,
+    DigestMismatch,
+    BadSignature,
+    NoManifest,
+    CheckpointConflict,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::AlteredContent => "altered content",
+            Kind::MissingEntry => "missing entry",
+            Kind::Reordered => "reordered",
+            Kind::Duplicate => "duplicate entry",
+            Kind::BrokenLink => "broken chain link",
+            Kind::OutsideFilter => "entry outside the export's filter",
+            Kind::Truncated => "truncated",
+            Kind::CountMismatch => "entry count differs",
+            Kind::DigestMismatch => "altered file",
+            Kind::BadSignature => "bad signature",
+            Kind::NoManifest => "truncated (no manifest)",
+            Kind::CheckpointConflict => "contradicts a checkpoint",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub kind: Kind,
+    pub seq: Option<i64>,
+    pub line: Option<u64>,
+    pub detail: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.kind.label())?;
+        match (self.seq, self.line) {
+            (Some(seq), Some(line)) => write!(f, " at seq {seq} (line {line})")?,
+            (Some(seq), None) => write!(f, " at seq {seq}")?,
+            (None, Some(line)) => write!(f, " at line {line}")?,
+            (None, None) => {}
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// What a verification found.
+#[derive(Debug)]
+pub struct Verdict {
+    pub what: &'static str,
+    pub manifest: Option<ExportManifest>,
+    pub entries: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    pub problems: Vec<Problem>,
+    pub more_problems: u64,
+    pub signature_ok: bool,
+    pub key_id: String,
+    pub checkpoints_checked: usize,
+}
+
+impl Verdict {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The human verdict: one `OK` line, or `FAILED` with the first problem, then the others.
+    pub fn render(&self, file: &str) -> String {
+        if self.ok() {
+            let range = match (self.first_seq, self.last_seq) {
+                (Some(a), Some(b)) => format!("seq {a}..{b}"),
+                _ => "no entries".into(),
+            };
+            let mut s = format!("OK {file}: {} {}, {range}", self.entries, self.what);
+            if let Some(m) = &self.manifest {
+                s.push_str(if m.filtered {
+                    &", filtered export: every entry's hash recomputed, links checked where seqs touch"
+                } else {
+                    &", one unbroken piece of the chain"
+                });
+                s.push_str(&format!(
+                    "; body sha256 {} matches; manifest signed by key {} (exported {} by {}); chain head at export: seq {} hash {}",
+                    m.body_sha256, self.key_id, m.exported_at, m.exported_by, m.head_seq, m.head_hash
+                ));
+            } else {
+                s.push_str(&format!("; signed by key {}", self.key_id));
+            }
+            if self.checkpoints_checked > 0 {
+                s.push_str(&format!("; agrees with {} checkpoint(s)", self.checkpoints_checked));
+            }
+            s.push('\n');
+            s
+        } else {
+            let mut s = format!("FAILED {file}: {}\n", self.problems[0]);
+            for p in &self.problems[1..] {
+                s.push_str(&format!("  also: {p}\n"));
+            }
+            if self.more_problems > 0 {
+                s.push_str(&format!("  … and {} more problem(s)\n", self.more_problems));
+            }
+            s
+        }
+    }
+}
+
+pub struct Options {
+    pub public_key: PublicKey,
+    /// Checkpoints the caller holds (already read with `read_checkpoints`).
+    pub checkpoints: Vec<CheckpointClaims>,
+}
+
+/// Reads checkpoints: one per line, as `{"checkpoint":"<JWS>"}` (`GET /api/audit/checkpoints`),
+/// `{"manifest":"<JWS>"}` (an earlier export's last line: its head), or a bare JWS. Each must be
+/// signed by `key`.
+pub fn read_checkpoints(path: &Path, key: &PublicKey) -> anyhow::Result<Vec<CheckpointClaims>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening the checkpoints {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let where_ = || format!("{} line {}", path.display(), i + 1);
+        let (jws, is_manifest) = if line.starts_with('{') {
+            let v: Value = serde_json::from_str(line).with_context(|| format!("{} is not JSON", where_()))?;
+            match (v["checkpoint"].as_str(), v["manifest"].as_str()) {
+                (Some(jws), _) => (jws.to_owned(), false),
+                (None, Some(jws)) => (jws.to_owned(), true),
+                _ => anyhow::bail!("{} holds neither `checkpoint` nor `manifest`", where_()),
+            }
+        } else if let Some(jws) = line.strip_prefix(format::CSV_MANIFEST_CELL).and_then(|l| l.strip_prefix(',')) {
+            (jws.to_owned(), true)
+        } else {
+            (line.to_owned(), false)
+        };
+        let claims = if is_manifest {
+            let m: ExportManifest = key
+                .verify(&jws, TYP_EXPORT)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", where_()))?;
+            CheckpointClaims {
+                iss: m.iss,
+                typ: TYP_CHECKPOINT.to_owned(),
+                seq: m.head_seq,
+                hash: m.head_hash,
+                signed_at: m.exported_at,
+                iat: m.iat,
+            }
+        } else {
+            key.verify(&jws, TYP_CHECKPOINT).map_err(|e| anyhow::anyhow!("{}: {e}", where_()))?
+        };
+        out.push(claims);
+    }
+    Ok(out)
+}
+
+/// Verifies a file: a JSON Lines or CSV export, or a signed compliance report.
+pub fn verify_file(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut head = [0u8; 64];
+    let n = read_up_to(&mut file, &mut head)?;
+    let start = std::str::from_utf8(&head[..n]).unwrap_or("").trim_start();
+    if start.starts_with("seq,") {
+        verify_export(path, Format::Csv, options)
+    } else if start.starts_with("{\"seq\"") || start.starts_with("{\"manifest\"") {
+        verify_export(path, Format::Jsonl, options)
+    } else if start.starts_with('{') {
+        verify_report(path, options)
+    } else {
+        anyhow::bail!(
+            "{} is neither an audit export (JSON Lines or CSV) nor a compliance report",
+            path.display()
+        )
+    }
+}
+
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Finds the last line of the file: answers (offset where it starts, its text).
+fn last_line(file: &mut std::fs::File) -> anyhow::Result<(u64, String)> {
+    let len = file.seek(SeekFrom::End(0))?;
+    // A manifest is a few KB; 1 MiB is far more than any last line of an export.
+    let tail_len = len.min(1 << 20);
+    file.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact(&mut tail)?;
+    let mut end = tail.len();
+    while end > 0 && matches!(tail[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    let begin = tail[..end].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let offset = len - tail_len + begin as u64;
+    Ok((offset, String::from_utf8_lossy(&tail[begin..end]).into_owned()))
+}
+
+fn parse_manifest_line(format: Format, line: &str) -> Option<String> {
+    match format {
+        Format::Jsonl => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct ManifestLine {
+                manifest: String,
+            }
+            serde_json::from_str::<ManifestLine>(line).ok().map(|m| m.manifest)
+        }
+        Format::Csv => line
+            .strip_prefix(format::CSV_MANIFEST_CELL)
+            .and_then(|rest| rest.strip_prefix(','))
+            .map(str::to_owned),
+    }
+}
+
+/// The manifest's claims without checking the signature (that is judged separately, so that a
+/// bad signature and what the claims say about the body can both be reported).
+fn unverified_claims(jws: &str) -> Option<ExportManifest> {
+    use base64::Engine as _;
+    let payload = jws.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// The fields of an entry document the checks need (borrowed where the JSON allows).
+#[derive(Deserialize)]
+struct EntryView<'a> {
+    seq: i64,
+    #[serde(borrow)]
+    action: Cow<'a, str>,
+    #[serde(borrow)]
+    project_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    subject_id: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct JsonlLine<'a> {
+    seq: i64,
+    #[serde(borrow)]
+    prev_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+    #[serde(borrow)]
+    entry: &'a RawValue,
+}
+
+fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Result<Verdict> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let (manifest_offset, last) = last_line(&mut file)?;
+    let jws = parse_manifest_line(format, &last);
+    let mut checker = Checker::new(options);
+    let (body_len, manifest) = match &jws {
+        Some(jws) => {
+            let claims = unverified_claims(jws);
+            match options.public_key.verify::<ExportManifest>(jws, TYP_EXPORT) {
+                Ok(_) => checker.signature_ok = true,
+                Err(e) => checker.late(Kind::BadSignature, None, None, format!("the manifest is not authentic: {e}")),
+            }
+            if claims.is_none() {
+                checker.late(Kind::BadSignature, None, None, "the manifest's claims are unreadable".into());
+            }
+            (manifest_offset, claims)
+        }
+        None => {
+            checker.late(
+                Kind::NoManifest,
+                None,
+                None,
+                "the file does not end with the signed manifest line: the export is incomplete or its end was cut off".into(),
+            );
+            (file.seek(SeekFrom::End(0))?, None)
+        }
+    };
+    checker.manifest = manifest.clone();
+    if let Some(m) = &manifest {
+        if m.format != format {
+            checker.late(Kind::BadSignature, None, None, format!("the manifest is for a {:?} export, the file is {format:?}", m.format));
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut reader = BufReader::with_capacity(1 << 20, HashingReader::new(file.take(body_len)));
+    match format {
+        Format::Jsonl => scan_jsonl(&mut reader, &mut checker)?,
+        Format::Csv => scan_csv(&mut reader, &mut checker)?,
+    }
+    let hashing = reader.into_inner();
+    let body_sha256 = hex::encode(hashing.hasher.finalize());
+    checker.finish(&body_sha256, hashing.bytes);
+    Ok(checker.verdict("entries"))
+}
+
+/// Hashes everything read through it: the body digest costs no second pass.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Sha256::new(), bytes: 0 }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn scan_jsonl<R: BufRead>(reader: &mut R, checker: &mut Checker) -> anyhow::Result<()> {
+    let mut line = Vec::with_capacity(4096);
+    let mut line_no = 0u64;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        line_no += 1;
+        let mut text = line.as_slice();
+        while let [rest @ .., b'\n' | b'\r'] = text {
+            text = rest;
+        }
+        let parsed = std::str::from_utf8(text)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str::<JsonlLine>(t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(l) => checker.entry(line_no, l.seq, &l.prev_hash, &l.hash, l.entry.get(), None),
+            Err(e) => checker.unreadable(line_no, &e),
+        }
+    }
+}
+
+fn scan_csv<R: BufRead>(reader: &mut R, checker: &mut Checker) -> anyhow::Result<()> {
+    let mut line_no = 0u64;
+    match format::read_csv_record(reader)? {
+        Some((_, cells)) if cells.join(",") == format::CSV_HEADER => line_no += 1,
+        _ => {
+            checker.unreadable(1, &format!("the first row is not the header `{}`", format::CSV_HEADER));
+            line_no += 1;
+        }
+    }
+    while let Some((raw, cells)) = format::read_csv_record(reader)? {
+        line_no += 1;
+        let record_line = line_no;
+        line_no += raw.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64;
+        if cells.len() != format::CSV_COLUMNS {
+            checker.unreadable(record_line, &format!("the row has {} cells, not {}", cells.len(), format::CSV_COLUMNS));
+            continue;
+        }
+        let Ok(seq) = cells[0].parse::<i64>() else {
+            checker.unreadable(record_line, &format!("`{}` is not a seq", cells[0]));
+            continue;
+        };
+        checker.entry(record_line, seq, &cells[10], &cells[11], &cells[12], Some(&cells[..10]));
+    }
+    Ok(())
+}
+
+/// The checks, fed one entry at a time in file order.
+struct Checker<'o> {
+    options: &'o Options,
+    manifest: Option<ExportManifest>,
+    signature_ok: bool,
+    problems: Vec<Problem>,
+    more_problems: u64,
+    /// Problems about the file as a whole, reported after those of entries.
+    late_problems: Vec<Problem>,
+    count: u64,
+    first_seq: Option<i64>,
+    last_seq: Option<i64>,
+    /// The highest seq so far and its hash: the next entry in the chain links to it.
+    max: Option<(i64, String)>,
+    /// Seqs skipped so far (unfiltered exports): (first, last, index of the problem reporting it).
+    gaps: Vec<(i64, i64, Option<usize>)>,
+    checkpoints: BTreeMap<i64, Vec<CheckpointClaims>>,
+    checkpoints_checked: usize,
+}
+
+impl<'o> Checker<'o> {
+    fn new(options: &'o Options) -> Self {
+        let mut checkpoints: BTreeMap<i64, Vec<CheckpointClaims>> = BTreeMap::new();
+        for cp in &options.checkpoints {
+            checkpoints.entry(cp.seq).or_default().push(cp.clone());
+        }
+        Checker {
+            options,
+            manifest: None,
+            signature_ok: false,
+            problems: Vec::new(),
+            more_problems: 0,
+            late_problems: Vec::new(),
+            count: 0,
+            first_seq: None,
+            last_seq: None,
+            max: None,
+            gaps: Vec::new(),
+            checkpoints,
+            checkpoints_checked: 0,
+        }
+    }
+
+    fn filtered(&self) -> bool {
+        self.manifest.as_ref().is_some_and(|m| m.filtered)
+    }
+
+    fn problem(&mut self, kind: Kind, seq: Option<i64>, line: Option<u64>, detail: String) -> Option<usize> {
+        if self.problems.len() >= MAX_PROBLEMS {
+            self.more_problems += 1;
+            return None;
+        }
+        self.problems.push(Problem { kind, seq, line, detail });
+        Some(self.problems.len() - 1)
+    }
+
+    fn late(&mut self, kind: Kind, seq: Option<i64>, line: Option<u64>, detail: String) {
+        self.late_problems.push(Problem { kind, seq, line, detail });
+    }
+
+    fn unreadable(&mut self, line: u64, why: &str) {
+        let after = match &self.max {
+            Some((seq, _)) => format!("the entry after seq {seq}"),
+            None => "the first entry".into(),
+        };
+        self.problem(
+            Kind::AlteredContent,
+            self.max.as_ref().map(|m| m.0 + 1),
+            Some(line),
+            format!("{after} is not a readable export entry ({why})"),
+        );
+    }
+
+    /// One entry: `entry` is the text of its canonical document, `plain` the CSV columns.
+    fn entry(&mut self, line: u64, seq: i64, prev_hash: &str, hash: &str, entry: &str, plain: Option<&[String]>) {
+        self.count += 1;
+        let view = match serde_json::from_str::<EntryView>(entry) {
+            Ok(v) => v,
+            Err(e) => {
+                self.problem(Kind::AlteredContent, Some(seq), Some(line), format!("the entry document is unreadable ({e})"));
+                return;
+            }
+        };
+        if view.seq != seq {
+            self.problem(
+                Kind::AlteredContent,
+                Some(view.seq),
+                Some(line),
+                format!("the line says seq {seq} but its hashed entry says seq {}", view.seq),
+            );
+        }
+        let seq = view.seq;
+        if !is_hex64(hash) || !is_hex64(prev_hash) {
+            self.problem(Kind::AlteredContent, Some(seq), Some(line), "hash and prev_hash must be 64 lowercase hex characters".into());
+        } else if sha256_hex(prev_hash, entry.as_bytes()) != hash {
+            // The file may hold the entry reformatted (same content, other bytes); the body
+            // digest flags such a file, the entry itself is judged on its canonical form.
+            let canonical = serde_json::from_str::<Value>(entry).map(|v| canonical_json(&v));
+            if canonical.map_or(true, |c| sha256_hex(prev_hash, c.as_bytes()) != hash) {
+                self.problem(
+                    Kind::AlteredContent,
+                    Some(seq),
+                    Some(line),
+                    "the entry's hash does not match its content and prev_hash: the entry was changed after it was written".into(),
+                );
+            }
+        }
+        if let Some(cells) = plain {
+            if let Ok(doc) = serde_json::from_str::<Value>(entry) {
+                let want = format::csv_plain_cells(&doc);
+                let names: Vec<&str> = format::CSV_HEADER.split(',').collect();
+                if let Some(i) = (0..want.len()).find(|&i| cells[i] != want[i]) {
+                    self.problem(
+                        Kind::AlteredContent,
+                        Some(seq),
+                        Some(line),
+                        format!("column `{}` says {:?} but the hashed entry says {:?}", names[i], cells[i], want[i]),
+                    );
+                }
+            }
+        }
+        self.check_filter(&view, line);
+        self.check_order(seq, prev_hash, hash, line);
+        if let Some(cps) = self.checkpoints.get(&seq) {
+            let conflicting = cps.iter().find(|cp| cp.hash != hash).map(|cp| cp.signed_at.clone());
+            self.checkpoints_checked += cps.len();
+            if let Some(signed_at) = conflicting {
+                self.problem(
+                    Kind::CheckpointConflict,
+                    Some(seq),
+                    Some(line),
+                    format!("the checkpoint signed at {signed_at} holds another hash for this seq: the chain was rewritten"),
+                );
+            }
+        }
+        self.first_seq.get_or_insert(seq);
+        self.last_seq = Some(seq);
+    }
+
+    fn check_filter(&mut self, view: &EntryView<'_>, line: u64) {
+        let Some(m) = &self.manifest else { return };
+        let mut wrong = Vec::new();
+        if let Some(p) = &m.filters.project_id {
+            if view.project_id.as_deref() != Some(p.as_str()) {
+                wrong.push(format!("project {}", view.project_id.as_deref().unwrap_or("none")));
+            }
+        }
+        if let Some(s) = &m.filters.subject {
+            if view.subject_id != s.as_str() {
+                wrong.push(format!("subject {}", view.subject_id));
+            }
+        }
+        if let Some(a) = &m.filters.action {
+            if view.action != a.as_str() {
+                wrong.push(format!("action {}", view.action));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (m.window_first_seq, m.window_last_seq) {
+            if view.seq < lo || view.seq > hi {
+                wrong.push(format!("seq outside the window {lo}..{hi}"));
+            }
+        }
+        if !wrong.is_empty() {
+            let seq = view.seq;
+            self.problem(Kind::OutsideFilter, Some(seq), Some(line), format!("the entry has {}", wrong.join(", ")));
+        }
+    }
+
+    fn check_order(&mut self, seq: i64, prev_hash: &str, hash: &str, line: u64) {
+        let filtered = self.filtered();
+        match self.max.clone() {
+            None => {
+                if !filtered {
+                    if let Some(first) = self.manifest.as_ref().and_then(|m| m.first_seq) {
+                        if seq > first {
+                            let idx = self.problem(
+                                Kind::MissingEntry,
+                                Some(first),
+                                Some(line),
+                                format!("the export should start at seq {first} but its first entry is seq {seq}"),
+                            );
+                            self.gaps.push((first, seq - 1, idx));
+                        }
+                    }
+                }
+                if seq == 1 && prev_hash != GENESIS_HASH {
+                    self.problem(Kind::BrokenLink, Some(1), Some(line), "the first entry's prev_hash must be 64 zeros".into());
+                }
+                self.max = Some((seq, hash.to_owned()));
+            }
+            Some((max, max_hash)) if seq == max + 1 => {
+                if prev_hash != max_hash {
+                    self.problem(
+                        Kind::BrokenLink,
+                        Some(seq),
+                        Some(line),
+                        format!("prev_hash is not the hash of seq {max}: an entry was altered or replaced"),
+                    );
+                }
+                self.max = Some((seq, hash.to_owned()));
+            }
+            Some((max, _)) if seq > max + 1 => {
+                if !filtered {
+                    let missing = if seq - max == 2 {
+                        format!("seq {} is missing: seq {max} is followed by seq {seq}", max + 1)
+                    } else {
+                        format!("seqs {} to {} are missing: seq {max} is followed by seq {seq}", max + 1, seq - 1)
+                    };
+                    let idx = self.problem(Kind::MissingEntry, Some(max + 1), Some(line), missing);
+                    if self.gaps.len() < MAX_GAPS {
+                        self.gaps.push((max + 1, seq - 1, idx));
+                    }
+                }
+                self.max = Some((seq, hash.to_owned()));
+            }
+            Some((max, _)) => {
+                // Behind the highest seq: an entry that was "missing" turning up later was
+                // moved, not removed; anything else is a repeat.
+                if let Some(g) = self.gaps.iter().position(|&(lo, hi, _)| (lo..=hi).contains(&seq)) {
+                    let (lo, hi, idx) = self.gaps.remove(g);
+                    let detail = format!("seq {seq} comes after seq {max}: entries are out of order");
+                    match idx {
+                        Some(i) => {
+                            self.problems[i] = Problem { kind: Kind::Reordered, seq: Some(seq), line: Some(line), detail };
+                        }
+                        None => {
+                            self.problem(Kind::Reordered, Some(seq), Some(line), detail);
+                        }
+                    }
+                    for (a, b) in [(lo, seq - 1), (seq + 1, hi)] {
+                        if a <= b {
+                            let idx = self.problem(Kind::MissingEntry, Some(a), None, format!("seqs {a} to {b} are missing"));
+                            self.gaps.push((a, b, idx));
+                        }
+                    }
+                } else if filtered {
+                    self.problem(Kind::Reordered, Some(seq), Some(line), format!("seq {seq} comes after seq {max}: entries are out of order"));
+                } else {
+                    self.problem(Kind::Duplicate, Some(seq), Some(line), format!("seq {seq} appears again after seq {max}"));
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, body_sha256: &str, body_bytes: u64) {
+        if let Some(m) = self.manifest.clone() {
+            match (self.last_seq, m.last_seq) {
+                (Some(have), Some(want)) if have < want => {
+                    let missing = if m.filtered { String::new() } else { format!(" ({} entries missing at the end)", want - have) };
+                    self.late(
+                        Kind::Truncated,
+                        Some(if m.filtered { want } else { have + 1 }),
+                        None,
+                        format!("the file ends at seq {have} but the manifest says the export ends at seq {want}{missing}"),
+                    );
+                }
+                (None, Some(want)) => {
+                    self.late(Kind::Truncated, m.first_seq, None, format!("the file holds no entries but the manifest says it ends at seq {want}"))
+                }
+                (Some(have), Some(want)) if have > want => self.late(
+                    Kind::CountMismatch,
+                    Some(want + 1),
+                    None,
+                    format!("the file goes on past the manifest's last seq {want} (to seq {have})"),
+                ),
+                (Some(have), None) => self.late(Kind::CountMismatch, Some(have), None, "the manifest says the export is empty".into()),
+                _ => {}
+            }
+            if self.count != m.count && self.problems.is_empty() && self.late_problems.iter().all(|p| p.kind != Kind::Truncated) {
+                self.late(
+                    Kind::CountMismatch,
+                    None,
+                    None,
+                    format!("the file holds {} entries, the manifest says {}", self.count, m.count),
+                );
+            }
+            if body_sha256 != m.body_sha256 || body_bytes != m.body_bytes {
+                self.late(
+                    Kind::DigestMismatch,
+                    None,
+                    None,
+                    format!(
+                        "the export body ({body_bytes} bytes, sha256 {body_sha256}) is not the one the manifest signed ({} bytes, sha256 {})",
+                        m.body_bytes, m.body_sha256
+                    ),
+                );
+            }
+            for cp in self.options.checkpoints.iter().filter(|cp| cp.signed_at <= m.exported_at) {
+                if cp.seq > m.head_seq {
+                    self.late_problems.push(Problem {
+                        kind: Kind::Truncated,
+                        seq: Some(m.head_seq + 1),
+                        line: None,
+                        detail: format!(
+                            "the log's head at export was seq {}, but a checkpoint signed earlier ({}) reached seq {}: entries were removed from the end of the log",
+                            m.head_seq, cp.signed_at, cp.seq
+                        ),
+                    });
+                } else if cp.seq == m.head_seq && cp.hash != m.head_hash {
+                    self.late(
+                        Kind::CheckpointConflict,
+                        Some(cp.seq),
+                        None,
+                        format!("the head hash at export differs from the checkpoint signed at {}: the chain was rewritten", cp.signed_at),
+                    );
+                }
+            }
+            self.checkpoints_checked += self.options.checkpoints.iter().filter(|cp| cp.seq == m.head_seq || cp.seq > m.head_seq).count();
+        }
+        let late = std::mem::take(&mut self.late_problems);
+        // Whole-file problems come after those of entries; a bad signature last among equals,
+        // since the entries' own problems name what was changed.
+        let (signature, rest): (Vec<Problem>, Vec<Problem>) = late.into_iter().partition(|p| p.kind == Kind::BadSignature);
+        for p in rest.into_iter().chain(signature) {
+            self.problem(p.kind, p.seq, p.line, p.detail);
+        }
+    }
+
+    fn verdict(self, what: &'static str) -> Verdict {
+        Verdict {
+            what,
+            manifest: self.manifest,
+            entries: self.count,
+            first_seq: self.first_seq,
+            last_seq: self.last_seq,
+            problems: self.problems,
+            more_problems: self.more_problems,
+            signature_ok: self.signature_ok,
+            key_id: self.options.public_key.key_id(),
+            checkpoints_checked: self.checkpoints_checked,
+        }
+    }
+}
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn sha256_hex(prev_hash: &str, entry: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(entry);
+    hex::encode(hasher.finalize())
+}
+
+/// Claims of a signed compliance report.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct ReportClaims {
+    pub iss: String,
+    pub typ: String,
+    pub model_version_id: String,
+    pub report_sha256: String,
+    pub generated_at: String,
+    pub iat: i64,
+}
+
+/// A compliance report: `{"report": {…}, "signature": "<JWS>"}`. The signature covers the
+/// SHA-256 of the report's canonical JSON; the report's audit entries are re-hashed as links.
+fn verify_report(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let mut checker = Checker::new(options);
+    let (Some(report), Some(jws)) = (doc.get("report"), doc["signature"].as_str()) else {
+        anyhow::bail!("{} is not a signed compliance report (`report` and `signature`)", path.display());
+    };
+    let digest = hex::encode(Sha256::digest(canonical_json(report).as_bytes()));
+    match options.public_key.verify::<ReportClaims>(jws, TYP_REPORT) {
+        Ok(claims) => {
+            checker.signature_ok = true;
+            if claims.report_sha256 != digest {
+                checker.late(
+                    Kind::AlteredContent,
+                    None,
+                    None,
+                    format!("the report's content (sha256 {digest}) is not what was signed (sha256 {})", claims.report_sha256),
+                );
+            }
+        }
+        Err(e) => checker.late(Kind::BadSignature, None, None, format!("the report's signature is not authentic: {e}")),
+    }
+    if let Some(entries) = report["audit"]["entries"].as_array() {
+        for (i, e) in entries.iter().enumerate() {
+            let (Some(seq), Some(prev), Some(hash)) = (e["seq"].as_i64(), e["prev_hash"].as_str(), e["hash"].as_str()) else {
+                checker.problem(Kind::AlteredContent, None, None, format!("audit entry #{} lacks seq, prev_hash or hash", i + 1));
+                continue;
+            };
+            checker.count += 1;
+            if sha256_hex(prev, canonical_json(&e["entry"]).as_bytes()) != hash {
+                checker.problem(Kind::AlteredContent, Some(seq), None, "the audit entry's hash does not match its content".into());
+            }
+            checker.first_seq.get_or_insert(seq);
+            checker.last_seq = Some(seq);
+        }
+    }
+    let late = std::mem::take(&mut checker.late_problems);
+    for p in late {
+        checker.problem(p.kind, p.seq, p.line, p.detail);
+    }
+    Ok(checker.verdict("audit entries in a compliance report"))
+}

@@ -1,0 +1,386 @@
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, Json, Object, SimpleObject, ID};
+use chrono::{DateTime, Utc};
+use diesel_async::scoped_futures::ScopedFutureExt;
+
+use super::auth::UserNode;
+use super::models::ModelVersionNode;
+use super::scalars::Sha256;
+use super::{actor, gql_error, page_size, parse_id, read, state, transaction, GqlResult};
+use crate::approvals::{self, Verdict, Via};
+use crate::error::Error;
+use crate::promotions::{self, Promotion, Status};
+use crate::stages::{self, Stage};
+use crate::{models, notify};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+#[graphql(name = "PromotionStatus")]
+pub enum PromotionStatusGql {
+    Pending,
+    Approved,
+    Rejected,
+    Applied,
+    Expired,
+    Cancelled,
+    Denied,
+}
+
+impl From<Status> for PromotionStatusGql {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Pending => Self::Pending,
+            Status::Approved => Self::Approved,
+            Status::Rejected => Self::Rejected,
+            Status::Applied => Self::Applied,
+            Status::Expired => Self::Expired,
+            Status::Cancelled => Self::Cancelled,
+            Status::Denied => Self::Denied,
+        }
+    }
+}
+
+impl From<PromotionStatusGql> for Status {
+    fn from(s: PromotionStatusGql) -> Self {
+        match s {
+            PromotionStatusGql::Pending => Status::Pending,
+            PromotionStatusGql::Approved => Status::Approved,
+            PromotionStatusGql::Rejected => Status::Rejected,
+            PromotionStatusGql::Applied => Status::Applied,
+            PromotionStatusGql::Expired => Status::Expired,
+            PromotionStatusGql::Cancelled => Status::Cancelled,
+            PromotionStatusGql::Denied => Status::Denied,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ApprovalDecision {
+    Approve,
+    Reject,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum ApprovalVia {
+    Web,
+    Email,
+    Api,
+}
+
+pub struct StageNode(pub Stage);
+
+#[Object(name = "Stage")]
+impl StageNode {
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn position(&self) -> i32 {
+        self.0.position
+    }
+
+    async fn requires_approval(&self) -> bool {
+        self.0.requires_approval
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ApprovalNode {
+    approver: UserNode,
+    decision: ApprovalDecision,
+    comment: Option<String>,
+    via: ApprovalVia,
+    at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject)]
+pub struct PolicyDecision {
+    deny: Vec<String>,
+    required_approvals: i32,
+    approver_group: Option<String>,
+    expires_in: Option<String>,
+    policy_digest: Sha256,
+    /// The input document the policies saw.
+    input: Json<serde_json::Value>,
+}
+
+#[derive(SimpleObject)]
+pub struct Webhook {
+    id: ID,
+    url: String,
+    /// The HMAC-SHA256 key for `X-Custody-Signature`; shown once.
+    secret: String,
+}
+
+pub struct PromotionNode(pub Promotion);
+
+#[Object(name = "Promotion")]
+impl PromotionNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn status(&self) -> PromotionStatusGql {
+        self.0.status().into()
+    }
+
+    async fn stage(&self) -> &str {
+        &self.0.stage
+    }
+
+    async fn comment(&self) -> Option<&str> {
+        self.0.comment.as_deref()
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn expires_at(&self) -> DateTime<Utc> {
+        self.0.expires_at
+    }
+
+    async fn decided_at(&self) -> Option<DateTime<Utc>> {
+        self.0.decided_at
+    }
+
+    /// The manifest digest of the version, as approved.
+    async fn manifest_sha256(&self) -> Sha256 {
+        Sha256(self.0.manifest_sha256.clone())
+    }
+
+    /// `deny`, `required_approvals`, `approver_group`, `expires_in`, `policy_digest`, `error`.
+    async fn policy_result(&self) -> Json<serde_json::Value> {
+        Json(self.0.policy_result.clone())
+    }
+
+    async fn policy_digest(&self) -> Sha256 {
+        Sha256(self.0.policy_digest.clone())
+    }
+
+    /// The input document the policies evaluated.
+    async fn policy_input(&self) -> Json<serde_json::Value> {
+        Json(self.0.policy_input.clone())
+    }
+
+    async fn required_approvals(&self) -> i32 {
+        self.0.required_approvals
+    }
+
+    async fn approver_group(&self) -> Option<&str> {
+        self.0.approver_group.as_deref()
+    }
+
+    async fn model_version(&self, ctx: &Context<'_>) -> GqlResult<ModelVersionNode> {
+        let id = self.0.model_version_id;
+        let mut found = read(ctx, |c| async move { models::versions_by_id(c, &[id]).await }.scope_boxed()).await?;
+        found.pop().map(ModelVersionNode).ok_or_else(|| gql_error(Error::not_found("model version is gone")))
+    }
+
+    async fn requested_by(&self, ctx: &Context<'_>) -> GqlResult<UserNode> {
+        let id = self.0.requested_by;
+        let user = read(ctx, |c| {
+            async move {
+                use diesel::prelude::*;
+                use diesel_async::RunQueryDsl;
+                Ok(crate::db::schema::users::table
+                    .find(id)
+                    .select(crate::auth::User::as_select())
+                    .first(c)
+                    .await?)
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(UserNode(user))
+    }
+
+    async fn approvals(&self, ctx: &Context<'_>) -> GqlResult<Vec<ApprovalNode>> {
+        let id = self.0.id;
+        let rows = read(ctx, |c| async move { approvals::of_promotions(c, &[id]).await }.scope_boxed()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, user)| ApprovalNode {
+                approver: UserNode(user),
+                decision: if a.decision == "approve" { ApprovalDecision::Approve } else { ApprovalDecision::Reject },
+                comment: a.comment,
+                via: match a.via.as_str() {
+                    "web" => ApprovalVia::Web,
+                    "email" => ApprovalVia::Email,
+                    _ => ApprovalVia::Api,
+                },
+                at: a.at,
+            })
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct PromotionQuery;
+
+#[Object]
+impl PromotionQuery {
+    async fn promotion(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<PromotionNode>> {
+        let actor = actor(ctx)?;
+        let id = parse_id(&id, "promotion")?;
+        let found = read(ctx, |c| {
+            async move {
+                match promotions::get(c, actor, id).await {
+                    Ok(p) => Ok(Some(p)),
+                    Err(Error::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(found.map(PromotionNode))
+    }
+
+    /// Promotions, newest first: of one project, or of every project the caller belongs to.
+    async fn promotions(
+        &self,
+        ctx: &Context<'_>,
+        project: Option<String>,
+        status: Option<PromotionStatusGql>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> GqlResult<Connection<String, PromotionNode>> {
+        let actor = actor(ctx)?;
+        let limit = page_size(first)?;
+        let after = after.map(|a| parse_id(&ID(a), "cursor")).transpose()?;
+        let mut rows = read(ctx, |c| {
+            async move { promotions::list(c, actor, project.as_deref(), status.map(Into::into), after, limit).await }
+                .scope_boxed()
+        })
+        .await?;
+        let has_next = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection
+            .edges
+            .extend(rows.into_iter().map(|p| Edge::new(p.id.to_string(), PromotionNode(p))));
+        Ok(connection)
+    }
+
+    /// Evaluates the promotion policies for a would-be promotion without requesting it.
+    async fn promotion_dry_run(&self, ctx: &Context<'_>, model_version_id: ID, stage: String) -> GqlResult<PolicyDecision> {
+        let actor = actor(ctx)?;
+        let id = parse_id(&model_version_id, "model version")?;
+        let policy = state(ctx).policy.clone();
+        let (input, decision) =
+            read(ctx, |c| async move { promotions::dry_run(c, actor, &policy, id, &stage).await }.scope_boxed()).await?;
+        Ok(PolicyDecision {
+            deny: decision.deny,
+            required_approvals: decision.required_approvals,
+            approver_group: decision.approver_group,
+            expires_in: decision.expires_in_text,
+            policy_digest: Sha256(decision.policy_digest),
+            input: Json(input),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct PromotionMutation;
+
+#[Object]
+impl PromotionMutation {
+    /// Asks to move a model version to a stage: DENIED (reasons in `policyResult.deny`), APPLIED
+    /// at once when no approval is needed, else PENDING while approvers are mailed.
+    async fn request_promotion(
+        &self,
+        ctx: &Context<'_>,
+        model_version_id: ID,
+        stage: String,
+        comment: Option<String>,
+    ) -> GqlResult<PromotionNode> {
+        let actor = actor(ctx)?;
+        let id = parse_id(&model_version_id, "model version")?;
+        let state = state(ctx);
+        let promotion = transaction(ctx, |c| {
+            async move {
+                let gate = state.gate();
+                promotions::request(c, actor, &gate, id, &stage, comment.as_deref()).await
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(PromotionNode(promotion))
+    }
+
+    async fn approve_promotion(&self, ctx: &Context<'_>, id: ID, comment: Option<String>) -> GqlResult<PromotionNode> {
+        decide(ctx, id, Verdict::Approve, comment).await
+    }
+
+    async fn reject_promotion(&self, ctx: &Context<'_>, id: ID, comment: String) -> GqlResult<PromotionNode> {
+        decide(ctx, id, Verdict::Reject, Some(comment)).await
+    }
+
+    /// Cancels a pending promotion (its requester or a project admin).
+    async fn cancel_promotion(&self, ctx: &Context<'_>, id: ID) -> GqlResult<PromotionNode> {
+        let actor = actor(ctx)?;
+        let id = parse_id(&id, "promotion")?;
+        let promotion = transaction(ctx, |c| async move { promotions::cancel(c, actor, id).await }.scope_boxed()).await?;
+        Ok(PromotionNode(promotion))
+    }
+
+    /// Adds a stage to a project (admins), e.g. `canary` at position 25.
+    async fn add_stage(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        name: String,
+        position: i32,
+        requires_approval: bool,
+    ) -> GqlResult<StageNode> {
+        let actor = actor(ctx)?;
+        let stage = transaction(ctx, |c| {
+            async move { stages::add(c, actor, &project, &name, position, requires_approval).await }.scope_boxed()
+        })
+        .await?;
+        Ok(StageNode(stage))
+    }
+
+    /// Sets whether promotions into a stage wait for approval (admins).
+    async fn set_stage_approval(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        stage: String,
+        requires_approval: bool,
+    ) -> GqlResult<StageNode> {
+        let actor = actor(ctx)?;
+        let stage = transaction(ctx, |c| {
+            async move { stages::set_requires_approval(c, actor, &project, &stage, requires_approval).await }.scope_boxed()
+        })
+        .await?;
+        Ok(StageNode(stage))
+    }
+
+    /// Registers a webhook for the project's promotion events (admins). Calls carry
+    /// `X-Custody-Signature: sha256=<hex HMAC-SHA256 of the body with the secret>`.
+    async fn add_webhook(&self, ctx: &Context<'_>, project: String, url: String) -> GqlResult<Webhook> {
+        let actor = actor(ctx)?;
+        let (id, secret) = transaction(ctx, |c| {
+            let url = url.clone();
+            async move { notify::add_webhook(c, actor, &project, &url).await }.scope_boxed()
+        })
+        .await?;
+        Ok(Webhook { id: ID(id.to_string()), url, secret })
+    }
+}
+
+async fn decide(ctx: &Context<'_>, id: ID, verdict: Verdict, comment: Option<String>) -> GqlResult<PromotionNode> {
+    let actor = actor(ctx)?;
+    let id = parse_id(&id, "promotion")?;
+    let state = state(ctx);
+    let promotion = transaction(ctx, |c| {
+        async move {
+            let gate = state.gate();
+            approvals::decide(c, actor, &gate, id, verdict, comment.as_deref(), Via::Api).await
+        }
+        .scope_boxed()
+    })
+    .await?;
+    Ok(PromotionNode(promotion))
+}

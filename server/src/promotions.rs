@@ -1,0 +1,705 @@
+//! Promotion requests: the policy check, the approval gate, expiry, cancellation, and applying a
+//! promotion (the version takes the stage, the previous holder is archived, a deployment is
+//! recorded), each in the caller's transaction with its audit entries and outbox rows.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{Text, Uuid as SqlUuid};
+use diesel_async::RunQueryDsl;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::{Actor, TokenKeys};
+use crate::db::schema::{
+    code_commits, dataset_versions, datasets, deployments, memberships, model_versions, models, projects as projects_table,
+    promotions, runs as runs_table, users,
+};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::lineage::{self, Direction, NodeKind, NodeRef};
+use crate::models::{Model, ModelVersion};
+use crate::notify;
+use crate::policy::{Decision, PolicyBundle};
+use crate::projects::{self, Role};
+use crate::stages::{self, ARCHIVED};
+use crate::approvals;
+
+/// How long a request waits for approvals when the policy does not say.
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pending,
+    /// Reserved: a promotion that reached its quorum is applied in the same transaction.
+    Approved,
+    Rejected,
+    Applied,
+    Expired,
+    Cancelled,
+    Denied,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Rejected => "rejected",
+            Status::Applied => "applied",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+            Status::Denied => "denied",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Some(match text {
+            "pending" => Status::Pending,
+            "approved" => Status::Approved,
+            "rejected" => Status::Rejected,
+            "applied" => Status::Applied,
+            "expired" => Status::Expired,
+            "cancelled" => Status::Cancelled,
+            "denied" => Status::Denied,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = promotions)]
+pub struct Promotion {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub model_version_id: Uuid,
+    pub stage: String,
+    pub status: String,
+    pub requested_by: Uuid,
+    pub comment: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub manifest_sha256: String,
+    pub policy_digest: String,
+    pub policy_input: Value,
+    pub policy_result: Value,
+    pub required_approvals: i32,
+    pub approver_group: Option<String>,
+    pub replaced_version_id: Option<Uuid>,
+}
+
+impl Promotion {
+    pub fn status(&self) -> Status {
+        Status::parse(&self.status).unwrap_or(Status::Pending)
+    }
+}
+
+/// What a promotion needs besides the database: the policies and the link signer.
+pub struct Gate<'a> {
+    pub policy: &'a PolicyBundle,
+    pub keys: &'a TokenKeys,
+    pub public_url: &'a str,
+}
+
+/// The model version with its model.
+async fn load_version(conn: &mut Conn, model_version_id: Uuid) -> Result<(ModelVersion, Model)> {
+    model_versions::table
+        .inner_join(models::table)
+        .filter(model_versions::id.eq(model_version_id))
+        .select((ModelVersion::as_select(), Model::as_select()))
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| Error::not_found(format!("no model version with id {model_version_id}")))
+}
+
+#[derive(QueryableByName)]
+struct LastMetric {
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = diesel::sql_types::Float8)]
+    value: f64,
+}
+
+/// The last logged value of each metric of a run (highest step, then latest time).
+async fn last_metrics(conn: &mut Conn, run_id: Uuid) -> Result<BTreeMap<String, f64>> {
+    let rows: Vec<LastMetric> = diesel::sql_query(
+        "SELECT DISTINCT ON (key) key, value FROM run_metrics WHERE run_id = $1 ORDER BY key, step DESC, at DESC",
+    )
+    .bind::<SqlUuid, _>(run_id)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|m| (m.key, m.value)).collect())
+}
+
+async fn version_document(conn: &mut Conn, version: &ModelVersion) -> Result<Value> {
+    Ok(json!({
+        "id": version.id,
+        "version": version.version,
+        "manifest_sha256": version.manifest_sha256,
+        "run_id": version.run_id,
+        "stage": version.stage,
+        "metrics": last_metrics(conn, version.run_id).await?,
+    }))
+}
+
+async fn dataset_documents(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Value>> {
+    let rows: Vec<(Uuid, String, i32, String, String, Vec<String>)> = dataset_versions::table
+        .inner_join(datasets::table)
+        .filter(dataset_versions::id.eq_any(ids))
+        .order(dataset_versions::id)
+        .select((
+            dataset_versions::id,
+            datasets::name,
+            dataset_versions::version,
+            dataset_versions::uri,
+            dataset_versions::sha256,
+            dataset_versions::tags,
+        ))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, name, version, uri, sha256, tags)| {
+            json!({"id": id, "dataset": name, "version": version, "uri": uri, "sha256": sha256, "tags": tags})
+        })
+        .collect())
+}
+
+/// The one input document the policies see (schema in policies/README.md).
+pub async fn policy_input(
+    conn: &mut Conn,
+    version: &ModelVersion,
+    model: &Model,
+    stage: &stages::Stage,
+    requester_email: &str,
+) -> Result<Value> {
+    let project: String = projects_table::table
+        .find(model.project_id)
+        .select(projects_table::name)
+        .first(conn)
+        .await?;
+    let all_stages = stages::list(conn, model.project_id).await?;
+    let stage_positions: BTreeMap<&str, i32> = all_stages.iter().map(|s| (s.name.as_str(), s.position)).collect();
+    let current = if stage.name == ARCHIVED {
+        None
+    } else {
+        model_versions::table
+            .filter(model_versions::model_id.eq(model.id))
+            .filter(model_versions::stage.eq(&stage.name))
+            .select(ModelVersion::as_select())
+            .first(conn)
+            .await
+            .optional()?
+    };
+    let current = match current {
+        Some(c) => version_document(conn, &c).await?,
+        None => Value::Null,
+    };
+    let upstream = lineage::walk(
+        conn,
+        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
+        Direction::Upstream,
+        lineage::MAX_DEPTH,
+    )
+    .await?;
+    let ids_of = |kind: NodeKind| -> Vec<Uuid> {
+        upstream.nodes.iter().filter(|n| n.kind == kind).map(|n| n.id).collect()
+    };
+    let dataset_ids = ids_of(NodeKind::DatasetVersion);
+    let commit_ids = ids_of(NodeKind::CodeCommit);
+    let datasets_doc = dataset_documents(conn, &dataset_ids).await?;
+    let commits: Vec<(String, String, bool, Option<String>)> = code_commits::table
+        .filter(code_commits::id.eq_any(&commit_ids))
+        .order(code_commits::id)
+        .select((code_commits::repository, code_commits::commit_sha, code_commits::dirty, code_commits::branch))
+        .load(conn)
+        .await?;
+    // Evaluation runs depend on the version: run —evaluated→ model_version (or any relation).
+    let downstream = lineage::walk(
+        conn,
+        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
+        Direction::Downstream,
+        1,
+    )
+    .await?;
+    let mut evaluations = Vec::new();
+    for edge in downstream.edges.iter().filter(|e| e.from().kind == NodeKind::Run) {
+        let run_id = edge.from_id;
+        let name: Option<String> = runs_table::table.find(run_id).select(runs_table::name).first(conn).await?;
+        let consumed = lineage::targets_of(conn, &[run_id], "consumed").await?;
+        let consumed: Vec<Uuid> = consumed.into_values().flatten().collect();
+        evaluations.push(json!({
+            "run_id": run_id,
+            "name": name,
+            "relation": edge.relation,
+            "metrics": last_metrics(conn, run_id).await?,
+            "datasets": dataset_documents(conn, &consumed).await?,
+        }));
+    }
+    Ok(json!({
+        "project": project,
+        "target_stage": stage.name,
+        "target_stage_position": stage.position,
+        "target_stage_requires_approval": stage.requires_approval,
+        "stage_positions": stage_positions,
+        "requester": {"email": requester_email},
+        "model": {
+            "id": model.id,
+            "name": model.name,
+            "primary_metric": model.primary_metric,
+            "higher_is_better": model.higher_is_better,
+        },
+        "model_version": version_document(conn, version).await?,
+        "current": current,
+        "lineage": {
+            "datasets": datasets_doc,
+            "code_commits": commits.into_iter().map(|(repository, commit, dirty, branch)| json!({
+                "repository": repository, "commit": commit, "dirty": dirty, "branch": branch,
+            })).collect::<Vec<_>>(),
+        },
+        "evaluations": evaluations,
+    }))
+}
+
+/// Evaluates the policies for a would-be promotion without recording anything.
+pub async fn dry_run(conn: &mut Conn, actor: &Actor, policy: &PolicyBundle, model_version_id: Uuid, stage: &str) -> Result<(Value, Decision)> {
+    let (version, model) = load_version(conn, model_version_id).await?;
+    projects::authorize(conn, actor, model.project_id, Role::Viewer).await?;
+    let stage = stages::find(conn, model.project_id, stage).await?;
+    let input = policy_input(conn, &version, &model, &stage, &actor.email).await?;
+    let decision = with_stage_floor(policy.evaluate(&input), &stage);
+    Ok((input, decision))
+}
+
+/// A stage that requires approval needs at least one, whatever the policy says.
+fn with_stage_floor(mut decision: Decision, stage: &stages::Stage) -> Decision {
+    if stage.requires_approval && decision.required_approvals == 0 {
+        decision.required_approvals = 1;
+    }
+    decision
+}
+
+/// Requests a promotion: DENIED with the policy's reasons, APPLIED at once when no approval is
+/// needed, else PENDING with links mailed to every eligible approver.
+pub async fn request(
+    conn: &mut Conn,
+    actor: &Actor,
+    gate: &Gate<'_>,
+    model_version_id: Uuid,
+    stage_name: &str,
+    comment: Option<&str>,
+) -> Result<Promotion> {
+    crate::validate::optional_text("comment", comment, 10_000)?;
+    let (version, model) = load_version(conn, model_version_id).await?;
+    projects::authorize(conn, actor, model.project_id, Role::Contributor).await?;
+    let requester = actor.user_id()?;
+    let stage = stages::find(conn, model.project_id, stage_name).await?;
+    if version.stage.as_deref() == Some(stage.name.as_str()) {
+        return Err(Error::conflict(format!("version {} is already in {}", version.version, stage.name)));
+    }
+    let pending: bool = diesel::select(diesel::dsl::exists(
+        promotions::table
+            .filter(promotions::model_version_id.eq(version.id))
+            .filter(promotions::stage.eq(&stage.name))
+            .filter(promotions::status.eq(Status::Pending.as_str())),
+    ))
+    .get_result(conn)
+    .await?;
+    if pending {
+        return Err(Error::conflict(format!(
+            "a promotion of version {} to {} is already pending",
+            version.version, stage.name
+        )));
+    }
+    let input = policy_input(conn, &version, &model, &stage, &actor.email).await?;
+    let decision = with_stage_floor(gate.policy.evaluate(&input), &stage);
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::from_std(decision.expires_in.unwrap_or(DEFAULT_EXPIRY)).map_err(Error::internal)?;
+    let status = if !decision.deny.is_empty() { Status::Denied } else { Status::Pending };
+    let promotion: Promotion = diesel::insert_into(promotions::table)
+        .values((
+            promotions::id.eq(Uuid::now_v7()),
+            promotions::project_id.eq(model.project_id),
+            promotions::model_version_id.eq(version.id),
+            promotions::stage.eq(&stage.name),
+            promotions::status.eq(status.as_str()),
+            promotions::requested_by.eq(requester),
+            promotions::comment.eq(comment),
+            promotions::expires_at.eq(expires_at),
+            promotions::decided_at.eq((status == Status::Denied).then_some(now)),
+            promotions::manifest_sha256.eq(&version.manifest_sha256),
+            promotions::policy_digest.eq(gate.policy.digest()),
+            promotions::policy_input.eq(&input),
+            promotions::policy_result.eq(decision.to_json()),
+            promotions::required_approvals.eq(decision.required_approvals),
+            promotions::approver_group.eq(&decision.approver_group),
+        ))
+        .returning(Promotion::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: if status == Status::Denied { "promotion.deny" } else { "promotion.request" },
+            project_id: Some(model.project_id),
+            subject_kind: "promotion",
+            subject_id: promotion.id.to_string(),
+            before: None,
+            after: Some(json!({
+                "model": model.name,
+                "version": version.version,
+                "model_version_id": version.id,
+                "stage": stage.name,
+                "status": promotion.status,
+                "manifest_sha256": version.manifest_sha256,
+                "policy": decision.to_json(),
+                "metrics": input["model_version"]["metrics"],
+                "comment": comment,
+            })),
+        },
+    )
+    .await?;
+    if status == Status::Denied {
+        return Ok(promotion);
+    }
+    notify::enqueue_webhooks(conn, model.project_id, "promotion.requested", &event_body(&promotion, &model, &version)).await?;
+    if promotion.required_approvals == 0 {
+        return apply(conn, actor, &promotion).await;
+    }
+    let approvers = eligible_approvers(conn, &promotion).await?;
+    for (approver_id, email) in approvers {
+        approvals::send_link(conn, gate, &promotion, &model, &version, approver_id, &email, &actor.email).await?;
+    }
+    Ok(promotion)
+}
+
+pub fn event_body(promotion: &Promotion, model: &Model, version: &ModelVersion) -> Value {
+    json!({
+        "promotion_id": promotion.id,
+        "status": promotion.status,
+        "stage": promotion.stage,
+        "model": model.name,
+        "version": version.version,
+        "model_version_id": version.id,
+        "manifest_sha256": promotion.manifest_sha256,
+        "policy_digest": promotion.policy_digest,
+    })
+}
+
+/// Members who may approve: role approver or admin, in the required group if any, never the
+/// requester. Only members: nobody outside the project is ever mailed or counted.
+pub async fn eligible_approvers(conn: &mut Conn, promotion: &Promotion) -> Result<Vec<(Uuid, String)>> {
+    let rows: Vec<(Uuid, String, Vec<String>)> = memberships::table
+        .inner_join(users::table)
+        .filter(memberships::project_id.eq(promotion.project_id))
+        .filter(memberships::role.eq_any([Role::Approver.as_str(), Role::Admin.as_str()]))
+        .filter(memberships::user_id.ne(promotion.requested_by))
+        .order(users::email)
+        .select((users::id, users::email, memberships::groups))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter(|(_, _, groups)| promotion.approver_group.as_ref().is_none_or(|g| groups.contains(g)))
+        .map(|(id, email, _)| (id, email))
+        .collect())
+}
+
+/// Locks a promotion row for a state change.
+pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Promotion> {
+    promotions::table
+        .find(id)
+        .select(Promotion::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| Error::not_found(format!("no promotion with id {id}")))
+}
+
+pub async fn set_status(conn: &mut Conn, id: Uuid, status: Status) -> Result<Promotion> {
+    Ok(diesel::update(promotions::table.find(id))
+        .set((promotions::status.eq(status.as_str()), promotions::decided_at.eq(Utc::now())))
+        .returning(Promotion::as_returning())
+        .get_result(conn)
+        .await?)
+}
+
+/// Applies a promotion whose gate is passed: the version takes the stage, the previous holder
+/// is archived, a deployment is recorded (a DEPLOYMENT lineage node), all audited.
+pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Result<Promotion> {
+    let (version, model) = load_version(conn, promotion.model_version_id).await?;
+    // One applier per model and stage at a time, so a stage never holds two versions.
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))")
+        .bind::<Text, _>(model.id.to_string())
+        .bind::<Text, _>(&promotion.stage)
+        .execute(conn)
+        .await?;
+    let mut replaced: Option<ModelVersion> = None;
+    if promotion.stage != ARCHIVED {
+        replaced = model_versions::table
+            .filter(model_versions::model_id.eq(model.id))
+            .filter(model_versions::stage.eq(&promotion.stage))
+            .filter(model_versions::id.ne(version.id))
+            .select(ModelVersion::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(old) = &replaced {
+            set_stage(conn, actor, &model, old, ARCHIVED).await?;
+        }
+    }
+    set_stage(conn, actor, &model, &version, &promotion.stage).await?;
+    let deployment_id = Uuid::now_v7();
+    diesel::insert_into(deployments::table)
+        .values((
+            deployments::id.eq(deployment_id),
+            deployments::model_version_id.eq(version.id),
+            deployments::stage.eq(&promotion.stage),
+            deployments::promotion_id.eq(promotion.id),
+            deployments::replaced_version_id.eq(replaced.as_ref().map(|r| r.id)),
+        ))
+        .execute(conn)
+        .await?;
+    lineage::record_new_node_edge(
+        conn,
+        NodeRef { kind: NodeKind::Deployment, id: deployment_id },
+        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
+        "deploys",
+    )
+    .await?;
+    let applied: Promotion = diesel::update(promotions::table.find(promotion.id))
+        .set((
+            promotions::status.eq(Status::Applied.as_str()),
+            promotions::decided_at.eq(Utc::now()),
+            promotions::replaced_version_id.eq(replaced.as_ref().map(|r| r.id)),
+        ))
+        .returning(Promotion::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "promotion.apply",
+            project_id: Some(model.project_id),
+            subject_kind: "promotion",
+            subject_id: promotion.id.to_string(),
+            before: Some(json!({"status": promotion.status})),
+            after: Some(json!({
+                "status": applied.status,
+                "model_version_id": version.id,
+                "stage": promotion.stage,
+                "deployment_id": deployment_id,
+                "replaced_version_id": replaced.as_ref().map(|r| r.id),
+                "manifest_sha256": promotion.manifest_sha256,
+                "policy_digest": promotion.policy_digest,
+            })),
+        },
+    )
+    .await?;
+    notify::enqueue_webhooks(conn, model.project_id, "promotion.applied", &event_body(&applied, &model, &version)).await?;
+    Ok(applied)
+}
+
+async fn set_stage(conn: &mut Conn, actor: &Actor, model: &Model, version: &ModelVersion, stage: &str) -> Result<()> {
+    diesel::update(model_versions::table.find(version.id))
+        .set(model_versions::stage.eq(stage))
+        .execute(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "model_version.stage",
+            project_id: Some(model.project_id),
+            subject_kind: "model_version",
+            subject_id: version.id.to_string(),
+            before: Some(json!({"stage": version.stage})),
+            after: Some(json!({"stage": stage, "model": model.name, "version": version.version})),
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Cancels a pending promotion (its requester, or a project admin).
+pub async fn cancel(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotion> {
+    let promotion = lock(conn, id).await?;
+    projects::authorize(conn, actor, promotion.project_id, Role::Viewer).await?;
+    let is_requester = actor.user_id == Some(promotion.requested_by);
+    if !is_requester {
+        projects::authorize(conn, actor, promotion.project_id, Role::Admin)
+            .await
+            .map_err(|_| Error::forbidden("only the requester or a project admin can cancel a promotion"))?;
+    }
+    if promotion.status() != Status::Pending {
+        return Err(Error::conflict(format!("the promotion is {}; only pending ones can be cancelled", promotion.status)));
+    }
+    let cancelled = set_status(conn, id, Status::Cancelled).await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "promotion.cancel",
+            project_id: Some(promotion.project_id),
+            subject_kind: "promotion",
+            subject_id: id.to_string(),
+            before: Some(json!({"status": promotion.status})),
+            after: Some(json!({"status": cancelled.status})),
+        },
+    )
+    .await?;
+    Ok(cancelled)
+}
+
+/// Marks overdue pending promotions EXPIRED (claimed with SKIP LOCKED, so replicas share work).
+pub async fn expire_due(conn: &mut Conn) -> Result<usize> {
+    let due: Vec<Promotion> = promotions::table
+        .filter(promotions::status.eq(Status::Pending.as_str()))
+        .filter(promotions::expires_at.le(Utc::now()))
+        .order(promotions::expires_at)
+        .limit(100)
+        .select(Promotion::as_select())
+        .for_update()
+        .skip_locked()
+        .load(conn)
+        .await?;
+    let actor = Actor::system("expiry");
+    for promotion in &due {
+        set_status(conn, promotion.id, Status::Expired).await?;
+        audit::record(
+            conn,
+            &actor,
+            Change {
+                action: "promotion.expire",
+                project_id: Some(promotion.project_id),
+                subject_kind: "promotion",
+                subject_id: promotion.id.to_string(),
+                before: Some(json!({"status": promotion.status})),
+                after: Some(json!({"status": Status::Expired.as_str(), "expires_at": promotion.expires_at})),
+            },
+        )
+        .await?;
+    }
+    Ok(due.len())
+}
+
+/// A promotion the caller may read.
+pub async fn get(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotion> {
+    let promotion = promotions::table
+        .find(id)
+        .select(Promotion::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| Error::not_found(format!("no promotion with id {id}")))?;
+    projects::authorize(conn, actor, promotion.project_id, Role::Viewer).await?;
+    Ok(promotion)
+}
+
+/// Promotions, newest first, of one project (or, for server admins, all), after a cursor.
+pub async fn list(
+    conn: &mut Conn,
+    actor: &Actor,
+    project: Option<&str>,
+    status: Option<Status>,
+    before_id: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Promotion>> {
+    let mut query = promotions::table
+        .order(promotions::id.desc())
+        .limit(limit + 1)
+        .select(Promotion::as_select())
+        .into_boxed();
+    match project {
+        Some(name) => {
+            let project = projects::find_authorized(conn, actor, name, Role::Viewer).await?;
+            query = query.filter(promotions::project_id.eq(project.id));
+        }
+        None if actor.is_admin => {}
+        None => {
+            let mine = memberships::table
+                .filter(memberships::user_id.eq(actor.user_id()?))
+                .select(memberships::project_id);
+            query = query.filter(promotions::project_id.eq_any(mine));
+        }
+    }
+    if let Some(status) = status {
+        query = query.filter(promotions::status.eq(status.as_str()));
+    }
+    if let Some(before) = before_id {
+        query = query.filter(promotions::id.lt(before));
+    }
+    Ok(query.load(conn).await?)
+}
+
+pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Promotion>> {
+    Ok(promotions::table
+        .filter(promotions::id.eq_any(ids))
+        .select(Promotion::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Re-checks a promotion whose quorum is reached before it applies: the manifest must be the
+/// one approved, and a policy bundle that changed meanwhile is evaluated again. Answers the
+/// decision to use, or `None` when nothing changed.
+pub async fn recheck(conn: &mut Conn, gate: &Gate<'_>, promotion: &Promotion) -> Result<Option<Decision>> {
+    let (version, model) = load_version(conn, promotion.model_version_id).await?;
+    if version.manifest_sha256 != promotion.manifest_sha256 {
+        return Err(Error::conflict("the version's manifest changed since the request"));
+    }
+    if gate.policy.digest() == promotion.policy_digest {
+        return Ok(None);
+    }
+    let stage = stages::find(conn, promotion.project_id, &promotion.stage).await?;
+    let requester: String = users::table.find(promotion.requested_by).select(users::email).first(conn).await?;
+    let input = policy_input(conn, &version, &model, &stage, &requester).await?;
+    let decision = with_stage_floor(gate.policy.evaluate(&input), &stage);
+    diesel::update(promotions::table.find(promotion.id))
+        .set((
+            promotions::policy_digest.eq(&decision.policy_digest),
+            promotions::policy_input.eq(&input),
+            promotions::policy_result.eq(decision.to_json()),
+            promotions::required_approvals.eq(decision.required_approvals),
+            promotions::approver_group.eq(&decision.approver_group),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(Some(decision))
+}
+
+/// The version and model behind a promotion (for pages and events).
+pub async fn subject(conn: &mut Conn, promotion: &Promotion) -> Result<(ModelVersion, Model)> {
+    load_version(conn, promotion.model_version_id).await
+}
+
+/// Expires overdue promotions every `every` on this replica.
+pub fn spawn_expiry(pool: crate::db::DbPool, every: Duration) {
+    use diesel_async::scoped_futures::ScopedFutureExt;
+    use diesel_async::AsyncConnection;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let outcome = async {
+                let mut pooled = pool.get().await?;
+                let conn: &mut Conn = &mut pooled;
+                conn.transaction(|c| expire_due(c).scope_boxed()).await
+            }
+            .await;
+            match outcome {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(promotions = n, "expired overdue promotions"),
+                Err(e) => tracing::error!(error = ?e, "expiring promotions failed"),
+            }
+        }
+    });
+}

@@ -1,0 +1,163 @@
+//! Stages: per project, ordered; each says whether promotions into it wait for approval.
+
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Change};
+use crate::auth::Actor;
+use crate::db::schema::project_stages;
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::projects::{self, Role};
+
+/// Where superseded versions go; always present, never holds a "current" version.
+pub const ARCHIVED: &str = "archived";
+
+/// New projects get these: (name, position, requires approval).
+const DEFAULTS: [(&str, i32, bool); 4] = [
+    ("development", 10, false),
+    ("staging", 20, true),
+    ("production", 30, true),
+    (ARCHIVED, 1000, false),
+];
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = project_stages)]
+pub struct Stage {
+    pub project_id: Uuid,
+    pub name: String,
+    pub position: i32,
+    pub requires_approval: bool,
+}
+
+pub async fn create_defaults(conn: &mut Conn, project_id: Uuid) -> Result<()> {
+    let rows: Vec<_> = DEFAULTS
+        .iter()
+        .map(|(name, position, approval)| {
+            (
+                project_stages::project_id.eq(project_id),
+                project_stages::name.eq(*name),
+                project_stages::position.eq(*position),
+                project_stages::requires_approval.eq(*approval),
+            )
+        })
+        .collect();
+    diesel::insert_into(project_stages::table).values(&rows).execute(conn).await?;
+    Ok(())
+}
+
+pub async fn list(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Stage>> {
+    Ok(project_stages::table
+        .filter(project_stages::project_id.eq(project_id))
+        .order(project_stages::position)
+        .select(Stage::as_select())
+        .load(conn)
+        .await?)
+}
+
+pub async fn find(conn: &mut Conn, project_id: Uuid, name: &str) -> Result<Stage> {
+    project_stages::table
+        .find((project_id, name))
+        .select(Stage::as_select())
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| Error::invalid(format!("unknown stage `{name}`")))
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let mut chars = name.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "stage name `{name}` is not valid: lowercase letters, digits, `_` or `-`, starting with a letter"
+        )))
+    }
+}
+
+/// Adds a stage at `position` (admins). Positions order the stages; two stages cannot share one.
+pub async fn add(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    position: i32,
+    requires_approval: bool,
+) -> Result<Stage> {
+    let project = projects::find_authorized(conn, actor, project_name, Role::Admin).await?;
+    validate_name(name)?;
+    let existing = list(conn, project.id).await?;
+    if existing.iter().any(|s| s.name == name) {
+        return Err(Error::conflict(format!("project `{project_name}` already has a stage `{name}`")));
+    }
+    if let Some(other) = existing.iter().find(|s| s.position == position) {
+        return Err(Error::conflict(format!("stage `{}` already has position {position}", other.name)));
+    }
+    let stage: Stage = diesel::insert_into(project_stages::table)
+        .values((
+            project_stages::project_id.eq(project.id),
+            project_stages::name.eq(name),
+            project_stages::position.eq(position),
+            project_stages::requires_approval.eq(requires_approval),
+        ))
+        .returning(Stage::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "stage.add",
+            project_id: Some(project.id),
+            subject_kind: "stage",
+            subject_id: format!("{}/{name}", project.id),
+            before: None,
+            after: Some(json!({"name": name, "position": position, "requires_approval": requires_approval})),
+        },
+    )
+    .await?;
+    Ok(stage)
+}
+
+/// Sets whether promotions into a stage wait for approval (admins).
+pub async fn set_requires_approval(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    requires_approval: bool,
+) -> Result<Stage> {
+    let project = projects::find_authorized(conn, actor, project_name, Role::Admin).await?;
+    let before = find(conn, project.id, name).await?;
+    if name == ARCHIVED && requires_approval {
+        return Err(Error::invalid("archiving never waits for approval"));
+    }
+    if before.requires_approval == requires_approval {
+        return Ok(before);
+    }
+    let stage: Stage = diesel::update(project_stages::table.find((project.id, name)))
+        .set(project_stages::requires_approval.eq(requires_approval))
+        .returning(Stage::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "stage.set_approval",
+            project_id: Some(project.id),
+            subject_kind: "stage",
+            subject_id: format!("{}/{name}", project.id),
+            before: Some(json!({"requires_approval": before.requires_approval})),
+            after: Some(json!({"requires_approval": requires_approval})),
+        },
+    )
+    .await?;
+    Ok(stage)
+}

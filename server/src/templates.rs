@@ -1,0 +1,69 @@
+//! Pages and mails rendered with tera from `web/templates`, built into the binary so a release
+//! needs no files beside it. `templates::tests` renders every one, so a broken template fails
+//! the build's tests, not a mail at 3 a.m.
+
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../web/templates/base.html")),
+    ("approve.html", include_str!("../../web/templates/approve.html")),
+    ("approve_done.html", include_str!("../../web/templates/approve_done.html")),
+    ("approve_refused.html", include_str!("../../web/templates/approve_refused.html")),
+    ("email/approval_request.txt", include_str!("../../web/templates/email/approval_request.txt")),
+    ("email/approval_request.html", include_str!("../../web/templates/email/approval_request.html")),
+];
+
+fn engine() -> &'static tera::Tera {
+    static ENGINE: OnceLock<tera::Tera> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut tera = tera::Tera::default();
+        tera.add_raw_templates(TEMPLATES.iter().copied())
+            .expect("the built-in templates parse (checked by templates::tests)");
+        tera.autoescape_on(vec![".html"]);
+        tera
+    })
+}
+
+pub fn render(name: &str, context: &Value) -> Result<String> {
+    let context = tera::Context::from_value(context.clone()).map_err(Error::internal)?;
+    engine()
+        .render(name, &context)
+        .map_err(|e| Error::internal(anyhow::anyhow!("rendering {name}: {e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_template_renders() {
+        let promotion = json!({
+            "link": "http://x/approve/t", "model": "churn", "version": 3, "stage": "production",
+            "requester": "a@x", "comment": "<b>ship</b>", "required_approvals": 2, "approver_group": "privacy",
+            "expires_at": "2026-01-01T00:00:00Z", "manifest_sha256": "ab", "metrics": {"auc": 0.9},
+        });
+        let page = json!({
+            "csrf": "c", "approver": "b@x", "model": "churn", "version": 3, "stage": "production",
+            "requester": "a@x", "comment": "<b>ship</b>", "status": "PENDING", "expires_at": "x",
+            "manifest_sha256": "ab", "policy_digest": "cd", "required_approvals": 2, "approver_group": null,
+            "metrics": [{"key": "auc", "candidate": 0.9, "current": 0.8}], "current_version": 2,
+            "datasets": [{"dataset": "d", "version": 1, "sha256": "ef", "tags": ["pii"]}],
+            "code_commits": [{"repository": "r", "commit": "c", "dirty": false}],
+            "policy": {"deny": [], "required_approvals": 2}, "approvals": [{"approver": "c@x", "decision": "approve", "comment": null, "via": "email", "at": "t"}],
+            "decided": false, "title": "t", "message": "m", "action": "/approve/t",
+        });
+        for (name, _) in TEMPLATES {
+            if *name == "base.html" {
+                continue;
+            }
+            let context = if name.starts_with("email/") { &promotion } else { &page };
+            let out = render(name, context).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(!out.contains("<b>ship</b>") || name.ends_with(".txt"), "{name} must escape HTML");
+        }
+    }
+}
