@@ -11,8 +11,12 @@ import rego.v1
 
 to_production if input.target_stage == "production"
 
-# Stages ordered after staging (production, and any later stage an admin adds).
-beyond_staging if input.target_stage_position > input.stage_positions.staging
+# Stages ordered after staging (production, and any later stage an admin adds); archiving is
+# retirement, not a step forward.
+beyond_staging if {
+	input.target_stage != "archived"
+	input.target_stage_position > input.stage_positions.staging
+}
 
 # Dataset versions consumed by the version's evaluation runs (runs linked to the version with an
 # edge run —evaluated→ model_version).

@@ -79,3 +79,15 @@ test_development_applies_at_once if {
 	count(promotion.deny) == 0 with input as dev
 	promotion.required_approvals == 0 with input as dev
 }
+
+test_archiving_a_dirty_version_is_allowed if {
+	archive := object.union(clean_candidate, {
+		"target_stage": "archived",
+		"target_stage_position": 1000,
+		"target_stage_requires_approval": false,
+		"evaluations": [],
+		"lineage": {"datasets": [], "code_commits": [{"repository": "r", "commit": "c", "dirty": true}]},
+	})
+	count(promotion.deny) == 0 with input as archive
+	promotion.required_approvals == 0 with input as archive
+}

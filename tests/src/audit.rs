@@ -25,14 +25,24 @@ pub async fn fetch_all(server: &Server, token: &str, filter_args: &str) -> Vec<V
         let d = server.gql_ok(token, &q, json!({ "after": after })).await;
         let conn = &d["auditLog"];
         let edges = conn["edges"].as_array().expect("auditLog.edges");
-        assert!(edges.len() <= 100, "auditLog served {} edges for first: 100", edges.len());
+        assert!(
+            edges.len() <= 100,
+            "auditLog served {} edges for first: 100",
+            edges.len()
+        );
         out.extend(edges.iter().map(|e| e["node"].clone()));
-        if !conn["pageInfo"]["hasNextPage"].as_bool().expect("pageInfo.hasNextPage") {
+        if !conn["pageInfo"]["hasNextPage"]
+            .as_bool()
+            .expect("pageInfo.hasNextPage")
+        {
             return out;
         }
         assert!(!edges.is_empty(), "hasNextPage is true on an empty page");
         after = conn["pageInfo"]["endCursor"].clone();
-        assert!(after.is_string(), "hasNextPage without an endCursor: {conn}");
+        assert!(
+            after.is_string(),
+            "hasNextPage without an endCursor: {conn}"
+        );
     }
     panic!("auditLog pagination did not end");
 }
@@ -89,15 +99,22 @@ pub fn entry_hash(prev_hash: &str, entry: &Value) -> String {
 pub fn verify_chain(entries: &[Value]) -> Result<(), String> {
     let mut prev = GENESIS.to_string();
     for (i, e) in entries.iter().enumerate() {
-        let seq = e["seq"].as_i64().or_else(|| e["seq"].as_str().and_then(|s| s.parse().ok()));
+        let seq = e["seq"]
+            .as_i64()
+            .or_else(|| e["seq"].as_str().and_then(|s| s.parse().ok()));
         let want_seq = i as i64 + 1;
         if seq != Some(want_seq) {
-            return Err(format!("entry #{i}: seq {} where {want_seq} was expected (gap or disorder)", e["seq"]));
+            return Err(format!(
+                "entry #{i}: seq {} where {want_seq} was expected (gap or disorder)",
+                e["seq"]
+            ));
         }
         check_entry_document(e).map_err(|m| format!("seq {want_seq}: {m}"))?;
         let prev_hash = e["prevHash"].as_str().unwrap_or_default();
         if prev_hash != prev {
-            return Err(format!("seq {want_seq}: prevHash {prev_hash} but the previous hash is {prev}"));
+            return Err(format!(
+                "seq {want_seq}: prevHash {prev_hash} but the previous hash is {prev}"
+            ));
         }
         let want = entry_hash(&prev, &e["entry"]);
         let got = e["hash"].as_str().unwrap_or_default();
@@ -118,13 +135,31 @@ pub fn check_entry_document(e: &Value) -> Result<(), String> {
     if !doc.is_object() {
         return Err(format!("`entry` is not a JSON object: {doc}"));
     }
-    let mut keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = doc
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
-    let want = ["action", "actor", "after", "at", "before", "project_id", "request_id", "seq", "subject_id", "subject_kind"];
+    let want = [
+        "action",
+        "actor",
+        "after",
+        "at",
+        "before",
+        "project_id",
+        "request_id",
+        "seq",
+        "subject_id",
+        "subject_kind",
+    ];
     if keys != want {
         return Err(format!("`entry` has keys {keys:?}, expected {want:?}"));
     }
-    let same = |a: &Value, b: &Value| a == b || (a.as_i64().is_some() && a.as_i64() == b.as_str().and_then(|s| s.parse().ok()));
+    let same = |a: &Value, b: &Value| {
+        a == b || (a.as_i64().is_some() && a.as_i64() == b.as_str().and_then(|s| s.parse().ok()))
+    };
     for (field, key) in [
         ("seq", "seq"),
         ("actor", "actor"),
@@ -137,7 +172,10 @@ pub fn check_entry_document(e: &Value) -> Result<(), String> {
         ("after", "after"),
     ] {
         if !same(&doc[key], &e[field]) {
-            return Err(format!("entry.{key} = {} but {field} = {}", doc[key], e[field]));
+            return Err(format!(
+                "entry.{key} = {} but {field} = {}",
+                doc[key], e[field]
+            ));
         }
     }
     Ok(())

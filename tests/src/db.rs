@@ -15,14 +15,22 @@ pub struct TestDb {
 impl TestDb {
     /// Starts the process-wide cluster if needed, and clones a new database from the template.
     pub async fn create() -> TestDb {
-        let cluster = tokio::task::spawn_blocking(PgCluster::get).await.expect("starting the cluster panicked");
+        let cluster = crate::blocking(PgCluster::get).await;
         let name = cluster.next_db_name();
         let admin = connect(&cluster.url("postgres")).await;
         admin
             .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}"))
             .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}: {}", db_error_text(&e)));
-        TestDb { url: cluster.url(&name), name }
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}: {}",
+                    db_error_text(&e)
+                )
+            });
+        TestDb {
+            url: cluster.url(&name),
+            name,
+        }
     }
 
     /// A new direct connection to this test's database (superuser).
@@ -100,17 +108,26 @@ impl Snapshot {
         for (t, b) in &self.0 {
             match after.0.get(t) {
                 Some(a) if a == b => {}
-                Some(a) => diffs.push(format!("{t}: {} rows -> {} rows (contents changed)", b.0, a.0)),
+                Some(a) => diffs.push(format!(
+                    "{t}: {} rows -> {} rows (contents changed)",
+                    b.0, a.0
+                )),
                 None => diffs.push(format!("{t}: disappeared")),
             }
         }
         for t in after.0.keys().filter(|t| !self.0.contains_key(*t)) {
             diffs.push(format!("{t}: appeared"));
         }
-        panic!("{what}: the database changed although the request was refused:\n  {}", diffs.join("\n  "));
+        panic!(
+            "{what}: the database changed although the request was refused:\n  {}",
+            diffs.join("\n  ")
+        );
     }
 
     pub fn rows(&self, table: &str) -> i64 {
-        self.0.get(table).map(|x| x.0).unwrap_or_else(|| panic!("no table {table} in the snapshot"))
+        self.0
+            .get(table)
+            .map(|x| x.0)
+            .unwrap_or_else(|| panic!("no table {table} in the snapshot"))
     }
 }

@@ -66,7 +66,8 @@ impl Verified {
         assert!(first.starts_with("FAILED "), "{}", self.output);
         assert!(first.contains(kind), "the first problem should be `{kind}`:\n{}", self.output);
         if let Some(seq) = seq {
-            assert!(first.contains(&format!("at seq {seq} ")), "the first problem should name seq {seq}:\n{}", self.output);
+            let named = first.contains(&format!("at seq {seq} (")) || first.contains(&format!("at seq {seq}:"));
+            assert!(named, "the first problem should name seq {seq}:\n{}", self.output);
         }
     }
 }

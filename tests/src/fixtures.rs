@@ -69,7 +69,14 @@ pub async fn register_commit(s: &Server, token: &str, repository: &str, commit: 
     d["registerCodeCommit"].clone()
 }
 
-pub async fn start_run(s: &Server, token: &str, project: &str, name: &str, commit: Option<&str>, inputs: &[&str]) -> Value {
+pub async fn start_run(
+    s: &Server,
+    token: &str,
+    project: &str,
+    name: &str,
+    commit: Option<&str>,
+    inputs: &[&str],
+) -> Value {
     let d = s
         .gql_ok(
             token,
@@ -81,7 +88,10 @@ pub async fn start_run(s: &Server, token: &str, project: &str, name: &str, commi
 }
 
 pub async fn log_params(s: &Server, token: &str, run: &str, params: &[(&str, &str)]) -> Value {
-    let params: Vec<Value> = params.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect();
+    let params: Vec<Value> = params
+        .iter()
+        .map(|(k, v)| json!({ "key": k, "value": v }))
+        .collect();
     let d = s
         .gql_ok(
             token,
@@ -94,7 +104,11 @@ pub async fn log_params(s: &Server, token: &str, run: &str, params: &[(&str, &st
 
 pub async fn log_metrics(s: &Server, token: &str, run: &str, metrics: Value) -> i64 {
     let d = s
-        .gql_ok(token, "mutation($r: ID!, $m: [MetricInput!]!) { logMetrics(runId: $r, metrics: $m) }", json!({ "r": run, "m": metrics }))
+        .gql_ok(
+            token,
+            "mutation($r: ID!, $m: [MetricInput!]!) { logMetrics(runId: $r, metrics: $m) }",
+            json!({ "r": run, "m": metrics }),
+        )
         .await;
     d["logMetrics"].as_i64().expect("logMetrics returns an Int")
 }
@@ -121,7 +135,13 @@ pub async fn create_model(s: &Server, token: &str, project: &str, name: &str) ->
     d["createModel"].clone()
 }
 
-pub async fn register_model_version(s: &Server, token: &str, project: &str, model: &str, run: &str) -> Value {
+pub async fn register_model_version(
+    s: &Server,
+    token: &str,
+    project: &str,
+    model: &str,
+    run: &str,
+) -> Value {
     let d = s
         .gql_ok(
             token,
@@ -139,8 +159,20 @@ pub fn node(kind: &str, id: &str) -> Value {
     json!({ "kind": kind, "id": id })
 }
 
-pub async fn link_lineage(s: &Server, token: &str, from: Value, to: Value, relation: &str) -> Value {
-    let d = s.gql_ok(token, LINK_LINEAGE, json!({ "f": from, "t": to, "rel": relation })).await;
+pub async fn link_lineage(
+    s: &Server,
+    token: &str,
+    from: Value,
+    to: Value,
+    relation: &str,
+) -> Value {
+    let d = s
+        .gql_ok(
+            token,
+            LINK_LINEAGE,
+            json!({ "f": from, "t": to, "rel": relation }),
+        )
+        .await;
     d["linkLineage"].clone()
 }
 
@@ -150,7 +182,13 @@ pub async fn audit_count(s: &Server, token: &str) -> usize {
 }
 
 /// A user with a token who is a member of `project` with `role` (added by `admin_token`).
-pub async fn member_token(s: &Server, admin_token: &str, project: &str, email: &str, role: &str) -> String {
+pub async fn member_token(
+    s: &Server,
+    admin_token: &str,
+    project: &str,
+    email: &str,
+    role: &str,
+) -> String {
     let t = s.issue_token(email, false).await;
     add_member(s, admin_token, project, email, role).await;
     t
@@ -158,5 +196,8 @@ pub async fn member_token(s: &Server, admin_token: &str, project: &str, email: &
 
 /// `id` of a JSON object as a String.
 pub fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap_or_else(|| panic!("no string id in {v}")).to_string()
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string id in {v}"))
+        .to_string()
 }

@@ -6,7 +6,10 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
 
 fn part(token: &str, i: usize) -> Value {
-    let p = token.split('.').nth(i).unwrap_or_else(|| panic!("not a JWT: {token}"));
+    let p = token
+        .split('.')
+        .nth(i)
+        .unwrap_or_else(|| panic!("not a JWT: {token}"));
     let bytes = URL_SAFE_NO_PAD
         .decode(p.trim_end_matches('='))
         .unwrap_or_else(|e| panic!("JWT part {i} is not base64url: {e}"));
@@ -25,12 +28,16 @@ pub fn claims(token: &str) -> Value {
 
 /// The `jti` claim.
 pub fn jti(token: &str) -> String {
-    claims(token)["jti"].as_str().unwrap_or_else(|| panic!("token has no string jti: {}", claims(token))).to_string()
+    claims(token)["jti"]
+        .as_str()
+        .unwrap_or_else(|| panic!("token has no string jti: {}", claims(token)))
+        .to_string()
 }
 
 /// Signs `claims` with `key` (HMAC secret bytes) and algorithm `alg`.
 pub fn sign(alg: Algorithm, claims: &Value, key: &[u8]) -> String {
-    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(key)).expect("encoding a JWT")
+    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(key))
+        .expect("encoding a JWT")
 }
 
 pub fn sign_hs256(claims: &Value, key: &[u8]) -> String {
@@ -54,5 +61,8 @@ pub fn server_key(data_dir: &std::path::Path) -> Vec<u8> {
 
 /// Seconds since the epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

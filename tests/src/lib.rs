@@ -10,12 +10,18 @@
 //! - [`TestEnv`]: all of it for one test: `TestEnv::start().await`.
 
 pub mod audit;
+pub mod browser;
+pub mod cli;
 pub mod db;
 pub mod export_helpers;
 pub mod fixtures;
+pub mod governance;
 pub mod jwt;
 pub mod pg;
+pub mod s3;
 pub mod server;
+pub mod smtp;
+pub mod webhook;
 
 use serde_json::Value;
 
@@ -96,6 +102,16 @@ impl TestEnv {
 impl AsRef<Server> for TestEnv {
     fn as_ref(&self) -> &Server {
         &self.server
+    }
+}
+
+/// Runs blocking `f` on tokio's blocking pool; a panic in it is re-raised here with its own
+/// message (not wrapped in a JoinError).
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking task failed: {e}"),
     }
 }
 

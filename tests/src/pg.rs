@@ -52,7 +52,9 @@ impl PgCluster {
     pub fn get() -> &'static PgCluster {
         match CLUSTER.get_or_init(|| PgCluster::start().map_err(|e| format!("{e:#}"))) {
             Ok(c) => c,
-            Err(e) => panic!("the private PostgreSQL cluster for the tests could not be started: {e}"),
+            Err(e) => {
+                panic!("the private PostgreSQL cluster for the tests could not be started: {e}")
+            }
         }
     }
 
@@ -111,7 +113,13 @@ impl PgCluster {
         if !as_postgres {
             unsafe {
                 initdb.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    );
                     Ok(())
                 });
             }
@@ -119,7 +127,15 @@ impl PgCluster {
         let status = initdb
             .arg("-D")
             .arg(&data)
-            .args(["-U", SUPERUSER, "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .current_dir(&root)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -182,7 +198,9 @@ rm -rf "$CUSTODY_PG_ROOT"
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().context("starting the postgres watchdog (/bin/sh)")?;
+        let mut child = cmd
+            .spawn()
+            .context("starting the postgres watchdog (/bin/sh)")?;
         let stdin = child.stdin.take().unwrap();
         let cluster = PgCluster {
             port,
@@ -195,7 +213,18 @@ rm -rf "$CUSTODY_PG_ROOT"
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = Command::new(bin_dir.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", SUPERUSER, "-d", "postgres", "-t", "1"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    SUPERUSER,
+                    "-d",
+                    "postgres",
+                    "-t",
+                    "1",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -241,20 +270,34 @@ rm -rf "$CUSTODY_PG_ROOT"
             );
         }
         // Nobody may connect to the template by accident (a connection would block CREATE DATABASE).
-        self.psql(&format!("ALTER DATABASE {TEMPLATE_DB} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"))?;
+        self.psql(&format!(
+            "ALTER DATABASE {TEMPLATE_DB} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
+        ))?;
         Ok(())
     }
 
     /// Runs one SQL command on the `postgres` database with psql.
     pub fn psql(&self, sql: &str) -> Result<String> {
         let out = Command::new(self.bin_dir.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", SUPERUSER, "-d", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SUPERUSER,
+                "-d",
+                "postgres",
+            ])
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .stdin(Stdio::null())
             .output()
             .context("running psql")?;
         if !out.status.success() {
-            bail!("psql `{sql}` failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "psql `{sql}` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -275,7 +318,8 @@ pub fn postgres_ids() -> Result<(u32, u32)> {
 }
 
 pub fn chown(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .with_context(|| format!("chown {}", path.display()))
 }
 
 /// A command running PostgreSQL program `prog`, as the `postgres` user when we are root.
@@ -305,19 +349,31 @@ fn which(prog: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(prog))
         .find(|p| p.is_file())
-        .or_else(|| ["/usr/bin", "/bin", "/usr/sbin", "/sbin"].iter().map(|d| Path::new(d).join(prog)).find(|p| p.is_file()))
+        .or_else(|| {
+            ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
+                .iter()
+                .map(|d| Path::new(d).join(prog))
+                .find(|p| p.is_file())
+        })
 }
 
 /// The directory of the PostgreSQL server binaries: `CUSTODY_TEST_PG_BIN`, else `initdb` found on
 /// PATH (symlinks resolved), else the highest `/usr/lib/postgresql/*/bin`.
 pub fn find_pg_bin_dir() -> Result<PathBuf> {
-    let complete = |d: &Path| ["initdb", "postgres", "pg_isready", "psql"].iter().all(|p| d.join(p).is_file());
+    let complete = |d: &Path| {
+        ["initdb", "postgres", "pg_isready", "psql"]
+            .iter()
+            .all(|p| d.join(p).is_file())
+    };
     if let Some(d) = std::env::var_os("CUSTODY_TEST_PG_BIN") {
         let d = PathBuf::from(d);
         if complete(&d) {
             return Ok(d);
         }
-        bail!("CUSTODY_TEST_PG_BIN={} lacks initdb/postgres/pg_isready/psql", d.display());
+        bail!(
+            "CUSTODY_TEST_PG_BIN={} lacks initdb/postgres/pg_isready/psql",
+            d.display()
+        );
     }
     if let Some(initdb) = which("initdb") {
         if let Ok(real) = std::fs::canonicalize(&initdb) {
@@ -331,7 +387,9 @@ pub fn find_pg_bin_dir() -> Result<PathBuf> {
     let mut best: Option<(u32, PathBuf)> = None;
     if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
         for e in rd.flatten() {
-            let Some(v) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(v) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             let d = e.path().join("bin");
             if complete(&d) && best.as_ref().map_or(true, |(b, _)| v > *b) {
                 best = Some((v, d));
@@ -356,7 +414,9 @@ pub fn write_owner(dir: &Path) {
 
 fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(s) => !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+        Ok(s) => !s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
         Err(_) => false,
     }
 }
@@ -367,14 +427,19 @@ fn pid_alive(pid: i32) -> bool {
 pub fn sweep_stale_dirs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let Ok(rd) = std::fs::read_dir("/tmp") else { return };
+        let Ok(rd) = std::fs::read_dir("/tmp") else {
+            return;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !name.starts_with("custody-test-") {
                 continue;
             }
             let dir = e.path();
-            let Some(owner) = std::fs::read_to_string(dir.join("owner.pid")).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+            let Some(owner) = std::fs::read_to_string(dir.join("owner.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            else {
                 continue;
             };
             if pid_alive(owner) {
@@ -382,11 +447,16 @@ pub fn sweep_stale_dirs() {
             }
             let mut stopped_all = true;
             for pidfile in find_files(&dir, "postmaster.pid", 4) {
-                let Some(pid) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok())) else {
+                let Some(pid) = std::fs::read_to_string(&pidfile)
+                    .ok()
+                    .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+                else {
                     continue;
                 };
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if pid_alive(pid) && String::from_utf8_lossy(&cmd).contains(dir.to_str().unwrap_or("\0")) {
+                if pid_alive(pid)
+                    && String::from_utf8_lossy(&cmd).contains(dir.to_str().unwrap_or("\0"))
+                {
                     unsafe { libc::kill(pid, libc::SIGINT) };
                     let deadline = Instant::now() + Duration::from_secs(10);
                     while pid_alive(pid) && Instant::now() < deadline {

@@ -45,13 +45,25 @@ pub fn server_bin() -> PathBuf {
 fn locate_and_build() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("CUSTODY_SERVER_BIN") {
         let p = PathBuf::from(p);
-        anyhow::ensure!(p.is_file(), "CUSTODY_SERVER_BIN={} is not a file", p.display());
+        anyhow::ensure!(
+            p.is_file(),
+            "CUSTODY_SERVER_BIN={} is not a file",
+            p.display()
+        );
         return Ok(p);
     }
     let exe = std::env::current_exe()?;
-    let deps = exe.parent().ok_or_else(|| anyhow::anyhow!("test executable has no parent"))?;
-    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") { deps.parent().unwrap() } else { deps };
-    let target_dir = profile_dir.parent().ok_or_else(|| anyhow::anyhow!("no target dir above {}", profile_dir.display()))?;
+    let deps = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("test executable has no parent"))?;
+    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap()
+    } else {
+        deps
+    };
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no target dir above {}", profile_dir.display()))?;
     let bin = profile_dir.join("custody-server");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev".to_string(),
@@ -60,9 +72,19 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
     };
     if std::env::var_os("CUSTODY_TESTS_NO_BUILD").is_none() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("Cargo.toml");
         let out = Command::new(&cargo)
-            .args(["build", "--quiet", "--workspace", "--bin", "custody-server", "--profile", &profile])
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--bin",
+                "custody-server",
+                "--profile",
+                &profile,
+            ])
             .arg("--manifest-path")
             .arg(&manifest)
             .arg("--target-dir")
@@ -76,7 +98,11 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
             anyhow::bail!(
                 "building custody-server failed ({}); the first compiler messages:\n{shown}{}",
                 out.status,
-                if err.len() > shown.len() { "\n[…]" } else { "" }
+                if err.len() > shown.len() {
+                    "\n[…]"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -92,7 +118,10 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
 /// able to traverse it when the tests run as root). Removed on drop.
 pub fn tmp_dir(prefix: &str) -> tempfile::TempDir {
     crate::pg::sweep_stale_dirs();
-    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").expect("creating a temp dir under /tmp");
+    let d = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("creating a temp dir under /tmp");
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     crate::pg::write_owner(d.path());
     d
@@ -111,6 +140,11 @@ pub struct Server {
     pub http: reqwest::Client,
     log_path: PathBuf,
     healthz_timeout: Duration,
+    /// Extra arguments after `serve` (e.g. `--policies DIR`, `--outbox-interval 1s`) and extra
+    /// environment variables, applied at every (re)start; change them before `restart()` to
+    /// restart with other settings.
+    pub extra_args: Vec<String>,
+    pub extra_env: Vec<(String, String)>,
     /// Keeps the per-server directories (data dir, logs) alive; None when the caller owns them.
     _work: Option<tempfile::TempDir>,
 }
@@ -123,7 +157,40 @@ impl Server {
         std::fs::create_dir(&data_dir).unwrap();
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         let timeout = if database_url.is_some() { 30 } else { 60 };
-        Self::start_in(&data_dir, database_url, Duration::from_secs(timeout), Some(work)).await
+        Self::start_in(
+            &data_dir,
+            database_url,
+            Duration::from_secs(timeout),
+            Some(work),
+        )
+        .await
+    }
+
+    /// Like [`start`](Self::start), with extra `serve` arguments and environment variables.
+    pub async fn start_with(
+        database_url: Option<&str>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let work = tmp_dir("custody-test-srv-");
+        let data_dir = work.path().join("data");
+        std::fs::create_dir(&data_dir).unwrap();
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let timeout = if database_url.is_some() { 30 } else { 60 };
+        let extra_args = args.iter().map(|a| a.to_string()).collect();
+        let extra_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::start_in_with(
+            &data_dir,
+            database_url,
+            Duration::from_secs(timeout),
+            Some(work),
+            extra_args,
+            extra_env,
+        )
+        .await
     }
 
     /// Another replica on the same database: a new data dir holding copies of this server's
@@ -134,13 +201,24 @@ impl Server {
         std::fs::create_dir(&data_dir).unwrap();
         std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
         for f in ["jwt.key", "admin.token"] {
-            std::fs::copy(self.data_dir.join(f), data_dir.join(f)).unwrap_or_else(|e| panic!("copying {f}: {e}"));
+            std::fs::copy(self.data_dir.join(f), data_dir.join(f))
+                .unwrap_or_else(|e| panic!("copying {f}: {e}"));
         }
-        Self::start_in(&data_dir, self.database_url.as_deref(), self.healthz_timeout, Some(work)).await
+        Self::start_in(
+            &data_dir,
+            self.database_url.as_deref(),
+            self.healthz_timeout,
+            Some(work),
+        )
+        .await
     }
 
     /// Starts a server on the given data dir (which the caller keeps alive).
-    pub async fn start_with_dir(data_dir: &Path, database_url: Option<&str>, healthz_timeout: Duration) -> Server {
+    pub async fn start_with_dir(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        healthz_timeout: Duration,
+    ) -> Server {
         Self::start_in(data_dir, database_url, healthz_timeout, None).await
     }
 
@@ -149,6 +227,25 @@ impl Server {
         database_url: Option<&str>,
         healthz_timeout: Duration,
         work: Option<tempfile::TempDir>,
+    ) -> Server {
+        Self::start_in_with(
+            data_dir,
+            database_url,
+            healthz_timeout,
+            work,
+            Vec::new(),
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn start_in_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        healthz_timeout: Duration,
+        work: Option<tempfile::TempDir>,
+        extra_args: Vec<String>,
+        extra_env: Vec<(String, String)>,
     ) -> Server {
         let n = SERVER_SEQ.fetch_add(1, Ordering::Relaxed);
         let log_dir = match &work {
@@ -161,9 +258,14 @@ impl Server {
             data_dir: data_dir.to_path_buf(),
             database_url: database_url.map(str::to_string),
             admin_token: String::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
             log_path: log_dir.join(format!("server-{}-{n}.log", std::process::id())),
             healthz_timeout,
+            extra_args,
+            extra_env,
             _work: work,
         };
         s.launch().await;
@@ -172,10 +274,14 @@ impl Server {
 
     /// Spawns `serve` and waits for `/healthz`; retries on another port if the port was taken.
     async fn launch(&mut self) {
-        let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
+        let bin = crate::blocking(server_bin).await;
         for attempt in 1..=3 {
             self.port = free_port().unwrap();
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log_path)
+                .unwrap();
             let mut cmd = Command::new(&bin);
             cmd.arg("serve")
                 .arg("--listen")
@@ -192,14 +298,24 @@ impl Server {
             if let Some(url) = &self.database_url {
                 cmd.env("DATABASE_URL", url);
             }
+            cmd.args(&self.extra_args);
+            cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
             unsafe {
                 cmd.pre_exec(|| {
                     // Should this test process die without dropping us, the server gets SIGTERM.
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGTERM as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    );
                     Ok(())
                 });
             }
-            let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
             self.child = Some(child);
             match self.wait_healthy().await {
                 Ok(()) => {
@@ -213,7 +329,10 @@ impl Server {
                     if port_taken && attempt < 3 {
                         continue;
                     }
-                    panic!("custody-server did not become healthy: {e}\n----- server log -----\n{}", tail(&log, 200));
+                    panic!(
+                        "custody-server did not become healthy: {e}\n----- server log -----\n{}",
+                        tail(&log, 200)
+                    );
                 }
             }
         }
@@ -226,13 +345,22 @@ impl Server {
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("the process exited early ({st})"));
             }
-            if let Ok(r) = self.http.get(&url).timeout(Duration::from_secs(2)).send().await {
+            if let Ok(r) = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
                 if r.status() == 200 {
                     return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("GET {url} did not answer 200 within {:?}", self.healthz_timeout));
+                return Err(format!(
+                    "GET {url} did not answer 200 within {:?}",
+                    self.healthz_timeout
+                ));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -240,8 +368,13 @@ impl Server {
 
     fn read_admin_token(&self) -> String {
         let p = self.data_dir.join("admin.token");
-        let t = std::fs::read_to_string(&p)
-            .unwrap_or_else(|e| panic!("reading {}: {e}\n----- server log -----\n{}", p.display(), tail(&self.log(), 100)));
+        let t = std::fs::read_to_string(&p).unwrap_or_else(|e| {
+            panic!(
+                "reading {}: {e}\n----- server log -----\n{}",
+                p.display(),
+                tail(&self.log(), 100)
+            )
+        });
         t.trim().to_string()
     }
 
@@ -270,7 +403,10 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let st = child.wait().unwrap();
-                panic!("custody-server did not exit within 60 s of SIGTERM (killed: {st})\n{}", tail(&self.log(), 100));
+                panic!(
+                    "custody-server did not exit within 60 s of SIGTERM (killed: {st})\n{}",
+                    tail(&self.log(), 100)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -279,7 +415,11 @@ impl Server {
     /// Stops the server (asserting a clean exit) and starts it again on the same data dir and DB.
     pub async fn restart(&mut self) {
         let st = self.stop().await;
-        assert!(st.success(), "custody-server exited with {st} on SIGTERM\n{}", tail(&self.log(), 100));
+        assert!(
+            st.success(),
+            "custody-server exited with {st} on SIGTERM\n{}",
+            tail(&self.log(), 100)
+        );
         self.launch().await;
     }
 
@@ -300,16 +440,22 @@ impl Server {
 
     /// Runs a CLI subcommand of the binary against this server's data dir and database.
     pub async fn cli(&self, args: &[&str]) -> std::process::Output {
-        let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
+        let bin = crate::blocking(server_bin).await;
         let mut cmd = tokio::process::Command::new(&bin);
-        cmd.args(args).arg("--data-dir").arg(&self.data_dir).env("RUST_LOG", "warn").stdin(Stdio::null());
+        cmd.args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
         for v in SCRUBBED_ENV {
             cmd.env_remove(v);
         }
         if let Some(url) = &self.database_url {
             cmd.env("DATABASE_URL", url);
         }
-        cmd.output().await.unwrap_or_else(|e| panic!("running custody-server {args:?}: {e}"))
+        cmd.output()
+            .await
+            .unwrap_or_else(|e| panic!("running custody-server {args:?}: {e}"))
     }
 
     /// `custody-server token issue --email EMAIL [--admin] [--ttl TTL]`: the bearer token it prints.
@@ -343,11 +489,17 @@ impl Server {
 
     /// POST /graphql: the whole response body (`{data, errors}`). `token` "" sends no header.
     pub async fn gql(&self, token: &str, query: &str, variables: Value) -> Value {
-        let mut req = self.http.post(self.url("/graphql")).json(&json!({ "query": query, "variables": variables }));
+        let mut req = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
         if !token.is_empty() {
             req = req.bearer_auth(token);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("POST /graphql: {e}\n{}", tail(&self.log(), 50)));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /graphql: {e}\n{}", tail(&self.log(), 50)));
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         serde_json::from_str(&text)
@@ -357,7 +509,10 @@ impl Server {
     /// The `data` of a response that must have no errors.
     pub async fn gql_ok(&self, token: &str, query: &str, variables: Value) -> Value {
         let r = self.gql(token, query, variables.clone()).await;
-        if r.get("errors").is_some_and(|e| !e.is_null() && e.as_array().map_or(true, |a| !a.is_empty())) || r["data"].is_null() {
+        if r.get("errors")
+            .is_some_and(|e| !e.is_null() && e.as_array().map_or(true, |a| !a.is_empty()))
+            || r["data"].is_null()
+        {
             panic!(
                 "GraphQL request failed:\nquery: {query}\nvariables: {variables}\nresponse: {}",
                 serde_json::to_string_pretty(&r).unwrap()
@@ -375,8 +530,14 @@ impl Server {
             !errors.is_empty(),
             "expected an error, got success:\nquery: {query}\nvariables: {variables}\nresponse: {r}"
         );
-        let data_empty = r["data"].is_null() || r["data"].as_object().is_some_and(|o| o.values().all(Value::is_null));
-        assert!(data_empty, "a refused request still returned data:\nquery: {query}\nresponse: {r}");
+        let data_empty = r["data"].is_null()
+            || r["data"]
+                .as_object()
+                .is_some_and(|o| o.values().all(Value::is_null));
+        assert!(
+            data_empty,
+            "a refused request still returned data:\nquery: {query}\nresponse: {r}"
+        );
         match errors[0]["extensions"]["code"].as_str() {
             Some(code) => code.to_string(),
             None => panic!("error without extensions.code:\nquery: {query}\nvariables: {variables}\nresponse: {r}"),

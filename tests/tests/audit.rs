@@ -13,20 +13,44 @@ use serde_json::json;
 /// The log read through the API must match the table row for row.
 async fn assert_api_matches_table(env: &TestEnv, entries: &[serde_json::Value]) {
     let sql = env.sql().await;
-    let rows = sql.query("SELECT seq, prev_hash, hash FROM audit_log ORDER BY seq", &[]).await.unwrap();
-    assert_eq!(rows.len(), entries.len(), "auditLog serves {} entries, the table holds {}", entries.len(), rows.len());
+    let rows = sql
+        .query(
+            "SELECT seq, prev_hash, hash FROM audit_log ORDER BY seq",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        entries.len(),
+        "auditLog serves {} entries, the table holds {}",
+        entries.len(),
+        rows.len()
+    );
     for (row, e) in rows.iter().zip(entries) {
         let seq: i64 = row.get(0);
         assert_eq!(e["seq"].as_i64(), Some(seq));
-        assert_eq!(e["prevHash"].as_str(), Some(row.get::<_, String>(1).as_str()), "prevHash of seq {seq}");
-        assert_eq!(e["hash"].as_str(), Some(row.get::<_, String>(2).as_str()), "hash of seq {seq}");
+        assert_eq!(
+            e["prevHash"].as_str(),
+            Some(row.get::<_, String>(1).as_str()),
+            "prevHash of seq {seq}"
+        );
+        assert_eq!(
+            e["hash"].as_str(),
+            Some(row.get::<_, String>(2).as_str()),
+            "hash of seq {seq}"
+        );
     }
 }
 
 #[test]
 fn canonical_json_sorts_keys_recursively() {
-    let v: serde_json::Value = serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":"é\n"}],"c":null},"seq":3}"#).unwrap();
-    assert_eq!(canonical_json(&v), r#"{"a":{"c":null,"d":[{"y":"é\n","z":1}]},"b":1,"seq":3}"#);
+    let v: serde_json::Value =
+        serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":"é\n"}],"c":null},"seq":3}"#).unwrap();
+    assert_eq!(
+        canonical_json(&v),
+        r#"{"a":{"c":null,"d":[{"y":"é\n","z":1}]},"b":1,"seq":3}"#
+    );
     // The chain check can fail: a wrong hash is reported.
     let e = json!({"seq": 1, "prevHash": GENESIS, "hash": "00", "actor": "a", "action": "x", "subjectId": "s",
         "subjectKind": "k", "projectId": null, "requestId": null, "before": null, "after": null,
@@ -39,7 +63,10 @@ fn canonical_json_sorts_keys_recursively() {
     let mut forked = ok.clone();
     forked["entry"]["actor"] = json!("b");
     forked["actor"] = json!("b");
-    assert!(verify_chain(&[forked]).is_err(), "an edited entry must break the chain");
+    assert!(
+        verify_chain(&[forked]).is_err(),
+        "an edited entry must break the chain"
+    );
 }
 
 /// More than one page of entries; the chain re-computed from the API equals the stored hashes.
@@ -71,26 +98,60 @@ async fn chain_recomputes_from_the_api() {
     assert_api_matches_table(&env, &entries).await;
 
     // Entries carry who, what, on which subject, with before/after and a request id.
-    let created = entries.iter().find(|e| e["action"] == "project.create").expect("a project.create entry");
+    let created = entries
+        .iter()
+        .find(|e| e["action"] == "project.create")
+        .expect("a project.create entry");
     let alice_id = env.gql_ok(&alice, "{ me { id } }", json!({})).await["me"]["id"].clone();
-    assert!(created["actor"] == "alice@example.com" || created["actor"] == alice_id, "actor of project.create: {created}");
+    assert!(
+        created["actor"] == "alice@example.com" || created["actor"] == alice_id,
+        "actor of project.create: {created}"
+    );
     assert_eq!(created["subjectId"], p["id"]);
     assert_eq!(created["projectId"], p["id"]);
-    assert!(created["after"].is_object(), "project.create has an `after` document: {created}");
-    assert!(created["at"].as_str().is_some_and(|t| t.len() >= 20 && t.as_bytes()[10] == b'T'), "`at` is RFC 3339: {created}");
-    assert!(created["requestId"].as_str().is_some_and(|r| !r.is_empty()), "entries carry the request id: {created}");
-    let bulk = entries.iter().filter(|e| e["action"] == "dataset.create").count();
+    assert!(
+        created["after"].is_object(),
+        "project.create has an `after` document: {created}"
+    );
+    assert!(
+        created["at"]
+            .as_str()
+            .is_some_and(|t| t.len() >= 20 && t.as_bytes()[10] == b'T'),
+        "`at` is RFC 3339: {created}"
+    );
+    assert!(
+        created["requestId"].as_str().is_some_and(|r| !r.is_empty()),
+        "entries carry the request id: {created}"
+    );
+    let bulk = entries
+        .iter()
+        .filter(|e| e["action"] == "dataset.create")
+        .count();
     assert_eq!(bulk, 231, "one dataset.create entry per createDataset");
 
     // Filtered reads are subsets in seq order, carrying the same hashes.
-    let by_seq: BTreeMap<i64, &serde_json::Value> = entries.iter().map(|e| (e["seq"].as_i64().unwrap(), e)).collect();
-    for filter in ["project: \"p\"", &format!("subjectId: \"{run}\""), "action: \"dataset.create\""] {
+    let by_seq: BTreeMap<i64, &serde_json::Value> = entries
+        .iter()
+        .map(|e| (e["seq"].as_i64().unwrap(), e))
+        .collect();
+    for filter in [
+        "project: \"p\"",
+        &format!("subjectId: \"{run}\""),
+        "action: \"dataset.create\"",
+    ] {
         let sub = fetch_all(s, a, filter).await;
         assert!(!sub.is_empty(), "auditLog({filter}) is empty");
         let seqs: Vec<i64> = sub.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "auditLog({filter}) not ascending");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "auditLog({filter}) not ascending"
+        );
         for e in &sub {
-            assert_eq!(&e, by_seq.get(&e["seq"].as_i64().unwrap()).unwrap(), "auditLog({filter}) differs from the full log");
+            assert_eq!(
+                &e,
+                by_seq.get(&e["seq"].as_i64().unwrap()).unwrap(),
+                "auditLog({filter}) differs from the full log"
+            );
         }
     }
 }
@@ -116,19 +177,32 @@ async fn database_refuses_update_delete_truncate() {
     ] {
         match sql.batch_execute(stmt).await {
             Ok(()) => panic!("the database accepted `{stmt}` on audit_log"),
-            Err(e) => assert!(e.as_db_error().is_some(), "`{stmt}` failed without a database error: {e}"),
+            Err(e) => assert!(
+                e.as_db_error().is_some(),
+                "`{stmt}` failed without a database error: {e}"
+            ),
         }
     }
     // Also inside a transaction (and the refusal is not a mere warning).
-    let err = sql.batch_execute("BEGIN; DELETE FROM audit_log; COMMIT;").await.expect_err("DELETE in a transaction");
+    let err = sql
+        .batch_execute("BEGIN; DELETE FROM audit_log; COMMIT;")
+        .await
+        .expect_err("DELETE in a transaction");
     let _ = sql.batch_execute("ROLLBACK").await;
     eprintln!("refused as expected: {}", db_error_text(&err));
 
-    before.assert_unchanged(&custody_tests::Snapshot::take(&sql).await, "UPDATE/DELETE/TRUNCATE on audit_log");
+    before.assert_unchanged(
+        &custody_tests::Snapshot::take(&sql).await,
+        "UPDATE/DELETE/TRUNCATE on audit_log",
+    );
     verify_chain(&fetch_all(s, a, "").await).unwrap();
 }
 
-async fn concurrent_creates<S: AsRef<Server> + Send + Sync + 'static>(servers: Vec<Arc<S>>, token: &str, total: usize) -> Vec<String> {
+async fn concurrent_creates<S: AsRef<Server> + Send + Sync + 'static>(
+    servers: Vec<Arc<S>>,
+    token: &str,
+    total: usize,
+) -> Vec<String> {
     let mut tasks = Vec::new();
     for i in 0..total {
         let server = servers[i % servers.len()].clone();
@@ -151,7 +225,10 @@ async fn concurrent_creates<S: AsRef<Server> + Send + Sync + 'static>(servers: V
 
 fn assert_one_entry_per_subject(entries: &[serde_json::Value], ids: &[String]) {
     for id in ids {
-        let n = entries.iter().filter(|e| e["subjectId"] == id.as_str()).count();
+        let n = entries
+            .iter()
+            .filter(|e| e["subjectId"] == id.as_str())
+            .count();
         assert_eq!(n, 1, "subject {id} has {n} audit entries");
     }
 }
@@ -208,22 +285,38 @@ async fn log_metrics_writes_no_audit_entry() {
     assert!(n1 > n0, "startRun writes an audit entry");
 
     for step in 0..5 {
-        let metrics: Vec<_> = (0..200).map(|i| json!({ "key": format!("m{i}"), "value": i as f64, "step": step })).collect();
+        let metrics: Vec<_> = (0..200)
+            .map(|i| json!({ "key": format!("m{i}"), "value": i as f64, "step": step }))
+            .collect();
         assert_eq!(log_metrics(s, a, &run, json!(metrics)).await, 200);
     }
     assert_eq!(count(&sql, "run_metrics").await, 1000);
-    assert_eq!(count(&sql, "audit_log").await, n1, "logMetrics wrote audit entries");
+    assert_eq!(
+        count(&sql, "audit_log").await,
+        n1,
+        "logMetrics wrote audit entries"
+    );
     assert_eq!(fetch_all(s, a, "").await.len() as i64, n1);
 
     log_params(s, a, &run, &[("p", "1")]).await;
     let n2 = count(&sql, "audit_log").await;
     assert!(n2 > n1, "logParams writes an audit entry");
     finish_run(s, a, &run, "FINISHED").await;
-    assert!(count(&sql, "audit_log").await > n2, "finishRun writes an audit entry");
+    assert!(
+        count(&sql, "audit_log").await > n2,
+        "finishRun writes an audit entry"
+    );
 
     let entries = fetch_all(s, a, &format!("subjectId: \"{run}\"")).await;
-    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, vec!["run.start", "run.log_params", "run.finish"], "the run's audit entries");
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        vec!["run.start", "run.log_params", "run.finish"],
+        "the run's audit entries"
+    );
     verify_chain(&fetch_all(s, a, "").await).unwrap();
 }
 
@@ -251,7 +344,13 @@ async fn tampering_breaks_the_recomputed_chain() {
     .unwrap_or_else(|e| panic!("tampering as superuser: {}", db_error_text(&e)));
 
     let tampered = fetch_all(s, a, "").await;
-    assert_eq!(tampered[(target - 1) as usize]["actor"], "mallory@example.com");
+    assert_eq!(
+        tampered[(target - 1) as usize]["actor"],
+        "mallory@example.com"
+    );
     let err = verify_chain(&tampered).expect_err("an edited entry went unnoticed");
-    assert!(err.starts_with(&format!("seq {target}:")), "the first bad entry is seq {target}, the check says: {err}");
+    assert!(
+        err.starts_with(&format!("seq {target}:")),
+        "the first bad entry is seq {target}, the check says: {err}"
+    );
 }

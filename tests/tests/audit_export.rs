@@ -6,7 +6,7 @@ use custody_tests::audit::entry_hash;
 use custody_tests::export_helpers::*;
 use custody_tests::fixtures::*;
 use custody_tests::server::{server_bin, tmp_dir};
-use custody_tests::{sha256_hex, TestEnv};
+use custody_tests::{commit_sha, sha256_hex, TestEnv};
 use serde_json::{json, Value};
 
 fn joined(lines: &[Vec<u8>]) -> Vec<u8> {

@@ -14,7 +14,8 @@ const CREATE_PROJECT: &str = "mutation { createProject(name: \"sneaky\") { id } 
 async fn assert_unauthenticated(env: &TestEnv, token: &str, what: &str) {
     let code = env.gql_err_code(token, ME, json!({})).await;
     assert_eq!(code, "UNAUTHENTICATED", "{what}: `me` answered {code}");
-    env.assert_refused(token, "UNAUTHENTICATED", CREATE_PROJECT, json!({})).await;
+    env.assert_refused(token, "UNAUTHENTICATED", CREATE_PROJECT, json!({}))
+        .await;
 }
 
 /// A token for `user@example.com`, its claims, and the server's signing key.
@@ -42,7 +43,10 @@ async fn missing_or_garbage_token_is_unauthenticated() {
         .await
         .unwrap();
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{body}"
+    );
 }
 
 /// Our forging is faithful: the claims of a real token, re-signed with the server's key, pass.
@@ -59,7 +63,10 @@ async fn resigned_token_control_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_is_unauthenticated() {
     let env = TestEnv::start().await;
-    let t = env.server.issue_token_ttl("short@example.com", false, Some("1s")).await;
+    let t = env
+        .server
+        .issue_token_ttl("short@example.com", false, Some("1s"))
+        .await;
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_unauthenticated(&env, &t, "token issued with --ttl 1s, 2.5 s ago").await;
 
@@ -76,14 +83,29 @@ async fn forged_token_is_unauthenticated() {
     let (t, claims, _) = user_token(&env).await;
     // Signed with another key.
     let other = b"0000000000000000000000000000000000000000000000000000000000000000";
-    assert_unauthenticated(&env, &jwt::sign_hs256(&claims, other), "signed with another key").await;
+    assert_unauthenticated(
+        &env,
+        &jwt::sign_hs256(&claims, other),
+        "signed with another key",
+    )
+    .await;
     let admin_claims = jwt::claims(&env.admin);
-    assert_unauthenticated(&env, &jwt::sign_hs256(&admin_claims, other), "admin claims signed with another key").await;
+    assert_unauthenticated(
+        &env,
+        &jwt::sign_hs256(&admin_claims, other),
+        "admin claims signed with another key",
+    )
+    .await;
 
     // Claims changed under the original signature (a user makes itself the admin).
     let parts: Vec<&str> = t.split('.').collect();
     let admin_payload = env.admin.split('.').nth(1).unwrap();
-    assert_unauthenticated(&env, &format!("{}.{}.{}", parts[0], admin_payload, parts[2]), "payload swapped").await;
+    assert_unauthenticated(
+        &env,
+        &format!("{}.{}.{}", parts[0], admin_payload, parts[2]),
+        "payload swapped",
+    )
+    .await;
     // Signature removed.
     assert_unauthenticated(&env, &format!("{}.{}.", parts[0], parts[1]), "no signature").await;
 }
@@ -93,7 +115,12 @@ async fn alg_none_and_other_algorithms_are_unauthenticated() {
     let env = TestEnv::start().await;
     let (_, claims, key) = user_token(&env).await;
     assert_unauthenticated(&env, &jwt::alg_none(&claims), "alg none").await;
-    assert_unauthenticated(&env, &jwt::alg_none(&jwt::claims(&env.admin)), "alg none with the admin's claims").await;
+    assert_unauthenticated(
+        &env,
+        &jwt::alg_none(&jwt::claims(&env.admin)),
+        "alg none with the admin's claims",
+    )
+    .await;
     // The right key but another HMAC algorithm: the algorithm is fixed.
     assert_unauthenticated(&env, &jwt::sign(Algorithm::HS384, &claims, &key), "HS384").await;
     assert_unauthenticated(&env, &jwt::sign(Algorithm::HS512, &claims, &key), "HS512").await;
@@ -114,13 +141,28 @@ async fn claims_are_all_required_and_checked() {
         x
     };
     assert_unauthenticated(&env, &jwt::sign_hs256(&without("aud"), &key), "no aud").await;
-    assert_unauthenticated(&env, &jwt::sign_hs256(&with("aud", json!("someone-else")), &key), "wrong aud").await;
+    assert_unauthenticated(
+        &env,
+        &jwt::sign_hs256(&with("aud", json!("someone-else")), &key),
+        "wrong aud",
+    )
+    .await;
     assert_unauthenticated(&env, &jwt::sign_hs256(&without("iss"), &key), "no iss").await;
-    assert_unauthenticated(&env, &jwt::sign_hs256(&with("iss", json!("https://evil.example.com")), &key), "wrong iss").await;
+    assert_unauthenticated(
+        &env,
+        &jwt::sign_hs256(&with("iss", json!("https://evil.example.com")), &key),
+        "wrong iss",
+    )
+    .await;
     assert_unauthenticated(&env, &jwt::sign_hs256(&without("exp"), &key), "no exp").await;
     assert_unauthenticated(&env, &jwt::sign_hs256(&without("jti"), &key), "no jti").await;
     // A jti the server never issued: tokens are only valid while their jti is on record.
-    assert_unauthenticated(&env, &jwt::sign_hs256(&with("jti", json!(random_id())), &key), "unknown jti").await;
+    assert_unauthenticated(
+        &env,
+        &jwt::sign_hs256(&with("jti", json!(random_id())), &key),
+        "unknown jti",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,31 +175,66 @@ async fn revoked_token_is_unauthenticated() {
     assert_ne!(jti, jwt::jti(&t2), "every token has its own jti");
 
     // Only admins revoke.
-    env.assert_refused(&t2, "FORBIDDEN", "mutation($j: ID!) { revokeToken(jti: $j) }", json!({ "j": jti })).await;
+    env.assert_refused(
+        &t2,
+        "FORBIDDEN",
+        "mutation($j: ID!) { revokeToken(jti: $j) }",
+        json!({ "j": jti }),
+    )
+    .await;
     env.gql_ok(&t1, ME, json!({})).await;
 
-    let r = env.gql_ok(&env.admin, "mutation($j: ID!) { revokeToken(jti: $j) }", json!({ "j": jti })).await;
+    let r = env
+        .gql_ok(
+            &env.admin,
+            "mutation($j: ID!) { revokeToken(jti: $j) }",
+            json!({ "j": jti }),
+        )
+        .await;
     assert_eq!(r["revokeToken"], true);
     assert_unauthenticated(&env, &t1, "revoked token").await;
     // The user's other token is unaffected.
     let me = env.gql_ok(&t2, ME, json!({})).await;
     assert_eq!(me["me"]["email"], "rev@example.com");
     let rows = custody_tests::fixtures::audit_count(&env.server, &env.admin).await;
-    let revokes = custody_tests::audit::fetch_all(&env.server, &env.admin, "action: \"token.revoke\"").await;
-    assert_eq!(revokes.len(), 1, "revokeToken writes one audit entry (of {rows}): {revokes:?}");
+    let revokes =
+        custody_tests::audit::fetch_all(&env.server, &env.admin, "action: \"token.revoke\"").await;
+    assert_eq!(
+        revokes.len(),
+        1,
+        "revokeToken writes one audit entry (of {rows}): {revokes:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_token_mutation_is_for_admins() {
     let env = TestEnv::start().await;
     let user = env.issue_token("user@example.com", false).await;
-    env.assert_refused(&user, "FORBIDDEN", "mutation { issueToken(email: \"x@example.com\") }", json!({})).await;
-    let t = env.gql_ok(&env.admin, "mutation { issueToken(email: \"new@example.com\", ttl: \"1h\") }", json!({})).await;
+    env.assert_refused(
+        &user,
+        "FORBIDDEN",
+        "mutation { issueToken(email: \"x@example.com\") }",
+        json!({}),
+    )
+    .await;
+    let t = env
+        .gql_ok(
+            &env.admin,
+            "mutation { issueToken(email: \"new@example.com\", ttl: \"1h\") }",
+            json!({}),
+        )
+        .await;
     let t = t["issueToken"].as_str().unwrap().to_string();
     let me = env.gql_ok(&t, "{ me { email isAdmin } }", json!({})).await;
-    assert_eq!(me["me"], json!({ "email": "new@example.com", "isAdmin": false }));
+    assert_eq!(
+        me["me"],
+        json!({ "email": "new@example.com", "isAdmin": false })
+    );
     let c = jwt::claims(&t);
-    assert!((c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap() - 3600).abs() <= 5, "ttl 1h: {c}");
+    assert!(
+        (c["exp"].as_i64().unwrap() - c["iat"].as_i64().unwrap() - 3600).abs() <= 5,
+        "ttl 1h: {c}"
+    );
 }
 
 /// Roles: VIEWER < CONTRIBUTOR < APPROVER < ADMIN; outsiders see nothing.
@@ -175,13 +252,42 @@ async fn roles_too_low_are_forbidden() {
     let outsider = env.issue_token("outsider@example.com", false).await;
 
     // Viewers read ...
-    let p = env.gql_ok(&viewer, "{ project(name: \"p\") { name datasets { name } } }", json!({})).await;
+    let p = env
+        .gql_ok(
+            &viewer,
+            "{ project(name: \"p\") { name datasets { name } } }",
+            json!({}),
+        )
+        .await;
     assert_eq!(p["project"]["name"], "p");
-    env.gql_ok(&viewer, "query($r: ID!) { run(id: $r) { id status } }", json!({ "r": run })).await;
+    env.gql_ok(
+        &viewer,
+        "query($r: ID!) { run(id: $r) { id status } }",
+        json!({ "r": run }),
+    )
+    .await;
     // ... and write nothing.
-    env.assert_refused(&viewer, "FORBIDDEN", "mutation { startRun(project: \"p\", name: \"v\") { id } }", json!({})).await;
-    env.assert_refused(&viewer, "FORBIDDEN", "mutation { createDataset(project: \"p\", name: \"v\") { id } }", json!({})).await;
-    env.assert_refused(&viewer, "FORBIDDEN", "mutation { createModel(project: \"p\", name: \"v\") { id } }", json!({})).await;
+    env.assert_refused(
+        &viewer,
+        "FORBIDDEN",
+        "mutation { startRun(project: \"p\", name: \"v\") { id } }",
+        json!({}),
+    )
+    .await;
+    env.assert_refused(
+        &viewer,
+        "FORBIDDEN",
+        "mutation { createDataset(project: \"p\", name: \"v\") { id } }",
+        json!({}),
+    )
+    .await;
+    env.assert_refused(
+        &viewer,
+        "FORBIDDEN",
+        "mutation { createModel(project: \"p\", name: \"v\") { id } }",
+        json!({}),
+    )
+    .await;
     env.assert_refused(
         &viewer,
         "FORBIDDEN",
@@ -196,7 +302,13 @@ async fn roles_too_low_are_forbidden() {
         json!({ "r": run }),
     )
     .await;
-    env.assert_refused(&viewer, "FORBIDDEN", "mutation($r: ID!) { finishRun(runId: $r, status: KILLED) { id } }", json!({ "r": run })).await;
+    env.assert_refused(
+        &viewer,
+        "FORBIDDEN",
+        "mutation($r: ID!) { finishRun(runId: $r, status: KILLED) { id } }",
+        json!({ "r": run }),
+    )
+    .await;
     env.assert_refused(
         &viewer,
         "FORBIDDEN",
@@ -234,22 +346,81 @@ async fn roles_too_low_are_forbidden() {
     .await;
 
     // Outsiders neither read nor write the project.
-    env.assert_refused(&outsider, "FORBIDDEN", "{ project(name: \"p\") { id name } }", json!({})).await;
-    env.assert_refused(&outsider, "FORBIDDEN", "{ dataset(project: \"p\", name: \"ds\") { id } }", json!({})).await;
-    env.assert_refused(&outsider, "FORBIDDEN", "{ model(project: \"p\", name: \"m\") { id } }", json!({})).await;
-    env.assert_refused(&outsider, "FORBIDDEN", "mutation { createDataset(project: \"p\", name: \"o\") { id } }", json!({})).await;
-    env.assert_refused(&outsider, "FORBIDDEN", "mutation { startRun(project: \"p\") { id } }", json!({})).await;
-    env.assert_refused(&outsider, "FORBIDDEN", "{ auditLog(project: \"p\", first: 10) { edges { node { seq } } } }", json!({})).await;
-    let r = env.gql(&outsider, "query($r: ID!) { run(id: $r) { id status } }", json!({ "r": run })).await;
-    let code = r["errors"][0]["extensions"]["code"].as_str().unwrap_or_default();
-    assert!(r["data"].is_null() || r["data"]["run"].is_null(), "an outsider read a run: {r}");
-    assert!(code == "FORBIDDEN" || code == "NOT_FOUND", "outsider reading a run: {r}");
+    env.assert_refused(
+        &outsider,
+        "FORBIDDEN",
+        "{ project(name: \"p\") { id name } }",
+        json!({}),
+    )
+    .await;
+    env.assert_refused(
+        &outsider,
+        "FORBIDDEN",
+        "{ dataset(project: \"p\", name: \"ds\") { id } }",
+        json!({}),
+    )
+    .await;
+    env.assert_refused(
+        &outsider,
+        "FORBIDDEN",
+        "{ model(project: \"p\", name: \"m\") { id } }",
+        json!({}),
+    )
+    .await;
+    env.assert_refused(
+        &outsider,
+        "FORBIDDEN",
+        "mutation { createDataset(project: \"p\", name: \"o\") { id } }",
+        json!({}),
+    )
+    .await;
+    env.assert_refused(
+        &outsider,
+        "FORBIDDEN",
+        "mutation { startRun(project: \"p\") { id } }",
+        json!({}),
+    )
+    .await;
+    env.assert_refused(
+        &outsider,
+        "FORBIDDEN",
+        "{ auditLog(project: \"p\", first: 10) { edges { node { seq } } } }",
+        json!({}),
+    )
+    .await;
+    let r = env
+        .gql(
+            &outsider,
+            "query($r: ID!) { run(id: $r) { id status } }",
+            json!({ "r": run }),
+        )
+        .await;
+    let code = r["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        r["data"].is_null() || r["data"]["run"].is_null(),
+        "an outsider read a run: {r}"
+    );
+    assert!(
+        code == "FORBIDDEN" || code == "NOT_FOUND",
+        "outsider reading a run: {r}"
+    );
 
     // A project ADMIN (not a global admin) manages members; the creator of a project is its ADMIN.
     let alice = env.issue_token("alice@example.com", false).await;
     create_project(s, &alice, "alices").await;
-    let p = env.gql_ok(&alice, "{ project(name: \"alices\") { members { role user { email } } } }", json!({})).await;
-    assert_eq!(p["project"]["members"], json!([{ "role": "ADMIN", "user": { "email": "alice@example.com" } }]));
+    let p = env
+        .gql_ok(
+            &alice,
+            "{ project(name: \"alices\") { members { role user { email } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        p["project"]["members"],
+        json!([{ "role": "ADMIN", "user": { "email": "alice@example.com" } }])
+    );
     add_member(s, &alice, "alices", "bob@example.com", "VIEWER").await;
     // ... but not in other projects.
     env.assert_refused(

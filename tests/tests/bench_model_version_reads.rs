@@ -71,7 +71,9 @@ end
 "#;
 
 fn which(prog: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(|d| d.join(prog)).find(|p| p.is_file())
+    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
 }
 
 /// (VmRSS, VmHWM) in kB.
@@ -88,18 +90,31 @@ fn rss_kb(pid: u32) -> (u64, u64) {
 }
 
 fn field<'a>(out: &'a str, key: &str) -> Option<&'a str> {
-    out.split_whitespace().find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    out.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
 async fn wrk(url: &str, script: &std::path::Path, seconds: u64) -> String {
     let out = tokio::process::Command::new("wrk")
-        .args(["-t2", &format!("-c{CONNECTIONS}"), &format!("-d{seconds}s"), "--latency", "--timeout", "5s", "-s"])
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "--timeout",
+            "5s",
+            "-s",
+        ])
         .arg(script)
         .arg(url)
         .output()
         .await
         .expect("running wrk");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "wrk failed ({}):\n{text}", out.status);
     text
 }
@@ -110,9 +125,17 @@ async fn bench_model_version_reads() {
     if which("wrk").is_none() {
         panic!("this benchmark needs `wrk` on PATH: install it with `apt-get install -y wrk` (Debian package `wrk`)");
     }
-    let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
+    let bin = custody_tests::blocking(server_bin).await;
     let release = !cfg!(debug_assertions);
-    println!("server binary: {} ({})", bin.display(), if release { "release" } else { "DEBUG build: figures are not representative, use --release" });
+    println!(
+        "server binary: {} ({})",
+        bin.display(),
+        if release {
+            "release"
+        } else {
+            "DEBUG build: figures are not representative, use --release"
+        }
+    );
 
     let env = Arc::new(TestEnv::start().await);
     let a = env.admin.clone();
@@ -128,7 +151,15 @@ async fn bench_model_version_reads() {
             for m in (lane..MODELS).step_by(4) {
                 let name = format!("model-{m:02}");
                 create_model(&env.server, &a, "bench", &name).await;
-                let run = id(&start_run(&env.server, &a, "bench", &format!("train-{m:02}"), None, &[]).await);
+                let run = id(&start_run(
+                    &env.server,
+                    &a,
+                    "bench",
+                    &format!("train-{m:02}"),
+                    None,
+                    &[],
+                )
+                .await);
                 finish_run(&env.server, &a, &run, "FINISHED").await;
                 for v in 1..=VERSIONS {
                     let mv = register_model_version(&env.server, &a, "bench", &name, &run).await;
@@ -143,7 +174,10 @@ async fn bench_model_version_reads() {
     let sql = env.sql().await;
     let n = custody_tests::db::count(&sql, "model_versions").await;
     assert_eq!(n as usize, MODELS * VERSIONS);
-    println!("registry: {n} model versions in {:.1} s", t0.elapsed().as_secs_f64());
+    println!(
+        "registry: {n} model versions in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
 
     // A spot check of the exact request the benchmark sends.
     let d = env
@@ -159,7 +193,9 @@ async fn bench_model_version_reads() {
     let script = dir.path().join("model_version.lua");
     std::fs::write(
         &script,
-        LUA.replace("__TOKEN__", &a).replace("__MODELS__", &MODELS.to_string()).replace("__VERSIONS__", &VERSIONS.to_string()),
+        LUA.replace("__TOKEN__", &a)
+            .replace("__MODELS__", &MODELS.to_string())
+            .replace("__VERSIONS__", &VERSIONS.to_string()),
     )
     .unwrap();
     let url = env.server.url("/graphql");
@@ -178,19 +214,37 @@ async fn bench_model_version_reads() {
         .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .expect("Requests/sec in wrk's output");
-    let errors: u64 = field(&out, "errors").and_then(|v| v.parse().ok()).expect("errors=");
-    let misses: u64 = field(&out, "misses").and_then(|v| v.parse().ok()).expect("misses=");
-    let requests: u64 = field(&out, "requests").and_then(|v| v.parse().ok()).expect("requests=");
-    let p50 = field(&out, "p50_us").and_then(|v| v.parse::<f64>().ok()).unwrap() / 1000.0;
-    let p99 = field(&out, "p99_us").and_then(|v| v.parse::<f64>().ok()).unwrap() / 1000.0;
+    let errors: u64 = field(&out, "errors")
+        .and_then(|v| v.parse().ok())
+        .expect("errors=");
+    let misses: u64 = field(&out, "misses")
+        .and_then(|v| v.parse().ok())
+        .expect("misses=");
+    let requests: u64 = field(&out, "requests")
+        .and_then(|v| v.parse().ok())
+        .expect("requests=");
+    let p50 = field(&out, "p50_us")
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap()
+        / 1000.0;
+    let p99 = field(&out, "p99_us")
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap()
+        / 1000.0;
     let mb = |kb: u64| kb as f64 / 1024.0;
 
     let verdict = |ok: bool| if ok { "meets target" } else { "MISSES target" };
     println!("================ modelVersion reads: {} versions, {CONNECTIONS} keep-alive connections, {SECONDS} s ================", MODELS * VERSIONS);
     println!("requests       : {requests} ({errors} errors, {misses} answers without a version)");
-    println!("throughput     : {rps:.0} req/s   (target >= 3000: {})", verdict(rps >= 3000.0));
+    println!(
+        "throughput     : {rps:.0} req/s   (target >= 3000: {})",
+        verdict(rps >= 3000.0)
+    );
     println!("latency p50    : {p50:.2} ms");
-    println!("latency p99    : {p99:.2} ms   (target < 10 ms: {})", verdict(p99 < 10.0));
+    println!(
+        "latency p99    : {p99:.2} ms   (target < 10 ms: {})",
+        verdict(p99 < 10.0)
+    );
     println!(
         "server RSS     : {:.1} MB before, {:.1} MB after warm-up, {:.1} MB after; peak (VmHWM) {:.1} MB -> {:.1} MB   (target < 100 MB: {})",
         mb(rss0),

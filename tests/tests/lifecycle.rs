@@ -48,7 +48,10 @@ async fn restart_keeps_all_data() {
     let me = env.gql_ok(&user, "{ me { email } }", json!({})).await;
     assert_eq!(me["me"]["email"], "bob@example.com");
     let audit_after = fetch_all(&env.server, &a, "").await;
-    assert_eq!(audit_after, audit_before, "the audit log differs after a restart");
+    assert_eq!(
+        audit_after, audit_before,
+        "the audit log differs after a restart"
+    );
 
     // And the chain goes on from where it was.
     create_dataset(&env.server, &a, "p", "after-restart").await;
@@ -67,7 +70,11 @@ fn find_postmaster_pid(pg: &Path) -> Option<PathBuf> {
         }
         if depth < 3 {
             if let Ok(rd) = std::fs::read_dir(&d) {
-                dirs.extend(rd.flatten().filter(|e| e.path().is_dir()).map(|e| (e.path(), depth + 1)));
+                dirs.extend(
+                    rd.flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| (e.path(), depth + 1)),
+                );
             }
         }
     }
@@ -77,7 +84,9 @@ fn find_postmaster_pid(pg: &Path) -> Option<PathBuf> {
 /// Is the process alive (not gone, not a zombie)?
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(s) => !s.lines().any(|l| l.starts_with("State:") && l.contains('Z')),
+        Ok(s) => !s
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z')),
         Err(_) => false,
     }
 }
@@ -86,7 +95,9 @@ fn alive(pid: i32) -> bool {
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
             if cmd.contains(needle) && alive(pid) {
@@ -99,7 +110,11 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 async fn stop_and_check_cluster_gone(server: &mut Server, data_dir: &Path, postmaster_pid: i32) {
     let st = server.stop().await;
-    assert!(st.success(), "custody-server exited with {st} on SIGTERM\n{}", tail(&server.log(), 80));
+    assert!(
+        st.success(),
+        "custody-server exited with {st} on SIGTERM\n{}",
+        tail(&server.log(), 80)
+    );
     // The private cluster is stopped with the server.
     for _ in 0..50 {
         if !alive(postmaster_pid) {
@@ -107,19 +122,36 @@ async fn stop_and_check_cluster_gone(server: &mut Server, data_dir: &Path, postm
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!alive(postmaster_pid), "the private postmaster (pid {postmaster_pid}) outlived the server");
+    assert!(
+        !alive(postmaster_pid),
+        "the private postmaster (pid {postmaster_pid}) outlived the server"
+    );
     let pidfile = find_postmaster_pid(&data_dir.join("pg"));
-    assert!(pidfile.is_none(), "{} remains after the server stopped", pidfile.unwrap().display());
+    assert!(
+        pidfile.is_none(),
+        "{} remains after the server stopped",
+        pidfile.unwrap().display()
+    );
     let left = processes_mentioning(data_dir.to_str().unwrap());
-    assert!(left.is_empty(), "processes for the data dir remain: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes for the data dir remain: {left:?}"
+    );
 }
 
 /// Reads `postmaster.pid`: (pid, listen address line).
 fn postmaster_info(data_dir: &Path) -> (i32, String) {
-    let f = find_postmaster_pid(&data_dir.join("pg")).unwrap_or_else(|| panic!("no postmaster.pid under {}/pg", data_dir.display()));
+    let f = find_postmaster_pid(&data_dir.join("pg"))
+        .unwrap_or_else(|| panic!("no postmaster.pid under {}/pg", data_dir.display()));
     let text = std::fs::read_to_string(&f).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    (lines[0].trim().parse().unwrap(), lines.get(5).map(|s| s.trim().to_string()).unwrap_or_default())
+    (
+        lines[0].trim().parse().unwrap(),
+        lines
+            .get(5)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,10 +164,16 @@ async fn embedded_default_from_an_empty_data_dir() {
 
     // First start: initdb, start the private cluster, migrate, create the admin.
     let mut server = Server::start_with_dir(&data_dir, None, Duration::from_secs(60)).await;
-    assert!(!server.admin_token.is_empty(), "no admin.token after the first start");
+    assert!(
+        !server.admin_token.is_empty(),
+        "no admin.token after the first start"
+    );
     let a = server.admin_token.clone();
     let (pg_pid, listen) = postmaster_info(&data_dir);
-    assert!(listen.is_empty(), "the private cluster must listen on a Unix socket only, it listens on {listen:?}");
+    assert!(
+        listen.is_empty(),
+        "the private cluster must listen on a Unix socket only, it listens on {listen:?}"
+    );
     create_project(&server, &a, "embedded").await;
     create_dataset(&server, &a, "embedded", "ds").await;
     register_dataset_version(&server, &a, "embedded", "ds", &sha256_hex("e"), &[]).await;
@@ -150,10 +188,23 @@ async fn embedded_default_from_an_empty_data_dir() {
 
     // Second start reuses the cluster: the data is there.
     let mut server = Server::start_with_dir(&data_dir, None, Duration::from_secs(60)).await;
-    let a2 = if server.admin_token.is_empty() { a.clone() } else { server.admin_token.clone() };
+    let a2 = if server.admin_token.is_empty() {
+        a.clone()
+    } else {
+        server.admin_token.clone()
+    };
     let (pg_pid, _) = postmaster_info(&data_dir);
-    let p = server.gql_ok(&a2, "{ project(name: \"embedded\") { name datasets { name } } }", json!({})).await;
-    assert_eq!(p["project"], json!({ "name": "embedded", "datasets": [{ "name": "ds" }] }));
+    let p = server
+        .gql_ok(
+            &a2,
+            "{ project(name: \"embedded\") { name datasets { name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        p["project"],
+        json!({ "name": "embedded", "datasets": [{ "name": "ds" }] })
+    );
     // The first start's token is still good.
     server.gql_ok(&a, "{ me { email } }", json!({})).await;
     let me: Value = server.gql_ok(&t, "{ me { email } }", json!({})).await;

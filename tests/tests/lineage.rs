@@ -45,8 +45,22 @@ async fn build() -> Graph {
     create_model(s, a, "p", "m").await;
     let mv = id(&register_model_version(s, a, "p", "m", &r).await);
     let r2 = id(&start_run(s, a, "p", "eval", None, &[]).await);
-    link_lineage(s, a, node("DATASET_VERSION", &d1), node("DATASET_VERSION", &d0), "derived_from").await;
-    link_lineage(s, a, node("RUN", &r2), node("MODEL_VERSION", &mv), "evaluated").await;
+    link_lineage(
+        s,
+        a,
+        node("DATASET_VERSION", &d1),
+        node("DATASET_VERSION", &d0),
+        "derived_from",
+    )
+    .await;
+    link_lineage(
+        s,
+        a,
+        node("RUN", &r2),
+        node("MODEL_VERSION", &mv),
+        "evaluated",
+    )
+    .await;
 
     let mut ids = BTreeMap::new();
     for (name, kind, id) in [
@@ -72,12 +86,25 @@ async fn build() -> Graph {
         ("d1", "d0", "derived_from"),
         ("x2", "x1", "derived_from"),
     ];
-    Graph { env, names, ids, edges }
+    Graph {
+        env,
+        names,
+        ids,
+        edges,
+    }
 }
 
 impl Graph {
     /// Expected nodes and edges: a breadth-first walk of at most `depth` steps from `start`.
-    fn expected(&self, start: &'static str, upstream: bool, depth: usize) -> (BTreeSet<&'static str>, BTreeSet<(&'static str, &'static str, &'static str)>) {
+    fn expected(
+        &self,
+        start: &'static str,
+        upstream: bool,
+        depth: usize,
+    ) -> (
+        BTreeSet<&'static str>,
+        BTreeSet<(&'static str, &'static str, &'static str)>,
+    ) {
         let mut nodes = BTreeSet::from([start]);
         let mut edges = BTreeSet::new();
         let mut frontier = vec![start];
@@ -100,11 +127,25 @@ impl Graph {
     }
 
     fn name(&self, v: &Value) -> &'static str {
-        let n: Node = (v["kind"].as_str().unwrap().to_string(), v["id"].as_str().unwrap().to_string());
-        self.names.get(&n).copied().unwrap_or_else(|| panic!("lineage returned a node that is not in the graph: {v}"))
+        let n: Node = (
+            v["kind"].as_str().unwrap().to_string(),
+            v["id"].as_str().unwrap().to_string(),
+        );
+        self.names
+            .get(&n)
+            .copied()
+            .unwrap_or_else(|| panic!("lineage returned a node that is not in the graph: {v}"))
     }
 
-    async fn lineage(&self, start: &'static str, direction: &str, depth: usize) -> (BTreeSet<&'static str>, BTreeSet<(&'static str, &'static str, &'static str)>) {
+    async fn lineage(
+        &self,
+        start: &'static str,
+        direction: &str,
+        depth: usize,
+    ) -> (
+        BTreeSet<&'static str>,
+        BTreeSet<(&'static str, &'static str, &'static str)>,
+    ) {
         let (kind, id) = &self.ids[start];
         let d = self
             .env
@@ -116,20 +157,38 @@ impl Graph {
             )
             .await;
         let g = &d["lineage"];
-        let node_list: Vec<&'static str> = g["nodes"].as_array().unwrap().iter().map(|n| self.name(n)).collect();
+        let node_list: Vec<&'static str> = g["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| self.name(n))
+            .collect();
         let nodes: BTreeSet<_> = node_list.iter().copied().collect();
-        assert_eq!(nodes.len(), node_list.len(), "lineage nodes contain duplicates: {node_list:?}");
+        assert_eq!(
+            nodes.len(),
+            node_list.len(),
+            "lineage nodes contain duplicates: {node_list:?}"
+        );
         let edge_list: Vec<_> = g["edges"]
             .as_array()
             .unwrap()
             .iter()
             .map(|e| {
-                let rel: &'static str = self.edges.iter().map(|x| x.2).find(|r| e["relation"] == *r).unwrap_or("?");
+                let rel: &'static str = self
+                    .edges
+                    .iter()
+                    .map(|x| x.2)
+                    .find(|r| e["relation"] == *r)
+                    .unwrap_or("?");
                 (self.name(&e["from"]), self.name(&e["to"]), rel)
             })
             .collect();
         let edges: BTreeSet<_> = edge_list.iter().copied().collect();
-        assert_eq!(edges.len(), edge_list.len(), "lineage edges contain duplicates: {edge_list:?}");
+        assert_eq!(
+            edges.len(),
+            edge_list.len(),
+            "lineage edges contain duplicates: {edge_list:?}"
+        );
         (nodes, edges)
     }
 
@@ -138,8 +197,14 @@ impl Graph {
         for depth in 1..=5 {
             let (want_nodes, want_edges) = self.expected(start, upstream, depth);
             let (nodes, edges) = self.lineage(start, dir, depth).await;
-            assert_eq!(nodes, want_nodes, "lineage({start}, {dir}, depth {depth}): nodes");
-            assert_eq!(edges, want_edges, "lineage({start}, {dir}, depth {depth}): edges (from, to, relation)");
+            assert_eq!(
+                nodes, want_nodes,
+                "lineage({start}, {dir}, depth {depth}): nodes"
+            );
+            assert_eq!(
+                edges, want_edges,
+                "lineage({start}, {dir}, depth {depth}): edges (from, to, relation)"
+            );
         }
     }
 }
@@ -149,9 +214,18 @@ async fn upstream_and_downstream_at_depth_1_to_5() {
     let g = build().await;
     // Sanity of the expectations themselves (so a wrong graph cannot make the test vacuous).
     assert_eq!(g.expected("mv", true, 1).0, BTreeSet::from(["mv", "r"]));
-    assert_eq!(g.expected("mv", true, 3).0, BTreeSet::from(["mv", "r", "c", "d2", "d1"]));
-    assert_eq!(g.expected("d0", false, 5).0, BTreeSet::from(["d0", "d1", "d2", "r", "mv", "r2"]));
-    assert_eq!(g.expected("r2", true, 4).0, BTreeSet::from(["r2", "mv", "r", "c", "d2", "d1"]));
+    assert_eq!(
+        g.expected("mv", true, 3).0,
+        BTreeSet::from(["mv", "r", "c", "d2", "d1"])
+    );
+    assert_eq!(
+        g.expected("d0", false, 5).0,
+        BTreeSet::from(["d0", "d1", "d2", "r", "mv", "r2"])
+    );
+    assert_eq!(
+        g.expected("r2", true, 4).0,
+        BTreeSet::from(["r2", "mv", "r", "c", "d2", "d1"])
+    );
 
     for start in ["r2", "mv", "r", "d2", "d0", "c", "x1"] {
         g.check(start, true).await;
@@ -165,9 +239,18 @@ async fn default_depth_is_3() {
     let (kind, id) = &g.ids["r2"];
     let d = g
         .env
-        .gql_ok(&g.env.admin, "query($n: NodeRef!) { lineage(node: $n, direction: UPSTREAM) { nodes { kind id } } }", json!({ "n": node(kind, id) }))
+        .gql_ok(
+            &g.env.admin,
+            "query($n: NodeRef!) { lineage(node: $n, direction: UPSTREAM) { nodes { kind id } } }",
+            json!({ "n": node(kind, id) }),
+        )
         .await;
-    let nodes: BTreeSet<_> = d["lineage"]["nodes"].as_array().unwrap().iter().map(|n| g.name(n)).collect();
+    let nodes: BTreeSet<_> = d["lineage"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| g.name(n))
+        .collect();
     assert_eq!(nodes, g.expected("r2", true, 3).0);
 }
 
@@ -176,8 +259,16 @@ async fn default_depth_is_3() {
 async fn automatic_edges_point_upstream() {
     let g = build().await;
     let (_, edges) = g.lineage("mv", "UPSTREAM", 5).await;
-    for e in [("mv", "r", "produced_by"), ("r", "c", "ran"), ("r", "d2", "consumed"), ("d2", "d1", "derived_from")] {
-        assert!(edges.contains(&e), "missing automatic edge {e:?} in {edges:?}");
+    for e in [
+        ("mv", "r", "produced_by"),
+        ("r", "c", "ran"),
+        ("r", "d2", "consumed"),
+        ("d2", "d1", "derived_from"),
+    ] {
+        assert!(
+            edges.contains(&e),
+            "missing automatic edge {e:?} in {edges:?}"
+        );
     }
     let sql = g.env.sql().await;
     let n = custody_tests::db::count(&sql, "lineage_edges").await;

@@ -118,7 +118,9 @@ async fn writable_run(conn: &mut Conn, actor: &Actor, owner: Owner) -> Result<ru
     }
 }
 
-/// Refuses early (before any byte moves) a path that already holds other content.
+/// Refuses early (before any byte moves) a path that already holds content other than the claimed
+/// digest. Without a claim only the bytes can tell: `record` accepts the same content again
+/// (idempotent retries) and refuses other content before placing anything.
 async fn check_path_free(conn: &mut Conn, run_id: Uuid, path: &str, sha256: Option<&str>) -> Result<()> {
     let existing: Option<String> = run_artifacts::table
         .find((run_id, path))
@@ -127,11 +129,10 @@ async fn check_path_free(conn: &mut Conn, run_id: Uuid, path: &str, sha256: Opti
         .await
         .optional()?;
     match (existing, sha256) {
-        (Some(old), Some(new)) if old == new => Ok(()),
-        (Some(old), _) => Err(Error::conflict(format!(
+        (Some(old), Some(new)) if old != new => Err(Error::conflict(format!(
             "`{path}` of run {run_id} already holds {old}; artifacts are immutable"
         ))),
-        (None, _) => Ok(()),
+        _ => Ok(()),
     }
 }
 
@@ -208,11 +209,26 @@ async fn record(
         ))
         .execute(conn)
         .await?;
+    let file = ArtifactFile { path: path.to_owned(), sha256: staged.sha256.clone(), size: staged.size as i64 };
     let path = path.to_owned();
+    let run_id = run.id;
+    let upload_id = staged.upload_id;
     let staged = staged.clone();
-    conn.transaction(|conn| {
+    // Some(digest) when the path already holds content: then nothing was placed or written.
+    let taken = conn.transaction(|conn| {
         async move {
             lock_digest(conn, &staged.sha256).await?;
+            // The path first: content already there decides before anything is placed.
+            let existing: Option<String> = run_artifacts::table
+                .find((run.id, &path))
+                .select(run_artifacts::sha256)
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
+            if existing.is_some() {
+                return Ok::<_, Error>(existing);
+            }
             artifacts.store.place(&staged).await?;
             diesel::insert_into(artifact_objects::table)
                 .values((
@@ -222,28 +238,6 @@ async fn record(
                 .on_conflict_do_nothing()
                 .execute(conn)
                 .await?;
-            let existing: Option<String> = run_artifacts::table
-                .find((run.id, &path))
-                .select(run_artifacts::sha256)
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?;
-            let file = ArtifactFile { path: path.clone(), sha256: staged.sha256.clone(), size: staged.size as i64 };
-            match existing {
-                Some(old) if old == staged.sha256 => {
-                    // The same bytes again: nothing new to record.
-                    delete_pending(conn, staged.upload_id).await?;
-                    return Ok(file);
-                }
-                Some(old) => {
-                    return Err(Error::conflict(format!(
-                        "`{path}` of run {} already holds {old}; artifacts are immutable",
-                        run.id
-                    )));
-                }
-                None => {}
-            }
             diesel::insert_into(run_artifacts::table)
                 .values((
                     run_artifacts::run_id.eq(run.id),
@@ -268,11 +262,25 @@ async fn record(
                 },
             )
             .await?;
-            Ok(file)
+            Ok(None)
         }
         .scope_boxed()
     })
-    .await
+    .await?;
+    let Some(old) = taken else { return Ok(file) };
+    // Nothing was placed: drop the staged bytes, then the pending row (a crash in between leaves
+    // the row, and the sweeper finishes the job).
+    artifacts.store.discard(upload_id).await;
+    delete_pending(conn, upload_id).await?;
+    if old == file.sha256 {
+        // The same bytes again: nothing new to record.
+        Ok(file)
+    } else {
+        Err(Error::conflict(format!(
+            "`{}` of run {run_id} already holds {old}; artifacts are immutable",
+            file.path
+        )))
+    }
 }
 
 /// Serialises everything that places, records or deletes the object of one digest.
@@ -585,17 +593,20 @@ pub async fn sweep(pool: &DbPool, store: &ArtifactStore, grace: Duration) -> Res
     let conn: &mut Conn = &mut conn;
     conn.transaction(|conn| {
         async move {
-            let stale: Vec<(Uuid, Option<String>)> = pending_uploads::table
+            let stale: Vec<(Uuid, Option<String>, Option<String>)> = pending_uploads::table
                 .filter(pending_uploads::started_at.lt(cutoff))
                 .order(pending_uploads::started_at)
                 .limit(100)
-                .select((pending_uploads::id, pending_uploads::sha256))
+                .select((pending_uploads::id, pending_uploads::sha256, pending_uploads::store_upload_id))
                 .for_update()
                 .skip_locked()
                 .load(conn)
                 .await?;
-            for (id, sha256) in &stale {
+            for (id, sha256, store_upload_id) in &stale {
                 store.discard(*id).await;
+                if let Some(store_upload_id) = store_upload_id {
+                    store.abort_direct(*id, store_upload_id).await;
+                }
                 if let Some(sha256) = sha256 {
                     lock_digest(conn, sha256).await?;
                     let referenced: bool =

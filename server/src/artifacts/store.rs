@@ -110,6 +110,15 @@ impl ArtifactStore {
         }
     }
 
+    /// Aborts the multipart upload that a direct upload began in the store (S3), dropping the parts
+    /// it holds. `discard` finds such uploads by listing, which not every S3-compatible store
+    /// implements; the sweeper knows the id.
+    pub async fn abort_direct(&self, upload_id: Uuid, store_upload_id: &str) {
+        if let ArtifactStore::S3(s) = self {
+            s.abort(&s.key(&staging_key(upload_id)), store_upload_id).await;
+        }
+    }
+
     pub async fn exists(&self, sha256: &str) -> Result<bool> {
         match self {
             ArtifactStore::Local(s) => Ok(tokio::fs::try_exists(s.object_path(sha256)).await.map_err(Error::internal)?),

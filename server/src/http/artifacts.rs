@@ -22,6 +22,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 const SHA256_HEADER: &str = "x-custody-sha256";
 
+/// The `{path...}` of `/api/artifacts/{owner_kind}/{owner_id}/{path...}`, percent-decoded from the
+/// raw request target. The router's own decoding is lossy (bytes that are not UTF-8 become U+FFFD),
+/// which would store a name other than the one sent instead of refusing it.
+fn artifact_path(http: &HttpRequest) -> Result<String, Error> {
+    let raw = http.uri().path().splitn(6, '/').nth(5).unwrap_or_default().as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = raw[i] == b'%' && raw.len() > i + 2 && raw[i + 1].is_ascii_hexdigit() && raw[i + 2].is_ascii_hexdigit();
+        if escaped {
+            let hex = std::str::from_utf8(&raw[i + 1..i + 3]).expect("ASCII hex digits");
+            bytes.push(u8::from_str_radix(hex, 16).expect("two hex digits"));
+            i += 3;
+        } else {
+            bytes.push(raw[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| Error::invalid("the artifact path is not UTF-8"))
+}
+
 fn io_stream(payload: web::Payload) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin {
     payload.map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())))
 }
@@ -35,8 +56,9 @@ async fn upload(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = super::authenticate(&state, &http, request_id.to_string()).await?;
-    let (kind, id, path) = target.into_inner();
+    let (kind, id, _) = target.into_inner();
     let owner = Owner::parse(&kind, &id)?;
+    let path = artifact_path(&http)?;
     let claimed = match http.headers().get(SHA256_HEADER) {
         Some(value) => Some(
             value
@@ -59,8 +81,9 @@ async fn download(
     target: web::Path<(String, String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = super::authenticate(&state, &http, request_id.to_string()).await?;
-    let (kind, id, path) = target.into_inner();
+    let (kind, id, _) = target.into_inner();
     let owner = Owner::parse(&kind, &id)?;
+    let path = artifact_path(&http)?;
     let mut conn = state.pool.get().await.map_err(Error::from)?;
     let file = artifacts::find(&mut conn, &actor, owner, &path).await?;
     drop(conn);
@@ -185,6 +208,16 @@ mod tests {
 
     fn range(spec: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
         parse_range(&HeaderValue::from_str(spec).unwrap(), size).map(|r| r.map(|r| (r.start, r.end)))
+    }
+
+    #[test]
+    fn paths_are_decoded_strictly() {
+        let path = |uri: &str| artifact_path(&actix_web::test::TestRequest::with_uri(uri).to_http_request());
+        assert_eq!(path("/api/artifacts/run/id/a/b%2Fc%2e%25+%C3%A9").unwrap(), "a/b/c.%+é");
+        assert_eq!(path("/api/artifacts/run/id//etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(path("/api/artifacts/run/id/50%").unwrap(), "50%");
+        assert!(path("/api/artifacts/run/id/a%FFb").is_err());
+        assert!(path("/api/artifacts/run/id/%C0%AE%C0%AE/x").is_err());
     }
 
     #[test]

@@ -1,0 +1,657 @@
+"""The typed client: GraphQL operations of the public contract (API.md) and artifact transfers.
+
+Only the standard library is used: one keep-alive ``http.client`` connection per thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import ssl
+import tempfile
+import threading
+import urllib.parse
+from typing import (
+    IO,
+    Any,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from ._errors import CustodyError
+from ._types import (
+    Artifact,
+    AuditEntry,
+    CodeCommit,
+    Dataset,
+    DatasetVersion,
+    LineageEdge,
+    LineageGraph,
+    Metric,
+    Model,
+    ModelVersion,
+    Param,
+    Project,
+    Promotion,
+    RunInfo,
+)
+
+__all__ = ["Client", "DEFAULT_URL"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+USER_AGENT = "custody-python/0.1.0"
+_CHUNK = 1 << 20
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# Errors of a reused keep-alive connection that the server closed meanwhile: the request never
+# reached it, so sending it again on a fresh connection is safe.
+_STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    http.client.CannotSendRequest,
+    http.client.BadStatusLine,
+    ConnectionResetError,
+    BrokenPipeError,
+    ConnectionAbortedError,
+)
+
+RUN_FIELDS = """
+  id name status startedAt endedAt tags
+  project { id name }
+  codeCommit { id repository commit branch dirty author message }
+"""
+DATASET_VERSION_FIELDS = "id version uri sha256 sizeBytes tags createdAt"
+MODEL_VERSION_FIELDS = """
+  id version stage description artifactPath manifestSha256 createdAt
+  artifacts { path sha256 size }
+  run { id }
+"""
+PROMOTION_FIELDS = """
+  id status stage comment createdAt expiresAt decidedAt manifestSha256 policyResult
+  requiredApprovals approverGroup
+  modelVersion { id version }
+  requestedBy { email }
+  approvals { approver { email } decision comment via at }
+"""
+EDGE_FIELDS = "id relation createdAt from { kind id } to { kind id }"
+
+NodeLike = Union[Tuple[str, str], Mapping[str, str]]
+
+
+def _node(node: NodeLike) -> Dict[str, str]:
+    """``("RUN", id)`` or ``{"kind": "RUN", "id": id}`` as a ``NodeRef`` input."""
+    if isinstance(node, Mapping):
+        kind, ident = node["kind"], node["id"]
+    else:
+        kind, ident = node
+    return {"kind": str(kind).upper().replace("-", "_"), "id": str(ident)}
+
+
+def _owner_kind(kind: str) -> str:
+    """``run`` or ``model-version`` (also accepts ``MODEL_VERSION`` and ``model_version``)."""
+    k = kind.lower().replace("_", "-")
+    if k not in ("run", "model-version"):
+        raise ValueError(f"owner kind must be 'run' or 'model-version', not {kind!r}")
+    return k
+
+
+def _strip_none(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def sha256_file(path: PathLike) -> Tuple[str, int]:
+    """SHA-256 (hex) and size in bytes of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(_CHUNK)
+            if not chunk:
+                break
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+class _Transport:
+    """HTTP with one keep-alive connection per thread."""
+
+    def __init__(self, url: str, token: Optional[str], timeout: float) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"the Custody URL must look like http://host:port, not {url!r}")
+        self.url = url.rstrip("/")
+        self.scheme = parsed.scheme
+        self.host = parsed.hostname
+        self.port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        self.prefix = parsed.path.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _connection(self) -> Tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn, True
+        if self.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                self.host, self.port, timeout=self.timeout, context=ssl.create_default_context(), blocksize=_CHUNK
+            )
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout, blocksize=_CHUNK)
+        self._local.conn = conn
+        return conn, False
+
+    def close(self) -> None:
+        """Closes this thread's connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def headers(self, extra: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+        h = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        if extra:
+            h.update(extra)
+        return h
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Union[None, bytes, IO[bytes]] = None,
+        headers: Optional[Mapping[str, str]] = None,
+        sink: Optional[IO[bytes]] = None,
+    ) -> Tuple[int, http.client.HTTPMessage, bytes]:
+        """Sends one request; answers status, headers and body (or streams the body into
+        ``sink`` when given and the status is 2xx). Retries once on a stale keep-alive
+        connection."""
+        target = self.prefix + path
+        start = body.tell() if hasattr(body, "tell") else None  # type: ignore[union-attr]
+        for attempt in (0, 1):
+            conn, reused = self._connection()
+            try:
+                conn.request(method, target, body=body, headers=self.headers(headers))
+                resp = conn.getresponse()
+                if sink is not None and 200 <= resp.status < 300:
+                    while True:
+                        chunk = resp.read(_CHUNK)
+                        if not chunk:
+                            break
+                        sink.write(chunk)
+                    data = b""
+                else:
+                    data = resp.read()
+                if resp.will_close:
+                    self.close()
+                return resp.status, resp.msg, data
+            except _STALE_CONNECTION as e:
+                self.close()
+                if reused and attempt == 0 and getattr(sink, "size", 0) == 0:
+                    if start is not None:
+                        body.seek(start)  # type: ignore[union-attr]
+                    continue
+                raise CustodyError(f"lost the connection to Custody at {self.url}: {e}", "UNAVAILABLE") from e
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                raise CustodyError(f"cannot reach Custody at {self.url}: {e}", "UNAVAILABLE") from e
+        raise AssertionError("unreachable")
+
+
+def _http_error(status: int, data: bytes, what: str) -> CustodyError:
+    """An HTTP route's error answer ``{"error": {"code", "message"}}`` as a CustodyError."""
+    try:
+        err = json.loads(data.decode("utf-8"))["error"]
+        return CustodyError(f"{what}: {err['message']}", err.get("code", "INTERNAL"), status=status)
+    except (ValueError, KeyError, TypeError):
+        code = {
+            401: "UNAUTHENTICATED",
+            403: "FORBIDDEN",
+            404: "NOT_FOUND",
+            409: "CONFLICT",
+            413: "TOO_LARGE",
+        }.get(status, "INVALID_INPUT" if 400 <= status < 500 else "INTERNAL")
+        text = data[:200].decode("utf-8", "replace").strip()
+        return CustodyError(f"{what}: HTTP {status} {text}".strip(), code, status=status)
+
+
+class Client:
+    """A connection to one Custody server with one bearer token.
+
+    Every method is one GraphQL operation (or one artifact transfer) of the public API and answers
+    plain dicts shaped like the ``TypedDict`` it is annotated with. Errors raise
+    :class:`CustodyError` with the server's ``extensions.code``.
+
+    ``url`` defaults to ``CUSTODY_URL`` (else ``http://127.0.0.1:8080``), ``token`` to
+    ``CUSTODY_TOKEN``. The client is thread safe: each thread gets its own keep-alive connection.
+    """
+
+    def __init__(self, url: Optional[str] = None, token: Optional[str] = None, *, timeout: float = 60.0) -> None:
+        url = url or os.environ.get("CUSTODY_URL") or DEFAULT_URL
+        token = token if token is not None else os.environ.get("CUSTODY_TOKEN")
+        self._t = _Transport(url, token.strip() if token else None, timeout)
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self._t.url
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def close(self) -> None:
+        """Closes the calling thread's connection (others close when their thread ends)."""
+        self._t.close()
+
+    # ------------------------------------------------------------------ GraphQL
+
+    def graphql(self, query: str, variables: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        """Runs one GraphQL document; answers ``data``. Any error raises :class:`CustodyError`
+        with the first error's ``extensions.code`` (all errors in ``.errors``)."""
+        body = json.dumps({"query": query, "variables": dict(variables or {})}, separators=(",", ":")).encode()
+        return self._post_graphql(body)
+
+    def _post_graphql(self, body: bytes) -> Dict[str, Any]:
+        status, _, data = self._t.request("POST", "/graphql", body, {"Content-Type": "application/json"})
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except ValueError:
+            if status >= 400:
+                raise _http_error(status, data, "GraphQL request refused") from None
+            raise CustodyError(
+                f"the server at {self.url} answered HTTP {status} with something that is not JSON",
+                "INVALID_RESPONSE",
+                status=status,
+            ) from None
+        if not isinstance(doc, dict):
+            raise CustodyError("the GraphQL answer is not a JSON object", "INVALID_RESPONSE", status=status)
+        errors = doc.get("errors") or []
+        if errors:
+            first = errors[0] if isinstance(errors[0], dict) else {"message": str(errors[0])}
+            code = (first.get("extensions") or {}).get("code") or ("INTERNAL" if status >= 500 else "INVALID_INPUT")
+            message = first.get("message", "unknown error")
+            if code == "UNAUTHENTICATED" and not self._t.token:
+                message += " (no token: set CUSTODY_TOKEN or call custody.init(token=...))"
+            raise CustodyError(message, code, status=status, errors=errors, path=first.get("path"))
+        if status >= 400 or "data" not in doc:
+            raise _http_error(status, data, "GraphQL request refused")
+        return doc["data"]
+
+    # ------------------------------------------------------------------ users and projects
+
+    def me(self) -> Dict[str, Any]:
+        """The caller: ``{id, email, isAdmin}``."""
+        return self.graphql("query { me { id email isAdmin } }")["me"]
+
+    def project(self, name: str) -> Optional[Project]:
+        """A project by name, or None when it does not exist."""
+        q = "query($n: String!) { project(name: $n) { id name description createdAt } }"
+        return self.graphql(q, {"n": name})["project"]
+
+    def create_project(self, name: str, description: Optional[str] = None) -> Project:
+        """Creates a project; the caller becomes its admin. ``CONFLICT`` if the name is taken."""
+        q = """mutation($n: String!, $d: String) {
+          createProject(name: $n, description: $d) { id name description createdAt } }"""
+        return self.graphql(q, {"n": name, "d": description})["createProject"]
+
+    def add_member(self, project: str, email: str, role: str, groups: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """Adds a member (or changes a member's role and groups); ``role`` is VIEWER,
+        CONTRIBUTOR, APPROVER or ADMIN."""
+        q = """mutation($p: String!, $e: String!, $r: Role!, $g: [String!]) {
+          addMember(project: $p, email: $e, role: $r, groups: $g) { role groups user { id email } } }"""
+        return self.graphql(q, {"p": project, "e": email, "r": role.upper(), "g": list(groups) if groups else None})[
+            "addMember"
+        ]
+
+    # ------------------------------------------------------------------ datasets
+
+    def dataset(self, project: str, name: str) -> Optional[Dataset]:
+        """A dataset with all its versions (oldest first), or None."""
+        q = f"""query($p: String!, $n: String!) {{
+          dataset(project: $p, name: $n) {{ id name description createdAt versions {{ {DATASET_VERSION_FIELDS} }} }} }}"""
+        return self.graphql(q, {"p": project, "n": name})["dataset"]
+
+    def create_dataset(self, project: str, name: str, description: Optional[str] = None) -> Dataset:
+        """Creates a dataset (``CONFLICT`` if it exists)."""
+        q = f"""mutation($p: String!, $n: String!, $d: String) {{
+          createDataset(project: $p, name: $n, description: $d) {{
+            id name description createdAt versions {{ {DATASET_VERSION_FIELDS} }} }} }}"""
+        return self.graphql(q, {"p": project, "n": name, "d": description})["createDataset"]
+
+    def register_dataset_version(
+        self,
+        project: str,
+        dataset: str,
+        uri: str,
+        sha256: str,
+        *,
+        size_bytes: Optional[int] = None,
+        tags: Optional[Sequence[str]] = None,
+        derived_from: Optional[Sequence[str]] = None,
+    ) -> DatasetVersion:
+        """Registers the next version of a dataset."""
+        q = f"""mutation($p: String!, $d: String!, $u: String!, $s: Sha256!, $z: Int, $t: [String!], $f: [ID!]) {{
+          registerDatasetVersion(project: $p, dataset: $d, uri: $u, sha256: $s, sizeBytes: $z, tags: $t,
+                                 derivedFrom: $f) {{ {DATASET_VERSION_FIELDS} }} }}"""
+        v = {
+            "p": project,
+            "d": dataset,
+            "u": uri,
+            "s": sha256,
+            "z": size_bytes,
+            "t": list(tags) if tags is not None else None,
+            "f": list(derived_from) if derived_from is not None else None,
+        }
+        return self.graphql(q, v)["registerDatasetVersion"]
+
+    # ------------------------------------------------------------------ code commits
+
+    def register_code_commit(
+        self,
+        repository: str,
+        commit: str,
+        *,
+        branch: Optional[str] = None,
+        dirty: Optional[bool] = None,
+        author: Optional[str] = None,
+        message: Optional[str] = None,
+    ) -> CodeCommit:
+        """Registers a commit (the same repository and commit again answers the first one)."""
+        q = """mutation($r: String!, $c: String!, $b: String, $d: Boolean, $a: String, $m: String) {
+          registerCodeCommit(repository: $r, commit: $c, branch: $b, dirty: $d, author: $a, message: $m) {
+            id repository commit branch dirty author message } }"""
+        v = {"r": repository, "c": commit, "b": branch, "d": dirty, "a": author, "m": message}
+        return self.graphql(q, v)["registerCodeCommit"]
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(
+        self,
+        project: str,
+        name: Optional[str] = None,
+        *,
+        code_commit_id: Optional[str] = None,
+        inputs: Optional[Sequence[str]] = None,
+        tags: Optional[Mapping[str, str]] = None,
+    ) -> RunInfo:
+        """The ``startRun`` mutation (low level: no git capture, no background logger; see
+        :func:`custody.start_run` for that). ``inputs`` are dataset version ids."""
+        q = f"""mutation($p: String!, $n: String, $c: ID, $i: [ID!], $t: JSON) {{
+          startRun(project: $p, name: $n, codeCommitId: $c, inputs: $i, tags: $t) {{ {RUN_FIELDS} }} }}"""
+        v = {
+            "p": project,
+            "n": name,
+            "c": code_commit_id,
+            "i": list(inputs) if inputs is not None else None,
+            "t": dict(tags) if tags is not None else None,
+        }
+        return self.graphql(q, v)["startRun"]
+
+    def run(self, run_id: str) -> Optional[RunInfo]:
+        """A run (status, tags, code commit), or None."""
+        q = f"query($id: ID!) {{ run(id: $id) {{ {RUN_FIELDS} }} }}"
+        return self.graphql(q, {"id": run_id})["run"]
+
+    def run_params(self, run_id: str) -> List[Param]:
+        """A run's params, sorted by key."""
+        run = self.graphql("query($id: ID!) { run(id: $id) { params { key value } } }", {"id": run_id})["run"]
+        if run is None:
+            raise CustodyError(f"no run with id {run_id}", "NOT_FOUND")
+        return run["params"]
+
+    def run_metrics(self, run_id: str, key: Optional[str] = None) -> List[Metric]:
+        """A run's metric history (all keys or one), ordered by key, step and time."""
+        q = "query($id: ID!, $k: String) { run(id: $id) { metrics(key: $k) { key value step timestamp } } }"
+        run = self.graphql(q, {"id": run_id, "k": key})["run"]
+        if run is None:
+            raise CustodyError(f"no run with id {run_id}", "NOT_FOUND")
+        return run["metrics"]
+
+    def run_artifacts(self, run_id: str) -> List[Artifact]:
+        """A run's files, sorted by path."""
+        run = self.graphql("query($id: ID!) { run(id: $id) { artifacts { path sha256 size } } }", {"id": run_id})["run"]
+        if run is None:
+            raise CustodyError(f"no run with id {run_id}", "NOT_FOUND")
+        return run["artifacts"]
+
+    def run_inputs(self, run_id: str) -> List[DatasetVersion]:
+        """The dataset versions a run consumed."""
+        q = f"query($id: ID!) {{ run(id: $id) {{ inputs {{ {DATASET_VERSION_FIELDS} dataset {{ name }} }} }} }}"
+        run = self.graphql(q, {"id": run_id})["run"]
+        if run is None:
+            raise CustodyError(f"no run with id {run_id}", "NOT_FOUND")
+        return run["inputs"]
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Sets params (immutable once set). Values that are not strings are sent as JSON
+        (``0.1``, ``true``, ``null``, ``[1, 2]``)."""
+        items = [{"key": str(k), "value": _param_value(v)} for k, v in params.items()]
+        if not items:
+            return
+        q = "mutation($r: ID!, $p: [ParamInput!]!) { logParams(runId: $r, params: $p) { id } }"
+        for i in range(0, len(items), 1000):
+            self.graphql(q, {"r": run_id, "p": items[i : i + 1000]})
+
+    def log_metrics(self, run_id: str, metrics: Sequence[Mapping[str, Any]]) -> int:
+        """Appends metrics ``{key, value, step?, timestamp?}`` (at most 1,000 per call, one
+        statement on the server); answers how many were stored. For training loops prefer
+        :meth:`custody.Run.log_metric`, which batches in the background."""
+        q = "mutation($r: ID!, $m: [MetricInput!]!) { logMetrics(runId: $r, metrics: $m) }"
+        return self.graphql(q, {"r": run_id, "m": [dict(m) for m in metrics]})["logMetrics"]
+
+    def finish_run(self, run_id: str, status: str = "FINISHED") -> RunInfo:
+        """Ends a run as FINISHED, FAILED or KILLED."""
+        q = f"mutation($r: ID!, $s: RunStatus!) {{ finishRun(runId: $r, status: $s) {{ {RUN_FIELDS} }} }}"
+        return self.graphql(q, {"r": run_id, "s": status.upper()})["finishRun"]
+
+    # ------------------------------------------------------------------ models
+
+    def model(self, project: str, name: str) -> Optional[Model]:
+        """A model with its versions, or None."""
+        q = f"""query($p: String!, $n: String!) {{ model(project: $p, name: $n) {{
+          id name description primaryMetric higherIsBetter createdAt versions {{ {MODEL_VERSION_FIELDS} }} }} }}"""
+        return self.graphql(q, {"p": project, "n": name})["model"]
+
+    def create_model(
+        self,
+        project: str,
+        name: str,
+        description: Optional[str] = None,
+        *,
+        primary_metric: Optional[str] = None,
+        higher_is_better: Optional[bool] = None,
+    ) -> Model:
+        """Creates a model (``CONFLICT`` if it exists)."""
+        q = f"""mutation($p: String!, $n: String!, $d: String, $m: String, $h: Boolean) {{
+          createModel(project: $p, name: $n, description: $d, primaryMetric: $m, higherIsBetter: $h) {{
+            id name description primaryMetric higherIsBetter createdAt versions {{ {MODEL_VERSION_FIELDS} }} }} }}"""
+        v = {"p": project, "n": name, "d": description, "m": primary_metric, "h": higher_is_better}
+        return self.graphql(q, v)["createModel"]
+
+    def register_model_version(
+        self,
+        project: str,
+        model: str,
+        run_id: str,
+        artifact_path: Optional[str] = None,
+        description: Optional[str] = None,
+    ) -> ModelVersion:
+        """Registers the next version of a model from a run's files at or under
+        ``artifact_path``."""
+        q = f"""mutation($p: String!, $m: String!, $r: ID!, $a: String, $d: String) {{
+          registerModelVersion(project: $p, model: $m, runId: $r, artifactPath: $a, description: $d) {{
+            {MODEL_VERSION_FIELDS} }} }}"""
+        v = {"p": project, "m": model, "r": run_id, "a": artifact_path, "d": description}
+        return self.graphql(q, v)["registerModelVersion"]
+
+    def model_version(self, project: str, model: str, version: int) -> Optional[ModelVersion]:
+        """One version of a model, or None."""
+        q = f"""query($p: String!, $m: String!, $v: Int!) {{
+          modelVersion(project: $p, model: $m, version: $v) {{ {MODEL_VERSION_FIELDS} }} }}"""
+        return self.graphql(q, {"p": project, "m": model, "v": int(version)})["modelVersion"]
+
+    # ------------------------------------------------------------------ lineage
+
+    def link_lineage(self, from_node: NodeLike, to_node: NodeLike, relation: str) -> LineageEdge:
+        """Records that ``from_node`` depends on ``to_node``; nodes are ``(kind, id)`` with kind
+        DATASET_VERSION, CODE_COMMIT, RUN, MODEL_VERSION or DEPLOYMENT."""
+        q = f"""mutation($f: NodeRef!, $t: NodeRef!, $r: String!) {{
+          linkLineage(from: $f, to: $t, relation: $r) {{ {EDGE_FIELDS} }} }}"""
+        return self.graphql(q, {"f": _node(from_node), "t": _node(to_node), "r": relation})["linkLineage"]
+
+    def lineage(self, node: NodeLike, direction: str = "UPSTREAM", depth: int = 3) -> LineageGraph:
+        """Nodes and edges within ``depth`` steps UPSTREAM or DOWNSTREAM of ``node``."""
+        q = f"""query($n: NodeRef!, $d: LineageDirection!, $k: Int) {{
+          lineage(node: $n, direction: $d, depth: $k) {{ nodes {{ kind id }} edges {{ {EDGE_FIELDS} }} }} }}"""
+        return self.graphql(q, {"n": _node(node), "d": direction.upper(), "k": depth})["lineage"]
+
+    # ------------------------------------------------------------------ promotions
+
+    def request_promotion(self, model_version_id: str, stage: str, comment: Optional[str] = None) -> Promotion:
+        """Asks to move a model version to a stage: DENIED, APPLIED or PENDING."""
+        q = f"""mutation($v: ID!, $s: String!, $c: String) {{
+          requestPromotion(modelVersionId: $v, stage: $s, comment: $c) {{ {PROMOTION_FIELDS} }} }}"""
+        return self.graphql(q, {"v": model_version_id, "s": stage, "c": comment})["requestPromotion"]
+
+    def approve_promotion(self, promotion_id: str, comment: Optional[str] = None) -> Promotion:
+        q = f"mutation($i: ID!, $c: String) {{ approvePromotion(id: $i, comment: $c) {{ {PROMOTION_FIELDS} }} }}"
+        return self.graphql(q, {"i": promotion_id, "c": comment})["approvePromotion"]
+
+    def reject_promotion(self, promotion_id: str, comment: str) -> Promotion:
+        q = f"mutation($i: ID!, $c: String!) {{ rejectPromotion(id: $i, comment: $c) {{ {PROMOTION_FIELDS} }} }}"
+        return self.graphql(q, {"i": promotion_id, "c": comment})["rejectPromotion"]
+
+    def cancel_promotion(self, promotion_id: str) -> Promotion:
+        q = f"mutation($i: ID!) {{ cancelPromotion(id: $i) {{ {PROMOTION_FIELDS} }} }}"
+        return self.graphql(q, {"i": promotion_id})["cancelPromotion"]
+
+    def promotion(self, promotion_id: str) -> Optional[Promotion]:
+        q = f"query($i: ID!) {{ promotion(id: $i) {{ {PROMOTION_FIELDS} }} }}"
+        return self.graphql(q, {"i": promotion_id})["promotion"]
+
+    # ------------------------------------------------------------------ audit
+
+    def audit_log(
+        self,
+        project: Optional[str] = None,
+        *,
+        subject_id: Optional[str] = None,
+        action: Optional[str] = None,
+        first: int = 100,
+        after: Optional[str] = None,
+    ) -> Tuple[List[AuditEntry], Optional[str]]:
+        """One page of the audit log (ascending ``seq``); answers the entries and the cursor of
+        the next page (None at the end)."""
+        q = """query($p: String, $s: ID, $a: String, $f: Int, $c: String) {
+          auditLog(project: $p, subjectId: $s, action: $a, first: $f, after: $c) {
+            edges { node { seq at actor action subjectId hash prevHash } }
+            pageInfo { hasNextPage endCursor } } }"""
+        v = {"p": project, "s": subject_id, "a": action, "f": first, "c": after}
+        log = self.graphql(q, v)["auditLog"]
+        nxt = log["pageInfo"]["endCursor"] if log["pageInfo"]["hasNextPage"] else None
+        return [e["node"] for e in log["edges"]], nxt
+
+    # ------------------------------------------------------------------ artifacts
+
+    def _artifact_route(self, owner_kind: str, owner_id: str, path: str) -> str:
+        path = path.replace(os.sep, "/") if os.sep != "/" else path
+        return f"/api/artifacts/{_owner_kind(owner_kind)}/{urllib.parse.quote(str(owner_id), safe='')}/" + urllib.parse.quote(
+            path, safe="/"
+        )
+
+    def upload_artifact(
+        self,
+        owner_kind: str,
+        owner_id: str,
+        path: str,
+        local_file: PathLike,
+        *,
+        sha256: Optional[str] = None,
+    ) -> Artifact:
+        """Streams one local file to ``PUT /api/artifacts/{owner_kind}/{owner_id}/{path}`` with
+        its SHA-256 (computed here unless given) in ``X-Custody-Sha256``, so the server refuses
+        bytes that changed on the way. Answers ``{path, sha256, size}``."""
+        if sha256 is None:
+            sha256, size = sha256_file(local_file)
+        else:
+            size = os.path.getsize(local_file)
+        route = self._artifact_route(owner_kind, owner_id, path)
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(size),
+            "X-Custody-Sha256": sha256,
+        }
+        with open(local_file, "rb") as f:
+            status, _, data = self._t.request("PUT", route, f, headers)
+        if not 200 <= status < 300:
+            raise _http_error(status, data, f"uploading {path}")
+        try:
+            return json.loads(data.decode("utf-8"))
+        except ValueError:
+            raise CustodyError("the upload answer is not JSON", "INVALID_RESPONSE", status=status) from None
+
+    def download_artifact(self, owner_kind: str, owner_id: str, path: str, dest: PathLike) -> Artifact:
+        """Streams ``GET /api/artifacts/{owner_kind}/{owner_id}/{path}`` into ``dest`` (written
+        to a temporary file first, then renamed), checking the bytes against the server's
+        ``X-Custody-Sha256``. Answers ``{path, sha256, size}``."""
+        route = self._artifact_route(owner_kind, owner_id, path)
+        dest = os.fspath(dest)
+        directory = os.path.dirname(os.path.abspath(dest))
+        os.makedirs(directory, exist_ok=True)
+
+        class _HashingSink:
+            def __init__(self, f: IO[bytes]) -> None:
+                self.f, self.h, self.size = f, hashlib.sha256(), 0
+
+            def write(self, b: bytes) -> None:
+                self.h.update(b)
+                self.size += len(b)
+                self.f.write(b)
+
+        fd, tmp = tempfile.mkstemp(prefix=".custody-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                sink = _HashingSink(f)
+                status, headers, data = self._t.request("GET", route, None, None, sink=sink)  # type: ignore[arg-type]
+            if not 200 <= status < 300:
+                raise _http_error(status, data, f"downloading {path}")
+            digest = sink.h.hexdigest()
+            announced = headers.get("X-Custody-Sha256")
+            if announced and announced.lower() != digest:
+                raise CustodyError(
+                    f"downloaded {path} has SHA-256 {digest}, the server announced {announced}", "INTEGRITY"
+                )
+            os.replace(tmp, dest)
+            tmp = ""
+            return {"path": path, "sha256": digest, "size": sink.size}
+        finally:
+            if tmp:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def artifact_download_url(self, owner_kind: str, owner_id: str, path: str) -> str:
+        """A URL that downloads one file without a token, for an hour."""
+        q = "query($k: ArtifactOwnerKind!, $o: ID!, $p: String!) { artifactDownloadUrl(ownerKind: $k, ownerId: $o, path: $p) }"
+        kind = _owner_kind(owner_kind).upper().replace("-", "_")
+        return self.graphql(q, {"k": kind, "o": owner_id, "p": path})["artifactDownloadUrl"]
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
