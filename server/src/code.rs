@@ -36,8 +36,9 @@ pub struct NewCommit<'a> {
     pub dirty: bool,
 }
 
-/// Registers a commit, or returns the one already registered for the same repository and id:
-/// every run from one checkout reports the same commit, so a repeat is not an error.
+/// Registers a commit, or returns the one already registered for the same repository, id and
+/// dirty flag: every run from one checkout reports the same commit, so a repeat is not an error.
+/// A dirty checkout is a different node from the clean commit, so its flag is never lost.
 pub async fn register(conn: &mut Conn, actor: &Actor, new: NewCommit<'_>) -> Result<CodeCommit> {
     let sha = validate::commit_sha(new.commit)?;
     let repository = new.repository.trim();
@@ -64,6 +65,7 @@ pub async fn register(conn: &mut Conn, actor: &Actor, new: NewCommit<'_>) -> Res
     let existing: Option<CodeCommit> = code_commits::table
         .filter(code_commits::repository.eq(repository))
         .filter(code_commits::commit_sha.eq(&sha))
+        .filter(code_commits::dirty.eq(new.dirty))
         .select(CodeCommit::as_select())
         .first(conn)
         .await

@@ -123,7 +123,9 @@ pub async fn deliver_due(pool: &DbPool, delivery: &Delivery) -> Result<usize> {
                     let row: Option<OutboxRow> = outbox::table
                         .filter(outbox::delivered_at.is_null())
                         .filter(outbox::available_at.le(Utc::now()))
-                        .order(outbox::available_at)
+                        // Rows of one transaction share `available_at` (now() is the transaction's
+                        // start): the UUIDv7 id keeps their order (e.g. approved before applied).
+                        .order((outbox::available_at, outbox::id))
                         .select(OutboxRow::as_select())
                         .for_update()
                         .skip_locked()

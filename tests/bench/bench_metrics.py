@@ -487,7 +487,10 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"{args.clients} clients × {args.duration:.0f} s, batches of {args.batch}, {os.cpu_count()} CPUs")
+    print(
+        f"{args.clients} clients × {args.duration:.0f} s, batches of {args.batch}, {os.cpu_count()} CPUs, "
+        f"load average at the end {os.getloadavg()[0]:.1f} (other work on the machine skews the figures)"
+    )
     print(f"{'system':<8} {'requests':>9} {'metrics':>12} {'metrics/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for name, r in results.items():
         print(

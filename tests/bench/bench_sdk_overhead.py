@@ -88,7 +88,10 @@ def main() -> int:
         project = f"sdk-overhead-{int(time.time())}"
         client.create_project(project)
         print(f"python {sys.version.split()[0]}, custody SDK from {os.path.dirname(custody.__file__)}")
-        print(f"{args.calls:,} log_metric calls per round, {len(KEYS)} keys, step=i")
+        print(
+            f"{args.calls:,} log_metric calls per round, {len(KEYS)} keys, step=i; "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+        )
         rounds = []
         for r in range(args.repeat):
             res = one_round(client, project, args.calls, args.max_queue)

@@ -64,6 +64,25 @@ def test_init_arguments_override_the_environment(server, monkeypatch):
     assert client.me()["isAdmin"] is True
 
 
+def test_the_cli_login_is_the_fallback(server, monkeypatch, tmp):
+    monkeypatch.delenv("CUSTODY_URL", raising=False)
+    monkeypatch.delenv("CUSTODY_TOKEN", raising=False)
+    config = os.path.join(tmp, "xdg", "custody", "config.json")
+    os.makedirs(os.path.dirname(config))
+    with open(config, "w") as f:
+        json.dump({"url": server.url, "token": server.admin_token}, f)
+    monkeypatch.delenv("CUSTODY_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", os.path.join(tmp, "xdg"))
+    assert custody.Client().me()["email"] == "admin@localhost"
+    monkeypatch.setenv("CUSTODY_CONFIG", os.path.join(tmp, "missing.json"))
+    assert custody.Client().url == custody.DEFAULT_URL
+    monkeypatch.setenv("CUSTODY_CONFIG", config)
+    monkeypatch.setenv("CUSTODY_TOKEN", "env-wins")
+    with pytest.raises(custody.CustodyError) as err:
+        custody.Client().me()
+    assert err.value.code == "UNAUTHENTICATED"
+
+
 def test_bad_token_is_unauthenticated(server):
     client = custody.Client(server.url, "not-a-token")
     with pytest.raises(custody.CustodyError) as err:
@@ -71,8 +90,9 @@ def test_bad_token_is_unauthenticated(server):
     assert err.value.code == "UNAUTHENTICATED"
 
 
-def test_missing_token_says_how_to_set_it(server, monkeypatch):
+def test_missing_token_says_how_to_set_it(server, monkeypatch, tmp):
     monkeypatch.delenv("CUSTODY_TOKEN", raising=False)
+    monkeypatch.setenv("CUSTODY_CONFIG", os.path.join(tmp, "no-login.json"))
     client = custody.Client(server.url)
     with pytest.raises(custody.CustodyError) as err:
         client.me()
@@ -149,6 +169,40 @@ def test_logging_to_an_ended_run_is_conflict(admin, project):
         admin.log_metrics(run.id, [{"key": "x", "value": 1.0}])
     assert err.value.code == "CONFLICT"
     run.finish()  # a second finish does nothing
+
+
+def test_metrics_the_server_refuses_are_reported(admin, project):
+    run = custody.start_run(project, client=admin, git=False)
+    try:
+        admin.finish_run(run.id, "KILLED")  # ended behind the logger's back
+        run.log_metric("x", 1.0)
+        with pytest.raises(custody.CustodyError) as err:
+            run.flush()
+        assert err.value.code == "METRICS_LOST"
+        assert err.value.errors[0]["extensions"]["code"] == "CONFLICT"
+        with pytest.raises(custody.CustodyError) as err:
+            run.finish()
+        assert err.value.code == "CONFLICT"
+    finally:
+        custody._run._unregister_active(run)
+
+
+def test_unreachable_server_loses_metrics_loudly(admin, project):
+    from serverproc import free_port
+
+    info = admin.start_run(project)
+    dead = custody.Client(f"http://127.0.0.1:{free_port()}", "x", timeout=2)
+    run = custody.Run(dead, info, retries=1)
+    try:
+        run.log_metric("x", 1.0)
+        with pytest.raises(custody.CustodyError) as err:
+            run.flush()
+        assert err.value.code == "METRICS_LOST"
+        assert err.value.errors[0]["extensions"]["code"] == "UNAVAILABLE"
+    finally:
+        custody._run._unregister_active(run)
+        run._sender.stop(10)
+        admin.finish_run(info["id"], "KILLED")
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -349,14 +403,17 @@ def test_artifact_errors_have_codes(admin, project, tmp):
 
 
 def _dir_digest(root):
-    """The documented directory digest, computed independently of the SDK."""
-    lines = []
+    """The documented directory digest (the canonical manifest JSON), computed independently of
+    the SDK."""
+    entries = []
     for dirpath, _, files in os.walk(root):
         for name in files:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
-            lines.append((rel.encode(), f"{_sha(full)}  {rel}\n".encode()))
-    return hashlib.sha256(b"".join(line for _, line in sorted(lines))).hexdigest()
+            entries.append({"path": rel, "sha256": _sha(full), "size": os.path.getsize(full)})
+    entries.sort(key=lambda e: e["path"].encode())
+    text = json.dumps(entries, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_use_dataset_file_and_directory(server, admin, project, tmp):
@@ -365,7 +422,7 @@ def test_use_dataset_file_and_directory(server, admin, project, tmp):
         f.write("a,b\n1,2\n3,4\n")
     shards = os.path.join(tmp, "shards")
     os.makedirs(os.path.join(shards, "b"))
-    for rel, text in [("z.txt", "zz"), ("b/1.txt", "one"), ("a.txt", "aa")]:
+    for rel, text in [("z.txt", "zz"), ("b/1.txt", "one"), ("a.txt", "aa"), ('b/é "q".txt', "!")]:
         with open(os.path.join(shards, rel), "w") as f:
             f.write(text)
 
@@ -376,7 +433,7 @@ def test_use_dataset_file_and_directory(server, admin, project, tmp):
         assert v1["uri"] == "file://" + os.path.abspath(csv)
         v2 = run.use_dataset(shards, "images", tags=["raw"])
         assert v2["sha256"] == _dir_digest(shards)
-        assert v2["sizeBytes"] == 7
+        assert v2["sizeBytes"] == 8
         assert v2["tags"] == ["raw"]
         again = run.use_dataset(csv)  # same data: the same version, linked once
         assert again["id"] == v1["id"]
@@ -451,6 +508,8 @@ def test_register_model_from_a_file_and_a_directory(server, admin, project, tmp)
     two = gql(server, q, {"p": project, "m": "churn", "v": 2})["modelVersion"]
     assert two["artifactPath"] == "model/export"
     assert sorted(a["path"] for a in two["artifacts"]) == ["saved_model.pb", "variables/data-0"]
+    # A directory's local digest is the manifest digest the server computes for its files.
+    assert v2["manifestSha256"] == custody.hash_path(model_dir)[0] == _dir_digest(model_dir)
     model = gql(server, 'query($p: String!) { model(project: $p, name: "churn") { primaryMetric versions { version } } }', {"p": project})
     assert model["model"]["primaryMetric"] == "accuracy"
     assert [v["version"] for v in model["model"]["versions"]] == [1, 2]

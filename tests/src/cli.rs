@@ -26,9 +26,17 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
         return Ok(p);
     }
     let exe = std::env::current_exe()?;
-    let deps = exe.parent().ok_or_else(|| anyhow::anyhow!("test executable has no parent"))?;
-    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") { deps.parent().unwrap() } else { deps };
-    let target_dir = profile_dir.parent().ok_or_else(|| anyhow::anyhow!("no target dir above {}", profile_dir.display()))?;
+    let deps = exe
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("test executable has no parent"))?;
+    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
+        deps.parent().unwrap()
+    } else {
+        deps
+    };
+    let target_dir = profile_dir
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no target dir above {}", profile_dir.display()))?;
     let bin = profile_dir.join("custody");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev".to_string(),
@@ -36,9 +44,20 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
     };
     if std::env::var_os("CUSTODY_TESTS_NO_BUILD").is_none() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("Cargo.toml");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("Cargo.toml");
         let out = Command::new(&cargo)
-            .args(["build", "--quiet", "-p", "custody", "--bin", "custody", "--profile", &profile])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "custody",
+                "--bin",
+                "custody",
+                "--profile",
+                &profile,
+            ])
             .arg("--manifest-path")
             .arg(&manifest)
             .arg("--target-dir")
@@ -79,12 +98,14 @@ pub struct Run {
 impl Run {
     /// stdout as JSON (the command ran with `--json`).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout of {:?} is not JSON ({e}):\n{self}", self.args))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout of {:?} is not JSON ({e}):\n{self}", self.args))
     }
 
     /// stderr as JSON (`{"error": …}` of a failed `--json` call).
     pub fn error_json(&self) -> Value {
-        serde_json::from_str(self.stderr.trim()).unwrap_or_else(|e| panic!("stderr of {:?} is not JSON ({e}):\n{self}", self.args))
+        serde_json::from_str(self.stderr.trim())
+            .unwrap_or_else(|e| panic!("stderr of {:?} is not JSON ({e}):\n{self}", self.args))
     }
 
     /// Asserts exit code 0 and answers the JSON on stdout.
@@ -96,14 +117,24 @@ impl Run {
 
 impl std::fmt::Display for Run {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit code {}\n--- stdout ---\n{}\n--- stderr ---\n{}", self.code, self.stdout, self.stderr)
+        write!(
+            f,
+            "exit code {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
 impl Cli {
     pub fn new() -> Cli {
-        let home = tempfile::Builder::new().prefix("custody-cli-home-").tempdir().expect("a temp dir");
-        Cli { home, env: Vec::new() }
+        let home = tempfile::Builder::new()
+            .prefix("custody-cli-home-")
+            .tempdir()
+            .expect("a temp dir");
+        Cli {
+            home,
+            env: Vec::new(),
+        }
     }
 
     /// `$XDG_CONFIG_HOME` of this user.
@@ -134,7 +165,10 @@ impl Cli {
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        let out = cmd.output().await.unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display()));
+        let out = cmd
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running {} {args:?}: {e}", bin.display()));
         Run {
             args: args.iter().map(|a| a.to_string()).collect(),
             code: out.status.code().unwrap_or(-1),

@@ -473,6 +473,32 @@ impl World {
     }
 }
 
+/// A snapshot of every table but `audit_checkpoints`, which the server's background checkpointer
+/// may write at any moment (its first tick, at start, can land after a test's first mutations).
+async fn snapshot(sql: &tokio_postgres::Client) -> Snapshot {
+    let mut s = Snapshot::take(sql).await;
+    s.0.remove("audit_checkpoints");
+    s
+}
+
+impl World {
+    /// Like `TestEnv::assert_refused` (the admin's request is refused with `code`, nothing
+    /// changed), with [`snapshot`].
+    async fn assert_refused(&self, code: &str, query: &str, variables: Value) {
+        let sql = self.env.sql().await;
+        let before = snapshot(&sql).await;
+        let got = self
+            .env
+            .gql_err_code(&self.env.admin, query, variables.clone())
+            .await;
+        assert_eq!(
+            got, code,
+            "wrong error code for\n{query}\nvariables: {variables}"
+        );
+        before.assert_unchanged(&snapshot(&sql).await, &format!("{query} with {variables}"));
+    }
+}
+
 fn err_code(body: &Value) -> &str {
     body["error"]["code"]
         .as_str()
@@ -712,7 +738,7 @@ async fn wrong_claimed_digest_leaves_nothing(store: Store) {
     let lie = sha(b"something else entirely");
     let small = data(21, 5000);
     let (big_file, big_digest) = data_file(w.work.path(), "big", 22, PART_SIZE + 4 * MIB);
-    let before = Snapshot::take(&sql).await;
+    let before = snapshot(&sql).await;
     let (status, body) = w.put("claims/small.bin", &small, Some(&lie)).await;
     assert_eq!((status, err_code(&body)), (400, "INVALID_INPUT"), "{body}");
     // Beyond one part: the S3 store has completed a multipart upload before it can compare.
@@ -728,10 +754,7 @@ async fn wrong_claimed_digest_leaves_nothing(store: Store) {
             "X-Custody-Sha256: {bad}: {body}"
         );
     }
-    before.assert_unchanged(
-        &Snapshot::take(&sql).await,
-        "uploads with a wrong digest claim",
-    );
+    before.assert_unchanged(&snapshot(&sql).await, "uploads with a wrong digest claim");
     assert_eq!(w.run_artifacts().await, json!([]));
     assert_eq!(w.sql_count("pending_uploads").await, 0);
     assert_eq!(w.sql_count("run_artifacts").await, 0);
@@ -776,7 +799,7 @@ async fn path_attacks_are_refused(store: Store) {
         ("%C0%AE%C0%AE/x", "overlong UTF-8 for `..`"),
     ];
     let files_before = all_files(&w);
-    let snap = Snapshot::take(&sql).await;
+    let snap = snapshot(&sql).await;
     for (path, what) in &attacks {
         let target = format!("/api/artifacts/run/{}/{path}", w.run);
         let (status, answer) = raw_http(port, "PUT", &target, &w.env.admin, &body).await;
@@ -793,7 +816,7 @@ async fn path_attacks_are_refused(store: Store) {
             "GET of {what} ({path}) answered {status}: {answer}"
         );
     }
-    snap.assert_unchanged(&Snapshot::take(&sql).await, "path attacks");
+    snap.assert_unchanged(&snapshot(&sql).await, "path attacks");
     assert_eq!(all_files(&w), files_before, "path attacks wrote files");
     w.assert_store(&[], "after the path attacks");
     // Nothing escaped the store: no file named like the targets anywhere under the test's dirs.
@@ -859,7 +882,7 @@ async fn artifacts_are_immutable(store: Store) {
     let a = data(41, 3000);
     let b = data(42, 3000);
     let first = w.put_ok("weights.bin", &a).await;
-    let snap = Snapshot::take(&sql).await;
+    let snap = snapshot(&sql).await;
     for claimed in [None, Some(sha(&b))] {
         let (status, body) = w.put("weights.bin", &b, claimed.as_deref()).await;
         assert_eq!(
@@ -868,7 +891,7 @@ async fn artifacts_are_immutable(store: Store) {
             "other bytes at a taken path (claim {claimed:?}): {body}"
         );
     }
-    snap.assert_unchanged(&Snapshot::take(&sql).await, "refused overwrites");
+    snap.assert_unchanged(&snapshot(&sql).await, "refused overwrites");
     w.assert_store(&[&sha(&a)], "after the refused overwrites");
     // The same bytes again: 201, the same answer, nothing new (idempotent retries, `curl -T` twice).
     for claimed in [Some(sha(&a)), None] {
@@ -881,7 +904,7 @@ async fn artifacts_are_immutable(store: Store) {
         );
         assert_eq!(body, first);
     }
-    snap.assert_unchanged(&Snapshot::take(&sql).await, "idempotent re-uploads");
+    snap.assert_unchanged(&snapshot(&sql).await, "idempotent re-uploads");
     w.assert_store(&[&sha(&a)], "after the idempotent re-uploads");
     w.get_checked(&w.run_url("weights.bin"), &sha(&a), a.len() as u64)
         .await;
@@ -1261,14 +1284,19 @@ async fn direct_upload_with_other_bytes_is_refused(store: Store) {
 // ---------------------------------------------------------------------------------------------
 // Consistency: an object whose row failed to commit is swept; a referenced one never is.
 
+/// The recording transaction fails after the object was placed (a real database fault injected with
+/// a trigger): 500, the object stays with a pending row, and the sweeper removes it once the grace
+/// period is over, unless a row refers to its digest, whether that row was written before the
+/// failed upload (y) or after it (z). The grace period is made to pass by moving the pending rows'
+/// start back in time, so that no step depends on timing.
 async fn crash_between_object_and_row_is_swept(store: Store) {
-    let w = World::start(store, &["--sweep-grace", "3s", "--sweep-interval", "1s"]).await;
+    let w = World::start(store, &["--sweep-grace", "1h", "--sweep-interval", "1s"]).await;
     let sql = w.env.sql().await;
     let kept = data(81, 100_000);
     let lost = data(82, 200_000);
+    let late = data(83, 50_000);
     w.put_ok("kept/y.bin", &kept).await;
 
-    // A real database fault in the recording transaction.
     sql.batch_execute(
         "CREATE FUNCTION custody_test_fail() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN RAISE EXCEPTION 'injected fault: no space left on device'; END $$;
@@ -1277,7 +1305,11 @@ async fn crash_between_object_and_row_is_swept(store: Store) {
     )
     .await
     .unwrap();
-    for (path, bytes) in [("lost/x.bin", &lost), ("dup/y.bin", &kept)] {
+    for (path, bytes) in [
+        ("lost/x.bin", &lost),
+        ("dup/y.bin", &kept),
+        ("z/first.bin", &late),
+    ] {
         let (status, body) = w.put(path, bytes, None).await;
         assert_eq!(
             (status, err_code(&body)),
@@ -1289,11 +1321,21 @@ async fn crash_between_object_and_row_is_swept(store: Store) {
             "the error shows internal detail: {body}"
         );
     }
-    // Right after: the object was placed before the failed commit; a pending row remembers it.
-    assert!(
-        w.object_file(&sha(&lost)).is_file(),
-        "the object of the failed upload is not in the store"
-    );
+    sql.batch_execute(
+        "DROP TRIGGER custody_test_fail ON run_artifacts; DROP FUNCTION custody_test_fail();",
+    )
+    .await
+    .unwrap();
+    // z's bytes get a row after their failed upload, before the sweep.
+    w.put_ok("z/second.bin", &late).await;
+
+    // The objects were placed before the failed commits; pending rows remember them.
+    for bytes in [&lost, &late] {
+        assert!(
+            w.object_file(&sha(bytes)).is_file(),
+            "the object of a failed upload is not in the store"
+        );
+    }
     let pending: Vec<String> = sql
         .query("SELECT sha256 FROM pending_uploads ORDER BY path", &[])
         .await
@@ -1303,25 +1345,28 @@ async fn crash_between_object_and_row_is_swept(store: Store) {
         .collect();
     assert_eq!(
         pending,
-        vec![sha(&kept), sha(&lost)],
-        "pending rows of dup/y.bin and lost/x.bin"
+        vec![sha(&kept), sha(&lost), sha(&late)],
+        "pending rows of dup/y.bin, lost/x.bin, z/first.bin"
     );
-    assert_eq!(count(&sql, "artifact_objects").await, 1);
+    assert_eq!(count(&sql, "artifact_objects").await, 2);
     assert_eq!(
         w.run_artifacts().await,
-        json!([{"path": "kept/y.bin", "sha256": sha(&kept), "size": 100_000}])
+        json!([
+            {"path": "kept/y.bin", "sha256": sha(&kept), "size": 100_000},
+            {"path": "z/second.bin", "sha256": sha(&late), "size": 50_000},
+        ])
     );
+    assert_eq!(w.objects().len(), 3);
     assert_eq!(
         w.leftovers(),
         Vec::<String>::new(),
         "staged bytes of the failed uploads"
     );
 
-    sql.batch_execute(
-        "DROP TRIGGER custody_test_fail ON run_artifacts; DROP FUNCTION custody_test_fail();",
-    )
-    .await
-    .unwrap();
+    // The grace period passes.
+    sql.batch_execute("UPDATE pending_uploads SET started_at = started_at - interval '2 hours'")
+        .await
+        .unwrap();
     let swept = eventually(Duration::from_secs(30), || {
         let sql = &sql;
         async move { count(sql, "pending_uploads").await == 0 }
@@ -1337,7 +1382,7 @@ async fn crash_between_object_and_row_is_swept(store: Store) {
         "the unreferenced object was not swept\n{}",
         w.log()
     );
-    w.assert_store(&[&sha(&kept)], "after the sweep");
+    w.assert_store(&[&sha(&kept), &sha(&late)], "after the sweep");
     assert!(w
         .env
         .server
@@ -1345,13 +1390,17 @@ async fn crash_between_object_and_row_is_swept(store: Store) {
         .contains("swept an object no row refers to"));
     w.get_checked(&w.run_url("kept/y.bin"), &sha(&kept), kept.len() as u64)
         .await;
+    w.get_checked(&w.run_url("z/second.bin"), &sha(&late), late.len() as u64)
+        .await;
     // With the fault gone, the failed path can be written.
     w.put_ok("lost/x.bin", &lost).await;
-    w.assert_store(&[&sha(&kept), &sha(&lost)], "after the retry");
+    w.assert_store(&[&sha(&kept), &sha(&lost), &sha(&late)], "after the retry");
 }
 
+/// A direct upload that never completes is swept after the grace period (here real time: 5 s),
+/// with its parts (local files, or the S3 multipart upload).
 async fn abandoned_direct_upload_is_swept(store: Store) {
-    let w = World::start(store, &["--sweep-grace", "3s", "--sweep-interval", "1s"]).await;
+    let w = World::start(store, &["--sweep-grace", "5s", "--sweep-interval", "1s"]).await;
     let sql = w.env.sql().await;
     let size = PART_SIZE + 1000;
     let bytes = data(85, size);
@@ -1405,7 +1454,7 @@ async fn interrupted_upload_leaves_nothing(store: Store) {
     use tokio::io::AsyncWriteExt;
     let w = World::start(store, &[]).await;
     let sql = w.env.sql().await;
-    let snap = Snapshot::take(&sql).await;
+    let snap = snapshot(&sql).await;
     let sent = data(86, PART_SIZE + 4 * MIB);
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", w.env.server.port))
         .await
@@ -1461,7 +1510,7 @@ async fn interrupted_upload_leaves_nothing(store: Store) {
         w.log()
     );
     w.assert_store(&[], "after the interrupted upload");
-    snap.assert_unchanged(&Snapshot::take(&sql).await, "an interrupted upload");
+    snap.assert_unchanged(&snapshot(&sql).await, "an interrupted upload");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1557,7 +1606,7 @@ async fn model_version_manifest_is_immutable(store: Store) {
     );
 
     // Immutable through the API...
-    let snap = Snapshot::take(&sql).await;
+    let snap = snapshot(&sql).await;
     for path in ["x", "weights.bin", "config.json"] {
         let (status, body) = w
             .put_to(&w.url(&owner, path), b"new".to_vec().into(), None, None)
@@ -1568,7 +1617,7 @@ async fn model_version_manifest_is_immutable(store: Store) {
             "PUT to the model version's {path}: {body}"
         );
     }
-    snap.assert_unchanged(&Snapshot::take(&sql).await, "PUTs to a model version");
+    snap.assert_unchanged(&snapshot(&sql).await, "PUTs to a model version");
     // ... later files of the run under model/ do not join the version ...
     w.put_ok("model/late.bin", b"late").await;
     let d = w
@@ -1614,14 +1663,12 @@ async fn model_version_manifest_is_immutable(store: Store) {
     );
     // No files there, or a bad path: refused, nothing changed.
     for bad in ["nothing/here", "mode", "../model", "/model"] {
-        w.env
-            .assert_refused(
-                &w.env.admin,
-                "INVALID_INPUT",
-                REGISTER,
-                json!({"p": w.project, "m": "classifier", "r": w.run, "a": bad}),
-            )
-            .await;
+        w.assert_refused(
+            "INVALID_INPUT",
+            REGISTER,
+            json!({"p": w.project, "m": "classifier", "r": w.run, "a": bad}),
+        )
+        .await;
     }
     // Without artifactPath: the canonical empty manifest.
     let d = w
@@ -1644,7 +1691,7 @@ async fn size_limit(store: Store) {
     let w = World::start(store, &["--max-artifact-size", "1MiB"]).await;
     let sql = w.env.sql().await;
     let (over, over_digest) = data_file(w.work.path(), "over", 101, 2 * MIB);
-    let snap = Snapshot::take(&sql).await;
+    let snap = snapshot(&sql).await;
     for sized in [true, false] {
         let (status, body) = w.put_file("big.bin", &over, sized, None).await;
         assert_eq!(
@@ -1655,15 +1702,13 @@ async fn size_limit(store: Store) {
         );
         assert_eq!(err_code(&body), "INVALID_INPUT");
     }
-    w.env
-        .assert_refused(
-            &w.env.admin,
-            "INVALID_INPUT",
-            CREATE_UPLOAD,
-            json!({"k": "RUN", "o": w.run, "p": "big.bin", "s": over_digest, "n": 2 * MIB}),
-        )
-        .await;
-    snap.assert_unchanged(&Snapshot::take(&sql).await, "uploads over the limit");
+    w.assert_refused(
+        "INVALID_INPUT",
+        CREATE_UPLOAD,
+        json!({"k": "RUN", "o": w.run, "p": "big.bin", "s": over_digest, "n": 2 * MIB}),
+    )
+    .await;
+    snap.assert_unchanged(&snapshot(&sql).await, "uploads over the limit");
     w.assert_store(&[], "after the refused uploads");
     let at_limit = data(102, MIB);
     w.put_ok("limit.bin", &at_limit).await;
@@ -1675,7 +1720,7 @@ async fn size_limit_beyond_one_part(store: Store) {
     let w = World::start(store, &["--max-artifact-size", "20MiB"]).await;
     let sql = w.env.sql().await;
     let (over, _) = data_file(w.work.path(), "over", 111, 40 * MIB);
-    let snap = Snapshot::take(&sql).await;
+    let snap = snapshot(&sql).await;
     let (status, body) = w.put_file("big.bin", &over, true, None).await;
     assert_eq!(
         status,
@@ -1683,6 +1728,6 @@ async fn size_limit_beyond_one_part(store: Store) {
         "40 MiB over a 20 MiB limit: {body}\n{}",
         w.log()
     );
-    snap.assert_unchanged(&Snapshot::take(&sql).await, "an upload over the limit");
+    snap.assert_unchanged(&snapshot(&sql).await, "an upload over the limit");
     w.assert_store(&[], "after the refused upload");
 }

@@ -61,7 +61,12 @@ fn dir_digest(dir: &Path) -> String {
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
-                let rel = p.strip_prefix(root).unwrap().to_str().unwrap().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace('\\', "/");
                 let bytes = std::fs::read(&p).unwrap();
                 out.push((rel, hex::encode(Sha256::digest(&bytes)), bytes.len() as u64));
             }
@@ -74,7 +79,9 @@ fn dir_digest(dir: &Path) -> String {
         .iter()
         .map(|(path, sha, size)| serde_json::json!({"path": path, "sha256": sha, "size": size}))
         .collect();
-    hex::encode(Sha256::digest(serde_json::to_string(&doc).unwrap().as_bytes()))
+    hex::encode(Sha256::digest(
+        serde_json::to_string(&doc).unwrap().as_bytes(),
+    ))
 }
 
 /// A CLI user logged in to `env`'s server with `token`, through `custody login`.
@@ -88,16 +95,31 @@ async fn login(env: &TestEnv, token: &str) -> Cli {
 
 /// A CLI user acting through `CUSTODY_URL` / `CUSTODY_TOKEN` only (no stored login).
 fn env_user(env: &TestEnv, token: &str) -> Cli {
-    Cli::new().with_env("CUSTODY_URL", &env.server.url("")).with_env("CUSTODY_TOKEN", token)
+    Cli::new()
+        .with_env("CUSTODY_URL", &env.server.url(""))
+        .with_env("CUSTODY_TOKEN", token)
 }
 
 /// Asserts a failed `--json` call: its exit code and the error code on stderr.
 fn assert_fails(run: &Run, exit: i32, code: &str) {
-    assert_eq!(run.code, exit, "custody {:?}: wrong exit code\n{run}", run.args);
+    assert_eq!(
+        run.code, exit,
+        "custody {:?}: wrong exit code\n{run}",
+        run.args
+    );
     let err = run.error_json();
-    assert_eq!(err["error"]["code"], code, "custody {:?}: wrong error code\n{run}", run.args);
+    assert_eq!(
+        err["error"]["code"], code,
+        "custody {:?}: wrong error code\n{run}",
+        run.args
+    );
     assert_eq!(err["error"]["exitCode"], exit, "{run}");
-    assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{run}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{run}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,50 +131,83 @@ async fn login_stores_credentials_privately_and_the_environment_overrides_them()
     // Not logged in: exit 4, and the error says what to do.
     let r = cli.run(&["projects", "list"]).await;
     assert_eq!(r.code, 4, "{r}");
-    assert!(r.stderr.contains("custody login --url"), "the error must say how to log in:\n{r}");
+    assert!(
+        r.stderr.contains("custody login --url"),
+        "the error must say how to log in:\n{r}"
+    );
 
     // A refused token stores nothing.
-    let r = cli.run(&["login", "--url", &url, "--token", "not-a-token", "--json"]).await;
+    let r = cli
+        .run(&["login", "--url", &url, "--token", "not-a-token", "--json"])
+        .await;
     assert_fails(&r, 4, "UNAUTHENTICATED");
-    assert!(!cli.config_file().exists(), "a refused login must not be stored");
+    assert!(
+        !cli.config_file().exists(),
+        "a refused login must not be stored"
+    );
 
     // An unreachable server: exit 1, with a hint naming the URL.
-    let r = cli.run(&["login", "--url", "http://127.0.0.1:9", "--token", &env.admin, "--json"]).await;
+    let r = cli
+        .run(&[
+            "login",
+            "--url",
+            "http://127.0.0.1:9",
+            "--token",
+            &env.admin,
+            "--json",
+        ])
+        .await;
     assert_fails(&r, 1, "UNREACHABLE");
 
-    let out = cli.json(&["login", "--url", &url, "--token", &env.admin]).await;
+    let out = cli
+        .json(&["login", "--url", &url, "--token", &env.admin])
+        .await;
     assert_eq!(out["email"], "admin@localhost", "{out}");
     let config = cli.config_file();
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600, "the stored token must be readable by its owner only");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&config).unwrap().permissions());
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the stored token must be readable by its owner only"
+    );
     let stored: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert_eq!(stored["url"], Value::String(url.clone()));
     assert_eq!(stored["token"], Value::String(env.admin.clone()));
 
-    let created = cli.json(&["projects", "create", "alpha", "--description", "first"]).await;
+    let created = cli
+        .json(&["projects", "create", "alpha", "--description", "first"])
+        .await;
     assert_eq!(created["project"]["name"], "alpha", "{created}");
     let listed = cli.json(&["projects", "list"]).await;
     let projects = listed["projects"].as_array().unwrap();
     assert!(
-        projects.iter().any(|p| p["name"] == "alpha" && p["role"] == "ADMIN"),
+        projects
+            .iter()
+            .any(|p| p["name"] == "alpha" && p["role"] == "ADMIN"),
         "projects list lacks alpha as ADMIN: {listed}"
     );
     // `projects` alone lists too, as text.
     let r = cli.run(&["projects"]).await;
     assert_eq!(r.code, 0, "{r}");
-    assert!(r.stdout.contains("alpha") && r.stdout.contains("ADMIN"), "{r}");
+    assert!(
+        r.stdout.contains("alpha") && r.stdout.contains("ADMIN"),
+        "{r}"
+    );
     let me = cli.json(&["whoami"]).await;
     assert_eq!(me["me"]["email"], "admin@localhost");
 
     // The environment overrides the stored login.
-    let bad = Cli { env: vec![("CUSTODY_TOKEN".into(), "garbage".into())], ..cli };
+    let bad = cli.with_env("CUSTODY_TOKEN", "garbage");
     let r = bad.run(&["projects", "list", "--json"]).await;
     assert_fails(&r, 4, "UNAUTHENTICATED");
 
     // Usage errors: exit 2.
     let r = bad.run(&["runs", "log"]).await;
     assert_eq!(r.code, 2, "{r}");
-    let r = bad.run(&["runs", "log", &random_id(), "--metric", "loss=abc"]).await;
+    let r = bad
+        .run(&["runs", "log", &random_id(), "--metric", "loss=abc"])
+        .await;
     assert_eq!(r.code, 2, "{r}");
     let r = bad.run(&["lineage", "show", "planet", &random_id()]).await;
     assert_eq!(r.code, 2, "{r}");
@@ -168,20 +223,51 @@ async fn a_training_run_from_dataset_to_promotion() {
     // Datasets: a file (its SHA-256) and a directory (the documented directory digest).
     let (train, train_sha) = data_file(work.path(), "train.csv", 1, 300_000);
     let out = cli
-        .json(&["datasets", "register", "--project", "vision", "--dataset", "images", train.to_str().unwrap(), "--tag", "training"])
+        .json(&[
+            "datasets",
+            "register",
+            "--project",
+            "vision",
+            "--dataset",
+            "images",
+            train.to_str().unwrap(),
+            "--tag",
+            "training",
+        ])
         .await;
     let dv1 = out["datasetVersion"]["id"].as_str().unwrap().to_owned();
-    assert_eq!(out["datasetVersion"]["sha256"], Value::String(train_sha), "{out}");
+    assert_eq!(
+        out["datasetVersion"]["sha256"],
+        Value::String(train_sha),
+        "{out}"
+    );
     assert_eq!(out["datasetVersion"]["version"], 1);
-    assert_eq!(out["datasetVersion"]["tags"], serde_json::json!(["training"]));
+    assert_eq!(
+        out["datasetVersion"]["tags"],
+        serde_json::json!(["training"])
+    );
     let tree = work.path().join("shards");
     data_file(&tree, "a/part-0.bin", 2, 1000);
     data_file(&tree, "a/part-1.bin", 3, 2000);
     data_file(&tree, "z.txt", 4, 10);
     let out = cli
-        .json(&["datasets", "register", "--project", "vision", "--dataset", "images", tree.to_str().unwrap(), "--derived-from", &dv1])
+        .json(&[
+            "datasets",
+            "register",
+            "--project",
+            "vision",
+            "--dataset",
+            "images",
+            tree.to_str().unwrap(),
+            "--derived-from",
+            &dv1,
+        ])
         .await;
-    assert_eq!(out["datasetVersion"]["sha256"], Value::String(dir_digest(&tree)), "directory digest: {out}");
+    assert_eq!(
+        out["datasetVersion"]["sha256"],
+        Value::String(dir_digest(&tree)),
+        "directory digest: {out}"
+    );
     assert_eq!(out["datasetVersion"]["version"], 2);
     assert_eq!(out["digest"]["files"], 3);
 
@@ -189,16 +275,43 @@ async fn a_training_run_from_dataset_to_promotion() {
     let commit = custody_tests::commit_sha("cli-run");
     let r = cli
         .run(&[
-            "runs", "start", "--project", "vision", "--name", "train-1", "--input", &dv1, "--commit", &commit, "--repository",
+            "runs",
+            "start",
+            "--project",
+            "vision",
+            "--name",
+            "train-1",
+            "--input",
+            &dv1,
+            "--commit",
+            &commit,
+            "--repository",
             "git@example.com:vision.git",
         ])
         .await;
     assert_eq!(r.code, 0, "{r}");
     let run = r.stdout.trim().to_owned();
-    assert!(!run.is_empty() && !run.contains(char::is_whitespace), "`runs start` must print the run id alone:\n{r}");
+    assert!(
+        !run.is_empty() && !run.contains(char::is_whitespace),
+        "`runs start` must print the run id alone:\n{r}"
+    );
 
     let out = cli
-        .json(&["runs", "log", &run, "--param", "lr=0.1", "--param", "epochs=3", "--metric", "loss=0.5@1", "--metric", "loss=0.25@2", "--metric", "acc=0.9"])
+        .json(&[
+            "runs",
+            "log",
+            &run,
+            "--param",
+            "lr=0.1",
+            "--param",
+            "epochs=3",
+            "--metric",
+            "loss=0.5@1",
+            "--metric",
+            "loss=0.25@2",
+            "--metric",
+            "acc=0.9",
+        ])
         .await;
     assert_eq!(out["metrics"], 3, "{out}");
     assert_eq!(out["params"], 2, "{out}");
@@ -206,60 +319,164 @@ async fn a_training_run_from_dataset_to_promotion() {
     // Artifacts: a multi-MiB file in parts (threshold lowered), a small one in one PUT.
     let (weights, weights_sha) = data_file(work.path(), "weights.bin", 5, 20 * MIB + 12_345);
     let out = cli
-        .json(&["artifacts", "push", &run, weights.to_str().unwrap(), "--path", "model/weights.bin", "--multipart-threshold", "8MiB"])
+        .json(&[
+            "artifacts",
+            "push",
+            &run,
+            weights.to_str().unwrap(),
+            "--path",
+            "model/weights.bin",
+            "--multipart-threshold",
+            "8MiB",
+        ])
         .await;
-    assert_eq!(out["artifact"]["sha256"], Value::String(weights_sha.clone()), "{out}");
+    assert_eq!(
+        out["artifact"]["sha256"],
+        Value::String(weights_sha.clone()),
+        "{out}"
+    );
     assert_eq!(out["artifact"]["size"], 20 * MIB + 12_345);
     let config = work.path().join("config.json");
     std::fs::write(&config, br#"{"layers": 50}"#).unwrap();
-    let out = cli.json(&["artifacts", "push", &run, config.to_str().unwrap(), "--path", "model/config.json"]).await;
+    let out = cli
+        .json(&[
+            "artifacts",
+            "push",
+            &run,
+            config.to_str().unwrap(),
+            "--path",
+            "model/config.json",
+        ])
+        .await;
     assert_eq!(out["artifact"]["path"], "model/config.json", "{out}");
     // Resumable-upload state is removed once an upload completes.
     let uploads = cli.config_home().join("custody").join("uploads");
-    let leftovers: Vec<_> = std::fs::read_dir(&uploads).map(|d| d.flatten().collect()).unwrap_or_default();
-    assert!(leftovers.is_empty(), "upload state left behind: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&uploads)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "upload state left behind: {leftovers:?}"
+    );
 
     let back = work.path().join("back.bin");
-    let out = cli.json(&["artifacts", "pull", "run", &run, "model/weights.bin", "-o", back.to_str().unwrap()]).await;
-    assert_eq!(out["artifact"]["sha256"], Value::String(weights_sha.clone()), "{out}");
-    assert_eq!(file_sha256(&back), weights_sha, "the pulled file differs from the pushed one");
+    let out = cli
+        .json(&[
+            "artifacts",
+            "pull",
+            "run",
+            &run,
+            "model/weights.bin",
+            "-o",
+            back.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(
+        out["artifact"]["sha256"],
+        Value::String(weights_sha.clone()),
+        "{out}"
+    );
+    assert_eq!(
+        file_sha256(&back),
+        weights_sha,
+        "the pulled file differs from the pushed one"
+    );
 
     let shown = cli.json(&["runs", "show", &run]).await;
     assert_eq!(shown["run"]["status"], "RUNNING");
-    assert_eq!(shown["run"]["params"].as_array().unwrap().len(), 2, "{shown}");
+    assert_eq!(
+        shown["run"]["params"].as_array().unwrap().len(),
+        2,
+        "{shown}"
+    );
     assert_eq!(shown["metrics"].as_array().unwrap().len(), 3, "{shown}");
-    assert_eq!(shown["run"]["codeCommit"]["commit"], Value::String(commit.clone()));
+    assert_eq!(
+        shown["run"]["codeCommit"]["commit"],
+        Value::String(commit.clone())
+    );
     assert_eq!(shown["run"]["artifacts"].as_array().unwrap().len(), 2);
     let out = cli.json(&["runs", "finish", &run]).await;
     assert_eq!(out["run"]["status"], "FINISHED", "{out}");
 
     // A model version from the run's files under model/.
     let out = cli
-        .json(&["models", "register", "--project", "vision", "--model", "classifier", "--run", &run, "--artifact-path", "model"])
+        .json(&[
+            "models",
+            "register",
+            "--project",
+            "vision",
+            "--model",
+            "classifier",
+            "--run",
+            &run,
+            "--artifact-path",
+            "model",
+        ])
         .await;
     let mv = out["modelVersion"]["id"].as_str().unwrap().to_owned();
     assert_eq!(out["modelVersion"]["version"], 1, "{out}");
-    assert_eq!(out["modelVersion"]["artifacts"].as_array().unwrap().len(), 2, "{out}");
+    assert_eq!(
+        out["modelVersion"]["artifacts"].as_array().unwrap().len(),
+        2,
+        "{out}"
+    );
     let cfg_back = work.path().join("cfg.json");
-    cli.json(&["artifacts", "pull", "model-version", &mv, "model/config.json", "-o", cfg_back.to_str().unwrap()]).await;
-    assert_eq!(std::fs::read(&cfg_back).unwrap(), std::fs::read(&config).unwrap());
+    // The version's paths are relative to the artifact path it was registered from.
+    cli.json(&[
+        "artifacts",
+        "pull",
+        "model-version",
+        &mv,
+        "config.json",
+        "-o",
+        cfg_back.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(
+        std::fs::read(&cfg_back).unwrap(),
+        std::fs::read(&config).unwrap()
+    );
 
     // Promotions: development applies at once; staging waits for an approver.
-    let out = cli.json(&["promote", "request", &mv, "--stage", "development"]).await;
+    let out = cli
+        .json(&["promote", "request", &mv, "--stage", "development"])
+        .await;
     assert_eq!(out["promotion"]["status"], "APPLIED", "{out}");
     assert_eq!(out["promotion"]["stage"], "development");
-    let out = cli.json(&["promote", "request", &mv, "--stage", "staging", "--comment", "ready for QA"]).await;
+    let out = cli
+        .json(&[
+            "promote",
+            "request",
+            &mv,
+            "--stage",
+            "staging",
+            "--comment",
+            "ready for QA",
+        ])
+        .await;
     assert_eq!(out["promotion"]["status"], "PENDING", "{out}");
     let promotion = out["promotion"]["id"].as_str().unwrap().to_owned();
     let status = cli.json(&["promote", "status", &promotion]).await;
     assert_eq!(status["promotion"]["status"], "PENDING", "{status}");
     assert_eq!(status["promotion"]["requiredApprovals"], 1);
     let r = cli.run(&["promote", "status", &promotion]).await;
-    assert!(r.code == 0 && r.stdout.contains("waiting for approvals"), "{r}");
+    assert!(
+        r.code == 0 && r.stdout.contains("waiting for approvals"),
+        "{r}"
+    );
 
-    fixtures::add_member(&env.server, &env.admin, "vision", "approver@example.com", "APPROVER").await;
+    fixtures::add_member(
+        &env.server,
+        &env.admin,
+        "vision",
+        "approver@example.com",
+        "APPROVER",
+    )
+    .await;
     let approver = env_user(&env, &env.issue_token("approver@example.com", false).await);
-    let out = approver.json(&["promote", "approve", &promotion, "--comment", "lgtm"]).await;
+    let out = approver
+        .json(&["promote", "approve", &promotion, "--comment", "lgtm"])
+        .await;
     assert_eq!(out["promotion"]["status"], "APPLIED", "{out}");
     let status = cli.json(&["promote", "status", &promotion]).await;
     let approvals = status["promotion"]["approvals"].as_array().unwrap();
@@ -272,32 +489,79 @@ async fn a_training_run_from_dataset_to_promotion() {
     assert_eq!(data["modelVersion"]["stage"], "staging");
 
     // Production without an evaluation dataset: the default policy denies it (exit 5).
-    let r = cli.run(&["promote", "request", &mv, "--stage", "production", "--json"]).await;
+    let r = cli
+        .run(&["promote", "request", &mv, "--stage", "production", "--json"])
+        .await;
     assert_eq!(r.code, 5, "{r}");
     assert_eq!(r.json()["promotion"]["status"], "DENIED", "{r}");
     assert_eq!(r.error_json()["error"]["code"], "POLICY_DENIED", "{r}");
-    assert!(r.error_json()["error"]["message"].as_str().unwrap().contains("evaluation dataset"), "{r}");
+    assert!(
+        r.error_json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("evaluation dataset"),
+        "{r}"
+    );
 
     // Lineage as a tree, both ways.
-    let r = cli.run(&["lineage", "show", "model-version", &mv, "--depth", "5"]).await;
+    let r = cli
+        .run(&["lineage", "show", "model-version", &mv, "--depth", "5"])
+        .await;
     assert_eq!(r.code, 0, "{r}");
-    assert!(r.stdout.starts_with(&format!("model version {mv}\n")), "{r}");
+    assert!(
+        r.stdout.starts_with(&format!("model version {mv}\n")),
+        "{r}"
+    );
     for needle in [
         format!("produced_by → run {run}"),
         format!("consumed → dataset version {dv1}"),
         "ran → code commit ".to_string(),
     ] {
-        assert!(r.stdout.contains(&needle), "the upstream tree lacks `{needle}`:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains(&needle),
+            "the upstream tree lacks `{needle}`:\n{}",
+            r.stdout
+        );
     }
-    let r = cli.run(&["lineage", "show", "dataset-version", &dv1, "--direction", "down", "--depth", "5"]).await;
+    let r = cli
+        .run(&[
+            "lineage",
+            "show",
+            "dataset-version",
+            &dv1,
+            "--direction",
+            "down",
+            "--depth",
+            "5",
+        ])
+        .await;
     assert_eq!(r.code, 0, "{r}");
-    for needle in [format!("consumed ← run {run}"), format!("produced_by ← model version {mv}"), "derived_from ← dataset version".into()] {
-        assert!(r.stdout.contains(&needle), "the downstream tree lacks `{needle}`:\n{}", r.stdout);
+    for needle in [
+        format!("consumed ← run {run}"),
+        format!("produced_by ← model version {mv}"),
+        "derived_from ← dataset version".into(),
+    ] {
+        assert!(
+            r.stdout.contains(&needle),
+            "the downstream tree lacks `{needle}`:\n{}",
+            r.stdout
+        );
     }
-    let graph = cli.json(&["lineage", "show", "run", &run, "--depth", "1"]).await;
+    let graph = cli
+        .json(&["lineage", "show", "run", &run, "--depth", "1"])
+        .await;
     let edges = graph["lineage"]["edges"].as_array().unwrap();
-    assert!(edges.iter().any(|e| e["relation"] == "consumed" && e["to"]["id"] == Value::String(dv1.clone())), "{graph}");
-    assert_eq!(graph["lineage"]["nodes"][0]["id"], Value::String(run.clone()), "the start node comes first");
+    assert!(
+        edges
+            .iter()
+            .any(|e| e["relation"] == "consumed" && e["to"]["id"] == Value::String(dv1.clone())),
+        "{graph}"
+    );
+    assert_eq!(
+        graph["lineage"]["nodes"][0]["id"],
+        Value::String(run.clone()),
+        "the start node comes first"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -306,21 +570,71 @@ async fn exit_codes_scripts_can_trust() {
     let work = tempfile::tempdir().unwrap();
     let admin = login(&env, &env.admin).await;
     admin.json(&["projects", "create", "p"]).await;
-    let run = admin.json(&["runs", "start", "--project", "p"]).await["run"]["id"].as_str().unwrap().to_owned();
+    let run = admin.json(&["runs", "start", "--project", "p"]).await["run"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let small = work.path().join("small.txt");
     std::fs::write(&small, b"hello").unwrap();
 
     // 3: not found.
     let nobody = random_id();
-    assert_fails(&admin.run(&["runs", "finish", &nobody, "--json"]).await, 3, "NOT_FOUND");
-    assert_fails(&admin.run(&["runs", "show", &nobody, "--json"]).await, 3, "NOT_FOUND");
-    assert_fails(&admin.run(&["promote", "status", &nobody, "--json"]).await, 3, "NOT_FOUND");
-    assert_fails(&admin.run(&["promote", "request", &nobody, "--stage", "staging", "--json"]).await, 3, "NOT_FOUND");
+    assert_fails(
+        &admin.run(&["runs", "finish", &nobody, "--json"]).await,
+        3,
+        "NOT_FOUND",
+    );
+    assert_fails(
+        &admin.run(&["runs", "show", &nobody, "--json"]).await,
+        3,
+        "NOT_FOUND",
+    );
+    assert_fails(
+        &admin.run(&["promote", "status", &nobody, "--json"]).await,
+        3,
+        "NOT_FOUND",
+    );
+    assert_fails(
+        &admin
+            .run(&[
+                "promote", "request", &nobody, "--stage", "staging", "--json",
+            ])
+            .await,
+        3,
+        "NOT_FOUND",
+    );
     let out = work.path().join("nothing.bin");
-    assert_fails(&admin.run(&["artifacts", "pull", "run", &run, "no/such/file", "-o", out.to_str().unwrap(), "--json"]).await, 3, "NOT_FOUND");
+    assert_fails(
+        &admin
+            .run(&[
+                "artifacts",
+                "pull",
+                "run",
+                &run,
+                "no/such/file",
+                "-o",
+                out.to_str().unwrap(),
+                "--json",
+            ])
+            .await,
+        3,
+        "NOT_FOUND",
+    );
     assert!(!out.exists(), "a failed pull must leave no file");
     assert_fails(
-        &admin.run(&["models", "register", "--project", "no-such-project", "--model", "m", "--run", &run, "--json"]).await,
+        &admin
+            .run(&[
+                "models",
+                "register",
+                "--project",
+                "no-such-project",
+                "--model",
+                "m",
+                "--run",
+                &run,
+                "--json",
+            ])
+            .await,
         3,
         "NOT_FOUND",
     );
@@ -328,31 +642,126 @@ async fn exit_codes_scripts_can_trust() {
     // 4: forbidden (a viewer writes) and unauthenticated.
     fixtures::add_member(&env.server, &env.admin, "p", "viewer@example.com", "VIEWER").await;
     let viewer = env_user(&env, &env.issue_token("viewer@example.com", false).await);
-    assert_fails(&viewer.run(&["runs", "log", &run, "--metric", "loss=1", "--json"]).await, 4, "FORBIDDEN");
-    assert_fails(&viewer.run(&["artifacts", "push", &run, small.to_str().unwrap(), "--json"]).await, 4, "FORBIDDEN");
-    assert_fails(&viewer.run(&["runs", "finish", &run, "--status", "killed", "--json"]).await, 4, "FORBIDDEN");
+    assert_fails(
+        &viewer
+            .run(&["runs", "log", &run, "--metric", "loss=1", "--json"])
+            .await,
+        4,
+        "FORBIDDEN",
+    );
+    assert_fails(
+        &viewer
+            .run(&["artifacts", "push", &run, small.to_str().unwrap(), "--json"])
+            .await,
+        4,
+        "FORBIDDEN",
+    );
+    assert_fails(
+        &viewer
+            .run(&["runs", "finish", &run, "--status", "killed", "--json"])
+            .await,
+        4,
+        "FORBIDDEN",
+    );
     let outsider = env_user(&env, &env.issue_token("outsider@example.com", false).await);
-    let r = outsider.run(&["runs", "log", &run, "--param", "a=b", "--json"]).await;
-    assert!(r.code == 4 || r.code == 3, "an outsider must be refused (forbidden or not found):\n{r}");
-    assert_fails(&env_user(&env, "bad-token").run(&["projects", "list", "--json"]).await, 4, "UNAUTHENTICATED");
+    let r = outsider
+        .run(&["runs", "log", &run, "--param", "a=b", "--json"])
+        .await;
+    assert!(
+        r.code == 4 || r.code == 3,
+        "an outsider must be refused (forbidden or not found):\n{r}"
+    );
+    assert_fails(
+        &env_user(&env, "bad-token")
+            .run(&["projects", "list", "--json"])
+            .await,
+        4,
+        "UNAUTHENTICATED",
+    );
     // Text mode says what to do.
-    let r = viewer.run(&["runs", "log", &run, "--metric", "loss=1"]).await;
-    assert!(r.stderr.contains("error:") && r.stderr.contains("hint:"), "{r}");
+    let r = viewer
+        .run(&["runs", "log", &run, "--metric", "loss=1"])
+        .await;
+    assert!(
+        r.stderr.contains("error:") && r.stderr.contains("hint:"),
+        "{r}"
+    );
 
     // 5: conflicts and invalid input.
-    admin.json(&["runs", "log", &run, "--param", "lr=0.1"]).await;
-    admin.json(&["runs", "log", &run, "--param", "lr=0.1"]).await; // the same value again: a no-op
-    assert_fails(&admin.run(&["runs", "log", &run, "--param", "lr=0.2", "--json"]).await, 5, "CONFLICT");
-    assert_fails(&admin.run(&["projects", "create", "p", "--json"]).await, 5, "CONFLICT");
-    admin.json(&["artifacts", "push", &run, small.to_str().unwrap(), "--path", "f.txt"]).await;
+    admin
+        .json(&["runs", "log", &run, "--param", "lr=0.1"])
+        .await;
+    admin
+        .json(&["runs", "log", &run, "--param", "lr=0.1"])
+        .await; // the same value again: a no-op
+    assert_fails(
+        &admin
+            .run(&["runs", "log", &run, "--param", "lr=0.2", "--json"])
+            .await,
+        5,
+        "CONFLICT",
+    );
+    assert_fails(
+        &admin.run(&["projects", "create", "p", "--json"]).await,
+        5,
+        "CONFLICT",
+    );
+    admin
+        .json(&[
+            "artifacts",
+            "push",
+            &run,
+            small.to_str().unwrap(),
+            "--path",
+            "f.txt",
+        ])
+        .await;
     std::fs::write(&small, b"other bytes").unwrap();
-    assert_fails(&admin.run(&["artifacts", "push", &run, small.to_str().unwrap(), "--path", "f.txt", "--json"]).await, 5, "CONFLICT");
-    assert_fails(&admin.run(&["artifacts", "push", &run, small.to_str().unwrap(), "--path", "../up", "--json"]).await, 5, "INVALID_INPUT");
-    admin.json(&["runs", "finish", &run, "--status", "failed"]).await;
-    assert_fails(&admin.run(&["runs", "log", &run, "--metric", "late=1", "--json"]).await, 5, "CONFLICT");
+    assert_fails(
+        &admin
+            .run(&[
+                "artifacts",
+                "push",
+                &run,
+                small.to_str().unwrap(),
+                "--path",
+                "f.txt",
+                "--json",
+            ])
+            .await,
+        5,
+        "CONFLICT",
+    );
+    assert_fails(
+        &admin
+            .run(&[
+                "artifacts",
+                "push",
+                &run,
+                small.to_str().unwrap(),
+                "--path",
+                "../up",
+                "--json",
+            ])
+            .await,
+        5,
+        "INVALID_INPUT",
+    );
+    admin
+        .json(&["runs", "finish", &run, "--status", "failed"])
+        .await;
+    assert_fails(
+        &admin
+            .run(&["runs", "log", &run, "--metric", "late=1", "--json"])
+            .await,
+        5,
+        "CONFLICT",
+    );
 
     // 2: usage (a missing local file is a usage error, not a server error).
-    let r = admin.run(&["artifacts", "push", &run, "/no/such/file", "--json"]).await;
+    let r = admin
+        .run(&["artifacts", "push", &run, "/no/such/file", "--json"])
+        .await;
     assert_fails(&r, 2, "USAGE");
 
     // 1: the server is unreachable.
@@ -370,29 +779,64 @@ async fn audit_export_streams_to_a_file() {
     let work = tempfile::tempdir().unwrap();
     let cli = login(&env, &env.admin).await;
     cli.json(&["projects", "create", "audited"]).await;
-    cli.json(&["runs", "start", "--project", "audited", "--name", "r"]).await;
+    cli.json(&["runs", "start", "--project", "audited", "--name", "r"])
+        .await;
 
     let file = work.path().join("audit.jsonl");
-    let out = cli.json(&["audit", "export", "-o", file.to_str().unwrap()]).await;
+    let out = cli
+        .json(&["audit", "export", "-o", file.to_str().unwrap()])
+        .await;
     let text = std::fs::read_to_string(&file).unwrap();
     assert_eq!(out["export"]["bytes"], text.len() as u64, "{out}");
-    assert_eq!(out["export"]["sha256"], Value::String(hex::encode(Sha256::digest(text.as_bytes()))));
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
-    assert!(lines.len() >= 2, "the export holds the project's creation and the run's start:\n{text}");
+    assert_eq!(
+        out["export"]["sha256"],
+        Value::String(hex::encode(Sha256::digest(text.as_bytes())))
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.len() >= 2,
+        "the export holds the project's creation and the run's start:\n{text}"
+    );
     assert!(text.contains("audited"), "{text}");
 
     let csv = work.path().join("audit.csv");
-    let out = cli.json(&["audit", "export", "--format", "csv", "--project", "audited", "-o", csv.to_str().unwrap()]).await;
+    let out = cli
+        .json(&[
+            "audit",
+            "export",
+            "--format",
+            "csv",
+            "--project",
+            "audited",
+            "-o",
+            csv.to_str().unwrap(),
+        ])
+        .await;
     assert!(out["export"]["bytes"].as_u64().unwrap() > 0, "{out}");
     assert!(std::fs::read_to_string(&csv).unwrap().lines().count() >= 2);
 
     // A bad period is the server's INVALID_INPUT: exit 5, and no file is left.
     let bad = work.path().join("bad.jsonl");
-    let r = cli.run(&["audit", "export", "--from", "yesterday-ish", "-o", bad.to_str().unwrap(), "--json"]).await;
+    let r = cli
+        .run(&[
+            "audit",
+            "export",
+            "--from",
+            "yesterday-ish",
+            "-o",
+            bad.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
     assert_fails(&r, 5, "INVALID_INPUT");
     assert!(!bad.exists());
     // Members who are not admins or auditors may not export the whole log.
     let member = env_user(&env, &env.issue_token("someone@example.com", false).await);
-    let r = member.run(&["audit", "export", "-o", bad.to_str().unwrap(), "--json"]).await;
+    let r = member
+        .run(&["audit", "export", "-o", bad.to_str().unwrap(), "--json"])
+        .await;
     assert_fails(&r, 4, "FORBIDDEN");
 }

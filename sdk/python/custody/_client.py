@@ -231,13 +231,18 @@ class Client:
     plain dicts shaped like the ``TypedDict`` it is annotated with. Errors raise
     :class:`CustodyError` with the server's ``extensions.code``.
 
-    ``url`` defaults to ``CUSTODY_URL`` (else ``http://127.0.0.1:8080``), ``token`` to
-    ``CUSTODY_TOKEN``. The client is thread safe: each thread gets its own keep-alive connection.
+    ``url`` defaults to ``CUSTODY_URL``, ``token`` to ``CUSTODY_TOKEN``; then to the login the
+    ``custody login`` command stored (``$CUSTODY_CONFIG``, else
+    ``$XDG_CONFIG_HOME/custody/config.json``, else ``~/.config/custody/config.json``); the URL
+    finally to ``http://127.0.0.1:8080``. The client is thread safe: each thread gets its own
+    keep-alive connection.
     """
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, *, timeout: float = 60.0) -> None:
-        url = url or os.environ.get("CUSTODY_URL") or DEFAULT_URL
-        token = token if token is not None else os.environ.get("CUSTODY_TOKEN")
+        stored = _stored_login()
+        url = url or os.environ.get("CUSTODY_URL") or stored.get("url") or DEFAULT_URL
+        if token is None:
+            token = os.environ.get("CUSTODY_TOKEN") or stored.get("token")
         self._t = _Transport(url, token.strip() if token else None, timeout)
 
     @property
@@ -645,6 +650,26 @@ class Client:
         q = "query($k: ArtifactOwnerKind!, $o: ID!, $p: String!) { artifactDownloadUrl(ownerKind: $k, ownerId: $o, path: $p) }"
         kind = _owner_kind(owner_kind).upper().replace("-", "_")
         return self.graphql(q, {"k": kind, "o": owner_id, "p": path})["artifactDownloadUrl"]
+
+
+def _stored_login() -> Dict[str, str]:
+    """``{"url", "token"}`` written by the CLI's ``custody login``, or {} (missing or unreadable)."""
+    path = os.environ.get("CUSTODY_CONFIG")
+    if not path:
+        base = os.environ.get("XDG_CONFIG_HOME") or (
+            os.path.join(os.path.expanduser("~"), ".config") if os.path.expanduser("~") != "~" else ""
+        )
+        if not base:
+            return {}
+        path = os.path.join(base, "custody", "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {k: v for k, v in doc.items() if k in ("url", "token") and isinstance(v, str) and v.strip()}
 
 
 def _param_value(value: Any) -> str:

@@ -9,6 +9,7 @@ import json
 import logging
 import operator
 import os
+import queue
 import re
 import sys
 import threading
@@ -42,6 +43,9 @@ _LOG_METRICS = "mutation($r: ID!, $m: [MetricInput!]!) { logMetrics(runId: $r, m
 class _MetricSender:
     """Drains a run's metric queue in a daemon thread: batches of up to ``batch_size`` per
     ``logMetrics`` call, sent when a batch is full, every ``interval`` seconds, and on flush/stop.
+    The drainer encodes batches and hands them to ``connections`` poster threads, each with its
+    own keep-alive connection, so encoding overlaps the network and the server commits batches
+    in parallel.
 
     Transient failures (server unreachable, ``INTERNAL``) are retried with backoff; a batch that
     still fails, or that the server refuses, is counted as lost and its error kept for
@@ -58,9 +62,12 @@ class _MetricSender:
         interval: float,
         max_queue: int,
         retries: int,
+        connections: int = 2,
     ) -> None:
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be between 1 and {MAX_BATCH}")
+        if connections < 1:
+            raise ValueError("connections must be at least 1")
         self.client = client
         self.run_id = run_id
         self.batch_size = batch_size
@@ -83,6 +90,13 @@ class _MetricSender:
         self._ts_prefix = ""
         head = '{"query":%s,"variables":{"r":%s,"m":[' % (_json_str(_LOG_METRICS), _json_str(run_id))
         self._head = head.encode()
+        self.outbox: "queue.Queue[Optional[Tuple[bytes, int]]]" = queue.Queue(maxsize=connections)
+        self.posters = [
+            threading.Thread(target=self._post_loop, name=f"custody-post-{run_id[:8]}-{i}", daemon=True)
+            for i in range(connections)
+        ]
+        for poster in self.posters:
+            poster.start()
         self.thread = threading.Thread(target=self._loop, name=f"custody-metrics-{run_id[:8]}", daemon=True)
         self.thread.start()
 
@@ -150,22 +164,45 @@ class _MetricSender:
                 self.cond.notify_all()
             log.exception("custody: the metric sender of run %s stopped", self.run_id)
         finally:
-            try:
-                self.client.close()
-            except Exception:  # pragma: no cover
-                pass
+            for _ in self.posters:
+                self.outbox.put(None)
+            for poster in self.posters:
+                poster.join()
 
     def _drain(self) -> None:
+        """Encodes every queued metric into batches for the posters; returns when all were
+        posted (or given up)."""
         buf = self.buf
         popleft = buf.popleft
         size = self.batch_size
         while buf:
             n = min(len(buf), size)
             batch = [popleft() for _ in range(n)]
-            self._send(batch)
-            if self.blocked:
-                with self.cond:
-                    self.cond.notify_all()
+            self.outbox.put((self._encode(batch), n))
+        self.outbox.join()
+
+    def _post_loop(self) -> None:
+        try:
+            while True:
+                item = self.outbox.get()
+                try:
+                    if item is None:
+                        return
+                    self._send(*item)
+                    if self.blocked:
+                        with self.cond:
+                            self.cond.notify_all()
+                except BaseException as e:  # pragma: no cover - keep the poster alive
+                    with self.cond:
+                        self.lost += item[1] if item else 0
+                        self.errors.append(CustodyError(f"posting metrics failed: {e!r}", "INTERNAL"))
+                finally:
+                    self.outbox.task_done()
+        finally:
+            try:
+                self.client.close()  # this thread's connection
+            except Exception:  # pragma: no cover
+                pass
 
     def _timestamp(self, ts: float) -> str:
         second = int(ts)
@@ -188,14 +225,14 @@ class _MetricSender:
                 parts.append('{"key":%s,"value":%r,"step":%d,"timestamp":"%s"}' % (k, value, step, ts(at)))
         return self._head + ",".join(parts).encode() + b"]}}"
 
-    def _send(self, batch: List[Tuple[str, float, Optional[int], float]]) -> None:
-        body = self._encode(batch)
+    def _send(self, body: bytes, n: int) -> None:
         delay = 0.25
         attempts = 1 if self.unreachable else self.retries + 1
         for attempt in range(attempts):
             try:
                 self.client._post_graphql(body)
-                self.sent += len(batch)
+                with self.cond:
+                    self.sent += n
                 self.unreachable = False
                 return
             except CustodyError as e:
@@ -207,9 +244,9 @@ class _MetricSender:
         if error.code == "UNAVAILABLE":
             self.unreachable = True
         with self.cond:
-            self.lost += len(batch)
+            self.lost += n
             self.errors.append(error)
-        log.warning("custody: %d metrics of run %s were not stored: %s", len(batch), self.run_id, error)
+        log.warning("custody: %d metrics of run %s were not stored: %s", n, self.run_id, error)
 
 
 def _json_str(s: str) -> str:
@@ -355,6 +392,7 @@ class Run:
         flush_interval: float = 1.0,
         max_queue: int = 1_000_000,
         retries: int = 5,
+        connections: int = 2,
     ) -> None:
         self.client = client
         self.info = info
@@ -371,7 +409,13 @@ class Run:
         self._ended = False
         self._end_lock = threading.Lock()
         self._sender = _MetricSender(
-            client, self.id, batch_size=batch_size, interval=flush_interval, max_queue=max_queue, retries=retries
+            client,
+            self.id,
+            batch_size=batch_size,
+            interval=flush_interval,
+            max_queue=max_queue,
+            retries=retries,
+            connections=connections,
         )
         self._buf = self._sender.buf
         self._batch_size = batch_size
@@ -505,14 +549,16 @@ class Run:
         size_bytes: Optional[int] = None,
         tags: Optional[Sequence[str]] = None,
         description: Optional[str] = None,
+        project: Optional[str] = None,
     ) -> DatasetVersion:
         """Records a dataset as an input of this run: hashes local data (see
-        :func:`register_dataset`), registers a dataset version in the run's project (or reuses the
-        version with the same digest) and links the run to it with a ``consumed`` lineage edge, so
-        it appears in ``Run.inputs`` exactly like datasets given to ``start_run(datasets=...)``.
+        :func:`register_dataset`), registers a dataset version in the run's project (or
+        ``project``), or reuses the version with the same digest, and links the run to it with a
+        ``consumed`` lineage edge (``linkLineage``), so it appears in ``Run.inputs`` exactly like
+        datasets given to ``start_run(datasets=...)``.
         """
         version = register_dataset(
-            self.project,
+            project or self.project,
             path_or_uri,
             name,
             sha256=sha256,
@@ -710,8 +756,9 @@ _DEFAULT_LOCK = threading.Lock()
 def init(url: Optional[str] = None, token: Optional[str] = None, *, timeout: float = 60.0) -> Client:
     """Sets the default client used by :func:`start_run` and :func:`register_dataset`.
 
-    ``url`` defaults to ``CUSTODY_URL`` (else ``http://127.0.0.1:8080``), ``token`` to
-    ``CUSTODY_TOKEN``. Answers the client (which also serves the typed API calls).
+    ``url`` defaults to ``CUSTODY_URL``, ``token`` to ``CUSTODY_TOKEN``, then to the login stored
+    by the CLI's ``custody login`` (see :class:`Client`); the URL finally to
+    ``http://127.0.0.1:8080``. Answers the client (which also serves the typed API calls).
     """
     global _DEFAULT
     client = Client(url, token, timeout=timeout)
@@ -762,6 +809,7 @@ def start_run(
     batch_size: int = MAX_BATCH,
     flush_interval: float = 1.0,
     max_queue: int = 1_000_000,
+    connections: int = 2,
 ) -> Run:
     """Starts a run in ``project`` and answers it; use it as ``with custody.start_run(...) as run:``.
 
@@ -778,7 +826,8 @@ def start_run(
       picked during the run, use :meth:`Run.use_dataset`.
     - ``tags``: an object of strings (at most 100).
     - Metrics go through a background sender: ``batch_size`` (≤ 1,000) per call, at least every
-      ``flush_interval`` seconds, with back-pressure beyond ``max_queue`` queued metrics.
+      ``flush_interval`` seconds, with back-pressure beyond ``max_queue`` queued metrics, over
+      ``connections`` parallel keep-alive connections.
     """
     client = client or _default_client()
     info: Optional[GitInfo] = None
@@ -817,5 +866,6 @@ def start_run(
         batch_size=batch_size,
         flush_interval=flush_interval,
         max_queue=max_queue,
+        connections=connections,
     )
 

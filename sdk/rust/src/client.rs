@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::error::{Error, ErrorCode, Result};
 use crate::ops::{self, LineageDirection, NodeKind, PromotionStatus, Role, RunStatus};
 use crate::types::{
-    AuditLogPage, DatasetVersion, LineageGraph, Metric, ModelVersion, Promotion, PromotionPage, Run, RunsPage,
+    AuditLogPage, DatasetVersion, LineageGraph, Metric, ModelVersion, Promotion, PromotionPage,
+    Run, RunsPage,
 };
 
 /// How long one GraphQL request may take (transfers have no overall limit).
@@ -28,7 +29,10 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("url", &self.base).field("token", &self.token.as_ref().map(|_| "…")).finish()
+        f.debug_struct("Client")
+            .field("url", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .finish()
     }
 }
 
@@ -41,7 +45,10 @@ pub struct NodeRef {
 
 impl NodeRef {
     pub fn new(kind: NodeKind, id: impl Into<String>) -> NodeRef {
-        NodeRef { kind, id: id.into() }
+        NodeRef {
+            kind,
+            id: id.into(),
+        }
     }
 }
 
@@ -57,7 +64,12 @@ pub struct MetricPoint {
 
 impl MetricPoint {
     pub fn new(key: impl Into<String>, value: f64, step: Option<i64>) -> MetricPoint {
-        MetricPoint { key: key.into(), value, step, timestamp: None }
+        MetricPoint {
+            key: key.into(),
+            value,
+            step,
+            timestamp: None,
+        }
     }
 }
 
@@ -150,13 +162,20 @@ impl Client {
             .user_agent(concat!("custody-sdk/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Invalid(format!("building the HTTP client: {e}")))?;
-        Ok(Client { http, base, token: token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()) })
+        Ok(Client {
+            http,
+            base,
+            token: token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()),
+        })
     }
 
     /// A client from `CUSTODY_URL` and `CUSTODY_TOKEN`.
     pub fn from_env() -> Result<Client> {
-        let url = std::env::var("CUSTODY_URL")
-            .map_err(|_| Error::Invalid("set CUSTODY_URL to the server's URL (e.g. http://127.0.0.1:8080)".into()))?;
+        let url = std::env::var("CUSTODY_URL").map_err(|_| {
+            Error::Invalid(
+                "set CUSTODY_URL to the server's URL (e.g. http://127.0.0.1:8080)".into(),
+            )
+        })?;
         let token = std::env::var("CUSTODY_TOKEN").ok();
         Client::new(&url, token.as_deref())
     }
@@ -177,13 +196,25 @@ impl Client {
     }
 
     pub(crate) fn transport(&self, source: reqwest::Error) -> Error {
-        Error::Transport { url: self.base.clone(), source }
+        Error::Transport {
+            url: self.base.clone(),
+            source,
+        }
     }
 
     /// Runs any operation of [`ops`]; errors carry the server's `extensions.code`.
-    pub async fn execute<Q: GraphQLQuery>(&self, variables: Q::Variables) -> Result<Q::ResponseData> {
+    pub async fn execute<Q: GraphQLQuery>(
+        &self,
+        variables: Q::Variables,
+    ) -> Result<Q::ResponseData> {
         let body: QueryBody<Q::Variables> = Q::build_query(variables);
-        let request = self.authorized(self.http.post(self.endpoint("/graphql")).timeout(REQUEST_TIMEOUT)).json(&body);
+        let request = self
+            .authorized(
+                self.http
+                    .post(self.endpoint("/graphql"))
+                    .timeout(REQUEST_TIMEOUT),
+            )
+            .json(&body);
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let text = response.text().await.map_err(|e| self.transport(e))?;
@@ -199,13 +230,20 @@ impl Client {
                 .and_then(|code| code.as_str())
                 .map(ErrorCode::parse)
                 .unwrap_or_else(|| ErrorCode::from_status(status));
-            return Err(Error::Api { code, message: first.message.clone(), status: Some(status).filter(|s| *s != 200) });
+            return Err(Error::Api {
+                code,
+                message: first.message.clone(),
+                status: Some(status).filter(|s| *s != 200),
+            });
         }
         parsed.data.ok_or_else(|| {
             if status != 200 {
                 http_error(status, &text)
             } else {
-                Error::Protocol(format!("a GraphQL answer without data or errors: {}", truncate(&text, 300)))
+                Error::Protocol(format!(
+                    "a GraphQL answer without data or errors: {}",
+                    truncate(&text, 300)
+                ))
             }
         })
     }
@@ -229,8 +267,14 @@ impl Client {
         name: &str,
         description: Option<&str>,
     ) -> Result<ops::create_project::CreateProjectCreateProject> {
-        let vars = ops::create_project::Variables { name: name.into(), description: description.map(Into::into) };
-        Ok(self.execute::<ops::CreateProject>(vars).await?.create_project)
+        let vars = ops::create_project::Variables {
+            name: name.into(),
+            description: description.map(Into::into),
+        };
+        Ok(self
+            .execute::<ops::CreateProject>(vars)
+            .await?
+            .create_project)
     }
 
     pub async fn add_member(
@@ -252,8 +296,15 @@ impl Client {
     // -----------------------------------------------------------------------------------------
     // Datasets and code
 
-    pub async fn dataset(&self, project: &str, name: &str) -> Result<Option<ops::get_dataset::GetDatasetDataset>> {
-        let vars = ops::get_dataset::Variables { project: project.into(), name: name.into() };
+    pub async fn dataset(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ops::get_dataset::GetDatasetDataset>> {
+        let vars = ops::get_dataset::Variables {
+            project: project.into(),
+            name: name.into(),
+        };
         Ok(self.execute::<ops::GetDataset>(vars).await?.dataset)
     }
 
@@ -268,7 +319,10 @@ impl Client {
             name: name.into(),
             description: description.map(Into::into),
         };
-        Ok(self.execute::<ops::CreateDataset>(vars).await?.create_dataset)
+        Ok(self
+            .execute::<ops::CreateDataset>(vars)
+            .await?
+            .create_dataset)
     }
 
     pub async fn register_dataset_version(
@@ -286,7 +340,11 @@ impl Client {
             tags: opt_vec(&version.tags),
             derived_from: opt_vec(&version.derived_from),
         };
-        recast(self.execute::<ops::RegisterDatasetVersion>(vars).await?.register_dataset_version)
+        recast(
+            self.execute::<ops::RegisterDatasetVersion>(vars)
+                .await?
+                .register_dataset_version,
+        )
     }
 
     pub async fn register_code_commit(
@@ -301,7 +359,10 @@ impl Client {
             author: commit.author.clone(),
             message: commit.message.clone(),
         };
-        Ok(self.execute::<ops::RegisterCodeCommit>(vars).await?.register_code_commit)
+        Ok(self
+            .execute::<ops::RegisterCodeCommit>(vars)
+            .await?
+            .register_code_commit)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -309,20 +370,42 @@ impl Client {
 
     /// A run by id; `None` if there is none (or it is not yours to see).
     pub async fn run(&self, id: &str) -> Result<Option<Run>> {
-        let data = self.execute::<ops::GetRun>(ops::get_run::Variables { id: id.into() }).await?;
+        let data = self
+            .execute::<ops::GetRun>(ops::get_run::Variables { id: id.into() })
+            .await?;
         Ok(data.run)
     }
 
     /// A run's metric history (all keys, or one); `None` if there is no such run.
     pub async fn run_metrics(&self, id: &str, key: Option<&str>) -> Result<Option<Vec<Metric>>> {
-        let vars = ops::run_metrics::Variables { id: id.into(), key: key.map(Into::into) };
-        Ok(self.execute::<ops::RunMetrics>(vars).await?.run.map(|r| r.metrics))
+        let vars = ops::run_metrics::Variables {
+            id: id.into(),
+            key: key.map(Into::into),
+        };
+        Ok(self
+            .execute::<ops::RunMetrics>(vars)
+            .await?
+            .run
+            .map(|r| r.metrics))
     }
 
     /// One page of a project's runs, newest first; `None` if there is no such project.
-    pub async fn runs(&self, project: &str, first: Option<i64>, after: Option<&str>) -> Result<Option<RunsPage>> {
-        let vars = ops::list_runs::Variables { project: project.into(), first, after: after.map(Into::into) };
-        Ok(self.execute::<ops::ListRuns>(vars).await?.project.map(|p| p.runs))
+    pub async fn runs(
+        &self,
+        project: &str,
+        first: Option<i64>,
+        after: Option<&str>,
+    ) -> Result<Option<RunsPage>> {
+        let vars = ops::list_runs::Variables {
+            project: project.into(),
+            first,
+            after: after.map(Into::into),
+        };
+        Ok(self
+            .execute::<ops::ListRuns>(vars)
+            .await?
+            .project
+            .map(|p| p.runs))
     }
 
     pub async fn start_run(&self, project: &str, run: &NewRun) -> Result<Run> {
@@ -337,12 +420,19 @@ impl Client {
     }
 
     /// Sets params (a param never changes once set: the same value again is a no-op).
-    pub async fn log_params(&self, run_id: &str, params: &[(String, String)]) -> Result<ops::log_params::LogParamsLogParams> {
+    pub async fn log_params(
+        &self,
+        run_id: &str,
+        params: &[(String, String)],
+    ) -> Result<ops::log_params::LogParamsLogParams> {
         let vars = ops::log_params::Variables {
             run_id: run_id.into(),
             params: params
                 .iter()
-                .map(|(key, value)| ops::log_params::ParamInput { key: key.clone(), value: value.clone() })
+                .map(|(key, value)| ops::log_params::ParamInput {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
                 .collect(),
         };
         Ok(self.execute::<ops::LogParams>(vars).await?.log_params)
@@ -370,22 +460,48 @@ impl Client {
         Ok(stored)
     }
 
-    pub async fn finish_run(&self, run_id: &str, status: RunStatus) -> Result<ops::finish_run::FinishRunFinishRun> {
-        let vars = ops::finish_run::Variables { run_id: run_id.into(), status };
+    pub async fn finish_run(
+        &self,
+        run_id: &str,
+        status: RunStatus,
+    ) -> Result<ops::finish_run::FinishRunFinishRun> {
+        let vars = ops::finish_run::Variables {
+            run_id: run_id.into(),
+            status,
+        };
         Ok(self.execute::<ops::FinishRun>(vars).await?.finish_run)
     }
 
     // -----------------------------------------------------------------------------------------
     // Models
 
-    pub async fn model(&self, project: &str, name: &str) -> Result<Option<ops::get_model::GetModelModel>> {
-        let vars = ops::get_model::Variables { project: project.into(), name: name.into() };
+    pub async fn model(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Option<ops::get_model::GetModelModel>> {
+        let vars = ops::get_model::Variables {
+            project: project.into(),
+            name: name.into(),
+        };
         Ok(self.execute::<ops::GetModel>(vars).await?.model)
     }
 
-    pub async fn model_version(&self, project: &str, model: &str, version: i64) -> Result<Option<ModelVersion>> {
-        let vars = ops::get_model_version::Variables { project: project.into(), model: model.into(), version };
-        Ok(self.execute::<ops::GetModelVersion>(vars).await?.model_version)
+    pub async fn model_version(
+        &self,
+        project: &str,
+        model: &str,
+        version: i64,
+    ) -> Result<Option<ModelVersion>> {
+        let vars = ops::get_model_version::Variables {
+            project: project.into(),
+            model: model.into(),
+            version,
+        };
+        Ok(self
+            .execute::<ops::GetModelVersion>(vars)
+            .await?
+            .model_version)
     }
 
     pub async fn create_model(
@@ -420,16 +536,28 @@ impl Client {
             artifact_path: artifact_path.map(Into::into),
             description: description.map(Into::into),
         };
-        recast(self.execute::<ops::RegisterModelVersion>(vars).await?.register_model_version)
+        recast(
+            self.execute::<ops::RegisterModelVersion>(vars)
+                .await?
+                .register_model_version,
+        )
     }
 
     // -----------------------------------------------------------------------------------------
     // Lineage
 
     /// Nodes and edges within `depth` steps (server default 3, at most 50).
-    pub async fn lineage(&self, node: &NodeRef, direction: LineageDirection, depth: Option<i64>) -> Result<LineageGraph> {
+    pub async fn lineage(
+        &self,
+        node: &NodeRef,
+        direction: LineageDirection,
+        depth: Option<i64>,
+    ) -> Result<LineageGraph> {
         let vars = ops::lineage::Variables {
-            node: ops::lineage::NodeRef { kind: node.kind, id: node.id.clone() },
+            node: ops::lineage::NodeRef {
+                kind: node.kind,
+                id: node.id.clone(),
+            },
             direction,
             depth,
         };
@@ -444,8 +572,14 @@ impl Client {
         relation: &str,
     ) -> Result<ops::link_lineage::LinkLineageLinkLineage> {
         let vars = ops::link_lineage::Variables {
-            from: ops::link_lineage::NodeRef { kind: from.kind, id: from.id.clone() },
-            to: ops::link_lineage::NodeRef { kind: to.kind, id: to.id.clone() },
+            from: ops::link_lineage::NodeRef {
+                kind: from.kind,
+                id: from.id.clone(),
+            },
+            to: ops::link_lineage::NodeRef {
+                kind: to.kind,
+                id: to.id.clone(),
+            },
             relation: relation.into(),
         };
         Ok(self.execute::<ops::LinkLineage>(vars).await?.link_lineage)
@@ -455,7 +589,10 @@ impl Client {
     // Promotions
 
     pub async fn promotion(&self, id: &str) -> Result<Option<Promotion>> {
-        Ok(self.execute::<ops::GetPromotion>(ops::get_promotion::Variables { id: id.into() }).await?.promotion)
+        Ok(self
+            .execute::<ops::GetPromotion>(ops::get_promotion::Variables { id: id.into() })
+            .await?
+            .promotion)
     }
 
     /// One page of promotions, newest first.
@@ -470,7 +607,11 @@ impl Client {
         Ok(PromotionPage {
             has_next_page: page.page_info.has_next_page,
             end_cursor: page.page_info.end_cursor,
-            promotions: page.edges.into_iter().map(|e| recast(e.node)).collect::<Result<_>>()?,
+            promotions: page
+                .edges
+                .into_iter()
+                .map(|e| recast(e.node))
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -480,34 +621,67 @@ impl Client {
         model_version_id: &str,
         stage: &str,
     ) -> Result<ops::promotion_dry_run::PromotionDryRunPromotionDryRun> {
-        let vars = ops::promotion_dry_run::Variables { model_version_id: model_version_id.into(), stage: stage.into() };
-        Ok(self.execute::<ops::PromotionDryRun>(vars).await?.promotion_dry_run)
+        let vars = ops::promotion_dry_run::Variables {
+            model_version_id: model_version_id.into(),
+            stage: stage.into(),
+        };
+        Ok(self
+            .execute::<ops::PromotionDryRun>(vars)
+            .await?
+            .promotion_dry_run)
     }
 
     /// Asks to move a model version to a stage: DENIED (reasons in `policyResult.deny`), APPLIED
     /// at once, or PENDING until approvers decide.
-    pub async fn request_promotion(&self, model_version_id: &str, stage: &str, comment: Option<&str>) -> Result<Promotion> {
+    pub async fn request_promotion(
+        &self,
+        model_version_id: &str,
+        stage: &str,
+        comment: Option<&str>,
+    ) -> Result<Promotion> {
         let vars = ops::request_promotion::Variables {
             model_version_id: model_version_id.into(),
             stage: stage.into(),
             comment: comment.map(Into::into),
         };
-        recast(self.execute::<ops::RequestPromotion>(vars).await?.request_promotion)
+        recast(
+            self.execute::<ops::RequestPromotion>(vars)
+                .await?
+                .request_promotion,
+        )
     }
 
     pub async fn approve_promotion(&self, id: &str, comment: Option<&str>) -> Result<Promotion> {
-        let vars = ops::approve_promotion::Variables { id: id.into(), comment: comment.map(Into::into) };
-        recast(self.execute::<ops::ApprovePromotion>(vars).await?.approve_promotion)
+        let vars = ops::approve_promotion::Variables {
+            id: id.into(),
+            comment: comment.map(Into::into),
+        };
+        recast(
+            self.execute::<ops::ApprovePromotion>(vars)
+                .await?
+                .approve_promotion,
+        )
     }
 
     pub async fn reject_promotion(&self, id: &str, comment: &str) -> Result<Promotion> {
-        let vars = ops::reject_promotion::Variables { id: id.into(), comment: comment.into() };
-        recast(self.execute::<ops::RejectPromotion>(vars).await?.reject_promotion)
+        let vars = ops::reject_promotion::Variables {
+            id: id.into(),
+            comment: comment.into(),
+        };
+        recast(
+            self.execute::<ops::RejectPromotion>(vars)
+                .await?
+                .reject_promotion,
+        )
     }
 
     pub async fn cancel_promotion(&self, id: &str) -> Result<Promotion> {
         let vars = ops::cancel_promotion::Variables { id: id.into() };
-        recast(self.execute::<ops::CancelPromotion>(vars).await?.cancel_promotion)
+        recast(
+            self.execute::<ops::CancelPromotion>(vars)
+                .await?
+                .cancel_promotion,
+        )
     }
 
     // -----------------------------------------------------------------------------------------
@@ -541,21 +715,41 @@ impl Client {
             owner_id: owner.id().into(),
             path: path.into(),
             sha256: sha256.into(),
-            size_bytes: i64::try_from(size).map_err(|_| Error::Invalid("the file is too large".into()))?,
+            size_bytes: i64::try_from(size)
+                .map_err(|_| Error::Invalid("the file is too large".into()))?,
         };
-        Ok(self.execute::<ops::CreateArtifactUpload>(vars).await?.create_artifact_upload)
+        Ok(self
+            .execute::<ops::CreateArtifactUpload>(vars)
+            .await?
+            .create_artifact_upload)
     }
 
-    pub async fn complete_artifact_upload(&self, upload_id: &str, parts: &[(i64, String)]) -> Result<crate::Artifact> {
+    pub async fn complete_artifact_upload(
+        &self,
+        upload_id: &str,
+        parts: &[(i64, String)],
+    ) -> Result<crate::Artifact> {
         let vars = ops::complete_artifact_upload::Variables {
             upload_id: upload_id.into(),
             parts: parts
                 .iter()
-                .map(|(n, etag)| ops::complete_artifact_upload::CompletedPartInput { part_number: *n, etag: etag.clone() })
+                .map(
+                    |(n, etag)| ops::complete_artifact_upload::CompletedPartInput {
+                        part_number: *n,
+                        etag: etag.clone(),
+                    },
+                )
                 .collect(),
         };
-        let file = self.execute::<ops::CompleteArtifactUpload>(vars).await?.complete_artifact_upload;
-        Ok(crate::Artifact { path: file.path, sha256: file.sha256, size: file.size })
+        let file = self
+            .execute::<ops::CompleteArtifactUpload>(vars)
+            .await?
+            .complete_artifact_upload;
+        Ok(crate::Artifact {
+            path: file.path,
+            sha256: file.sha256,
+            size: file.size,
+        })
     }
 
     /// A URL that downloads one file without a token, valid for an hour.
@@ -565,7 +759,10 @@ impl Client {
             owner_id: owner.id().into(),
             path: path.into(),
         };
-        Ok(self.execute::<ops::ArtifactDownloadUrl>(vars).await?.artifact_download_url)
+        Ok(self
+            .execute::<ops::ArtifactDownloadUrl>(vars)
+            .await?
+            .artifact_download_url)
     }
 }
 
@@ -582,7 +779,11 @@ pub(crate) fn http_error(status: u16, body: &str) -> Error {
         message: String,
     }
     match serde_json::from_str::<Body>(body) {
-        Ok(b) => Error::Api { code: ErrorCode::parse(&b.error.code), message: b.error.message, status: Some(status) },
+        Ok(b) => Error::Api {
+            code: ErrorCode::parse(&b.error.code),
+            message: b.error.message,
+            status: Some(status),
+        },
         Err(_) => Error::Api {
             code: ErrorCode::from_status(status),
             message: if body.trim().is_empty() {

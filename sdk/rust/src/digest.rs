@@ -79,7 +79,12 @@ pub fn dir_digest(dir: &Path) -> Result<LocalDigest> {
     files.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let sha256 = hex::encode(Sha256::digest(manifest_json(&files).as_bytes()));
     let size = files.iter().map(|f| f.size).sum();
-    Ok(LocalDigest { sha256, size, is_dir: true, files })
+    Ok(LocalDigest {
+        sha256,
+        size,
+        is_dir: true,
+        files,
+    })
 }
 
 /// The digest of a file or a directory.
@@ -89,15 +94,26 @@ pub fn local_digest(path: &Path) -> Result<LocalDigest> {
         dir_digest(path)
     } else if meta.is_file() {
         let (sha256, size) = file_sha256(path)?;
-        Ok(LocalDigest { sha256, size, is_dir: false, files: Vec::new() })
+        Ok(LocalDigest {
+            sha256,
+            size,
+            is_dir: false,
+            files: Vec::new(),
+        })
     } else {
-        Err(Error::Invalid(format!("{} is neither a file nor a directory", path.display())))
+        Err(Error::Invalid(format!(
+            "{} is neither a file nor a directory",
+            path.display()
+        )))
     }
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<ManifestEntry>, depth: usize) -> Result<()> {
     if depth > 64 {
-        return Err(Error::Invalid(format!("{} nests deeper than 64 directories (a symlink loop?)", dir.display())));
+        return Err(Error::Invalid(format!(
+            "{} nests deeper than 64 directories (a symlink loop?)",
+            dir.display()
+        )));
     }
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
@@ -111,12 +127,19 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ManifestEntry>, depth: usize) -> 
             let mut parts = Vec::new();
             for part in relative.components() {
                 let s = part.as_os_str().to_str().ok_or_else(|| {
-                    Error::Invalid(format!("{} is not a UTF-8 path; rename it to digest the directory", path.display()))
+                    Error::Invalid(format!(
+                        "{} is not a UTF-8 path; rename it to digest the directory",
+                        path.display()
+                    ))
                 })?;
                 parts.push(s.to_owned());
             }
             let (sha256, size) = file_sha256(&path)?;
-            out.push(ManifestEntry { path: parts.join("/"), sha256, size });
+            out.push(ManifestEntry {
+                path: parts.join("/"),
+                sha256,
+                size,
+            });
         }
     }
     Ok(())
@@ -129,12 +152,24 @@ mod tests {
     #[test]
     fn manifest_text_is_canonical() {
         let entries = vec![
-            ManifestEntry { path: "a \"b\".csv".into(), sha256: "0".repeat(64), size: 3 },
-            ManifestEntry { path: "z/é".into(), sha256: "f".repeat(64), size: 0 },
+            ManifestEntry {
+                path: "a \"b\".csv".into(),
+                sha256: "0".repeat(64),
+                size: 3,
+            },
+            ManifestEntry {
+                path: "z/é".into(),
+                sha256: "f".repeat(64),
+                size: 0,
+            },
         ];
         assert_eq!(
             manifest_json(&entries),
-            format!(r#"[{{"path":"a \"b\".csv","sha256":"{}","size":3}},{{"path":"z/é","sha256":"{}","size":0}}]"#, "0".repeat(64), "f".repeat(64))
+            format!(
+                r#"[{{"path":"a \"b\".csv","sha256":"{}","size":3}},{{"path":"z/é","sha256":"{}","size":0}}]"#,
+                "0".repeat(64),
+                "f".repeat(64)
+            )
         );
         assert_eq!(manifest_json(&[]), "[]");
     }
@@ -147,16 +182,31 @@ mod tests {
         std::fs::write(dir.path().join("sub/a.txt"), b"a").unwrap();
         std::fs::write(dir.path().join("sub/deeper/c.bin"), [0u8, 1, 2]).unwrap();
         let first = dir_digest(dir.path()).unwrap();
-        assert_eq!(first.files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["b.txt", "sub/a.txt", "sub/deeper/c.bin"]);
+        assert_eq!(
+            first
+                .files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            ["b.txt", "sub/a.txt", "sub/deeper/c.bin"]
+        );
         assert_eq!(first.size, 7);
         // The documented rule, recomputed by hand.
         let expected = hex::encode(Sha256::digest(manifest_json(&first.files).as_bytes()));
         assert_eq!(first.sha256, expected);
-        assert_eq!(dir_digest(dir.path()).unwrap(), first, "same tree, same digest");
+        assert_eq!(
+            dir_digest(dir.path()).unwrap(),
+            first,
+            "same tree, same digest"
+        );
         std::fs::rename(dir.path().join("b.txt"), dir.path().join("b2.txt")).unwrap();
         let renamed = dir_digest(dir.path()).unwrap();
         assert_ne!(renamed.sha256, first.sha256, "a rename changes the digest");
         std::fs::write(dir.path().join("b2.txt"), b"bee!").unwrap();
-        assert_ne!(dir_digest(dir.path()).unwrap().sha256, renamed.sha256, "new content changes the digest");
+        assert_ne!(
+            dir_digest(dir.path()).unwrap().sha256,
+            renamed.sha256,
+            "new content changes the digest"
+        );
     }
 }

@@ -66,7 +66,11 @@ impl std::fmt::Display for ErrorCode {
 pub enum Error {
     /// The server refused the request (a GraphQL error or an HTTP error answer).
     #[error("{code}: {message}")]
-    Api { code: ErrorCode, message: String, status: Option<u16> },
+    Api {
+        code: ErrorCode,
+        message: String,
+        status: Option<u16>,
+    },
     /// The server could not be reached, or the connection broke.
     #[error("cannot reach {url}: {source}")]
     Transport {
@@ -79,7 +83,11 @@ pub enum Error {
     Protocol(String),
     /// Bytes whose SHA-256 is not the one expected (a download, a resumed upload).
     #[error("integrity check failed for {what}: expected SHA-256 {expected}, got {actual}")]
-    Integrity { what: String, expected: String, actual: String },
+    Integrity {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -114,14 +122,19 @@ impl Error {
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// Worth retrying: the connection broke, or the server (or a proxy) failed transiently.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport { .. } => true,
-            Error::Api { status: Some(s), .. } => matches!(s, 500 | 502 | 503 | 504 | 429 | 408),
+            Error::Api {
+                status: Some(s), ..
+            } => matches!(s, 500 | 502 | 503 | 504 | 429 | 408),
             _ => false,
         }
     }

@@ -33,13 +33,17 @@ mod transfer;
 pub mod types;
 
 pub use client::{
-    AuditFilter, Client, MetricPoint, NewCodeCommit, NewDatasetVersion, NewModel, NewRun, NodeRef, PromotionFilter,
-    MAX_METRICS_PER_CALL,
+    AuditFilter, Client, MetricPoint, NewCodeCommit, NewDatasetVersion, NewModel, NewRun, NodeRef,
+    PromotionFilter, MAX_METRICS_PER_CALL,
 };
 pub use error::{Error, ErrorCode, Result};
 pub use logger::{LoggerOptions, LoggerStats, RunLogger};
-pub use ops::{ApprovalDecision, ApprovalVia, ArtifactOwnerKind, LineageDirection, NodeKind, PromotionStatus, Role, RunStatus};
+pub use ops::{
+    ApprovalDecision, ApprovalVia, ArtifactOwnerKind, LineageDirection, NodeKind, PromotionStatus,
+    Role, RunStatus,
+};
 pub use transfer::{
-    encode_path, Artifact, AuditExport, NoProgress, Owner, Phase, Progress, TransferOptions, DEFAULT_MULTIPART_THRESHOLD,
+    check_path, encode_path, Artifact, AuditExport, NoProgress, Owner, Phase, Progress,
+    TransferOptions, DEFAULT_MULTIPART_THRESHOLD,
 };
 pub use types::*;

@@ -28,7 +28,11 @@ pub struct LoggerOptions {
 
 impl Default for LoggerOptions {
     fn default() -> Self {
-        LoggerOptions { batch_size: MAX_METRICS_PER_CALL, interval: Duration::from_secs(1), retries: 5 }
+        LoggerOptions {
+            batch_size: MAX_METRICS_PER_CALL,
+            interval: Duration::from_secs(1),
+            retries: 5,
+        }
     }
 }
 
@@ -87,7 +91,8 @@ impl RunLogger {
         let (tx, rx) = mpsc::channel();
         // The worker's own HTTP client: connections belong to the runtime that opened them, and
         // the worker's runtime only runs while it sends.
-        let client = Client::new(&client.base, client.token.as_deref()).unwrap_or_else(|_| client.clone());
+        let client =
+            Client::new(&client.base, client.token.as_deref()).unwrap_or_else(|_| client.clone());
         let id = run_id.to_owned();
         let worker = std::thread::Builder::new()
             .name("custody-run-logger".into())
@@ -114,7 +119,12 @@ impl RunLogger {
             return;
         }
         let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        self.enqueue(MetricPoint { key: key.to_owned(), value, step, timestamp: Some(timestamp) });
+        self.enqueue(MetricPoint {
+            key: key.to_owned(),
+            value,
+            step,
+            timestamp: Some(timestamp),
+        });
     }
 
     /// Enqueues a prepared observation (its timestamp, if any, is kept).
@@ -137,11 +147,20 @@ impl RunLogger {
     /// Sends everything queued so far and waits for it. Errors if metrics were lost so far.
     pub fn flush(&self) -> Result<()> {
         let (ack, done) = mpsc::channel();
-        let tx = self.tx.as_ref().ok_or_else(|| Error::Invalid("the logger is finished".into()))?;
-        tx.send(Msg::Flush(ack)).map_err(|_| Error::Protocol("the logger thread is gone".into()))?;
-        let (lost, last_error) = done.recv().map_err(|_| Error::Protocol("the logger thread is gone".into()))?;
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("the logger is finished".into()))?;
+        tx.send(Msg::Flush(ack))
+            .map_err(|_| Error::Protocol("the logger thread is gone".into()))?;
+        let (lost, last_error) = done
+            .recv()
+            .map_err(|_| Error::Protocol("the logger thread is gone".into()))?;
         if lost > 0 {
-            return Err(Error::Logger { lost: lost as usize, message: last_error.unwrap_or_default() });
+            return Err(Error::Logger {
+                lost: lost as usize,
+                message: last_error.unwrap_or_default(),
+            });
         }
         Ok(())
     }
@@ -165,12 +184,17 @@ impl RunLogger {
         };
         let _ = tx.send(Msg::Finish(status));
         drop(tx);
-        let report = worker.join().map_err(|_| Error::Protocol("the logger thread panicked".into()))?;
+        let report = worker
+            .join()
+            .map_err(|_| Error::Protocol("the logger thread panicked".into()))?;
         let mut stats = report.stats;
         stats.queued = self.queued.load(Ordering::Relaxed);
         stats.rejected = self.rejected.load(Ordering::Relaxed);
         if stats.lost > 0 {
-            return Err(Error::Logger { lost: stats.lost as usize, message: report.last_error.unwrap_or_default() });
+            return Err(Error::Logger {
+                lost: stats.lost as usize,
+                message: report.last_error.unwrap_or_default(),
+            });
         }
         if let Some(e) = report.finish_error {
             return Err(e);
@@ -189,8 +213,14 @@ impl Drop for RunLogger {
 
 fn work(client: Client, run_id: String, rx: mpsc::Receiver<Msg>, options: LoggerOptions) -> Report {
     let batch_size = options.batch_size.clamp(1, MAX_METRICS_PER_CALL);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    let mut report = Report { stats: LoggerStats::default(), last_error: None, finish_error: None };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let mut report = Report {
+        stats: LoggerStats::default(),
+        last_error: None,
+        finish_error: None,
+    };
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
@@ -208,7 +238,12 @@ fn work(client: Client, run_id: String, rx: mpsc::Receiver<Msg>, options: Logger
             return report;
         }
     };
-    let sender = Sender { client, run_id, retries: options.retries, batch_size };
+    let sender = Sender {
+        client,
+        run_id,
+        retries: options.retries,
+        batch_size,
+    };
     let mut buffer: Vec<MetricPoint> = Vec::with_capacity(batch_size);
     let mut deadline: Option<Instant> = None;
     let mut finish: Option<Option<RunStatus>> = None;
@@ -249,7 +284,7 @@ fn work(client: Client, run_id: String, rx: mpsc::Receiver<Msg>, options: Logger
         }
     }
     runtime.block_on(async {
-        sender.send(&mut buffer, &mut report).await;
+        buffer.clear();
         if let Some(Some(status)) = finish {
             if let Err(e) = sender.client.finish_run(&sender.run_id, status).await {
                 report.finish_error = Some(e);

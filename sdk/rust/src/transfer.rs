@@ -153,6 +153,31 @@ pub fn encode_path(path: &str) -> String {
     out
 }
 
+/// Checks an artifact path as the server does (relative, UTF-8, at most 1,024 bytes, no `.`,
+/// `..` or empty segments, no backslashes or control characters), before anything is sent: URL
+/// normalisation would otherwise turn `a/../b` into another path silently.
+pub fn check_path(path: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Invalid(format!("the artifact path `{path}` {why}")));
+    if path.is_empty() {
+        return bad("is empty");
+    }
+    if path.len() > 1024 {
+        return bad("is longer than 1,024 bytes");
+    }
+    if path.contains('\\') || path.chars().any(char::is_control) {
+        return bad("holds a backslash or a control character");
+    }
+    if path
+        .split('/')
+        .any(|s| s.is_empty() || s == "." || s == "..")
+    {
+        return bad(
+            "must be relative, without `.`, `..` or empty segments (like model/weights.bin)",
+        );
+    }
+    Ok(())
+}
+
 /// SHA-256 (hex) and size of a file, read 1 MiB at a time on a blocking thread.
 pub(crate) async fn hash_file(file: &Path, progress: Arc<dyn Progress>) -> Result<(String, u64)> {
     let file = file.to_path_buf();
@@ -180,15 +205,27 @@ pub(crate) async fn hash_file(file: &Path, progress: Arc<dyn Progress>) -> Resul
 }
 
 /// A request body of `len` bytes of `file` from `offset`, counted into `progress` and `sent`.
-async fn file_body(file: &Path, offset: u64, len: u64, progress: Arc<dyn Progress>, sent: Arc<AtomicU64>) -> Result<reqwest::Body> {
-    let mut f = tokio::fs::File::open(file).await.map_err(|e| Error::io(file, e))?;
+async fn file_body(
+    file: &Path,
+    offset: u64,
+    len: u64,
+    progress: Arc<dyn Progress>,
+    sent: Arc<AtomicU64>,
+) -> Result<reqwest::Body> {
+    let mut f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| Error::io(file, e))?;
     if offset > 0 {
-        f.seek(SeekFrom::Start(offset)).await.map_err(|e| Error::io(file, e))?;
+        f.seek(SeekFrom::Start(offset))
+            .await
+            .map_err(|e| Error::io(file, e))?;
     }
-    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10).inspect_ok(move |chunk| {
-        sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        progress.advance(chunk.len() as u64);
-    });
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10).inspect_ok(
+        move |chunk| {
+            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            progress.advance(chunk.len() as u64);
+        },
+    );
     Ok(reqwest::Body::wrap_stream(stream))
 }
 
@@ -213,7 +250,14 @@ struct UploadState {
 }
 
 fn state_file(dir: &Path, owner: &Owner, path: &str, sha256: &str, size: u64) -> PathBuf {
-    let key = Sha256::digest(format!("{}\n{}\n{path}\n{sha256}\n{size}", owner.segment(), owner.id()).as_bytes());
+    let key = Sha256::digest(
+        format!(
+            "{}\n{}\n{path}\n{sha256}\n{size}",
+            owner.segment(),
+            owner.id()
+        )
+        .as_bytes(),
+    );
     dir.join(format!("upload-{}.json", &hex::encode(key)[..32]))
 }
 
@@ -222,7 +266,8 @@ fn save_state(file: &Path, state: &UploadState) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     let tmp = file.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("JSON")).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state).expect("JSON"))
+        .map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, file).map_err(|e| Error::io(file, e))
 }
 
@@ -239,24 +284,46 @@ fn fresh(expires_at: &str) -> bool {
 }
 
 impl Client {
-    fn artifact_url(&self, owner: &Owner, path: &str) -> String {
-        self.endpoint(&format!("/api/artifacts/{}/{}/{}", owner.segment(), encode_path(owner.id()), encode_path(path)))
+    fn artifact_url(&self, owner: &Owner, path: &str) -> Result<String> {
+        check_path(path)?;
+        if owner.id().is_empty() || owner.id().contains(['/', '.']) {
+            return Err(Error::Invalid(format!(
+                "`{}` is not a {} id",
+                owner.id(),
+                owner.segment()
+            )));
+        }
+        Ok(self.endpoint(&format!(
+            "/api/artifacts/{}/{}/{}",
+            owner.segment(),
+            encode_path(owner.id()),
+            encode_path(path)
+        )))
     }
 
     /// Uploads `file` as `path` of `owner` (model versions are immutable: upload to the run).
     /// The SHA-256 is computed first and sent, so the server refuses corrupted bytes; files of
     /// `multipart_threshold` bytes or more go through `createArtifactUpload` → part PUTs →
     /// `completeArtifactUpload`, resuming from `state_dir` if an earlier attempt was interrupted.
-    pub async fn upload_artifact(&self, owner: &Owner, path: &str, file: &Path, options: &TransferOptions) -> Result<Artifact> {
+    pub async fn upload_artifact(
+        &self,
+        owner: &Owner,
+        path: &str,
+        file: &Path,
+        options: &TransferOptions,
+    ) -> Result<Artifact> {
+        check_path(path)?;
         let meta = std::fs::metadata(file).map_err(|e| Error::io(file, e))?;
         if !meta.is_file() {
             return Err(Error::Invalid(format!("{} is not a file", file.display())));
         }
         let (sha256, size) = hash_file(file, options.progress.clone()).await?;
         if size >= options.multipart_threshold && size > 0 {
-            self.upload_multipart(owner, path, file, &sha256, size, options).await
+            self.upload_multipart(owner, path, file, &sha256, size, options)
+                .await
         } else {
-            self.upload_whole(owner, path, file, &sha256, size, options).await
+            self.upload_whole(owner, path, file, &sha256, size, options)
+                .await
         }
     }
 
@@ -269,7 +336,7 @@ impl Client {
         size: u64,
         options: &TransferOptions,
     ) -> Result<Artifact> {
-        let url = self.artifact_url(owner, path);
+        let url = self.artifact_url(owner, path)?;
         let mut attempt = 0;
         loop {
             options.progress.start(Phase::Uploading, Some(size));
@@ -285,8 +352,11 @@ impl Client {
                 Err(e) => self.transport(e),
                 Ok(response) if response.status().is_success() => {
                     let text = response.text().await.map_err(|e| self.transport(e))?;
-                    let artifact: Artifact = serde_json::from_str(&text)
-                        .map_err(|e| Error::Protocol(format!("the upload answer is not {{path, sha256, size}}: {e}")))?;
+                    let artifact: Artifact = serde_json::from_str(&text).map_err(|e| {
+                        Error::Protocol(format!(
+                            "the upload answer is not {{path, sha256, size}}: {e}"
+                        ))
+                    })?;
                     options.progress.finish();
                     return Ok(artifact);
                 }
@@ -313,7 +383,10 @@ impl Client {
         size: u64,
         options: &TransferOptions,
     ) -> Result<Artifact> {
-        let state_path = options.state_dir.as_deref().map(|d| state_file(d, owner, path, sha256, size));
+        let state_path = options
+            .state_dir
+            .as_deref()
+            .map(|d| state_file(d, owner, path, sha256, size));
         // One restart from scratch is allowed when a resumed upload turns out to be gone.
         for fresh_start in [false, true] {
             let resumed = match (&state_path, fresh_start) {
@@ -331,7 +404,9 @@ impl Client {
             let state = match resumed {
                 Some(s) => s,
                 None => {
-                    let upload = self.create_artifact_upload(owner, path, sha256, size).await?;
+                    let upload = self
+                        .create_artifact_upload(owner, path, sha256, size)
+                        .await?;
                     let state = UploadState {
                         owner_kind: owner.segment().into(),
                         owner_id: owner.id().into(),
@@ -342,7 +417,11 @@ impl Client {
                         part_size: u64::try_from(upload.part_size)
                             .map_err(|_| Error::Protocol("a negative part size".into()))?,
                         expires_at: upload.expires_at,
-                        urls: upload.parts.into_iter().map(|p| (p.part_number, p.url)).collect(),
+                        urls: upload
+                            .parts
+                            .into_iter()
+                            .map(|p| (p.part_number, p.url))
+                            .collect(),
                         done: BTreeMap::new(),
                     };
                     if let Some(p) = &state_path {
@@ -351,7 +430,10 @@ impl Client {
                     state
                 }
             };
-            match self.send_parts(file, state, state_path.as_deref(), options).await {
+            match self
+                .send_parts(file, state, state_path.as_deref(), options)
+                .await
+            {
                 Ok(artifact) => {
                     if let Some(p) = &state_path {
                         let _ = std::fs::remove_file(p);
@@ -376,7 +458,13 @@ impl Client {
         unreachable!("the loop returns")
     }
 
-    async fn send_parts(&self, file: &Path, state: UploadState, state_path: Option<&Path>, options: &TransferOptions) -> Result<Artifact> {
+    async fn send_parts(
+        &self,
+        file: &Path,
+        state: UploadState,
+        state_path: Option<&Path>,
+        options: &TransferOptions,
+    ) -> Result<Artifact> {
         let size = state.size;
         let part_size = state.part_size.max(1);
         let progress = options.progress.clone();
@@ -387,8 +475,12 @@ impl Client {
         };
         let already: u64 = state.done.keys().map(|n| part_len(*n).1).sum();
         progress.advance(already);
-        let todo: Vec<(i64, String)> =
-            state.urls.iter().filter(|(n, _)| !state.done.contains_key(n)).map(|(n, u)| (*n, u.clone())).collect();
+        let todo: Vec<(i64, String)> = state
+            .urls
+            .iter()
+            .filter(|(n, _)| !state.done.contains_key(n))
+            .map(|(n, u)| (*n, u.clone()))
+            .collect();
         let shared = Arc::new(Mutex::new(state));
         let results = futures_util::stream::iter(todo)
             .map(|(n, url)| {
@@ -396,7 +488,9 @@ impl Client {
                 let progress = progress.clone();
                 async move {
                     let (offset, len) = part_len(n);
-                    let etag = self.put_part(file, &url, offset, len, progress, options.retries).await?;
+                    let etag = self
+                        .put_part(file, &url, offset, len, progress, options.retries)
+                        .await?;
                     let snapshot = {
                         let mut s = shared.lock().expect("upload state");
                         s.done.insert(n, etag);
@@ -415,16 +509,31 @@ impl Client {
         results.into_iter().collect::<Result<Vec<()>>>()?;
         let state = shared.lock().expect("upload state").clone();
         let parts: Vec<(i64, String)> = state.done.into_iter().collect();
-        self.complete_artifact_upload(&state.upload_id, &parts).await
+        self.complete_artifact_upload(&state.upload_id, &parts)
+            .await
     }
 
     /// PUTs one part (no bearer token: the URL is signed), retrying transient failures.
-    async fn put_part(&self, file: &Path, url: &str, offset: u64, len: u64, progress: Arc<dyn Progress>, retries: u32) -> Result<String> {
+    async fn put_part(
+        &self,
+        file: &Path,
+        url: &str,
+        offset: u64,
+        len: u64,
+        progress: Arc<dyn Progress>,
+        retries: u32,
+    ) -> Result<String> {
         let mut attempt = 0;
         loop {
             let sent = Arc::new(AtomicU64::new(0));
             let body = file_body(file, offset, len, progress.clone(), sent.clone()).await?;
-            let result = self.http.put(url).header(reqwest::header::CONTENT_LENGTH, len).body(body).send().await;
+            let result = self
+                .http
+                .put(url)
+                .header(reqwest::header::CONTENT_LENGTH, len)
+                .body(body)
+                .send()
+                .await;
             let err = match result {
                 Ok(response) if response.status().is_success() => {
                     return response
@@ -451,8 +560,14 @@ impl Client {
 
     /// Downloads `path` of `owner` into `dest` (through `<dest>.part`, renamed when complete),
     /// verifying the SHA-256 the server announces; a broken connection resumes with `Range`.
-    pub async fn download_artifact(&self, owner: &Owner, path: &str, dest: &Path, options: &TransferOptions) -> Result<Artifact> {
-        let url = self.artifact_url(owner, path);
+    pub async fn download_artifact(
+        &self,
+        owner: &Owner,
+        path: &str,
+        dest: &Path,
+        options: &TransferOptions,
+    ) -> Result<Artifact> {
+        let url = self.artifact_url(owner, path)?;
         let response = self.get_ok(&url, None).await?;
         let expected = response
             .headers()
@@ -462,7 +577,9 @@ impl Client {
             .ok_or_else(|| Error::Protocol("the download answered no X-Custody-Sha256".into()))?;
         let total = response.content_length();
         let tmp = partial_path(dest);
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| Error::io(&tmp, e))?;
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
         options.progress.start(Phase::Downloading, total);
         let mut hasher = Sha256::new();
         let mut written = 0u64;
@@ -473,7 +590,9 @@ impl Client {
                 match response.chunk().await {
                     Ok(Some(chunk)) => {
                         hasher.update(&chunk);
-                        out.write_all(&chunk).await.map_err(|e| Error::io(&tmp, e))?;
+                        out.write_all(&chunk)
+                            .await
+                            .map_err(|e| Error::io(&tmp, e))?;
                         written += chunk.len() as u64;
                         options.progress.advance(chunk.len() as u64);
                     }
@@ -485,9 +604,15 @@ impl Client {
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt += 1;
                         response = self.get_ok(&url, Some(written)).await?;
-                        let same = response.headers().get(SHA256_HEADER).and_then(|v| v.to_str().ok()) == Some(&expected);
+                        let same = response
+                            .headers()
+                            .get(SHA256_HEADER)
+                            .and_then(|v| v.to_str().ok())
+                            == Some(&expected);
                         if response.status().as_u16() != 206 || !same {
-                            return Err(Error::Protocol("the server could not resume the download".into()));
+                            return Err(Error::Protocol(
+                                "the server could not resume the download".into(),
+                            ));
                         }
                     }
                 }
@@ -505,10 +630,20 @@ impl Client {
         let actual = hex::encode(hasher.finalize());
         if actual != expected {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(Error::Integrity { what: format!("{} of {} {}", path, owner.segment(), owner.id()), expected, actual });
+            return Err(Error::Integrity {
+                what: format!("{} of {} {}", path, owner.segment(), owner.id()),
+                expected,
+                actual,
+            });
         }
-        tokio::fs::rename(&tmp, dest).await.map_err(|e| Error::io(dest, e))?;
-        Ok(Artifact { path: path.into(), sha256: actual, size: written as i64 })
+        tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(|e| Error::io(dest, e))?;
+        Ok(Artifact {
+            path: path.into(),
+            sha256: actual,
+            size: written as i64,
+        })
     }
 
     async fn get_ok(&self, url: &str, from: Option<u64>) -> Result<reqwest::Response> {
@@ -521,13 +656,21 @@ impl Client {
             Ok(response)
         } else {
             let status = response.status().as_u16();
-            Err(http_error(status, &response.text().await.unwrap_or_default()))
+            Err(http_error(
+                status,
+                &response.text().await.unwrap_or_default(),
+            ))
         }
     }
 
     /// `GET /api/audit/export`: streams the signed audit export of a period into `dest`.
     /// `query` holds the route's parameters (`from`, `to`, `format`, `project`, …).
-    pub async fn audit_export(&self, query: &[(&str, String)], dest: &Path, progress: Arc<dyn Progress>) -> Result<AuditExport> {
+    pub async fn audit_export(
+        &self,
+        query: &[(&str, String)],
+        dest: &Path,
+        progress: Arc<dyn Progress>,
+    ) -> Result<AuditExport> {
         let response = self
             .authorized(self.http.get(self.endpoint("/api/audit/export")))
             .query(query)
@@ -536,7 +679,10 @@ impl Client {
             .map_err(|e| self.transport(e))?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
-            return Err(http_error(status, &response.text().await.unwrap_or_default()));
+            return Err(http_error(
+                status,
+                &response.text().await.unwrap_or_default(),
+            ));
         }
         let head_seq = response
             .headers()
@@ -549,7 +695,9 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let tmp = partial_path(dest);
-        let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| Error::io(&tmp, e))?;
+        let mut out = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
         progress.start(Phase::Exporting, response.content_length());
         let mut hasher = Sha256::new();
         let mut bytes = 0u64;
@@ -558,7 +706,9 @@ impl Client {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| self.transport(e))?;
                 hasher.update(&chunk);
-                out.write_all(&chunk).await.map_err(|e| Error::io(&tmp, e))?;
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| Error::io(&tmp, e))?;
                 bytes += chunk.len() as u64;
                 progress.advance(chunk.len() as u64);
             }
@@ -571,13 +721,24 @@ impl Client {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(e);
         }
-        tokio::fs::rename(&tmp, dest).await.map_err(|e| Error::io(dest, e))?;
-        Ok(AuditExport { file: dest.to_path_buf(), bytes, sha256: hex::encode(hasher.finalize()), head_seq, content_type })
+        tokio::fs::rename(&tmp, dest)
+            .await
+            .map_err(|e| Error::io(dest, e))?;
+        Ok(AuditExport {
+            file: dest.to_path_buf(),
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+            head_seq,
+            content_type,
+        })
     }
 }
 
 fn partial_path(dest: &Path) -> PathBuf {
-    let mut name = dest.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "download".into());
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "download".into());
     name.push(".part");
     dest.with_file_name(name)
 }

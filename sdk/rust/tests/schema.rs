@@ -22,12 +22,17 @@ fn checked_in_schema_matches_the_server() {
     );
     let printed = String::from_utf8(out.stdout).expect("the SDL is UTF-8");
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema.graphql");
-    let checked_in = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
+    let checked_in = std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", file.display()));
     if printed == checked_in {
         return;
     }
     let (a, b): (Vec<&str>, Vec<&str>) = (checked_in.lines().collect(), printed.lines().collect());
-    let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    let first = a
+        .iter()
+        .zip(&b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
     let show = |lines: &[&str]| -> String {
         lines[first.saturating_sub(2)..(first + 4).min(lines.len())]
             .iter()

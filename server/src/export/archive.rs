@@ -40,9 +40,12 @@ pub struct Archived {
 }
 
 /// Exports entries before `before` to a temporary file in `work_dir`, verifies that file with the
-/// public key (as an auditor would), then stores and records it.
+/// public key (as an auditor would), then stores and records it. `reader` streams the entries;
+/// `conn` records the archive.
+#[allow(clippy::too_many_arguments)]
 pub async fn archive(
     conn: &mut Conn,
+    reader: Conn,
     keys: &AuditKeys,
     store: &ArtifactStore,
     actor: &Actor,
@@ -51,6 +54,7 @@ pub async fn archive(
 ) -> anyhow::Result<Archived> {
     let request = ExportRequest { to: Some(before), ..Default::default() };
     let mut exporter = Exporter::begin(conn, keys, actor, Format::Jsonl, request, None, Reason::Archive).await?;
+    exporter.start(Box::new(reader));
     let id = Uuid::now_v7();
     let tmp = work_dir.join(format!("audit-archive-{id}.jsonl.partial"));
     let result = write_and_store(conn, keys, store, actor, before, &mut exporter, id, &tmp).await;
@@ -71,7 +75,7 @@ async fn write_and_store(
 ) -> anyhow::Result<Archived> {
     let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(tmp).await?);
     let mut manifest_line = String::new();
-    while let Some(chunk) = exporter.next_chunk(conn).await? {
+    while let Some(chunk) = exporter.next_chunk().await? {
         file.write_all(&chunk).await?;
         manifest_line = String::from_utf8_lossy(&chunk).into_owned();
     }

@@ -81,8 +81,11 @@ pub async fn run(global: &GlobalOptions, command: AuditCommand) -> anyhow::Resul
                 crate::db::migrate(&url).await?;
                 let keys = audit.load_keys(&data_dir)?;
                 let store = artifacts.open_store(&data_dir)?;
-                let mut conn = <diesel_async::AsyncPgConnection as diesel_async::AsyncConnection>::establish(&url).await?;
-                let archived = super::archive::archive(&mut conn, &keys, &store, &Actor::system("archive"), before, &data_dir).await?;
+                use diesel_async::AsyncConnection as _;
+                let mut conn = diesel_async::AsyncPgConnection::establish(&url).await?;
+                let reader = diesel_async::AsyncPgConnection::establish(&url).await?;
+                let archived =
+                    super::archive::archive(&mut conn, reader, &keys, &store, &Actor::system("archive"), before, &data_dir).await?;
                 println!("{}", serde_json::to_string_pretty(&archived)?);
                 Ok(())
             })

@@ -67,9 +67,18 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
 
 fn json_opt_value(out: &mut Vec<u8>, v: Option<&Value>) {
     match v {
+        // serde_json's default map is a BTreeMap: its own output is already canonical, and
+        // much cheaper than re-sorting. Checked once, in case a dependency turned on
+        // `preserve_order` for the whole build.
+        Some(v) if maps_are_sorted() => serde_json::to_writer(&mut *out, v).expect("writing to a Vec cannot fail"),
         Some(v) => out.extend_from_slice(canonical_json(v).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
+}
+
+fn maps_are_sorted() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| serde_json::json!({"b": 1, "a": 2}).to_string() == r#"{"a":2,"b":1}"#)
 }
 
 /// JSON with object keys sorted at every level and no whitespace, whatever map type

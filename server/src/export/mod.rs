@@ -281,23 +281,59 @@ pub async fn authorize_export(conn: &mut Conn, actor: &Actor, project: Option<&s
 }
 
 /// Streams one export: `next_chunk` answers the header (CSV), then one chunk per batch of
-/// entries, then the manifest line, then `None`. Nothing but the current batch is in memory.
+/// entries, then the manifest line, then `None`. Reading and writing overlap: a task of its own
+/// reads the next batch from PostgreSQL (and decodes it) while the current one is rendered and
+/// hashed on the blocking pool; a one-batch channel between them keeps memory to a few batches.
 pub struct Exporter {
     format: Format,
     request: ExportRequest,
     project_id: Option<Uuid>,
     window: Option<(i64, i64)>,
     head: (i64, String),
-    after_seq: i64,
+    rows: Option<tokio::sync::mpsc::Receiver<Result<Vec<AuditEntry>>>>,
     started: bool,
     done: bool,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     body_bytes: u64,
     count: u64,
     first_seq: Option<i64>,
     last: Option<(i64, String)>,
     keys: AuditKeys,
     actor_email: String,
+}
+
+/// What the reading task selects.
+#[derive(Clone)]
+struct Selection {
+    project_id: Option<Uuid>,
+    subject: Option<String>,
+    action: Option<String>,
+    after_seq: i64,
+    last_seq: i64,
+}
+
+impl Selection {
+    async fn next_batch(&mut self, conn: &mut Conn) -> Result<Vec<AuditEntry>> {
+        let mut query = audit_log::table
+            .select(AuditEntry::as_select())
+            .filter(audit_log::seq.gt(self.after_seq))
+            .filter(audit_log::seq.le(self.last_seq))
+            .order(audit_log::seq.asc())
+            .limit(BATCH)
+            .into_boxed();
+        if let Some(project) = self.project_id {
+            query = query.filter(audit_log::project_id.eq(project));
+        }
+        if let Some(subject) = &self.subject {
+            query = query.filter(audit_log::subject_id.eq(subject.clone()));
+        }
+        if let Some(action) = &self.action {
+            query = query.filter(audit_log::action.eq(action.clone()));
+        }
+        let rows: Vec<AuditEntry> = query.load(conn).await?;
+        self.after_seq = rows.last().map_or(self.last_seq, |e| e.seq);
+        Ok(rows)
+    }
 }
 
 impl Exporter {
@@ -322,13 +358,13 @@ impl Exporter {
         Ok(Exporter {
             format,
             project_id: project.map(|p| p.id),
-            after_seq: window.map_or(0, |(lo, _)| lo - 1),
             window,
             head,
             request,
+            rows: None,
             started: false,
             done: false,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             body_bytes: 0,
             count: 0,
             first_seq: None,
@@ -350,42 +386,72 @@ impl Exporter {
         self.window
     }
 
-    fn body(&mut self, bytes: Vec<u8>) -> Bytes {
-        self.hasher.update(&bytes);
-        self.body_bytes += bytes.len() as u64;
-        Bytes::from(bytes)
+    /// Starts reading the entries on `conn`, in a task of its own. Call once, before `next_chunk`.
+    pub fn start<C>(&mut self, mut conn: C)
+    where
+        C: std::ops::DerefMut<Target = Conn> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        self.rows = Some(rx);
+        let Some((lo, hi)) = self.window else {
+            return;
+        };
+        let mut selection = Selection {
+            project_id: self.project_id,
+            subject: self.request.subject.clone(),
+            action: self.request.action.clone(),
+            after_seq: lo - 1,
+            last_seq: hi,
+        };
+        tokio::spawn(async move {
+            while selection.after_seq < selection.last_seq {
+                let batch = selection.next_batch(&mut conn).await;
+                let failed = batch.is_err();
+                // A closed channel means the writer stopped (client gone, error): stop reading.
+                if tx.send(batch).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
     }
 
     /// The next piece of the file, or `None` once the manifest was given.
-    pub async fn next_chunk(&mut self, conn: &mut Conn) -> Result<Option<Bytes>> {
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         if self.done {
             return Ok(None);
         }
         if !self.started {
             self.started = true;
             if self.format == Format::Csv {
-                return Ok(Some(self.body(format::csv_header_line().into_bytes())));
+                return Ok(Some(self.hashed(format::csv_header_line().into_bytes())));
             }
         }
-        if let Some((_, hi)) = self.window {
-            if self.after_seq < hi {
-                let rows = self.fetch(conn, hi).await?;
-                if let Some(last) = rows.last() {
-                    self.after_seq = last.seq;
-                    let mut out = Vec::with_capacity(rows.len() * 640);
-                    for e in &rows {
-                        match self.format {
-                            Format::Jsonl => format::write_jsonl_line(&mut out, e),
-                            Format::Csv => format::write_csv_row(&mut out, e),
-                        }
+        let rows = self.rows.as_mut().ok_or_else(|| Error::internal(anyhow::anyhow!("Exporter::start was not called")))?;
+        while let Some(batch) = rows.recv().await {
+            let batch = batch?;
+            let Some(last) = batch.last() else { continue };
+            self.count += batch.len() as u64;
+            self.first_seq.get_or_insert(batch[0].seq);
+            self.last = Some((last.seq, last.hash.clone()));
+            // Rendering and hashing a batch is ~10 ms of CPU: off the async worker thread, so the
+            // reading task (and other requests) keep going meanwhile.
+            let (format, mut hasher) = (self.format, self.hasher.take().unwrap_or_default());
+            let (out, hasher) = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::with_capacity(batch.len() * 640);
+                for e in &batch {
+                    match format {
+                        Format::Jsonl => format::write_jsonl_line(&mut out, e),
+                        Format::Csv => format::write_csv_row(&mut out, e),
                     }
-                    self.count += rows.len() as u64;
-                    self.first_seq.get_or_insert(rows[0].seq);
-                    self.last = Some((last.seq, last.hash.clone()));
-                    return Ok(Some(self.body(out)));
                 }
-                self.after_seq = hi;
-            }
+                hasher.update(&out);
+                (out, hasher)
+            })
+            .await
+            .map_err(Error::internal)?;
+            self.hasher = Some(hasher);
+            self.body_bytes += out.len() as u64;
+            return Ok(Some(Bytes::from(out)));
         }
         self.done = true;
         let manifest = self.manifest();
@@ -397,24 +463,10 @@ impl Exporter {
         Ok(Some(Bytes::from(line)))
     }
 
-    async fn fetch(&self, conn: &mut Conn, hi: i64) -> Result<Vec<AuditEntry>> {
-        let mut query = audit_log::table
-            .select(AuditEntry::as_select())
-            .filter(audit_log::seq.gt(self.after_seq))
-            .filter(audit_log::seq.le(hi))
-            .order(audit_log::seq.asc())
-            .limit(BATCH)
-            .into_boxed();
-        if let Some(project) = self.project_id {
-            query = query.filter(audit_log::project_id.eq(project));
-        }
-        if let Some(subject) = &self.request.subject {
-            query = query.filter(audit_log::subject_id.eq(subject.clone()));
-        }
-        if let Some(action) = &self.request.action {
-            query = query.filter(audit_log::action.eq(action.clone()));
-        }
-        Ok(query.load(conn).await?)
+    fn hashed(&mut self, bytes: Vec<u8>) -> Bytes {
+        self.hasher.get_or_insert_with(Sha256::new).update(&bytes);
+        self.body_bytes += bytes.len() as u64;
+        Bytes::from(bytes)
     }
 
     fn manifest(&mut self) -> ExportManifest {
@@ -441,7 +493,7 @@ impl Exporter {
             last_hash: self.last.as_ref().map(|l| l.1.clone()),
             head_seq: self.head.0,
             head_hash: self.head.1.clone(),
-            body_sha256: hex::encode(self.hasher.clone().finalize()),
+            body_sha256: hex::encode(self.hasher.clone().unwrap_or_default().finalize()),
             body_bytes: self.body_bytes,
             exported_at: rfc3339(now),
             exported_by: self.actor_email.clone(),

@@ -331,15 +331,270 @@ fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Resu
         }
     }
     file.seek(SeekFrom::Start(0))?;
-    let mut reader = BufReader::with_capacity(1 << 20, HashingReader::new(file.take(body_len)));
-    match format {
-        Format::Jsonl => scan_jsonl(&mut reader, &mut checker)?,
-        Format::Csv => scan_csv(&mut reader, &mut checker)?,
-    }
-    let hashing = reader.into_inner();
+    let reader = BufReader::with_capacity(1 << 20, HashingReader::new(file.take(body_len)));
+    let filters = manifest.as_ref().map(|m| (m.filters.clone(), m.window_first_seq, m.window_last_seq));
+    let (hashing, mut checker) = scan(reader, format, filters, checker)?;
     let body_sha256 = hex::encode(hashing.hasher.finalize());
     checker.finish(&body_sha256, hashing.bytes);
     Ok(checker.verdict("entries"))
+}
+
+/// One line (JSON Lines) or record (CSV) of the body, with its line number.
+enum Unit {
+    Line(u64, Vec<u8>),
+    Row(u64, Vec<String>),
+    Bad(u64, String),
+}
+
+/// What one entry says about itself: its links, and the problems visible from the entry alone.
+struct Examined {
+    line: u64,
+    seq: i64,
+    prev_hash: String,
+    hash: String,
+    problems: Vec<(Kind, String)>,
+    /// Why the line is not an entry at all (then only its position is known).
+    unreadable: Option<String>,
+}
+
+type ManifestFilters = (super::Filters, Option<i64>, Option<i64>);
+
+/// Entries per batch handed to a worker.
+const SCAN_BATCH: usize = 2_048;
+
+/// Reads the body (hashing every byte) on this thread, checks each entry on its own on worker
+/// threads (parsing and hashing are most of the cost), and feeds the results in file order to
+/// the checker, which judges what needs neighbours: order, gaps, links, checkpoints. Channels
+/// are bounded, so memory stays a few batches whatever the file's size.
+fn scan<'o>(
+    mut reader: BufReader<HashingReader<std::io::Take<std::fs::File>>>,
+    format: Format,
+    filters: Option<ManifestFilters>,
+    checker: Checker<'o>,
+) -> anyhow::Result<(HashingReader<std::io::Take<std::fs::File>>, Checker<'o>)> {
+    use std::sync::mpsc::sync_channel;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    std::thread::scope(|scope| {
+        let (done_tx, done_rx) = sync_channel::<(u64, Vec<Examined>)>(workers * 2);
+        let mut job_txs = Vec::new();
+        for _ in 0..workers {
+            let (tx, rx) = sync_channel::<(u64, Vec<Unit>)>(2);
+            job_txs.push(tx);
+            let (done_tx, filters) = (done_tx.clone(), filters.clone());
+            scope.spawn(move || {
+                for (index, units) in rx {
+                    let examined = units.into_iter().map(|u| examine(u, filters.as_ref())).collect();
+                    if done_tx.send((index, examined)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done_tx);
+        let collector = scope.spawn(move || {
+            let mut checker = checker;
+            let mut pending = BTreeMap::new();
+            let mut next = 0u64;
+            for (index, batch) in done_rx {
+                pending.insert(index, batch);
+                while let Some(batch) = pending.remove(&next) {
+                    for e in batch {
+                        checker.accept(e);
+                    }
+                    next += 1;
+                }
+            }
+            checker
+        });
+        let read = read_units(&mut reader, format, |index, units| {
+            job_txs[index as usize % workers].send((index, units)).is_ok()
+        });
+        drop(job_txs);
+        let checker = collector.join().map_err(|_| anyhow::anyhow!("the verification thread panicked"))?;
+        read?;
+        Ok((reader.into_inner(), checker))
+    })
+}
+
+/// Splits the body into units, handing them on in batches (`send` answers false to stop).
+fn read_units<R: BufRead>(reader: &mut R, format: Format, mut send: impl FnMut(u64, Vec<Unit>) -> bool) -> anyhow::Result<()> {
+    let mut batch = Vec::with_capacity(SCAN_BATCH);
+    let mut index = 0u64;
+    let mut line_no = 0u64;
+    let mut flush = |batch: &mut Vec<Unit>, force: bool| -> bool {
+        if batch.len() >= SCAN_BATCH || (force && !batch.is_empty()) {
+            let ok = send(index, std::mem::replace(batch, Vec::with_capacity(SCAN_BATCH)));
+            index += 1;
+            ok
+        } else {
+            true
+        }
+    };
+    match format {
+        Format::Jsonl => loop {
+            let mut line = Vec::with_capacity(640);
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            line_no += 1;
+            batch.push(Unit::Line(line_no, line));
+            if !flush(&mut batch, false) {
+                return Ok(());
+            }
+        },
+        Format::Csv => {
+            line_no += 1;
+            match format::read_csv_record(reader)? {
+                Some((_, cells)) if cells.join(",") == format::CSV_HEADER => {}
+                _ => batch.push(Unit::Bad(1, format!("the first row is not the header `{}`", format::CSV_HEADER))),
+            }
+            while let Some((raw, cells)) = format::read_csv_record(reader)? {
+                line_no += 1;
+                let record_line = line_no;
+                line_no += raw.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64;
+                batch.push(if cells.len() == format::CSV_COLUMNS {
+                    Unit::Row(record_line, cells)
+                } else {
+                    Unit::Bad(record_line, format!("the row has {} cells, not {}", cells.len(), format::CSV_COLUMNS))
+                });
+                if !flush(&mut batch, false) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    flush(&mut batch, true);
+    Ok(())
+}
+
+/// The exact line our writer produces: `{"seq":N,"prev_hash":"…","hash":"…","entry":{…}}`.
+/// Recognising it saves parsing the line around the entry; any other shape takes the general path.
+fn split_own_line(line: &str) -> Option<(i64, &str, &str, &str)> {
+    let rest = line.strip_prefix("{\"seq\":")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let seq = rest[..digits].parse().ok()?;
+    let rest = rest[digits..].strip_prefix(",\"prev_hash\":\"")?;
+    let (prev_hash, rest) = (rest.get(..64)?, rest.get(64..)?);
+    let rest = rest.strip_prefix("\",\"hash\":\"")?;
+    let (hash, rest) = (rest.get(..64)?, rest.get(64..)?);
+    let entry = rest.strip_prefix("\",\"entry\":")?.strip_suffix('}')?;
+    Some((seq, prev_hash, hash, entry))
+}
+
+fn examine(unit: Unit, filters: Option<&ManifestFilters>) -> Examined {
+    let unreadable = |line: u64, why: String| Examined {
+        line,
+        seq: 0,
+        prev_hash: String::new(),
+        hash: String::new(),
+        problems: Vec::new(),
+        unreadable: Some(why),
+    };
+    match unit {
+        Unit::Bad(line, why) => unreadable(line, why),
+        Unit::Line(line, bytes) => {
+            let mut text = bytes.as_slice();
+            while let [rest @ .., b'\n' | b'\r'] = text {
+                text = rest;
+            }
+            let Ok(text) = std::str::from_utf8(text) else {
+                return unreadable(line, "the line is not UTF-8".into());
+            };
+            if let Some((seq, prev_hash, hash, entry)) = split_own_line(text) {
+                if serde_json::from_str::<&RawValue>(entry).is_ok() {
+                    return examine_entry(line, seq, prev_hash, hash, entry, None, filters);
+                }
+            }
+            match serde_json::from_str::<JsonlLine>(text) {
+                Ok(l) => examine_entry(line, l.seq, &l.prev_hash, &l.hash, l.entry.get(), None, filters),
+                Err(e) => unreadable(line, e.to_string()),
+            }
+        }
+        Unit::Row(line, cells) => match cells[0].parse::<i64>() {
+            Ok(seq) => examine_entry(line, seq, &cells[10], &cells[11], &cells[12], Some(&cells[..10]), filters),
+            Err(_) => unreadable(line, format!("`{}` is not a seq", cells[0])),
+        },
+    }
+}
+
+/// The checks one entry allows on its own: readable, its seq is the hashed one, its hash is
+/// the hash of its content and prev_hash, its CSV columns agree with it, it matches the filter.
+fn examine_entry(
+    line: u64,
+    seq: i64,
+    prev_hash: &str,
+    hash: &str,
+    entry: &str,
+    plain: Option<&[String]>,
+    filters: Option<&ManifestFilters>,
+) -> Examined {
+    let mut problems = Vec::new();
+    let mut seq = seq;
+    match serde_json::from_str::<EntryView>(entry) {
+        Err(e) => problems.push((Kind::AlteredContent, format!("the entry document is unreadable ({e})"))),
+        Ok(view) => {
+            if view.seq != seq {
+                problems.push((Kind::AlteredContent, format!("the line says seq {seq} but its hashed entry says seq {}", view.seq)));
+                seq = view.seq;
+            }
+            if let Some(f) = filters {
+                if let Some(why) = outside_filter(&view, f) {
+                    problems.push((Kind::OutsideFilter, why));
+                }
+            }
+        }
+    }
+    if !is_hex64(hash) || !is_hex64(prev_hash) {
+        problems.push((Kind::AlteredContent, "hash and prev_hash must be 64 lowercase hex characters".into()));
+    } else if sha256_hex(prev_hash, entry.as_bytes()) != hash {
+        // The file may hold the entry reformatted (same content, other bytes); the body
+        // digest flags such a file, the entry itself is judged on its canonical form.
+        let canonical = serde_json::from_str::<Value>(entry).map(|v| canonical_json(&v));
+        if canonical.map_or(true, |c| sha256_hex(prev_hash, c.as_bytes()) != hash) {
+            problems.push((
+                Kind::AlteredContent,
+                "the entry's hash does not match its content and prev_hash: the entry was changed after it was written".into(),
+            ));
+        }
+    }
+    if let Some(cells) = plain {
+        if let Ok(doc) = serde_json::from_str::<Value>(entry) {
+            let want = format::csv_plain_cells(&doc);
+            let names: Vec<&str> = format::CSV_HEADER.split(',').collect();
+            if let Some(i) = (0..want.len()).find(|&i| cells[i] != want[i]) {
+                problems.push((
+                    Kind::AlteredContent,
+                    format!("column `{}` says {:?} but the hashed entry says {:?}", names[i], cells[i], want[i]),
+                ));
+            }
+        }
+    }
+    Examined { line, seq, prev_hash: prev_hash.to_owned(), hash: hash.to_owned(), problems, unreadable: None }
+}
+
+fn outside_filter(view: &EntryView<'_>, (filters, lo, hi): &ManifestFilters) -> Option<String> {
+    let mut wrong = Vec::new();
+    if let Some(p) = &filters.project_id {
+        if view.project_id.as_deref() != Some(p.as_str()) {
+            wrong.push(format!("project {}", view.project_id.as_deref().unwrap_or("none")));
+        }
+    }
+    if let Some(s) = &filters.subject {
+        if view.subject_id != s.as_str() {
+            wrong.push(format!("subject {}", view.subject_id));
+        }
+    }
+    if let Some(a) = &filters.action {
+        if view.action != a.as_str() {
+            wrong.push(format!("action {}", view.action));
+        }
+    }
+    if let (Some(lo), Some(hi)) = (lo, hi) {
+        if view.seq < *lo || view.seq > *hi {
+            wrong.push(format!("seq outside the window {lo}..{hi}"));
+        }
+    }
+    (!wrong.is_empty()).then(|| format!("the entry has {}", wrong.join(", ")))
 }
 
 /// Hashes everything read through it: the body digest costs no second pass.
@@ -362,55 +617,6 @@ impl<R: Read> Read for HashingReader<R> {
         self.bytes += n as u64;
         Ok(n)
     }
-}
-
-fn scan_jsonl<R: BufRead>(reader: &mut R, checker: &mut Checker) -> anyhow::Result<()> {
-    let mut line = Vec::with_capacity(4096);
-    let mut line_no = 0u64;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            return Ok(());
-        }
-        line_no += 1;
-        let mut text = line.as_slice();
-        while let [rest @ .., b'\n' | b'\r'] = text {
-            text = rest;
-        }
-        let parsed = std::str::from_utf8(text)
-            .map_err(|e| e.to_string())
-            .and_then(|t| serde_json::from_str::<JsonlLine>(t).map_err(|e| e.to_string()));
-        match parsed {
-            Ok(l) => checker.entry(line_no, l.seq, &l.prev_hash, &l.hash, l.entry.get(), None),
-            Err(e) => checker.unreadable(line_no, &e),
-        }
-    }
-}
-
-fn scan_csv<R: BufRead>(reader: &mut R, checker: &mut Checker) -> anyhow::Result<()> {
-    let mut line_no = 0u64;
-    match format::read_csv_record(reader)? {
-        Some((_, cells)) if cells.join(",") == format::CSV_HEADER => line_no += 1,
-        _ => {
-            checker.unreadable(1, &format!("the first row is not the header `{}`", format::CSV_HEADER));
-            line_no += 1;
-        }
-    }
-    while let Some((raw, cells)) = format::read_csv_record(reader)? {
-        line_no += 1;
-        let record_line = line_no;
-        line_no += raw.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64;
-        if cells.len() != format::CSV_COLUMNS {
-            checker.unreadable(record_line, &format!("the row has {} cells, not {}", cells.len(), format::CSV_COLUMNS));
-            continue;
-        }
-        let Ok(seq) = cells[0].parse::<i64>() else {
-            checker.unreadable(record_line, &format!("`{}` is not a seq", cells[0]));
-            continue;
-        };
-        checker.entry(record_line, seq, &cells[10], &cells[11], &cells[12], Some(&cells[..10]));
-    }
-    Ok(())
 }
 
 /// The checks, fed one entry at a time in file order.
@@ -486,98 +692,30 @@ impl<'o> Checker<'o> {
         );
     }
 
-    /// One entry: `entry` is the text of its canonical document, `plain` the CSV columns.
-    fn entry(&mut self, line: u64, seq: i64, prev_hash: &str, hash: &str, entry: &str, plain: Option<&[String]>) {
+    /// One examined entry, in file order: its own problems, then what needs its neighbours.
+    fn accept(&mut self, e: Examined) {
+        if let Some(why) = &e.unreadable {
+            self.unreadable(e.line, why);
+            return;
+        }
         self.count += 1;
-        let view = match serde_json::from_str::<EntryView>(entry) {
-            Ok(v) => v,
-            Err(e) => {
-                self.problem(Kind::AlteredContent, Some(seq), Some(line), format!("the entry document is unreadable ({e})"));
-                return;
-            }
-        };
-        if view.seq != seq {
-            self.problem(
-                Kind::AlteredContent,
-                Some(view.seq),
-                Some(line),
-                format!("the line says seq {seq} but its hashed entry says seq {}", view.seq),
-            );
+        for (kind, detail) in e.problems {
+            self.problem(kind, Some(e.seq), Some(e.line), detail);
         }
-        let seq = view.seq;
-        if !is_hex64(hash) || !is_hex64(prev_hash) {
-            self.problem(Kind::AlteredContent, Some(seq), Some(line), "hash and prev_hash must be 64 lowercase hex characters".into());
-        } else if sha256_hex(prev_hash, entry.as_bytes()) != hash {
-            // The file may hold the entry reformatted (same content, other bytes); the body
-            // digest flags such a file, the entry itself is judged on its canonical form.
-            let canonical = serde_json::from_str::<Value>(entry).map(|v| canonical_json(&v));
-            if canonical.map_or(true, |c| sha256_hex(prev_hash, c.as_bytes()) != hash) {
-                self.problem(
-                    Kind::AlteredContent,
-                    Some(seq),
-                    Some(line),
-                    "the entry's hash does not match its content and prev_hash: the entry was changed after it was written".into(),
-                );
-            }
-        }
-        if let Some(cells) = plain {
-            if let Ok(doc) = serde_json::from_str::<Value>(entry) {
-                let want = format::csv_plain_cells(&doc);
-                let names: Vec<&str> = format::CSV_HEADER.split(',').collect();
-                if let Some(i) = (0..want.len()).find(|&i| cells[i] != want[i]) {
-                    self.problem(
-                        Kind::AlteredContent,
-                        Some(seq),
-                        Some(line),
-                        format!("column `{}` says {:?} but the hashed entry says {:?}", names[i], cells[i], want[i]),
-                    );
-                }
-            }
-        }
-        self.check_filter(&view, line);
-        self.check_order(seq, prev_hash, hash, line);
-        if let Some(cps) = self.checkpoints.get(&seq) {
-            let conflicting = cps.iter().find(|cp| cp.hash != hash).map(|cp| cp.signed_at.clone());
+        self.check_order(e.seq, &e.prev_hash, &e.hash, e.line);
+        if let Some(cps) = self.checkpoints.get(&e.seq) {
+            let conflicting = cps.iter().find(|cp| cp.hash != e.hash).map(|cp| cp.signed_at.clone());
             if let Some(signed_at) = conflicting {
                 self.problem(
                     Kind::CheckpointConflict,
-                    Some(seq),
-                    Some(line),
+                    Some(e.seq),
+                    Some(e.line),
                     format!("the checkpoint signed at {signed_at} holds another hash for this seq: the chain was rewritten"),
                 );
             }
         }
-        self.first_seq.get_or_insert(seq);
-        self.last_seq = Some(seq);
-    }
-
-    fn check_filter(&mut self, view: &EntryView<'_>, line: u64) {
-        let Some(m) = &self.manifest else { return };
-        let mut wrong = Vec::new();
-        if let Some(p) = &m.filters.project_id {
-            if view.project_id.as_deref() != Some(p.as_str()) {
-                wrong.push(format!("project {}", view.project_id.as_deref().unwrap_or("none")));
-            }
-        }
-        if let Some(s) = &m.filters.subject {
-            if view.subject_id != s.as_str() {
-                wrong.push(format!("subject {}", view.subject_id));
-            }
-        }
-        if let Some(a) = &m.filters.action {
-            if view.action != a.as_str() {
-                wrong.push(format!("action {}", view.action));
-            }
-        }
-        if let (Some(lo), Some(hi)) = (m.window_first_seq, m.window_last_seq) {
-            if view.seq < lo || view.seq > hi {
-                wrong.push(format!("seq outside the window {lo}..{hi}"));
-            }
-        }
-        if !wrong.is_empty() {
-            let seq = view.seq;
-            self.problem(Kind::OutsideFilter, Some(seq), Some(line), format!("the entry has {}", wrong.join(", ")));
-        }
+        self.first_seq.get_or_insert(e.seq);
+        self.last_seq = Some(e.seq);
     }
 
     fn check_order(&mut self, seq: i64, prev_hash: &str, hash: &str, line: u64) {

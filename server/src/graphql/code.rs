@@ -49,7 +49,7 @@ pub struct CodeMutation;
 
 #[Object]
 impl CodeMutation {
-    /// Registers a commit; registering the same repository and commit again returns the first one.
+    /// Registers a commit; the same repository, commit and dirty flag again returns the first one.
     #[allow(clippy::too_many_arguments)]
     async fn register_code_commit(
         &self,

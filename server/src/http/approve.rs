@@ -87,10 +87,14 @@ async fn show(state: web::Data<AppState>, token: web::Path<String>) -> HttpRespo
     response
 }
 
+/// Missing fields default to empty, so that an incomplete form gets the refusal page (CSRF check
+/// or unknown decision) rather than the extractor's bare 400.
 #[derive(Deserialize)]
 struct DecisionForm {
+    #[serde(default)]
     decision: String,
     comment: Option<String>,
+    #[serde(default)]
     csrf: String,
 }
 

@@ -62,10 +62,11 @@ async fn export_log(
     )
     .await?;
     let (head_seq, _) = exporter.head();
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    exporter.start(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
     tokio::spawn(async move {
         loop {
-            let next = exporter.next_chunk(&mut conn).await;
+            let next = exporter.next_chunk().await;
             let item = match next {
                 Ok(Some(chunk)) => Ok(chunk),
                 Ok(None) => return,

@@ -22,21 +22,31 @@ pub fn config_path() -> Result<PathBuf, CliError> {
         return Ok(PathBuf::from(dir).join("custody").join("config.json"));
     }
     if let Some(home) = std::env::var_os("HOME").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(home).join(".config").join("custody").join("config.json"));
+        return Ok(PathBuf::from(home)
+            .join(".config")
+            .join("custody")
+            .join("config.json"));
     }
-    Err(CliError::usage("cannot tell where to keep the login: set HOME, XDG_CONFIG_HOME or CUSTODY_CONFIG"))
+    Err(CliError::usage(
+        "cannot tell where to keep the login: set HOME, XDG_CONFIG_HOME or CUSTODY_CONFIG",
+    ))
 }
 
 /// The directory beside the config that keeps resumable upload state.
 pub fn state_dir() -> Option<PathBuf> {
-    config_path().ok().and_then(|p| p.parent().map(|d| d.join("uploads")))
+    config_path()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("uploads")))
 }
 
 pub fn load(path: &Path) -> Result<Config, CliError> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            CliError::other(format!("{} is not a valid custody config: {e}", path.display()))
-                .hint("run `custody login --url URL --token TOKEN` to write it again")
+            CliError::other(format!(
+                "{} is not a valid custody config: {e}",
+                path.display()
+            ))
+            .hint("run `custody login --url URL --token TOKEN` to write it again")
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
         Err(e) => Err(CliError::other(format!("reading {}: {e}", path.display()))),
@@ -62,7 +72,8 @@ pub fn save(path: &Path, config: &Config) -> Result<(), CliError> {
         }
         let mut f = options.open(&tmp).map_err(fail)?;
         set_mode(&tmp, 0o600).map_err(fail)?;
-        f.write_all(&serde_json::to_vec_pretty(config).expect("JSON")).map_err(fail)?;
+        f.write_all(&serde_json::to_vec_pretty(config).expect("JSON"))
+            .map_err(fail)?;
         f.write_all(b"\n").map_err(fail)?;
         f.sync_all().map_err(fail)?;
     }

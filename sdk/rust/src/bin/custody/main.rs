@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use custody::{
-    Client, LineageDirection, MetricPoint, NewDatasetVersion, NewModel, NewRun, NodeKind, NodeRef, Owner,
-    PromotionStatus, RunStatus, TransferOptions,
+    Client, LineageDirection, MetricPoint, NewDatasetVersion, NewModel, NewRun, NodeKind, NodeRef,
+    Owner, PromotionStatus, RunStatus, TransferOptions,
 };
 use serde_json::{json, Value};
 
@@ -218,7 +218,8 @@ enum ModelsCommand {
         model: String,
         #[arg(long)]
         run: String,
-        /// Take the run's files at or under this path (default: all of them).
+        /// Take the run's files at or under this path; the version's paths are relative to it
+        /// (`model/w.bin` registered from `model` is `w.bin`). Without it the version has no files.
         #[arg(long)]
         artifact_path: Option<String>,
         #[arg(long)]
@@ -323,10 +324,20 @@ fn parse_key_value(text: &str) -> Result<(String, String), String> {
 fn parse_metric(text: &str) -> Result<MetricPoint, String> {
     let (key, rest) = parse_key_value(text)?;
     let (value, step) = match rest.rsplit_once('@') {
-        Some((v, s)) => (v, Some(s.trim().parse::<i64>().map_err(|_| format!("`{s}` in `{text}` is not an integer step"))?)),
+        Some((v, s)) => (
+            v,
+            Some(
+                s.trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("`{s}` in `{text}` is not an integer step"))?,
+            ),
+        ),
         None => (rest.as_str(), None),
     };
-    let value: f64 = value.trim().parse().map_err(|_| format!("`{value}` in `{text}` is not a number"))?;
+    let value: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` in `{text}` is not a number"))?;
     if !value.is_finite() {
         return Err(format!("`{text}`: metric values must be finite"));
     }
@@ -336,7 +347,10 @@ fn parse_metric(text: &str) -> Result<MetricPoint, String> {
 fn main() {
     let cli = Cli::parse();
     let ui = Ui { json: cli.json };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             ui.print_error(&CliError::other(format!("cannot start: {e}")));
@@ -366,7 +380,8 @@ async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
             let path = config::config_path()?;
             let existed = path.exists();
             if existed {
-                std::fs::remove_file(&path).map_err(|e| CliError::other(format!("removing {}: {e}", path.display())))?;
+                std::fs::remove_file(&path)
+                    .map_err(|e| CliError::other(format!("removing {}: {e}", path.display())))?;
             }
             ui.print(&json!({"loggedOut": existed, "config": path}), || {
                 if existed {
@@ -381,7 +396,12 @@ async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
             let c = client()?;
             let me = c.me().await?;
             ui.print(&json!({"url": c.url(), "me": me}), || {
-                let mut text = format!("{} at {}{}\n", me.email, c.url(), if me.is_admin { " (server admin)" } else { "" });
+                let mut text = format!(
+                    "{} at {}{}\n",
+                    me.email,
+                    c.url(),
+                    if me.is_admin { " (server admin)" } else { "" }
+                );
                 for m in &me.memberships {
                     text.push_str(&format!("  {}  {}\n", m.project.name, m.role));
                 }
@@ -389,18 +409,68 @@ async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
             });
             Ok(())
         }
-        Command::Projects { command } => projects(ui, command.unwrap_or(ProjectsCommand::List)).await,
-        Command::Datasets { command: DatasetsCommand::Register { project, dataset, path, tags, uri, derived_from, description } } => {
-            register_dataset(ui, &project, &dataset, &path, tags, uri, derived_from, description).await
+        Command::Projects { command } => {
+            projects(ui, command.unwrap_or(ProjectsCommand::List)).await
+        }
+        Command::Datasets {
+            command:
+                DatasetsCommand::Register {
+                    project,
+                    dataset,
+                    path,
+                    tags,
+                    uri,
+                    derived_from,
+                    description,
+                },
+        } => {
+            register_dataset(
+                ui,
+                &project,
+                &dataset,
+                &path,
+                tags,
+                uri,
+                derived_from,
+                description,
+            )
+            .await
         }
         Command::Runs { command } => runs(ui, command).await,
         Command::Artifacts { command } => artifacts(ui, command).await,
-        Command::Models { command: ModelsCommand::Register { project, model, run, artifact_path, description } } => {
-            register_model(ui, &project, &model, &run, artifact_path.as_deref(), description.as_deref()).await
+        Command::Models {
+            command:
+                ModelsCommand::Register {
+                    project,
+                    model,
+                    run,
+                    artifact_path,
+                    description,
+                },
+        } => {
+            register_model(
+                ui,
+                &project,
+                &model,
+                &run,
+                artifact_path.as_deref(),
+                description.as_deref(),
+            )
+            .await
         }
         Command::Promote { command } => promote(ui, command).await,
-        Command::Lineage { command: LineageCommand::Show { kind, id, direction, depth } } => lineage(ui, kind, &id, direction, depth).await,
-        Command::Audit { command: AuditCommand::Export(args) } => audit_export(ui, args).await,
+        Command::Lineage {
+            command:
+                LineageCommand::Show {
+                    kind,
+                    id,
+                    direction,
+                    depth,
+                },
+        } => lineage(ui, kind, &id, direction, depth).await,
+        Command::Audit {
+            command: AuditCommand::Export(args),
+        } => audit_export(ui, args).await,
     }
 }
 
@@ -410,10 +480,24 @@ async fn login(ui: Ui, url: &str, token: &str) -> Result<(), CliError> {
         CliError::from(e).or_hint("nothing was stored; check the URL and the token")
     })?;
     let path = config::config_path()?;
-    config::save(&path, &config::Config { url: Some(c.url().to_owned()), token: Some(token.trim().to_owned()) })?;
-    ui.print(&json!({"url": c.url(), "email": me.email, "config": path}), || {
-        format!("Logged in to {} as {} (stored in {}, mode 0600)", c.url(), me.email, path.display())
-    });
+    config::save(
+        &path,
+        &config::Config {
+            url: Some(c.url().to_owned()),
+            token: Some(token.trim().to_owned()),
+        },
+    )?;
+    ui.print(
+        &json!({"url": c.url(), "email": me.email, "config": path}),
+        || {
+            format!(
+                "Logged in to {} as {} (stored in {}, mode 0600)",
+                c.url(),
+                me.email,
+                path.display()
+            )
+        },
+    );
     Ok(())
 }
 
@@ -429,19 +513,33 @@ async fn projects(ui: Ui, command: ProjectsCommand) -> Result<(), CliError> {
                 .collect();
             ui.print(&json!({"projects": list}), || {
                 if me.memberships.is_empty() {
-                    return "No projects yet: create one with `custody projects create NAME`".into();
+                    return "No projects yet: create one with `custody projects create NAME`"
+                        .into();
                 }
-                let width = me.memberships.iter().map(|m| m.project.name.len()).max().unwrap_or(4).max(4);
+                let width = me
+                    .memberships
+                    .iter()
+                    .map(|m| m.project.name.len())
+                    .max()
+                    .unwrap_or(4)
+                    .max(4);
                 let mut text = format!("{:width$}  {:11}  ID\n", "NAME", "ROLE");
                 for m in &me.memberships {
-                    text.push_str(&format!("{:width$}  {:11}  {}\n", m.project.name, m.role.as_str(), m.project.id));
+                    text.push_str(&format!(
+                        "{:width$}  {:11}  {}\n",
+                        m.project.name,
+                        m.role.as_str(),
+                        m.project.id
+                    ));
                 }
                 text
             });
         }
         ProjectsCommand::Create { name, description } => {
             let p = c.create_project(&name, description.as_deref()).await?;
-            ui.print(&json!({"project": p}), || format!("Created project {} ({}); you are its admin", p.name, p.id));
+            ui.print(&json!({"project": p}), || {
+                format!("Created project {} ({}); you are its admin", p.name, p.id)
+            });
         }
     }
     Ok(())
@@ -459,7 +557,10 @@ async fn register_dataset(
     description: Option<String>,
 ) -> Result<(), CliError> {
     if !path.exists() {
-        return Err(CliError::usage(format!("{} does not exist", path.display())).hint("give an existing file or directory"));
+        return Err(
+            CliError::usage(format!("{} does not exist", path.display()))
+                .hint("give an existing file or directory"),
+        );
     }
     let c = client()?;
     let local = path.to_path_buf();
@@ -467,12 +568,14 @@ async fn register_dataset(
         .await
         .map_err(|e| CliError::other(format!("hashing failed: {e}")))??;
     if c.dataset(project, dataset).await?.is_none() {
-        c.create_dataset(project, dataset, description.as_deref()).await?;
+        c.create_dataset(project, dataset, description.as_deref())
+            .await?;
     }
     let uri = match uri {
         Some(u) => u,
         None => {
-            let absolute = std::fs::canonicalize(path).map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
+            let absolute = std::fs::canonicalize(path)
+                .map_err(|e| CliError::other(format!("{}: {e}", path.display())))?;
             format!("file://{}", absolute.display())
         }
     };
@@ -510,7 +613,16 @@ async fn register_dataset(
 async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
     let c = client()?;
     match command {
-        RunsCommand::Start { project, name, inputs, commit, repository, branch, dirty, tags } => {
+        RunsCommand::Start {
+            project,
+            name,
+            inputs,
+            commit,
+            repository,
+            branch,
+            dirty,
+            tags,
+        } => {
             let code_commit_id = match (commit, repository) {
                 (Some(commit), Some(repository)) => Some(
                     c.register_code_commit(&custody::NewCodeCommit {
@@ -528,23 +640,53 @@ async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
             let tags = if tags.is_empty() {
                 None
             } else {
-                Some(Value::Object(tags.into_iter().map(|(k, v)| (k, Value::String(v))).collect()))
+                Some(Value::Object(
+                    tags.into_iter()
+                        .map(|(k, v)| (k, Value::String(v)))
+                        .collect(),
+                ))
             };
-            let run = c.start_run(&project, &NewRun { name, code_commit_id, inputs, tags }).await?;
+            let run = c
+                .start_run(
+                    &project,
+                    &NewRun {
+                        name,
+                        code_commit_id,
+                        inputs,
+                        tags,
+                    },
+                )
+                .await?;
             // Plain output is the id alone, for `RUN=$(custody runs start …)`.
             ui.print(&json!({"run": run}), || run.id.clone());
         }
-        RunsCommand::Log { run, params, metrics } => {
+        RunsCommand::Log {
+            run,
+            params,
+            metrics,
+        } => {
             if params.is_empty() && metrics.is_empty() {
-                return Err(CliError::usage("nothing to log").hint("give --param key=value and/or --metric key=value[@step]"));
+                return Err(CliError::usage("nothing to log")
+                    .hint("give --param key=value and/or --metric key=value[@step]"));
             }
             if !params.is_empty() {
                 c.log_params(&run, &params).await?;
             }
-            let stored = if metrics.is_empty() { 0 } else { c.log_metrics(&run, &metrics).await? };
-            ui.print(&json!({"run": run, "params": params.len(), "metrics": stored}), || {
-                format!("Logged {} param(s) and {} metric(s) to run {run}", params.len(), stored)
-            });
+            let stored = if metrics.is_empty() {
+                0
+            } else {
+                c.log_metrics(&run, &metrics).await?
+            };
+            ui.print(
+                &json!({"run": run, "params": params.len(), "metrics": stored}),
+                || {
+                    format!(
+                        "Logged {} param(s) and {} metric(s) to run {run}",
+                        params.len(),
+                        stored
+                    )
+                },
+            );
         }
         RunsCommand::Finish { run, status } => {
             let status = match status {
@@ -553,7 +695,9 @@ async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
                 FinalStatus::Killed => RunStatus::Killed,
             };
             let done = c.finish_run(&run, status).await?;
-            ui.print(&json!({"run": done}), || format!("Run {} is {}", done.id, done.status));
+            ui.print(&json!({"run": done}), || {
+                format!("Run {} is {}", done.id, done.status)
+            });
         }
         RunsCommand::Show { run } => {
             let found = c.run(&run).await?.ok_or_else(|| not_found_run(&run))?;
@@ -562,7 +706,11 @@ async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
                 let mut text = format!(
                     "run {}{}\n  project  {}\n  status   {}\n  started  {}\n",
                     found.id,
-                    found.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                    found
+                        .name
+                        .as_deref()
+                        .map(|n| format!(" ({n})"))
+                        .unwrap_or_default(),
                     found.project.name,
                     found.status,
                     found.started_at
@@ -571,7 +719,12 @@ async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
                     text.push_str(&format!("  ended    {end}\n"));
                 }
                 if let Some(cc) = &found.code_commit {
-                    text.push_str(&format!("  commit   {} {}{}\n", cc.repository, cc.commit, if cc.dirty { " (dirty)" } else { "" }));
+                    text.push_str(&format!(
+                        "  commit   {} {}{}\n",
+                        cc.repository,
+                        cc.commit,
+                        if cc.dirty { " (dirty)" } else { "" }
+                    ));
                 }
                 for p in &found.params {
                     text.push_str(&format!("  param    {} = {}\n", p.key, p.value));
@@ -585,10 +738,18 @@ async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
                     text.push_str(&format!("  metric   {k} = {v} (step {step})\n"));
                 }
                 for i in &found.inputs {
-                    text.push_str(&format!("  input    dataset version {} v{} {}\n", i.id, i.version, i.sha256));
+                    text.push_str(&format!(
+                        "  input    dataset version {} v{} {}\n",
+                        i.id, i.version, i.sha256
+                    ));
                 }
                 for a in &found.artifacts {
-                    text.push_str(&format!("  file     {} ({}, {})\n", a.path, human_bytes(a.size.max(0) as u64), a.sha256));
+                    text.push_str(&format!(
+                        "  file     {} ({}, {})\n",
+                        a.path,
+                        human_bytes(a.size.max(0) as u64),
+                        a.sha256
+                    ));
                 }
                 text
             });
@@ -598,14 +759,21 @@ async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
 }
 
 fn not_found_run(id: &str) -> CliError {
-    CliError::not_found(format!("no run {id}")).hint("check the run id (`custody runs start` printed it)")
+    CliError::not_found(format!("no run {id}"))
+        .hint("check the run id (`custody runs start` printed it)")
 }
 
 async fn artifacts(ui: Ui, command: ArtifactsCommand) -> Result<(), CliError> {
     match command {
-        ArtifactsCommand::Push { run, file, path, multipart_threshold } => {
+        ArtifactsCommand::Push {
+            run,
+            file,
+            path,
+            multipart_threshold,
+        } => {
             if !file.is_file() {
-                return Err(CliError::usage(format!("{} is not a file", file.display())).hint("give the path of an existing file"));
+                return Err(CliError::usage(format!("{} is not a file", file.display()))
+                    .hint("give the path of an existing file"));
             }
             let path = match path {
                 Some(p) => p,
@@ -622,7 +790,9 @@ async fn artifacts(ui: Ui, command: ArtifactsCommand) -> Result<(), CliError> {
                 state_dir: config::state_dir(),
                 ..Default::default()
             };
-            let artifact = c.upload_artifact(&Owner::Run(run.clone()), &path, &file, &options).await?;
+            let artifact = c
+                .upload_artifact(&Owner::Run(run.clone()), &path, &file, &options)
+                .await?;
             ui.print(&json!({"run": run, "artifact": artifact}), || {
                 format!(
                     "Uploaded {} to run {run} as {} ({}, sha256 {})",
@@ -633,14 +803,24 @@ async fn artifacts(ui: Ui, command: ArtifactsCommand) -> Result<(), CliError> {
                 )
             });
         }
-        ArtifactsCommand::Pull { owner, id, path, output } => {
+        ArtifactsCommand::Pull {
+            owner,
+            id,
+            path,
+            output,
+        } => {
             let owner = match owner {
                 OwnerKind::Run => Owner::Run(id),
                 OwnerKind::ModelVersion => Owner::ModelVersion(id),
             };
             let c = client()?;
-            let options = TransferOptions { progress: ui.progress(), ..Default::default() };
-            let artifact = c.download_artifact(&owner, &path, &output, &options).await?;
+            let options = TransferOptions {
+                progress: ui.progress(),
+                ..Default::default()
+            };
+            let artifact = c
+                .download_artifact(&owner, &path, &output, &options)
+                .await?;
             ui.print(&json!({"artifact": artifact, "file": output}), || {
                 format!(
                     "Downloaded {} to {} ({}, sha256 {} verified)",
@@ -667,7 +847,9 @@ async fn register_model(
     if c.model(project, model).await?.is_none() {
         c.create_model(project, model, &NewModel::default()).await?;
     }
-    let v = c.register_model_version(project, model, run, artifact_path, description).await?;
+    let v = c
+        .register_model_version(project, model, run, artifact_path, description)
+        .await?;
     ui.print(&json!({"modelVersion": v}), || {
         format!(
             "Registered {model} v{} in {project} from run {run}: {} file(s), manifest sha256 {}\nid: {}",
@@ -681,12 +863,22 @@ async fn register_model(
 }
 
 fn describe_promotion(p: &custody::Promotion) -> String {
-    let version = format!("{} v{}", p.model_version.model.name, p.model_version.version);
-    let mut text = format!("promotion {}\n  {} → {}: {}\n", p.id, version, p.stage, p.status);
+    let version = format!(
+        "{} v{}",
+        p.model_version.model.name, p.model_version.version
+    );
+    let mut text = format!(
+        "promotion {}\n  {} → {}: {}\n",
+        p.id, version, p.stage, p.status
+    );
     match p.status {
         PromotionStatus::Applied => text.push_str(&format!("  {version} is now in {}\n", p.stage)),
         PromotionStatus::Pending => {
-            let approvals = p.approvals.iter().filter(|a| a.decision == custody::ApprovalDecision::Approve).count();
+            let approvals = p
+                .approvals
+                .iter()
+                .filter(|a| a.decision == custody::ApprovalDecision::Approve)
+                .count();
             text.push_str(&format!(
                 "  waiting for approvals: {approvals} of {}{}; expires {}\n  follow it with `custody promote status {}`\n",
                 p.required_approvals,
@@ -702,7 +894,10 @@ fn describe_promotion(p: &custody::Promotion) -> String {
         }
         _ => {}
     }
-    text.push_str(&format!("  requested by {} at {}\n", p.requested_by.email, p.created_at));
+    text.push_str(&format!(
+        "  requested by {} at {}\n",
+        p.requested_by.email, p.created_at
+    ));
     for a in &p.approvals {
         text.push_str(&format!(
             "  {} by {} via {} at {}{}\n",
@@ -710,7 +905,10 @@ fn describe_promotion(p: &custody::Promotion) -> String {
             a.approver.email,
             a.via,
             a.at,
-            a.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default()
+            a.comment
+                .as_deref()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
         ));
     }
     text
@@ -719,37 +917,72 @@ fn describe_promotion(p: &custody::Promotion) -> String {
 fn deny_reasons(p: &custody::Promotion) -> Vec<String> {
     p.policy_result["deny"]
         .as_array()
-        .map(|a| a.iter().map(|r| r.as_str().map(str::to_owned).unwrap_or_else(|| r.to_string())).collect())
+        .map(|a| {
+            a.iter()
+                .map(|r| {
+                    r.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| r.to_string())
+                })
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 async fn promote(ui: Ui, command: PromoteCommand) -> Result<(), CliError> {
     let c = client()?;
     let promotion = match command {
-        PromoteCommand::Request { model_version_id, stage, comment } => {
-            let p = c.request_promotion(&model_version_id, &stage, comment.as_deref()).await?;
+        PromoteCommand::Request {
+            model_version_id,
+            stage,
+            comment,
+        } => {
+            let p = c
+                .request_promotion(&model_version_id, &stage, comment.as_deref())
+                .await?;
             if p.status == PromotionStatus::Denied {
                 ui.print(&json!({"promotion": p}), || describe_promotion(&p));
-                return Err(CliError::refused("POLICY_DENIED", format!("the policies deny promotion {}: {}", p.id, deny_reasons(&p).join("; ")))
-                    .hint("fix what the reasons name (metrics, lineage, approvals), then request again"));
+                return Err(CliError::refused(
+                    "POLICY_DENIED",
+                    format!(
+                        "the policies deny promotion {}: {}",
+                        p.id,
+                        deny_reasons(&p).join("; ")
+                    ),
+                )
+                .hint(
+                    "fix what the reasons name (metrics, lineage, approvals), then request again",
+                ));
             }
             p
         }
-        PromoteCommand::Approve { id, comment } => c.approve_promotion(&id, comment.as_deref()).await?,
+        PromoteCommand::Approve { id, comment } => {
+            c.approve_promotion(&id, comment.as_deref()).await?
+        }
         PromoteCommand::Reject { id, comment } => {
-            let comment = comment.unwrap_or_else(|| "rejected with the custody command line".into());
+            let comment =
+                comment.unwrap_or_else(|| "rejected with the custody command line".into());
             c.reject_promotion(&id, &comment).await?
         }
         PromoteCommand::Cancel { id } => c.cancel_promotion(&id).await?,
         PromoteCommand::Status { id } => c.promotion(&id).await?.ok_or_else(|| {
-            CliError::not_found(format!("no promotion {id}")).hint("`custody promote request` printed the promotion's id")
+            CliError::not_found(format!("no promotion {id}"))
+                .hint("`custody promote request` printed the promotion's id")
         })?,
     };
-    ui.print(&json!({"promotion": promotion}), || describe_promotion(&promotion));
+    ui.print(&json!({"promotion": promotion}), || {
+        describe_promotion(&promotion)
+    });
     Ok(())
 }
 
-async fn lineage(ui: Ui, kind: Kind, id: &str, direction: Direction, depth: i64) -> Result<(), CliError> {
+async fn lineage(
+    ui: Ui,
+    kind: Kind,
+    id: &str,
+    direction: Direction,
+    depth: i64,
+) -> Result<(), CliError> {
     if !(0..=50).contains(&depth) {
         return Err(CliError::usage("--depth must be between 0 and 50"));
     }
@@ -765,8 +998,12 @@ async fn lineage(ui: Ui, kind: Kind, id: &str, direction: Direction, depth: i64)
         Direction::Down => LineageDirection::Downstream,
     };
     let c = client()?;
-    let graph = c.lineage(&NodeRef::new(kind, id), direction, Some(depth)).await?;
-    ui.print(&json!({"lineage": graph}), || tree::render(&graph, &(kind, id.to_owned()), direction));
+    let graph = c
+        .lineage(&NodeRef::new(kind, id), direction, Some(depth))
+        .await?;
+    ui.print(&json!({"lineage": graph}), || {
+        tree::render(&graph, &(kind, id.to_owned()), direction)
+    });
     Ok(())
 }
 
@@ -779,23 +1016,37 @@ async fn audit_export(ui: Ui, args: ExportArgs) -> Result<(), CliError> {
             ExportFormat::Csv => "csv".into(),
         },
     )];
-    for (name, value) in [("from", args.from), ("to", args.to), ("project", args.project)] {
+    for (name, value) in [
+        ("from", args.from),
+        ("to", args.to),
+        ("project", args.project),
+    ] {
         if let Some(v) = value {
             query.push((name, v));
         }
     }
-    let export = c.audit_export(&query, &args.output, ui.progress()).await.map_err(|e| match e.code() {
-        Some(custody::ErrorCode::NotFound) => CliError::from(e).hint("this server has no audit export (GET /api/audit/export); upgrade the server"),
-        Some(custody::ErrorCode::Forbidden) => CliError::from(e).hint("the export is for server admins and auditors (or project admins with --project)"),
-        _ => CliError::from(e),
-    })?;
+    let export = c
+        .audit_export(&query, &args.output, ui.progress())
+        .await
+        .map_err(|e| match e.code() {
+            Some(custody::ErrorCode::NotFound) => CliError::from(e).hint(
+                "this server has no audit export (GET /api/audit/export); upgrade the server",
+            ),
+            Some(custody::ErrorCode::Forbidden) => CliError::from(e).hint(
+                "the export is for server admins and auditors (or project admins with --project)",
+            ),
+            _ => CliError::from(e),
+        })?;
     ui.print(&json!({"export": export}), || {
         format!(
             "Wrote {} ({}, sha256 {}){}",
             export.file.display(),
             human_bytes(export.bytes),
             export.sha256,
-            export.head_seq.map(|s| format!("; covers the log up to seq {s}")).unwrap_or_default()
+            export
+                .head_seq
+                .map(|s| format!("; covers the log up to seq {s}"))
+                .unwrap_or_default()
         )
     });
     Ok(())

@@ -29,11 +29,17 @@ pub struct CliError {
 
 impl CliError {
     fn new(exit: i32, code: &str, message: impl Into<String>) -> CliError {
-        CliError { exit, code: code.into(), message: message.into(), hint: None }
+        CliError {
+            exit,
+            code: code.into(),
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn usage(message: impl Into<String>) -> CliError {
-        CliError::new(exit::USAGE, "USAGE", message).hint("see `custody --help` or `custody COMMAND --help`")
+        CliError::new(exit::USAGE, "USAGE", message)
+            .hint("see `custody --help` or `custody COMMAND --help`")
     }
 
     pub fn not_found(message: impl Into<String>) -> CliError {
@@ -138,7 +144,8 @@ impl Ui {
 
     /// Progress bars go to stderr, and only when stdout is a terminal and `--json` is off.
     pub fn progress(&self) -> Arc<dyn Progress> {
-        let visible = !self.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
+        let visible =
+            !self.json && std::io::stdout().is_terminal() && std::io::stderr().is_terminal();
         if visible {
             Arc::new(Bar::new())
         } else {
@@ -182,7 +189,10 @@ impl Progress for Bar {
             None => {
                 self.bar.unset_length();
                 self.bar.set_style(
-                    ProgressStyle::with_template("{msg:>11} {spinner} {bytes} {binary_bytes_per_sec}").expect("a valid template"),
+                    ProgressStyle::with_template(
+                        "{msg:>11} {spinner} {bytes} {binary_bytes_per_sec}",
+                    )
+                    .expect("a valid template"),
                 );
                 self.bar.enable_steady_tick(Duration::from_millis(120));
             }
@@ -195,7 +205,8 @@ impl Progress for Bar {
     }
 
     fn retreat(&self, bytes: u64) {
-        self.bar.set_position(self.bar.position().saturating_sub(bytes));
+        self.bar
+            .set_position(self.bar.position().saturating_sub(bytes));
     }
 
     fn finish(&self) {
@@ -224,7 +235,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 64MiB"))?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" => 1 << 10,
@@ -233,9 +246,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mb" => 1_000_000,
         "g" | "gib" => 1 << 30,
         "gb" => 1_000_000_000,
-        _ => return Err(format!("`{text}` has an unknown unit (use B, KiB, MiB or GiB)")),
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit (use B, KiB, MiB or GiB)"
+            ))
+        }
     };
-    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 #[cfg(test)]
@@ -254,7 +272,14 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_error_codes() {
-        let api = |code: &str| CliError::from(Error::Api { code: ErrorCode::parse(code), message: "m".into(), status: None }).exit;
+        let api = |code: &str| {
+            CliError::from(Error::Api {
+                code: ErrorCode::parse(code),
+                message: "m".into(),
+                status: None,
+            })
+            .exit
+        };
         assert_eq!(api("NOT_FOUND"), exit::NOT_FOUND);
         assert_eq!(api("FORBIDDEN"), exit::DENIED);
         assert_eq!(api("UNAUTHENTICATED"), exit::DENIED);
