@@ -38,22 +38,25 @@ pub fn optional_text<'a>(what: &str, value: Option<&'a str>, max_len: usize) -> 
     Ok(value)
 }
 
-/// A SHA-256 digest as 64 hex characters; returned lowercase.
+/// A SHA-256 digest: exactly 64 lowercase hex characters (the `Sha256` scalar of API.md), so a
+/// digest has one spelling everywhere it is compared.
 pub fn sha256(value: &str) -> Result<String> {
-    hex_digest("sha256", value, 64)
+    hex_digest("sha256", value, 64, false)
 }
 
-/// A git commit id as 40 hex characters; returned lowercase.
+/// A git commit id as 40 hex characters (git accepts either case); returned lowercase.
 pub fn commit_sha(value: &str) -> Result<String> {
-    hex_digest("commit", value, 40)
+    hex_digest("commit", value, 40, true)
 }
 
-fn hex_digest(what: &str, value: &str, len: usize) -> Result<String> {
-    if value.len() == len && value.chars().all(|c| c.is_ascii_hexdigit()) {
+fn hex_digest(what: &str, value: &str, len: usize, any_case: bool) -> Result<String> {
+    let digit = |c: char| c.is_ascii_digit() || matches!(c, 'a'..='f') || (any_case && matches!(c, 'A'..='F'));
+    if value.len() == len && value.chars().all(digit) {
         Ok(value.to_ascii_lowercase())
     } else {
         Err(Error::invalid(format!(
-            "{what} must be {len} hexadecimal characters, got `{}`",
+            "{what} must be {len} {}hexadecimal characters, got `{}`",
+            if any_case { "" } else { "lowercase " },
             value.chars().take(80).collect::<String>()
         )))
     }
@@ -77,6 +80,7 @@ mod tests {
         assert!(commit_sha(&"a".repeat(39)).is_err());
         assert!(commit_sha(&"g".repeat(40)).is_err());
         assert!(sha256(&"0".repeat(64)).is_ok());
+        assert!(sha256(&"A".repeat(64)).is_err());
         assert!(sha256(&"0".repeat(65)).is_err());
     }
 

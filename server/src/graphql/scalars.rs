@@ -2,7 +2,7 @@
 
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 
-/// A SHA-256 digest: 64 lowercase hex characters (uppercase input is accepted and lowercased).
+/// A SHA-256 digest: 64 lowercase hex characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sha256(pub String);
 
