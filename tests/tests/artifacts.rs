@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1 << 20;
-/// The server's default multipart part size (`--artifact-part-size`).
+/// The server's default multipart part size (`--part-size`, `CUSTODY_ARTIFACT_PART_SIZE`).
 const PART_SIZE: u64 = 16 * MIB;
 const BUCKET: &str = "custody-artifacts";
 const PREFIX: &str = "team/registry";

@@ -284,7 +284,7 @@ fn work(client: Client, run_id: String, rx: mpsc::Receiver<Msg>, options: Logger
         }
     }
     runtime.block_on(async {
-        buffer.clear();
+        sender.send(&mut buffer, &mut report).await;
         if let Some(Some(status)) = finish {
             if let Err(e) = sender.client.finish_run(&sender.run_id, status).await {
                 report.finish_error = Some(e);

@@ -78,7 +78,7 @@ fn json_opt_value(out: &mut Vec<u8>, v: Option<&Value>) {
 
 fn maps_are_sorted() -> bool {
     static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SORTED.get_or_init(|| serde_json::json!({"b": 1, "a": 2}).to_string() == r#"{"a":2,"b":1}"#)
+    *SORTED.get_or_init(|| serde_json::json!({"b": 1, "a": 2}).to_string().as_str() == r#"{"a":2,"b":1}"#)
 }
 
 /// JSON with object keys sorted at every level and no whitespace, whatever map type

@@ -275,7 +275,8 @@ async fn promotions_section(conn: &mut Conn, model_version_id: Uuid) -> Result<(
         .load(conn)
         .await?;
     let ids: Vec<Uuid> = rows.iter().map(|(r, _)| r.0).collect();
-    let decisions: Vec<(Uuid, String, Option<String>, String, DateTime<Utc>, String)> = approvals::table
+    type Decision = (Uuid, String, Option<String>, String, DateTime<Utc>, String);
+    let decisions: Vec<Decision> = approvals::table
         .inner_join(users::table.on(users::id.eq(approvals::approver_id)))
         .filter(approvals::promotion_id.eq_any(&ids))
         .order(approvals::at.asc())

@@ -120,9 +120,9 @@ impl Verdict {
             let mut s = format!("OK {file}: {} {}, {range}", self.entries, self.what);
             if let Some(m) = &self.manifest {
                 s.push_str(if m.filtered {
-                    &", filtered export: every entry's hash recomputed, links checked where seqs touch"
+                    ", filtered export: every entry's hash recomputed, links checked where seqs touch"
                 } else {
-                    &", one unbroken piece of the chain"
+                    ", one unbroken piece of the chain"
                 });
                 s.push_str(&format!(
                     "; body sha256 {} matches; manifest signed by key {} (exported {} by {}); chain head at export: seq {} hash {}",
