@@ -159,7 +159,9 @@ pub async fn periodic(pool: &DbPool, keys: &AuditKeys) -> Result<Option<Checkpoi
 /// Runs `periodic` every `every`, on every replica.
 pub fn spawn_checkpointer(pool: DbPool, keys: AuditKeys, every: std::time::Duration) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        // The first checkpoint comes one period after start, not at start: a restart is no reason
+        // to sign, and exports sign their own.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tick.tick().await;
             match periodic(&pool, &keys).await {
