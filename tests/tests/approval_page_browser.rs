@@ -81,6 +81,12 @@ async fn an_approver_reviews_and_approves_in_a_real_browser() {
     let status = c.find(Locator::Id("status")).await.unwrap().text().await.unwrap();
     assert_eq!(status, "PENDING");
 
+    // For a person to look at: CUSTODY_TEST_SCREENSHOTS=DIR keeps a picture of the page.
+    if let Some(dir) = std::env::var_os("CUSTODY_TEST_SCREENSHOTS") {
+        let png = c.screenshot().await.expect("a screenshot");
+        std::fs::write(std::path::Path::new(&dir).join("approval-page.png"), png).unwrap();
+    }
+
     // Bob comments and approves.
     c.find(Locator::Id("comment")).await.unwrap().send_keys("Holdout AUC is up; ship it.").await.unwrap();
     c.find(Locator::Id("approve")).await.unwrap().click().await.unwrap();
