@@ -9,19 +9,21 @@ use diesel_async::AsyncConnection;
 use std::sync::Arc;
 
 use crate::artifacts::{self, Artifacts};
-use crate::notify::{self, Delivery, MailTransport};
-use crate::policy::PolicyBundle;
-use crate::promotions;
 use crate::auth::{self, Actor, TokenKeys};
 use crate::config::{self, Cli, Command, GlobalOptions, PolicyCommand, ServeOptions, TokenCommand};
 use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::graphql::AppState;
 use crate::http::{self, HttpConfig};
+use crate::notify::{self, Delivery, MailTransport};
+use crate::policy::PolicyBundle;
+use crate::promotions;
 
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("CUSTODY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();
     } else {
@@ -32,13 +34,23 @@ pub fn init_tracing() {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(options) => serve(&cli.global, options).await,
-        Command::Migrate => with_database(&cli.global, |url, _| async move {
-            let applied = db::migrate(&url).await?;
-            eprintln!("{} migration(s) applied", applied.len());
-            Ok(())
-        })
-        .await,
-        Command::Token { command: TokenCommand::Issue { email, admin, auditor, ttl } } => {
+        Command::Migrate => {
+            with_database(&cli.global, |url, _| async move {
+                let applied = db::migrate(&url).await?;
+                eprintln!("{} migration(s) applied", applied.len());
+                Ok(())
+            })
+            .await
+        }
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    email,
+                    admin,
+                    auditor,
+                    ttl,
+                },
+        } => {
             let ttl = auth::parse_ttl(&ttl)?;
             let jwt_secret = cli.global.jwt_secret.clone();
             with_database(&cli.global, |url, data_dir| async move {
@@ -49,7 +61,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let token = conn
                     .transaction(|c| {
                         async move {
-                            let token = auth::issue_token(c, &keys, &actor, &email, admin, ttl).await?;
+                            let token =
+                                auth::issue_token(c, &keys, &actor, &email, admin, ttl).await?;
                             if auditor {
                                 crate::export::grant_auditor(c, &actor, &email).await?;
                             }
@@ -68,7 +81,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::graphql::sdl());
             Ok(())
         }
-        Command::Policy { command: PolicyCommand::Test { dir } } => {
+        Command::Policy {
+            command: PolicyCommand::Test { dir },
+        } => {
             let report = crate::policy::run_tests(dir.as_deref())?;
             for name in &report.passed {
                 println!("PASS {name}");
@@ -76,8 +91,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             for (name, why) in &report.failed {
                 println!("FAIL {name}: {why}");
             }
-            println!("{} passed, {} failed", report.passed.len(), report.failed.len());
-            anyhow::ensure!(report.failed.is_empty(), "{} policy test(s) failed", report.failed.len());
+            println!(
+                "{} passed, {} failed",
+                report.passed.len(),
+                report.failed.len()
+            );
+            anyhow::ensure!(
+                report.failed.is_empty(),
+                "{} policy test(s) failed",
+                report.failed.len()
+            );
             Ok(())
         }
     }
@@ -117,7 +140,9 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
     let addr = options.listen_addr()?;
     // Bind before the slow start-up so a taken port fails at once.
     let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => anyhow::anyhow!("cannot listen on {addr}: the address is already in use"),
+        std::io::ErrorKind::AddrInUse => {
+            anyhow::anyhow!("cannot listen on {addr}: the address is already in use")
+        }
         _ => anyhow::anyhow!("cannot listen on {addr}: {e}"),
     })?;
     let keys = TokenKeys::load(global.jwt_secret.as_deref(), &data_dir)?;
@@ -131,7 +156,16 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
             (pg.database_url(), Some(pg))
         }
     };
-    let result = serve_with_database(&url, &data_dir, keys, &global.audit, policy, listener, options).await;
+    let result = serve_with_database(
+        &url,
+        &data_dir,
+        keys,
+        &global.audit,
+        policy,
+        listener,
+        options,
+    )
+    .await;
     if let Some(pg) = embedded {
         if let Err(e) = pg.stop().await {
             tracing::error!(error = ?e, "stopping the private PostgreSQL cluster");
@@ -171,10 +205,19 @@ async fn serve_with_database(
     let local = listener.local_addr()?;
     let store = options.artifacts.open_store(data_dir)?;
     tracing::info!(store = %store.describe(), "artifact store ready");
-    artifacts::spawn_sweeper(pool.clone(), store.clone(), options.artifacts.sweep_grace, options.artifacts.sweep_interval);
+    artifacts::spawn_sweeper(
+        pool.clone(),
+        store.clone(),
+        options.artifacts.sweep_grace,
+        options.artifacts.sweep_interval,
+    );
     let audit = audit_options.load_keys(data_dir)?;
     tracing::info!(key_id = %audit.public.key_id(), "audit signing key ready");
-    crate::export::checkpoints::spawn_checkpointer(pool.clone(), audit.clone(), audit_options.audit_checkpoint_interval);
+    crate::export::checkpoints::spawn_checkpointer(
+        pool.clone(),
+        audit.clone(),
+        audit_options.audit_checkpoint_interval,
+    );
     let public_url = options
         .public_url
         .clone()
@@ -191,18 +234,33 @@ async fn serve_with_database(
     tracing::info!(mail = %mail.describe(), "mail delivery ready");
     let delivery = Delivery {
         mail,
-        from: options
-            .mail_from
-            .parse()
-            .map_err(|e| anyhow::anyhow!("CUSTODY_MAIL_FROM `{}` is not a mailbox: {e}", options.mail_from))?,
-        http: reqwest::Client::builder().timeout(std::time::Duration::from_secs(15)).build()?,
+        from: options.mail_from.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "CUSTODY_MAIL_FROM `{}` is not a mailbox: {e}",
+                options.mail_from
+            )
+        })?,
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(15))
+            .build()?,
     };
     notify::spawn_worker(pool.clone(), delivery, options.outbox_interval);
     promotions::spawn_expiry(pool.clone(), options.outbox_interval);
     tracing::info!(listen = %local, "custody-server listening; GraphiQL at http://{local}/graphql");
     http::run(
-        AppState { pool, keys, artifacts, audit, policy: Arc::new(policy), public_url },
-        HttpConfig { listener, cors_origins: options.cors_origins, workers: options.workers },
+        AppState {
+            pool,
+            keys,
+            artifacts,
+            audit,
+            policy: Arc::new(policy),
+            public_url,
+        },
+        HttpConfig {
+            listener,
+            cors_origins: options.cors_origins,
+            workers: options.workers,
+        },
     )
     .await
 }

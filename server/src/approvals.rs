@@ -90,23 +90,34 @@ pub async fn decide(
         .await
         .optional()?;
     let Some((role, groups)) = member else {
-        return Err(Error::forbidden("only members of the project can decide on its promotions"));
+        return Err(Error::forbidden(
+            "only members of the project can decide on its promotions",
+        ));
     };
     if promotion.status() != Status::Pending {
-        return Err(Error::conflict(format!("the promotion is {}; decisions no longer apply", promotion.status)));
+        return Err(Error::conflict(format!(
+            "the promotion is {}; decisions no longer apply",
+            promotion.status
+        )));
     }
     if promotion.expires_at <= Utc::now() {
         return Err(Error::conflict("the promotion request has expired"));
     }
     if approver == promotion.requested_by {
-        return Err(Error::forbidden("the requester cannot decide on their own promotion (segregation of duties)"));
+        return Err(Error::forbidden(
+            "the requester cannot decide on their own promotion (segregation of duties)",
+        ));
     }
     if Role::parse(&role).is_none_or(|r| r < Role::Approver) {
-        return Err(Error::forbidden("deciding needs the approver or admin role in the project"));
+        return Err(Error::forbidden(
+            "deciding needs the approver or admin role in the project",
+        ));
     }
     if let Some(group) = &promotion.approver_group {
         if !groups.contains(group) {
-            return Err(Error::forbidden(format!("this promotion needs an approver from the `{group}` group")));
+            return Err(Error::forbidden(format!(
+                "this promotion needs an approver from the `{group}` group"
+            )));
         }
     }
     let already: bool = diesel::select(diesel::dsl::exists(
@@ -117,7 +128,9 @@ pub async fn decide(
     .get_result(conn)
     .await?;
     if already {
-        return Err(Error::conflict("you have already decided on this promotion"));
+        return Err(Error::conflict(
+            "you have already decided on this promotion",
+        ));
     }
     diesel::insert_into(approvals::table)
         .values((
@@ -142,7 +155,9 @@ pub async fn decide(
             subject_kind: "promotion",
             subject_id: promotion.id.to_string(),
             before: None,
-            after: Some(json!({"decision": verdict.as_str(), "comment": comment, "via": via.as_str()})),
+            after: Some(
+                json!({"decision": verdict.as_str(), "comment": comment, "via": via.as_str()}),
+            ),
         },
     )
     .await?;
@@ -180,7 +195,8 @@ pub async fn decide(
             )
             .await?;
             let body = promotions::event_body(&rejected, &model, &version);
-            notify::enqueue_webhooks(conn, promotion.project_id, "promotion.rejected", &body).await?;
+            notify::enqueue_webhooks(conn, promotion.project_id, "promotion.rejected", &body)
+                .await?;
             return Ok(rejected);
         }
         required = decision.required_approvals;
@@ -268,7 +284,15 @@ pub async fn send_link(
         "Approval requested: {} v{} to {}",
         model.name, version.version, promotion.stage
     );
-    notify::enqueue_email(conn, approver_email, &subject, "approval_request", &context, promotion.id).await
+    notify::enqueue_email(
+        conn,
+        approver_email,
+        &subject,
+        "approval_request",
+        &context,
+        promotion.id,
+    )
+    .await
 }
 
 /// What an approval link stands for, once its signature and expiry are checked.
@@ -284,18 +308,35 @@ pub async fn open_link(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Result
     let claims: LinkClaims = keys.verify_for(token, LINK_AUDIENCE)?;
     let row: Option<(Uuid, Uuid, Option<DateTime<Utc>>)> = approval_links::table
         .find(claims.jti)
-        .select((approval_links::promotion_id, approval_links::approver_id, approval_links::used_at))
+        .select((
+            approval_links::promotion_id,
+            approval_links::approver_id,
+            approval_links::used_at,
+        ))
         .first(conn)
         .await
         .optional()?;
     let Some((promotion_id, approver_id, used_at)) = row else {
-        return Err(Error::Unauthenticated("this link is not one the server issued".into()));
+        return Err(Error::Unauthenticated(
+            "this link is not one the server issued".into(),
+        ));
     };
     if promotion_id != claims.promotion_id || approver_id != claims.approver_id {
-        return Err(Error::Unauthenticated("this link does not match its record".into()));
+        return Err(Error::Unauthenticated(
+            "this link does not match its record".into(),
+        ));
     }
-    let approver: User = users::table.find(approver_id).select(User::as_select()).first(conn).await?;
-    Ok(LinkTarget { jti: claims.jti, promotion_id, approver, used_at })
+    let approver: User = users::table
+        .find(approver_id)
+        .select(User::as_select())
+        .first(conn)
+        .await?;
+    Ok(LinkTarget {
+        jti: claims.jti,
+        promotion_id,
+        approver,
+        used_at,
+    })
 }
 
 /// The decision posted from a link's page: the link is used up in the same transaction.
@@ -327,21 +368,43 @@ pub async fn decide_by_link(
         is_admin: false,
         request_id,
     };
-    decide(conn, &actor, gate, target.promotion_id, verdict, comment, Via::Email).await
+    decide(
+        conn,
+        &actor,
+        gate,
+        target.promotion_id,
+        verdict,
+        comment,
+        Via::Email,
+    )
+    .await
 }
 
 /// Everything the approval page shows, from the promotion and the input its policy saw.
-pub async fn page_view(conn: &mut Conn, target: &LinkTarget) -> Result<(Promotion, serde_json::Value)> {
+pub async fn page_view(
+    conn: &mut Conn,
+    target: &LinkTarget,
+) -> Result<(Promotion, serde_json::Value)> {
     let promotion: Promotion = crate::db::schema::promotions::table
         .find(target.promotion_id)
         .select(Promotion::as_select())
         .first(conn)
         .await?;
     let (version, model) = promotions::subject(conn, &promotion).await?;
-    let requester: String = users::table.find(promotion.requested_by).select(users::email).first(conn).await?;
+    let requester: String = users::table
+        .find(promotion.requested_by)
+        .select(users::email)
+        .first(conn)
+        .await?;
     let input = &promotion.policy_input;
-    let candidate = input["model_version"]["metrics"].as_object().cloned().unwrap_or_default();
-    let current = input["current"]["metrics"].as_object().cloned().unwrap_or_default();
+    let candidate = input["model_version"]["metrics"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let current = input["current"]["metrics"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let mut keys: Vec<&String> = candidate.keys().chain(current.keys()).collect();
     keys.sort();
     keys.dedup();

@@ -72,7 +72,11 @@ impl AuditEntry {
 pub fn chain_hash(prev_hash: &str, document: &Value) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
-    hasher.update(serde_json::to_string(document).expect("JSON values serialise").as_bytes());
+    hasher.update(
+        serde_json::to_string(document)
+            .expect("JSON values serialise")
+            .as_bytes(),
+    );
     hex::encode(hasher.finalize())
 }
 
@@ -106,7 +110,10 @@ pub async fn record(conn: &mut Conn, actor: &Actor, change: Change<'_>) -> Resul
         .execute(conn)
         .await?;
     diesel::update(audit_head::table)
-        .set((audit_head::seq.eq(entry.seq), audit_head::hash.eq(&entry.hash)))
+        .set((
+            audit_head::seq.eq(entry.seq),
+            audit_head::hash.eq(&entry.hash),
+        ))
         .execute(conn)
         .await?;
     Ok(entry)

@@ -48,7 +48,9 @@ impl Actor {
         if self.is_admin {
             Ok(())
         } else {
-            Err(Error::forbidden("this operation needs a server administrator"))
+            Err(Error::forbidden(
+                "this operation needs a server administrator",
+            ))
         }
     }
 
@@ -125,11 +127,16 @@ impl TokenKeys {
     /// Signs claims for one purpose (its own audience), e.g. a presigned artifact URL. Such
     /// tokens are never accepted as API tokens: those need the API audience and a stored jti.
     pub fn sign_for<T: Serialize>(&self, claims: &T) -> Result<String> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(Error::internal)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(Error::internal)
     }
 
     /// Checks a purpose token: algorithm, signature, `exp`, and that `aud` is `audience`.
-    pub fn verify_for<T: serde::de::DeserializeOwned>(&self, token: &str, audience: &str) -> Result<T> {
+    pub fn verify_for<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+    ) -> Result<T> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[audience]);
@@ -161,9 +168,11 @@ pub fn parse_ttl(text: &str) -> Result<Duration> {
     let text = text.trim();
     let split = text.len().saturating_sub(1);
     let (number, unit) = text.split_at(split);
-    let n: i64 = number
-        .parse()
-        .map_err(|_| Error::invalid(format!("`{text}` is not a lifetime like 30d, 12h, 15m or 90s")))?;
+    let n: i64 = number.parse().map_err(|_| {
+        Error::invalid(format!(
+            "`{text}` is not a lifetime like 30d, 12h, 15m or 90s"
+        ))
+    })?;
     let ttl = match unit {
         "d" => Duration::try_days(n),
         "h" => Duration::try_hours(n),
@@ -309,7 +318,12 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
     let found: Option<(Uuid, String, bool, Option<DateTime<Utc>>)> = api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::jti.eq(jti))
-        .select((users::id, users::email, users::is_admin, api_tokens::revoked_at))
+        .select((
+            users::id,
+            users::email,
+            users::is_admin,
+            api_tokens::revoked_at,
+        ))
         .first(conn)
         .await
         .optional()?;
@@ -320,7 +334,9 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
             is_admin,
             request_id: None,
         }),
-        Some((_, _, _, Some(_))) => Err(Error::Unauthenticated("this token has been revoked".into())),
+        Some((_, _, _, Some(_))) => {
+            Err(Error::Unauthenticated("this token has been revoked".into()))
+        }
         _ => Err(Error::Unauthenticated("unknown bearer token".into())),
     }
 }
@@ -395,7 +411,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalised() {
-        assert_eq!(normalize_email(" Ana@Example.COM ").unwrap(), "ana@example.com");
+        assert_eq!(
+            normalize_email(" Ana@Example.COM ").unwrap(),
+            "ana@example.com"
+        );
         assert!(normalize_email("nobody").is_err());
         assert!(normalize_email("a b@c").is_err());
         assert!(normalize_email("@c").is_err());

@@ -59,7 +59,9 @@ pub async fn register(conn: &mut Conn, actor: &Actor, new: NewCommit<'_>) -> Res
         .get_result(conn)
         .await?;
         if !contributor {
-            return Err(Error::forbidden("registering code commits needs the contributor role in some project"));
+            return Err(Error::forbidden(
+                "registering code commits needs the contributor role in some project",
+            ));
         }
     }
     let existing: Option<CodeCommit> = code_commits::table

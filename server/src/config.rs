@@ -7,7 +7,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "custody-server", version, about = "Custody: model registry and MLOps governance server")]
+#[command(
+    name = "custody-server",
+    version,
+    about = "Custody: model registry and MLOps governance server"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOptions,
@@ -18,14 +22,24 @@ pub struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct GlobalOptions {
     /// Where the server keeps its state (private PostgreSQL cluster, keys, admin token).
-    #[arg(long, env = "CUSTODY_DATA_DIR", default_value = "./custody-data", global = true)]
+    #[arg(
+        long,
+        env = "CUSTODY_DATA_DIR",
+        default_value = "./custody-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
     /// PostgreSQL to use; unset runs a private cluster in <data-dir>/pg.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
     /// Secret that signs API tokens (at least 32 characters); unset uses <data-dir>/jwt.key.
     /// Replicas sharing one database must share it.
-    #[arg(long, env = "CUSTODY_JWT_SECRET", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CUSTODY_JWT_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
     pub jwt_secret: Option<String>,
     #[command(flatten)]
     pub audit: crate::export::AuditOptions,
@@ -90,7 +104,11 @@ pub struct ServeOptions {
     #[arg(long, env = "CUSTODY_SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// Sender of the mails.
-    #[arg(long, env = "CUSTODY_MAIL_FROM", default_value = "Custody <custody@localhost>")]
+    #[arg(
+        long,
+        env = "CUSTODY_MAIL_FROM",
+        default_value = "Custody <custody@localhost>"
+    )]
     pub mail_from: String,
     /// How often each replica delivers the outbox and expires overdue promotions.
     #[arg(long, env = "CUSTODY_OUTBOX_INTERVAL", default_value = "2s", value_parser = parse_duration)]
@@ -131,9 +149,13 @@ pub struct ArtifactOptions {
 /// Parses `123`, `8MiB`, `64GiB`, `10MB`, …
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a size like 8MiB or 64GiB"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 8MiB or 64GiB"))?;
     let factor: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" => 1 << 10,
@@ -144,9 +166,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
         "TB" => 1_000_000_000_000,
-        _ => return Err(format!("`{text}` has an unknown unit; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB")),
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit; use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            ))
+        }
     };
-    n.checked_mul(factor).ok_or_else(|| format!("`{text}` is too large"))
+    n.checked_mul(factor)
+        .ok_or_else(|| format!("`{text}` is too large"))
 }
 
 /// Parses `90s`, `10m`, `24h`, `7d`.
@@ -176,15 +203,19 @@ pub enum TokenCommand {
 
 impl ServeOptions {
     pub fn listen_addr(&self) -> anyhow::Result<SocketAddr> {
-        self.listen
-            .parse()
-            .with_context(|| format!("--listen `{}` is not an address like 127.0.0.1:8080", self.listen))
+        self.listen.parse().with_context(|| {
+            format!(
+                "--listen `{}` is not an address like 127.0.0.1:8080",
+                self.listen
+            )
+        })
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
         for origin in &self.cors_origins {
-            let url = url::Url::parse(origin)
-                .with_context(|| format!("CORS origin `{origin}` is not a URL like https://dash.example.com"))?;
+            let url = url::Url::parse(origin).with_context(|| {
+                format!("CORS origin `{origin}` is not a URL like https://dash.example.com")
+            })?;
             anyhow::ensure!(
                 matches!(url.scheme(), "http" | "https") && url.path() == "/" && url.query().is_none(),
                 "CORS origin `{origin}` must be a scheme and host only, like https://dash.example.com"
@@ -199,8 +230,9 @@ impl ServeOptions {
             "CUSTODY_ARTIFACT_PART_SIZE must be between 8MiB and 64MiB"
         );
         if let Some(url) = &self.public_url {
-            let parsed = url::Url::parse(url)
-                .with_context(|| format!("CUSTODY_PUBLIC_URL `{url}` is not a URL like https://custody.example.com"))?;
+            let parsed = url::Url::parse(url).with_context(|| {
+                format!("CUSTODY_PUBLIC_URL `{url}` is not a URL like https://custody.example.com")
+            })?;
             anyhow::ensure!(
                 matches!(parsed.scheme(), "http" | "https"),
                 "CUSTODY_PUBLIC_URL must be an http or https URL"
@@ -212,14 +244,20 @@ impl ServeOptions {
 
 impl ArtifactOptions {
     /// Opens the configured store (creating the local directory if needed).
-    pub fn open_store(&self, data_dir: &std::path::Path) -> anyhow::Result<crate::artifacts::ArtifactStore> {
+    pub fn open_store(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<crate::artifacts::ArtifactStore> {
         use crate::artifacts::store::{ArtifactStore, LocalStore, S3Settings, S3Store};
         match self.location.as_deref() {
             Some(location) if location.starts_with("s3://") => {
-                let url = url::Url::parse(location)
-                    .with_context(|| format!("CUSTODY_ARTIFACTS `{location}` is not like s3://bucket/prefix"))?;
+                let url = url::Url::parse(location).with_context(|| {
+                    format!("CUSTODY_ARTIFACTS `{location}` is not like s3://bucket/prefix")
+                })?;
                 let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
-                    anyhow::anyhow!("CUSTODY_ARTIFACTS `{location}` names no bucket; use s3://bucket/prefix")
+                    anyhow::anyhow!(
+                        "CUSTODY_ARTIFACTS `{location}` names no bucket; use s3://bucket/prefix"
+                    )
                 })?;
                 if let Some(endpoint) = &self.s3_endpoint {
                     url::Url::parse(endpoint)
@@ -239,8 +277,12 @@ impl ArtifactOptions {
             Some(location) if location.contains("://") => anyhow::bail!(
                 "CUSTODY_ARTIFACTS `{location}` is neither a directory nor s3://bucket/prefix"
             ),
-            Some(dir) => Ok(ArtifactStore::Local(LocalStore::new(std::path::Path::new(dir))?)),
-            None => Ok(ArtifactStore::Local(LocalStore::new(&data_dir.join("artifacts"))?)),
+            Some(dir) => Ok(ArtifactStore::Local(LocalStore::new(
+                std::path::Path::new(dir),
+            )?)),
+            None => Ok(ArtifactStore::Local(LocalStore::new(
+                &data_dir.join("artifacts"),
+            )?)),
         }
     }
 }

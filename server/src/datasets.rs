@@ -99,11 +99,21 @@ async fn find_in_project(conn: &mut Conn, project_id: Uuid, name: &str) -> Resul
 }
 
 /// A dataset by project and name, for a caller holding at least `needed` in the project.
-pub async fn find(conn: &mut Conn, actor: &Actor, project_name: &str, name: &str, needed: Role) -> Result<Dataset> {
+pub async fn find(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    needed: Role,
+) -> Result<Dataset> {
     let project = projects::find_authorized(conn, actor, project_name, needed).await?;
     find_in_project(conn, project.id, name)
         .await?
-        .ok_or_else(|| Error::not_found(format!("project `{project_name}` has no dataset named `{name}`")))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "project `{project_name}` has no dataset named `{name}`"
+            ))
+        })
 }
 
 pub async fn register_version(
@@ -132,7 +142,10 @@ pub async fn register_version(
         lineage::authorize_node(
             conn,
             actor,
-            NodeRef { kind: NodeKind::DatasetVersion, id: *parent },
+            NodeRef {
+                kind: NodeKind::DatasetVersion,
+                id: *parent,
+            },
             Role::Viewer,
         )
         .await?;
@@ -161,9 +174,15 @@ pub async fn register_version(
         .returning(DatasetVersion::as_returning())
         .get_result(conn)
         .await?;
-    let this = NodeRef { kind: NodeKind::DatasetVersion, id: version.id };
+    let this = NodeRef {
+        kind: NodeKind::DatasetVersion,
+        id: version.id,
+    };
     for parent in &new.derived_from {
-        let parent = NodeRef { kind: NodeKind::DatasetVersion, id: *parent };
+        let parent = NodeRef {
+            kind: NodeKind::DatasetVersion,
+            id: *parent,
+        };
         lineage::record_new_node_edge(conn, this, parent, "derived_from").await?;
     }
     audit::record(
@@ -203,7 +222,10 @@ pub async fn list_in_project(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Da
 pub async fn versions_of(conn: &mut Conn, dataset_ids: &[Uuid]) -> Result<Vec<DatasetVersion>> {
     Ok(dataset_versions::table
         .filter(dataset_versions::dataset_id.eq_any(dataset_ids))
-        .order((dataset_versions::dataset_id, dataset_versions::version.asc()))
+        .order((
+            dataset_versions::dataset_id,
+            dataset_versions::version.asc(),
+        ))
         .select(DatasetVersion::as_select())
         .load(conn)
         .await?)

@@ -5,6 +5,7 @@
 //! plumbing; `app` wires the commands together.
 
 pub mod app;
+pub mod approvals;
 pub mod artifacts;
 pub mod audit;
 pub mod auth;
@@ -19,7 +20,6 @@ pub mod http;
 pub mod lineage;
 pub mod models;
 pub mod notify;
-pub mod approvals;
 pub mod policy;
 pub mod projects;
 pub mod promotions;

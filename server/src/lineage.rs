@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{
-    code_commits, dataset_versions, datasets, deployments, lineage_edges, model_versions, models, runs,
+    code_commits, dataset_versions, datasets, deployments, lineage_edges, model_versions, models,
+    runs,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -107,13 +108,17 @@ pub struct Graph {
 pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<Uuid>> {
     let project: Option<Uuid> = match node.kind {
         NodeKind::CodeCommit => {
-            let exists: bool = diesel::select(diesel::dsl::exists(code_commits::table.find(node.id)))
-                .get_result(conn)
-                .await?;
+            let exists: bool =
+                diesel::select(diesel::dsl::exists(code_commits::table.find(node.id)))
+                    .get_result(conn)
+                    .await?;
             return if exists {
                 Ok(None)
             } else {
-                Err(Error::not_found(format!("no code commit with id {}", node.id)))
+                Err(Error::not_found(format!(
+                    "no code commit with id {}",
+                    node.id
+                )))
             };
         }
         NodeKind::DatasetVersion => dataset_versions::table
@@ -155,7 +160,12 @@ pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<Uuid>
 }
 
 /// Checks that the node exists and the caller holds `needed` in its project.
-pub async fn authorize_node(conn: &mut Conn, actor: &Actor, node: NodeRef, needed: Role) -> Result<()> {
+pub async fn authorize_node(
+    conn: &mut Conn,
+    actor: &Actor,
+    node: NodeRef,
+    needed: Role,
+) -> Result<()> {
     match node_project(conn, node).await? {
         Some(project) => projects::authorize(conn, actor, project, needed).await,
         None => Ok(()),
@@ -164,7 +174,12 @@ pub async fn authorize_node(conn: &mut Conn, actor: &Actor, node: NodeRef, neede
 
 /// Records an edge whose `from` node was created in this same transaction: such a node has no
 /// incoming edges yet, so the edge cannot close a cycle.
-pub async fn record_new_node_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<Edge> {
+pub async fn record_new_node_edge(
+    conn: &mut Conn,
+    from: NodeRef,
+    to: NodeRef,
+    relation: &str,
+) -> Result<Edge> {
     insert_edge(conn, from, to, relation).await
 }
 
@@ -186,14 +201,22 @@ async fn insert_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str
 /// An explicit edge `from —relation→ to` (from depends on to). Refuses an edge that would close a
 /// cycle. Explicit links serialise on an advisory lock so two concurrent links cannot together
 /// form a cycle that neither sees alone.
-pub async fn link(conn: &mut Conn, actor: &Actor, from: NodeRef, to: NodeRef, relation: &str) -> Result<Edge> {
+pub async fn link(
+    conn: &mut Conn,
+    actor: &Actor,
+    from: NodeRef,
+    to: NodeRef,
+    relation: &str,
+) -> Result<Edge> {
     if !is_relation_name(relation) {
         return Err(Error::invalid(format!(
             "relation `{relation}` is not valid: use lowercase letters, digits and `_`, starting with a letter (at most 64)"
         )));
     }
     if from.id == to.id {
-        return Err(Error::conflict("a node cannot be linked to itself (that is a cycle)"));
+        return Err(Error::conflict(
+            "a node cannot be linked to itself (that is a cycle)",
+        ));
     }
     let from_project = node_project(conn, from).await?;
     let to_project = node_project(conn, to).await?;
@@ -201,7 +224,9 @@ pub async fn link(conn: &mut Conn, actor: &Actor, from: NodeRef, to: NodeRef, re
         (Some(p), _) => projects::authorize(conn, actor, p, Role::Contributor).await?,
         (None, Some(p)) => projects::authorize(conn, actor, p, Role::Contributor).await?,
         (None, None) => {
-            return Err(Error::invalid("an edge needs at least one node that belongs to a project"));
+            return Err(Error::invalid(
+                "an edge needs at least one node that belongs to a project",
+            ));
         }
     }
     if let (Some(_), Some(p)) = (from_project, to_project) {
@@ -290,14 +315,21 @@ pub async fn traverse(
     depth: i32,
 ) -> Result<Graph> {
     if !(0..=MAX_DEPTH).contains(&depth) {
-        return Err(Error::invalid(format!("depth must be between 0 and {MAX_DEPTH}")));
+        return Err(Error::invalid(format!(
+            "depth must be between 0 and {MAX_DEPTH}"
+        )));
     }
     authorize_node(conn, actor, start, Role::Viewer).await?;
     walk(conn, start, direction, depth).await
 }
 
 /// The traversal itself, without authorization (for server-side documents such as policy input).
-pub async fn walk(conn: &mut Conn, start: NodeRef, direction: Direction, depth: i32) -> Result<Graph> {
+pub async fn walk(
+    conn: &mut Conn,
+    start: NodeRef,
+    direction: Direction,
+    depth: i32,
+) -> Result<Graph> {
     // Walk node ids with their shortest distance, then take every edge leaving a node closer
     // than `depth`; those edges all end inside the walked set.
     let (near, far) = match direction {
@@ -352,7 +384,6 @@ pub async fn targets_of(
     }
     Ok(map)
 }
-
 
 #[cfg(test)]
 mod tests {

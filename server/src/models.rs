@@ -113,11 +113,21 @@ async fn find_in_project(conn: &mut Conn, project_id: Uuid, name: &str) -> Resul
         .optional()?)
 }
 
-pub async fn find(conn: &mut Conn, actor: &Actor, project_name: &str, name: &str, needed: Role) -> Result<Model> {
+pub async fn find(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    needed: Role,
+) -> Result<Model> {
     let project = projects::find_authorized(conn, actor, project_name, needed).await?;
     find_in_project(conn, project.id, name)
         .await?
-        .ok_or_else(|| Error::not_found(format!("project `{project_name}` has no model named `{name}`")))
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "project `{project_name}` has no model named `{name}`"
+            ))
+        })
 }
 
 pub async fn register_version(
@@ -141,7 +151,9 @@ pub async fn register_version(
     match run_project {
         None => return Err(Error::not_found(format!("no run with id {run_id}"))),
         Some(p) if p != model.project_id => {
-            return Err(Error::invalid(format!("run {run_id} belongs to another project")));
+            return Err(Error::invalid(format!(
+                "run {run_id} belongs to another project"
+            )));
         }
         Some(_) => {}
     }
@@ -177,8 +189,14 @@ pub async fn register_version(
     artifacts::attach_to_version(conn, version.id, &files).await?;
     lineage::record_new_node_edge(
         conn,
-        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
-        NodeRef { kind: NodeKind::Run, id: run_id },
+        NodeRef {
+            kind: NodeKind::ModelVersion,
+            id: version.id,
+        },
+        NodeRef {
+            kind: NodeKind::Run,
+            id: run_id,
+        },
         "produced_by",
     )
     .await?;
@@ -224,7 +242,9 @@ pub async fn find_version(
         .await
         .optional()?;
     let (found, project_id) = found.ok_or_else(|| {
-        Error::not_found(format!("no version {version} of model `{model_name}` in project `{project_name}`"))
+        Error::not_found(format!(
+            "no version {version} of model `{model_name}` in project `{project_name}`"
+        ))
     })?;
     projects::authorize(conn, actor, project_id, Role::Viewer).await?;
     Ok(found)

@@ -36,11 +36,21 @@ pub async fn enqueue_email(
 ) -> Result<()> {
     let text = templates::render(&format!("email/{template}.txt"), context)?;
     let html = templates::render(&format!("email/{template}.html"), context)?;
-    insert(conn, "email", json!({"to": to, "subject": subject, "text": text, "html": html, "about": about})).await
+    insert(
+        conn,
+        "email",
+        json!({"to": to, "subject": subject, "text": text, "html": html, "about": about}),
+    )
+    .await
 }
 
 /// Queues one call per webhook of the project. The secret stays in `webhooks`; the worker signs.
-pub async fn enqueue_webhooks(conn: &mut Conn, project_id: Uuid, event: &str, data: &Value) -> Result<()> {
+pub async fn enqueue_webhooks(
+    conn: &mut Conn,
+    project_id: Uuid,
+    event: &str,
+    data: &Value,
+) -> Result<()> {
     let hooks: Vec<Uuid> = webhooks::table
         .filter(webhooks::project_id.eq(project_id))
         .select(webhooks::id)
@@ -48,14 +58,23 @@ pub async fn enqueue_webhooks(conn: &mut Conn, project_id: Uuid, event: &str, da
         .await?;
     for hook in hooks {
         let body = json!({"event": event, "at": Utc::now().to_rfc3339(), "data": data});
-        insert(conn, "webhook", json!({"webhook_id": hook, "event": event, "body": body})).await?;
+        insert(
+            conn,
+            "webhook",
+            json!({"webhook_id": hook, "event": event, "body": body}),
+        )
+        .await?;
     }
     Ok(())
 }
 
 async fn insert(conn: &mut Conn, kind: &str, payload: Value) -> Result<()> {
     diesel::insert_into(outbox::table)
-        .values((outbox::id.eq(Uuid::now_v7()), outbox::kind.eq(kind), outbox::payload.eq(payload)))
+        .values((
+            outbox::id.eq(Uuid::now_v7()),
+            outbox::kind.eq(kind),
+            outbox::payload.eq(payload),
+        ))
         .execute(conn)
         .await?;
     Ok(())
@@ -196,11 +215,18 @@ async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::
                 .header("content-type", "application/json")
                 .header("x-custody-event", event)
                 .header("x-custody-delivery", row.id.to_string())
-                .header("x-custody-signature", format!("sha256={}", sign(&secret, &body)))
+                .header(
+                    "x-custody-signature",
+                    format!("sha256={}", sign(&secret, &body)),
+                )
                 .body(body)
                 .send()
                 .await?;
-            anyhow::ensure!(response.status().is_success(), "the webhook answered {}", response.status());
+            anyhow::ensure!(
+                response.status().is_success(),
+                "the webhook answered {}",
+                response.status()
+            );
             Ok(())
         }
         other => anyhow::bail!("unknown outbox kind {other}"),
@@ -209,7 +235,8 @@ async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::
 
 /// HMAC-SHA256 of the body with the webhook's secret, hex: what `X-Custody-Signature` carries.
 pub fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
 }
@@ -223,15 +250,25 @@ async fn send_mail(delivery: &Delivery, row: &OutboxRow) -> anyhow::Result<()> {
         .message_id(Some(format!("<{}@custody>", row.id)))
         .multipart(
             MultiPart::alternative()
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(field("text")))
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(field("html"))),
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_PLAIN)
+                        .body(field("text")),
+                )
+                .singlepart(
+                    SinglePart::builder()
+                        .header(ContentType::TEXT_HTML)
+                        .body(field("html")),
+                ),
         )?;
     match &delivery.mail {
         MailTransport::Smtp(smtp) => {
             smtp.send(message).await?;
         }
         MailTransport::Files(dir) => {
-            AsyncFileTransport::<Tokio1Executor>::new(dir).send(message).await?;
+            AsyncFileTransport::<Tokio1Executor>::new(dir)
+                .send(message)
+                .await?;
         }
     }
     Ok(())
@@ -257,8 +294,11 @@ pub async fn add_webhook(
     project_name: &str,
     url: &str,
 ) -> Result<(Uuid, String)> {
-    let project = crate::projects::find_authorized(conn, actor, project_name, crate::projects::Role::Admin).await?;
-    let parsed = url::Url::parse(url).map_err(|_| Error::invalid(format!("`{url}` is not a URL")))?;
+    let project =
+        crate::projects::find_authorized(conn, actor, project_name, crate::projects::Role::Admin)
+            .await?;
+    let parsed =
+        url::Url::parse(url).map_err(|_| Error::invalid(format!("`{url}` is not a URL")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Error::invalid("webhook URLs must be http or https"));
     }

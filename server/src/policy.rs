@@ -14,8 +14,14 @@ use sha2::{Digest, Sha256};
 
 /// The default bundle, built into the binary from `policies/`.
 const EMBEDDED: &[(&str, &str)] = &[
-    ("promotion.rego", include_str!("../../policies/promotion.rego")),
-    ("promotion_test.rego", include_str!("../../policies/promotion_test.rego")),
+    (
+        "promotion.rego",
+        include_str!("../../policies/promotion.rego"),
+    ),
+    (
+        "promotion_test.rego",
+        include_str!("../../policies/promotion_test.rego"),
+    ),
 ];
 
 const PACKAGE: &str = "data.custody.promotion";
@@ -61,7 +67,10 @@ fn is_test_file(name: &str) -> bool {
 impl PolicyBundle {
     /// The bundle built into the binary.
     pub fn embedded() -> anyhow::Result<Self> {
-        let files = EMBEDDED.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect();
+        let files = EMBEDDED
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string()))
+            .collect();
         Self::from_files(files, "built-in policies/".into())
     }
 
@@ -71,9 +80,15 @@ impl PolicyBundle {
     }
 
     fn from_files(files: Vec<(String, String)>, source: String) -> anyhow::Result<Self> {
-        let mut files: Vec<(String, String)> = files.into_iter().filter(|(n, _)| !is_test_file(n)).collect();
+        let mut files: Vec<(String, String)> = files
+            .into_iter()
+            .filter(|(n, _)| !is_test_file(n))
+            .collect();
         files.sort();
-        anyhow::ensure!(!files.is_empty(), "the policy bundle {source} holds no .rego file");
+        anyhow::ensure!(
+            !files.is_empty(),
+            "the policy bundle {source} holds no .rego file"
+        );
         let mut hasher = Sha256::new();
         let mut engine = regorus::Engine::new();
         for (name, content) in &files {
@@ -86,10 +101,18 @@ impl PolicyBundle {
                 .map_err(|e| anyhow::anyhow!("policy {name} of {source} does not load: {e}"))?;
         }
         anyhow::ensure!(
-            engine.get_packages().map_err(|e| anyhow::anyhow!("{e}"))?.iter().any(|p| p == PACKAGE),
+            engine
+                .get_packages()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .iter()
+                .any(|p| p == PACKAGE),
             "the policy bundle {source} has no package custody.promotion"
         );
-        Ok(PolicyBundle { engine, digest: hex::encode(hasher.finalize()), source })
+        Ok(PolicyBundle {
+            engine,
+            digest: hex::encode(hasher.finalize()),
+            source,
+        })
     }
 
     pub fn digest(&self) -> &str {
@@ -114,7 +137,10 @@ impl PolicyBundle {
 
     fn try_evaluate(&self, input: &Value) -> anyhow::Result<Decision> {
         let mut engine = self.engine.clone();
-        engine.set_input(regorus::Value::from_json_str(&input.to_string()).map_err(|e| anyhow::anyhow!("{e}"))?);
+        engine.set_input(
+            regorus::Value::from_json_str(&input.to_string())
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
         let mut deny: Vec<String> = match query(&mut engine, "deny")? {
             None => Vec::new(),
             Some(Value::Array(items)) => items
@@ -129,11 +155,15 @@ impl PolicyBundle {
         deny.sort();
         let required_approvals = match query(&mut engine, "required_approvals")? {
             None => 0,
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .filter(|n| (0..=100).contains(n))
-                .ok_or_else(|| anyhow::anyhow!("required_approvals must be a whole number 0..=100, not {n}"))?
-                as i32,
+            Some(Value::Number(n)) => {
+                n.as_i64()
+                    .filter(|n| (0..=100).contains(n))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "required_approvals must be a whole number 0..=100, not {n}"
+                        )
+                    })? as i32
+            }
             Some(other) => anyhow::bail!("required_approvals must be a number, not {other}"),
         };
         let approver_group = match query(&mut engine, "approver_group")? {
@@ -144,11 +174,14 @@ impl PolicyBundle {
         let (expires_in, expires_in_text) = match query(&mut engine, "expires_in")? {
             None => (None, None),
             Some(Value::String(s)) => {
-                let d = crate::auth::parse_ttl(&s).map_err(|e| anyhow::anyhow!("expires_in: {e}"))?;
+                let d =
+                    crate::auth::parse_ttl(&s).map_err(|e| anyhow::anyhow!("expires_in: {e}"))?;
                 (Some(d.to_std()?), Some(s))
             }
             Some(Value::Number(n)) => {
-                let secs = n.as_u64().ok_or_else(|| anyhow::anyhow!("expires_in must be positive seconds"))?;
+                let secs = n
+                    .as_u64()
+                    .ok_or_else(|| anyhow::anyhow!("expires_in must be positive seconds"))?;
                 (Some(Duration::from_secs(secs)), Some(format!("{secs}s")))
             }
             Some(other) => anyhow::bail!("expires_in must be a duration like \"72h\", not {other}"),
@@ -170,7 +203,12 @@ fn query(engine: &mut regorus::Engine, rule: &str) -> anyhow::Result<Option<Valu
     let results = engine
         .eval_query(format!("{PACKAGE}.{rule}"), false)
         .map_err(|e| anyhow::anyhow!("{rule}: {e}"))?;
-    let Some(value) = results.result.into_iter().next().and_then(|r| r.expressions.into_iter().next()) else {
+    let Some(value) = results
+        .result
+        .into_iter()
+        .next()
+        .and_then(|r| r.expressions.into_iter().next())
+    else {
         return Ok(None);
     };
     if value.value == regorus::Value::Undefined {
@@ -181,11 +219,18 @@ fn query(engine: &mut regorus::Engine, rule: &str) -> anyhow::Result<Option<Valu
 
 fn read_dir(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading the policy directory {}", dir.display()))? {
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("reading the policy directory {}", dir.display()))?
+    {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "rego") {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            let content = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let content = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
             files.push((name, content));
         }
     }
@@ -202,7 +247,10 @@ pub struct TestReport {
 pub fn run_tests(dir: Option<&Path>) -> anyhow::Result<TestReport> {
     let files = match dir {
         Some(dir) => read_dir(dir)?,
-        None => EMBEDDED.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect(),
+        None => EMBEDDED
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.to_string()))
+            .collect(),
     };
     let mut engine = regorus::Engine::new();
     for (name, content) in &files {
@@ -210,7 +258,10 @@ pub fn run_tests(dir: Option<&Path>) -> anyhow::Result<TestReport> {
             .add_policy(name.clone(), content.clone())
             .map_err(|e| anyhow::anyhow!("policy {name} does not load: {e}"))?;
     }
-    let mut report = TestReport { passed: Vec::new(), failed: Vec::new() };
+    let mut report = TestReport {
+        passed: Vec::new(),
+        failed: Vec::new(),
+    };
     for (name, content) in files.iter().filter(|(n, _)| is_test_file(n)) {
         let package = content
             .lines()
@@ -221,7 +272,9 @@ pub fn run_tests(dir: Option<&Path>) -> anyhow::Result<TestReport> {
             .lines()
             .filter_map(|l| {
                 let rest = l.strip_prefix("test_")?;
-                let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
                 Some(&l[..end + 5])
             })
             .collect();
@@ -230,11 +283,17 @@ pub fn run_tests(dir: Option<&Path>) -> anyhow::Result<TestReport> {
             let id = format!("data.{package}.{test}");
             match engine.eval_query(id.clone(), false) {
                 Ok(results) => {
-                    let value = results.result.into_iter().next().and_then(|r| r.expressions.into_iter().next());
+                    let value = results
+                        .result
+                        .into_iter()
+                        .next()
+                        .and_then(|r| r.expressions.into_iter().next());
                     match value.map(|e| e.value) {
                         Some(regorus::Value::Bool(true)) => report.passed.push(id),
                         Some(v) => report.failed.push((id, format!("evaluated to {v}"))),
-                        None => report.failed.push((id, "undefined (a condition did not hold)".into())),
+                        None => report
+                            .failed
+                            .push((id, "undefined (a condition did not hold)".into())),
                     }
                 }
                 Err(e) => report.failed.push((id, e.to_string())),
@@ -251,12 +310,22 @@ mod tests {
     #[test]
     fn embedded_bundle_lists_every_file_of_policies_dir() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
-        let mut on_disk: Vec<String> = read_dir(&dir).unwrap().into_iter().map(|(n, _)| n).collect();
+        let mut on_disk: Vec<String> = read_dir(&dir)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         on_disk.sort();
         let mut embedded: Vec<String> = EMBEDDED.iter().map(|(n, _)| n.to_string()).collect();
         embedded.sort();
-        assert_eq!(on_disk, embedded, "add new policy files to policy::EMBEDDED");
-        assert_eq!(PolicyBundle::embedded().unwrap().digest(), PolicyBundle::from_dir(&dir).unwrap().digest());
+        assert_eq!(
+            on_disk, embedded,
+            "add new policy files to policy::EMBEDDED"
+        );
+        assert_eq!(
+            PolicyBundle::embedded().unwrap().digest(),
+            PolicyBundle::from_dir(&dir).unwrap().digest()
+        );
     }
 
     #[test]
@@ -270,7 +339,8 @@ mod tests {
     fn a_broken_rule_fails_closed() {
         let files = vec![(
             "p.rego".to_string(),
-            "package custody.promotion\nimport rego.v1\nrequired_approvals := \"two\"\n".to_string(),
+            "package custody.promotion\nimport rego.v1\nrequired_approvals := \"two\"\n"
+                .to_string(),
         )];
         let bundle = PolicyBundle::from_files(files, "test".into()).unwrap();
         let decision = bundle.evaluate(&json!({}));
@@ -280,7 +350,10 @@ mod tests {
 
     #[test]
     fn a_bundle_that_does_not_parse_is_refused() {
-        let files = vec![("p.rego".to_string(), "package custody.promotion\ndeny contains x if {".to_string())];
+        let files = vec![(
+            "p.rego".to_string(),
+            "package custody.promotion\ndeny contains x if {".to_string(),
+        )];
         assert!(PolicyBundle::from_files(files, "test".into()).is_err());
     }
 }

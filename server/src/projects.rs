@@ -88,7 +88,12 @@ pub async fn role_of(conn: &mut Conn, actor: &Actor, project_id: Uuid) -> Result
 }
 
 /// Refuses unless the caller holds at least `needed` in the project.
-pub async fn authorize(conn: &mut Conn, actor: &Actor, project_id: Uuid, needed: Role) -> Result<()> {
+pub async fn authorize(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_id: Uuid,
+    needed: Role,
+) -> Result<()> {
     match role_of(conn, actor, project_id).await? {
         Some(role) if role >= needed => Ok(()),
         Some(role) => Err(Error::forbidden(format!(
@@ -111,7 +116,12 @@ pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Project> {
 }
 
 /// Looks a project up by name and checks the caller's role in it.
-pub async fn find_authorized(conn: &mut Conn, actor: &Actor, name: &str, needed: Role) -> Result<Project> {
+pub async fn find_authorized(
+    conn: &mut Conn,
+    actor: &Actor,
+    name: &str,
+    needed: Role,
+) -> Result<Project> {
     let project = find_by_name(conn, name).await?;
     authorize(conn, actor, project.id, needed).await?;
     Ok(project)
@@ -126,14 +136,23 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Project>> {
 }
 
 /// Any signed-in user may create a project and becomes its admin.
-pub async fn create(conn: &mut Conn, actor: &Actor, name: &str, description: Option<&str>) -> Result<Project> {
+pub async fn create(
+    conn: &mut Conn,
+    actor: &Actor,
+    name: &str,
+    description: Option<&str>,
+) -> Result<Project> {
     validate::name("project name", name)?;
     let description = validate::optional_text("description", description, 10_000)?;
-    let exists: bool = diesel::select(diesel::dsl::exists(projects::table.filter(projects::name.eq(name))))
-        .get_result(conn)
-        .await?;
+    let exists: bool = diesel::select(diesel::dsl::exists(
+        projects::table.filter(projects::name.eq(name)),
+    ))
+    .get_result(conn)
+    .await?;
     if exists {
-        return Err(Error::conflict(format!("a project named `{name}` already exists")));
+        return Err(Error::conflict(format!(
+            "a project named `{name}` already exists"
+        )));
     }
     let project: Project = diesel::insert_into(projects::table)
         .values((
@@ -209,7 +228,10 @@ pub async fn add_member(
         ))
         .on_conflict((memberships::project_id, memberships::user_id))
         .do_update()
-        .set((memberships::role.eq(role.as_str()), memberships::groups.eq(&groups)))
+        .set((
+            memberships::role.eq(role.as_str()),
+            memberships::groups.eq(&groups),
+        ))
         .returning(Membership::as_returning())
         .get_result(conn)
         .await?;
@@ -222,7 +244,9 @@ pub async fn add_member(
             subject_kind: "user",
             subject_id: user.id.to_string(),
             before: before.map(|m| json!({"role": m.role, "groups": m.groups})),
-            after: Some(json!({"email": user.email, "role": membership.role, "groups": membership.groups})),
+            after: Some(
+                json!({"email": user.email, "role": membership.role, "groups": membership.groups}),
+            ),
         },
     )
     .await?;

@@ -12,11 +12,12 @@ use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::approvals;
 use crate::audit::{self, Change};
 use crate::auth::{Actor, TokenKeys};
 use crate::db::schema::{
-    code_commits, dataset_versions, datasets, deployments, memberships, model_versions, models, projects as projects_table,
-    promotions, runs as runs_table, users,
+    code_commits, dataset_versions, datasets, deployments, memberships, model_versions, models,
+    projects as projects_table, promotions, runs as runs_table, users,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -26,7 +27,6 @@ use crate::notify;
 use crate::policy::{Decision, PolicyBundle};
 use crate::projects::{self, Role};
 use crate::stages::{self, ARCHIVED};
-use crate::approvals;
 
 /// How long a request waits for approvals when the policy does not say.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -184,7 +184,10 @@ pub async fn policy_input(
         .first(conn)
         .await?;
     let all_stages = stages::list(conn, model.project_id).await?;
-    let stage_positions: BTreeMap<&str, i32> = all_stages.iter().map(|s| (s.name.as_str(), s.position)).collect();
+    let stage_positions: BTreeMap<&str, i32> = all_stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.position))
+        .collect();
     let current = if stage.name == ARCHIVED {
         None
     } else {
@@ -202,13 +205,21 @@ pub async fn policy_input(
     };
     let upstream = lineage::walk(
         conn,
-        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
+        NodeRef {
+            kind: NodeKind::ModelVersion,
+            id: version.id,
+        },
         Direction::Upstream,
         lineage::MAX_DEPTH,
     )
     .await?;
     let ids_of = |kind: NodeKind| -> Vec<Uuid> {
-        upstream.nodes.iter().filter(|n| n.kind == kind).map(|n| n.id).collect()
+        upstream
+            .nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .map(|n| n.id)
+            .collect()
     };
     let dataset_ids = ids_of(NodeKind::DatasetVersion);
     let commit_ids = ids_of(NodeKind::CodeCommit);
@@ -216,21 +227,37 @@ pub async fn policy_input(
     let commits: Vec<(String, String, bool, Option<String>)> = code_commits::table
         .filter(code_commits::id.eq_any(&commit_ids))
         .order(code_commits::id)
-        .select((code_commits::repository, code_commits::commit_sha, code_commits::dirty, code_commits::branch))
+        .select((
+            code_commits::repository,
+            code_commits::commit_sha,
+            code_commits::dirty,
+            code_commits::branch,
+        ))
         .load(conn)
         .await?;
     // Evaluation runs depend on the version: run —evaluated→ model_version (or any relation).
     let downstream = lineage::walk(
         conn,
-        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
+        NodeRef {
+            kind: NodeKind::ModelVersion,
+            id: version.id,
+        },
         Direction::Downstream,
         1,
     )
     .await?;
     let mut evaluations = Vec::new();
-    for edge in downstream.edges.iter().filter(|e| e.from().kind == NodeKind::Run) {
+    for edge in downstream
+        .edges
+        .iter()
+        .filter(|e| e.from().kind == NodeKind::Run)
+    {
         let run_id = edge.from_id;
-        let name: Option<String> = runs_table::table.find(run_id).select(runs_table::name).first(conn).await?;
+        let name: Option<String> = runs_table::table
+            .find(run_id)
+            .select(runs_table::name)
+            .first(conn)
+            .await?;
         let consumed = lineage::targets_of(conn, &[run_id], "consumed").await?;
         let consumed: Vec<Uuid> = consumed.into_values().flatten().collect();
         evaluations.push(json!({
@@ -267,7 +294,13 @@ pub async fn policy_input(
 }
 
 /// Evaluates the policies for a would-be promotion without recording anything.
-pub async fn dry_run(conn: &mut Conn, actor: &Actor, policy: &PolicyBundle, model_version_id: Uuid, stage: &str) -> Result<(Value, Decision)> {
+pub async fn dry_run(
+    conn: &mut Conn,
+    actor: &Actor,
+    policy: &PolicyBundle,
+    model_version_id: Uuid,
+    stage: &str,
+) -> Result<(Value, Decision)> {
     let (version, model) = load_version(conn, model_version_id).await?;
     projects::authorize(conn, actor, model.project_id, Role::Viewer).await?;
     let stage = stages::find(conn, model.project_id, stage).await?;
@@ -300,7 +333,10 @@ pub async fn request(
     let requester = actor.user_id()?;
     let stage = stages::find(conn, model.project_id, stage_name).await?;
     if version.stage.as_deref() == Some(stage.name.as_str()) {
-        return Err(Error::conflict(format!("version {} is already in {}", version.version, stage.name)));
+        return Err(Error::conflict(format!(
+            "version {} is already in {}",
+            version.version, stage.name
+        )));
     }
     let pending: bool = diesel::select(diesel::dsl::exists(
         promotions::table
@@ -319,8 +355,14 @@ pub async fn request(
     let input = policy_input(conn, &version, &model, &stage, &actor.email).await?;
     let decision = with_stage_floor(gate.policy.evaluate(&input), &stage);
     let now = Utc::now();
-    let expires_at = now + chrono::Duration::from_std(decision.expires_in.unwrap_or(DEFAULT_EXPIRY)).map_err(Error::internal)?;
-    let status = if !decision.deny.is_empty() { Status::Denied } else { Status::Pending };
+    let expires_at = now
+        + chrono::Duration::from_std(decision.expires_in.unwrap_or(DEFAULT_EXPIRY))
+            .map_err(Error::internal)?;
+    let status = if !decision.deny.is_empty() {
+        Status::Denied
+    } else {
+        Status::Pending
+    };
     let promotion: Promotion = diesel::insert_into(promotions::table)
         .values((
             promotions::id.eq(Uuid::now_v7()),
@@ -346,7 +388,11 @@ pub async fn request(
         conn,
         actor,
         Change {
-            action: if status == Status::Denied { "promotion.deny" } else { "promotion.request" },
+            action: if status == Status::Denied {
+                "promotion.deny"
+            } else {
+                "promotion.request"
+            },
             project_id: Some(model.project_id),
             subject_kind: "promotion",
             subject_id: promotion.id.to_string(),
@@ -368,13 +414,29 @@ pub async fn request(
     if status == Status::Denied {
         return Ok(promotion);
     }
-    notify::enqueue_webhooks(conn, model.project_id, "promotion.requested", &event_body(&promotion, &model, &version)).await?;
+    notify::enqueue_webhooks(
+        conn,
+        model.project_id,
+        "promotion.requested",
+        &event_body(&promotion, &model, &version),
+    )
+    .await?;
     if promotion.required_approvals == 0 {
         return apply(conn, actor, &promotion).await;
     }
     let approvers = eligible_approvers(conn, &promotion).await?;
     for (approver_id, email) in approvers {
-        approvals::send_link(conn, gate, &promotion, &model, &version, approver_id, &email, &actor.email).await?;
+        approvals::send_link(
+            conn,
+            gate,
+            &promotion,
+            &model,
+            &version,
+            approver_id,
+            &email,
+            &actor.email,
+        )
+        .await?;
     }
     Ok(promotion)
 }
@@ -394,7 +456,10 @@ pub fn event_body(promotion: &Promotion, model: &Model, version: &ModelVersion) 
 
 /// Members who may approve: role approver or admin, in the required group if any, never the
 /// requester. Only members: nobody outside the project is ever mailed or counted.
-pub async fn eligible_approvers(conn: &mut Conn, promotion: &Promotion) -> Result<Vec<(Uuid, String)>> {
+pub async fn eligible_approvers(
+    conn: &mut Conn,
+    promotion: &Promotion,
+) -> Result<Vec<(Uuid, String)>> {
     let rows: Vec<(Uuid, String, Vec<String>)> = memberships::table
         .inner_join(users::table)
         .filter(memberships::project_id.eq(promotion.project_id))
@@ -406,7 +471,12 @@ pub async fn eligible_approvers(conn: &mut Conn, promotion: &Promotion) -> Resul
         .await?;
     Ok(rows
         .into_iter()
-        .filter(|(_, _, groups)| promotion.approver_group.as_ref().is_none_or(|g| groups.contains(g)))
+        .filter(|(_, _, groups)| {
+            promotion
+                .approver_group
+                .as_ref()
+                .is_none_or(|g| groups.contains(g))
+        })
         .map(|(id, email, _)| (id, email))
         .collect())
 }
@@ -425,7 +495,10 @@ pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Promotion> {
 
 pub async fn set_status(conn: &mut Conn, id: Uuid, status: Status) -> Result<Promotion> {
     Ok(diesel::update(promotions::table.find(id))
-        .set((promotions::status.eq(status.as_str()), promotions::decided_at.eq(Utc::now())))
+        .set((
+            promotions::status.eq(status.as_str()),
+            promotions::decided_at.eq(Utc::now()),
+        ))
         .returning(Promotion::as_returning())
         .get_result(conn)
         .await?)
@@ -436,11 +509,13 @@ pub async fn set_status(conn: &mut Conn, id: Uuid, status: Status) -> Result<Pro
 pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Result<Promotion> {
     let (version, model) = load_version(conn, promotion.model_version_id).await?;
     // One applier per model and stage at a time, so a stage never holds two versions.
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))")
-        .bind::<Text, _>(model.id.to_string())
-        .bind::<Text, _>(&promotion.stage)
-        .execute(conn)
-        .await?;
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
+    )
+    .bind::<Text, _>(model.id.to_string())
+    .bind::<Text, _>(&promotion.stage)
+    .execute(conn)
+    .await?;
     let mut replaced: Option<ModelVersion> = None;
     if promotion.stage != ARCHIVED {
         replaced = model_versions::table
@@ -469,8 +544,14 @@ pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Res
         .await?;
     lineage::record_new_node_edge(
         conn,
-        NodeRef { kind: NodeKind::Deployment, id: deployment_id },
-        NodeRef { kind: NodeKind::ModelVersion, id: version.id },
+        NodeRef {
+            kind: NodeKind::Deployment,
+            id: deployment_id,
+        },
+        NodeRef {
+            kind: NodeKind::ModelVersion,
+            id: version.id,
+        },
         "deploys",
     )
     .await?;
@@ -504,11 +585,23 @@ pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Res
         },
     )
     .await?;
-    notify::enqueue_webhooks(conn, model.project_id, "promotion.applied", &event_body(&applied, &model, &version)).await?;
+    notify::enqueue_webhooks(
+        conn,
+        model.project_id,
+        "promotion.applied",
+        &event_body(&applied, &model, &version),
+    )
+    .await?;
     Ok(applied)
 }
 
-async fn set_stage(conn: &mut Conn, actor: &Actor, model: &Model, version: &ModelVersion, stage: &str) -> Result<()> {
+async fn set_stage(
+    conn: &mut Conn,
+    actor: &Actor,
+    model: &Model,
+    version: &ModelVersion,
+    stage: &str,
+) -> Result<()> {
     diesel::update(model_versions::table.find(version.id))
         .set(model_versions::stage.eq(stage))
         .execute(conn)
@@ -537,10 +630,15 @@ pub async fn cancel(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotio
     if !is_requester {
         projects::authorize(conn, actor, promotion.project_id, Role::Admin)
             .await
-            .map_err(|_| Error::forbidden("only the requester or a project admin can cancel a promotion"))?;
+            .map_err(|_| {
+                Error::forbidden("only the requester or a project admin can cancel a promotion")
+            })?;
     }
     if promotion.status() != Status::Pending {
-        return Err(Error::conflict(format!("the promotion is {}; only pending ones can be cancelled", promotion.status)));
+        return Err(Error::conflict(format!(
+            "the promotion is {}; only pending ones can be cancelled",
+            promotion.status
+        )));
     }
     let cancelled = set_status(conn, id, Status::Cancelled).await?;
     audit::record(
@@ -583,7 +681,9 @@ pub async fn expire_due(conn: &mut Conn) -> Result<usize> {
                 subject_kind: "promotion",
                 subject_id: promotion.id.to_string(),
                 before: Some(json!({"status": promotion.status})),
-                after: Some(json!({"status": Status::Expired.as_str(), "expires_at": promotion.expires_at})),
+                after: Some(
+                    json!({"status": Status::Expired.as_str(), "expires_at": promotion.expires_at}),
+                ),
             },
         )
         .await?;
@@ -651,16 +751,26 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Promotion>> {
 /// Re-checks a promotion whose quorum is reached before it applies: the manifest must be the
 /// one approved, and a policy bundle that changed meanwhile is evaluated again. Answers the
 /// decision to use, or `None` when nothing changed.
-pub async fn recheck(conn: &mut Conn, gate: &Gate<'_>, promotion: &Promotion) -> Result<Option<Decision>> {
+pub async fn recheck(
+    conn: &mut Conn,
+    gate: &Gate<'_>,
+    promotion: &Promotion,
+) -> Result<Option<Decision>> {
     let (version, model) = load_version(conn, promotion.model_version_id).await?;
     if version.manifest_sha256 != promotion.manifest_sha256 {
-        return Err(Error::conflict("the version's manifest changed since the request"));
+        return Err(Error::conflict(
+            "the version's manifest changed since the request",
+        ));
     }
     if gate.policy.digest() == promotion.policy_digest {
         return Ok(None);
     }
     let stage = stages::find(conn, promotion.project_id, &promotion.stage).await?;
-    let requester: String = users::table.find(promotion.requested_by).select(users::email).first(conn).await?;
+    let requester: String = users::table
+        .find(promotion.requested_by)
+        .select(users::email)
+        .first(conn)
+        .await?;
     let input = policy_input(conn, &version, &model, &stage, &requester).await?;
     let decision = with_stage_floor(gate.policy.evaluate(&input), &stage);
     diesel::update(promotions::table.find(promotion.id))

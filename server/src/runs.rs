@@ -103,15 +103,27 @@ pub struct NewRun<'a> {
     pub tags: Option<Value>,
 }
 
-pub async fn start(conn: &mut Conn, actor: &Actor, project_name: &str, new: NewRun<'_>) -> Result<Run> {
+pub async fn start(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    new: NewRun<'_>,
+) -> Result<Run> {
     let project = projects::find_authorized(conn, actor, project_name, Role::Contributor).await?;
     validate::optional_text("run name", new.name, 256)?;
     let tags = new.tags.unwrap_or_else(|| json!({}));
     match &tags {
         Value::Object(map) if map.values().all(Value::is_string) && map.len() <= 100 => {}
-        _ => return Err(Error::invalid("tags must be an object of at most 100 string values")),
+        _ => {
+            return Err(Error::invalid(
+                "tags must be an object of at most 100 string values",
+            ))
+        }
     }
-    let commit = new.code_commit_id.map(|id| NodeRef { kind: NodeKind::CodeCommit, id });
+    let commit = new.code_commit_id.map(|id| NodeRef {
+        kind: NodeKind::CodeCommit,
+        id,
+    });
     if let Some(commit) = commit {
         lineage::node_project(conn, commit).await?;
     }
@@ -119,8 +131,16 @@ pub async fn start(conn: &mut Conn, actor: &Actor, project_name: &str, new: NewR
     inputs.sort();
     inputs.dedup();
     for input in &inputs {
-        lineage::authorize_node(conn, actor, NodeRef { kind: NodeKind::DatasetVersion, id: *input }, Role::Viewer)
-            .await?;
+        lineage::authorize_node(
+            conn,
+            actor,
+            NodeRef {
+                kind: NodeKind::DatasetVersion,
+                id: *input,
+            },
+            Role::Viewer,
+        )
+        .await?;
     }
     let run: Run = diesel::insert_into(runs::table)
         .values((
@@ -135,12 +155,18 @@ pub async fn start(conn: &mut Conn, actor: &Actor, project_name: &str, new: NewR
         .returning(Run::as_returning())
         .get_result(conn)
         .await?;
-    let this = NodeRef { kind: NodeKind::Run, id: run.id };
+    let this = NodeRef {
+        kind: NodeKind::Run,
+        id: run.id,
+    };
     if let Some(commit) = commit {
         lineage::record_new_node_edge(conn, this, commit, "ran").await?;
     }
     for input in &inputs {
-        let input = NodeRef { kind: NodeKind::DatasetVersion, id: *input };
+        let input = NodeRef {
+            kind: NodeKind::DatasetVersion,
+            id: *input,
+        };
         lineage::record_new_node_edge(conn, this, input, "consumed").await?;
     }
     audit::record(
@@ -186,16 +212,30 @@ async fn lock(conn: &mut Conn, actor: &Actor, run_id: Uuid, exclusive: bool) -> 
     } else {
         "SELECT 1 FROM runs WHERE id = $1 FOR SHARE"
     };
-    diesel::sql_query(sql).bind::<SqlUuid, _>(run_id).execute(conn).await?;
+    diesel::sql_query(sql)
+        .bind::<SqlUuid, _>(run_id)
+        .execute(conn)
+        .await?;
     // Re-read under the lock: the status may have changed since the unlocked read.
-    Ok(runs::table.find(run_id).select(Run::as_select()).first(conn).await?)
+    Ok(runs::table
+        .find(run_id)
+        .select(Run::as_select())
+        .first(conn)
+        .await?)
 }
 
 /// Sets params. A param is immutable: setting the same value again is a no-op, a different value
 /// is a conflict and the whole batch is refused.
-pub async fn log_params(conn: &mut Conn, actor: &Actor, run_id: Uuid, params: Vec<(String, String)>) -> Result<Run> {
+pub async fn log_params(
+    conn: &mut Conn,
+    actor: &Actor,
+    run_id: Uuid,
+    params: Vec<(String, String)>,
+) -> Result<Run> {
     if params.len() > MAX_PARAMS_PER_BATCH {
-        return Err(Error::invalid(format!("at most {MAX_PARAMS_PER_BATCH} params per call")));
+        return Err(Error::invalid(format!(
+            "at most {MAX_PARAMS_PER_BATCH} params per call"
+        )));
     }
     let mut wanted: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in params {
@@ -206,13 +246,18 @@ pub async fn log_params(conn: &mut Conn, actor: &Actor, run_id: Uuid, params: Ve
         validate::text("param value", &value, 8000)?;
         if let Some(previous) = wanted.insert(key.clone(), value.clone()) {
             if previous != value {
-                return Err(Error::invalid(format!("param `{key}` is given twice with different values")));
+                return Err(Error::invalid(format!(
+                    "param `{key}` is given twice with different values"
+                )));
             }
         }
     }
     let run = lock(conn, actor, run_id, true).await?;
     if run.status() != RunStatus::Running {
-        return Err(Error::conflict(format!("run {run_id} is {} and takes no more params", run.status)));
+        return Err(Error::conflict(format!(
+            "run {run_id} is {} and takes no more params",
+            run.status
+        )));
     }
     let keys: Vec<&String> = wanted.keys().collect();
     let existing: Vec<Param> = run_params::table
@@ -235,9 +280,18 @@ pub async fn log_params(conn: &mut Conn, actor: &Actor, run_id: Uuid, params: Ve
     }
     let rows: Vec<_> = wanted
         .iter()
-        .map(|(k, v)| (run_params::run_id.eq(run_id), run_params::key.eq(k), run_params::value.eq(v)))
+        .map(|(k, v)| {
+            (
+                run_params::run_id.eq(run_id),
+                run_params::key.eq(k),
+                run_params::value.eq(v),
+            )
+        })
         .collect();
-    diesel::insert_into(run_params::table).values(&rows).execute(conn).await?;
+    diesel::insert_into(run_params::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
     audit::record(
         conn,
         actor,
@@ -256,7 +310,12 @@ pub async fn log_params(conn: &mut Conn, actor: &Actor, run_id: Uuid, params: Ve
 
 /// Appends a batch of metrics in one statement. Metrics are observations, not governance acts:
 /// no audit entry, so logging never queues on the audit chain. Values must be finite.
-pub async fn log_metrics(conn: &mut Conn, actor: &Actor, run_id: Uuid, metrics: Vec<NewMetric>) -> Result<usize> {
+pub async fn log_metrics(
+    conn: &mut Conn,
+    actor: &Actor,
+    run_id: Uuid,
+    metrics: Vec<NewMetric>,
+) -> Result<usize> {
     if metrics.len() > MAX_METRICS_PER_BATCH {
         return Err(Error::invalid(format!(
             "a batch holds at most {MAX_METRICS_PER_BATCH} metrics; got {}",
@@ -274,7 +333,10 @@ pub async fn log_metrics(conn: &mut Conn, actor: &Actor, run_id: Uuid, metrics: 
         }
         validate::text("metric key", &metric.key, 250)?;
         if !metric.value.is_finite() {
-            return Err(Error::invalid(format!("metric `{}` has a non-finite value", metric.key)));
+            return Err(Error::invalid(format!(
+                "metric `{}` has a non-finite value",
+                metric.key
+            )));
         }
         keys.push(metric.key);
         values.push(metric.value);
@@ -283,7 +345,10 @@ pub async fn log_metrics(conn: &mut Conn, actor: &Actor, run_id: Uuid, metrics: 
     }
     let run = lock(conn, actor, run_id, false).await?;
     if run.status() != RunStatus::Running {
-        return Err(Error::conflict(format!("run {run_id} is {} and takes no more metrics", run.status)));
+        return Err(Error::conflict(format!(
+            "run {run_id} is {} and takes no more metrics",
+            run.status
+        )));
     }
     if keys.is_empty() {
         return Ok(0);
@@ -303,16 +368,29 @@ pub async fn log_metrics(conn: &mut Conn, actor: &Actor, run_id: Uuid, metrics: 
     Ok(stored)
 }
 
-pub async fn finish(conn: &mut Conn, actor: &Actor, run_id: Uuid, status: RunStatus) -> Result<Run> {
+pub async fn finish(
+    conn: &mut Conn,
+    actor: &Actor,
+    run_id: Uuid,
+    status: RunStatus,
+) -> Result<Run> {
     if status == RunStatus::Running {
-        return Err(Error::invalid("a run finishes as FINISHED, FAILED or KILLED"));
+        return Err(Error::invalid(
+            "a run finishes as FINISHED, FAILED or KILLED",
+        ));
     }
     let run = lock(conn, actor, run_id, true).await?;
     if run.status() != RunStatus::Running {
-        return Err(Error::conflict(format!("run {run_id} has already ended as {}", run.status)));
+        return Err(Error::conflict(format!(
+            "run {run_id} has already ended as {}",
+            run.status
+        )));
     }
     let finished: Run = diesel::update(runs::table.find(run_id))
-        .set((runs::status.eq(status.as_str()), runs::ended_at.eq(Utc::now())))
+        .set((
+            runs::status.eq(status.as_str()),
+            runs::ended_at.eq(Utc::now()),
+        ))
         .returning(Run::as_returning())
         .get_result(conn)
         .await?;
@@ -341,7 +419,12 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Run>> {
 }
 
 /// The runs of a project, newest first, after the cursor `before_id` (ids are time-ordered).
-pub async fn list_in_project(conn: &mut Conn, project_id: Uuid, before_id: Option<Uuid>, limit: i64) -> Result<Vec<Run>> {
+pub async fn list_in_project(
+    conn: &mut Conn,
+    project_id: Uuid,
+    before_id: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Run>> {
     let mut query = runs::table
         .filter(runs::project_id.eq(project_id))
         .order(runs::id.desc())

@@ -44,7 +44,10 @@ pub async fn create_defaults(conn: &mut Conn, project_id: Uuid) -> Result<()> {
             )
         })
         .collect();
-    diesel::insert_into(project_stages::table).values(&rows).execute(conn).await?;
+    diesel::insert_into(project_stages::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -94,10 +97,15 @@ pub async fn add(
     validate_name(name)?;
     let existing = list(conn, project.id).await?;
     if existing.iter().any(|s| s.name == name) {
-        return Err(Error::conflict(format!("project `{project_name}` already has a stage `{name}`")));
+        return Err(Error::conflict(format!(
+            "project `{project_name}` already has a stage `{name}`"
+        )));
     }
     if let Some(other) = existing.iter().find(|s| s.position == position) {
-        return Err(Error::conflict(format!("stage `{}` already has position {position}", other.name)));
+        return Err(Error::conflict(format!(
+            "stage `{}` already has position {position}",
+            other.name
+        )));
     }
     let stage: Stage = diesel::insert_into(project_stages::table)
         .values((
@@ -118,7 +126,9 @@ pub async fn add(
             subject_kind: "stage",
             subject_id: format!("{}/{name}", project.id),
             before: None,
-            after: Some(json!({"name": name, "position": position, "requires_approval": requires_approval})),
+            after: Some(
+                json!({"name": name, "position": position, "requires_approval": requires_approval}),
+            ),
         },
     )
     .await?;

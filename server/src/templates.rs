@@ -10,11 +10,26 @@ use crate::error::{Error, Result};
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html", include_str!("../../web/templates/base.html")),
-    ("approve.html", include_str!("../../web/templates/approve.html")),
-    ("approve_done.html", include_str!("../../web/templates/approve_done.html")),
-    ("approve_refused.html", include_str!("../../web/templates/approve_refused.html")),
-    ("email/approval_request.txt", include_str!("../../web/templates/email/approval_request.txt")),
-    ("email/approval_request.html", include_str!("../../web/templates/email/approval_request.html")),
+    (
+        "approve.html",
+        include_str!("../../web/templates/approve.html"),
+    ),
+    (
+        "approve_done.html",
+        include_str!("../../web/templates/approve_done.html"),
+    ),
+    (
+        "approve_refused.html",
+        include_str!("../../web/templates/approve_refused.html"),
+    ),
+    (
+        "email/approval_request.txt",
+        include_str!("../../web/templates/email/approval_request.txt"),
+    ),
+    (
+        "email/approval_request.html",
+        include_str!("../../web/templates/email/approval_request.html"),
+    ),
 ];
 
 fn engine() -> &'static tera::Tera {
@@ -61,9 +76,16 @@ mod tests {
             if *name == "base.html" {
                 continue;
             }
-            let context = if name.starts_with("email/") { &promotion } else { &page };
+            let context = if name.starts_with("email/") {
+                &promotion
+            } else {
+                &page
+            };
             let out = render(name, context).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-            assert!(!out.contains("<b>ship</b>") || name.ends_with(".txt"), "{name} must escape HTML");
+            assert!(
+                !out.contains("<b>ship</b>") || name.ends_with(".txt"),
+                "{name} must escape HTML"
+            );
         }
     }
 }

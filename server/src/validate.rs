@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 pub fn name(what: &str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -23,15 +26,26 @@ pub fn name(what: &str, value: &str) -> Result<()> {
 /// Free text: bounded, no NUL (PostgreSQL refuses it) and no control characters but newlines and tabs.
 pub fn text(what: &str, value: &str, max_len: usize) -> Result<()> {
     if value.len() > max_len {
-        return Err(Error::invalid(format!("{what} is longer than {max_len} bytes")));
+        return Err(Error::invalid(format!(
+            "{what} is longer than {max_len} bytes"
+        )));
     }
-    if value.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        return Err(Error::invalid(format!("{what} contains control characters")));
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(Error::invalid(format!(
+            "{what} contains control characters"
+        )));
     }
     Ok(())
 }
 
-pub fn optional_text<'a>(what: &str, value: Option<&'a str>, max_len: usize) -> Result<Option<&'a str>> {
+pub fn optional_text<'a>(
+    what: &str,
+    value: Option<&'a str>,
+    max_len: usize,
+) -> Result<Option<&'a str>> {
     if let Some(v) = value {
         text(what, v, max_len)?;
     }
@@ -50,7 +64,9 @@ pub fn commit_sha(value: &str) -> Result<String> {
 }
 
 fn hex_digest(what: &str, value: &str, len: usize, any_case: bool) -> Result<String> {
-    let digit = |c: char| c.is_ascii_digit() || matches!(c, 'a'..='f') || (any_case && matches!(c, 'A'..='F'));
+    let digit = |c: char| {
+        c.is_ascii_digit() || matches!(c, 'a'..='f') || (any_case && matches!(c, 'A'..='F'))
+    };
     if value.len() == len && value.chars().all(digit) {
         Ok(value.to_ascii_lowercase())
     } else {

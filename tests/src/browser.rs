@@ -45,11 +45,24 @@ fn find_binary(env: &str, candidates: &[&str]) -> PathBuf {
 impl Browser {
     pub async fn start() -> Browser {
         // The Debian `/usr/bin/chromium` is a shell wrapper; the real binary sits beside its libraries.
-        let chromium = find_binary("CUSTODY_CHROMIUM", &["/usr/lib/chromium/chromium", "/usr/bin/chromium", "/usr/bin/chromium-browser"]);
-        let chromedriver = find_binary("CUSTODY_CHROMEDRIVER", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]);
+        let chromium = find_binary(
+            "CUSTODY_CHROMIUM",
+            &[
+                "/usr/lib/chromium/chromium",
+                "/usr/bin/chromium",
+                "/usr/bin/chromium-browser",
+            ],
+        );
+        let chromedriver = find_binary(
+            "CUSTODY_CHROMEDRIVER",
+            &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
+        );
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            let profile = tempfile::Builder::new().prefix("custody-test-chromium-").tempdir_in("/tmp").unwrap();
+            let profile = tempfile::Builder::new()
+                .prefix("custody-test-chromium-")
+                .tempdir_in("/tmp")
+                .unwrap();
             let log_path = profile.path().with_extension("chromedriver.log");
             let port = free_port().unwrap();
             let log = std::fs::File::create(&log_path).unwrap();
@@ -62,12 +75,25 @@ impl Browser {
                 .process_group(0);
             unsafe {
                 cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0);
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGTERM as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    );
                     Ok(())
                 });
             }
-            let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {}: {e}", chromedriver.display()));
-            let mut b = Browser { client: None, chromedriver: Some(child), profile, log_path };
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawning {}: {e}", chromedriver.display()));
+            let mut b = Browser {
+                client: None,
+                chromedriver: Some(child),
+                profile,
+                log_path,
+            };
             match b.connect(port, &chromium).await {
                 Ok(()) => return b,
                 Err(e) => last_err = format!("{e}\n----- chromedriver log -----\n{}", b.log()),
@@ -84,7 +110,12 @@ impl Browser {
             if let Some(st) = self.chromedriver.as_mut().unwrap().try_wait().unwrap() {
                 return Err(format!("chromedriver exited early ({st})"));
             }
-            if let Ok(r) = http.get(&status).timeout(Duration::from_secs(2)).send().await {
+            if let Ok(r) = http
+                .get(&status)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+            {
                 if let Ok(v) = r.json::<serde_json::Value>().await {
                     if v["value"]["ready"] == json!(true) {
                         break;
@@ -110,11 +141,16 @@ impl Browser {
         ];
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
-        caps.insert("goog:chromeOptions".into(), json!({ "binary": chromium, "args": args }));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": chromium, "args": args }),
+        );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let client = tokio::time::timeout(
             Duration::from_secs(60),
-            ClientBuilder::new(connector).capabilities(caps).connect(&format!("http://127.0.0.1:{port}")),
+            ClientBuilder::new(connector)
+                .capabilities(caps)
+                .connect(&format!("http://127.0.0.1:{port}")),
         )
         .await
         .map_err(|_| "opening a WebDriver session timed out".to_string())?
@@ -144,9 +180,17 @@ impl Browser {
     fn profile_pids(&self) -> Vec<i32> {
         let marker = self.profile.path().to_string_lossy().into_owned();
         let mut pids = Vec::new();
-        let Ok(dir) = std::fs::read_dir("/proc") else { return pids };
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok())
+            else {
+                continue;
+            };
             if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
                 if String::from_utf8_lossy(&cmdline).contains(&marker) {
                     pids.push(pid);
@@ -177,7 +221,11 @@ impl Browser {
             if pids.is_empty() {
                 break;
             }
-            let sig = if Instant::now() + Duration::from_secs(5) > deadline { libc::SIGKILL } else { libc::SIGTERM };
+            let sig = if Instant::now() + Duration::from_secs(5) > deadline {
+                libc::SIGKILL
+            } else {
+                libc::SIGTERM
+            };
             for pid in pids {
                 unsafe { libc::kill(pid, sig) };
             }

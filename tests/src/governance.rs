@@ -17,7 +17,8 @@ use crate::smtp::SmtpServer;
 use crate::{commit_sha, sha256_hex, TestDb, TestEnv};
 
 /// Everything the tests read of a promotion.
-pub const PROMOTION_FIELDS: &str = "id status stage comment requiredApprovals approverGroup policyResult policyDigest
+pub const PROMOTION_FIELDS: &str =
+    "id status stage comment requiredApprovals approverGroup policyResult policyDigest
     manifestSha256 expiresAt decidedAt requestedBy { email }
     approvals { approver { email } decision comment via at }
     modelVersion { id version stage }";
@@ -66,14 +67,20 @@ where
 /// database while a test compares snapshots).
 pub async fn outbox_settled(env: &TestEnv) {
     let sql = env.sql().await;
-    wait_until("the outbox to deliver every row", Duration::from_secs(30), || async {
-        (count(&sql, "outbox WHERE delivered_at IS NULL").await == 0).then_some(())
-    })
+    wait_until(
+        "the outbox to deliver every row",
+        Duration::from_secs(30),
+        || async { (count(&sql, "outbox WHERE delivered_at IS NULL").await == 0).then_some(()) },
+    )
     .await;
 }
 
 /// Runs `f` and asserts that the database (every table) is the same afterwards.
-pub async fn assert_db_unchanged<T, Fut: Future<Output = T>>(env: &TestEnv, what: &str, f: Fut) -> T {
+pub async fn assert_db_unchanged<T, Fut: Future<Output = T>>(
+    env: &TestEnv,
+    what: &str,
+    f: Fut,
+) -> T {
     let sql = env.sql().await;
     let before = Snapshot::take(&sql).await;
     let out = f.await;
@@ -85,13 +92,17 @@ pub async fn assert_db_unchanged<T, Fut: Future<Output = T>>(env: &TestEnv, what
 /// The audit log through the API, its hash chain re-computed from the first entry.
 pub async fn verify_audit(env: &TestEnv) -> Vec<Value> {
     let entries = crate::audit::fetch_all(&env.server, &env.admin, "").await;
-    crate::audit::verify_chain(&entries).unwrap_or_else(|e| panic!("the audit chain is broken: {e}"));
+    crate::audit::verify_chain(&entries)
+        .unwrap_or_else(|e| panic!("the audit chain is broken: {e}"));
     entries
 }
 
 /// The audit entries with `action` about `subject_id`.
 pub fn audit_of<'a>(entries: &'a [Value], action: &str, subject_id: &str) -> Vec<&'a Value> {
-    entries.iter().filter(|e| e["action"] == action && e["subjectId"] == subject_id).collect()
+    entries
+        .iter()
+        .filter(|e| e["action"] == action && e["subjectId"] == subject_id)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,32 +140,72 @@ impl Fixture {
         }
         fixtures::create_dataset(s, a, &project, "transactions").await;
         fixtures::create_dataset(s, a, &project, "holdout").await;
-        let train_ds = dataset_version(s, a, &project, "transactions", "train-1", &["training"]).await;
-        let eval_ds = dataset_version(s, a, &project, "holdout", "holdout-1", &["evaluation"]).await;
-        let clean_commit = code_commit(s, a, "https://git.example.com/churn.git", "clean-1", false).await;
+        let train_ds =
+            dataset_version(s, a, &project, "transactions", "train-1", &["training"]).await;
+        let eval_ds =
+            dataset_version(s, a, &project, "holdout", "holdout-1", &["evaluation"]).await;
+        let clean_commit =
+            code_commit(s, a, "https://git.example.com/churn.git", "clean-1", false).await;
         create_model(s, a, &project, "churn", "auc", true).await;
-        Fixture { project, model: "churn".into(), requester, approvers: list, train_ds, eval_ds, clean_commit }
+        Fixture {
+            project,
+            model: "churn".into(),
+            requester,
+            approvers: list,
+            train_ds,
+            eval_ds,
+            clean_commit,
+        }
     }
 
     pub fn approver(&self, email: &str) -> &str {
-        &self.approvers.iter().find(|(e, _)| e == email).unwrap_or_else(|| panic!("no approver {email}")).1
+        &self
+            .approvers
+            .iter()
+            .find(|(e, _)| e == email)
+            .unwrap_or_else(|| panic!("no approver {email}"))
+            .1
     }
 
     /// A version trained (by the requester) on the training dataset from the clean commit, with
     /// the source run's metrics.
     pub async fn version(&self, s: &Server, metrics: &[(&str, f64)]) -> String {
-        trained_version(s, &self.requester, &self.project, &self.model, Some(&self.clean_commit), &[&self.train_ds], metrics).await
+        trained_version(
+            s,
+            &self.requester,
+            &self.project,
+            &self.model,
+            Some(&self.clean_commit),
+            &[&self.train_ds],
+            metrics,
+        )
+        .await
     }
 
     /// A version with an evaluation run on the holdout dataset: ready for production.
     pub async fn evaluated_version(&self, s: &Server, metrics: &[(&str, f64)]) -> String {
         let mv = self.version(s, metrics).await;
-        add_evaluation(s, &self.requester, &self.project, &mv, &[&self.eval_ds], metrics).await;
+        add_evaluation(
+            s,
+            &self.requester,
+            &self.project,
+            &mv,
+            &[&self.eval_ds],
+            metrics,
+        )
+        .await;
         mv
     }
 }
 
-pub async fn add_member_with_groups(s: &Server, token: &str, project: &str, email: &str, role: &str, groups: &[&str]) -> Value {
+pub async fn add_member_with_groups(
+    s: &Server,
+    token: &str,
+    project: &str,
+    email: &str,
+    role: &str,
+    groups: &[&str],
+) -> Value {
     let d = s
         .gql_ok(
             token,
@@ -166,7 +217,14 @@ pub async fn add_member_with_groups(s: &Server, token: &str, project: &str, emai
     d["addMember"].clone()
 }
 
-pub async fn create_model(s: &Server, token: &str, project: &str, name: &str, metric: &str, higher_is_better: bool) -> String {
+pub async fn create_model(
+    s: &Server,
+    token: &str,
+    project: &str,
+    name: &str,
+    metric: &str,
+    higher_is_better: bool,
+) -> String {
     let d = s
         .gql_ok(
             token,
@@ -179,7 +237,14 @@ pub async fn create_model(s: &Server, token: &str, project: &str, name: &str, me
     id(&d["createModel"])
 }
 
-pub async fn dataset_version(s: &Server, token: &str, project: &str, dataset: &str, seed: &str, tags: &[&str]) -> String {
+pub async fn dataset_version(
+    s: &Server,
+    token: &str,
+    project: &str,
+    dataset: &str,
+    seed: &str,
+    tags: &[&str],
+) -> String {
     let sha = sha256_hex(seed);
     let d = s
         .gql_ok(
@@ -192,7 +257,13 @@ pub async fn dataset_version(s: &Server, token: &str, project: &str, dataset: &s
     id(&d["registerDatasetVersion"])
 }
 
-pub async fn code_commit(s: &Server, token: &str, repository: &str, seed: &str, dirty: bool) -> String {
+pub async fn code_commit(
+    s: &Server,
+    token: &str,
+    repository: &str,
+    seed: &str,
+    dirty: bool,
+) -> String {
     let d = s
         .gql_ok(
             token,
@@ -206,7 +277,12 @@ pub async fn code_commit(s: &Server, token: &str, repository: &str, seed: &str, 
 }
 
 fn metric_inputs(metrics: &[(&str, f64)]) -> Value {
-    Value::Array(metrics.iter().map(|(k, v)| json!({ "key": k, "value": v, "step": 1 })).collect())
+    Value::Array(
+        metrics
+            .iter()
+            .map(|(k, v)| json!({ "key": k, "value": v, "step": 1 }))
+            .collect(),
+    )
 }
 
 /// A finished run (from `commit`, consuming `inputs`, logging `metrics`) and the model version it
@@ -230,13 +306,27 @@ pub async fn trained_version(
 
 /// An evaluation run of `mv` (consuming `datasets`, logging `metrics`), linked
 /// run —evaluated→ model version; answers the run's id.
-pub async fn add_evaluation(s: &Server, token: &str, project: &str, mv: &str, datasets: &[&str], metrics: &[(&str, f64)]) -> String {
+pub async fn add_evaluation(
+    s: &Server,
+    token: &str,
+    project: &str,
+    mv: &str,
+    datasets: &[&str],
+    metrics: &[(&str, f64)],
+) -> String {
     let run = id(&fixtures::start_run(s, token, project, "evaluate", None, datasets).await);
     if !metrics.is_empty() {
         fixtures::log_metrics(s, token, &run, metric_inputs(metrics)).await;
     }
     fixtures::finish_run(s, token, &run, "FINISHED").await;
-    fixtures::link_lineage(s, token, fixtures::node("RUN", &run), fixtures::node("MODEL_VERSION", mv), "evaluated").await;
+    fixtures::link_lineage(
+        s,
+        token,
+        fixtures::node("RUN", &run),
+        fixtures::node("MODEL_VERSION", mv),
+        "evaluated",
+    )
+    .await;
     run
 }
 
@@ -261,29 +351,59 @@ pub fn cancel_mutation() -> String {
     format!("mutation($id: ID!) {{ cancelPromotion(id: $id) {{ {PROMOTION_FIELDS} }} }}")
 }
 
-pub async fn request(s: &Server, token: &str, mv: &str, stage: &str, comment: Option<&str>) -> Value {
-    let d = s.gql_ok(token, &request_mutation(), json!({ "v": mv, "s": stage, "c": comment })).await;
+pub async fn request(
+    s: &Server,
+    token: &str,
+    mv: &str,
+    stage: &str,
+    comment: Option<&str>,
+) -> Value {
+    let d = s
+        .gql_ok(
+            token,
+            &request_mutation(),
+            json!({ "v": mv, "s": stage, "c": comment }),
+        )
+        .await;
     d["requestPromotion"].clone()
 }
 
 pub async fn approve(s: &Server, token: &str, promotion: &str, comment: Option<&str>) -> Value {
-    let d = s.gql_ok(token, &approve_mutation(), json!({ "id": promotion, "c": comment })).await;
+    let d = s
+        .gql_ok(
+            token,
+            &approve_mutation(),
+            json!({ "id": promotion, "c": comment }),
+        )
+        .await;
     d["approvePromotion"].clone()
 }
 
 pub async fn reject(s: &Server, token: &str, promotion: &str, comment: &str) -> Value {
-    let d = s.gql_ok(token, &reject_mutation(), json!({ "id": promotion, "c": comment })).await;
+    let d = s
+        .gql_ok(
+            token,
+            &reject_mutation(),
+            json!({ "id": promotion, "c": comment }),
+        )
+        .await;
     d["rejectPromotion"].clone()
 }
 
 pub async fn cancel(s: &Server, token: &str, promotion: &str) -> Value {
-    let d = s.gql_ok(token, &cancel_mutation(), json!({ "id": promotion })).await;
+    let d = s
+        .gql_ok(token, &cancel_mutation(), json!({ "id": promotion }))
+        .await;
     d["cancelPromotion"].clone()
 }
 
 pub async fn promotion(s: &Server, token: &str, promotion: &str) -> Value {
     let d = s
-        .gql_ok(token, &format!("query($id: ID!) {{ promotion(id: $id) {{ {PROMOTION_FIELDS} }} }}"), json!({ "id": promotion }))
+        .gql_ok(
+            token,
+            &format!("query($id: ID!) {{ promotion(id: $id) {{ {PROMOTION_FIELDS} }} }}"),
+            json!({ "id": promotion }),
+        )
         .await;
     d["promotion"].clone()
 }
@@ -304,7 +424,10 @@ pub async fn dry_run(s: &Server, token: &str, mv: &str, stage: &str) -> Value {
 pub async fn stage_of(env: &TestEnv, mv: &str) -> Option<String> {
     let sql = env.sql().await;
     let row = sql
-        .query_one("SELECT stage FROM model_versions WHERE id = $1::text::uuid", &[&mv])
+        .query_one(
+            "SELECT stage FROM model_versions WHERE id = $1::text::uuid",
+            &[&mv],
+        )
         .await
         .expect("reading model_versions.stage");
     row.get(0)
@@ -325,12 +448,15 @@ pub fn deny_of(p: &Value) -> Vec<String> {
 
 /// The repository's `policies/` directory.
 pub fn policies_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("policies")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("policies")
 }
 
 /// The default `promotion.rego`.
 pub fn default_policy() -> String {
-    std::fs::read_to_string(policies_dir().join("promotion.rego")).expect("reading policies/promotion.rego")
+    std::fs::read_to_string(policies_dir().join("promotion.rego"))
+        .expect("reading policies/promotion.rego")
 }
 
 /// A fresh directory holding these files.
@@ -350,7 +476,8 @@ pub fn bundle_digest(dir: &Path) -> String {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            (name.ends_with(".rego") && !name.ends_with("_test.rego")).then(|| (name, std::fs::read_to_string(e.path()).unwrap()))
+            (name.ends_with(".rego") && !name.ends_with("_test.rego"))
+                .then(|| (name, std::fs::read_to_string(e.path()).unwrap()))
         })
         .collect();
     files.sort();
@@ -400,7 +527,11 @@ pub fn page_client() -> reqwest::Client {
 }
 
 pub async fn get_link(http: &reqwest::Client, url: &str) -> LinkPage {
-    let r = http.get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let r = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = r.status().as_u16();
     let set_cookie = r
         .headers()
@@ -409,10 +540,18 @@ pub async fn get_link(http: &reqwest::Client, url: &str) -> LinkPage {
         .filter_map(|v| v.to_str().ok())
         .find(|v| v.starts_with("custody_csrf="))
         .map(str::to_string);
-    let cookie = set_cookie.as_ref().map(|c| c.split(';').next().unwrap().trim().to_string());
+    let cookie = set_cookie
+        .as_ref()
+        .map(|c| c.split(';').next().unwrap().trim().to_string());
     let body = r.text().await.unwrap_or_default();
     let csrf = hidden_field(&body, "csrf");
-    LinkPage { status, body, cookie, set_cookie, csrf }
+    LinkPage {
+        status,
+        body,
+        cookie,
+        set_cookie,
+        csrf,
+    }
 }
 
 /// The `value` of `<input … name="NAME" value="…">`.
@@ -432,19 +571,30 @@ pub fn form_encode(pairs: &[(&str, &str)]) -> String {
         let mut out = String::new();
         for b in s.bytes() {
             match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => out.push(b as char),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    out.push(b as char)
+                }
                 b' ' => out.push('+'),
                 _ => out.push_str(&format!("%{b:02X}")),
             }
         }
         out
     }
-    pairs.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 /// POSTs a decision form to an approval link: `fields` as given (so tests can leave some out),
 /// with `cookie` (`name=value`) if any. Answers (status, body).
-pub async fn post_link(http: &reqwest::Client, url: &str, fields: &[(&str, &str)], cookie: Option<&str>) -> (u16, String) {
+pub async fn post_link(
+    http: &reqwest::Client,
+    url: &str,
+    fields: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> (u16, String) {
     let mut req = http
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -452,18 +602,46 @@ pub async fn post_link(http: &reqwest::Client, url: &str, fields: &[(&str, &str)
     if let Some(c) = cookie {
         req = req.header("cookie", c);
     }
-    let r = req.send().await.unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let r = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
     let status = r.status().as_u16();
     (status, r.text().await.unwrap_or_default())
 }
 
 /// Opens the link and posts a decision from the page, as a person would. Answers (status, body).
-pub async fn decide_via_link(http: &reqwest::Client, url: &str, decision: &str, comment: &str) -> (u16, String) {
+pub async fn decide_via_link(
+    http: &reqwest::Client,
+    url: &str,
+    decision: &str,
+    comment: &str,
+) -> (u16, String) {
     let page = get_link(http, url).await;
-    assert_eq!(page.status, 200, "GET {url} answered {}:\n{}", page.status, page.body);
-    let csrf = page.csrf.clone().unwrap_or_else(|| panic!("no csrf field on the page:\n{}", page.body));
-    let cookie = page.cookie.clone().expect("no custody_csrf cookie set by the page");
-    post_link(http, url, &[("decision", decision), ("comment", comment), ("csrf", &csrf)], Some(&cookie)).await
+    assert_eq!(
+        page.status, 200,
+        "GET {url} answered {}:\n{}",
+        page.status, page.body
+    );
+    let csrf = page
+        .csrf
+        .clone()
+        .unwrap_or_else(|| panic!("no csrf field on the page:\n{}", page.body));
+    let cookie = page
+        .cookie
+        .clone()
+        .expect("no custody_csrf cookie set by the page");
+    post_link(
+        http,
+        url,
+        &[
+            ("decision", decision),
+            ("comment", comment),
+            ("csrf", &csrf),
+        ],
+        Some(&cookie),
+    )
+    .await
 }
 
 /// Changes one character in the middle of the token's signature (the third JWT part).
@@ -479,5 +657,8 @@ pub fn tamper_signature(link: &str) -> String {
 /// The path of `url` (`/approve/…`), for comparing links across hosts.
 pub fn path_of(url: &str) -> &str {
     let after_scheme = url.split_once("://").map(|x| x.1).unwrap_or(url);
-    after_scheme.find('/').map(|i| &after_scheme[i..]).unwrap_or("/")
+    after_scheme
+        .find('/')
+        .map(|i| &after_scheme[i..])
+        .unwrap_or("/")
 }

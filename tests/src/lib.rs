@@ -77,7 +77,10 @@ impl TestEnv {
         let sql = self.sql().await;
         let before = Snapshot::take(&sql).await;
         let got = self.gql_err_code(token, query, variables.clone()).await;
-        assert_eq!(got, code, "wrong error code for\n{query}\nvariables: {variables}");
+        assert_eq!(
+            got, code,
+            "wrong error code for\n{query}\nvariables: {variables}"
+        );
         let after = Snapshot::take(&sql).await;
         before.assert_unchanged(&after, &format!("{query} with {variables}"));
     }
@@ -90,8 +93,14 @@ impl TestEnv {
         let before = Snapshot::take(&sql).await;
         let r = self.gql(token, query, variables.clone()).await;
         let errors = r["errors"].as_array().cloned().unwrap_or_default();
-        assert!(!errors.is_empty(), "expected an error for\n{query}\nvariables: {variables}\ngot: {r}");
-        let data_empty = r["data"].is_null() || r["data"].as_object().is_some_and(|o| o.values().all(Value::is_null));
+        assert!(
+            !errors.is_empty(),
+            "expected an error for\n{query}\nvariables: {variables}\ngot: {r}"
+        );
+        let data_empty = r["data"].is_null()
+            || r["data"]
+                .as_object()
+                .is_some_and(|o| o.values().all(Value::is_null));
         assert!(data_empty, "a rejected request returned data: {r}");
         let after = Snapshot::take(&sql).await;
         before.assert_unchanged(&after, &format!("{query} with {variables}"));

@@ -391,7 +391,7 @@ pub fn find_pg_bin_dir() -> Result<PathBuf> {
                 continue;
             };
             let d = e.path().join("bin");
-            if complete(&d) && best.as_ref().map_or(true, |(b, _)| v > *b) {
+            if complete(&d) && best.as_ref().is_none_or(|(b, _)| v > *b) {
                 best = Some((v, d));
             }
         }

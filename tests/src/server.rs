@@ -510,7 +510,7 @@ impl Server {
     pub async fn gql_ok(&self, token: &str, query: &str, variables: Value) -> Value {
         let r = self.gql(token, query, variables.clone()).await;
         if r.get("errors")
-            .is_some_and(|e| !e.is_null() && e.as_array().map_or(true, |a| !a.is_empty()))
+            .is_some_and(|e| !e.is_null() && e.as_array().is_none_or(|a| !a.is_empty()))
             || r["data"].is_null()
         {
             panic!(

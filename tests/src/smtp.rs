@@ -27,12 +27,22 @@ impl ReceivedMail {
     fn parsed(&self) -> mail_parser::Message<'_> {
         mail_parser::MessageParser::default()
             .parse(&self.raw)
-            .unwrap_or_else(|| panic!("an unparseable mail:\n{}", String::from_utf8_lossy(&self.raw)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "an unparseable mail:\n{}",
+                    String::from_utf8_lossy(&self.raw)
+                )
+            })
     }
 
     /// The single envelope recipient.
     pub fn recipient(&self) -> String {
-        assert_eq!(self.to.len(), 1, "expected one recipient per mail, got {:?}", self.to);
+        assert_eq!(
+            self.to.len(),
+            1,
+            "expected one recipient per mail, got {:?}",
+            self.to
+        );
         self.to[0].clone()
     }
 
@@ -58,7 +68,12 @@ impl ReceivedMail {
     pub fn text(&self) -> String {
         self.parsed()
             .body_text(0)
-            .unwrap_or_else(|| panic!("mail without a text part:\n{}", String::from_utf8_lossy(&self.raw)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "mail without a text part:\n{}",
+                    String::from_utf8_lossy(&self.raw)
+                )
+            })
             .into_owned()
     }
 
@@ -66,7 +81,12 @@ impl ReceivedMail {
     pub fn html(&self) -> String {
         self.parsed()
             .body_html(0)
-            .unwrap_or_else(|| panic!("mail without an HTML part:\n{}", String::from_utf8_lossy(&self.raw)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "mail without an HTML part:\n{}",
+                    String::from_utf8_lossy(&self.raw)
+                )
+            })
             .into_owned()
     }
 
@@ -75,7 +95,10 @@ impl ReceivedMail {
         use mail_parser::MimeHeaders;
         let m = self.parsed();
         m.content_type().is_some_and(|ct| {
-            ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("alternative"))
+            ct.ctype().eq_ignore_ascii_case("multipart")
+                && ct
+                    .subtype()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("alternative"))
         })
     }
 
@@ -92,7 +115,10 @@ impl ReceivedMail {
             .filter_map(|rest| rest.split('"').next())
             .map(decode_html_entities)
             .collect();
-        assert!(hrefs.contains(&link), "the HTML part does not link to {link}; its links: {hrefs:?}\n{html}");
+        assert!(
+            hrefs.contains(&link),
+            "the HTML part does not link to {link}; its links: {hrefs:?}\n{html}"
+        );
         link
     }
 }
@@ -113,7 +139,9 @@ pub fn decode_html_entities(s: &str) -> String {
             "gt" => Some('>'),
             "quot" => Some('"'),
             "apos" => Some('\''),
-            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16).ok().and_then(char::from_u32),
+            e if e.starts_with("#x") || e.starts_with("#X") => u32::from_str_radix(&e[2..], 16)
+                .ok()
+                .and_then(char::from_u32),
             e if e.starts_with('#') => e[1..].parse().ok().and_then(char::from_u32),
             _ => None,
         };
@@ -157,7 +185,13 @@ struct SessionHandler {
 }
 
 impl mailin::Handler for SessionHandler {
-    fn data_start(&mut self, _domain: &str, from: &str, _is8bit: bool, to: &[String]) -> mailin::Response {
+    fn data_start(
+        &mut self,
+        _domain: &str,
+        from: &str,
+        _is8bit: bool,
+        to: &[String],
+    ) -> mailin::Response {
         self.from = from.to_string();
         self.to = to.to_vec();
         self.data.clear();
@@ -170,7 +204,11 @@ impl mailin::Handler for SessionHandler {
     }
 
     fn data_end(&mut self) -> mailin::Response {
-        let mail = ReceivedMail { from: self.from.clone(), to: self.to.clone(), raw: std::mem::take(&mut self.data) };
+        let mail = ReceivedMail {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            raw: std::mem::take(&mut self.data),
+        };
         self.store.messages.lock().unwrap().push(mail);
         mailin::response::OK
     }
@@ -187,7 +225,9 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts on a free port of 127.0.0.1.
     pub async fn start() -> SmtpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding the test SMTP server");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the test SMTP server");
         Self::serve(listener)
     }
 
@@ -204,7 +244,9 @@ impl SmtpServer {
         let (store2, sessions2) = (store.clone(), sessions.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((stream, peer)) = listener.accept().await else { continue };
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
                 let store = store2.clone();
                 let task = tokio::spawn(async move {
                     let _ = session(stream, peer.ip(), store).await;
@@ -214,7 +256,12 @@ impl SmtpServer {
                 s.push(task);
             }
         });
-        SmtpServer { port, store, accept: Some(accept), sessions }
+        SmtpServer {
+            port,
+            store,
+            accept: Some(accept),
+            sessions,
+        }
     }
 
     /// `smtp://127.0.0.1:<port>` (plaintext SMTP, as lettre understands it).
@@ -229,7 +276,10 @@ impl SmtpServer {
 
     /// The messages received so far for `recipient` (envelope).
     pub fn messages_to(&self, recipient: &str) -> Vec<ReceivedMail> {
-        self.messages().into_iter().filter(|m| m.to.iter().any(|t| t == recipient)).collect()
+        self.messages()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t == recipient))
+            .collect()
     }
 
     /// Waits until at least `n` messages have arrived (polling), then returns all of them.
@@ -256,7 +306,11 @@ impl SmtpServer {
             if got.len() == 1 {
                 return got[0].clone();
             }
-            assert!(got.len() < 2, "{} mails to {recipient}, expected one", got.len());
+            assert!(
+                got.len() < 2,
+                "{} mails to {recipient}, expected one",
+                got.len()
+            );
             if Instant::now() > deadline {
                 let all: Vec<Vec<String>> = self.messages().iter().map(|m| m.to.clone()).collect();
                 panic!("no mail to {recipient} within {timeout:?}; received for: {all:?}");
@@ -283,7 +337,12 @@ impl Drop for SmtpServer {
 }
 
 async fn session(stream: TcpStream, peer: IpAddr, store: Arc<Collector>) -> std::io::Result<()> {
-    let handler = SessionHandler { store, from: String::new(), to: Vec::new(), data: Vec::new() };
+    let handler = SessionHandler {
+        store,
+        from: String::new(),
+        to: Vec::new(),
+        data: Vec::new(),
+    };
     let mut session = mailin::SessionBuilder::new("custody-tests.localhost").build(peer, handler);
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
@@ -291,7 +350,11 @@ async fn session(stream: TcpStream, peer: IpAddr, store: Arc<Collector>) -> std:
     let mut line = Vec::with_capacity(1024);
     loop {
         line.clear();
-        let n = tokio::time::timeout(Duration::from_secs(120), reader.read_until(b'\n', &mut line)).await??;
+        let n = tokio::time::timeout(
+            Duration::from_secs(120),
+            reader.read_until(b'\n', &mut line),
+        )
+        .await??;
         if n == 0 {
             return Ok(());
         }

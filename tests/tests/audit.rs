@@ -56,7 +56,7 @@ fn canonical_json_sorts_keys_recursively() {
         "subjectKind": "k", "projectId": null, "requestId": null, "before": null, "after": null,
         "entry": {"seq": 1, "at": "t", "actor": "a", "action": "x", "project_id": null, "subject_kind": "k",
                   "subject_id": "s", "before": null, "after": null, "request_id": null}});
-    assert!(verify_chain(&[e.clone()]).is_err());
+    assert!(verify_chain(std::slice::from_ref(&e)).is_err());
     let mut ok = e.clone();
     ok["hash"] = json!(entry_hash(GENESIS, &e["entry"]));
     verify_chain(&[ok.clone()]).unwrap();

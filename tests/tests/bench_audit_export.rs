@@ -32,12 +32,21 @@ fn at(micros: u64) -> String {
     let (secs, us) = (micros / 1_000_000, micros % 1_000_000);
     let (days, rest) = (secs / 86_400, secs % 86_400);
     assert!(days < 31, "the generated log stays within January 2025");
-    format!("2025-01-{:02}T{:02}:{:02}:{:02}.{us:06}Z", days + 1, rest / 3600, rest % 3600 / 60, rest % 60)
+    format!(
+        "2025-01-{:02}T{:02}:{:02}:{:02}.{us:06}Z",
+        days + 1,
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
 }
 
 /// COPY text format: backslash, tab, newline and CR escaped.
 fn copy_text(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
+    s.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
 }
 
 /// Generates entries 1..=n (one per millisecond, shaped like `dataset.create`) and streams them
@@ -91,7 +100,10 @@ fn rss_kb(pid: u32) -> u64 {
 }
 
 /// Samples the RSS of `pid` every 20 ms until `stop` is set; answers the peak.
-fn sample_peak(pid: u32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+fn sample_peak(
+    pid: u32,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut peak = 0;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -133,7 +145,12 @@ async fn export_to(server: &Server, token: &str, query: &str, path: &std::path::
     file.flush().unwrap();
     let seconds = t.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    Run { entries: newlines - 1, bytes, seconds, peak_rss_kb: sampler.join().unwrap() }
+    Run {
+        entries: newlines - 1,
+        bytes,
+        seconds,
+        peak_rss_kb: sampler.join().unwrap(),
+    }
 }
 
 /// Runs the real `custody-server audit verify`, measuring time and its peak RSS.
@@ -154,10 +171,16 @@ fn verify(file: &std::path::Path, key: &std::path::Path, entries: u64) -> Run {
     let out = child.wait_with_output().unwrap();
     let seconds = t.elapsed().as_secs_f64();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "verification failed:\n{text}");
     assert!(text.contains(&format!("{entries} entries")), "{text}");
-    Run { entries, bytes: std::fs::metadata(file).unwrap().len(), seconds, peak_rss_kb: sampler.join().unwrap() }
+    Run {
+        entries,
+        bytes: std::fs::metadata(file).unwrap().len(),
+        seconds,
+        peak_rss_kb: sampler.join().unwrap(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +188,15 @@ fn verify(file: &std::path::Path, key: &std::path::Path, entries: u64) -> Run {
 async fn bench_audit_export_and_verify() {
     let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
     let release = !cfg!(debug_assertions);
-    println!("server binary: {} ({})", bin.display(), if release { "release" } else { "DEBUG build: figures are not representative, use --release" });
+    println!(
+        "server binary: {} ({})",
+        bin.display(),
+        if release {
+            "release"
+        } else {
+            "DEBUG build: figures are not representative, use --release"
+        }
+    );
 
     let db = TestDb::create().await;
     let t = Instant::now();
@@ -178,24 +209,52 @@ async fn bench_audit_export_and_verify() {
     .unwrap();
     let (db, head_seq, head_hash, _) = db;
     let sql = db.connect().await;
-    sql.execute("UPDATE audit_head SET seq = $1, hash = $2", &[&(head_seq as i64), &head_hash]).await.unwrap();
+    sql.execute(
+        "UPDATE audit_head SET seq = $1, hash = $2",
+        &[&(head_seq as i64), &head_hash],
+    )
+    .await
+    .unwrap();
     // Rows an export reads in production were written long ago and have their visibility hints
     // set; freshly copied ones would make the first export pay for writing them all.
-    sql.batch_execute("VACUUM (FREEZE, ANALYZE) audit_log").await.unwrap();
-    println!("generated and loaded {ENTRIES} chained entries in {:.1} s", t.elapsed().as_secs_f64());
+    sql.batch_execute("VACUUM (FREEZE, ANALYZE) audit_log")
+        .await
+        .unwrap();
+    println!(
+        "generated and loaded {ENTRIES} chained entries in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // The server starts on that log and appends its own first entries (the admin) to the chain.
     let server = Server::start(Some(&db.url)).await;
-    let total: i64 = sql.query_one("SELECT seq FROM audit_head", &[]).await.unwrap().get(0);
+    let total: i64 = sql
+        .query_one("SELECT seq FROM audit_head", &[])
+        .await
+        .unwrap()
+        .get(0);
     let dir = tmp_dir("custody-bench-export-");
     let key = dir.path().join("key.pem");
-    let pem = server.http.get(server.url("/api/audit/public-key?format=pem")).send().await.unwrap().text().await.unwrap();
+    let pem = server
+        .http
+        .get(server.url("/api/audit/public-key?format=pem"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     std::fs::write(&key, pem).unwrap();
     let idle_rss = rss_kb(server.pid().unwrap());
 
     // 100,000 entries (the period up to the 100,001st entry's time), then everything.
     let small_file = dir.path().join("small.jsonl");
-    let small = export_to(&server, &server.admin_token, &format!("to={}", at((SMALL + 1) * 1_000)), &small_file).await;
+    let small = export_to(
+        &server,
+        &server.admin_token,
+        &format!("to={}", at((SMALL + 1) * 1_000)),
+        &small_file,
+    )
+    .await;
     assert_eq!(small.entries, SMALL);
     let full_file = dir.path().join("full.jsonl");
     let full = export_to(&server, &server.admin_token, "", &full_file).await;
@@ -217,7 +276,10 @@ async fn bench_audit_export_and_verify() {
     let mb = |kb: u64| kb as f64 / 1024.0;
     let verdict = |ok: bool| if ok { "meets target" } else { "MISSES target" };
     println!("================ audit export and verification ================");
-    println!("log            : {total} entries ({:.0} MB as JSON Lines)", full.bytes as f64 / 1e6);
+    println!(
+        "log            : {total} entries ({:.0} MB as JSON Lines)",
+        full.bytes as f64 / 1e6
+    );
     println!(
         "export  100k   : {:.2} s, {:.0} entries/s, server peak RSS {:.1} MB (idle {:.1} MB)",
         small.seconds,
@@ -232,7 +294,12 @@ async fn bench_audit_export_and_verify() {
         verdict(rate(&full) >= 200_000.0),
         mb(full.peak_rss_kb)
     );
-    println!("verify  100k   : {:.2} s, {:.0} entries/s, peak RSS {:.1} MB", v_small.seconds, rate(&v_small), mb(v_small.peak_rss_kb));
+    println!(
+        "verify  100k   : {:.2} s, {:.0} entries/s, peak RSS {:.1} MB",
+        v_small.seconds,
+        rate(&v_small),
+        mb(v_small.peak_rss_kb)
+    );
     println!(
         "verify  1M     : {:.2} s, {:.0} entries/s (target >= 500000: {}), peak RSS {:.1} MB",
         v_full.seconds,

@@ -48,14 +48,23 @@ async fn mail_recipients(env: &TestEnv, promotion: &str) -> BTreeSet<String> {
 }
 
 async fn deployments_of(env: &TestEnv, mv: &str) -> i64 {
-    count(&env.sql().await, &format!("deployments WHERE model_version_id = '{mv}'")).await
+    count(
+        &env.sql().await,
+        &format!("deployments WHERE model_version_id = '{mv}'"),
+    )
+    .await
 }
 
 /// A CSRF refusal case: (what, form fields, cookie).
 type CsrfCase = (&'static str, Vec<(&'static str, String)>, Option<String>);
 
 fn assert_status(p: &Value, status: &str) {
-    assert_eq!(p["status"], status, "promotion: {}", serde_json::to_string_pretty(p).unwrap());
+    assert_eq!(
+        p["status"],
+        status,
+        "promotion: {}",
+        serde_json::to_string_pretty(p).unwrap()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -70,28 +79,60 @@ async fn production_needs_an_evaluation_dataset_then_two_approvers_approve_from_
     let mv = f.version(s, &[("auc", 0.91), ("loss", 0.2)]).await;
 
     // Without an evaluation run: the dry run says why, and writes nothing.
-    let dr = assert_db_unchanged(&env, "promotionDryRun", dry_run(s, &f.requester, &mv, "production")).await;
+    let dr = assert_db_unchanged(
+        &env,
+        "promotionDryRun",
+        dry_run(s, &f.requester, &mv, "production"),
+    )
+    .await;
     let deny: Vec<String> = serde_json::from_value(dr["deny"].clone()).unwrap();
-    assert!(deny.iter().any(|d| d.contains("evaluation dataset")), "dry run: {dr}");
+    assert!(
+        deny.iter().any(|d| d.contains("evaluation dataset")),
+        "dry run: {dr}"
+    );
     assert_eq!(dr["policyDigest"], digest.as_str());
 
     let denied = request(s, &f.requester, &mv, "production", Some("ship it")).await;
     assert_status(&denied, "DENIED");
     assert!(
-        deny_of(&denied).iter().any(|d| d.contains("production needs an evaluation dataset")),
+        deny_of(&denied)
+            .iter()
+            .any(|d| d.contains("production needs an evaluation dataset")),
         "deny messages: {:?}",
         deny_of(&denied)
     );
     assert_eq!(denied["approvals"], json!([]));
-    assert_eq!(denied["policyDigest"], digest.as_str(), "the digest of policies/ decided");
+    assert_eq!(
+        denied["policyDigest"],
+        digest.as_str(),
+        "the digest of policies/ decided"
+    );
     assert_eq!(denied["policyResult"]["policy_digest"], digest.as_str());
     assert_eq!(stage_of(&env, &mv).await, None, "a denied version moved");
-    assert!(mail_recipients(&env, &id(&denied)).await.is_empty(), "a denied request mailed approvers");
+    assert!(
+        mail_recipients(&env, &id(&denied)).await.is_empty(),
+        "a denied request mailed approvers"
+    );
     let sql = env.sql().await;
-    assert_eq!(count(&sql, &format!("approval_links WHERE promotion_id = '{}'", id(&denied))).await, 0);
+    assert_eq!(
+        count(
+            &sql,
+            &format!("approval_links WHERE promotion_id = '{}'", id(&denied))
+        )
+        .await,
+        0
+    );
 
     // With an evaluation run that consumed a dataset version: PENDING, two approvals.
-    add_evaluation(s, &f.requester, &f.project, &mv, &[&f.eval_ds], &[("auc", 0.90)]).await;
+    add_evaluation(
+        s,
+        &f.requester,
+        &f.project,
+        &mv,
+        &[&f.eval_ds],
+        &[("auc", 0.90)],
+    )
+    .await;
     let dr = dry_run(s, &f.requester, &mv, "production").await;
     assert_eq!(dr["deny"], json!([]), "dry run: {dr}");
     assert_eq!(dr["requiredApprovals"], 2);
@@ -115,42 +156,79 @@ async fn production_needs_an_evaluation_dataset_then_two_approvers_approve_from_
     assert!(smtp.messages_to(REQUESTER).is_empty());
     let mut links = BTreeMap::new();
     for m in &mails {
-        assert!(m.is_multipart_alternative(), "not multipart/alternative:\n{}", String::from_utf8_lossy(&m.raw));
+        assert!(
+            m.is_multipart_alternative(),
+            "not multipart/alternative:\n{}",
+            String::from_utf8_lossy(&m.raw)
+        );
         assert_eq!(m.header_to(), m.recipient());
         assert_eq!(m.subject(), "Approval requested: churn v1 to production");
         let text = m.text();
-        assert!(text.contains(REQUESTER) && text.contains("ship it"), "mail text:\n{text}");
+        assert!(
+            text.contains(REQUESTER) && text.contains("ship it"),
+            "mail text:\n{text}"
+        );
         let link = m.approval_link();
-        assert!(link.starts_with(&s.url("/approve/")), "link {link} is not on this server");
+        assert!(
+            link.starts_with(&s.url("/approve/")),
+            "link {link} is not on this server"
+        );
         links.insert(m.recipient(), link);
     }
-    assert_eq!(links.values().collect::<BTreeSet<_>>().len(), links.len(), "approvers share a link");
+    assert_eq!(
+        links.values().collect::<BTreeSet<_>>().len(),
+        links.len(),
+        "approvers share a link"
+    );
 
     // Bob opens his link twice, as a mail scanner would: nothing changes. Then he approves.
     let http = page_client();
     let bob_link = &links[BOB];
-    let first = assert_db_unchanged(&env, "GET of an approval link", get_link(&http, bob_link)).await;
-    let page = assert_db_unchanged(&env, "second GET of an approval link", get_link(&http, bob_link)).await;
+    let first =
+        assert_db_unchanged(&env, "GET of an approval link", get_link(&http, bob_link)).await;
+    let page = assert_db_unchanged(
+        &env,
+        "second GET of an approval link",
+        get_link(&http, bob_link),
+    )
+    .await;
     for pg in [&first, &page] {
         assert_eq!(pg.status, 200, "{}", pg.body);
         assert!(pg.has_form(), "no decision form:\n{}", pg.body);
         for needle in ["churn", "production", REQUESTER, BOB, "auc", "transactions"] {
-            assert!(pg.body.contains(needle), "the page does not show {needle}:\n{}", pg.body);
+            assert!(
+                pg.body.contains(needle),
+                "the page does not show {needle}:\n{}",
+                pg.body
+            );
         }
     }
-    let set_cookie = page.set_cookie.clone().expect("the page sets the CSRF cookie");
+    let set_cookie = page
+        .set_cookie
+        .clone()
+        .expect("the page sets the CSRF cookie");
     for attr in ["Path=/approve", "SameSite=Strict", "HttpOnly"] {
-        assert!(set_cookie.contains(attr), "cookie {set_cookie} lacks {attr}");
+        assert!(
+            set_cookie.contains(attr),
+            "cookie {set_cookie} lacks {attr}"
+        );
     }
     let (status, body) = post_link(
         &http,
         bob_link,
-        &[("decision", "approve"), ("comment", "looks good"), ("csrf", page.csrf.as_deref().unwrap())],
+        &[
+            ("decision", "approve"),
+            ("comment", "looks good"),
+            ("csrf", page.csrf.as_deref().unwrap()),
+        ],
         page.cookie.as_deref(),
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("<h1 id=\"outcome\">") && body.contains("PENDING"), "{body}");
+    assert!(
+        body.contains("<h1 id=\"outcome\">") && body.contains("PENDING"),
+        "{body}"
+    );
     let now = promotion(s, &env.admin, &pid).await;
     assert_status(&now, "PENDING");
     assert_eq!(now["approvals"].as_array().unwrap().len(), 1);
@@ -163,14 +241,26 @@ async fn production_needs_an_evaluation_dataset_then_two_approvers_approve_from_
     // Carol approves from her page: quorum, applied.
     let (status, body) = decide_via_link(&http, &links[CAROL], "approve", "").await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("now in production") && body.contains("APPLIED"), "{body}");
+    assert!(
+        body.contains("now in production") && body.contains("APPLIED"),
+        "{body}"
+    );
     let done = promotion(s, &f.requester, &pid).await;
     assert_status(&done, "APPLIED");
     assert_eq!(done["modelVersion"]["stage"], "production");
     assert_eq!(done["policyDigest"], digest.as_str());
-    let by: BTreeSet<String> = done["approvals"].as_array().unwrap().iter().map(|a| a["approver"]["email"].as_str().unwrap().to_string()).collect();
+    let by: BTreeSet<String> = done["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["approver"]["email"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(by, emails(&[BOB, CAROL]));
-    assert!(done["approvals"].as_array().unwrap().iter().all(|a| a["via"] == "EMAIL"));
+    assert!(done["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["via"] == "EMAIL"));
     assert_eq!(stage_of(&env, &mv).await.as_deref(), Some("production"));
     assert_eq!(
         count(&sql, &format!("deployments WHERE model_version_id = '{mv}' AND stage = 'production' AND promotion_id = '{pid}'")).await,
@@ -184,8 +274,16 @@ async fn production_needs_an_evaluation_dataset_then_two_approvers_approve_from_
             json!({ "id": mv }),
         )
         .await;
-    let kinds: Vec<&str> = d["lineage"]["nodes"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"DEPLOYMENT"), "no DEPLOYMENT node downstream of the version: {d}");
+    let kinds: Vec<&str> = d["lineage"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"DEPLOYMENT"),
+        "no DEPLOYMENT node downstream of the version: {d}"
+    );
 
     // The audit trail, through GraphQL, and the whole chain re-computed.
     let trail = s
@@ -195,17 +293,26 @@ async fn production_needs_an_evaluation_dataset_then_two_approvers_approve_from_
             json!({ "id": pid }),
         )
         .await;
-    let actions: Vec<&str> =
-        trail["auditLog"]["edges"].as_array().unwrap().iter().map(|e| e["node"]["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = trail["auditLog"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["action"].as_str().unwrap())
+        .collect();
     for a in ["promotion.request", "promotion.approve", "promotion.apply"] {
-        assert!(actions.contains(&a), "no {a} in the promotion's audit trail: {actions:?}");
+        assert!(
+            actions.contains(&a),
+            "no {a} in the promotion's audit trail: {actions:?}"
+        );
     }
     let entries = verify_audit(&env).await;
     let applies = audit_of(&entries, "promotion.apply", &pid);
     assert_eq!(applies.len(), 1);
     assert_eq!(applies[0]["after"]["policy_digest"], digest.as_str());
     assert_eq!(audit_of(&entries, "promotion.approve", &pid).len(), 2);
-    assert!(audit_of(&entries, "promotion.approve", &pid).iter().all(|e| e["after"]["via"] == "email"));
+    assert!(audit_of(&entries, "promotion.approve", &pid)
+        .iter()
+        .all(|e| e["after"]["via"] == "email"));
     assert_eq!(audit_of(&entries, "promotion.deny", &id(&denied)).len(), 1);
     assert_eq!(audit_of(&entries, "model_version.stage", &mv).len(), 1);
 }
@@ -218,20 +325,51 @@ async fn a_dirty_commit_goes_into_staging_but_no_further() {
     let env = start_env(&FAST_OUTBOX, &[]).await;
     let s = &env.server;
     let f = Fixture::build(&env, &[BOB]).await;
-    let dirty = code_commit(s, &env.admin, "https://git.example.com/churn.git", "dirty-1", true).await;
-    let mv = trained_version(s, &f.requester, &f.project, &f.model, Some(&dirty), &[&f.train_ds], &[("auc", 0.9)]).await;
-    add_evaluation(s, &f.requester, &f.project, &mv, &[&f.eval_ds], &[("auc", 0.9)]).await;
+    let dirty = code_commit(
+        s,
+        &env.admin,
+        "https://git.example.com/churn.git",
+        "dirty-1",
+        true,
+    )
+    .await;
+    let mv = trained_version(
+        s,
+        &f.requester,
+        &f.project,
+        &f.model,
+        Some(&dirty),
+        &[&f.train_ds],
+        &[("auc", 0.9)],
+    )
+    .await;
+    add_evaluation(
+        s,
+        &f.requester,
+        &f.project,
+        &mv,
+        &[&f.eval_ds],
+        &[("auc", 0.9)],
+    )
+    .await;
     // The same, clean: production is fine as far as commits go.
     let clean = f.evaluated_version(s, &[("auc", 0.9)]).await;
-    assert_eq!(dry_run(s, &f.requester, &clean, "production").await["deny"], json!([]));
+    assert_eq!(
+        dry_run(s, &f.requester, &clean, "production").await["deny"],
+        json!([])
+    );
 
     let dr = dry_run(s, &f.requester, &mv, "production").await;
-    assert!(dr["deny"].to_string().contains("uncommitted changes"), "{dr}");
+    assert!(
+        dr["deny"].to_string().contains("uncommitted changes"),
+        "{dr}"
+    );
     let p = request(s, &f.requester, &mv, "production", None).await;
     assert_status(&p, "DENIED");
     let deny = deny_of(&p);
     assert!(
-        deny.iter().any(|d| d.contains("uncommitted changes") && d.contains(&custody_tests::commit_sha("dirty-1"))),
+        deny.iter().any(|d| d.contains("uncommitted changes")
+            && d.contains(&custody_tests::commit_sha("dirty-1"))),
         "{deny:?}"
     );
 
@@ -255,10 +393,16 @@ async fn a_dirty_commit_goes_into_staging_but_no_further() {
     assert_eq!(d["addStage"]["position"], 25);
     let c = request(s, &f.requester, &mv, "canary", None).await;
     assert_status(&c, "DENIED");
-    assert!(deny_of(&c).iter().any(|d| d.contains("uncommitted changes")));
+    assert!(deny_of(&c)
+        .iter()
+        .any(|d| d.contains("uncommitted changes")));
     let p2 = request(s, &f.requester, &mv, "production", None).await;
     assert_status(&p2, "DENIED");
-    assert_eq!(stage_of(&env, &mv).await.as_deref(), Some("staging"), "a denied promotion moved the version");
+    assert_eq!(
+        stage_of(&env, &mv).await.as_deref(),
+        Some("staging"),
+        "a denied promotion moved the version"
+    );
     assert_eq!(deployments_of(&env, &mv).await, 1);
     verify_audit(&env).await;
 }
@@ -270,8 +414,25 @@ async fn pii_training_data_needs_an_approver_from_the_privacy_group() {
     let f = Fixture::build(&env, &[BOB]).await;
     let _priya = s.issue_token(PRIYA, false).await;
     add_member_with_groups(s, &env.admin, &f.project, PRIYA, "APPROVER", &["privacy"]).await;
-    let pii = dataset_version(s, &env.admin, &f.project, "transactions", "pii-1", &["training", "pii"]).await;
-    let mv = trained_version(s, &f.requester, &f.project, &f.model, Some(&f.clean_commit), &[&pii], &[("auc", 0.9)]).await;
+    let pii = dataset_version(
+        s,
+        &env.admin,
+        &f.project,
+        "transactions",
+        "pii-1",
+        &["training", "pii"],
+    )
+    .await;
+    let mv = trained_version(
+        s,
+        &f.requester,
+        &f.project,
+        &f.model,
+        Some(&f.clean_commit),
+        &[&pii],
+        &[("auc", 0.9)],
+    )
+    .await;
     let plain = f.version(s, &[("auc", 0.9)]).await;
 
     // Without pii: any approver.
@@ -288,17 +449,34 @@ async fn pii_training_data_needs_an_approver_from_the_privacy_group() {
     let mail = smtp.wait_for_one_to(PRIYA, MAIL_WAIT).await;
     outbox_settled(&env).await;
     assert_eq!(mail_recipients(&env, &pid).await, emails(&[PRIYA]));
-    assert_eq!(smtp.messages().len(), 1, "approvers outside the group were mailed");
+    assert_eq!(
+        smtp.messages().len(),
+        1,
+        "approvers outside the group were mailed"
+    );
     assert!(mail.text().contains("privacy"), "{}", mail.text());
 
     // Approvers outside the group are refused, the project admin included.
     let q = approve_mutation();
-    env.assert_refused(f.approver(BOB), "FORBIDDEN", &q, json!({ "id": pid, "c": "ok" })).await;
-    env.assert_refused(&env.admin, "FORBIDDEN", &q, json!({ "id": pid })).await;
+    env.assert_refused(
+        f.approver(BOB),
+        "FORBIDDEN",
+        &q,
+        json!({ "id": pid, "c": "ok" }),
+    )
+    .await;
+    env.assert_refused(&env.admin, "FORBIDDEN", &q, json!({ "id": pid }))
+        .await;
     assert_eq!(stage_of(&env, &mv).await, None);
 
     // Priya approves from her mail.
-    let (status, body) = decide_via_link(&page_client(), &mail.approval_link(), "approve", "privacy review done").await;
+    let (status, body) = decide_via_link(
+        &page_client(),
+        &mail.approval_link(),
+        "approve",
+        "privacy review done",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let done = promotion(s, &env.admin, &pid).await;
     assert_status(&done, "APPLIED");
@@ -309,8 +487,14 @@ async fn pii_training_data_needs_an_approver_from_the_privacy_group() {
     // The version without pii: Bob may approve; it replaces the pii one in staging.
     let p2 = request(s, &f.requester, &plain, "staging", None).await;
     assert_eq!(p2["approverGroup"], Value::Null);
-    assert_eq!(mail_recipients(&env, &id(&p2)).await, emails(&[BOB, PRIYA, PROJECT_ADMIN]));
-    assert_status(&approve(s, f.approver(BOB), &id(&p2), None).await, "APPLIED");
+    assert_eq!(
+        mail_recipients(&env, &id(&p2)).await,
+        emails(&[BOB, PRIYA, PROJECT_ADMIN])
+    );
+    assert_status(
+        &approve(s, f.approver(BOB), &id(&p2), None).await,
+        "APPLIED",
+    );
     assert_eq!(stage_of(&env, &plain).await.as_deref(), Some("staging"));
     assert_eq!(stage_of(&env, &mv).await.as_deref(), Some("archived"));
     verify_audit(&env).await;
@@ -337,7 +521,10 @@ async fn a_candidate_worse_than_production_needs_one_more_approval() {
     assert_eq!(dr["requiredApprovals"], 3, "{dr}");
     assert_eq!(dr["input"]["current"]["metrics"]["auc"], 0.90);
     assert_eq!(dr["input"]["current"]["id"], v1.as_str());
-    assert_eq!(dry_run(s, &f.requester, &equal, "production").await["requiredApprovals"], 2);
+    assert_eq!(
+        dry_run(s, &f.requester, &equal, "production").await["requiredApprovals"],
+        2
+    );
 
     let pw = request(s, &f.requester, &worse, "production", None).await;
     assert_status(&pw, "PENDING");
@@ -348,13 +535,27 @@ async fn a_candidate_worse_than_production_needs_one_more_approval() {
     approve(s, bob, &id(&pw), None).await;
     let two = approve(s, carol, &id(&pw), None).await;
     assert_status(&two, "PENDING");
-    assert_eq!(stage_of(&env, &worse).await, None, "applied with 2 of 3 approvals");
+    assert_eq!(
+        stage_of(&env, &worse).await,
+        None,
+        "applied with 2 of 3 approvals"
+    );
     assert_status(&approve(s, dave, &id(&pw), None).await, "APPLIED");
     assert_eq!(stage_of(&env, &worse).await.as_deref(), Some("production"));
-    assert_eq!(stage_of(&env, &v1).await.as_deref(), Some("archived"), "the previous holder is archived");
+    assert_eq!(
+        stage_of(&env, &v1).await.as_deref(),
+        Some("archived"),
+        "the previous holder is archived"
+    );
     let sql = env.sql().await;
     let replaced: Option<String> = sql
-        .query_one(&format!("SELECT replaced_version_id::text FROM deployments WHERE promotion_id = '{}'", id(&pw)), &[])
+        .query_one(
+            &format!(
+                "SELECT replaced_version_id::text FROM deployments WHERE promotion_id = '{}'",
+                id(&pw)
+            ),
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -365,15 +566,35 @@ async fn a_candidate_worse_than_production_needs_one_more_approval() {
     assert_status(&approve(s, carol, &id(&pb), None).await, "APPLIED");
     assert_eq!(stage_of(&env, &better).await.as_deref(), Some("production"));
     assert_eq!(stage_of(&env, &worse).await.as_deref(), Some("archived"));
-    assert_eq!(count(&sql, "model_versions WHERE stage = 'production'").await, 1);
+    assert_eq!(
+        count(&sql, "model_versions WHERE stage = 'production'").await,
+        1
+    );
 
     // Lower is better: a larger error is worse.
     create_model(s, &env.admin, &f.project, "eta", "rmse", false).await;
     let mk = |m: f64| {
         let f = &f;
         async move {
-            let mv = trained_version(s, &f.requester, &f.project, "eta", Some(&f.clean_commit), &[&f.train_ds], &[("rmse", m)]).await;
-            add_evaluation(s, &f.requester, &f.project, &mv, &[&f.eval_ds], &[("rmse", m)]).await;
+            let mv = trained_version(
+                s,
+                &f.requester,
+                &f.project,
+                "eta",
+                Some(&f.clean_commit),
+                &[&f.train_ds],
+                &[("rmse", m)],
+            )
+            .await;
+            add_evaluation(
+                s,
+                &f.requester,
+                &f.project,
+                &mv,
+                &[&f.eval_ds],
+                &[("rmse", m)],
+            )
+            .await;
             mv
         }
     };
@@ -383,8 +604,14 @@ async fn a_candidate_worse_than_production_needs_one_more_approval() {
     assert_status(&approve(s, carol, &id(&pe), None).await, "APPLIED");
     let e_worse = mk(0.40).await;
     let e_better = mk(0.20).await;
-    assert_eq!(dry_run(s, &f.requester, &e_worse, "production").await["requiredApprovals"], 3);
-    assert_eq!(dry_run(s, &f.requester, &e_better, "production").await["requiredApprovals"], 2);
+    assert_eq!(
+        dry_run(s, &f.requester, &e_worse, "production").await["requiredApprovals"],
+        3
+    );
+    assert_eq!(
+        dry_run(s, &f.requester, &e_better, "production").await["requiredApprovals"],
+        2
+    );
     verify_audit(&env).await;
 }
 
@@ -397,7 +624,8 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
     let s = &env.server;
     let f = Fixture::build(&env, &[BOB]).await;
     let pat = fixtures::member_token(s, &env.admin, &f.project, PAT, "ADMIN").await;
-    let viewer = fixtures::member_token(s, &env.admin, &f.project, "vic@example.com", "VIEWER").await;
+    let viewer =
+        fixtures::member_token(s, &env.admin, &f.project, "vic@example.com", "VIEWER").await;
     let outsider = s.issue_token("oscar@example.com", false).await;
     let (q, r) = (approve_mutation(), reject_mutation());
 
@@ -407,13 +635,27 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
     assert_status(&p1, "PENDING");
     let p1id = id(&p1);
     outbox_settled(&env).await;
-    assert_eq!(mail_recipients(&env, &p1id).await, emails(&[BOB, PAT]), "the requester was mailed");
-    env.assert_refused(&env.admin, "FORBIDDEN", &q, json!({ "id": p1id })).await;
-    env.assert_refused(&env.admin, "FORBIDDEN", &r, json!({ "id": p1id, "c": "no" })).await;
+    assert_eq!(
+        mail_recipients(&env, &p1id).await,
+        emails(&[BOB, PAT]),
+        "the requester was mailed"
+    );
+    env.assert_refused(&env.admin, "FORBIDDEN", &q, json!({ "id": p1id }))
+        .await;
+    env.assert_refused(
+        &env.admin,
+        "FORBIDDEN",
+        &r,
+        json!({ "id": p1id, "c": "no" }),
+    )
+    .await;
     // Nor can members without the approver role, nor outsiders.
-    env.assert_refused(&f.requester, "FORBIDDEN", &q, json!({ "id": p1id })).await;
-    env.assert_refused(&viewer, "FORBIDDEN", &q, json!({ "id": p1id })).await;
-    env.assert_refused(&outsider, "FORBIDDEN", &q, json!({ "id": p1id })).await;
+    env.assert_refused(&f.requester, "FORBIDDEN", &q, json!({ "id": p1id }))
+        .await;
+    env.assert_refused(&viewer, "FORBIDDEN", &q, json!({ "id": p1id }))
+        .await;
+    env.assert_refused(&outsider, "FORBIDDEN", &q, json!({ "id": p1id }))
+        .await;
     assert_eq!(stage_of(&env, &v1).await, None);
     assert_status(&approve(s, f.approver(BOB), &p1id, None).await, "APPLIED");
 
@@ -422,9 +664,16 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
     let p2 = request(s, &pat, &v2, "staging", None).await;
     let p2id = id(&p2);
     outbox_settled(&env).await;
-    assert_eq!(mail_recipients(&env, &p2id).await, emails(&[BOB, PROJECT_ADMIN]));
-    env.assert_refused(&pat, "FORBIDDEN", &q, json!({ "id": p2id })).await;
-    assert_status(&approve(s, &env.admin, &p2id, Some("four eyes")).await, "APPLIED");
+    assert_eq!(
+        mail_recipients(&env, &p2id).await,
+        emails(&[BOB, PROJECT_ADMIN])
+    );
+    env.assert_refused(&pat, "FORBIDDEN", &q, json!({ "id": p2id }))
+        .await;
+    assert_status(
+        &approve(s, &env.admin, &p2id, Some("four eyes")).await,
+        "APPLIED",
+    );
     verify_audit(&env).await;
 }
 
@@ -432,7 +681,9 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
 async fn twenty_concurrent_approvals_with_a_quorum_of_two_apply_exactly_once() {
     let env = start_env(&FAST_OUTBOX, &[]).await;
     let s = &env.server;
-    let names: Vec<String> = (1..=20).map(|i| format!("approver{i:02}@example.com")).collect();
+    let names: Vec<String> = (1..=20)
+        .map(|i| format!("approver{i:02}@example.com"))
+        .collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let f = Fixture::build(&env, &refs).await;
     let mv = f.evaluated_version(s, &[("auc", 0.9)]).await;
@@ -444,7 +695,12 @@ async fn twenty_concurrent_approvals_with_a_quorum_of_two_apply_exactly_once() {
     let barrier = Arc::new(tokio::sync::Barrier::new(f.approvers.len()));
     let mut tasks = tokio::task::JoinSet::new();
     for (email, token) in f.approvers.clone() {
-        let (http, url, barrier, pid) = (s.http.clone(), s.url("/graphql"), barrier.clone(), pid.clone());
+        let (http, url, barrier, pid) = (
+            s.http.clone(),
+            s.url("/graphql"),
+            barrier.clone(),
+            pid.clone(),
+        );
         tasks.spawn(async move {
             barrier.wait().await;
             let r: Value = http
@@ -465,35 +721,77 @@ async fn twenty_concurrent_approvals_with_a_quorum_of_two_apply_exactly_once() {
     while let Some(res) = tasks.join_next().await {
         let (email, r) = res.unwrap();
         if r["data"]["approvePromotion"].is_object() {
-            ok.push((email, r["data"]["approvePromotion"]["status"].as_str().unwrap().to_string()));
+            ok.push((
+                email,
+                r["data"]["approvePromotion"]["status"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            ));
         } else {
-            let code = r["errors"][0]["extensions"]["code"].as_str().unwrap_or("?").to_string();
+            let code = r["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
             *codes.entry(code).or_insert(0) += 1;
         }
     }
     let statuses: BTreeSet<&str> = ok.iter().map(|(_, s)| s.as_str()).collect();
-    assert_eq!(ok.len(), 2, "successful approvals: {ok:?}, refusals: {codes:?}");
-    assert_eq!(statuses, ["APPLIED", "PENDING"].into_iter().collect(), "{ok:?}");
-    assert_eq!(codes, [("CONFLICT".to_string(), 18)].into_iter().collect(), "the late approvals");
+    assert_eq!(
+        ok.len(),
+        2,
+        "successful approvals: {ok:?}, refusals: {codes:?}"
+    );
+    assert_eq!(
+        statuses,
+        ["APPLIED", "PENDING"].into_iter().collect(),
+        "{ok:?}"
+    );
+    assert_eq!(
+        codes,
+        [("CONFLICT".to_string(), 18)].into_iter().collect(),
+        "the late approvals"
+    );
 
     let sql = env.sql().await;
     assert_eq!(deployments_of(&env, &mv).await, 1, "deployments");
-    assert_eq!(count(&sql, &format!("approvals WHERE promotion_id = '{pid}'")).await, 2);
+    assert_eq!(
+        count(&sql, &format!("approvals WHERE promotion_id = '{pid}'")).await,
+        2
+    );
     assert_eq!(stage_of(&env, &mv).await.as_deref(), Some("production"));
     let done = promotion(s, &env.admin, &pid).await;
     assert_status(&done, "APPLIED");
-    let approvers: BTreeSet<String> =
-        done["approvals"].as_array().unwrap().iter().map(|a| a["approver"]["email"].as_str().unwrap().to_string()).collect();
+    let approvers: BTreeSet<String> = done["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["approver"]["email"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(approvers, ok.iter().map(|(e, _)| e.clone()).collect());
     let entries = verify_audit(&env).await;
     assert_eq!(audit_of(&entries, "promotion.apply", &pid).len(), 1);
     assert_eq!(audit_of(&entries, "promotion.approve", &pid).len(), 2);
-    assert_eq!(audit_of(&entries, "model_version.stage", &mv).len(), 1, "the stage was set more than once");
+    assert_eq!(
+        audit_of(&entries, "model_version.stage", &mv).len(),
+        1,
+        "the stage was set more than once"
+    );
 
     // Later approvals: conflict, nothing changes.
     outbox_settled(&env).await;
-    let late = f.approvers.iter().find(|(e, _)| !approvers.contains(e)).unwrap();
-    env.assert_refused(&late.1, "CONFLICT", &approve_mutation(), json!({ "id": pid })).await;
+    let late = f
+        .approvers
+        .iter()
+        .find(|(e, _)| !approvers.contains(e))
+        .unwrap();
+    env.assert_refused(
+        &late.1,
+        "CONFLICT",
+        &approve_mutation(),
+        json!({ "id": pid }),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,10 +810,15 @@ async fn two_versions_racing_for_production_never_share_it() {
     assert_status(&ra, "APPLIED");
     assert_status(&rb, "APPLIED");
     let sql = env.sql().await;
-    assert_eq!(count(&sql, "model_versions WHERE stage = 'production'").await, 1, "two versions in production");
+    assert_eq!(
+        count(&sql, "model_versions WHERE stage = 'production'").await,
+        1,
+        "two versions in production"
+    );
     let stages = (stage_of(&env, &a).await, stage_of(&env, &b).await);
     assert!(
-        stages == (Some("production".into()), Some("archived".into())) || stages == (Some("archived".into()), Some("production".into())),
+        stages == (Some("production".into()), Some("archived".into()))
+            || stages == (Some("archived".into()), Some("production".into())),
         "{stages:?}"
     );
     // The later deployment replaced the earlier version.
@@ -525,7 +828,11 @@ async fn two_versions_racing_for_production_never_share_it() {
         .unwrap();
     assert_eq!(rows.len(), 2);
     let (first, second): (String, Option<String>) = (rows[0].get(0), rows[1].get(1));
-    assert_eq!(second.as_deref(), Some(first.as_str()), "the second deployment must replace the first version");
+    assert_eq!(
+        second.as_deref(),
+        Some(first.as_str()),
+        "the second deployment must replace the first version"
+    );
     verify_audit(&env).await;
 }
 
@@ -540,7 +847,13 @@ async fn one_rejection_rejects_and_a_rejection_needs_a_reason() {
     outbox_settled(&env).await;
     let r = reject_mutation();
     for blank in ["", "   "] {
-        env.assert_refused(f.approver(CAROL), "INVALID_INPUT", &r, json!({ "id": pid, "c": blank })).await;
+        env.assert_refused(
+            f.approver(CAROL),
+            "INVALID_INPUT",
+            &r,
+            json!({ "id": pid, "c": blank }),
+        )
+        .await;
     }
     approve(s, f.approver(BOB), &pid, None).await;
     let rejected = reject(s, f.approver(CAROL), &pid, "the holdout AUC is too low").await;
@@ -549,21 +862,56 @@ async fn one_rejection_rejects_and_a_rejection_needs_a_reason() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["approver"]["email"].as_str().unwrap().into(), a["decision"].as_str().unwrap().into()))
+        .map(|a| {
+            (
+                a["approver"]["email"].as_str().unwrap().into(),
+                a["decision"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert_eq!(decisions, vec![(BOB.to_string(), "APPROVE".to_string()), (CAROL.to_string(), "REJECT".to_string())]);
-    assert_eq!(rejected["approvals"][1]["comment"], "the holdout AUC is too low");
+    assert_eq!(
+        decisions,
+        vec![
+            (BOB.to_string(), "APPROVE".to_string()),
+            (CAROL.to_string(), "REJECT".to_string())
+        ]
+    );
+    assert_eq!(
+        rejected["approvals"][1]["comment"],
+        "the holdout AUC is too low"
+    );
     assert_eq!(rejected["approvals"][1]["via"], "API");
     assert_eq!(stage_of(&env, &mv).await, None);
     assert_eq!(deployments_of(&env, &mv).await, 0);
 
     // It stays rejected: later decisions and cancellation conflict, and change nothing.
     outbox_settled(&env).await;
-    env.assert_refused(f.approver(DAVE), "CONFLICT", &approve_mutation(), json!({ "id": pid })).await;
-    env.assert_refused(f.approver(DAVE), "CONFLICT", &r, json!({ "id": pid, "c": "me too" })).await;
-    env.assert_refused(&f.requester, "CONFLICT", &cancel_mutation(), json!({ "id": pid })).await;
+    env.assert_refused(
+        f.approver(DAVE),
+        "CONFLICT",
+        &approve_mutation(),
+        json!({ "id": pid }),
+    )
+    .await;
+    env.assert_refused(
+        f.approver(DAVE),
+        "CONFLICT",
+        &r,
+        json!({ "id": pid, "c": "me too" }),
+    )
+    .await;
+    env.assert_refused(
+        &f.requester,
+        "CONFLICT",
+        &cancel_mutation(),
+        json!({ "id": pid }),
+    )
+    .await;
     // A new request for the same version may follow.
-    assert_status(&request(s, &f.requester, &mv, "production", Some("fixed")).await, "PENDING");
+    assert_status(
+        &request(s, &f.requester, &mv, "production", Some("fixed")).await,
+        "PENDING",
+    );
     let entries = verify_audit(&env).await;
     assert_eq!(audit_of(&entries, "promotion.reject", &pid).len(), 1);
 }
@@ -574,21 +922,32 @@ async fn the_requester_or_an_admin_can_cancel_others_cannot() {
     let s = &env.server;
     let f = Fixture::build(&env, &[BOB]).await;
     let pat = fixtures::member_token(s, &env.admin, &f.project, PAT, "ADMIN").await;
-    let other = fixtures::member_token(s, &env.admin, &f.project, "carl@example.com", "CONTRIBUTOR").await;
+    let other =
+        fixtures::member_token(s, &env.admin, &f.project, "carl@example.com", "CONTRIBUTOR").await;
     let outsider = s.issue_token("oscar@example.com", false).await;
     let mv = f.evaluated_version(s, &[("auc", 0.9)]).await;
     let c = cancel_mutation();
 
     let p1 = id(&request(s, &f.requester, &mv, "staging", None).await);
     outbox_settled(&env).await;
-    env.assert_refused(f.approver(BOB), "FORBIDDEN", &c, json!({ "id": p1 })).await;
-    env.assert_refused(&other, "FORBIDDEN", &c, json!({ "id": p1 })).await;
-    env.assert_refused(&outsider, "FORBIDDEN", &c, json!({ "id": p1 })).await;
+    env.assert_refused(f.approver(BOB), "FORBIDDEN", &c, json!({ "id": p1 }))
+        .await;
+    env.assert_refused(&other, "FORBIDDEN", &c, json!({ "id": p1 }))
+        .await;
+    env.assert_refused(&outsider, "FORBIDDEN", &c, json!({ "id": p1 }))
+        .await;
     let cancelled = cancel(s, &f.requester, &p1).await;
     assert_status(&cancelled, "CANCELLED");
     outbox_settled(&env).await;
-    env.assert_refused(f.approver(BOB), "CONFLICT", &approve_mutation(), json!({ "id": p1 })).await;
-    env.assert_refused(&f.requester, "CONFLICT", &c, json!({ "id": p1 })).await;
+    env.assert_refused(
+        f.approver(BOB),
+        "CONFLICT",
+        &approve_mutation(),
+        json!({ "id": p1 }),
+    )
+    .await;
+    env.assert_refused(&f.requester, "CONFLICT", &c, json!({ "id": p1 }))
+        .await;
     assert_eq!(stage_of(&env, &mv).await, None);
 
     // A project admin cancels someone else's request; so does the server admin.
@@ -600,7 +959,11 @@ async fn the_requester_or_an_admin_can_cancel_others_cannot() {
     let entries = verify_audit(&env).await;
     let by: Vec<&str> = [&p1, &p2, &p3]
         .iter()
-        .map(|p| audit_of(&entries, "promotion.cancel", p)[0]["actor"].as_str().unwrap())
+        .map(|p| {
+            audit_of(&entries, "promotion.cancel", p)[0]["actor"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     assert_eq!(by, vec![REQUESTER, PAT, PROJECT_ADMIN]);
 }
@@ -608,8 +971,17 @@ async fn the_requester_or_an_admin_can_cancel_others_cannot() {
 /// The default bundle with requests expiring after `expiry`.
 fn short_expiry_bundle(expiry: &str) -> tempfile::TempDir {
     let rego = default_policy();
-    assert!(rego.contains("expires_in := \"168h\""), "policies/promotion.rego no longer says expires_in := \"168h\"");
-    policy_dir(&[("promotion.rego", &rego.replace("expires_in := \"168h\"", &format!("expires_in := \"{expiry}\"")))])
+    assert!(
+        rego.contains("expires_in := \"168h\""),
+        "policies/promotion.rego no longer says expires_in := \"168h\""
+    );
+    policy_dir(&[(
+        "promotion.rego",
+        &rego.replace(
+            "expires_in := \"168h\"",
+            &format!("expires_in := \"{expiry}\""),
+        ),
+    )])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -626,26 +998,62 @@ async fn an_expired_promotion_never_applies_and_its_links_expire_with_it() {
     let pid = id(&p);
 
     // The expiry worker marks it EXPIRED.
-    wait_until("the promotion to expire", Duration::from_secs(30), || async {
-        (promotion(s, &env.admin, &pid).await["status"] == "EXPIRED").then_some(())
-    })
+    wait_until(
+        "the promotion to expire",
+        Duration::from_secs(30),
+        || async { (promotion(s, &env.admin, &pid).await["status"] == "EXPIRED").then_some(()) },
+    )
     .await;
     let link = smtp.wait_for_one_to(BOB, MAIL_WAIT).await.approval_link();
     outbox_settled(&env).await;
 
-    env.assert_refused(f.approver(BOB), "CONFLICT", &approve_mutation(), json!({ "id": pid })).await;
-    env.assert_refused(f.approver(CAROL), "CONFLICT", &reject_mutation(), json!({ "id": pid, "c": "late" })).await;
-    env.assert_refused(&f.requester, "CONFLICT", &cancel_mutation(), json!({ "id": pid })).await;
+    env.assert_refused(
+        f.approver(BOB),
+        "CONFLICT",
+        &approve_mutation(),
+        json!({ "id": pid }),
+    )
+    .await;
+    env.assert_refused(
+        f.approver(CAROL),
+        "CONFLICT",
+        &reject_mutation(),
+        json!({ "id": pid, "c": "late" }),
+    )
+    .await;
+    env.assert_refused(
+        &f.requester,
+        "CONFLICT",
+        &cancel_mutation(),
+        json!({ "id": pid }),
+    )
+    .await;
 
     // The link expired with the request: a refusal page, nothing changed.
     let http = page_client();
     let page = assert_db_unchanged(&env, "GET of an expired link", get_link(&http, &link)).await;
-    assert!(page.refused() && matches!(page.status, 403 | 409), "{} {}", page.status, page.body);
+    assert!(
+        page.refused() && matches!(page.status, 403 | 409),
+        "{} {}",
+        page.status,
+        page.body
+    );
     assert!(!page.has_form());
-    let fields = [("decision", "approve"), ("comment", ""), ("csrf", "0123456789abcdef")];
-    let (status, body) =
-        assert_db_unchanged(&env, "POST to an expired link", post_link(&http, &link, &fields, Some("custody_csrf=0123456789abcdef"))).await;
-    assert!(body.contains("<h1 id=\"refused\">") && matches!(status, 403 | 409), "{status} {body}");
+    let fields = [
+        ("decision", "approve"),
+        ("comment", ""),
+        ("csrf", "0123456789abcdef"),
+    ];
+    let (status, body) = assert_db_unchanged(
+        &env,
+        "POST to an expired link",
+        post_link(&http, &link, &fields, Some("custody_csrf=0123456789abcdef")),
+    )
+    .await;
+    assert!(
+        body.contains("<h1 id=\"refused\">") && matches!(status, 403 | 409),
+        "{status} {body}"
+    );
 
     assert_eq!(stage_of(&env, &mv).await, None);
     assert_eq!(deployments_of(&env, &mv).await, 0);
@@ -659,7 +1067,16 @@ async fn an_overdue_promotion_fails_closed_before_the_expiry_worker_runs() {
     // The worker (outbox and expiry) runs at start only: the request is overdue but still PENDING
     // in the database when decisions arrive.
     let dir = short_expiry_bundle("2s");
-    let env = start_env(&["--policies", dir.path().to_str().unwrap(), "--outbox-interval", "1h"], &[]).await;
+    let env = start_env(
+        &[
+            "--policies",
+            dir.path().to_str().unwrap(),
+            "--outbox-interval",
+            "1h",
+        ],
+        &[],
+    )
+    .await;
     let s = &env.server;
     let f = Fixture::build(&env, &[BOB]).await;
     let mv = f.evaluated_version(s, &[("auc", 0.9)]).await;
@@ -679,33 +1096,57 @@ async fn an_overdue_promotion_fails_closed_before_the_expiry_worker_runs() {
     let link = custody_tests::smtp::find_approval_link(&text).expect("a link in the queued mail");
     let link = format!("{}{}", s.url(""), path_of(&link));
     let expires_at = chrono_like_parse(p["expiresAt"].as_str().unwrap());
-    wait_until("the request's expiry time to pass", Duration::from_secs(30), || async {
-        (now_millis() > expires_at + 1000).then_some(())
-    })
+    wait_until(
+        "the request's expiry time to pass",
+        Duration::from_secs(30),
+        || async { (now_millis() > expires_at + 1000).then_some(()) },
+    )
     .await;
-    env.assert_refused(f.approver(BOB), "CONFLICT", &approve_mutation(), json!({ "id": pid })).await;
+    env.assert_refused(
+        f.approver(BOB),
+        "CONFLICT",
+        &approve_mutation(),
+        json!({ "id": pid }),
+    )
+    .await;
     let http = page_client();
     let page = assert_db_unchanged(&env, "GET of an overdue link", get_link(&http, &link)).await;
-    assert!(page.refused() && !page.has_form(), "{} {}", page.status, page.body);
+    assert!(
+        page.refused() && !page.has_form(),
+        "{} {}",
+        page.status,
+        page.body
+    );
     assert_eq!(stage_of(&env, &mv).await, None);
     assert_eq!(deployments_of(&env, &mv).await, 0);
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Milliseconds since the epoch of an RFC 3339 UTC timestamp like `2026-11-26T20:13:01.123456Z`
 /// or with a `+00:00` offset.
 fn chrono_like_parse(ts: &str) -> i64 {
     let ts = ts.trim_end_matches('Z').trim_end_matches("+00:00");
-    let (date, time) = ts.split_once('T').unwrap_or_else(|| panic!("not RFC 3339: {ts}"));
+    let (date, time) = ts
+        .split_once('T')
+        .unwrap_or_else(|| panic!("not RFC 3339: {ts}"));
     let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
     let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
     let t: Vec<i64> = hms.split(':').map(|x| x.parse().unwrap()).collect();
-    let ms: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().unwrap();
+    let ms: i64 = format!("{:0<3}", &frac[..frac.len().min(3)])
+        .parse()
+        .unwrap();
     // Days from civil (Howard Hinnant's algorithm).
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d[2] - 1;
@@ -737,66 +1178,148 @@ async fn approval_links_are_single_use_bound_to_their_approver_and_tamper_proof(
     let link_of = |who: &str| -> String {
         let mails = smtp.messages_to(who);
         assert_eq!(mails.len(), 2, "mails to {who}");
-        let mine: Vec<String> =
-            mails.iter().filter(|m| m.subject() == "Approval requested: churn v2 to production").map(|m| m.approval_link()).collect();
+        let mine: Vec<String> = mails
+            .iter()
+            .filter(|m| m.subject() == "Approval requested: churn v2 to production")
+            .map(|m| m.approval_link())
+            .collect();
         assert_eq!(mine.len(), 1, "mails to {who} about version 2");
         mine[0].clone()
     };
-    let (bob, carol, dave, admin) = (link_of(BOB), link_of(CAROL), link_of(DAVE), link_of(PROJECT_ADMIN));
+    let (bob, carol, dave, admin) = (
+        link_of(BOB),
+        link_of(CAROL),
+        link_of(DAVE),
+        link_of(PROJECT_ADMIN),
+    );
     let http = page_client();
 
     // GET twice (a scanner, then the person): shows the page, changes nothing.
     let scanned = assert_db_unchanged(&env, "scanner GET", get_link(&http, &bob)).await;
     let page = assert_db_unchanged(&env, "second GET", get_link(&http, &bob)).await;
     assert_eq!((scanned.status, page.status), (200, 200));
-    assert!(page.has_form() && page.body.contains("needs 3 approval"), "{}", page.body);
+    assert!(
+        page.has_form() && page.body.contains("needs 3 approval"),
+        "{}",
+        page.body
+    );
     let csrf = page.csrf.clone().expect("csrf field");
     let cookie = page.cookie.clone().expect("csrf cookie");
     assert_eq!(cookie, format!("custody_csrf={csrf}"));
 
     // CSRF: no cookie, a wrong value, an empty value, no field: refused, nothing changed.
-    let with_csrf = |v: &str| vec![("decision", "approve".to_string()), ("comment", "ok".into()), ("csrf", v.into())];
+    let with_csrf = |v: &str| {
+        vec![
+            ("decision", "approve".to_string()),
+            ("comment", "ok".into()),
+            ("csrf", v.into()),
+        ]
+    };
     let cases: Vec<CsrfCase> = vec![
         ("no cookie", with_csrf(&csrf), None),
-        ("wrong csrf", with_csrf("00000000000000000000000000000000"), Some(cookie.clone())),
+        (
+            "wrong csrf",
+            with_csrf("00000000000000000000000000000000"),
+            Some(cookie.clone()),
+        ),
         ("empty csrf", with_csrf(""), Some(cookie.clone())),
-        ("no csrf field", vec![("decision", "approve".into()), ("comment", "ok".into())], Some(cookie.clone())),
+        (
+            "no csrf field",
+            vec![("decision", "approve".into()), ("comment", "ok".into())],
+            Some(cookie.clone()),
+        ),
     ];
     for (what, fields, cookie) in &cases {
         let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (status, body) = assert_db_unchanged(&env, what, post_link(&http, &bob, &fields, cookie.as_deref())).await;
+        let (status, body) = assert_db_unchanged(
+            &env,
+            what,
+            post_link(&http, &bob, &fields, cookie.as_deref()),
+        )
+        .await;
         assert_eq!(status, 403, "{what}: {body}");
-        assert!(body.contains("<h1 id=\"refused\">"), "{what}: no refusal page:\n{body}");
+        assert!(
+            body.contains("<h1 id=\"refused\">"),
+            "{what}: no refusal page:\n{body}"
+        );
     }
     // An unknown decision.
     let (status, body) = assert_db_unchanged(
         &env,
         "unknown decision",
-        post_link(&http, &bob, &[("decision", "maybe"), ("csrf", &csrf)], Some(&cookie)),
+        post_link(
+            &http,
+            &bob,
+            &[("decision", "maybe"), ("csrf", &csrf)],
+            Some(&cookie),
+        ),
     )
     .await;
-    assert!(status == 400 && body.contains("<h1 id=\"refused\">"), "{status} {body}");
+    assert!(
+        status == 400 && body.contains("<h1 id=\"refused\">"),
+        "{status} {body}"
+    );
 
     // Tampered links: refused, GET and POST alike.
     let tampered = tamper_signature(&bob);
     assert_ne!(tampered, bob);
-    for bad in [tampered.clone(), s.url("/approve/not-a-token"), format!("{bob}x")] {
+    for bad in [
+        tampered.clone(),
+        s.url("/approve/not-a-token"),
+        format!("{bob}x"),
+    ] {
         let pg = assert_db_unchanged(&env, "GET of a tampered link", get_link(&http, &bad)).await;
-        assert!(pg.refused() && pg.status == 403 && !pg.has_form(), "{bad}: {} {}", pg.status, pg.body);
-        let fields = [("decision", "approve"), ("comment", "x"), ("csrf", csrf.as_str())];
-        let (status, body) = assert_db_unchanged(&env, "POST to a tampered link", post_link(&http, &bad, &fields, Some(&cookie))).await;
-        assert!(status == 403 && body.contains("<h1 id=\"refused\">"), "{bad}: {status} {body}");
+        assert!(
+            pg.refused() && pg.status == 403 && !pg.has_form(),
+            "{bad}: {} {}",
+            pg.status,
+            pg.body
+        );
+        let fields = [
+            ("decision", "approve"),
+            ("comment", "x"),
+            ("csrf", csrf.as_str()),
+        ];
+        let (status, body) = assert_db_unchanged(
+            &env,
+            "POST to a tampered link",
+            post_link(&http, &bad, &fields, Some(&cookie)),
+        )
+        .await;
+        assert!(
+            status == 403 && body.contains("<h1 id=\"refused\">"),
+            "{bad}: {status} {body}"
+        );
     }
 
     // Bob decides from his page (1 of 3).
-    let fields = [("decision", "approve"), ("comment", "fine by me"), ("csrf", csrf.as_str())];
+    let fields = [
+        ("decision", "approve"),
+        ("comment", "fine by me"),
+        ("csrf", csrf.as_str()),
+    ];
     let (status, body) = post_link(&http, &bob, &fields, Some(&cookie)).await;
-    assert!(status == 200 && body.contains("<h1 id=\"outcome\">"), "{status} {body}");
+    assert!(
+        status == 200 && body.contains("<h1 id=\"outcome\">"),
+        "{status} {body}"
+    );
     // Reusing his link: refused, nothing changed; the page no longer offers the form.
-    let (status, body) = assert_db_unchanged(&env, "reused link", post_link(&http, &bob, &fields, Some(&cookie))).await;
-    assert!(status == 409 && body.contains("<h1 id=\"refused\">"), "{status} {body}");
+    let (status, body) = assert_db_unchanged(
+        &env,
+        "reused link",
+        post_link(&http, &bob, &fields, Some(&cookie)),
+    )
+    .await;
+    assert!(
+        status == 409 && body.contains("<h1 id=\"refused\">"),
+        "{status} {body}"
+    );
     let again = assert_db_unchanged(&env, "GET of a used link", get_link(&http, &bob)).await;
-    assert!(!again.has_form(), "a used link still offers the form:\n{}", again.body);
+    assert!(
+        !again.has_form(),
+        "a used link still offers the form:\n{}",
+        again.body
+    );
 
     // Carol decides through the API; her link, always deciding as Carol, is then refused.
     approve(s, f.approver(CAROL), &pid, Some("via the API")).await;
@@ -804,18 +1327,41 @@ async fn approval_links_are_single_use_bound_to_their_approver_and_tamper_proof(
     let carol_page = get_link(&http, &carol).await;
     let carol_csrf = carol_page.csrf.clone().unwrap_or_else(|| csrf.clone());
     let carol_cookie = carol_page.cookie.clone().unwrap_or_else(|| cookie.clone());
-    let fields = [("decision", "approve"), ("comment", "twice?"), ("csrf", carol_csrf.as_str())];
-    let (status, body) = assert_db_unchanged(&env, "Carol's link after her API decision", post_link(&http, &carol, &fields, Some(&carol_cookie))).await;
-    assert!(status == 409 && body.contains("<h1 id=\"refused\">"), "{status} {body}");
+    let fields = [
+        ("decision", "approve"),
+        ("comment", "twice?"),
+        ("csrf", carol_csrf.as_str()),
+    ];
+    let (status, body) = assert_db_unchanged(
+        &env,
+        "Carol's link after her API decision",
+        post_link(&http, &carol, &fields, Some(&carol_cookie)),
+    )
+    .await;
+    assert!(
+        status == 409 && body.contains("<h1 id=\"refused\">"),
+        "{status} {body}"
+    );
     let now = promotion(s, &env.admin, &pid).await;
     assert_status(&now, "PENDING");
     let decided: Vec<(String, String)> = now["approvals"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["approver"]["email"].as_str().unwrap().into(), a["via"].as_str().unwrap().into()))
+        .map(|a| {
+            (
+                a["approver"]["email"].as_str().unwrap().into(),
+                a["via"].as_str().unwrap().into(),
+            )
+        })
         .collect();
-    assert_eq!(decided, vec![(BOB.to_string(), "EMAIL".to_string()), (CAROL.to_string(), "API".to_string())]);
+    assert_eq!(
+        decided,
+        vec![
+            (BOB.to_string(), "EMAIL".to_string()),
+            (CAROL.to_string(), "API".to_string())
+        ]
+    );
     assert_eq!(now["approvals"][0]["comment"], "fine by me");
 
     // Dave's link decides as Dave: the quorum.
@@ -827,10 +1373,27 @@ async fn approval_links_are_single_use_bound_to_their_approver_and_tamper_proof(
 
     // The admin's link: the promotion no longer waits. Refused, nothing changed.
     let pg = assert_db_unchanged(&env, "GET of a stale link", get_link(&http, &admin)).await;
-    assert!(pg.refused() && pg.status == 409 && !pg.has_form(), "{} {}", pg.status, pg.body);
-    let fields = [("decision", "reject"), ("comment", "too late"), ("csrf", csrf.as_str())];
-    let (status, body) = assert_db_unchanged(&env, "POST to a stale link", post_link(&http, &admin, &fields, Some(&cookie))).await;
-    assert!(status == 409 && body.contains("<h1 id=\"refused\">"), "{status} {body}");
+    assert!(
+        pg.refused() && pg.status == 409 && !pg.has_form(),
+        "{} {}",
+        pg.status,
+        pg.body
+    );
+    let fields = [
+        ("decision", "reject"),
+        ("comment", "too late"),
+        ("csrf", csrf.as_str()),
+    ];
+    let (status, body) = assert_db_unchanged(
+        &env,
+        "POST to a stale link",
+        post_link(&http, &admin, &fields, Some(&cookie)),
+    )
+    .await;
+    assert!(
+        status == 409 && body.contains("<h1 id=\"refused\">"),
+        "{status} {body}"
+    );
     let done = promotion(s, &env.admin, &pid).await;
     assert_status(&done, "APPLIED");
     assert_eq!(done["approvals"].as_array().unwrap().len(), 3);
@@ -859,7 +1422,14 @@ async fn the_outbox_retries_until_the_smtp_server_is_up_and_delivers_once() {
         (failed == 3).then_some(())
     })
     .await;
-    assert_eq!(count(&sql, "outbox WHERE kind = 'email' AND delivered_at IS NOT NULL").await, 0);
+    assert_eq!(
+        count(
+            &sql,
+            "outbox WHERE kind = 'email' AND delivered_at IS NOT NULL"
+        )
+        .await,
+        0
+    );
     let errors: Vec<String> = sql
         .query("SELECT last_error FROM outbox WHERE kind = 'email'", &[])
         .await
@@ -870,11 +1440,18 @@ async fn the_outbox_retries_until_the_smtp_server_is_up_and_delivers_once() {
     assert!(errors.iter().all(|e| !e.is_empty()), "{errors:?}");
 
     // The SMTP server comes up on that port: the mails arrive (backoff 2 s, 4 s, 8 s, …).
-    let smtp = SmtpServer::start_on(port).await.unwrap_or_else(|e| panic!("binding the SMTP server to port {port}: {e}"));
+    let smtp = SmtpServer::start_on(port)
+        .await
+        .unwrap_or_else(|e| panic!("binding the SMTP server to port {port}: {e}"));
     smtp.wait_for(3, Duration::from_secs(60)).await;
-    wait_until("every mail row to be marked delivered", Duration::from_secs(30), || async {
-        (count(&sql, "outbox WHERE kind = 'email' AND delivered_at IS NULL").await == 0).then_some(())
-    })
+    wait_until(
+        "every mail row to be marked delivered",
+        Duration::from_secs(30),
+        || async {
+            (count(&sql, "outbox WHERE kind = 'email' AND delivered_at IS NULL").await == 0)
+                .then_some(())
+        },
+    )
     .await;
     // Several more worker rounds: nothing is sent twice.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -883,8 +1460,16 @@ async fn the_outbox_retries_until_the_smtp_server_is_up_and_delivers_once() {
     for m in &mails {
         *per.entry(m.recipient()).or_default() += 1;
     }
-    assert_eq!(per, want.iter().map(|e| (e.clone(), 1)).collect(), "mails per recipient");
-    assert_eq!(count(&sql, "outbox WHERE kind = 'email' AND attempts >= 2").await, 3, "delivered without a retry?");
+    assert_eq!(
+        per,
+        want.iter().map(|e| (e.clone(), 1)).collect(),
+        "mails per recipient"
+    );
+    assert_eq!(
+        count(&sql, "outbox WHERE kind = 'email' AND attempts >= 2").await,
+        3,
+        "delivered without a retry?"
+    );
     let ids: BTreeSet<String> = mails.iter().map(|m| m.message_id()).collect();
     assert_eq!(ids.len(), 3, "Message-IDs are not distinct: {ids:?}");
     for m in &mails {
@@ -899,10 +1484,26 @@ async fn webhooks_are_signed_with_the_secret_and_sent_in_order() {
     let s = &env.server;
     let f = Fixture::build(&env, &[BOB, CAROL]).await;
     let hook_url = receiver.url("/hooks/custody");
-    let add = "mutation($p: String!, $u: String!) { addWebhook(project: $p, url: $u) { id url secret } }";
-    env.assert_refused(f.approver(BOB), "FORBIDDEN", add, json!({ "p": f.project, "u": hook_url })).await;
-    env.assert_refused(&env.admin, "INVALID_INPUT", add, json!({ "p": f.project, "u": "ftp://example.com/x" })).await;
-    let hook = s.gql_ok(&env.admin, add, json!({ "p": f.project, "u": hook_url })).await["addWebhook"].clone();
+    let add =
+        "mutation($p: String!, $u: String!) { addWebhook(project: $p, url: $u) { id url secret } }";
+    env.assert_refused(
+        f.approver(BOB),
+        "FORBIDDEN",
+        add,
+        json!({ "p": f.project, "u": hook_url }),
+    )
+    .await;
+    env.assert_refused(
+        &env.admin,
+        "INVALID_INPUT",
+        add,
+        json!({ "p": f.project, "u": "ftp://example.com/x" }),
+    )
+    .await;
+    let hook = s
+        .gql_ok(&env.admin, add, json!({ "p": f.project, "u": hook_url }))
+        .await["addWebhook"]
+        .clone();
     let secret = hook["secret"].as_str().unwrap().to_string();
     assert!(secret.len() >= 32, "a short secret: {secret}");
     assert_eq!(hook["url"], hook_url.as_str());
@@ -914,7 +1515,10 @@ async fn webhooks_are_signed_with_the_secret_and_sent_in_order() {
     assert_status(&approve(s, f.approver(CAROL), &p1, None).await, "APPLIED");
     let v2 = f.evaluated_version(s, &[("auc", 0.9)]).await;
     let p2 = id(&request(s, &f.requester, &v2, "staging", None).await);
-    assert_status(&reject(s, f.approver(CAROL), &p2, "not now").await, "REJECTED");
+    assert_status(
+        &reject(s, f.approver(CAROL), &p2, "not now").await,
+        "REJECTED",
+    );
 
     let expected = [
         ("promotion.requested", &p1),
@@ -923,28 +1527,77 @@ async fn webhooks_are_signed_with_the_secret_and_sent_in_order() {
         ("promotion.requested", &p2),
         ("promotion.rejected", &p2),
     ];
-    let calls = receiver.wait_for_accepted(expected.len(), Duration::from_secs(30)).await;
+    let calls = receiver
+        .wait_for_accepted(expected.len(), Duration::from_secs(30))
+        .await;
     outbox_settled(&env).await;
     let calls_now = receiver.calls();
-    assert_eq!(calls_now.len(), expected.len(), "unexpected calls: {:?}", calls_now.iter().map(|c| c.event()).collect::<Vec<_>>());
-    let got: Vec<(String, String)> = calls.iter().map(|c| (c.event(), c.json()["data"]["promotion_id"].as_str().unwrap_or("").to_string())).collect();
-    let want: Vec<(String, String)> = expected.iter().map(|(e, p)| (e.to_string(), p.to_string())).collect();
+    assert_eq!(
+        calls_now.len(),
+        expected.len(),
+        "unexpected calls: {:?}",
+        calls_now.iter().map(|c| c.event()).collect::<Vec<_>>()
+    );
+    let got: Vec<(String, String)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.event(),
+                c.json()["data"]["promotion_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = expected
+        .iter()
+        .map(|(e, p)| (e.to_string(), p.to_string()))
+        .collect();
     assert_eq!(got, want, "webhook events in order");
     let mut deliveries = BTreeSet::new();
     for c in &calls {
         assert_eq!(c.method, "POST");
         assert_eq!(c.path, "/hooks/custody");
-        assert!(c.header("content-type").unwrap_or("").starts_with("application/json"), "{:?}", c.headers);
-        assert!(c.signature_valid(&secret), "bad signature on {}: {:?}", c.event(), c.header("x-custody-signature"));
-        assert!(!c.signature_valid(&"0".repeat(64)), "a signature that any secret verifies");
+        assert!(
+            c.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/json"),
+            "{:?}",
+            c.headers
+        );
+        assert!(
+            c.signature_valid(&secret),
+            "bad signature on {}: {:?}",
+            c.event(),
+            c.header("x-custody-signature")
+        );
+        assert!(
+            !c.signature_valid(&"0".repeat(64)),
+            "a signature that any secret verifies"
+        );
         let mut forged = c.body.clone();
         forged.push(b' ');
-        assert!(!verify_signature(&secret, &forged, c.header("x-custody-signature").unwrap()));
+        assert!(!verify_signature(
+            &secret,
+            &forged,
+            c.header("x-custody-signature").unwrap()
+        ));
         let body = c.json();
-        assert_eq!(body["event"], c.event().as_str(), "x-custody-event differs from the body's event");
+        assert_eq!(
+            body["event"],
+            c.event().as_str(),
+            "x-custody-event differs from the body's event"
+        );
         assert_eq!(body["data"]["policy_digest"], digest.as_str());
-        let delivery = c.header("x-custody-delivery").expect("x-custody-delivery").to_string();
-        assert!(uuid::Uuid::parse_str(&delivery).is_ok(), "delivery id {delivery}");
+        let delivery = c
+            .header("x-custody-delivery")
+            .expect("x-custody-delivery")
+            .to_string();
+        assert!(
+            uuid::Uuid::parse_str(&delivery).is_ok(),
+            "delivery id {delivery}"
+        );
         assert!(deliveries.insert(delivery), "a delivery id repeats");
     }
     assert_eq!(calls[2].json()["data"]["status"], "applied");
@@ -984,32 +1637,63 @@ async fn a_bundle_that_does_not_load_stops_start_up_with_the_rego_error() {
         .expect("`serve` with a broken bundle did not exit within 60 s")
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "`serve` started with a broken bundle; stderr:\n{stderr}");
-    assert!(stderr.contains("broken.rego"), "stderr does not name the file:\n{stderr}");
-    assert!(stderr.contains("does not load"), "stderr does not give the Rego error:\n{stderr}");
-    assert!(!stderr.contains("listening"), "the server listened before failing:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "`serve` started with a broken bundle; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("broken.rego"),
+        "stderr does not name the file:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("does not load"),
+        "stderr does not give the Rego error:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("listening"),
+        "the server listened before failing:\n{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_that_fails_at_evaluation_denies_with_the_error() {
-    let dir = policy_dir(&[("promotion.rego", "package custody.promotion\n\nimport rego.v1\n\nrequired_approvals := \"two\"\n")]);
+    let dir = policy_dir(&[(
+        "promotion.rego",
+        "package custody.promotion\n\nimport rego.v1\n\nrequired_approvals := \"two\"\n",
+    )]);
     let env = start_env(&["--policies", dir.path().to_str().unwrap()], &[]).await;
     let s = &env.server;
     let f = Fixture::build(&env, &[BOB]).await;
     let mv = f.evaluated_version(s, &[("auc", 0.9)]).await;
     let dr = dry_run(s, &f.requester, &mv, "staging").await;
-    assert!(!dr["deny"].as_array().unwrap().is_empty(), "the dry run allows: {dr}");
+    assert!(
+        !dr["deny"].as_array().unwrap().is_empty(),
+        "the dry run allows: {dr}"
+    );
     for stage in ["development", "staging", "production"] {
         let p = request(s, &f.requester, &mv, stage, None).await;
         assert_status(&p, "DENIED");
-        let err = p["policyResult"]["error"].as_str().unwrap_or_else(|| panic!("no policyResult.error: {p}"));
-        assert!(err.contains("required_approvals"), "the error does not say what failed: {err}");
+        let err = p["policyResult"]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no policyResult.error: {p}"));
+        assert!(
+            err.contains("required_approvals"),
+            "the error does not say what failed: {err}"
+        );
         assert!(!deny_of(&p).is_empty());
         assert_eq!(p["policyDigest"], bundle_digest(dir.path()).as_str());
     }
-    assert_eq!(stage_of(&env, &mv).await, None, "a failing policy let a version move");
+    assert_eq!(
+        stage_of(&env, &mv).await,
+        None,
+        "a failing policy let a version move"
+    );
     let sql = env.sql().await;
-    assert_eq!(count(&sql, "outbox").await, 0, "a denied request notified someone");
+    assert_eq!(
+        count(&sql, "outbox").await,
+        0,
+        "a denied request notified someone"
+    );
     assert_eq!(count(&sql, "approval_links").await, 0);
 }
 
@@ -1026,23 +1710,40 @@ async fn a_bundle_changed_while_pending_is_evaluated_again_and_its_deny_rejects(
 
     let frozen = policy_dir(&[
         ("promotion.rego", &default_policy()),
-        ("freeze.rego", "package custody.promotion\n\nimport rego.v1\n\ndeny contains \"frozen\" if true\n"),
+        (
+            "freeze.rego",
+            "package custody.promotion\n\nimport rego.v1\n\ndeny contains \"frozen\" if true\n",
+        ),
     ]);
-    env.server.extra_args.extend(["--policies".to_string(), frozen.path().to_str().unwrap().to_string()]);
+    env.server.extra_args.extend([
+        "--policies".to_string(),
+        frozen.path().to_str().unwrap().to_string(),
+    ]);
     env.server.restart().await;
     let s = &env.server;
 
     let after = approve(s, f.approver(CAROL), &pid, None).await;
     assert_status(&after, "REJECTED");
-    assert_eq!(after["policyDigest"], bundle_digest(frozen.path()).as_str(), "the new decision is not recorded");
+    assert_eq!(
+        after["policyDigest"],
+        bundle_digest(frozen.path()).as_str(),
+        "the new decision is not recorded"
+    );
     assert_eq!(deny_of(&after), vec!["frozen".to_string()]);
     assert_eq!(after["approvals"].as_array().unwrap().len(), 2);
-    assert_eq!(stage_of(&env, &mv).await, None, "applied under a bundle that denies");
+    assert_eq!(
+        stage_of(&env, &mv).await,
+        None,
+        "applied under a bundle that denies"
+    );
     assert_eq!(deployments_of(&env, &mv).await, 0);
     let entries = verify_audit(&env).await;
     assert!(audit_of(&entries, "promotion.apply", &pid).is_empty());
     let rejects = audit_of(&entries, "promotion.reject", &pid);
-    assert!(rejects.iter().any(|e| e["after"]["status"] == "rejected"), "{rejects:?}");
+    assert!(
+        rejects.iter().any(|e| e["after"]["status"] == "rejected"),
+        "{rejects:?}"
+    );
     // New requests are denied outright.
     let again = request(s, &f.requester, &mv, "production", None).await;
     assert_status(&again, "DENIED");
@@ -1053,11 +1754,17 @@ async fn policy_test(dir: Option<&std::path::Path>) -> std::process::Output {
     let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
     let cwd = tmp_dir("custody-test-policy-cli-");
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(["policy", "test"]).current_dir(cwd.path()).env("RUST_LOG", "warn").stdin(std::process::Stdio::null());
+    cmd.args(["policy", "test"])
+        .current_dir(cwd.path())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null());
     if let Some(d) = dir {
         cmd.arg(d);
     }
-    tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("`policy test` hung").unwrap()
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("`policy test` hung")
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1065,8 +1772,16 @@ async fn policy_test_passes_on_the_default_bundle_and_names_a_failing_test() {
     for dir in [Some(policies_dir()), None] {
         let out = policy_test(dir.as_deref()).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(0), "policy test {dir:?}:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("PASS data.custody.promotion_test.test_"), "{stdout}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "policy test {dir:?}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("PASS data.custody.promotion_test.test_"),
+            "{stdout}"
+        );
         assert!(stdout.contains(" 0 failed"), "{stdout}");
     }
     let failing = policy_dir(&[
@@ -1080,8 +1795,22 @@ async fn policy_test_passes_on_the_default_bundle_and_names_a_failing_test() {
     ]);
     let out = policy_test(Some(failing.path())).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("FAIL data.custody.extra_test.test_staging_is_free"), "{stdout}");
-    assert!(stdout.contains("PASS data.custody.extra_test.test_arithmetic"), "{stdout}");
-    assert!(!stdout.contains("FAIL data.custody.extra_test.test_arithmetic"), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("FAIL data.custody.extra_test.test_staging_is_free"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS data.custody.extra_test.test_arithmetic"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("FAIL data.custody.extra_test.test_arithmetic"),
+        "{stdout}"
+    );
 }

@@ -27,7 +27,9 @@ use uuid::Uuid;
 
 use crate::audit::{self, Change};
 use crate::auth::{Actor, TokenKeys, ISSUER};
-use crate::db::schema::{artifact_objects, model_version_files, model_versions, models, pending_uploads, run_artifacts};
+use crate::db::schema::{
+    artifact_objects, model_version_files, model_versions, models, pending_uploads, run_artifacts,
+};
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};
 use crate::projects::{self, Role};
@@ -53,11 +55,15 @@ pub enum Owner {
 
 impl Owner {
     pub fn parse(kind: &str, id: &str) -> Result<Owner> {
-        let id: Uuid = id.parse().map_err(|_| Error::invalid(format!("`{id}` is not a valid id")))?;
+        let id: Uuid = id
+            .parse()
+            .map_err(|_| Error::invalid(format!("`{id}` is not a valid id")))?;
         match kind {
             "run" => Ok(Owner::Run(id)),
             "model-version" => Ok(Owner::ModelVersion(id)),
-            other => Err(Error::invalid(format!("owner kind must be `run` or `model-version`, not `{other}`"))),
+            other => Err(Error::invalid(format!(
+                "owner kind must be `run` or `model-version`, not `{other}`"
+            ))),
         }
     }
 }
@@ -82,7 +88,10 @@ pub fn validate_path(path: &str) -> Result<()> {
         Some("contains control characters")
     } else if path.contains('\\') {
         Some("contains a backslash; separate directories with `/`")
-    } else if path.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    } else if path
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         Some("has an empty, `.` or `..` segment")
     } else {
         None
@@ -105,7 +114,9 @@ pub fn manifest_digest(files: &[ArtifactFile]) -> String {
         .iter()
         .map(|f| json!({"path": f.path, "sha256": f.sha256, "size": f.size}))
         .collect();
-    hex::encode(Sha256::digest(serde_json::to_string(&document).expect("JSON").as_bytes()))
+    hex::encode(Sha256::digest(
+        serde_json::to_string(&document).expect("JSON").as_bytes(),
+    ))
 }
 
 /// Checks that the caller may write artifacts of this owner, answering the run.
@@ -121,7 +132,12 @@ async fn writable_run(conn: &mut Conn, actor: &Actor, owner: Owner) -> Result<ru
 /// Refuses early (before any byte moves) a path that already holds content other than the claimed
 /// digest. Without a claim only the bytes can tell: `record` accepts the same content again
 /// (idempotent retries) and refuses other content before placing anything.
-async fn check_path_free(conn: &mut Conn, run_id: Uuid, path: &str, sha256: Option<&str>) -> Result<()> {
+async fn check_path_free(
+    conn: &mut Conn,
+    run_id: Uuid,
+    path: &str,
+    sha256: Option<&str>,
+) -> Result<()> {
     let existing: Option<String> = run_artifacts::table
         .find((run_id, path))
         .select(run_artifacts::sha256)
@@ -188,7 +204,9 @@ where
 }
 
 async fn delete_pending(conn: &mut Conn, upload_id: Uuid) -> Result<()> {
-    diesel::delete(pending_uploads::table.find(upload_id)).execute(conn).await?;
+    diesel::delete(pending_uploads::table.find(upload_id))
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -209,64 +227,71 @@ async fn record(
         ))
         .execute(conn)
         .await?;
-    let file = ArtifactFile { path: path.to_owned(), sha256: staged.sha256.clone(), size: staged.size as i64 };
+    let file = ArtifactFile {
+        path: path.to_owned(),
+        sha256: staged.sha256.clone(),
+        size: staged.size as i64,
+    };
     let path = path.to_owned();
     let run_id = run.id;
     let upload_id = staged.upload_id;
     let staged = staged.clone();
     // Some(digest) when the path already holds content: then nothing was placed or written.
-    let taken = conn.transaction(|conn| {
-        async move {
-            lock_digest(conn, &staged.sha256).await?;
-            // The path first: content already there decides before anything is placed.
-            let existing: Option<String> = run_artifacts::table
-                .find((run.id, &path))
-                .select(run_artifacts::sha256)
-                .for_update()
-                .first(conn)
-                .await
-                .optional()?;
-            if existing.is_some() {
-                return Ok::<_, Error>(existing);
+    let taken = conn
+        .transaction(|conn| {
+            async move {
+                lock_digest(conn, &staged.sha256).await?;
+                // The path first: content already there decides before anything is placed.
+                let existing: Option<String> = run_artifacts::table
+                    .find((run.id, &path))
+                    .select(run_artifacts::sha256)
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?;
+                if existing.is_some() {
+                    return Ok::<_, Error>(existing);
+                }
+                artifacts.store.place(&staged).await?;
+                diesel::insert_into(artifact_objects::table)
+                    .values((
+                        artifact_objects::sha256.eq(&staged.sha256),
+                        artifact_objects::size_bytes.eq(staged.size as i64),
+                    ))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+                diesel::insert_into(run_artifacts::table)
+                    .values((
+                        run_artifacts::run_id.eq(run.id),
+                        run_artifacts::path.eq(&path),
+                        run_artifacts::sha256.eq(&staged.sha256),
+                        run_artifacts::size_bytes.eq(staged.size as i64),
+                        run_artifacts::created_by.eq(actor.user_id()?),
+                    ))
+                    .execute(conn)
+                    .await?;
+                delete_pending(conn, staged.upload_id).await?;
+                audit::record(
+                    conn,
+                    actor,
+                    Change {
+                        action: "artifact.upload",
+                        project_id: Some(run.project_id),
+                        subject_kind: "run",
+                        subject_id: run.id.to_string(),
+                        before: None,
+                        after: Some(
+                            json!({"path": path, "sha256": staged.sha256, "size": staged.size}),
+                        ),
+                    },
+                )
+                .await?;
+                Ok(None)
             }
-            artifacts.store.place(&staged).await?;
-            diesel::insert_into(artifact_objects::table)
-                .values((
-                    artifact_objects::sha256.eq(&staged.sha256),
-                    artifact_objects::size_bytes.eq(staged.size as i64),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)
-                .await?;
-            diesel::insert_into(run_artifacts::table)
-                .values((
-                    run_artifacts::run_id.eq(run.id),
-                    run_artifacts::path.eq(&path),
-                    run_artifacts::sha256.eq(&staged.sha256),
-                    run_artifacts::size_bytes.eq(staged.size as i64),
-                    run_artifacts::created_by.eq(actor.user_id()?),
-                ))
-                .execute(conn)
-                .await?;
-            delete_pending(conn, staged.upload_id).await?;
-            audit::record(
-                conn,
-                actor,
-                Change {
-                    action: "artifact.upload",
-                    project_id: Some(run.project_id),
-                    subject_kind: "run",
-                    subject_id: run.id.to_string(),
-                    before: None,
-                    after: Some(json!({"path": path, "sha256": staged.sha256, "size": staged.size})),
-                },
-            )
-            .await?;
-            Ok(None)
-        }
-        .scope_boxed()
-    })
-    .await?;
+            .scope_boxed()
+        })
+        .await?;
     let Some(old) = taken else { return Ok(file) };
     // Nothing was placed: drop the staged bytes, then the pending row (a crash in between leaves
     // the row, and the sweeper finishes the job).
@@ -293,14 +318,23 @@ async fn lock_digest(conn: &mut Conn, sha256: &str) -> Result<()> {
 }
 
 /// The file at `path` of an owner the caller may read.
-pub async fn find(conn: &mut Conn, actor: &Actor, owner: Owner, path: &str) -> Result<ArtifactFile> {
+pub async fn find(
+    conn: &mut Conn,
+    actor: &Actor,
+    owner: Owner,
+    path: &str,
+) -> Result<ArtifactFile> {
     validate_path(path)?;
     let found: Option<ArtifactFile> = match owner {
         Owner::Run(id) => {
             runs::get(conn, actor, id, Role::Viewer).await?;
             run_artifacts::table
                 .find((id, path))
-                .select((run_artifacts::path, run_artifacts::sha256, run_artifacts::size_bytes))
+                .select((
+                    run_artifacts::path,
+                    run_artifacts::sha256,
+                    run_artifacts::size_bytes,
+                ))
                 .first(conn)
                 .await
                 .optional()?
@@ -313,11 +347,16 @@ pub async fn find(conn: &mut Conn, actor: &Actor, owner: Owner, path: &str) -> R
                 .first(conn)
                 .await
                 .optional()?;
-            let project = project.ok_or_else(|| Error::not_found(format!("no model version with id {id}")))?;
+            let project = project
+                .ok_or_else(|| Error::not_found(format!("no model version with id {id}")))?;
             projects::authorize(conn, actor, project, Role::Viewer).await?;
             model_version_files::table
                 .find((id, path))
-                .select((model_version_files::path, model_version_files::sha256, model_version_files::size_bytes))
+                .select((
+                    model_version_files::path,
+                    model_version_files::sha256,
+                    model_version_files::size_bytes,
+                ))
                 .first(conn)
                 .await
                 .optional()?
@@ -331,7 +370,12 @@ pub async fn of_runs(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<(Uuid, Art
     let rows: Vec<(Uuid, String, String, i64)> = run_artifacts::table
         .filter(run_artifacts::run_id.eq_any(run_ids))
         .order((run_artifacts::run_id, run_artifacts::path))
-        .select((run_artifacts::run_id, run_artifacts::path, run_artifacts::sha256, run_artifacts::size_bytes))
+        .select((
+            run_artifacts::run_id,
+            run_artifacts::path,
+            run_artifacts::sha256,
+            run_artifacts::size_bytes,
+        ))
         .load(conn)
         .await?;
     Ok(rows
@@ -344,7 +388,10 @@ pub async fn of_runs(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<(Uuid, Art
 pub async fn of_model_versions(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<(Uuid, ArtifactFile)>> {
     let rows: Vec<(Uuid, String, String, i64)> = model_version_files::table
         .filter(model_version_files::model_version_id.eq_any(ids))
-        .order((model_version_files::model_version_id, model_version_files::path))
+        .order((
+            model_version_files::model_version_id,
+            model_version_files::path,
+        ))
         .select((
             model_version_files::model_version_id,
             model_version_files::path,
@@ -361,7 +408,11 @@ pub async fn of_model_versions(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<(Uui
 
 /// The run's files under `artifact_path` (a file or a directory), named relative to it: what a
 /// model version registered from that path contains.
-pub async fn files_for_version(conn: &mut Conn, run_id: Uuid, artifact_path: &str) -> Result<Vec<ArtifactFile>> {
+pub async fn files_for_version(
+    conn: &mut Conn,
+    run_id: Uuid,
+    artifact_path: &str,
+) -> Result<Vec<ArtifactFile>> {
     let base = artifact_path.trim_end_matches('/');
     validate_path(base)?;
     let files = of_runs(conn, &[run_id]).await?;
@@ -373,7 +424,10 @@ pub async fn files_for_version(conn: &mut Conn, run_id: Uuid, artifact_path: &st
                 let name = base.rsplit('/').next().unwrap_or(base).to_owned();
                 Some(ArtifactFile { path: name, ..f })
             } else {
-                f.path.strip_prefix(&prefix).map(|rest| ArtifactFile { path: rest.to_owned(), ..f.clone() })
+                f.path.strip_prefix(&prefix).map(|rest| ArtifactFile {
+                    path: rest.to_owned(),
+                    ..f.clone()
+                })
             }
         })
         .collect();
@@ -386,7 +440,11 @@ pub async fn files_for_version(conn: &mut Conn, run_id: Uuid, artifact_path: &st
 }
 
 /// Writes a new model version's files (inside its registration transaction).
-pub async fn attach_to_version(conn: &mut Conn, model_version_id: Uuid, files: &[ArtifactFile]) -> Result<()> {
+pub async fn attach_to_version(
+    conn: &mut Conn,
+    model_version_id: Uuid,
+    files: &[ArtifactFile],
+) -> Result<()> {
     let rows: Vec<_> = files
         .iter()
         .map(|f| {
@@ -398,7 +456,10 @@ pub async fn attach_to_version(conn: &mut Conn, model_version_id: Uuid, files: &
             )
         })
         .collect();
-    diesel::insert_into(model_version_files::table).values(&rows).execute(conn).await?;
+    diesel::insert_into(model_version_files::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -450,17 +511,26 @@ pub async fn begin_direct_upload(
     validate_path(path)?;
     let sha256 = crate::validate::sha256(sha256)?;
     if size > artifacts.max_size {
-        return Err(Error::TooLarge(format!("the artifact is larger than the maximum of {} bytes", artifacts.max_size)));
+        return Err(Error::TooLarge(format!(
+            "the artifact is larger than the maximum of {} bytes",
+            artifacts.max_size
+        )));
     }
     let run = writable_run(conn, actor, owner).await?;
     check_path_free(conn, run.id, path, Some(&sha256)).await?;
     let parts = size.div_ceil(artifacts.part_size).max(1);
     if parts > 10_000 {
-        return Err(Error::TooLarge("more than 10,000 parts; raise the part size".into()));
+        return Err(Error::TooLarge(
+            "more than 10,000 parts; raise the part size".into(),
+        ));
     }
     let upload_id = insert_pending(conn, actor, run.id, path).await?;
     let expires_at = Utc::now() + chrono::Duration::from_std(DIRECT_URL_TTL).expect("small");
-    let (store_upload_id, urls) = match artifacts.store.presign_parts(upload_id, parts as u32, DIRECT_URL_TTL).await? {
+    let (store_upload_id, urls) = match artifacts
+        .store
+        .presign_parts(upload_id, parts as u32, DIRECT_URL_TTL)
+        .await?
+    {
         Some((id, urls)) => (Some(id), urls),
         None => {
             let token = keys.sign_for(&UploadClaims {
@@ -470,7 +540,12 @@ pub async fn begin_direct_upload(
                 upload_id,
             })?;
             let urls = (1..=parts)
-                .map(|n| format!("{}/api/uploads/{upload_id}/parts/{n}?token={token}", artifacts.public_url))
+                .map(|n| {
+                    format!(
+                        "{}/api/uploads/{upload_id}/parts/{n}?token={token}",
+                        artifacts.public_url
+                    )
+                })
                 .collect();
             (None, urls)
         }
@@ -484,11 +559,22 @@ pub async fn begin_direct_upload(
         ))
         .execute(conn)
         .await?;
-    Ok(DirectUpload { id: upload_id, part_size: artifacts.part_size, urls, expires_at })
+    Ok(DirectUpload {
+        id: upload_id,
+        part_size: artifacts.part_size,
+        urls,
+        expires_at,
+    })
 }
 
 /// Checks a local part URL's token and answers the upload and its part count.
-pub async fn check_part_token(conn: &mut Conn, keys: &TokenKeys, upload_id: Uuid, part: u32, token: &str) -> Result<()> {
+pub async fn check_part_token(
+    conn: &mut Conn,
+    keys: &TokenKeys,
+    upload_id: Uuid,
+    part: u32,
+    token: &str,
+) -> Result<()> {
     let claims: UploadClaims = keys.verify_for(token, UPLOAD_AUDIENCE)?;
     if claims.upload_id != upload_id {
         return Err(Error::forbidden("this link is for another upload"));
@@ -501,7 +587,9 @@ pub async fn check_part_token(conn: &mut Conn, keys: &TokenKeys, upload_id: Uuid
         .optional()?;
     match parts {
         Some(Some(n)) if part >= 1 && part as i32 <= n => Ok(()),
-        Some(_) => Err(Error::invalid(format!("part {part} is outside this upload"))),
+        Some(_) => Err(Error::invalid(format!(
+            "part {part} is outside this upload"
+        ))),
         None => Err(Error::not_found("this upload is finished or unknown")),
     }
 }
@@ -517,7 +605,15 @@ pub async fn complete_direct_upload(
 ) -> Result<ArtifactFile> {
     let mut conn = pool.get().await?;
     #[allow(clippy::type_complexity)]
-    let pending: Option<(Uuid, String, Uuid, Option<String>, Option<i64>, Option<i32>, Option<String>)> = pending_uploads::table
+    let pending: Option<(
+        Uuid,
+        String,
+        Uuid,
+        Option<String>,
+        Option<i64>,
+        Option<i32>,
+        Option<String>,
+    )> = pending_uploads::table
         .find(upload_id)
         .select((
             pending_uploads::run_id,
@@ -531,21 +627,39 @@ pub async fn complete_direct_upload(
         .first(&mut conn)
         .await
         .optional()?;
-    let Some((run_id, path, created_by, Some(expected_sha), Some(expected_size), Some(part_count), store_id)) = pending else {
-        return Err(Error::not_found(format!("no direct upload {upload_id} in progress")));
+    let Some((
+        run_id,
+        path,
+        created_by,
+        Some(expected_sha),
+        Some(expected_size),
+        Some(part_count),
+        store_id,
+    )) = pending
+    else {
+        return Err(Error::not_found(format!(
+            "no direct upload {upload_id} in progress"
+        )));
     };
     if Some(created_by) != actor.user_id {
-        return Err(Error::forbidden("only the user who started this upload can complete it"));
+        return Err(Error::forbidden(
+            "only the user who started this upload can complete it",
+        ));
     }
     let run = runs::get(&mut conn, actor, run_id, Role::Contributor).await?;
     let mut parts = parts;
     parts.sort_by_key(|(n, _)| *n);
     let numbers: Vec<u32> = parts.iter().map(|(n, _)| *n).collect();
     if numbers != (1..=part_count as u32).collect::<Vec<_>>() {
-        return Err(Error::invalid(format!("give every part from 1 to {part_count} exactly once")));
+        return Err(Error::invalid(format!(
+            "give every part from 1 to {part_count} exactly once"
+        )));
     }
     drop(conn);
-    let staged = artifacts.store.complete_parts(upload_id, store_id.as_deref(), &parts).await;
+    let staged = artifacts
+        .store
+        .complete_parts(upload_id, store_id.as_deref(), &parts)
+        .await;
     let mut conn = pool.get().await?;
     let staged = match staged {
         Ok(s) if s.sha256 == expected_sha && s.size == expected_size as u64 => s,
@@ -563,8 +677,16 @@ pub async fn complete_direct_upload(
 }
 
 /// A URL that downloads the file without a bearer token, valid for an hour.
-pub async fn download_url(artifacts: &Artifacts, keys: &TokenKeys, file: &ArtifactFile) -> Result<String> {
-    if let Some(url) = artifacts.store.presign_download(&file.sha256, DIRECT_URL_TTL).await? {
+pub async fn download_url(
+    artifacts: &Artifacts,
+    keys: &TokenKeys,
+    file: &ArtifactFile,
+) -> Result<String> {
+    if let Some(url) = artifacts
+        .store
+        .presign_download(&file.sha256, DIRECT_URL_TTL)
+        .await?
+    {
         return Ok(url);
     }
     let token = keys.sign_for(&DownloadClaims {
@@ -573,9 +695,17 @@ pub async fn download_url(artifacts: &Artifacts, keys: &TokenKeys, file: &Artifa
         exp: (Utc::now() + chrono::Duration::from_std(DIRECT_URL_TTL).expect("small")).timestamp(),
         sha256: file.sha256.clone(),
         size: file.size,
-        name: file.path.rsplit('/').next().unwrap_or(&file.path).to_owned(),
+        name: file
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&file.path)
+            .to_owned(),
     })?;
-    Ok(format!("{}/api/artifacts/download/{token}", artifacts.public_url))
+    Ok(format!(
+        "{}/api/artifacts/download/{token}",
+        artifacts.public_url
+    ))
 }
 
 pub fn check_download_token(keys: &TokenKeys, token: &str) -> Result<DownloadClaims> {
@@ -597,7 +727,11 @@ pub async fn sweep(pool: &DbPool, store: &ArtifactStore, grace: Duration) -> Res
                 .filter(pending_uploads::started_at.lt(cutoff))
                 .order(pending_uploads::started_at)
                 .limit(100)
-                .select((pending_uploads::id, pending_uploads::sha256, pending_uploads::store_upload_id))
+                .select((
+                    pending_uploads::id,
+                    pending_uploads::sha256,
+                    pending_uploads::store_upload_id,
+                ))
                 .for_update()
                 .skip_locked()
                 .load(conn)
@@ -646,21 +780,62 @@ mod tests {
 
     #[test]
     fn paths() {
-        for ok in ["model.pt", "weights/part-1.bin", "ünïcode/файл.txt", &"a".repeat(1024)] {
+        for ok in [
+            "model.pt",
+            "weights/part-1.bin",
+            "ünïcode/файл.txt",
+            &"a".repeat(1024),
+        ] {
             assert!(validate_path(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "a/./b", "a\\b", "tab\there", "nul\0", &"a".repeat(1025), "dir/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "a/./b",
+            "a\\b",
+            "tab\there",
+            "nul\0",
+            &"a".repeat(1025),
+            "dir/",
+        ] {
             assert!(validate_path(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn manifest_digest_is_order_independent_and_content_sensitive() {
-        let a = ArtifactFile { path: "a".into(), sha256: "1".repeat(64), size: 1 };
-        let b = ArtifactFile { path: "b".into(), sha256: "2".repeat(64), size: 2 };
-        assert_eq!(manifest_digest(&[a.clone(), b.clone()]), manifest_digest(&[b.clone(), a.clone()]));
+        let a = ArtifactFile {
+            path: "a".into(),
+            sha256: "1".repeat(64),
+            size: 1,
+        };
+        let b = ArtifactFile {
+            path: "b".into(),
+            sha256: "2".repeat(64),
+            size: 2,
+        };
+        assert_eq!(
+            manifest_digest(&[a.clone(), b.clone()]),
+            manifest_digest(&[b.clone(), a.clone()])
+        );
         let b2 = ArtifactFile { size: 3, ..b };
-        assert_ne!(manifest_digest(&[a.clone(), b2]), manifest_digest(&[a, ArtifactFile { path: "b".into(), sha256: "2".repeat(64), size: 2 }]));
-        assert_eq!(manifest_digest(&[]), "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945");
+        assert_ne!(
+            manifest_digest(&[a.clone(), b2]),
+            manifest_digest(&[
+                a,
+                ArtifactFile {
+                    path: "b".into(),
+                    sha256: "2".repeat(64),
+                    size: 2
+                }
+            ])
+        );
+        assert_eq!(
+            manifest_digest(&[]),
+            "4f53cda18c2baa0c0354bb5f9a3ecbe5ed12ab4d8e11ba873c2f11161202b945"
+        );
     }
 }

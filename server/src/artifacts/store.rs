@@ -63,7 +63,13 @@ impl ArtifactStore {
 
     /// Streams `body` to the staging key of `upload_id`, hashing as it goes. Refuses bodies over
     /// `max_size` (the partial object is removed) and, with `claimed`, a digest that differs.
-    pub async fn stage<S>(&self, upload_id: Uuid, body: S, max_size: u64, claimed: Option<&str>) -> Result<Staged>
+    pub async fn stage<S>(
+        &self,
+        upload_id: Uuid,
+        body: S,
+        max_size: u64,
+        claimed: Option<&str>,
+    ) -> Result<Staged>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
@@ -115,13 +121,16 @@ impl ArtifactStore {
     /// implements; the sweeper knows the id.
     pub async fn abort_direct(&self, upload_id: Uuid, store_upload_id: &str) {
         if let ArtifactStore::S3(s) = self {
-            s.abort(&s.key(&staging_key(upload_id)), store_upload_id).await;
+            s.abort(&s.key(&staging_key(upload_id)), store_upload_id)
+                .await;
         }
     }
 
     pub async fn exists(&self, sha256: &str) -> Result<bool> {
         match self {
-            ArtifactStore::Local(s) => Ok(tokio::fs::try_exists(s.object_path(sha256)).await.map_err(Error::internal)?),
+            ArtifactStore::Local(s) => Ok(tokio::fs::try_exists(s.object_path(sha256))
+                .await
+                .map_err(Error::internal)?),
             ArtifactStore::S3(s) => s.exists(&s.key(&object_key(sha256))).await,
         }
     }
@@ -148,7 +157,12 @@ impl ArtifactStore {
 
     /// Presigned URLs for the parts of a direct upload, when the store serves them itself
     /// (S3). `None` means the server must hand out URLs on itself (local store).
-    pub async fn presign_parts(&self, upload_id: Uuid, parts: u32, ttl: Duration) -> Result<Option<(String, Vec<String>)>> {
+    pub async fn presign_parts(
+        &self,
+        upload_id: Uuid,
+        parts: u32,
+        ttl: Duration,
+    ) -> Result<Option<(String, Vec<String>)>> {
         match self {
             ArtifactStore::Local(_) => Ok(None),
             ArtifactStore::S3(s) => s.presign_parts(upload_id, parts, ttl).await.map(Some),
@@ -156,23 +170,37 @@ impl ArtifactStore {
     }
 
     /// Writes one part of a direct upload to the local store.
-    pub async fn write_local_part<S>(&self, upload_id: Uuid, part: u32, body: S, max_size: u64) -> Result<String>
+    pub async fn write_local_part<S>(
+        &self,
+        upload_id: Uuid,
+        part: u32,
+        body: S,
+        max_size: u64,
+    ) -> Result<String>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         match self {
             ArtifactStore::Local(s) => s.write_part(upload_id, part, body, max_size).await,
-            ArtifactStore::S3(_) => Err(Error::invalid("this store takes parts directly through presigned URLs")),
+            ArtifactStore::S3(_) => Err(Error::invalid(
+                "this store takes parts directly through presigned URLs",
+            )),
         }
     }
 
     /// Finishes a direct upload: joins the parts under the staging key, then reads the result
     /// back through SHA-256 so the server itself vouches for the digest.
-    pub async fn complete_parts(&self, upload_id: Uuid, s3_upload_id: Option<&str>, parts: &[(u32, String)]) -> Result<Staged> {
+    pub async fn complete_parts(
+        &self,
+        upload_id: Uuid,
+        s3_upload_id: Option<&str>,
+        parts: &[(u32, String)],
+    ) -> Result<Staged> {
         match self {
             ArtifactStore::Local(s) => s.complete_parts(upload_id, parts.len() as u32).await,
             ArtifactStore::S3(s) => {
-                let s3_upload_id = s3_upload_id.ok_or_else(|| Error::invalid("unknown multipart upload"))?;
+                let s3_upload_id =
+                    s3_upload_id.ok_or_else(|| Error::invalid("unknown multipart upload"))?;
                 s.complete_parts(upload_id, s3_upload_id, parts).await
             }
         }
@@ -190,7 +218,9 @@ impl ArtifactStore {
 /// Reads a stream into `hasher`, counting bytes and refusing more than `max_size`.
 fn check_size(size: u64, max_size: u64) -> Result<()> {
     if size > max_size {
-        Err(Error::TooLarge(format!("the artifact is larger than the maximum of {max_size} bytes")))
+        Err(Error::TooLarge(format!(
+            "the artifact is larger than the maximum of {max_size} bytes"
+        )))
     } else {
         Ok(())
     }
@@ -207,10 +237,16 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn new(root: &Path) -> anyhow::Result<Self> {
         for sub in ["sha256", "staging", "uploads"] {
-            std::fs::create_dir_all(root.join(sub))
-                .with_context(|| format!("creating the artifact directory {}", root.join(sub).display()))?;
+            std::fs::create_dir_all(root.join(sub)).with_context(|| {
+                format!(
+                    "creating the artifact directory {}",
+                    root.join(sub).display()
+                )
+            })?;
         }
-        Ok(LocalStore { root: root.to_path_buf() })
+        Ok(LocalStore {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn object_path(&self, sha256: &str) -> PathBuf {
@@ -230,20 +266,31 @@ impl LocalStore {
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         let (sha256, size) = write_hashed(&self.staging_path(upload_id), body, max_size).await?;
-        Ok(Staged { upload_id, sha256, size })
+        Ok(Staged {
+            upload_id,
+            sha256,
+            size,
+        })
     }
 
     async fn place(&self, staged: &Staged) -> Result<()> {
         let target = self.object_path(&staged.sha256);
         let staging = self.staging_path(staged.upload_id);
-        if tokio::fs::try_exists(&target).await.map_err(Error::internal)? {
+        if tokio::fs::try_exists(&target)
+            .await
+            .map_err(Error::internal)?
+        {
             tokio::fs::remove_file(&staging).await.ok();
             return Ok(());
         }
         let dir = target.parent().expect("object keys have a directory");
-        tokio::fs::create_dir_all(dir).await.map_err(Error::internal)?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(Error::internal)?;
         // rename is atomic: a reader sees either no object or the whole object.
-        tokio::fs::rename(&staging, &target).await.map_err(Error::internal)?;
+        tokio::fs::rename(&staging, &target)
+            .await
+            .map_err(Error::internal)?;
         sync_dir(dir).await
     }
 
@@ -268,20 +315,33 @@ impl LocalStore {
             .map_err(Error::internal)?;
         let reader: Pin<Box<dyn tokio::io::AsyncRead + Send>> = match range {
             Some(r) => {
-                file.seek(std::io::SeekFrom::Start(r.start)).await.map_err(Error::internal)?;
+                file.seek(std::io::SeekFrom::Start(r.start))
+                    .await
+                    .map_err(Error::internal)?;
                 Box::pin(file.take(r.end - r.start + 1))
             }
             None => Box::pin(file),
         };
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024)))
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader,
+            256 * 1024,
+        )))
     }
 
-    async fn write_part<S>(&self, upload_id: Uuid, part: u32, body: S, max_size: u64) -> Result<String>
+    async fn write_part<S>(
+        &self,
+        upload_id: Uuid,
+        part: u32,
+        body: S,
+        max_size: u64,
+    ) -> Result<String>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         let dir = self.parts_dir(upload_id);
-        tokio::fs::create_dir_all(&dir).await.map_err(Error::internal)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(Error::internal)?;
         let (sha256, _) = write_hashed(&dir.join(format!("{part:05}")), body, max_size).await?;
         Ok(sha256)
     }
@@ -294,12 +354,20 @@ impl LocalStore {
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|_| Error::invalid(format!("part {n} was never uploaded")))?;
-            files.push(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+            files.push(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                256 * 1024,
+            ));
         }
         let joined = futures_util::stream::iter(files).flatten();
-        let (sha256, size) = write_hashed(&self.staging_path(upload_id), Box::pin(joined), u64::MAX).await?;
+        let (sha256, size) =
+            write_hashed(&self.staging_path(upload_id), Box::pin(joined), u64::MAX).await?;
         tokio::fs::remove_dir_all(&dir).await.ok();
-        Ok(Staged { upload_id, sha256, size })
+        Ok(Staged {
+            upload_id,
+            sha256,
+            size,
+        })
     }
 }
 
@@ -308,7 +376,9 @@ async fn write_hashed<S>(path: &Path, mut body: S, max_size: u64) -> Result<(Str
 where
     S: Stream<Item = std::io::Result<Bytes>> + Unpin,
 {
-    let file = tokio::fs::File::create(path).await.map_err(Error::internal)?;
+    let file = tokio::fs::File::create(path)
+        .await
+        .map_err(Error::internal)?;
     let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -356,7 +426,9 @@ pub struct S3Settings {
 
 impl S3Store {
     pub fn new(settings: S3Settings) -> Self {
-        use aws_sdk_s3::config::{Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+        use aws_sdk_s3::config::{
+            Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+        };
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
@@ -372,7 +444,8 @@ impl S3Store {
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if let (Some(id), Some(secret)) = (settings.access_key_id, settings.secret_access_key) {
-            config = config.credentials_provider(Credentials::new(id, secret, None, None, "custody"));
+            config =
+                config.credentials_provider(Credentials::new(id, secret, None, None, "custody"));
         }
         if let Some(endpoint) = settings.endpoint {
             config = config.endpoint_url(endpoint);
@@ -404,7 +477,8 @@ impl S3Store {
         let mut multipart: Option<(String, Vec<CompletedPart>)> = None;
         let result: Result<()> = async {
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload failed: {e}")))?;
+                let chunk =
+                    chunk.map_err(|e| Error::invalid(format!("reading the upload failed: {e}")))?;
                 size += chunk.len() as u64;
                 check_size(size, max_size)?;
                 hasher.update(&chunk);
@@ -459,7 +533,11 @@ impl S3Store {
                 }
             }
         }
-        Ok(Staged { upload_id, sha256: hex::encode(hasher.finalize()), size })
+        Ok(Staged {
+            upload_id,
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        })
     }
 
     async fn create_multipart(&self, key: &str) -> Result<String> {
@@ -477,7 +555,13 @@ impl S3Store {
             .ok_or_else(|| Error::internal(anyhow::anyhow!("S3 answered no upload id")))
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, n: i32, part: Bytes) -> Result<CompletedPart> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        n: i32,
+        part: Bytes,
+    ) -> Result<CompletedPart> {
         let checksum = b64_sha256(&part);
         let out = self
             .client
@@ -505,7 +589,11 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await
             .context("S3 CompleteMultipartUpload")
@@ -528,10 +616,19 @@ impl S3Store {
     }
 
     async fn exists(&self, key: &str) -> Result<bool> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => Ok(false),
-            Err(e) => Err(Error::internal(anyhow::Error::new(e).context("S3 HeadObject"))),
+            Err(e) => Err(Error::internal(
+                anyhow::Error::new(e).context("S3 HeadObject"),
+            )),
         }
     }
 
@@ -603,7 +700,9 @@ impl S3Store {
                 }
                 Err(e) => {
                     self.abort(to, &id).await;
-                    return Err(Error::internal(anyhow::Error::new(e).context("S3 UploadPartCopy")));
+                    return Err(Error::internal(
+                        anyhow::Error::new(e).context("S3 UploadPartCopy"),
+                    ));
                 }
             }
             start = end + 1;
@@ -618,7 +717,13 @@ impl S3Store {
     async fn discard(&self, upload_id: Uuid) -> anyhow::Result<()> {
         let key = self.key(&staging_key(upload_id));
         // Unfinished multipart uploads of this key hold parts that are not objects yet.
-        let uploads = self.client.list_multipart_uploads().bucket(&self.bucket).prefix(&key).send().await;
+        let uploads = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&key)
+            .send()
+            .await;
         if let Ok(list) = uploads {
             for upload in list.uploads() {
                 if let (Some(k), Some(id)) = (upload.key(), upload.upload_id()) {
@@ -626,19 +731,37 @@ impl S3Store {
                 }
             }
         }
-        self.delete(&key).await.map_err(|e| anyhow::anyhow!("{e:?}"))
+        self.delete(&key)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
     }
 
     async fn open(&self, sha256: &str, range: Option<ByteRange>) -> Result<ByteStreamBox> {
-        let mut request = self.client.get_object().bucket(&self.bucket).key(self.key(&object_key(sha256)));
+        let mut request = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.key(&object_key(sha256)));
         if let Some(r) = range {
             request = request.range(format!("bytes={}-{}", r.start, r.end));
         }
-        let out = request.send().await.context("S3 GetObject").map_err(Error::internal)?;
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(out.body.into_async_read(), 256 * 1024)))
+        let out = request
+            .send()
+            .await
+            .context("S3 GetObject")
+            .map_err(Error::internal)?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            out.body.into_async_read(),
+            256 * 1024,
+        )))
     }
 
-    async fn presign_parts(&self, upload_id: Uuid, parts: u32, ttl: Duration) -> Result<(String, Vec<String>)> {
+    async fn presign_parts(
+        &self,
+        upload_id: Uuid,
+        parts: u32,
+        ttl: Duration,
+    ) -> Result<(String, Vec<String>)> {
         let key = self.key(&staging_key(upload_id));
         // Presigned parts carry no checksum: the server reads the object back at completion.
         let out = self
@@ -650,7 +773,9 @@ impl S3Store {
             .await
             .context("S3 CreateMultipartUpload")
             .map_err(Error::internal)?;
-        let s3_id = out.upload_id.ok_or_else(|| Error::internal(anyhow::anyhow!("S3 answered no upload id")))?;
+        let s3_id = out
+            .upload_id
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("S3 answered no upload id")))?;
         let presigning = PresigningConfig::expires_in(ttl).map_err(Error::internal)?;
         let mut urls = Vec::with_capacity(parts as usize);
         for n in 1..=parts {
@@ -669,15 +794,29 @@ impl S3Store {
         Ok((s3_id, urls))
     }
 
-    async fn complete_parts(&self, upload_id: Uuid, s3_upload_id: &str, parts: &[(u32, String)]) -> Result<Staged> {
+    async fn complete_parts(
+        &self,
+        upload_id: Uuid,
+        s3_upload_id: &str,
+        parts: &[(u32, String)],
+    ) -> Result<Staged> {
         let key = self.key(&staging_key(upload_id));
         let completed = parts
             .iter()
-            .map(|(n, etag)| CompletedPart::builder().part_number(*n as i32).e_tag(etag).build())
+            .map(|(n, etag)| {
+                CompletedPart::builder()
+                    .part_number(*n as i32)
+                    .e_tag(etag)
+                    .build()
+            })
             .collect();
         self.complete(&key, s3_upload_id, completed)
             .await
-            .map_err(|_| Error::invalid("the store refused to complete the upload: check the parts and their ETags"))?;
+            .map_err(|_| {
+                Error::invalid(
+                    "the store refused to complete the upload: check the parts and their ETags",
+                )
+            })?;
         let out = self
             .client
             .get_object()
@@ -687,7 +826,8 @@ impl S3Store {
             .await
             .context("S3 GetObject")
             .map_err(Error::internal)?;
-        let mut stream = tokio_util::io::ReaderStream::with_capacity(out.body.into_async_read(), 1 << 20);
+        let mut stream =
+            tokio_util::io::ReaderStream::with_capacity(out.body.into_async_read(), 1 << 20);
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         while let Some(chunk) = stream.next().await {
@@ -695,7 +835,11 @@ impl S3Store {
             size += chunk.len() as u64;
             hasher.update(&chunk);
         }
-        Ok(Staged { upload_id, sha256: hex::encode(hasher.finalize()), size })
+        Ok(Staged {
+            upload_id,
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        })
     }
 
     async fn presign_download(&self, sha256: &str, ttl: Duration) -> Result<String> {

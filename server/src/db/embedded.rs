@@ -137,13 +137,16 @@ impl EmbeddedPostgres {
     }
 
     async fn is_running(&self) -> bool {
-        self.command("pg_ctl", &["status".as_ref(), "-D".as_ref(), self.data.as_os_str()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .map(|s| s.success())
-            .unwrap_or(false)
+        self.command(
+            "pg_ctl",
+            &["status".as_ref(), "-D".as_ref(), self.data.as_os_str()],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .await
+        .map(|s| s.success())
+        .unwrap_or(false)
     }
 
     async fn hand_to_postgres_user(&self, root: &Path) -> anyhow::Result<()> {

@@ -50,7 +50,9 @@ pub fn validate_database_url(raw: &str) -> anyhow::Result<()> {
         ),
     }
     if parsed.path().trim_start_matches('/').is_empty() {
-        anyhow::bail!("DATABASE_URL names no database; expected postgres://USER@HOST:PORT/DATABASE");
+        anyhow::bail!(
+            "DATABASE_URL names no database; expected postgres://USER@HOST:PORT/DATABASE"
+        );
     }
     Ok(())
 }

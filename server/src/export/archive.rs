@@ -52,8 +52,20 @@ pub async fn archive(
     before: DateTime<Utc>,
     work_dir: &Path,
 ) -> anyhow::Result<Archived> {
-    let request = ExportRequest { to: Some(before), ..Default::default() };
-    let mut exporter = Exporter::begin(conn, keys, actor, Format::Jsonl, request, None, Reason::Archive).await?;
+    let request = ExportRequest {
+        to: Some(before),
+        ..Default::default()
+    };
+    let mut exporter = Exporter::begin(
+        conn,
+        keys,
+        actor,
+        Format::Jsonl,
+        request,
+        None,
+        Reason::Archive,
+    )
+    .await?;
     exporter.start(Box::new(reader));
     let id = Uuid::now_v7();
     let tmp = work_dir.join(format!("audit-archive-{id}.jsonl.partial"));
@@ -73,7 +85,8 @@ async fn write_and_store(
     id: Uuid,
     tmp: &Path,
 ) -> anyhow::Result<Archived> {
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(tmp).await?);
+    let mut file =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(tmp).await?);
     let mut manifest_line = String::new();
     while let Some(chunk) = exporter.next_chunk().await? {
         file.write_all(&chunk).await?;
@@ -85,7 +98,13 @@ async fn write_and_store(
     let public = keys.public.clone();
     let path = tmp.to_path_buf();
     let verdict = tokio::task::spawn_blocking(move || {
-        verify::verify_file(&path, &Options { public_key: public, checkpoints: Vec::new() })
+        verify::verify_file(
+            &path,
+            &Options {
+                public_key: public,
+                checkpoints: Vec::new(),
+            },
+        )
     })
     .await??;
     anyhow::ensure!(
@@ -93,7 +112,10 @@ async fn write_and_store(
         "the archive failed its own verification, nothing was stored: {}",
         verdict.render(&tmp.display().to_string())
     );
-    let manifest = verdict.manifest.clone().ok_or_else(|| anyhow::anyhow!("the archive has no manifest"))?;
+    let manifest = verdict
+        .manifest
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the archive has no manifest"))?;
     let jws = manifest_line
         .trim()
         .strip_prefix("{\"manifest\":")
@@ -102,7 +124,8 @@ async fn write_and_store(
         .ok_or_else(|| anyhow::anyhow!("the archive's last line is not its manifest"))?;
 
     let upload_id = Uuid::now_v7();
-    let body = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::open(tmp).await?, 256 * 1024);
+    let body =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::open(tmp).await?, 256 * 1024);
     let staged = store.stage(upload_id, body, u64::MAX, None).await?;
     let archived = Archived {
         id,
@@ -120,13 +143,18 @@ async fn write_and_store(
             let (staged, archived, actor, jws) = (&staged, &archived, actor, &jws);
             async move {
                 // Same lock as artifact uploads and the sweeper take for a digest.
-                diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended('custody.object.' || $1, 0))")
-                    .bind::<Text, _>(&staged.sha256)
-                    .execute(c)
-                    .await?;
+                diesel::sql_query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('custody.object.' || $1, 0))",
+                )
+                .bind::<Text, _>(&staged.sha256)
+                .execute(c)
+                .await?;
                 store.place(staged).await?;
                 diesel::insert_into(artifact_objects::table)
-                    .values((artifact_objects::sha256.eq(&staged.sha256), artifact_objects::size_bytes.eq(staged.size as i64)))
+                    .values((
+                        artifact_objects::sha256.eq(&staged.sha256),
+                        artifact_objects::size_bytes.eq(staged.size as i64),
+                    ))
                     .on_conflict_do_nothing()
                     .execute(c)
                     .await?;

@@ -71,7 +71,12 @@ pub async fn sign_head(
 ) -> Result<Checkpoint> {
     let (seq, hash) = match head {
         Some(head) => head,
-        None => audit_head::table.select((audit_head::seq, audit_head::hash)).first(conn).await?,
+        None => {
+            audit_head::table
+                .select((audit_head::seq, audit_head::hash))
+                .first(conn)
+                .await?
+        }
     };
     let now = Utc::now();
     let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
@@ -113,7 +118,10 @@ pub async fn sign_head(
 pub async fn list(conn: &mut Conn, after_seq: Option<i64>, limit: i64) -> Result<Vec<Checkpoint>> {
     let mut query = audit_checkpoints::table
         .select(Checkpoint::as_select())
-        .order((audit_checkpoints::seq.asc(), audit_checkpoints::signed_at.asc()))
+        .order((
+            audit_checkpoints::seq.asc(),
+            audit_checkpoints::signed_at.asc(),
+        ))
         .limit(limit)
         .into_boxed();
     if let Some(after) = after_seq {

@@ -44,7 +44,11 @@ pub enum AuditCommand {
 
 pub async fn run(global: &GlobalOptions, command: AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Verify { file, public_key, checkpoints } => {
+        AuditCommand::Verify {
+            file,
+            public_key,
+            checkpoints,
+        } => {
             // Offline by design: only files are read (the data directory is not created).
             let key = match public_key {
                 Some(path) => PublicKey::read_file(&path)?,
@@ -54,9 +58,13 @@ pub async fn run(global: &GlobalOptions, command: AuditCommand) -> anyhow::Resul
                 Some(path) => verify::read_checkpoints(&path, &key)?,
                 None => Vec::new(),
             };
-            let options = Options { public_key: key, checkpoints };
+            let options = Options {
+                public_key: key,
+                checkpoints,
+            };
             let path = file.clone();
-            let verdict = tokio::task::spawn_blocking(move || verify::verify_file(&path, &options)).await??;
+            let verdict =
+                tokio::task::spawn_blocking(move || verify::verify_file(&path, &options)).await??;
             print!("{}", verdict.render(&file.display().to_string()));
             if verdict.ok() {
                 Ok(())
@@ -84,8 +92,16 @@ pub async fn run(global: &GlobalOptions, command: AuditCommand) -> anyhow::Resul
                 use diesel_async::AsyncConnection as _;
                 let mut conn = diesel_async::AsyncPgConnection::establish(&url).await?;
                 let reader = diesel_async::AsyncPgConnection::establish(&url).await?;
-                let archived =
-                    super::archive::archive(&mut conn, reader, &keys, &store, &Actor::system("archive"), before, &data_dir).await?;
+                let archived = super::archive::archive(
+                    &mut conn,
+                    reader,
+                    &keys,
+                    &store,
+                    &Actor::system("archive"),
+                    before,
+                    &data_dir,
+                )
+                .await?;
                 println!("{}", serde_json::to_string_pretty(&archived)?);
                 Ok(())
             })

@@ -42,7 +42,11 @@ pub fn write_canonical_entry(out: &mut Vec<u8>, e: &AuditEntry) {
     match e.project_id {
         Some(p) => {
             out.push(b'"');
-            out.extend_from_slice(p.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()).as_bytes());
+            out.extend_from_slice(
+                p.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer())
+                    .as_bytes(),
+            );
             out.push(b'"');
         }
         None => out.extend_from_slice(b"null"),
@@ -70,7 +74,9 @@ fn json_opt_value(out: &mut Vec<u8>, v: Option<&Value>) {
         // serde_json's default map is a BTreeMap: its own output is already canonical, and
         // much cheaper than re-sorting. Checked once, in case a dependency turned on
         // `preserve_order` for the whole build.
-        Some(v) if maps_are_sorted() => serde_json::to_writer(&mut *out, v).expect("writing to a Vec cannot fail"),
+        Some(v) if maps_are_sorted() => {
+            serde_json::to_writer(&mut *out, v).expect("writing to a Vec cannot fail")
+        }
         Some(v) => out.extend_from_slice(canonical_json(v).as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
@@ -78,7 +84,9 @@ fn json_opt_value(out: &mut Vec<u8>, v: Option<&Value>) {
 
 fn maps_are_sorted() -> bool {
     static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SORTED.get_or_init(|| serde_json::json!({"b": 1, "a": 2}).to_string().as_str() == r#"{"a":2,"b":1}"#)
+    *SORTED.get_or_init(|| {
+        serde_json::json!({"b": 1, "a": 2}).to_string().as_str() == r#"{"a":2,"b":1}"#
+    })
 }
 
 /// JSON with object keys sorted at every level and no whitespace, whatever map type
@@ -133,7 +141,10 @@ pub fn write_jsonl_line(out: &mut Vec<u8>, e: &AuditEntry) {
 }
 
 pub fn jsonl_manifest_line(jws: &str) -> String {
-    format!("{{\"manifest\":{}}}\n", serde_json::to_string(jws).expect("strings serialise"))
+    format!(
+        "{{\"manifest\":{}}}\n",
+        serde_json::to_string(jws).expect("strings serialise")
+    )
 }
 
 pub fn csv_header_line() -> String {
@@ -184,7 +195,10 @@ pub fn write_csv_row(out: &mut Vec<u8>, e: &AuditEntry) {
     out.push(b',');
     csv_cell(out, &e.hash);
     out.push(b',');
-    csv_cell(out, std::str::from_utf8(&canonical).expect("canonical JSON is UTF-8"));
+    csv_cell(
+        out,
+        std::str::from_utf8(&canonical).expect("canonical JSON is UTF-8"),
+    );
     out.extend_from_slice(b"\r\n");
 }
 
@@ -208,7 +222,9 @@ fn csv_cell(out: &mut Vec<u8>, cell: &str) {
 
 /// Reads one CSV record (RFC 4180: quoted cells may hold commas, doubled quotes and line
 /// breaks). Answers the record's raw bytes (line break included) and its cells; `None` at the end.
-pub fn read_csv_record<R: BufRead>(reader: &mut R) -> std::io::Result<Option<(Vec<u8>, Vec<String>)>> {
+pub fn read_csv_record<R: BufRead>(
+    reader: &mut R,
+) -> std::io::Result<Option<(Vec<u8>, Vec<String>)>> {
     let mut raw = Vec::new();
     loop {
         let n = reader.read_until(b'\n', &mut raw)?;
@@ -278,7 +294,11 @@ mod tests {
     #[test]
     fn direct_writer_matches_the_hashed_document() {
         for e in [
-            entry(Some(json!({"z": [1, 2.5, {"y": null, "b": "ü\u{1}"}], "a": -0.0, "m": 1e300})), Some("r"), true),
+            entry(
+                Some(json!({"z": [1, 2.5, {"y": null, "b": "ü\u{1}"}], "a": -0.0, "m": 1e300})),
+                Some("r"),
+                true,
+            ),
             entry(None, None, false),
             entry(Some(json!("just a string")), Some("\u{2028}"), true),
         ] {
@@ -286,10 +306,13 @@ mod tests {
             write_canonical_entry(&mut out, &e);
             let direct = String::from_utf8(out).unwrap();
             assert_eq!(direct, canonical_json(&e.canonical_document()));
-            assert_eq!(crate::audit::chain_hash(&e.prev_hash, &e.canonical_document()), {
-                use sha2::Digest;
-                hex::encode(sha2::Sha256::digest(format!("{}{}", e.prev_hash, direct)))
-            });
+            assert_eq!(
+                crate::audit::chain_hash(&e.prev_hash, &e.canonical_document()),
+                {
+                    use sha2::Digest;
+                    hex::encode(sha2::Sha256::digest(format!("{}{}", e.prev_hash, direct)))
+                }
+            );
         }
     }
 
@@ -306,7 +329,11 @@ mod tests {
         let doc: Value = serde_json::from_str(&cells[12]).unwrap();
         assert_eq!(doc, e.canonical_document());
         assert_eq!(cells[..10], csv_plain_cells(&doc));
-        assert!(cells[3].starts_with("'="), "formula cells are neutralised: {}", cells[3]);
+        assert!(
+            cells[3].starts_with("'="),
+            "formula cells are neutralised: {}",
+            cells[3]
+        );
         assert_eq!(cells[9], "'-r");
         let (_, rest) = read_csv_record(&mut reader).unwrap().unwrap();
         assert_eq!(rest, ["next", "row"]);

@@ -22,7 +22,9 @@ use sha2::{Digest, Sha256};
 pub const KEY_FILE: &str = "audit-signing.pk8";
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): the 32 key bytes follow.
-const SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 
 /// A public key as verifiers hold it.
 #[derive(Clone)]
@@ -39,7 +41,10 @@ impl std::fmt::Debug for PublicKey {
 
 impl PublicKey {
     pub fn from_raw(raw: [u8; 32]) -> Self {
-        PublicKey { raw, decoding: DecodingKey::from_ed_der(&raw) }
+        PublicKey {
+            raw,
+            decoding: DecodingKey::from_ed_der(&raw),
+        }
     }
 
     /// A short, stable name of the key: the first 16 hex digits of sha256 of the raw key. It is
@@ -52,7 +57,10 @@ impl PublicKey {
     pub fn to_pem(&self) -> String {
         let mut der = SPKI_PREFIX.to_vec();
         der.extend_from_slice(&self.raw);
-        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(der))
+        format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            STANDARD.encode(der)
+        )
     }
 
     /// The key as a JWK (RFC 8037): `{"kty":"OKP","crv":"Ed25519","x":…,"kid":…,"alg":"EdDSA","use":"sig"}`.
@@ -71,12 +79,15 @@ impl PublicKey {
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let text = text.trim();
         if text.starts_with('{') {
-            let jwk: serde_json::Value = serde_json::from_str(text).context("the public key is not valid JSON (JWK)")?;
+            let jwk: serde_json::Value =
+                serde_json::from_str(text).context("the public key is not valid JSON (JWK)")?;
             anyhow::ensure!(
                 jwk["kty"] == "OKP" && jwk["crv"] == "Ed25519",
                 "the JWK is not an Ed25519 key (kty OKP, crv Ed25519)"
             );
-            let x = jwk["x"].as_str().ok_or_else(|| anyhow::anyhow!("the JWK has no `x`"))?;
+            let x = jwk["x"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("the JWK has no `x`"))?;
             let raw = URL_SAFE_NO_PAD
                 .decode(x.trim_end_matches('='))
                 .context("the JWK's `x` is not base64url")?;
@@ -91,19 +102,28 @@ impl PublicKey {
     }
 
     pub fn read_file(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the public key {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{} is not an Ed25519 public key (PEM or JWK)", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the public key {}", path.display()))?;
+        Self::parse(&text).with_context(|| {
+            format!(
+                "{} is not an Ed25519 public key (PEM or JWK)",
+                path.display()
+            )
+        })
     }
 
     fn from_slice(raw: &[u8]) -> anyhow::Result<Self> {
-        let raw: [u8; 32] = raw.try_into().map_err(|_| anyhow::anyhow!("an Ed25519 public key has 32 bytes"))?;
+        let raw: [u8; 32] = raw
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("an Ed25519 public key has 32 bytes"))?;
         Ok(Self::from_raw(raw))
     }
 
     /// Checks an EdDSA JWS made by this key and returns its claims. `typ` must be the purpose
     /// the token was signed for, so that a checkpoint cannot pass as an export manifest.
     pub fn verify<T: DeserializeOwned>(&self, jws: &str, typ: &str) -> Result<T, String> {
-        let header = jsonwebtoken::decode_header(jws).map_err(|e| format!("the signature is not a JWS: {e}"))?;
+        let header = jsonwebtoken::decode_header(jws)
+            .map_err(|e| format!("the signature is not a JWS: {e}"))?;
         if header.alg != Algorithm::EdDSA {
             return Err(format!("the signature uses {:?}, not EdDSA", header.alg));
         }
@@ -112,8 +132,8 @@ impl PublicKey {
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
         validation.set_issuer(&[crate::auth::ISSUER]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(jws, &self.decoding, &validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<serde_json::Value>(jws, &self.decoding, &validation)
+            .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => format!(
                     "the signature does not verify with public key {}{}",
                     self.key_id(),
@@ -123,12 +143,15 @@ impl PublicKey {
                     }
                 ),
                 _ => format!("the signature is invalid: {e}"),
-            }
-        })?;
+            })?;
         if data.claims["typ"] != typ {
-            return Err(format!("the signed document is a {}, not a {typ}", data.claims["typ"]));
+            return Err(format!(
+                "the signed document is a {}, not a {typ}",
+                data.claims["typ"]
+            ));
         }
-        serde_json::from_value(data.claims).map_err(|e| format!("the signed claims are malformed: {e}"))
+        serde_json::from_value(data.claims)
+            .map_err(|e| format!("the signed claims are malformed: {e}"))
     }
 }
 
@@ -145,7 +168,8 @@ impl AuditKeys {
     pub fn load(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
         match configured {
             Some(value) if value.trim_start().starts_with("-----BEGIN") => {
-                Self::from_pkcs8(&pem_body(value, "PRIVATE KEY")?).context("CUSTODY_AUDIT_SIGNING_KEY")
+                Self::from_pkcs8(&pem_body(value, "PRIVATE KEY")?)
+                    .context("CUSTODY_AUDIT_SIGNING_KEY")
             }
             Some(path) => Self::read_file(Path::new(path)).context("CUSTODY_AUDIT_SIGNING_KEY"),
             None => {
@@ -160,20 +184,29 @@ impl AuditKeys {
 
     /// A key file in PKCS#8, PEM or DER.
     pub fn read_file(path: &Path) -> anyhow::Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading the audit signing key {}", path.display()))?;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("reading the audit signing key {}", path.display()))?;
         let der = if bytes.starts_with(b"-----BEGIN") {
             pem_body(&String::from_utf8_lossy(&bytes), "PRIVATE KEY")?
         } else {
             bytes
         };
-        Self::from_pkcs8(&der).with_context(|| format!("{} is not an Ed25519 private key in PKCS#8", path.display()))
+        Self::from_pkcs8(&der)
+            .with_context(|| format!("{} is not an Ed25519 private key in PKCS#8", path.display()))
     }
 
     pub fn from_pkcs8(der: &[u8]) -> anyhow::Result<Self> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|e| anyhow::anyhow!("not an Ed25519 PKCS#8 key: {e}"))?;
-        let raw: [u8; 32] = pair.public_key().as_ref().try_into().context("Ed25519 public keys have 32 bytes")?;
-        Ok(AuditKeys { encoding: EncodingKey::from_ed_der(der), public: PublicKey::from_raw(raw) })
+        let raw: [u8; 32] = pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .context("Ed25519 public keys have 32 bytes")?;
+        Ok(AuditKeys {
+            encoding: EncodingKey::from_ed_der(der),
+            public: PublicKey::from_raw(raw),
+        })
     }
 
     /// A fresh key (tests, key rotation).
@@ -206,7 +239,9 @@ fn generate_into(path: &Path) -> anyhow::Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("writing the audit signing key {}", path.display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("writing the audit signing key {}", path.display()))
+        }
     }
 }
 
@@ -222,7 +257,10 @@ fn pem_body(text: &str, label: &str) -> anyhow::Result<Vec<u8>> {
         .find(&end)
         .ok_or_else(|| anyhow::anyhow!("the PEM block has no `{end}`"))?
         + start;
-    let body: String = text[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let body: String = text[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     STANDARD.decode(body).context("the PEM block is not base64")
 }
 
@@ -240,13 +278,20 @@ mod tests {
     #[test]
     fn sign_and_verify_with_pem_and_jwk() {
         let (keys, _) = AuditKeys::generate().unwrap();
-        let claims = Claims { iss: "custody".into(), typ: "t".into(), n: 7 };
+        let claims = Claims {
+            iss: "custody".into(),
+            typ: "t".into(),
+            n: 7,
+        };
         let jws = keys.sign(&claims).unwrap();
         let from_pem = PublicKey::parse(&keys.public.to_pem()).unwrap();
         let from_jwk = PublicKey::parse(&keys.public.to_jwk().to_string()).unwrap();
         assert_eq!(from_pem.verify::<Claims>(&jws, "t").unwrap(), claims);
         assert_eq!(from_jwk.verify::<Claims>(&jws, "t").unwrap(), claims);
-        assert!(from_pem.verify::<Claims>(&jws, "other").unwrap_err().contains("not a other"));
+        assert!(from_pem
+            .verify::<Claims>(&jws, "other")
+            .unwrap_err()
+            .contains("not a other"));
         let (other, _) = AuditKeys::generate().unwrap();
         let err = other.public.verify::<Claims>(&jws, "t").unwrap_err();
         assert!(err.contains("does not verify"), "{err}");
@@ -255,11 +300,16 @@ mod tests {
     #[test]
     fn pkcs8_pem_round_trip_and_refusals() {
         let (keys, der) = AuditKeys::generate().unwrap();
-        let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", STANDARD.encode(&der));
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            STANDARD.encode(&der)
+        );
         let again = AuditKeys::from_pkcs8(&pem_body(&pem, "PRIVATE KEY").unwrap()).unwrap();
         assert_eq!(again.public.key_id(), keys.public.key_id());
         assert!(AuditKeys::from_pkcs8(b"nonsense").is_err());
-        assert!(PublicKey::parse("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_err());
+        assert!(
+            PublicKey::parse("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_err()
+        );
         assert!(PublicKey::parse(r#"{"kty":"RSA"}"#).is_err());
     }
 

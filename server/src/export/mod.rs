@@ -54,7 +54,12 @@ pub struct AuditOptions {
     /// Ed25519 private key (PKCS#8, PEM or DER) that signs audit exports: a file path, or the
     /// PEM text. Unset: <data-dir>/audit-signing.pk8, generated on first use. Replicas sharing
     /// one database must share it.
-    #[arg(long, env = "CUSTODY_AUDIT_SIGNING_KEY", global = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CUSTODY_AUDIT_SIGNING_KEY",
+        global = true,
+        hide_env_values = true
+    )]
     pub audit_signing_key: Option<String>,
     /// How often the server signs a checkpoint of the audit chain head (when it moved).
     #[arg(long, env = "CUSTODY_AUDIT_CHECKPOINT_INTERVAL", default_value = "1h", global = true,
@@ -80,7 +85,9 @@ impl Format {
         match text {
             "jsonl" | "ndjson" => Ok(Format::Jsonl),
             "csv" => Ok(Format::Csv),
-            other => Err(Error::invalid(format!("format must be `jsonl` or `csv`, not `{other}`"))),
+            other => Err(Error::invalid(format!(
+                "format must be `jsonl` or `csv`, not `{other}`"
+            ))),
         }
     }
 
@@ -141,7 +148,9 @@ impl ExportRequest {
         };
         if let (Some(from), Some(to)) = (request.from, request.to) {
             if from >= to {
-                return Err(Error::invalid("`from` must be before `to` (from is inclusive, to exclusive)"));
+                return Err(Error::invalid(
+                    "`from` must be before `to` (from is inclusive, to exclusive)",
+                ));
             }
         }
         Ok(request)
@@ -162,7 +171,9 @@ pub fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
     }
-    Err(format!("`{text}` is not an RFC 3339 time like 2026-11-01T00:00:00Z (or a date like 2026-11-01)"))
+    Err(format!(
+        "`{text}` is not an RFC 3339 time like 2026-11-01T00:00:00Z (or a date like 2026-11-01)"
+    ))
 }
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {
@@ -232,10 +243,14 @@ pub async fn grant_auditor(conn: &mut Conn, actor: &Actor, email: &str) -> Resul
     let user = auth::find_user_by_email(conn, &email)
         .await?
         .ok_or_else(|| Error::not_found(format!("no user {email}")))?;
-    let updated = diesel::update(users::table.find(user.id).filter(users::is_auditor.eq(false)))
-        .set(users::is_auditor.eq(true))
-        .execute(conn)
-        .await?;
+    let updated = diesel::update(
+        users::table
+            .find(user.id)
+            .filter(users::is_auditor.eq(false)),
+    )
+    .set(users::is_auditor.eq(true))
+    .execute(conn)
+    .await?;
     if updated == 1 {
         audit::record(
             conn,
@@ -256,7 +271,11 @@ pub async fn grant_auditor(conn: &mut Conn, actor: &Actor, email: &str) -> Resul
 
 /// Who may export what: admins and auditors everything; a project's admins that project.
 /// Answers the project named by the filter.
-pub async fn authorize_export(conn: &mut Conn, actor: &Actor, project: Option<&str>) -> Result<Option<Project>> {
+pub async fn authorize_export(
+    conn: &mut Conn,
+    actor: &Actor,
+    project: Option<&str>,
+) -> Result<Option<Project>> {
     if actor.is_admin || is_auditor(conn, actor).await? {
         return match project {
             Some(name) => Ok(Some(projects::find_by_name(conn, name).await?)),
@@ -426,7 +445,10 @@ impl Exporter {
                 return Ok(Some(self.hashed(format::csv_header_line().into_bytes())));
             }
         }
-        let rows = self.rows.as_mut().ok_or_else(|| Error::internal(anyhow::anyhow!("Exporter::start was not called")))?;
+        let rows = self
+            .rows
+            .as_mut()
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("Exporter::start was not called")))?;
         while let Some(batch) = rows.recv().await {
             let batch = batch?;
             let Some(last) = batch.last() else { continue };
@@ -516,22 +538,26 @@ async fn seq_window(
     let lo: Option<i64> = match from {
         None if head_seq >= 1 => Some(1),
         None => None,
-        Some(from) => audit_log::table
-            .filter(audit_log::at.ge(from))
-            .filter(audit_log::seq.le(head_seq))
-            .select(diesel::dsl::min(audit_log::seq))
-            .first(conn)
-            .await?,
+        Some(from) => {
+            audit_log::table
+                .filter(audit_log::at.ge(from))
+                .filter(audit_log::seq.le(head_seq))
+                .select(diesel::dsl::min(audit_log::seq))
+                .first(conn)
+                .await?
+        }
     };
     let hi: Option<i64> = match to {
         None if head_seq >= 1 => Some(head_seq),
         None => None,
-        Some(to) => audit_log::table
-            .filter(audit_log::at.lt(to))
-            .filter(audit_log::seq.le(head_seq))
-            .select(diesel::dsl::max(audit_log::seq))
-            .first(conn)
-            .await?,
+        Some(to) => {
+            audit_log::table
+                .filter(audit_log::at.lt(to))
+                .filter(audit_log::seq.le(head_seq))
+                .select(diesel::dsl::max(audit_log::seq))
+                .first(conn)
+                .await?
+        }
     };
     Ok(match (lo, hi) {
         (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),
@@ -541,7 +567,11 @@ async fn seq_window(
 
 /// A file name for an export served now.
 pub fn file_name(format: Format) -> String {
-    format!("custody-audit-{}.{}", Utc::now().format("%Y%m%dT%H%M%SZ"), format.extension())
+    format!(
+        "custody-audit-{}.{}",
+        Utc::now().format("%Y%m%dT%H%M%SZ"),
+        format.extension()
+    )
 }
 
 #[cfg(test)]
@@ -550,15 +580,25 @@ mod tests {
 
     #[test]
     fn request_parsing() {
-        let r = ExportRequest::parse(Some("2026-11-01T00:00:00Z"), Some("2026-12-01"), Some("p"), None, Some("")).unwrap();
+        let r = ExportRequest::parse(
+            Some("2026-11-01T00:00:00Z"),
+            Some("2026-12-01"),
+            Some("p"),
+            None,
+            Some(""),
+        )
+        .unwrap();
         assert_eq!(rfc3339(r.from.unwrap()), "2026-11-01T00:00:00.000000Z");
         assert_eq!(rfc3339(r.to.unwrap()), "2026-12-01T00:00:00.000000Z");
         assert!(r.filtered());
         assert!(r.action.is_none());
-        assert!(!ExportRequest::parse(None, None, None, None, None).unwrap().filtered());
+        assert!(!ExportRequest::parse(None, None, None, None, None)
+            .unwrap()
+            .filtered());
         let err = ExportRequest::parse(Some("yesterday"), None, None, None, None).unwrap_err();
         assert!(err.to_string().contains("RFC 3339"), "{err}");
-        let err = ExportRequest::parse(Some("2026-12-01"), Some("2026-11-01"), None, None, None).unwrap_err();
+        let err = ExportRequest::parse(Some("2026-12-01"), Some("2026-11-01"), None, None, None)
+            .unwrap_err();
         assert!(err.to_string().contains("before"), "{err}");
         assert!(Format::parse("xml").is_err());
         assert_eq!(Format::parse("csv").unwrap(), Format::Csv);

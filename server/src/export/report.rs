@@ -21,7 +21,8 @@ use super::{is_auditor, rfc3339, AuditKeys, TYP_REPORT};
 use crate::audit::{AuditEntry, GENESIS_HASH};
 use crate::auth::{self, Actor};
 use crate::db::schema::{
-    approvals, audit_log, deployments, model_versions, models, projects as projects_table, promotions, run_metrics, users,
+    approvals, audit_log, deployments, model_versions, models, projects as projects_table,
+    promotions, run_metrics, users,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -46,8 +47,27 @@ impl SignedReport {
 }
 
 /// Builds and signs the report. Readable by server admins, auditors and the project's members.
-pub async fn build(conn: &mut Conn, keys: &AuditKeys, actor: &Actor, model_version_id: Uuid) -> Result<SignedReport> {
-    type Identity = (Uuid, i32, Option<String>, Option<String>, Option<String>, String, DateTime<Utc>, Uuid, Uuid, String, Uuid, String, String);
+pub async fn build(
+    conn: &mut Conn,
+    keys: &AuditKeys,
+    actor: &Actor,
+    model_version_id: Uuid,
+) -> Result<SignedReport> {
+    type Identity = (
+        Uuid,
+        i32,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        DateTime<Utc>,
+        Uuid,
+        Uuid,
+        String,
+        Uuid,
+        String,
+        String,
+    );
     let found: Option<Identity> = model_versions::table
         .inner_join(models::table.inner_join(projects_table::table))
         .inner_join(users::table.on(users::id.eq(model_versions::created_by)))
@@ -70,14 +90,31 @@ pub async fn build(conn: &mut Conn, keys: &AuditKeys, actor: &Actor, model_versi
         .first(conn)
         .await
         .optional()?;
-    let (id, version, stage, description, artifact_path, manifest_sha256, created_at, run_id, model_id, model_name, project_id, project_name, created_by) =
-        found.ok_or_else(|| Error::not_found(format!("no model version with id {model_version_id}")))?;
+    let (
+        id,
+        version,
+        stage,
+        description,
+        artifact_path,
+        manifest_sha256,
+        created_at,
+        run_id,
+        model_id,
+        model_name,
+        project_id,
+        project_name,
+        created_by,
+    ) = found
+        .ok_or_else(|| Error::not_found(format!("no model version with id {model_version_id}")))?;
     // Auditors read every project; they are not members, so the lineage walk (which checks the
     // project role) runs with a read-only view that passes those checks. Only reads follow.
     let reader = if actor.is_admin {
         actor.clone()
     } else if is_auditor(conn, actor).await? {
-        Actor { is_admin: true, ..actor.clone() }
+        Actor {
+            is_admin: true,
+            ..actor.clone()
+        }
     } else {
         projects::authorize(conn, actor, project_id, Role::Viewer).await.map_err(|_| {
             Error::forbidden("the compliance report needs a role in the model's project, the auditor role or server admin")
@@ -90,8 +127,18 @@ pub async fn build(conn: &mut Conn, keys: &AuditKeys, actor: &Actor, model_versi
         .into_iter()
         .map(|(_, f)| json!({"path": f.path, "sha256": f.sha256, "size": f.size}))
         .collect();
-    let start = NodeRef { kind: NodeKind::ModelVersion, id };
-    let graph = lineage::traverse(conn, &reader, start, Direction::Upstream, lineage::MAX_DEPTH).await?;
+    let start = NodeRef {
+        kind: NodeKind::ModelVersion,
+        id,
+    };
+    let graph = lineage::traverse(
+        conn,
+        &reader,
+        start,
+        Direction::Upstream,
+        lineage::MAX_DEPTH,
+    )
+    .await?;
     let lineage_section = lineage_section(conn, &graph).await?;
     let (promotion_section, promotion_ids) = promotions_section(conn, id).await?;
     let deployment_rows: Vec<(Uuid, String, DateTime<Utc>)> = deployments::table
@@ -144,17 +191,33 @@ pub async fn build(conn: &mut Conn, keys: &AuditKeys, actor: &Actor, model_versi
         generated_at: rfc3339(now),
         iat: now.timestamp(),
     })?;
-    Ok(SignedReport { report, report_sha256, signature })
+    Ok(SignedReport {
+        report,
+        report_sha256,
+        signature,
+    })
 }
 
 /// Upstream nodes, resolved: datasets with digests and tags, commits, runs with params and the
 /// last logged value of each metric, other model versions; and the edges between them.
 async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Value> {
-    let ids = |kind: NodeKind| -> Vec<Uuid> { graph.nodes.iter().filter(|n| n.kind == kind).map(|n| n.id).collect() };
+    let ids = |kind: NodeKind| -> Vec<Uuid> {
+        graph
+            .nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .map(|n| n.id)
+            .collect()
+    };
     let dataset_versions = datasets::versions_by_id(conn, &ids(NodeKind::DatasetVersion)).await?;
     let dataset_names: BTreeMap<Uuid, String> = datasets::by_ids(
         conn,
-        &dataset_versions.iter().map(|v| v.dataset_id).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>(),
+        &dataset_versions
+            .iter()
+            .map(|v| v.dataset_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>(),
     )
     .await?
     .into_iter()
@@ -175,7 +238,12 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
             })
         })
         .collect();
-    dataset_items.sort_by_key(|d| (d["dataset"].as_str().map(str::to_owned), d["version"].as_i64()));
+    dataset_items.sort_by_key(|d| {
+        (
+            d["dataset"].as_str().map(str::to_owned),
+            d["version"].as_i64(),
+        )
+    });
 
     let commit_items: Vec<Value> = code::by_ids(conn, &ids(NodeKind::CodeCommit))
         .await?
@@ -198,16 +266,27 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
     let last_metrics: Vec<(Uuid, String, f64, i64, DateTime<Utc>)> = run_metrics::table
         .filter(run_metrics::run_id.eq_any(&run_ids))
         .distinct_on((run_metrics::run_id, run_metrics::key))
-        .order((run_metrics::run_id, run_metrics::key, run_metrics::step.desc(), run_metrics::at.desc()))
-        .select((run_metrics::run_id, run_metrics::key, run_metrics::value, run_metrics::step, run_metrics::at))
+        .order((
+            run_metrics::run_id,
+            run_metrics::key,
+            run_metrics::step.desc(),
+            run_metrics::at.desc(),
+        ))
+        .select((
+            run_metrics::run_id,
+            run_metrics::key,
+            run_metrics::value,
+            run_metrics::step,
+            run_metrics::at,
+        ))
         .load(conn)
         .await?;
     let mut metrics: BTreeMap<Uuid, BTreeMap<String, Value>> = BTreeMap::new();
     for (run, key, value, step, at) in last_metrics {
-        metrics
-            .entry(run)
-            .or_default()
-            .insert(key, json!({"value": value, "step": step, "at": rfc3339(at)}));
+        metrics.entry(run).or_default().insert(
+            key,
+            json!({"value": value, "step": step, "at": rfc3339(at)}),
+        );
     }
     let run_items: Vec<Value> = runs::by_ids(conn, &run_ids)
         .await?
@@ -249,8 +328,24 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
 }
 
 /// Every promotion of the version with its policy digest, result and approvals.
-async fn promotions_section(conn: &mut Conn, model_version_id: Uuid) -> Result<(Vec<Value>, Vec<Uuid>)> {
-    type Row = (Uuid, String, String, Uuid, Option<String>, DateTime<Utc>, Option<DateTime<Utc>>, String, String, Value, i32, Option<String>);
+async fn promotions_section(
+    conn: &mut Conn,
+    model_version_id: Uuid,
+) -> Result<(Vec<Value>, Vec<Uuid>)> {
+    type Row = (
+        Uuid,
+        String,
+        String,
+        Uuid,
+        Option<String>,
+        DateTime<Utc>,
+        Option<DateTime<Utc>>,
+        String,
+        String,
+        Value,
+        i32,
+        Option<String>,
+    );
     let rows: Vec<(Row, String)> = promotions::table
         .inner_join(users::table.on(users::id.eq(promotions::requested_by)))
         .filter(promotions::model_version_id.eq(model_version_id))
@@ -280,7 +375,14 @@ async fn promotions_section(conn: &mut Conn, model_version_id: Uuid) -> Result<(
         .inner_join(users::table.on(users::id.eq(approvals::approver_id)))
         .filter(approvals::promotion_id.eq_any(&ids))
         .order(approvals::at.asc())
-        .select((approvals::promotion_id, approvals::decision, approvals::comment, approvals::via, approvals::at, users::email))
+        .select((
+            approvals::promotion_id,
+            approvals::decision,
+            approvals::comment,
+            approvals::via,
+            approvals::at,
+            users::email,
+        ))
         .load(conn)
         .await?;
     let items = rows
@@ -318,7 +420,10 @@ async fn audit_section(conn: &mut Conn, subjects: &[String]) -> Result<Value> {
     let truncated = entries.len() as i64 > MAX_AUDIT_ENTRIES;
     entries.truncate(MAX_AUDIT_ENTRIES as usize);
     entries.reverse();
-    let neighbours: Vec<i64> = entries.iter().flat_map(|e| [e.seq - 1, e.seq + 1]).collect();
+    let neighbours: Vec<i64> = entries
+        .iter()
+        .flat_map(|e| [e.seq - 1, e.seq + 1])
+        .collect();
     let linked: BTreeMap<i64, (String, String)> = audit_log::table
         .filter(audit_log::seq.eq_any(&neighbours))
         .select((audit_log::seq, audit_log::prev_hash, audit_log::hash))
@@ -351,20 +456,31 @@ async fn audit_section(conn: &mut Conn, subjects: &[String]) -> Result<Value> {
     }))
 }
 
-fn chain_check(e: &AuditEntry, linked: &BTreeMap<i64, (String, String)>) -> std::result::Result<(), String> {
+fn chain_check(
+    e: &AuditEntry,
+    linked: &BTreeMap<i64, (String, String)>,
+) -> std::result::Result<(), String> {
     if e.compute_hash() != e.hash {
         return Err("its hash does not match its content: the entry was altered".into());
     }
     let before_ok = if e.seq == 1 {
         e.prev_hash == GENESIS_HASH
     } else {
-        linked.get(&(e.seq - 1)).is_some_and(|(_, hash)| *hash == e.prev_hash)
+        linked
+            .get(&(e.seq - 1))
+            .is_some_and(|(_, hash)| *hash == e.prev_hash)
     };
     if !before_ok {
-        return Err(format!("its prev_hash is not the hash of seq {}: the chain is broken before it", e.seq - 1));
+        return Err(format!(
+            "its prev_hash is not the hash of seq {}: the chain is broken before it",
+            e.seq - 1
+        ));
     }
     match linked.get(&(e.seq + 1)) {
-        Some((prev, _)) if *prev != e.hash => Err(format!("seq {} does not link to it: the chain is broken after it", e.seq + 1)),
+        Some((prev, _)) if *prev != e.hash => Err(format!(
+            "seq {} does not link to it: the chain is broken after it",
+            e.seq + 1
+        )),
         _ => Ok(()),
     }
 }
@@ -421,9 +537,18 @@ mod tests {
                 "actor": "a@x", "at": "t"}, "chain": "ok"}], "truncated_to_newest": null,
                 "chain_check": {"ok": true, "entries_checked": 1, "problems": []}},
         });
-        let signed = SignedReport { report_sha256: "ff".into(), signature: keys.sign(&json!({"iss": "custody"})).unwrap(), report };
+        let signed = SignedReport {
+            report_sha256: "ff".into(),
+            signature: keys.sign(&json!({"iss": "custody"})).unwrap(),
+            report,
+        };
         let page = render_html(&signed).unwrap();
-        assert!(page.contains("churn") && page.contains("pii") && page.contains("b@x") && page.contains("lr"));
+        assert!(
+            page.contains("churn")
+                && page.contains("pii")
+                && page.contains("b@x")
+                && page.contains("lr")
+        );
         assert!(!page.contains("<b>me</b>"), "HTML must be escaped");
     }
 }

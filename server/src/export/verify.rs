@@ -132,7 +132,10 @@ impl Verdict {
                 s.push_str(&format!("; signed by key {}", self.key_id));
             }
             if self.checkpoints_checked > 0 {
-                s.push_str(&format!("; consistent with {} checkpoint(s)", self.checkpoints_checked));
+                s.push_str(&format!(
+                    "; consistent with {} checkpoint(s)",
+                    self.checkpoints_checked
+                ));
             }
             s.push('\n');
             s
@@ -159,7 +162,8 @@ pub struct Options {
 /// `{"manifest":"<JWS>"}` (an earlier export's last line: its head), or a bare JWS. Each must be
 /// signed by `key`.
 pub fn read_checkpoints(path: &Path, key: &PublicKey) -> anyhow::Result<Vec<CheckpointClaims>> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening the checkpoints {}", path.display()))?;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("opening the checkpoints {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line?;
@@ -169,13 +173,17 @@ pub fn read_checkpoints(path: &Path, key: &PublicKey) -> anyhow::Result<Vec<Chec
         }
         let where_ = || format!("{} line {}", path.display(), i + 1);
         let (jws, is_manifest) = if line.starts_with('{') {
-            let v: Value = serde_json::from_str(line).with_context(|| format!("{} is not JSON", where_()))?;
+            let v: Value =
+                serde_json::from_str(line).with_context(|| format!("{} is not JSON", where_()))?;
             match (v["checkpoint"].as_str(), v["manifest"].as_str()) {
                 (Some(jws), _) => (jws.to_owned(), false),
                 (None, Some(jws)) => (jws.to_owned(), true),
                 _ => anyhow::bail!("{} holds neither `checkpoint` nor `manifest`", where_()),
             }
-        } else if let Some(jws) = line.strip_prefix(format::CSV_MANIFEST_CELL).and_then(|l| l.strip_prefix(',')) {
+        } else if let Some(jws) = line
+            .strip_prefix(format::CSV_MANIFEST_CELL)
+            .and_then(|l| l.strip_prefix(','))
+        {
             (jws.to_owned(), true)
         } else {
             (line.to_owned(), false)
@@ -193,7 +201,8 @@ pub fn read_checkpoints(path: &Path, key: &PublicKey) -> anyhow::Result<Vec<Chec
                 iat: m.iat,
             }
         } else {
-            key.verify(&jws, TYP_CHECKPOINT).map_err(|e| anyhow::anyhow!("{}: {e}", where_()))?
+            key.verify(&jws, TYP_CHECKPOINT)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", where_()))?
         };
         out.push(claims);
     }
@@ -202,7 +211,8 @@ pub fn read_checkpoints(path: &Path, key: &PublicKey) -> anyhow::Result<Vec<Chec
 
 /// Verifies a file: a JSON Lines or CSV export, or a signed compliance report.
 pub fn verify_file(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut head = [0u8; 64];
     let n = read_up_to(&mut file, &mut head)?;
     let start = std::str::from_utf8(&head[..n]).unwrap_or("").trim_start();
@@ -243,9 +253,15 @@ fn last_line(file: &mut std::fs::File) -> anyhow::Result<(u64, String)> {
     while end > 0 && matches!(tail[end - 1], b'\n' | b'\r') {
         end -= 1;
     }
-    let begin = tail[..end].iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let begin = tail[..end]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
     let offset = len - tail_len + begin as u64;
-    Ok((offset, String::from_utf8_lossy(&tail[begin..end]).into_owned()))
+    Ok((
+        offset,
+        String::from_utf8_lossy(&tail[begin..end]).into_owned(),
+    ))
 }
 
 fn parse_manifest_line(format: Format, line: &str) -> Option<String> {
@@ -256,7 +272,9 @@ fn parse_manifest_line(format: Format, line: &str) -> Option<String> {
             struct ManifestLine {
                 manifest: String,
             }
-            serde_json::from_str::<ManifestLine>(line).ok().map(|m| m.manifest)
+            serde_json::from_str::<ManifestLine>(line)
+                .ok()
+                .map(|m| m.manifest)
         }
         Format::Csv => line
             .strip_prefix(format::CSV_MANIFEST_CELL)
@@ -270,7 +288,9 @@ fn parse_manifest_line(format: Format, line: &str) -> Option<String> {
 fn unverified_claims(jws: &str) -> Option<ExportManifest> {
     use base64::Engine as _;
     let payload = jws.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -298,7 +318,8 @@ struct JsonlLine<'a> {
 }
 
 fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Result<Verdict> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let (manifest_offset, last) = last_line(&mut file)?;
     let jws = parse_manifest_line(format, &last);
     let mut checker = Checker::new(options);
@@ -307,10 +328,20 @@ fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Resu
             let claims = unverified_claims(jws);
             match options.public_key.verify::<ExportManifest>(jws, TYP_EXPORT) {
                 Ok(_) => checker.signature_ok = true,
-                Err(e) => checker.late(Kind::BadSignature, None, None, format!("the manifest is not authentic: {e}")),
+                Err(e) => checker.late(
+                    Kind::BadSignature,
+                    None,
+                    None,
+                    format!("the manifest is not authentic: {e}"),
+                ),
             }
             if claims.is_none() {
-                checker.late(Kind::BadSignature, None, None, "the manifest's claims are unreadable".into());
+                checker.late(
+                    Kind::BadSignature,
+                    None,
+                    None,
+                    "the manifest's claims are unreadable".into(),
+                );
             }
             (manifest_offset, claims)
         }
@@ -327,12 +358,22 @@ fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Resu
     checker.manifest = manifest.clone();
     if let Some(m) = &manifest {
         if m.format != format {
-            checker.late(Kind::BadSignature, None, None, format!("the manifest is for a {:?} export, the file is {format:?}", m.format));
+            checker.late(
+                Kind::BadSignature,
+                None,
+                None,
+                format!(
+                    "the manifest is for a {:?} export, the file is {format:?}",
+                    m.format
+                ),
+            );
         }
     }
     file.seek(SeekFrom::Start(0))?;
     let reader = BufReader::with_capacity(1 << 20, HashingReader::new(file.take(body_len)));
-    let filters = manifest.as_ref().map(|m| (m.filters.clone(), m.window_first_seq, m.window_last_seq));
+    let filters = manifest
+        .as_ref()
+        .map(|m| (m.filters.clone(), m.window_first_seq, m.window_last_seq));
     let (hashing, mut checker) = scan(reader, format, filters, checker)?;
     let body_sha256 = hex::encode(hashing.hasher.finalize());
     checker.finish(&body_sha256, hashing.bytes);
@@ -373,7 +414,9 @@ fn scan<'o>(
     checker: Checker<'o>,
 ) -> anyhow::Result<(HashingReader<std::io::Take<std::fs::File>>, Checker<'o>)> {
     use std::sync::mpsc::sync_channel;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4);
     std::thread::scope(|scope| {
         let (done_tx, done_rx) = sync_channel::<(u64, Vec<Examined>)>(workers * 2);
         let mut job_txs = Vec::new();
@@ -383,7 +426,10 @@ fn scan<'o>(
             let (done_tx, filters) = (done_tx.clone(), filters.clone());
             scope.spawn(move || {
                 for (index, units) in rx {
-                    let examined = units.into_iter().map(|u| examine(u, filters.as_ref())).collect();
+                    let examined = units
+                        .into_iter()
+                        .map(|u| examine(u, filters.as_ref()))
+                        .collect();
                     if done_tx.send((index, examined)).is_err() {
                         return;
                     }
@@ -407,23 +453,34 @@ fn scan<'o>(
             checker
         });
         let read = read_units(&mut reader, format, |index, units| {
-            job_txs[index as usize % workers].send((index, units)).is_ok()
+            job_txs[index as usize % workers]
+                .send((index, units))
+                .is_ok()
         });
         drop(job_txs);
-        let checker = collector.join().map_err(|_| anyhow::anyhow!("the verification thread panicked"))?;
+        let checker = collector
+            .join()
+            .map_err(|_| anyhow::anyhow!("the verification thread panicked"))?;
         read?;
         Ok((reader.into_inner(), checker))
     })
 }
 
 /// Splits the body into units, handing them on in batches (`send` answers false to stop).
-fn read_units<R: BufRead>(reader: &mut R, format: Format, mut send: impl FnMut(u64, Vec<Unit>) -> bool) -> anyhow::Result<()> {
+fn read_units<R: BufRead>(
+    reader: &mut R,
+    format: Format,
+    mut send: impl FnMut(u64, Vec<Unit>) -> bool,
+) -> anyhow::Result<()> {
     let mut batch = Vec::with_capacity(SCAN_BATCH);
     let mut index = 0u64;
     let mut line_no = 0u64;
     let mut flush = |batch: &mut Vec<Unit>, force: bool| -> bool {
         if batch.len() >= SCAN_BATCH || (force && !batch.is_empty()) {
-            let ok = send(index, std::mem::replace(batch, Vec::with_capacity(SCAN_BATCH)));
+            let ok = send(
+                index,
+                std::mem::replace(batch, Vec::with_capacity(SCAN_BATCH)),
+            );
             index += 1;
             ok
         } else {
@@ -446,16 +503,30 @@ fn read_units<R: BufRead>(reader: &mut R, format: Format, mut send: impl FnMut(u
             line_no += 1;
             match format::read_csv_record(reader)? {
                 Some((_, cells)) if cells.join(",") == format::CSV_HEADER => {}
-                _ => batch.push(Unit::Bad(1, format!("the first row is not the header `{}`", format::CSV_HEADER))),
+                _ => batch.push(Unit::Bad(
+                    1,
+                    format!("the first row is not the header `{}`", format::CSV_HEADER),
+                )),
             }
             while let Some((raw, cells)) = format::read_csv_record(reader)? {
                 line_no += 1;
                 let record_line = line_no;
-                line_no += raw.iter().filter(|&&b| b == b'\n').count().saturating_sub(1) as u64;
+                line_no += raw
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    .saturating_sub(1) as u64;
                 batch.push(if cells.len() == format::CSV_COLUMNS {
                     Unit::Row(record_line, cells)
                 } else {
-                    Unit::Bad(record_line, format!("the row has {} cells, not {}", cells.len(), format::CSV_COLUMNS))
+                    Unit::Bad(
+                        record_line,
+                        format!(
+                            "the row has {} cells, not {}",
+                            cells.len(),
+                            format::CSV_COLUMNS
+                        ),
+                    )
                 });
                 if !flush(&mut batch, false) {
                     return Ok(());
@@ -506,12 +577,28 @@ fn examine(unit: Unit, filters: Option<&ManifestFilters>) -> Examined {
                 }
             }
             match serde_json::from_str::<JsonlLine>(text) {
-                Ok(l) => examine_entry(line, l.seq, &l.prev_hash, &l.hash, l.entry.get(), None, filters),
+                Ok(l) => examine_entry(
+                    line,
+                    l.seq,
+                    &l.prev_hash,
+                    &l.hash,
+                    l.entry.get(),
+                    None,
+                    filters,
+                ),
                 Err(e) => unreadable(line, e.to_string()),
             }
         }
         Unit::Row(line, cells) => match cells[0].parse::<i64>() {
-            Ok(seq) => examine_entry(line, seq, &cells[10], &cells[11], &cells[12], Some(&cells[..10]), filters),
+            Ok(seq) => examine_entry(
+                line,
+                seq,
+                &cells[10],
+                &cells[11],
+                &cells[12],
+                Some(&cells[..10]),
+                filters,
+            ),
             Err(_) => unreadable(line, format!("`{}` is not a seq", cells[0])),
         },
     }
@@ -531,10 +618,19 @@ fn examine_entry(
     let mut problems = Vec::new();
     let mut seq = seq;
     match serde_json::from_str::<EntryView>(entry) {
-        Err(e) => problems.push((Kind::AlteredContent, format!("the entry document is unreadable ({e})"))),
+        Err(e) => problems.push((
+            Kind::AlteredContent,
+            format!("the entry document is unreadable ({e})"),
+        )),
         Ok(view) => {
             if view.seq != seq {
-                problems.push((Kind::AlteredContent, format!("the line says seq {seq} but its hashed entry says seq {}", view.seq)));
+                problems.push((
+                    Kind::AlteredContent,
+                    format!(
+                        "the line says seq {seq} but its hashed entry says seq {}",
+                        view.seq
+                    ),
+                ));
                 seq = view.seq;
             }
             if let Some(f) = filters {
@@ -545,7 +641,10 @@ fn examine_entry(
         }
     }
     if !is_hex64(hash) || !is_hex64(prev_hash) {
-        problems.push((Kind::AlteredContent, "hash and prev_hash must be 64 lowercase hex characters".into()));
+        problems.push((
+            Kind::AlteredContent,
+            "hash and prev_hash must be 64 lowercase hex characters".into(),
+        ));
     } else if sha256_hex(prev_hash, entry.as_bytes()) != hash {
         // The file may hold the entry reformatted (same content, other bytes); the body
         // digest flags such a file, the entry itself is judged on its canonical form.
@@ -564,19 +663,32 @@ fn examine_entry(
             if let Some(i) = (0..want.len()).find(|&i| cells[i] != want[i]) {
                 problems.push((
                     Kind::AlteredContent,
-                    format!("column `{}` says {:?} but the hashed entry says {:?}", names[i], cells[i], want[i]),
+                    format!(
+                        "column `{}` says {:?} but the hashed entry says {:?}",
+                        names[i], cells[i], want[i]
+                    ),
                 ));
             }
         }
     }
-    Examined { line, seq, prev_hash: prev_hash.to_owned(), hash: hash.to_owned(), problems, unreadable: None }
+    Examined {
+        line,
+        seq,
+        prev_hash: prev_hash.to_owned(),
+        hash: hash.to_owned(),
+        problems,
+        unreadable: None,
+    }
 }
 
 fn outside_filter(view: &EntryView<'_>, (filters, lo, hi): &ManifestFilters) -> Option<String> {
     let mut wrong = Vec::new();
     if let Some(p) = &filters.project_id {
         if view.project_id.as_deref() != Some(p.as_str()) {
-            wrong.push(format!("project {}", view.project_id.as_deref().unwrap_or("none")));
+            wrong.push(format!(
+                "project {}",
+                view.project_id.as_deref().unwrap_or("none")
+            ));
         }
     }
     if let Some(s) = &filters.subject {
@@ -606,7 +718,11 @@ struct HashingReader<R> {
 
 impl<R> HashingReader<R> {
     fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), bytes: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
 }
 
@@ -666,17 +782,33 @@ impl<'o> Checker<'o> {
         self.manifest.as_ref().is_some_and(|m| m.filtered)
     }
 
-    fn problem(&mut self, kind: Kind, seq: Option<i64>, line: Option<u64>, detail: String) -> Option<usize> {
+    fn problem(
+        &mut self,
+        kind: Kind,
+        seq: Option<i64>,
+        line: Option<u64>,
+        detail: String,
+    ) -> Option<usize> {
         if self.problems.len() >= MAX_PROBLEMS {
             self.more_problems += 1;
             return None;
         }
-        self.problems.push(Problem { kind, seq, line, detail });
+        self.problems.push(Problem {
+            kind,
+            seq,
+            line,
+            detail,
+        });
         Some(self.problems.len() - 1)
     }
 
     fn late(&mut self, kind: Kind, seq: Option<i64>, line: Option<u64>, detail: String) {
-        self.late_problems.push(Problem { kind, seq, line, detail });
+        self.late_problems.push(Problem {
+            kind,
+            seq,
+            line,
+            detail,
+        });
     }
 
     fn unreadable(&mut self, line: u64, why: &str) {
@@ -704,7 +836,10 @@ impl<'o> Checker<'o> {
         }
         self.check_order(e.seq, &e.prev_hash, &e.hash, e.line);
         if let Some(cps) = self.checkpoints.get(&e.seq) {
-            let conflicting = cps.iter().find(|cp| cp.hash != e.hash).map(|cp| cp.signed_at.clone());
+            let conflicting = cps
+                .iter()
+                .find(|cp| cp.hash != e.hash)
+                .map(|cp| cp.signed_at.clone());
             if let Some(signed_at) = conflicting {
                 self.problem(
                     Kind::CheckpointConflict,
@@ -736,7 +871,12 @@ impl<'o> Checker<'o> {
                     }
                 }
                 if seq == 1 && prev_hash != GENESIS_HASH {
-                    self.problem(Kind::BrokenLink, Some(1), Some(line), "the first entry's prev_hash must be 64 zeros".into());
+                    self.problem(
+                        Kind::BrokenLink,
+                        Some(1),
+                        Some(line),
+                        "the first entry's prev_hash must be 64 zeros".into(),
+                    );
                 }
                 self.max = Some((seq, hash.to_owned()));
             }
@@ -754,9 +894,16 @@ impl<'o> Checker<'o> {
             Some((max, _)) if seq > max + 1 => {
                 if !filtered {
                     let missing = if seq - max == 2 {
-                        format!("seq {} is missing: seq {max} is followed by seq {seq}", max + 1)
+                        format!(
+                            "seq {} is missing: seq {max} is followed by seq {seq}",
+                            max + 1
+                        )
                     } else {
-                        format!("seqs {} to {} are missing: seq {max} is followed by seq {seq}", max + 1, seq - 1)
+                        format!(
+                            "seqs {} to {} are missing: seq {max} is followed by seq {seq}",
+                            max + 1,
+                            seq - 1
+                        )
                     };
                     let idx = self.problem(Kind::MissingEntry, Some(max + 1), Some(line), missing);
                     if self.gaps.len() < MAX_GAPS {
@@ -768,12 +915,22 @@ impl<'o> Checker<'o> {
             Some((max, _)) => {
                 // Behind the highest seq: an entry that was "missing" turning up later was
                 // moved, not removed; anything else is a repeat.
-                if let Some(g) = self.gaps.iter().position(|&(lo, hi, _)| (lo..=hi).contains(&seq)) {
+                if let Some(g) = self
+                    .gaps
+                    .iter()
+                    .position(|&(lo, hi, _)| (lo..=hi).contains(&seq))
+                {
                     let (lo, hi, idx) = self.gaps.remove(g);
-                    let detail = format!("seq {seq} comes after seq {max}: entries are out of order");
+                    let detail =
+                        format!("seq {seq} comes after seq {max}: entries are out of order");
                     match idx {
                         Some(i) => {
-                            self.problems[i] = Problem { kind: Kind::Reordered, seq: Some(seq), line: Some(line), detail };
+                            self.problems[i] = Problem {
+                                kind: Kind::Reordered,
+                                seq: Some(seq),
+                                line: Some(line),
+                                detail,
+                            };
                         }
                         None => {
                             self.problem(Kind::Reordered, Some(seq), Some(line), detail);
@@ -781,14 +938,29 @@ impl<'o> Checker<'o> {
                     }
                     for (a, b) in [(lo, seq - 1), (seq + 1, hi)] {
                         if a <= b {
-                            let idx = self.problem(Kind::MissingEntry, Some(a), None, format!("seqs {a} to {b} are missing"));
+                            let idx = self.problem(
+                                Kind::MissingEntry,
+                                Some(a),
+                                None,
+                                format!("seqs {a} to {b} are missing"),
+                            );
                             self.gaps.push((a, b, idx));
                         }
                     }
                 } else if filtered {
-                    self.problem(Kind::Reordered, Some(seq), Some(line), format!("seq {seq} comes after seq {max}: entries are out of order"));
+                    self.problem(
+                        Kind::Reordered,
+                        Some(seq),
+                        Some(line),
+                        format!("seq {seq} comes after seq {max}: entries are out of order"),
+                    );
                 } else {
-                    self.problem(Kind::Duplicate, Some(seq), Some(line), format!("seq {seq} appears again after seq {max}"));
+                    self.problem(
+                        Kind::Duplicate,
+                        Some(seq),
+                        Some(line),
+                        format!("seq {seq} appears again after seq {max}"),
+                    );
                 }
             }
         }
@@ -798,7 +970,11 @@ impl<'o> Checker<'o> {
         if let Some(m) = self.manifest.clone() {
             match (self.last_seq, m.last_seq) {
                 (Some(have), Some(want)) if have < want => {
-                    let missing = if m.filtered { String::new() } else { format!(" ({} entries missing at the end)", want - have) };
+                    let missing = if m.filtered {
+                        String::new()
+                    } else {
+                        format!(" ({} entries missing at the end)", want - have)
+                    };
                     self.late(
                         Kind::Truncated,
                         Some(if m.filtered { want } else { have + 1 }),
@@ -806,24 +982,40 @@ impl<'o> Checker<'o> {
                         format!("the file ends at seq {have} but the manifest says the export ends at seq {want}{missing}"),
                     );
                 }
-                (None, Some(want)) => {
-                    self.late(Kind::Truncated, m.first_seq, None, format!("the file holds no entries but the manifest says it ends at seq {want}"))
-                }
+                (None, Some(want)) => self.late(
+                    Kind::Truncated,
+                    m.first_seq,
+                    None,
+                    format!(
+                        "the file holds no entries but the manifest says it ends at seq {want}"
+                    ),
+                ),
                 (Some(have), Some(want)) if have > want => self.late(
                     Kind::CountMismatch,
                     Some(want + 1),
                     None,
                     format!("the file goes on past the manifest's last seq {want} (to seq {have})"),
                 ),
-                (Some(have), None) => self.late(Kind::CountMismatch, Some(have), None, "the manifest says the export is empty".into()),
+                (Some(have), None) => self.late(
+                    Kind::CountMismatch,
+                    Some(have),
+                    None,
+                    "the manifest says the export is empty".into(),
+                ),
                 _ => {}
             }
-            if self.count != m.count && self.problems.is_empty() && self.late_problems.iter().all(|p| p.kind != Kind::Truncated) {
+            if self.count != m.count
+                && self.problems.is_empty()
+                && self.late_problems.iter().all(|p| p.kind != Kind::Truncated)
+            {
                 self.late(
                     Kind::CountMismatch,
                     None,
                     None,
-                    format!("the file holds {} entries, the manifest says {}", self.count, m.count),
+                    format!(
+                        "the file holds {} entries, the manifest says {}",
+                        self.count, m.count
+                    ),
                 );
             }
             if body_sha256 != m.body_sha256 || body_bytes != m.body_bytes {
@@ -837,7 +1029,12 @@ impl<'o> Checker<'o> {
                     ),
                 );
             }
-            for cp in self.options.checkpoints.iter().filter(|cp| cp.signed_at <= m.exported_at) {
+            for cp in self
+                .options
+                .checkpoints
+                .iter()
+                .filter(|cp| cp.signed_at <= m.exported_at)
+            {
                 if cp.seq > m.head_seq {
                     self.late_problems.push(Problem {
                         kind: Kind::Truncated,
@@ -864,7 +1061,8 @@ impl<'o> Checker<'o> {
         let late = std::mem::take(&mut self.late_problems);
         // Whole-file problems come after those of entries; a bad signature last among equals,
         // since the entries' own problems name what was changed.
-        let (signature, rest): (Vec<Problem>, Vec<Problem>) = late.into_iter().partition(|p| p.kind == Kind::BadSignature);
+        let (signature, rest): (Vec<Problem>, Vec<Problem>) =
+            late.into_iter().partition(|p| p.kind == Kind::BadSignature);
         for p in rest.into_iter().chain(signature) {
             self.problem(p.kind, p.seq, p.line, p.detail);
         }
@@ -911,11 +1109,16 @@ pub struct ReportClaims {
 /// A compliance report: `{"report": {…}, "signature": "<JWS>"}`. The signature covers the
 /// SHA-256 of the report's canonical JSON; the report's audit entries are re-hashed as links.
 fn verify_report(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let doc: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let doc: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let mut checker = Checker::new(options);
     let (Some(report), Some(jws)) = (doc.get("report"), doc["signature"].as_str()) else {
-        anyhow::bail!("{} is not a signed compliance report (`report` and `signature`)", path.display());
+        anyhow::bail!(
+            "{} is not a signed compliance report (`report` and `signature`)",
+            path.display()
+        );
     };
     let digest = hex::encode(Sha256::digest(canonical_json(report).as_bytes()));
     match options.public_key.verify::<ReportClaims>(jws, TYP_REPORT) {
@@ -926,21 +1129,43 @@ fn verify_report(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
                     Kind::AlteredContent,
                     None,
                     None,
-                    format!("the report's content (sha256 {digest}) is not what was signed (sha256 {})", claims.report_sha256),
+                    format!(
+                        "the report's content (sha256 {digest}) is not what was signed (sha256 {})",
+                        claims.report_sha256
+                    ),
                 );
             }
         }
-        Err(e) => checker.late(Kind::BadSignature, None, None, format!("the report's signature is not authentic: {e}")),
+        Err(e) => checker.late(
+            Kind::BadSignature,
+            None,
+            None,
+            format!("the report's signature is not authentic: {e}"),
+        ),
     }
     if let Some(entries) = report["audit"]["entries"].as_array() {
         for (i, e) in entries.iter().enumerate() {
-            let (Some(seq), Some(prev), Some(hash)) = (e["seq"].as_i64(), e["prev_hash"].as_str(), e["hash"].as_str()) else {
-                checker.problem(Kind::AlteredContent, None, None, format!("audit entry #{} lacks seq, prev_hash or hash", i + 1));
+            let (Some(seq), Some(prev), Some(hash)) = (
+                e["seq"].as_i64(),
+                e["prev_hash"].as_str(),
+                e["hash"].as_str(),
+            ) else {
+                checker.problem(
+                    Kind::AlteredContent,
+                    None,
+                    None,
+                    format!("audit entry #{} lacks seq, prev_hash or hash", i + 1),
+                );
                 continue;
             };
             checker.count += 1;
             if sha256_hex(prev, canonical_json(&e["entry"]).as_bytes()) != hash {
-                checker.problem(Kind::AlteredContent, Some(seq), None, "the audit entry's hash does not match its content".into());
+                checker.problem(
+                    Kind::AlteredContent,
+                    Some(seq),
+                    None,
+                    "the audit entry's hash does not match its content".into(),
+                );
             }
             checker.first_seq.get_or_insert(seq);
             checker.last_seq = Some(seq);

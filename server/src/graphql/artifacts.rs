@@ -31,7 +31,11 @@ pub struct Artifact {
 
 impl From<ArtifactFile> for Artifact {
     fn from(file: ArtifactFile) -> Self {
-        Artifact { path: file.path, sha256: Sha256(file.sha256), size: file.size }
+        Artifact {
+            path: file.path,
+            sha256: Sha256(file.sha256),
+            size: file.size,
+        }
     }
 }
 
@@ -74,8 +78,13 @@ impl ArtifactQuery {
         let actor = actor(ctx)?;
         let owner = owner(owner_kind, &owner_id)?;
         let state = state(ctx);
-        let file = read(ctx, |c| async move { artifacts::find(c, actor, owner, &path).await }.scope_boxed()).await?;
-        artifacts::download_url(&state.artifacts, &state.keys, &file).await.map_err(gql_error)
+        let file = read(ctx, |c| {
+            async move { artifacts::find(c, actor, owner, &path).await }.scope_boxed()
+        })
+        .await?;
+        artifacts::download_url(&state.artifacts, &state.keys, &file)
+            .await
+            .map_err(gql_error)
     }
 }
 
@@ -125,7 +134,10 @@ impl ArtifactMutation {
                 .urls
                 .into_iter()
                 .enumerate()
-                .map(|(i, url)| UploadPart { part_number: i as i32 + 1, url })
+                .map(|(i, url)| UploadPart {
+                    part_number: i as i32 + 1,
+                    url,
+                })
                 .collect(),
             expires_at: upload.expires_at,
         })
@@ -149,9 +161,15 @@ impl ArtifactMutation {
             numbered.push((part.part_number as u32, part.etag));
         }
         let state = state(ctx);
-        let file = artifacts::complete_direct_upload(&state.pool, &state.artifacts, actor, upload_id, numbered)
-            .await
-            .map_err(gql_error)?;
+        let file = artifacts::complete_direct_upload(
+            &state.pool,
+            &state.artifacts,
+            actor,
+            upload_id,
+            numbered,
+        )
+        .await
+        .map_err(gql_error)?;
         Ok(file.into())
     }
 }

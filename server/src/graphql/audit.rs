@@ -87,18 +87,29 @@ impl AuditQuery {
         let actor = actor(ctx)?;
         let limit = page_size(first)?;
         let after_seq = after
-            .map(|a| a.parse::<i64>().map_err(|_| gql_error(Error::invalid("`after` is not an audit cursor"))))
+            .map(|a| {
+                a.parse::<i64>()
+                    .map_err(|_| gql_error(Error::invalid("`after` is not an audit cursor")))
+            })
             .transpose()?;
         let mut rows = read(ctx, |c| {
             async move {
                 let project_id = match project {
-                    Some(name) => Some(projects::find_authorized(c, actor, &name, Role::Viewer).await?.id),
+                    Some(name) => Some(
+                        projects::find_authorized(c, actor, &name, Role::Viewer)
+                            .await?
+                            .id,
+                    ),
                     None => {
                         actor.require_admin()?;
                         None
                     }
                 };
-                let filter = AuditFilter { project_id, subject_id: subject_id.map(|s| s.0), action };
+                let filter = AuditFilter {
+                    project_id,
+                    subject_id: subject_id.map(|s| s.0),
+                    action,
+                };
                 audit::list(c, &filter, after_seq, limit).await
             }
             .scope_boxed()
@@ -107,9 +118,10 @@ impl AuditQuery {
         let has_next = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let mut connection = Connection::new(after_seq.is_some(), has_next);
-        connection
-            .edges
-            .extend(rows.into_iter().map(|e| Edge::new(e.seq.to_string(), AuditEntryNode(e))));
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|e| Edge::new(e.seq.to_string(), AuditEntryNode(e))),
+        );
         Ok(connection)
     }
 }

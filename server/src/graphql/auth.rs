@@ -76,7 +76,8 @@ impl AuthMutation {
         let keys = state(ctx).keys.clone();
         let ttl = auth::parse_ttl(ttl.as_deref().unwrap_or("30d")).map_err(super::gql_error)?;
         transaction(ctx, |c| {
-            async move { auth::issue_token(c, &keys, actor, &email, false, ttl).await }.scope_boxed()
+            async move { auth::issue_token(c, &keys, actor, &email, false, ttl).await }
+                .scope_boxed()
         })
         .await
     }
@@ -85,7 +86,10 @@ impl AuthMutation {
     async fn revoke_token(&self, ctx: &Context<'_>, jti: ID) -> GqlResult<bool> {
         let actor = actor(ctx)?;
         let jti = parse_id(&jti, "token")?;
-        transaction(ctx, |c| async move { auth::revoke_token(c, actor, jti).await }.scope_boxed()).await?;
+        transaction(ctx, |c| {
+            async move { auth::revoke_token(c, actor, jti).await }.scope_boxed()
+        })
+        .await?;
         Ok(true)
     }
 }

@@ -87,7 +87,12 @@ pub struct DatasetQuery;
 
 #[Object]
 impl DatasetQuery {
-    async fn dataset(&self, ctx: &Context<'_>, project: String, name: String) -> GqlResult<Option<DatasetNode>> {
+    async fn dataset(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        name: String,
+    ) -> GqlResult<Option<DatasetNode>> {
         let actor = actor(ctx)?;
         let found = read(ctx, |c| {
             async move {
@@ -118,7 +123,8 @@ impl DatasetMutation {
     ) -> GqlResult<DatasetNode> {
         let actor = actor(ctx)?;
         let dataset = transaction(ctx, |c| {
-            async move { datasets::create(c, actor, &project, &name, description.as_deref()).await }.scope_boxed()
+            async move { datasets::create(c, actor, &project, &name, description.as_deref()).await }
+                .scope_boxed()
         })
         .await?;
         Ok(DatasetNode(dataset))

@@ -55,7 +55,10 @@ pub struct NodeRefInput {
 
 impl NodeRefInput {
     fn parse(&self) -> GqlResult<NodeRef> {
-        Ok(NodeRef { kind: self.kind.into(), id: parse_id(&self.id, "node")? })
+        Ok(NodeRef {
+            kind: self.kind.into(),
+            id: parse_id(&self.id, "node")?,
+        })
     }
 }
 
@@ -67,7 +70,10 @@ pub struct LineageNode {
 
 impl From<NodeRef> for LineageNode {
     fn from(node: NodeRef) -> Self {
-        LineageNode { kind: node.kind.into(), id: ID(node.id.to_string()) }
+        LineageNode {
+            kind: node.kind.into(),
+            id: ID(node.id.to_string()),
+        }
     }
 }
 
@@ -120,7 +126,10 @@ impl LineageQuery {
             LineageDirection::Downstream => Direction::Downstream,
         };
         let depth = depth.unwrap_or(3);
-        let graph = read(ctx, |c| lineage::traverse(c, actor, start, direction, depth).scope_boxed()).await?;
+        let graph = read(ctx, |c| {
+            lineage::traverse(c, actor, start, direction, depth).scope_boxed()
+        })
+        .await?;
         Ok(LineageGraph {
             nodes: graph.nodes.into_iter().map(Into::into).collect(),
             edges: graph.edges.into_iter().map(Into::into).collect(),

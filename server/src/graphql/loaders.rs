@@ -54,8 +54,16 @@ fn raw<K: Copy>(keys: &[K], id: impl Fn(K) -> Uuid) -> Vec<Uuid> {
 }
 
 impl DbLoader {
-    async fn conn(&self) -> Result<diesel_async::pooled_connection::deadpool::Object<diesel_async::AsyncPgConnection>, Arc<async_graphql::Error>> {
-        self.pool.get().await.map_err(|e| Arc::new(gql_error(e.into())))
+    async fn conn(
+        &self,
+    ) -> Result<
+        diesel_async::pooled_connection::deadpool::Object<diesel_async::AsyncPgConnection>,
+        Arc<async_graphql::Error>,
+    > {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| Arc::new(gql_error(e.into())))
     }
 }
 
@@ -81,7 +89,10 @@ macro_rules! by_id_loader {
             async fn load(&self, keys: &[$key]) -> LoadResult<$key, $value> {
                 let mut conn = self.conn().await?;
                 let rows = $fetch(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
-                Ok(rows.into_iter().map(|row| (<$key>::from_row(&row), row)).collect())
+                Ok(rows
+                    .into_iter()
+                    .map(|row| (<$key>::from_row(&row), row))
+                    .collect())
             }
         }
     };
@@ -133,9 +144,14 @@ impl Loader<VersionsOfDataset> for DbLoader {
     type Value = Vec<DatasetVersion>;
     type Error = Arc<async_graphql::Error>;
 
-    async fn load(&self, keys: &[VersionsOfDataset]) -> LoadResult<VersionsOfDataset, Vec<DatasetVersion>> {
+    async fn load(
+        &self,
+        keys: &[VersionsOfDataset],
+    ) -> LoadResult<VersionsOfDataset, Vec<DatasetVersion>> {
         let mut conn = self.conn().await?;
-        let rows = datasets::versions_of(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        let rows = datasets::versions_of(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
         Ok(group(rows, |v| VersionsOfDataset(v.dataset_id)))
     }
 }
@@ -144,9 +160,14 @@ impl Loader<VersionsOfModel> for DbLoader {
     type Value = Vec<ModelVersion>;
     type Error = Arc<async_graphql::Error>;
 
-    async fn load(&self, keys: &[VersionsOfModel]) -> LoadResult<VersionsOfModel, Vec<ModelVersion>> {
+    async fn load(
+        &self,
+        keys: &[VersionsOfModel],
+    ) -> LoadResult<VersionsOfModel, Vec<ModelVersion>> {
         let mut conn = self.conn().await?;
-        let rows = models::versions_of(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        let rows = models::versions_of(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
         Ok(group(rows, |v| VersionsOfModel(v.model_id)))
     }
 }
@@ -157,7 +178,9 @@ impl Loader<ParamsOfRun> for DbLoader {
 
     async fn load(&self, keys: &[ParamsOfRun]) -> LoadResult<ParamsOfRun, Vec<Param>> {
         let mut conn = self.conn().await?;
-        let rows = runs::params_of(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        let rows = runs::params_of(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
         Ok(group(rows, |p| ParamsOfRun(p.run_id)))
     }
 }
@@ -181,7 +204,10 @@ impl Loader<InputsOfRun> for DbLoader {
         Ok(edges
             .into_iter()
             .map(|(run, inputs)| {
-                let list = inputs.iter().filter_map(|id| versions.get(id).cloned()).collect();
+                let list = inputs
+                    .iter()
+                    .filter_map(|id| versions.get(id).cloned())
+                    .collect();
                 (InputsOfRun(run), list)
             })
             .collect())
@@ -194,9 +220,14 @@ impl Loader<ArtifactsOfRun> for DbLoader {
 
     async fn load(&self, keys: &[ArtifactsOfRun]) -> LoadResult<ArtifactsOfRun, Vec<ArtifactFile>> {
         let mut conn = self.conn().await?;
-        let rows = artifacts::of_runs(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        let rows = artifacts::of_runs(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
         let grouped = group(rows, |(run, _)| ArtifactsOfRun(*run));
-        Ok(grouped.into_iter().map(|(k, v)| (k, v.into_iter().map(|(_, f)| f).collect())).collect())
+        Ok(grouped
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().map(|(_, f)| f).collect()))
+            .collect())
     }
 }
 
@@ -204,10 +235,18 @@ impl Loader<FilesOfModelVersion> for DbLoader {
     type Value = Vec<ArtifactFile>;
     type Error = Arc<async_graphql::Error>;
 
-    async fn load(&self, keys: &[FilesOfModelVersion]) -> LoadResult<FilesOfModelVersion, Vec<ArtifactFile>> {
+    async fn load(
+        &self,
+        keys: &[FilesOfModelVersion],
+    ) -> LoadResult<FilesOfModelVersion, Vec<ArtifactFile>> {
         let mut conn = self.conn().await?;
-        let rows = artifacts::of_model_versions(&mut conn, &raw(keys, |k| k.0)).await.map_err(fail)?;
+        let rows = artifacts::of_model_versions(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
         let grouped = group(rows, |(mv, _)| FilesOfModelVersion(*mv));
-        Ok(grouped.into_iter().map(|(k, v)| (k, v.into_iter().map(|(_, f)| f).collect())).collect())
+        Ok(grouped
+            .into_iter()
+            .map(|(k, v)| (k, v.into_iter().map(|(_, f)| f).collect()))
+            .collect())
     }
 }

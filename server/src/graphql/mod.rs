@@ -75,7 +75,11 @@ pub struct AppState {
 
 impl AppState {
     pub fn gate(&self) -> crate::promotions::Gate<'_> {
-        crate::promotions::Gate { policy: &self.policy, keys: &self.keys, public_url: &self.public_url }
+        crate::promotions::Gate {
+            policy: &self.policy,
+            keys: &self.keys,
+            public_url: &self.public_url,
+        }
     }
 }
 
@@ -93,7 +97,10 @@ pub fn build_schema(state: AppState) -> CustodySchema {
 
 /// The caller, for edges outside GraphQL that already authenticated.
 pub fn caller_actor(caller: &Caller) -> Result<&Actor, Error> {
-    caller.0.as_ref().map_err(|e| Error::Unauthenticated(e.to_string()))
+    caller
+        .0
+        .as_ref()
+        .map_err(|e| Error::Unauthenticated(e.to_string()))
 }
 
 /// The schema without state, for printing the SDL.
@@ -127,7 +134,9 @@ pub(crate) fn actor<'a>(ctx: &Context<'a>) -> GqlResult<&'a Actor> {
     match ctx.data_opt::<Caller>() {
         Some(Caller(Ok(actor))) => Ok(actor),
         Some(Caller(Err(err))) => Err(gql_error(Error::Unauthenticated(err.to_string()))),
-        None => Err(gql_error(Error::Unauthenticated("a bearer token is required".into()))),
+        None => Err(gql_error(Error::Unauthenticated(
+            "a bearer token is required".into(),
+        ))),
     }
 }
 
@@ -160,8 +169,12 @@ where
 }
 
 pub(crate) fn parse_id(id: &ID, what: &str) -> GqlResult<Uuid> {
-    id.parse::<Uuid>()
-        .map_err(|_| gql_error(Error::invalid(format!("`{}` is not a valid {what} id", id.as_str()))))
+    id.parse::<Uuid>().map_err(|_| {
+        gql_error(Error::invalid(format!(
+            "`{}` is not a valid {what} id",
+            id.as_str()
+        )))
+    })
 }
 
 pub(crate) fn parse_ids(ids: &[ID], what: &str) -> GqlResult<Vec<Uuid>> {

@@ -119,7 +119,12 @@ pub struct ModelQuery;
 
 #[Object]
 impl ModelQuery {
-    async fn model(&self, ctx: &Context<'_>, project: String, name: String) -> GqlResult<Option<ModelNode>> {
+    async fn model(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        name: String,
+    ) -> GqlResult<Option<ModelNode>> {
         let actor = actor(ctx)?;
         let found = read(ctx, |c| {
             async move {
@@ -169,13 +174,21 @@ impl ModelMutation {
         project: String,
         name: String,
         description: Option<String>,
-        #[graphql(desc = "the metric that ranks versions (promotion policies compare it)")] primary_metric: Option<String>,
-        #[graphql(desc = "whether a larger primary metric is better (default true)")] higher_is_better: Option<bool>,
+        #[graphql(desc = "the metric that ranks versions (promotion policies compare it)")]
+        primary_metric: Option<String>,
+        #[graphql(desc = "whether a larger primary metric is better (default true)")]
+        higher_is_better: Option<bool>,
     ) -> GqlResult<ModelNode> {
         let actor = actor(ctx)?;
-        let ranking = primary_metric.map(|metric| models::Ranking { metric, higher_is_better: higher_is_better.unwrap_or(true) });
+        let ranking = primary_metric.map(|metric| models::Ranking {
+            metric,
+            higher_is_better: higher_is_better.unwrap_or(true),
+        });
         let model = transaction(ctx, |c| {
-            async move { models::create(c, actor, &project, &name, description.as_deref(), ranking).await }.scope_boxed()
+            async move {
+                models::create(c, actor, &project, &name, description.as_deref(), ranking).await
+            }
+            .scope_boxed()
         })
         .await?;
         Ok(ModelNode(model))

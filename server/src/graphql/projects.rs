@@ -69,7 +69,11 @@ impl ProjectNode {
         let rows = read(ctx, |c| projects::members(c, id).scope_boxed()).await?;
         Ok(rows
             .into_iter()
-            .map(|(membership, user)| MembershipNode { membership, user, project: None })
+            .map(|(membership, user)| MembershipNode {
+                membership,
+                user,
+                project: None,
+            })
             .collect())
     }
 
@@ -102,13 +106,17 @@ impl ProjectNode {
         let limit = page_size(first)?;
         let after = after.map(|a| parse_id(&ID(a), "cursor")).transpose()?;
         let id = self.0.id;
-        let mut rows = read(ctx, |c| runs::list_in_project(c, id, after, limit).scope_boxed()).await?;
+        let mut rows = read(ctx, |c| {
+            runs::list_in_project(c, id, after, limit).scope_boxed()
+        })
+        .await?;
         let has_next = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection
-            .edges
-            .extend(rows.into_iter().map(|run| Edge::new(run.id.to_string(), RunNode(run))));
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|run| Edge::new(run.id.to_string(), RunNode(run))),
+        );
         Ok(connection)
     }
 }
@@ -176,10 +184,16 @@ pub struct ProjectMutation;
 #[Object]
 impl ProjectMutation {
     /// Creates a project; the caller becomes its admin.
-    async fn create_project(&self, ctx: &Context<'_>, name: String, description: Option<String>) -> GqlResult<ProjectNode> {
+    async fn create_project(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        description: Option<String>,
+    ) -> GqlResult<ProjectNode> {
         let actor = actor(ctx)?;
         let project = transaction(ctx, |c| {
-            async move { projects::create(c, actor, &name, description.as_deref()).await }.scope_boxed()
+            async move { projects::create(c, actor, &name, description.as_deref()).await }
+                .scope_boxed()
         })
         .await?;
         Ok(ProjectNode(project))
@@ -197,11 +211,23 @@ impl ProjectMutation {
         let actor = actor(ctx)?;
         let (membership, user) = transaction(ctx, |c| {
             async move {
-                projects::add_member(c, actor, &project, &email, role.into(), groups.unwrap_or_default()).await
+                projects::add_member(
+                    c,
+                    actor,
+                    &project,
+                    &email,
+                    role.into(),
+                    groups.unwrap_or_default(),
+                )
+                .await
             }
             .scope_boxed()
         })
         .await?;
-        Ok(MembershipNode { membership, user, project: None })
+        Ok(MembershipNode {
+            membership,
+            user,
+            project: None,
+        })
     }
 }

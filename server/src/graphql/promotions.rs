@@ -172,8 +172,14 @@ impl PromotionNode {
 
     async fn model_version(&self, ctx: &Context<'_>) -> GqlResult<ModelVersionNode> {
         let id = self.0.model_version_id;
-        let mut found = read(ctx, |c| async move { models::versions_by_id(c, &[id]).await }.scope_boxed()).await?;
-        found.pop().map(ModelVersionNode).ok_or_else(|| gql_error(Error::not_found("model version is gone")))
+        let mut found = read(ctx, |c| {
+            async move { models::versions_by_id(c, &[id]).await }.scope_boxed()
+        })
+        .await?;
+        found
+            .pop()
+            .map(ModelVersionNode)
+            .ok_or_else(|| gql_error(Error::not_found("model version is gone")))
     }
 
     async fn requested_by(&self, ctx: &Context<'_>) -> GqlResult<UserNode> {
@@ -196,12 +202,19 @@ impl PromotionNode {
 
     async fn approvals(&self, ctx: &Context<'_>) -> GqlResult<Vec<ApprovalNode>> {
         let id = self.0.id;
-        let rows = read(ctx, |c| async move { approvals::of_promotions(c, &[id]).await }.scope_boxed()).await?;
+        let rows = read(ctx, |c| {
+            async move { approvals::of_promotions(c, &[id]).await }.scope_boxed()
+        })
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(a, user)| ApprovalNode {
                 approver: UserNode(user),
-                decision: if a.decision == "approve" { ApprovalDecision::Approve } else { ApprovalDecision::Reject },
+                decision: if a.decision == "approve" {
+                    ApprovalDecision::Approve
+                } else {
+                    ApprovalDecision::Reject
+                },
                 comment: a.comment,
                 via: match a.via.as_str() {
                     "web" => ApprovalVia::Web,
@@ -249,26 +262,44 @@ impl PromotionQuery {
         let limit = page_size(first)?;
         let after = after.map(|a| parse_id(&ID(a), "cursor")).transpose()?;
         let mut rows = read(ctx, |c| {
-            async move { promotions::list(c, actor, project.as_deref(), status.map(Into::into), after, limit).await }
-                .scope_boxed()
+            async move {
+                promotions::list(
+                    c,
+                    actor,
+                    project.as_deref(),
+                    status.map(Into::into),
+                    after,
+                    limit,
+                )
+                .await
+            }
+            .scope_boxed()
         })
         .await?;
         let has_next = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection
-            .edges
-            .extend(rows.into_iter().map(|p| Edge::new(p.id.to_string(), PromotionNode(p))));
+        connection.edges.extend(
+            rows.into_iter()
+                .map(|p| Edge::new(p.id.to_string(), PromotionNode(p))),
+        );
         Ok(connection)
     }
 
     /// Evaluates the promotion policies for a would-be promotion without requesting it.
-    async fn promotion_dry_run(&self, ctx: &Context<'_>, model_version_id: ID, stage: String) -> GqlResult<PolicyDecision> {
+    async fn promotion_dry_run(
+        &self,
+        ctx: &Context<'_>,
+        model_version_id: ID,
+        stage: String,
+    ) -> GqlResult<PolicyDecision> {
         let actor = actor(ctx)?;
         let id = parse_id(&model_version_id, "model version")?;
         let policy = state(ctx).policy.clone();
-        let (input, decision) =
-            read(ctx, |c| async move { promotions::dry_run(c, actor, &policy, id, &stage).await }.scope_boxed()).await?;
+        let (input, decision) = read(ctx, |c| {
+            async move { promotions::dry_run(c, actor, &policy, id, &stage).await }.scope_boxed()
+        })
+        .await?;
         Ok(PolicyDecision {
             deny: decision.deny,
             required_approvals: decision.required_approvals,
@@ -308,11 +339,21 @@ impl PromotionMutation {
         Ok(PromotionNode(promotion))
     }
 
-    async fn approve_promotion(&self, ctx: &Context<'_>, id: ID, comment: Option<String>) -> GqlResult<PromotionNode> {
+    async fn approve_promotion(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        comment: Option<String>,
+    ) -> GqlResult<PromotionNode> {
         decide(ctx, id, Verdict::Approve, comment).await
     }
 
-    async fn reject_promotion(&self, ctx: &Context<'_>, id: ID, comment: String) -> GqlResult<PromotionNode> {
+    async fn reject_promotion(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        comment: String,
+    ) -> GqlResult<PromotionNode> {
         decide(ctx, id, Verdict::Reject, Some(comment)).await
     }
 
@@ -320,7 +361,10 @@ impl PromotionMutation {
     async fn cancel_promotion(&self, ctx: &Context<'_>, id: ID) -> GqlResult<PromotionNode> {
         let actor = actor(ctx)?;
         let id = parse_id(&id, "promotion")?;
-        let promotion = transaction(ctx, |c| async move { promotions::cancel(c, actor, id).await }.scope_boxed()).await?;
+        let promotion = transaction(ctx, |c| {
+            async move { promotions::cancel(c, actor, id).await }.scope_boxed()
+        })
+        .await?;
         Ok(PromotionNode(promotion))
     }
 
@@ -335,7 +379,8 @@ impl PromotionMutation {
     ) -> GqlResult<StageNode> {
         let actor = actor(ctx)?;
         let stage = transaction(ctx, |c| {
-            async move { stages::add(c, actor, &project, &name, position, requires_approval).await }.scope_boxed()
+            async move { stages::add(c, actor, &project, &name, position, requires_approval).await }
+                .scope_boxed()
         })
         .await?;
         Ok(StageNode(stage))
@@ -351,7 +396,10 @@ impl PromotionMutation {
     ) -> GqlResult<StageNode> {
         let actor = actor(ctx)?;
         let stage = transaction(ctx, |c| {
-            async move { stages::set_requires_approval(c, actor, &project, &stage, requires_approval).await }.scope_boxed()
+            async move {
+                stages::set_requires_approval(c, actor, &project, &stage, requires_approval).await
+            }
+            .scope_boxed()
         })
         .await?;
         Ok(StageNode(stage))
@@ -359,18 +407,32 @@ impl PromotionMutation {
 
     /// Registers a webhook for the project's promotion events (admins). Calls carry
     /// `X-Custody-Signature: sha256=<hex HMAC-SHA256 of the body with the secret>`.
-    async fn add_webhook(&self, ctx: &Context<'_>, project: String, url: String) -> GqlResult<Webhook> {
+    async fn add_webhook(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        url: String,
+    ) -> GqlResult<Webhook> {
         let actor = actor(ctx)?;
         let (id, secret) = transaction(ctx, |c| {
             let url = url.clone();
             async move { notify::add_webhook(c, actor, &project, &url).await }.scope_boxed()
         })
         .await?;
-        Ok(Webhook { id: ID(id.to_string()), url, secret })
+        Ok(Webhook {
+            id: ID(id.to_string()),
+            url,
+            secret,
+        })
     }
 }
 
-async fn decide(ctx: &Context<'_>, id: ID, verdict: Verdict, comment: Option<String>) -> GqlResult<PromotionNode> {
+async fn decide(
+    ctx: &Context<'_>,
+    id: ID,
+    verdict: Verdict,
+    comment: Option<String>,
+) -> GqlResult<PromotionNode> {
     let actor = actor(ctx)?;
     let id = parse_id(&id, "promotion")?;
     let state = state(ctx);

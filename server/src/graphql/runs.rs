@@ -111,7 +111,10 @@ impl RunNode {
         let Some(id) = self.0.code_commit_id else {
             return Ok(None);
         };
-        let found = loaders(ctx).load_one(CodeCommitById(id)).await.map_err(|e| (*e).clone())?;
+        let found = loaders(ctx)
+            .load_one(CodeCommitById(id))
+            .await
+            .map_err(|e| (*e).clone())?;
         Ok(found.map(CodeCommitNode))
     }
 
@@ -122,16 +125,30 @@ impl RunNode {
             .await
             .map_err(|e| (*e).clone())?
             .unwrap_or_default();
-        Ok(rows.into_iter().map(|p| Param { key: p.key, value: p.value }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|p| Param {
+                key: p.key,
+                value: p.value,
+            })
+            .collect())
     }
 
     /// Metric history (all keys, or one), ordered by key, step and time.
     async fn metrics(&self, ctx: &Context<'_>, key: Option<String>) -> GqlResult<Vec<Metric>> {
         let id = self.0.id;
-        let rows = read(ctx, |c| async move { runs::metrics_of(c, id, key.as_deref()).await }.scope_boxed()).await?;
+        let rows = read(ctx, |c| {
+            async move { runs::metrics_of(c, id, key.as_deref()).await }.scope_boxed()
+        })
+        .await?;
         Ok(rows
             .into_iter()
-            .map(|m| Metric { key: m.key, value: m.value, step: m.step, timestamp: m.at })
+            .map(|m| Metric {
+                key: m.key,
+                value: m.value,
+                step: m.step,
+                timestamp: m.at,
+            })
             .collect())
     }
 
@@ -195,11 +212,18 @@ impl RunMutation {
         tags: Option<Json<serde_json::Value>>,
     ) -> GqlResult<RunNode> {
         let actor = actor(ctx)?;
-        let code_commit_id = code_commit_id.map(|id| parse_id(&id, "code commit")).transpose()?;
+        let code_commit_id = code_commit_id
+            .map(|id| parse_id(&id, "code commit"))
+            .transpose()?;
         let inputs = parse_ids(&inputs.unwrap_or_default(), "dataset version")?;
         let run = transaction(ctx, |c| {
             async move {
-                let new = NewRun { name: name.as_deref(), code_commit_id, inputs, tags: tags.map(|t| t.0) };
+                let new = NewRun {
+                    name: name.as_deref(),
+                    code_commit_id,
+                    inputs,
+                    tags: tags.map(|t| t.0),
+                };
                 runs::start(c, actor, &project, new).await
             }
             .scope_boxed()
@@ -209,33 +233,59 @@ impl RunMutation {
     }
 
     /// Sets params; a param never changes once set.
-    async fn log_params(&self, ctx: &Context<'_>, run_id: ID, params: Vec<ParamInput>) -> GqlResult<RunNode> {
+    async fn log_params(
+        &self,
+        ctx: &Context<'_>,
+        run_id: ID,
+        params: Vec<ParamInput>,
+    ) -> GqlResult<RunNode> {
         let actor = actor(ctx)?;
         let run_id = parse_id(&run_id, "run")?;
         let params = params.into_iter().map(|p| (p.key, p.value)).collect();
-        let run = transaction(ctx, |c| async move { runs::log_params(c, actor, run_id, params).await }.scope_boxed())
-            .await?;
+        let run = transaction(ctx, |c| {
+            async move { runs::log_params(c, actor, run_id, params).await }.scope_boxed()
+        })
+        .await?;
         Ok(RunNode(run))
     }
 
     /// Appends up to 1000 metrics in one call; answers how many were stored.
-    async fn log_metrics(&self, ctx: &Context<'_>, run_id: ID, metrics: Vec<MetricInput>) -> GqlResult<i32> {
+    async fn log_metrics(
+        &self,
+        ctx: &Context<'_>,
+        run_id: ID,
+        metrics: Vec<MetricInput>,
+    ) -> GqlResult<i32> {
         let actor = actor(ctx)?;
         let run_id = parse_id(&run_id, "run")?;
         let metrics = metrics
             .into_iter()
-            .map(|m| NewMetric { key: m.key, value: m.value, step: m.step, at: m.timestamp })
+            .map(|m| NewMetric {
+                key: m.key,
+                value: m.value,
+                step: m.step,
+                at: m.timestamp,
+            })
             .collect();
-        let stored = transaction(ctx, |c| async move { runs::log_metrics(c, actor, run_id, metrics).await }.scope_boxed())
-            .await?;
+        let stored = transaction(ctx, |c| {
+            async move { runs::log_metrics(c, actor, run_id, metrics).await }.scope_boxed()
+        })
+        .await?;
         Ok(stored as i32)
     }
 
-    async fn finish_run(&self, ctx: &Context<'_>, run_id: ID, status: RunStatusGql) -> GqlResult<RunNode> {
+    async fn finish_run(
+        &self,
+        ctx: &Context<'_>,
+        run_id: ID,
+        status: RunStatusGql,
+    ) -> GqlResult<RunNode> {
         let actor = actor(ctx)?;
         let run_id = parse_id(&run_id, "run")?;
-        let run = transaction(ctx, |c| async move { runs::finish(c, actor, run_id, status.into()).await }.scope_boxed())
-            .await?;
+        let run = transaction(ctx, |c| {
+            async move { runs::finish(c, actor, run_id, status.into()).await }.scope_boxed()
+        })
+        .await?;
         Ok(RunNode(run))
     }
 }

@@ -46,10 +46,16 @@ fn refused(err: &Error) -> HttpResponse {
         Error::Forbidden(_) => (StatusCode::FORBIDDEN, "You cannot decide on this promotion"),
         Error::Conflict(_) => (StatusCode::CONFLICT, "This decision no longer applies"),
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
-        Error::InvalidInput(_) | Error::TooLarge(_) => (StatusCode::BAD_REQUEST, "The decision is incomplete"),
+        Error::InvalidInput(_) | Error::TooLarge(_) => {
+            (StatusCode::BAD_REQUEST, "The decision is incomplete")
+        }
         Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
     };
-    page(status, "approve_refused.html", json!({"title": title, "message": err.to_string()}))
+    page(
+        status,
+        "approve_refused.html",
+        json!({"title": title, "message": err.to_string()}),
+    )
 }
 
 #[get("/approve/{token}")]
@@ -117,7 +123,12 @@ async fn decide(
         "reject" => Verdict::Reject,
         other => return refused(&Error::invalid(format!("unknown decision `{other}`"))),
     };
-    let comment = form.comment.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned);
+    let comment = form
+        .comment
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
     let mut pooled = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return refused(&e.into()),
@@ -128,8 +139,11 @@ async fn decide(
     let request_id = Some(request_id.to_string());
     let outcome = conn
         .transaction(|c| {
-            async move { approvals::decide_by_link(c, &gate, &token, verdict, comment.as_deref(), request_id).await }
-                .scope_boxed()
+            async move {
+                approvals::decide_by_link(c, &gate, &token, verdict, comment.as_deref(), request_id)
+                    .await
+            }
+            .scope_boxed()
         })
         .await;
     match outcome {
@@ -139,9 +153,13 @@ async fn decide(
                 Verdict::Reject => "Rejected",
             };
             let message = match promotion.status() {
-                Status::Applied => format!("The quorum is reached: the version is now in {}.", promotion.stage),
+                Status::Applied => format!(
+                    "The quorum is reached: the version is now in {}.",
+                    promotion.stage
+                ),
                 Status::Rejected => "The promotion is rejected.".to_owned(),
-                _ => "Your approval is recorded; the promotion waits for further approvals.".to_owned(),
+                _ => "Your approval is recorded; the promotion waits for further approvals."
+                    .to_owned(),
             };
             page(
                 StatusCode::OK,

@@ -26,11 +26,20 @@ const SHA256_HEADER: &str = "x-custody-sha256";
 /// raw request target. The router's own decoding is lossy (bytes that are not UTF-8 become U+FFFD),
 /// which would store a name other than the one sent instead of refusing it.
 fn artifact_path(http: &HttpRequest) -> Result<String, Error> {
-    let raw = http.uri().path().splitn(6, '/').nth(5).unwrap_or_default().as_bytes();
+    let raw = http
+        .uri()
+        .path()
+        .splitn(6, '/')
+        .nth(5)
+        .unwrap_or_default()
+        .as_bytes();
     let mut bytes = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
-        let escaped = raw[i] == b'%' && raw.len() > i + 2 && raw[i + 1].is_ascii_hexdigit() && raw[i + 2].is_ascii_hexdigit();
+        let escaped = raw[i] == b'%'
+            && raw.len() > i + 2
+            && raw[i + 1].is_ascii_hexdigit()
+            && raw[i + 2].is_ascii_hexdigit();
         if escaped {
             let hex = std::str::from_utf8(&raw[i + 1..i + 3]).expect("ASCII hex digits");
             bytes.push(u8::from_str_radix(hex, 16).expect("two hex digits"));
@@ -43,7 +52,9 @@ fn artifact_path(http: &HttpRequest) -> Result<String, Error> {
     String::from_utf8(bytes).map_err(|_| Error::invalid("the artifact path is not UTF-8"))
 }
 
-fn io_stream(payload: web::Payload) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin {
+fn io_stream(
+    payload: web::Payload,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Unpin {
     payload.map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())))
 }
 
@@ -68,8 +79,16 @@ async fn upload(
         ),
         None => None,
     };
-    let file = artifacts::upload(&state.pool, &state.artifacts, &actor, owner, &path, io_stream(payload), claimed.as_deref())
-        .await?;
+    let file = artifacts::upload(
+        &state.pool,
+        &state.artifacts,
+        &actor,
+        owner,
+        &path,
+        io_stream(payload),
+        claimed.as_deref(),
+    )
+    .await?;
     Ok(HttpResponse::Created().json(file))
 }
 
@@ -110,9 +129,16 @@ async fn upload_part(
     let etag = state
         .artifacts
         .store
-        .write_local_part(upload_id, part, io_stream(payload), state.artifacts.part_size)
+        .write_local_part(
+            upload_id,
+            part,
+            io_stream(payload),
+            state.artifacts.part_size,
+        )
         .await?;
-    Ok(HttpResponse::Ok().insert_header((header::ETAG, format!("\"{etag}\""))).finish())
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, format!("\"{etag}\"")))
+        .finish())
 }
 
 /// A download link handed out by `artifactDownloadUrl` for the local store.
@@ -123,7 +149,11 @@ async fn download_by_link(
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = artifacts::check_download_token(&state.keys, &token)?;
-    let file = ArtifactFile { path: claims.name.clone(), sha256: claims.sha256, size: claims.size };
+    let file = ArtifactFile {
+        path: claims.name.clone(),
+        sha256: claims.sha256,
+        size: claims.size,
+    };
     stream_file(&state, &http, &file, Some(&claims.name)).await
 }
 
@@ -149,7 +179,10 @@ async fn stream_file(
     let mut response = match range {
         Some(r) => {
             let mut builder = HttpResponse::PartialContent();
-            builder.insert_header((header::CONTENT_RANGE, format!("bytes {}-{}/{size}", r.start, r.end)));
+            builder.insert_header((
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{size}", r.start, r.end),
+            ));
             builder
         }
         None => HttpResponse::Ok(),
@@ -160,7 +193,10 @@ async fn stream_file(
         .insert_header((header::ETAG, format!("\"{}\"", file.sha256)))
         .insert_header((SHA256_HEADER, file.sha256.as_str()));
     if let Some(name) = attachment_name {
-        if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{}\"", name.replace('"', ""))) {
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"{}\"",
+            name.replace('"', "")
+        )) {
             response.insert_header((header::CONTENT_DISPOSITION, value));
         }
     }
@@ -171,7 +207,11 @@ async fn stream_file(
 /// Parses one `bytes=` range (`a-b`, `a-`, `-n`) against the object size. `Ok(None)` means
 /// "send it whole" (a header we do not serve, such as several ranges), `Err` is unsatisfiable.
 fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<ByteRange>, ()> {
-    let Some(spec) = value.to_str().ok().and_then(|v| v.trim().strip_prefix("bytes=")) else {
+    let Some(spec) = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
         return Ok(None);
     };
     if spec.contains(',') {
@@ -187,15 +227,25 @@ fn parse_range(value: &HeaderValue, size: u64) -> Result<Option<ByteRange>, ()> 
             if n == 0 || size == 0 {
                 return Err(());
             }
-            ByteRange { start: size.saturating_sub(n), end: size - 1 }
+            ByteRange {
+                start: size.saturating_sub(n),
+                end: size - 1,
+            }
         }
         (false, _) => {
             let start: u64 = start.parse().map_err(|_| ())?;
-            let end: u64 = if end.is_empty() { size.saturating_sub(1) } else { end.parse().map_err(|_| ())? };
+            let end: u64 = if end.is_empty() {
+                size.saturating_sub(1)
+            } else {
+                end.parse().map_err(|_| ())?
+            };
             if start >= size || end < start {
                 return Err(());
             }
-            ByteRange { start, end: end.min(size - 1) }
+            ByteRange {
+                start,
+                end: end.min(size - 1),
+            }
         }
         (true, true) => return Ok(None),
     };
@@ -207,14 +257,23 @@ mod tests {
     use super::*;
 
     fn range(spec: &str, size: u64) -> Result<Option<(u64, u64)>, ()> {
-        parse_range(&HeaderValue::from_str(spec).unwrap(), size).map(|r| r.map(|r| (r.start, r.end)))
+        parse_range(&HeaderValue::from_str(spec).unwrap(), size)
+            .map(|r| r.map(|r| (r.start, r.end)))
     }
 
     #[test]
     fn paths_are_decoded_strictly() {
-        let path = |uri: &str| artifact_path(&actix_web::test::TestRequest::with_uri(uri).to_http_request());
-        assert_eq!(path("/api/artifacts/run/id/a/b%2Fc%2e%25+%C3%A9").unwrap(), "a/b/c.%+é");
-        assert_eq!(path("/api/artifacts/run/id//etc/passwd").unwrap(), "/etc/passwd");
+        let path = |uri: &str| {
+            artifact_path(&actix_web::test::TestRequest::with_uri(uri).to_http_request())
+        };
+        assert_eq!(
+            path("/api/artifacts/run/id/a/b%2Fc%2e%25+%C3%A9").unwrap(),
+            "a/b/c.%+é"
+        );
+        assert_eq!(
+            path("/api/artifacts/run/id//etc/passwd").unwrap(),
+            "/etc/passwd"
+        );
         assert_eq!(path("/api/artifacts/run/id/50%").unwrap(), "50%");
         assert!(path("/api/artifacts/run/id/a%FFb").is_err());
         assert!(path("/api/artifacts/run/id/%C0%AE%C0%AE/x").is_err());

@@ -37,7 +37,8 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({"error": {"code": self.0.code(), "message": self.0.to_string()}}))
+        HttpResponse::build(self.status_code()).json(
+            serde_json::json!({"error": {"code": self.0.code(), "message": self.0.to_string()}}),
+        )
     }
 }

@@ -82,7 +82,9 @@ async fn export_log(
             }
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())
         .insert_header(ContentDisposition {
@@ -102,19 +104,35 @@ struct KeyQuery {
 /// reports. JWK (JSON) by default; PEM with `?format=pem` or `Accept: application/x-pem-file`.
 /// Public by nature, so served without a token: verifiers need no account.
 #[get("/api/audit/public-key")]
-async fn public_key(state: web::Data<AppState>, http: HttpRequest, query: web::Query<KeyQuery>) -> Result<HttpResponse, ApiError> {
-    let accept = http.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+async fn public_key(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    query: web::Query<KeyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let accept = http
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let pem = match query.format.as_deref() {
         Some("pem") => true,
         Some("jwk") => false,
-        Some(other) => return Err(Error::invalid(format!("format must be `jwk` or `pem`, not `{other}`")).into()),
+        Some(other) => {
+            return Err(
+                Error::invalid(format!("format must be `jwk` or `pem`, not `{other}`")).into(),
+            )
+        }
         None => accept.contains("application/x-pem-file"),
     };
     let key = &state.audit.public;
     Ok(if pem {
-        HttpResponse::Ok().content_type("application/x-pem-file").body(key.to_pem())
+        HttpResponse::Ok()
+            .content_type("application/x-pem-file")
+            .body(key.to_pem())
     } else {
-        HttpResponse::Ok().content_type("application/jwk+json").body(key.to_jwk().to_string())
+        HttpResponse::Ok()
+            .content_type("application/jwk+json")
+            .body(key.to_jwk().to_string())
     })
 }
 
@@ -152,7 +170,9 @@ async fn list_checkpoints(
         }).to_string());
         body.push('\n');
     }
-    Ok(HttpResponse::Ok().content_type("application/x-ndjson").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .body(body))
 }
 
 #[derive(Deserialize)]
@@ -174,18 +194,28 @@ async fn compliance_report(
     let id: Uuid = path
         .parse()
         .map_err(|_| Error::invalid(format!("`{path}` is not a model version id")))?;
-    let accept = http.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = http
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let html = match query.format.as_deref() {
         Some("html") => true,
         Some("json") => false,
-        Some(other) => return Err(Error::invalid(format!("format must be `json` or `html`, not `{other}`")).into()),
+        Some(other) => {
+            return Err(
+                Error::invalid(format!("format must be `json` or `html`, not `{other}`")).into(),
+            )
+        }
         None => accept.contains("text/html"),
     };
     let mut conn = state.pool.get().await.map_err(Error::from)?;
     let signed = report::build(&mut conn, &state.audit, &actor, id).await?;
     drop(conn);
     Ok(if html {
-        HttpResponse::Ok().content_type("text/html; charset=utf-8").body(report::render_html(&signed)?)
+        HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(report::render_html(&signed)?)
     } else {
         HttpResponse::Ok().json(signed.to_json())
     })

@@ -18,7 +18,10 @@ async fn graphql(
     request: GraphQLRequest,
 ) -> GraphQLResponse {
     let caller = Caller(super::authenticate(&state, &http, request_id.to_string()).await);
-    let request = request.into_inner().data(caller).data(loader(state.pool.clone()));
+    let request = request
+        .into_inner()
+        .data(caller)
+        .data(loader(state.pool.clone()));
     let mut response = schema.execute(request).await;
     add_missing_codes(&mut response);
     response.into()
@@ -28,5 +31,10 @@ async fn graphql(
 async fn graphiql() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(GraphiQLSource::build().endpoint("/graphql").title("Custody GraphiQL").finish())
+        .body(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("Custody GraphiQL")
+                .finish(),
+        )
 }

@@ -57,7 +57,9 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
                 async move {
                     let mut response = response.await?;
                     if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-                        response.headers_mut().insert(HeaderName::from_static("x-request-id"), id);
+                        response
+                            .headers_mut()
+                            .insert(HeaderName::from_static("x-request-id"), id);
                     }
                     Ok(response)
                 }
@@ -79,9 +81,13 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
 
 /// Exposes the pool's size and idle connections next to the request metrics.
 fn pool_metrics(registry: &prometheus::Registry, pool: crate::db::DbPool) -> anyhow::Result<()> {
-    let size = prometheus::IntGauge::new("custody_db_pool_connections", "open database connections")?;
+    let size =
+        prometheus::IntGauge::new("custody_db_pool_connections", "open database connections")?;
     let idle = prometheus::IntGauge::new("custody_db_pool_idle", "idle database connections")?;
-    let waiting = prometheus::IntGauge::new("custody_db_pool_waiting", "requests waiting for a connection")?;
+    let waiting = prometheus::IntGauge::new(
+        "custody_db_pool_waiting",
+        "requests waiting for a connection",
+    )?;
     let max = prometheus::IntGauge::new("custody_db_pool_max", "the pool's maximum size")?;
     for gauge in [&size, &idle, &waiting, &max] {
         registry.register(Box::new(gauge.clone()))?;
@@ -101,16 +107,24 @@ fn pool_metrics(registry: &prometheus::Registry, pool: crate::db::DbPool) -> any
 }
 
 /// The actor behind `Authorization: Bearer <token>`.
-pub(crate) async fn authenticate(state: &AppState, http: &actix_web::HttpRequest, request_id: String) -> Result<Actor, Error> {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    http: &actix_web::HttpRequest,
+    request_id: String,
+) -> Result<Actor, Error> {
     let header = http
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| Error::Unauthenticated("a bearer token is required (Authorization: Bearer …)".into()))?;
+        .ok_or_else(|| {
+            Error::Unauthenticated("a bearer token is required (Authorization: Bearer …)".into())
+        })?;
     let token = header
         .to_str()
         .ok()
         .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+        .ok_or_else(|| {
+            Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
+        })?;
     let mut conn = state.pool.get().await?;
     let mut actor = auth::authenticate(&mut conn, &state.keys, token.trim()).await?;
     actor.request_id = Some(request_id);
