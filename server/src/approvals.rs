@@ -200,8 +200,38 @@ pub async fn decide(
             return Ok(rejected);
         }
         required = decision.required_approvals;
-        if approved < required as i64 {
-            return promotions::lock(conn, promotion.id).await;
+        // The new rules may name another approver group: only approvals of members who are
+        // eligible now count, and newly eligible approvers get their link.
+        let current = promotions::lock(conn, promotion.id).await?;
+        let eligible = promotions::eligible_approvers(conn, &current).await?;
+        let approvers: Vec<Uuid> = approvals::table
+            .filter(approvals::promotion_id.eq(promotion.id))
+            .filter(approvals::decision.eq(Verdict::Approve.as_str()))
+            .select(approvals::approver_id)
+            .load(conn)
+            .await?;
+        let counted = approvers
+            .iter()
+            .filter(|a| eligible.iter().any(|(e, _)| e == *a))
+            .count() as i64;
+        if counted < required as i64 {
+            let linked: Vec<Uuid> = approval_links::table
+                .filter(approval_links::promotion_id.eq(promotion.id))
+                .select(approval_links::approver_id)
+                .load(conn)
+                .await?;
+            let requester: String = users::table
+                .find(promotion.requested_by)
+                .select(users::email)
+                .first(conn)
+                .await?;
+            for (id, email) in eligible.iter().filter(|(id, _)| !linked.contains(id)) {
+                send_link(
+                    conn, gate, &current, &model, &version, *id, email, &requester,
+                )
+                .await?;
+            }
+            return Ok(current);
         }
     }
     let current = promotions::lock(conn, promotion.id).await?;
@@ -412,8 +442,12 @@ pub async fn page_view(
         .iter()
         .map(|k| json!({"key": k, "candidate": candidate.get(*k), "current": current.get(*k)}))
         .collect();
-    let decisions: Vec<_> = of_promotions(conn, &[promotion.id])
-        .await?
+    let decided_rows = of_promotions(conn, &[promotion.id]).await?;
+    // A link whose approver already decided (through the API, say) shows no form.
+    let already_decided = decided_rows
+        .iter()
+        .any(|(a, _)| a.approver_id == target.approver.id);
+    let decisions: Vec<_> = decided_rows
         .into_iter()
         .map(|(a, u)| json!({"approver": u.email, "decision": a.decision, "comment": a.comment, "via": a.via, "at": a.at.to_rfc3339()}))
         .collect();
@@ -436,7 +470,7 @@ pub async fn page_view(
         "code_commits": input["lineage"]["code_commits"],
         "policy": promotion.policy_result,
         "approvals": decisions,
-        "decided": target.used_at.is_some(),
+        "decided": target.used_at.is_some() || already_decided,
     });
     Ok((promotion, view))
 }

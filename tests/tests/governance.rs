@@ -1325,6 +1325,11 @@ async fn approval_links_are_single_use_bound_to_their_approver_and_tamper_proof(
     approve(s, f.approver(CAROL), &pid, Some("via the API")).await;
     outbox_settled(&env).await;
     let carol_page = get_link(&http, &carol).await;
+    assert!(
+        !carol_page.has_form() && carol_page.body.contains("id=\"decided\""),
+        "a link whose approver already decided still offers the form:\n{}",
+        carol_page.body
+    );
     let carol_csrf = carol_page.csrf.clone().unwrap_or_else(|| csrf.clone());
     let carol_cookie = carol_page.cookie.clone().unwrap_or_else(|| cookie.clone());
     let fields = [
