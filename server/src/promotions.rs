@@ -539,6 +539,9 @@ pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Res
             deployments::stage.eq(&promotion.stage),
             deployments::promotion_id.eq(promotion.id),
             deployments::replaced_version_id.eq(replaced.as_ref().map(|r| r.id)),
+            // Taken under the stage lock, so deployments order as they were applied (the
+            // column default, now(), is the transaction's start).
+            deployments::created_at.eq(Utc::now()),
         ))
         .execute(conn)
         .await?;

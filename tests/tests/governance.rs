@@ -1330,8 +1330,16 @@ async fn approval_links_are_single_use_bound_to_their_approver_and_tamper_proof(
         "a link whose approver already decided still offers the form:\n{}",
         carol_page.body
     );
-    let carol_csrf = carol_page.csrf.clone().unwrap_or_else(|| csrf.clone());
-    let carol_cookie = carol_page.cookie.clone().unwrap_or_else(|| cookie.clone());
+    // The page offers no form; a hand-made POST that passes the CSRF check (the page's own
+    // cookie value as the field) must still be refused.
+    let carol_cookie = carol_page
+        .cookie
+        .clone()
+        .expect("the page sets its CSRF cookie");
+    let carol_csrf = carol_cookie
+        .split_once('=')
+        .map(|(_, v)| v.to_string())
+        .unwrap();
     let fields = [
         ("decision", "approve"),
         ("comment", "twice?"),
