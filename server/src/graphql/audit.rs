@@ -1,4 +1,4 @@
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Json, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
@@ -92,7 +92,7 @@ impl AuditQuery {
                     .map_err(|_| gql_error(Error::invalid("`after` is not an audit cursor")))
             })
             .transpose()?;
-        let mut rows = read(ctx, |c| {
+        let rows = read(ctx, |c| {
             async move {
                 let project_id = match project {
                     Some(name) => Some(
@@ -115,13 +115,12 @@ impl AuditQuery {
             .scope_boxed()
         })
         .await?;
-        let has_next = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let mut connection = Connection::new(after_seq.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|e| Edge::new(e.seq.to_string(), AuditEntryNode(e))),
-        );
-        Ok(connection)
+        Ok(super::page(
+            rows,
+            limit,
+            after_seq.is_some(),
+            |e| e.seq.to_string(),
+            AuditEntryNode,
+        ))
     }
 }

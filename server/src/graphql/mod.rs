@@ -192,6 +192,25 @@ pub(crate) fn page_size(first: Option<i32>) -> GqlResult<i64> {
     }
 }
 
+/// One page of a Relay connection from rows fetched with `limit + 1` (the extra row only says
+/// that another page follows).
+pub(crate) fn page<T, N: async_graphql::OutputType>(
+    mut rows: Vec<T>,
+    limit: i64,
+    has_previous: bool,
+    cursor: impl Fn(&T) -> String,
+    node: impl Fn(T) -> N,
+) -> async_graphql::connection::Connection<String, N> {
+    let has_next = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let mut connection = async_graphql::connection::Connection::new(has_previous, has_next);
+    connection.edges.extend(
+        rows.into_iter()
+            .map(|row| async_graphql::connection::Edge::new(cursor(&row), node(row))),
+    );
+    connection
+}
+
 /// Gives every error in a response a `code`: errors raised before any resolver ran (syntax,
 /// validation, limits) carry none from async-graphql.
 pub fn add_missing_codes(response: &mut async_graphql::Response) {

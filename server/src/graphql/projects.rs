@@ -1,4 +1,4 @@
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
@@ -106,18 +106,17 @@ impl ProjectNode {
         let limit = page_size(first)?;
         let after = after.map(|a| parse_id(&ID(a), "cursor")).transpose()?;
         let id = self.0.id;
-        let mut rows = read(ctx, |c| {
+        let rows = read(ctx, |c| {
             runs::list_in_project(c, id, after, limit).scope_boxed()
         })
         .await?;
-        let has_next = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|run| Edge::new(run.id.to_string(), RunNode(run))),
-        );
-        Ok(connection)
+        Ok(super::page(
+            rows,
+            limit,
+            after.is_some(),
+            |run| run.id.to_string(),
+            RunNode,
+        ))
     }
 }
 

@@ -1,4 +1,4 @@
-use async_graphql::connection::{Connection, Edge};
+use async_graphql::connection::Connection;
 use async_graphql::{Context, Enum, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
@@ -261,7 +261,7 @@ impl PromotionQuery {
         let actor = actor(ctx)?;
         let limit = page_size(first)?;
         let after = after.map(|a| parse_id(&ID(a), "cursor")).transpose()?;
-        let mut rows = read(ctx, |c| {
+        let rows = read(ctx, |c| {
             async move {
                 promotions::list(
                     c,
@@ -276,14 +276,13 @@ impl PromotionQuery {
             .scope_boxed()
         })
         .await?;
-        let has_next = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|p| Edge::new(p.id.to_string(), PromotionNode(p))),
-        );
-        Ok(connection)
+        Ok(super::page(
+            rows,
+            limit,
+            after.is_some(),
+            |p| p.id.to_string(),
+            PromotionNode,
+        ))
     }
 
     /// Evaluates the promotion policies for a would-be promotion without requesting it.
