@@ -1,8 +1,8 @@
 //! The `custody` command line (crate `custody`, sdk/rust) as a subprocess: locating (and
 //! building) the binary, and running it with a private config directory and environment.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::Stdio;
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -13,70 +13,14 @@ static CLI_BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 /// `<target>/<profile>/custody`, brought up to date once per process with
 /// `cargo build -p custody --bin custody` in the same profile (`CUSTODY_TESTS_NO_BUILD=1` skips it).
 pub fn cli_bin() -> PathBuf {
-    match CLI_BIN.get_or_init(|| locate_and_build().map_err(|e| format!("{e:#}"))) {
+    let found = CLI_BIN.get_or_init(|| {
+        crate::server::locate_and_build(&["-p", "custody"], "custody", "CUSTODY_CLI_BIN")
+            .map_err(|e| format!("{e:#}"))
+    });
+    match found {
         Ok(p) => p.clone(),
         Err(e) => panic!("{e}"),
     }
-}
-
-fn locate_and_build() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("CUSTODY_CLI_BIN") {
-        let p = PathBuf::from(p);
-        anyhow::ensure!(p.is_file(), "CUSTODY_CLI_BIN={} is not a file", p.display());
-        return Ok(p);
-    }
-    let exe = std::env::current_exe()?;
-    let deps = exe
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("test executable has no parent"))?;
-    let profile_dir = if deps.file_name().is_some_and(|n| n == "deps") {
-        deps.parent().unwrap()
-    } else {
-        deps
-    };
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("no target dir above {}", profile_dir.display()))?;
-    let bin = profile_dir.join("custody");
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev".to_string(),
-        Some(other) => other.to_string(),
-    };
-    if std::env::var_os("CUSTODY_TESTS_NO_BUILD").is_none() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("Cargo.toml");
-        let out = Command::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "custody",
-                "--bin",
-                "custody",
-                "--profile",
-                &profile,
-            ])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target_dir)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| anyhow::anyhow!("running {cargo:?} build for custody: {e}"))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let shown: String = err.chars().take(6000).collect();
-            anyhow::bail!("building the custody CLI failed ({}):\n{shown}", out.status);
-        }
-    }
-    anyhow::ensure!(
-        bin.is_file(),
-        "the custody binary is missing at {} (build it with `cargo build -p custody`, or set CUSTODY_CLI_BIN)",
-        bin.display()
-    );
-    Ok(bin)
 }
 
 /// One user's command line: its own config directory (so `login` is private to it).

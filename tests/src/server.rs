@@ -36,20 +36,27 @@ static SERVER_BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 /// `cargo test -p custody-tests [--release]` never runs a stale or missing server
 /// (`CUSTODY_TESTS_NO_BUILD=1` skips that step).
 pub fn server_bin() -> PathBuf {
-    match SERVER_BIN.get_or_init(|| locate_and_build().map_err(|e| format!("{e:#}"))) {
+    let found = SERVER_BIN.get_or_init(|| {
+        locate_and_build(&["--workspace"], "custody-server", "CUSTODY_SERVER_BIN")
+            .map_err(|e| format!("{e:#}"))
+    });
+    match found {
         Ok(p) => p.clone(),
         Err(e) => panic!("{e}"),
     }
 }
 
-fn locate_and_build() -> anyhow::Result<PathBuf> {
-    if let Some(p) = std::env::var_os("CUSTODY_SERVER_BIN") {
+/// A workspace binary of this test build's profile: `override_var` if set, else
+/// `<target>/<profile>/<bin>`, rebuilt once with `cargo build <selector> --bin <bin>` unless
+/// `CUSTODY_TESTS_NO_BUILD` is set.
+pub fn locate_and_build(
+    selector: &[&str],
+    bin_name: &str,
+    override_var: &str,
+) -> anyhow::Result<PathBuf> {
+    if let Some(p) = std::env::var_os(override_var) {
         let p = PathBuf::from(p);
-        anyhow::ensure!(
-            p.is_file(),
-            "CUSTODY_SERVER_BIN={} is not a file",
-            p.display()
-        );
+        anyhow::ensure!(p.is_file(), "{override_var}={} is not a file", p.display());
         return Ok(p);
     }
     let exe = std::env::current_exe()?;
@@ -64,7 +71,7 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| anyhow::anyhow!("no target dir above {}", profile_dir.display()))?;
-    let bin = profile_dir.join("custody-server");
+    let bin = profile_dir.join(bin_name);
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") => "dev".to_string(),
         Some(other) => other.to_string(),
@@ -76,27 +83,21 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
             .join("..")
             .join("Cargo.toml");
         let out = Command::new(&cargo)
-            .args([
-                "build",
-                "--quiet",
-                "--workspace",
-                "--bin",
-                "custody-server",
-                "--profile",
-                &profile,
-            ])
+            .args(["build", "--quiet"])
+            .args(selector)
+            .args(["--bin", bin_name, "--profile", &profile])
             .arg("--manifest-path")
             .arg(&manifest)
             .arg("--target-dir")
             .arg(target_dir)
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| anyhow::anyhow!("running {cargo:?} build for custody-server: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("running {cargo:?} build for {bin_name}: {e}"))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
             let shown: String = err.chars().take(6000).collect();
             anyhow::bail!(
-                "building custody-server failed ({}); the first compiler messages:\n{shown}{}",
+                "building {bin_name} failed ({}); the first compiler messages:\n{shown}{}",
                 out.status,
                 if err.len() > shown.len() {
                     "\n[…]"
@@ -108,8 +109,9 @@ fn locate_and_build() -> anyhow::Result<PathBuf> {
     }
     anyhow::ensure!(
         bin.is_file(),
-        "the custody-server binary is missing at {} (build it with `cargo build -p custody-server`, or set CUSTODY_SERVER_BIN)",
-        bin.display()
+        "the {bin_name} binary is missing at {} (build it with `cargo build {}`, or set {override_var})",
+        bin.display(),
+        selector.join(" ")
     );
     Ok(bin)
 }
