@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{
-    code_commits, dataset_versions, datasets, deployments, lineage_edges, model_versions, models,
-    runs,
+    code_commits, dataset_versions, datasets, deployments, lineage_edges, memberships,
+    model_versions, models, runs,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -320,7 +320,81 @@ pub async fn traverse(
         )));
     }
     authorize_node(conn, actor, start, Role::Viewer).await?;
-    walk(conn, start, direction, depth).await
+    let graph = walk(conn, start, direction, depth).await?;
+    visible_to(conn, actor, graph).await
+}
+
+/// Keeps the nodes the caller may read (lineage crosses projects: a dataset of one project feeds
+/// runs of another) and the edges between them, so a traversal never reveals what a project's
+/// members cannot see. Code commits are shared and always visible.
+async fn visible_to(conn: &mut Conn, actor: &Actor, graph: Graph) -> Result<Graph> {
+    if actor.is_admin {
+        return Ok(graph);
+    }
+    let readable: HashSet<Uuid> = match actor.user_id {
+        Some(user) => memberships::table
+            .filter(memberships::user_id.eq(user))
+            .select(memberships::project_id)
+            .load(conn)
+            .await?
+            .into_iter()
+            .collect(),
+        None => HashSet::new(),
+    };
+    let ids = |kind: NodeKind| -> Vec<Uuid> {
+        graph
+            .nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .map(|n| n.id)
+            .collect()
+    };
+    let mut owner: Vec<(Uuid, Uuid)> = dataset_versions::table
+        .inner_join(datasets::table)
+        .filter(dataset_versions::id.eq_any(ids(NodeKind::DatasetVersion)))
+        .select((dataset_versions::id, datasets::project_id))
+        .load(conn)
+        .await?;
+    owner.extend(
+        runs::table
+            .filter(runs::id.eq_any(ids(NodeKind::Run)))
+            .select((runs::id, runs::project_id))
+            .load::<(Uuid, Uuid)>(conn)
+            .await?,
+    );
+    owner.extend(
+        model_versions::table
+            .inner_join(models::table)
+            .filter(model_versions::id.eq_any(ids(NodeKind::ModelVersion)))
+            .select((model_versions::id, models::project_id))
+            .load::<(Uuid, Uuid)>(conn)
+            .await?,
+    );
+    owner.extend(
+        deployments::table
+            .inner_join(model_versions::table.inner_join(models::table))
+            .filter(deployments::id.eq_any(ids(NodeKind::Deployment)))
+            .select((deployments::id, models::project_id))
+            .load::<(Uuid, Uuid)>(conn)
+            .await?,
+    );
+    let hidden: HashSet<Uuid> = owner
+        .into_iter()
+        .filter(|(_, project)| !readable.contains(project))
+        .map(|(node, _)| node)
+        .collect();
+    Ok(Graph {
+        nodes: graph
+            .nodes
+            .into_iter()
+            .filter(|n| !hidden.contains(&n.id))
+            .collect(),
+        edges: graph
+            .edges
+            .into_iter()
+            .filter(|e| !hidden.contains(&e.from_id) && !hidden.contains(&e.to_id))
+            .collect(),
+    })
 }
 
 /// The traversal itself, without authorization (for server-side documents such as policy input).

@@ -274,3 +274,66 @@ async fn automatic_edges_point_upstream() {
     let n = custody_tests::db::count(&sql, "lineage_edges").await;
     assert_eq!(n as usize, g.edges.len(), "lineage_edges rows");
 }
+
+/// Lineage crosses projects (a dataset of one project feeds a run of another); a traversal shows
+/// a member only the nodes of projects they belong to, and no edge into a hidden node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_projects_the_caller_cannot_read_stay_hidden() {
+    let env = TestEnv::start().await;
+    let (s, a) = (&env.server, &env.admin);
+    create_project(s, a, "vault").await;
+    create_project(s, a, "team").await;
+    create_dataset(s, a, "vault", "secret").await;
+    let dv = id(&register_dataset_version(s, a, "vault", "secret", &sha256_hex("s"), &[]).await);
+    let c = id(&register_commit(s, a, "https://git.example.com/t.git", &commit_sha("t")).await);
+    let run = id(&start_run(s, a, "team", "train", Some(&c), &[&dv]).await);
+    let bob = member_token(s, a, "team", "bob@example.com", "VIEWER").await;
+
+    let query = "query($n: NodeRef!) { lineage(node: $n, direction: UPSTREAM, depth: 5) { nodes { kind id } edges { relation from { id } to { id } } } }";
+    let seen = |d: &Value| -> (BTreeSet<String>, BTreeSet<String>) {
+        let nodes = d["lineage"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["id"].as_str().unwrap().to_string())
+            .collect();
+        let edges = d["lineage"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["relation"].as_str().unwrap().to_string())
+            .collect();
+        (nodes, edges)
+    };
+    let (nodes, edges) = seen(
+        &env.gql_ok(a, query, json!({ "n": node("RUN", &run) }))
+            .await,
+    );
+    assert_eq!(
+        nodes,
+        BTreeSet::from([run.clone(), c.clone(), dv.clone()]),
+        "the admin sees everything"
+    );
+    assert_eq!(
+        edges,
+        BTreeSet::from(["ran".to_string(), "consumed".to_string()])
+    );
+
+    let (nodes, edges) = seen(
+        &env.gql_ok(&bob, query, json!({ "n": node("RUN", &run) }))
+            .await,
+    );
+    assert_eq!(
+        nodes,
+        BTreeSet::from([run.clone(), c.clone()]),
+        "bob must not see the vault's dataset"
+    );
+    assert_eq!(edges, BTreeSet::from(["ran".to_string()]));
+
+    // And bob cannot start from the hidden node at all.
+    assert_eq!(
+        env.gql_err_code(&bob, query, json!({ "n": node("DATASET_VERSION", &dv) }))
+            .await,
+        "FORBIDDEN"
+    );
+}
