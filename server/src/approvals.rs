@@ -168,16 +168,8 @@ pub async fn decide(
         notify::enqueue_webhooks(conn, promotion.project_id, "promotion.rejected", &body).await?;
         return Ok(rejected);
     }
-    let approved: i64 = approvals::table
-        .filter(approvals::promotion_id.eq(promotion.id))
-        .filter(approvals::decision.eq(Verdict::Approve.as_str()))
-        .count()
-        .get_result(conn)
-        .await?;
-    if approved < promotion.required_approvals as i64 {
-        return promotions::lock(conn, promotion.id).await;
-    }
-    let mut required = promotion.required_approvals;
+    // A bundle that changed while the request waited is evaluated again before anything applies.
+    let mut rechecked = false;
     if let Some(decision) = promotions::recheck(conn, gate, &promotion).await? {
         if !decision.deny.is_empty() {
             let rejected = promotions::set_status(conn, promotion.id, Status::Rejected).await?;
@@ -199,22 +191,25 @@ pub async fn decide(
                 .await?;
             return Ok(rejected);
         }
-        required = decision.required_approvals;
-        // The new rules may name another approver group: only approvals of members who are
-        // eligible now count, and newly eligible approvers get their link.
-        let current = promotions::lock(conn, promotion.id).await?;
-        let eligible = promotions::eligible_approvers(conn, &current).await?;
-        let approvers: Vec<Uuid> = approvals::table
-            .filter(approvals::promotion_id.eq(promotion.id))
-            .filter(approvals::decision.eq(Verdict::Approve.as_str()))
-            .select(approvals::approver_id)
-            .load(conn)
-            .await?;
-        let counted = approvers
-            .iter()
-            .filter(|a| eligible.iter().any(|(e, _)| e == *a))
-            .count() as i64;
-        if counted < required as i64 {
+        rechecked = true;
+    }
+    // Only approvals of members eligible under the current rules count (the rules may have named
+    // another group since some approvals were given).
+    let current = promotions::lock(conn, promotion.id).await?;
+    let eligible = promotions::eligible_approvers(conn, &current).await?;
+    let approvers: Vec<Uuid> = approvals::table
+        .filter(approvals::promotion_id.eq(promotion.id))
+        .filter(approvals::decision.eq(Verdict::Approve.as_str()))
+        .select(approvals::approver_id)
+        .load(conn)
+        .await?;
+    let counted = approvers
+        .iter()
+        .filter(|a| eligible.iter().any(|(e, _)| e == *a))
+        .count() as i64;
+    if counted < current.required_approvals as i64 {
+        if rechecked {
+            // Approvers the new rules made eligible get their link now.
             let linked: Vec<Uuid> = approval_links::table
                 .filter(approval_links::promotion_id.eq(promotion.id))
                 .select(approval_links::approver_id)
@@ -231,13 +226,12 @@ pub async fn decide(
                 )
                 .await?;
             }
-            return Ok(current);
         }
+        return Ok(current);
     }
-    let current = promotions::lock(conn, promotion.id).await?;
     let mut body = promotions::event_body(&current, &model, &version);
-    body["approvals"] = json!(approved);
-    body["required_approvals"] = json!(required);
+    body["approvals"] = json!(counted);
+    body["required_approvals"] = json!(current.required_approvals);
     notify::enqueue_webhooks(conn, promotion.project_id, "promotion.approved", &body).await?;
     promotions::apply(conn, actor, &current).await
 }

@@ -751,7 +751,7 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Promotion>> {
         .await?)
 }
 
-/// Re-checks a promotion whose quorum is reached before it applies: the manifest must be the
+/// Re-checks a pending promotion as an approval arrives: the manifest must be the
 /// one approved, and a policy bundle that changed meanwhile is evaluated again. Answers the
 /// decision to use, or `None` when nothing changed.
 pub async fn recheck(

@@ -1827,3 +1827,64 @@ async fn policy_test_passes_on_the_default_bundle_and_names_a_failing_test() {
         "{stdout}"
     );
 }
+
+/// A bundle that changes while a request waits and now names an approver group: approvals given
+/// by members outside that group stop counting, and the newly eligible approvers are mailed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_bundle_naming_a_group_counts_only_that_groups_approvals() {
+    let mut env = start_env(&FAST_OUTBOX, &[]).await;
+    let f = Fixture::build(&env, &[BOB, CAROL]).await;
+    let priya = env.server.issue_token(PRIYA, false).await;
+    add_member_with_groups(
+        &env.server,
+        &env.admin,
+        &f.project,
+        PRIYA,
+        "APPROVER",
+        &["privacy"],
+    )
+    .await;
+    let mv = f.evaluated_version(&env.server, &[("auc", 0.9)]).await;
+    let p = request(&env.server, &f.requester, &mv, "production", None).await;
+    assert_status(&p, "PENDING");
+    assert_eq!(p["approverGroup"], Value::Null);
+    let pid = id(&p);
+    approve(&env.server, f.approver(BOB), &pid, None).await;
+    outbox_settled(&env).await;
+    assert!(!mail_recipients(&env, &pid).await.is_empty());
+
+    let original = default_policy();
+    let grouped = original.replace(
+        "approver_group := \"privacy\" if trained_on_pii",
+        "approver_group := \"privacy\"",
+    );
+    assert_ne!(
+        grouped, original,
+        "the default policy no longer has the line this test rewrites"
+    );
+    let dir = policy_dir(&[("promotion.rego", &grouped)]);
+    env.server.extra_args.extend([
+        "--policies".to_string(),
+        dir.path().to_str().unwrap().to_string(),
+    ]);
+    env.server.restart().await;
+    let s = &env.server;
+
+    // Carol's approval would have been the second; under the new rules neither counts.
+    let after = approve(s, f.approver(CAROL), &pid, None).await;
+    assert_status(&after, "PENDING");
+    assert_eq!(after["approverGroup"], "privacy");
+    assert_eq!(after["requiredApprovals"], 2);
+    assert_eq!(stage_of(&env, &mv).await, None);
+    outbox_settled(&env).await;
+    assert!(
+        mail_recipients(&env, &pid).await.contains(PRIYA),
+        "the newly eligible approver got no link"
+    );
+
+    // Priya's approval is the first that counts: still one short.
+    let after = approve(s, &priya, &pid, None).await;
+    assert_status(&after, "PENDING");
+    assert_eq!(stage_of(&env, &mv).await, None);
+    assert_eq!(deployments_of(&env, &mv).await, 0);
+}
