@@ -146,6 +146,8 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
         _ => anyhow::anyhow!("cannot listen on {addr}: {e}"),
     })?;
     let keys = TokenKeys::load(global.jwt_secret.as_deref(), &data_dir)?;
+    // Before the (slow) database start, so a bad store setting fails at once.
+    let store = options.artifacts.open_store(&data_dir)?;
     let (url, embedded) = match &global.database_url {
         Some(url) => {
             db::validate_database_url(url)?;
@@ -160,6 +162,7 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
         &url,
         &data_dir,
         keys,
+        store,
         &global.audit,
         policy,
         listener,
@@ -174,10 +177,12 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
     result
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_with_database(
     url: &str,
     data_dir: &Path,
     keys: TokenKeys,
+    store: artifacts::ArtifactStore,
     audit_options: &crate::export::AuditOptions,
     policy: PolicyBundle,
     listener: std::net::TcpListener,
@@ -203,7 +208,6 @@ async fn serve_with_database(
         tracing::info!(path = %path.display(), "created {} and wrote its bearer token", auth::BOOTSTRAP_ADMIN);
     }
     let local = listener.local_addr()?;
-    let store = options.artifacts.open_store(data_dir)?;
     tracing::info!(store = %store.describe(), "artifact store ready");
     artifacts::spawn_sweeper(
         pool.clone(),
