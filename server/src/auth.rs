@@ -200,6 +200,14 @@ pub fn normalize_email(email: &str) -> Result<String> {
     }
 }
 
+pub async fn users_by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<User>> {
+    Ok(users::table
+        .filter(users::id.eq_any(ids))
+        .select(User::as_select())
+        .load(conn)
+        .await?)
+}
+
 pub async fn find_user_by_email(conn: &mut Conn, email: &str) -> Result<Option<User>> {
     Ok(users::table
         .filter(users::email.eq(email))

@@ -743,14 +743,6 @@ pub async fn list(
     Ok(query.load(conn).await?)
 }
 
-pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Promotion>> {
-    Ok(promotions::table
-        .filter(promotions::id.eq_any(ids))
-        .select(Promotion::as_select())
-        .load(conn)
-        .await?)
-}
-
 /// Re-checks a pending promotion as an approval arrives: the manifest must be the
 /// one approved, and a policy bundle that changed meanwhile is evaluated again. Answers the
 /// decision to use, or `None` when nothing changed.

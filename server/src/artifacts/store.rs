@@ -486,7 +486,7 @@ impl S3Store {
                 while buffer.len() >= self.part_size {
                     let part = buffer.split_to(self.part_size).freeze();
                     if multipart.is_none() {
-                        multipart = Some((self.create_multipart(&key).await?, Vec::new()));
+                        multipart = Some((self.create_multipart(&key, true).await?, Vec::new()));
                     }
                     let (id, parts) = multipart.as_mut().expect("just created");
                     let n = parts.len() as i32 + 1;
@@ -540,13 +540,18 @@ impl S3Store {
         })
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<String> {
-        let out = self
+    /// Starts a multipart upload; `with_checksums` makes every part carry its SHA-256 (parts the
+    /// server sends), presigned parts sent by clients carry none.
+    async fn create_multipart(&self, key: &str, with_checksums: bool) -> Result<String> {
+        let mut request = self
             .client
             .create_multipart_upload()
             .bucket(&self.bucket)
-            .key(key)
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .key(key);
+        if with_checksums {
+            request = request.checksum_algorithm(ChecksumAlgorithm::Sha256);
+        }
+        let out = request
             .send()
             .await
             .context("S3 CreateMultipartUpload")
@@ -669,7 +674,7 @@ impl S3Store {
                 .map_err(Error::internal)?;
             return Ok(());
         }
-        let id = self.create_multipart(to).await?;
+        let id = self.create_multipart(to, true).await?;
         let chunk = 1024 * 1024 * 1024u64;
         let mut parts = Vec::new();
         let mut start = 0u64;
@@ -764,18 +769,7 @@ impl S3Store {
     ) -> Result<(String, Vec<String>)> {
         let key = self.key(&staging_key(upload_id));
         // Presigned parts carry no checksum: the server reads the object back at completion.
-        let out = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await
-            .context("S3 CreateMultipartUpload")
-            .map_err(Error::internal)?;
-        let s3_id = out
-            .upload_id
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("S3 answered no upload id")))?;
+        let s3_id = self.create_multipart(&key, false).await?;
         let presigning = PresigningConfig::expires_in(ttl).map_err(Error::internal)?;
         let mut urls = Vec::with_capacity(parts as usize);
         for n in 1..=parts {

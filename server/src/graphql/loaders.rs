@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use async_graphql::dataloader::Loader;
 
+use crate::approvals::{self, Approval};
 use crate::artifacts::{self, ArtifactFile};
+use crate::auth::{self, User};
 use crate::code::{self, CodeCommit};
 use crate::datasets::{self, Dataset, DatasetVersion};
 use crate::db::DbPool;
@@ -42,6 +44,12 @@ pub struct InputsOfRun(pub Uuid);
 pub struct ModelById(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ArtifactsOfRun(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelVersionById(pub Uuid);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ApprovalsOfPromotion(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FilesOfModelVersion(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,6 +147,35 @@ by_id_loader!(DatasetVersionById, DatasetVersion, datasets::versions_by_id);
 by_id_loader!(CodeCommitById, CodeCommit, code::by_ids);
 by_id_loader!(RunById, Run, runs::by_ids);
 by_id_loader!(ModelById, Model, models::by_ids);
+by_id_loader!(UserById, User, auth::users_by_ids);
+by_id_loader!(ModelVersionById, ModelVersion, models::versions_by_id);
+
+impl FromRow<User> for UserById {
+    fn from_row(row: &User) -> Self {
+        UserById(row.id)
+    }
+}
+impl FromRow<ModelVersion> for ModelVersionById {
+    fn from_row(row: &ModelVersion) -> Self {
+        ModelVersionById(row.id)
+    }
+}
+
+impl Loader<ApprovalsOfPromotion> for DbLoader {
+    type Value = Vec<(Approval, User)>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(
+        &self,
+        keys: &[ApprovalsOfPromotion],
+    ) -> LoadResult<ApprovalsOfPromotion, Vec<(Approval, User)>> {
+        let mut conn = self.conn().await?;
+        let rows = approvals::of_promotions(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
+        Ok(group(rows, |(a, _)| ApprovalsOfPromotion(a.promotion_id)))
+    }
+}
 
 impl Loader<VersionsOfDataset> for DbLoader {
     type Value = Vec<DatasetVersion>;

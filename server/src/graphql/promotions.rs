@@ -4,14 +4,15 @@ use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::auth::UserNode;
+use super::loaders::{ApprovalsOfPromotion, ModelVersionById, UserById};
 use super::models::ModelVersionNode;
 use super::scalars::Sha256;
-use super::{actor, gql_error, page_size, parse_id, read, state, transaction, GqlResult};
+use super::{actor, gql_error, loaders, page_size, parse_id, read, state, transaction, GqlResult};
 use crate::approvals::{self, Verdict, Via};
 use crate::error::Error;
+use crate::notify;
 use crate::promotions::{self, Promotion, Status};
 use crate::stages::{self, Stage};
-use crate::{models, notify};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(name = "PromotionStatus")]
@@ -171,41 +172,29 @@ impl PromotionNode {
     }
 
     async fn model_version(&self, ctx: &Context<'_>) -> GqlResult<ModelVersionNode> {
-        let id = self.0.model_version_id;
-        let mut found = read(ctx, |c| {
-            async move { models::versions_by_id(c, &[id]).await }.scope_boxed()
-        })
-        .await?;
-        found
-            .pop()
+        loaders(ctx)
+            .load_one(ModelVersionById(self.0.model_version_id))
+            .await
+            .map_err(|e| (*e).clone())?
             .map(ModelVersionNode)
             .ok_or_else(|| gql_error(Error::not_found("model version is gone")))
     }
 
     async fn requested_by(&self, ctx: &Context<'_>) -> GqlResult<UserNode> {
-        let id = self.0.requested_by;
-        let user = read(ctx, |c| {
-            async move {
-                use diesel::prelude::*;
-                use diesel_async::RunQueryDsl;
-                Ok(crate::db::schema::users::table
-                    .find(id)
-                    .select(crate::auth::User::as_select())
-                    .first(c)
-                    .await?)
-            }
-            .scope_boxed()
-        })
-        .await?;
-        Ok(UserNode(user))
+        loaders(ctx)
+            .load_one(UserById(self.0.requested_by))
+            .await
+            .map_err(|e| (*e).clone())?
+            .map(UserNode)
+            .ok_or_else(|| gql_error(Error::not_found("requester is gone")))
     }
 
     async fn approvals(&self, ctx: &Context<'_>) -> GqlResult<Vec<ApprovalNode>> {
-        let id = self.0.id;
-        let rows = read(ctx, |c| {
-            async move { approvals::of_promotions(c, &[id]).await }.scope_boxed()
-        })
-        .await?;
+        let rows = loaders(ctx)
+            .load_one(ApprovalsOfPromotion(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
         Ok(rows
             .into_iter()
             .map(|(a, user)| ApprovalNode {
