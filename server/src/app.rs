@@ -1,6 +1,6 @@
 //! The commands of the `custody-server` binary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use diesel_async::scoped_futures::ScopedFutureExt;
@@ -19,11 +19,14 @@ use crate::policy::PolicyBundle;
 use crate::promotions;
 
 pub fn init_tracing() {
+    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours for a person at a terminal only: no escape codes in log files or collectors.
+        .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("CUSTODY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();
     } else {
@@ -158,17 +161,14 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
             (pg.database_url(), Some(pg))
         }
     };
-    let result = serve_with_database(
-        &url,
-        &data_dir,
+    let prepared = Prepared {
+        data_dir,
         keys,
         store,
-        &global.audit,
         policy,
         listener,
-        options,
-    )
-    .await;
+    };
+    let result = serve_with_database(&url, prepared, &global.audit, options).await;
     if let Some(pg) = embedded {
         if let Err(e) = pg.stop().await {
             tracing::error!(error = ?e, "stopping the private PostgreSQL cluster");
@@ -177,17 +177,30 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_with_database(
-    url: &str,
-    data_dir: &Path,
+/// What `serve` sets up before the database (each part fails fast on a bad setting).
+struct Prepared {
+    data_dir: PathBuf,
     keys: TokenKeys,
     store: artifacts::ArtifactStore,
-    audit_options: &crate::export::AuditOptions,
     policy: PolicyBundle,
+    /// Bound before the slow start-up, so a taken port fails at once.
     listener: std::net::TcpListener,
+}
+
+async fn serve_with_database(
+    url: &str,
+    prepared: Prepared,
+    audit_options: &crate::export::AuditOptions,
     options: ServeOptions,
 ) -> anyhow::Result<()> {
+    let Prepared {
+        data_dir,
+        keys,
+        store,
+        policy,
+        listener,
+    } = prepared;
+    let data_dir = data_dir.as_path();
     let applied = db::migrate(url).await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "database migrated");

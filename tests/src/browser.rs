@@ -73,6 +73,8 @@ impl Browser {
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .process_group(0);
+            // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
+            // async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
                     libc::prctl(
@@ -203,6 +205,7 @@ impl Browser {
     fn kill_everything(&mut self) {
         if let Some(mut child) = self.chromedriver.take() {
             let pgid = child.id() as i32;
+            // SAFETY: kill(2) takes plain integers and touches no memory of this process.
             unsafe { libc::killpg(pgid, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
@@ -211,6 +214,7 @@ impl Browser {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // SAFETY: kill(2) takes plain integers and touches no memory of this process.
             unsafe { libc::killpg(pgid, libc::SIGKILL) };
             let _ = child.wait();
         }
@@ -227,6 +231,7 @@ impl Browser {
                 libc::SIGTERM
             };
             for pid in pids {
+                // SAFETY: kill(2) takes plain integers and touches no memory of this process.
                 unsafe { libc::kill(pid, sig) };
             }
             if Instant::now() > deadline {

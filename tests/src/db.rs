@@ -33,6 +33,27 @@ impl TestDb {
         }
     }
 
+    /// A new, empty database (from `template0`: no migration applied), for tests of the
+    /// migrations themselves.
+    pub async fn create_empty() -> TestDb {
+        let cluster = crate::blocking(PgCluster::get).await;
+        let name = cluster.next_db_name();
+        let admin = connect(&cluster.url("postgres")).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "CREATE DATABASE {name} TEMPLATE template0: {}",
+                    db_error_text(&e)
+                )
+            });
+        TestDb {
+            url: cluster.url(&name),
+            name,
+        }
+    }
+
     /// A new direct connection to this test's database (superuser).
     pub async fn connect(&self) -> Client {
         connect(&self.url).await

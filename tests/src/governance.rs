@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -15,6 +15,8 @@ use crate::fixtures::{self, id};
 use crate::server::Server;
 use crate::smtp::SmtpServer;
 use crate::{commit_sha, sha256_hex, TestDb, TestEnv};
+// The governance tests poll through this module's glob import.
+pub use crate::wait::wait_until;
 
 /// Everything the tests read of a promotion.
 pub const PROMOTION_FIELDS: &str =
@@ -43,24 +45,6 @@ pub async fn start_env_with_smtp(args: &[&str]) -> (TestEnv, SmtpServer) {
     let url = smtp.url();
     let env = start_env(&all, &[("CUSTODY_SMTP_URL", url.as_str())]).await;
     (env, smtp)
-}
-
-/// Polls `check` every 100 ms until it answers `Some`, or panics after `timeout` naming `what`.
-pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits until the outbox has delivered every row (so that background delivery cannot change the

@@ -8,6 +8,8 @@
 //! - [`server::Server`]: `custody-server serve` on a free port, `restart`, `token issue`, and the
 //!   GraphQL client (`gql`, `gql_ok`, `gql_err_code`).
 //! - [`TestEnv`]: all of it for one test: `TestEnv::start().await`.
+//! - [`wait_until`] and [`eventually`]: tests wait for what they expect by polling it, never by
+//!   sleeping a fixed time.
 
 pub mod audit;
 pub mod browser;
@@ -21,12 +23,14 @@ pub mod pg;
 pub mod s3;
 pub mod server;
 pub mod smtp;
+pub mod wait;
 pub mod webhook;
 
 use serde_json::Value;
 
 pub use db::{Snapshot, TestDb};
 pub use server::Server;
+pub use wait::{eventually, wait_until};
 
 /// One test's world: its own database and a server on it, plus the admin token.
 pub struct TestEnv {

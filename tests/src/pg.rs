@@ -111,6 +111,8 @@ impl PgCluster {
         let out = std::fs::File::create(&initdb_log)?;
         let mut initdb = pg_command(bin_dir, "initdb", as_postgres);
         if !as_postgres {
+            // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
+            // async-signal-safe.
             unsafe {
                 initdb.pre_exec(|| {
                     libc::prctl(
@@ -191,6 +193,8 @@ rm -rf "$CUSTODY_PG_ROOT"
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
+        // async-signal-safe.
         unsafe {
             cmd.pre_exec(|| {
                 // Own session: a terminal's Ctrl-C must not kill the watchdog before it cleans up.
@@ -249,31 +253,40 @@ rm -rf "$CUSTODY_PG_ROOT"
     /// Creates `custody_template` and migrates it with `custody-server migrate`.
     fn migrate_template(&self) -> Result<()> {
         self.psql(&format!("CREATE DATABASE {TEMPLATE_DB}"))?;
-        let bin = crate::server::server_bin();
-        let migrate_dir = self.root.join("migrate-data");
-        std::fs::create_dir_all(&migrate_dir)?;
-        let out = Command::new(&bin)
-            .arg("migrate")
-            .arg("--data-dir")
-            .arg(&migrate_dir)
-            .env("DATABASE_URL", self.url(TEMPLATE_DB))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {} migrate", bin.display()))?;
-        if !out.status.success() {
-            bail!(
-                "`custody-server migrate` failed ({}):\nstdout:\n{}\nstderr:\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        self.migrate(TEMPLATE_DB)?;
         // Nobody may connect to the template by accident (a connection would block CREATE DATABASE).
         self.psql(&format!(
             "ALTER DATABASE {TEMPLATE_DB} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false"
         ))?;
         Ok(())
+    }
+
+    /// Applies the pending migrations to database `db` with the real binary
+    /// (`custody-server migrate`); answers what it wrote to stderr (its log).
+    pub fn migrate(&self, db: &str) -> Result<String> {
+        let bin = crate::server::server_bin();
+        let data_dir = tempfile::Builder::new()
+            .prefix("migrate-data-")
+            .tempdir_in(&self.root)
+            .context("creating a data dir for `custody-server migrate`")?;
+        let out = Command::new(&bin)
+            .arg("migrate")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env("DATABASE_URL", self.url(db))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} migrate", bin.display()))?;
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() {
+            bail!(
+                "`custody-server migrate` failed ({}):\nstdout:\n{}\nstderr:\n{log}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+            );
+        }
+        Ok(log)
     }
 
     /// Runs one SQL command on the `postgres` database with psql.
@@ -304,16 +317,19 @@ rm -rf "$CUSTODY_PG_ROOT"
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// uid and gid of the `postgres` user.
 pub fn postgres_ids() -> Result<(u32, u32)> {
     let name = CString::new("postgres").unwrap();
+    // SAFETY: `name` is a NUL-terminated C string that outlives the call.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
     if pw.is_null() {
         bail!("running as root, but there is no `postgres` user to run initdb/postgres as (install the `postgresql` package)");
     }
+    // SAFETY: `pw` is the non-null record getpwnam just returned, read before any other getpw* call.
     unsafe { Ok(((*pw).pw_uid, (*pw).pw_gid)) }
 }
 
@@ -457,6 +473,7 @@ pub fn sweep_stale_dirs() {
                 if pid_alive(pid)
                     && String::from_utf8_lossy(&cmd).contains(dir.to_str().unwrap_or("\0"))
                 {
+                    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
                     unsafe { libc::kill(pid, libc::SIGINT) };
                     let deadline = Instant::now() + Duration::from_secs(10);
                     while pid_alive(pid) && Instant::now() < deadline {

@@ -82,7 +82,18 @@ pub fn locate_and_build(
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("..")
             .join("Cargo.toml");
-        let out = Command::new(&cargo)
+        let mut build = Command::new(&cargo);
+        // `cargo test` gives this process the variables of the *test* package
+        // (CARGO_MANIFEST_DIR=…/tests, CARGO_PKG_NAME=custody-tests, …). Build scripts that
+        // watch them (`rerun-if-env-changed`, e.g. ring's) would see them change between this
+        // build and the developer's own `cargo build`/`cargo test`, and each would rebuild ring
+        // and everything above it, the server included, every time: they are not passed on.
+        for (name, _) in std::env::vars_os() {
+            if name.to_str().is_some_and(is_test_package_var) {
+                build.env_remove(&name);
+            }
+        }
+        let out = build
             .args(["build", "--quiet"])
             .args(selector)
             .args(["--bin", bin_name, "--profile", &profile])
@@ -114,6 +125,18 @@ pub fn locate_and_build(
         selector.join(" ")
     );
     Ok(bin)
+}
+
+/// Is `name` one of the variables that cargo sets for the test package it runs
+/// (`CARGO_PKG_*`, `CARGO_MANIFEST_*`, `CARGO_CRATE_NAME`, …)?
+fn is_test_package_var(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || name.starts_with("CARGO_BIN_")
+        || matches!(
+            name,
+            "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+        )
 }
 
 /// A fresh directory under /tmp with mode 0755 (the embedded cluster's `postgres` user must be
@@ -302,6 +325,8 @@ impl Server {
             }
             cmd.args(&self.extra_args);
             cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
+            // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
+            // async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
                     // Should this test process die without dropping us, the server gets SIGTERM.
@@ -396,6 +421,7 @@ impl Server {
     /// Sends SIGTERM and waits (up to 60 s, then SIGKILL). Returns the exit status.
     pub async fn stop(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("server is not running");
+        // SAFETY: kill(2) takes plain integers and touches no memory of this process.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -427,6 +453,7 @@ impl Server {
 
     fn kill_now(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) takes plain integers and touches no memory of this process.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {

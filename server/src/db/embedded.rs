@@ -30,6 +30,7 @@ impl EmbeddedPostgres {
         let root = data_dir.join("pg");
         let data = root.join("data");
         let socket_dir = root.join("run");
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
         let run_as_postgres = unsafe { libc::geteuid() } == 0;
 
         std::fs::create_dir_all(&socket_dir)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use custody_tests::audit::{fetch_all, verify_chain};
 use custody_tests::fixtures::*;
 use custody_tests::server::{tail, tmp_dir};
-use custody_tests::{commit_sha, sha256_hex, Server, TestEnv};
+use custody_tests::{commit_sha, eventually, sha256_hex, Server, TestEnv};
 use serde_json::{json, Value};
 
 const EVERYTHING: &str = "query($run: ID!) {
@@ -116,14 +116,9 @@ async fn stop_and_check_cluster_gone(server: &mut Server, data_dir: &Path, postm
         tail(&server.log(), 80)
     );
     // The private cluster is stopped with the server.
-    for _ in 0..50 {
-        if !alive(postmaster_pid) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stopped = eventually(Duration::from_secs(5), || async { !alive(postmaster_pid) }).await;
     assert!(
-        !alive(postmaster_pid),
+        stopped,
         "the private postmaster (pid {postmaster_pid}) outlived the server"
     );
     let pidfile = find_postmaster_pid(&data_dir.join("pg"));
@@ -211,4 +206,26 @@ async fn embedded_default_from_an_empty_data_dir() {
     assert_eq!(me["me"]["email"], "cli@example.com");
     verify_chain(&fetch_all(&server, &a, "").await).unwrap();
     stop_and_check_cluster_gone(&mut server, &data_dir, pg_pid).await;
+}
+
+/// The log written to a file (the harness captures the server's stderr in one) is plain text: no
+/// ANSI colour codes, which only a terminal would render.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_file_holds_no_colour_codes() {
+    let env = TestEnv::start().await;
+    // Some requests, an error among them, so that the log has more than start-up lines.
+    env.gql_ok(&env.admin, "{ me { email } }", json!({})).await;
+    env.gql(&env.admin, "{ noSuchField }", json!({})).await;
+    let log = env.server.log();
+    assert!(
+        log.contains("custody-server listening"),
+        "the log file lacks the start-up lines:\n{log}"
+    );
+    let escapes: Vec<&str> = log.lines().filter(|l| l.contains('\x1b')).collect();
+    assert!(
+        escapes.is_empty(),
+        "{} log line(s) with escape sequences, e.g. {:?}",
+        escapes.len(),
+        escapes.first()
+    );
 }

@@ -4,7 +4,7 @@
 //! 4 unauthenticated/forbidden, 5 refused, 1 other).
 //!
 //! ```text
-//! cargo test -p custody-tests --test cli
+//! cargo test -p custody-tests --test e2e cli::
 //! ```
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 
 use custody_tests::fixtures::*;
 use custody_tests::jwt::{self, now};
-use custody_tests::{random_id, TestEnv};
+use custody_tests::{random_id, wait_until, TestEnv};
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 
@@ -67,8 +67,16 @@ async fn expired_token_is_unauthenticated() {
         .server
         .issue_token_ttl("short@example.com", false, Some("1s"))
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_unauthenticated(&env, &t, "token issued with --ttl 1s, 2.5 s ago").await;
+    // Letting the token expire is the behaviour under test: wait (polling the clock) until its
+    // `exp` has passed. The server allows no leeway.
+    let exp = jwt::claims(&t)["exp"].as_i64().expect("exp claim");
+    wait_until(
+        "the token's exp to pass",
+        std::time::Duration::from_secs(5),
+        || async { (now() > exp).then_some(()) },
+    )
+    .await;
+    assert_unauthenticated(&env, &t, "token issued with --ttl 1s, now past its exp").await;
 
     // Validly signed, registered jti, but expired an hour ago.
     let (_, mut claims, key) = user_token(&env).await;

@@ -4,8 +4,8 @@
 //! `both_stores!` makes a `local::case` and an `s3::case` test of it.
 //!
 //! ```text
-//! cargo test -p custody-tests --test artifacts            # both stores
-//! cargo test -p custody-tests --test artifacts s3::       # one store
+//! cargo test -p custody-tests --test e2e artifacts::          # both stores
+//! cargo test -p custody-tests --test e2e artifacts::s3::      # one store
 //! ```
 //!
 //! What a store holds is read from the disk, not through the server: the local store's files under
@@ -19,7 +19,7 @@ use custody_tests::db::{count, db_error_text};
 use custody_tests::fixtures::{self, id};
 use custody_tests::s3::{walk_files, S3Server};
 use custody_tests::server::{tail, Server};
-use custody_tests::{Snapshot, TestDb, TestEnv};
+use custody_tests::{eventually, Snapshot, TestDb, TestEnv};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -503,24 +503,6 @@ fn err_code(body: &Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))
-}
-
-/// Polls `check` every 100 ms until it is true or `timeout` passes.
-async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// One raw HTTP/1.1 request (the target sent exactly as given: no client-side normalisation of

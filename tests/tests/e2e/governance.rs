@@ -1466,7 +1466,8 @@ async fn the_outbox_retries_until_the_smtp_server_is_up_and_delivers_once() {
         },
     )
     .await;
-    // Several more worker rounds: nothing is sent twice.
+    // Several more worker rounds (one a second): nothing is sent twice. Waiting is the behaviour
+    // under test here, an absence that no condition could signal earlier.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mails = smtp.messages();
     let mut per: BTreeMap<String, usize> = BTreeMap::new();

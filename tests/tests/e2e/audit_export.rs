@@ -2,11 +2,13 @@
 //! PostgreSQL, and the real `custody-server audit verify` checks the files offline (no database,
 //! no data directory), catching every kind of tampering by name.
 
+use std::time::Duration;
+
 use custody_tests::audit::entry_hash;
 use custody_tests::export_helpers::*;
 use custody_tests::fixtures::*;
 use custody_tests::server::{server_bin, tmp_dir};
-use custody_tests::{commit_sha, sha256_hex, TestEnv};
+use custody_tests::{commit_sha, sha256_hex, wait_until, TestEnv};
 use serde_json::{json, Value};
 
 fn joined(lines: &[Vec<u8>]) -> Vec<u8> {
@@ -388,14 +390,10 @@ async fn filtered_and_time_range_exports_verify_as_what_they_are() {
     create_project(s, &env.admin, "p1").await;
     create_project(s, &env.admin, "p2").await;
     create_datasets(s, &env.admin, "p1", "early", 20).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let t0 = now_rfc3339(&sql).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let t0 = time_between_entries(&sql).await;
     create_datasets(s, &env.admin, "p1", "mid", 15).await;
     create_datasets(s, &env.admin, "p2", "mid", 15).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let t1 = now_rfc3339(&sql).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let t1 = time_between_entries(&sql).await;
     create_datasets(s, &env.admin, "p1", "late", 20).await;
     let dir = tmp_dir("custody-test-export-");
     let pem = save_public_key(s, dir.path(), "pem").await;
@@ -520,14 +518,37 @@ async fn filtered_and_time_range_exports_verify_as_what_they_are() {
 
 /// Now, as RFC 3339 UTC with microseconds (like the entries' `at`), from the database's clock:
 /// the server stamps entries with the same machine's clock.
-async fn now_rfc3339(sql: &tokio_postgres::Client) -> String {
-    sql.query_one(
-        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
-        &[],
+/// A time (RFC 3339, microseconds) strictly after every audit entry written so far and strictly
+/// before every entry written after this returns: it polls the database clock until it has passed
+/// the last entry, takes that time, and polls again until the clock has moved past it.
+async fn time_between_entries(sql: &tokio_postgres::Client) -> String {
+    let t = wait_until(
+        "the clock to pass the last audit entry",
+        Duration::from_secs(5),
+        || async {
+            let row = sql
+                .query_one(
+                    "WITH now AS (SELECT clock_timestamp() AS t)
+                     SELECT now.t > (SELECT coalesce(max(at), '-infinity') FROM audit_log),
+                            to_char(now.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                       FROM now",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, bool>(0).then(|| row.get::<_, String>(1))
+        },
     )
-    .await
-    .unwrap()
-    .get(0)
+    .await;
+    wait_until("the clock to move on", Duration::from_secs(5), || async {
+        sql.query_one("SELECT clock_timestamp() > $1::text::timestamptz", &[&t])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+            .then_some(())
+    })
+    .await;
+    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,9 +830,7 @@ async fn archive_stores_a_verified_copy_and_deletes_nothing() {
     let sql = env.sql().await;
     create_project(s, &env.admin, "arc").await;
     create_datasets(s, &env.admin, "arc", "old", 40).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let cutoff = now_rfc3339(&sql).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = time_between_entries(&sql).await;
     create_datasets(s, &env.admin, "arc", "new", 5).await;
     let rows_before: i64 = sql
         .query_one("SELECT count(*) FROM audit_log", &[])

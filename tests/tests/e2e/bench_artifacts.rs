@@ -5,7 +5,7 @@
 //! peak RSS growth (VmHWM), with a fresh server per store.
 //!
 //! ```text
-//! cargo test -p custody-tests --release --test bench_artifacts -- --ignored --nocapture
+//! cargo test -p custody-tests --release --test e2e bench_artifacts -- --ignored --nocapture
 //! ```
 //! (`--release` runs the release build of the server: the harness takes the binary of the test's
 //! own profile.) `CUSTODY_BENCH_MIB` changes the file size (default 1024). Issue 3's targets:
@@ -93,6 +93,7 @@ fn proc_stats(pid: u32) -> (u64, u64, f64) {
     // Fields after the command's closing parenthesis; utime and stime are the 14th and 15th.
     let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
+    // SAFETY: sysconf(3) takes an integer and touches no memory of this process.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     let cpu = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);

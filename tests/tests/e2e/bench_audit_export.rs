@@ -4,7 +4,7 @@
 //! 100,000 and at 1,000,000 entries to show it stays flat.
 //!
 //! ```text
-//! cargo test -p custody-tests --release --test bench_audit_export -- --ignored --nocapture
+//! cargo test -p custody-tests --release --test e2e bench_audit_export -- --ignored --nocapture
 //! ```
 //! Issue 6's targets: export ≥ 200,000 entries/s, verification ≥ 500,000 entries/s, memory flat.
 //!
