@@ -204,7 +204,7 @@ async fn revoked_token_is_unauthenticated() {
     // The user's other token is unaffected.
     let me = env.gql_ok(&t2, ME, json!({})).await;
     assert_eq!(me["me"]["email"], "rev@example.com");
-    let rows = custody_tests::fixtures::audit_count(&env.server, &env.admin).await;
+    let rows = audit_count(&env.server, &env.admin).await;
     let revokes =
         custody_tests::audit::fetch_all(&env.server, &env.admin, "action: \"token.revoke\"").await;
     assert_eq!(

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use custody_tests::audit::{fetch_all, verify_chain};
 use custody_tests::db::count;
 use custody_tests::fixtures::{create_project, id, member_token, register_commit};
+use custody_tests::pg::PgCluster;
 use custody_tests::server::server_bin;
 use custody_tests::{commit_sha, sha256_hex, TestEnv};
 use serde_json::{json, Value};
@@ -96,15 +97,16 @@ impl Writer {
         body["data"].clone()
     }
 
-    /// Writes rounds until `until`; answers the number of rounds.
-    async fn run(&mut self, until: Instant, first_round: usize) -> usize {
+    /// Writes rounds, numbered from `first_round`, until `until` or `max_rounds`; answers the
+    /// number of rounds.
+    async fn run(&mut self, until: Instant, first_round: usize, max_rounds: usize) -> usize {
         let w = self.n;
         let mut round = first_round;
         let mut dataset = String::new();
         let mut model = String::new();
         let mut previous_version: Option<String> = None;
-        while Instant::now() < until {
-            if round % ROUNDS_PER_PAIR == 0 || dataset.is_empty() {
+        while Instant::now() < until && round - first_round < max_rounds {
+            if round.is_multiple_of(ROUNDS_PER_PAIR) || dataset.is_empty() {
                 dataset = format!("ds-{w:02}-{round:05}");
                 model = format!("model-{w:02}-{round:05}");
                 self.call(
@@ -205,15 +207,39 @@ fn cpu_jiffies() -> (u64, u64) {
     (total - idle, total)
 }
 
-/// utime + stime of a process, in jiffies.
-fn process_jiffies(pid: u32) -> u64 {
+/// (parent pid, utime + stime in jiffies) of a process.
+fn process_stat(pid: u32) -> (u32, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = rest.split_whitespace().collect();
     let get = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the ')'.
-    get(11) + get(12)
+    // ppid, utime and stime are fields 4, 14 and 15 of the whole line: 1, 11 and 12 after ')'.
+    (get(1) as u32, get(11) + get(12))
+}
+
+fn process_jiffies(pid: u32) -> u64 {
+    process_stat(pid).1
+}
+
+/// CPU time of the harness's PostgreSQL: the postmaster and its children (the backends).
+fn postgres_jiffies() -> u64 {
+    let cluster = PgCluster::get();
+    let Some(postmaster) = std::fs::read_to_string(cluster.root.join("data/postmaster.pid"))
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+    else {
+        return 0;
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .map(|pid| (pid, process_stat(pid)))
+        .filter(|(pid, (ppid, _))| *pid == postmaster || *ppid == postmaster)
+        .map(|(_, (_, jiffies))| jiffies)
+        .sum()
 }
 
 fn loadavg() -> String {
@@ -286,9 +312,7 @@ async fn bench_concurrent_writers() {
         .drain(..)
         .map(|mut w| {
             tokio::spawn(async move {
-                w.run(Instant::now(), 0).await;
-                // `run` with a past deadline does nothing: do one round by hand.
-                w.run(Instant::now() + Duration::from_millis(1), 0).await;
+                w.run(Instant::now() + Duration::from_secs(600), 0, 1).await;
                 w
             })
         })
@@ -302,6 +326,7 @@ async fn bench_concurrent_writers() {
     let pid = s.pid().unwrap();
     let (busy0, total0) = cpu_jiffies();
     let server0 = process_jiffies(pid);
+    let postgres0 = custody_tests::blocking(postgres_jiffies).await;
     let load_before = loadavg();
     let started = Instant::now();
     let until = started + Duration::from_secs(SECONDS);
@@ -310,7 +335,7 @@ async fn bench_concurrent_writers() {
         .map(|mut w| {
             tokio::spawn(async move {
                 w.recording = true;
-                let rounds = w.run(until, 1_000).await;
+                let rounds = w.run(until, 1_000, usize::MAX).await;
                 (w, rounds)
             })
         })
@@ -325,6 +350,7 @@ async fn bench_concurrent_writers() {
     let elapsed = started.elapsed();
     let (busy1, total1) = cpu_jiffies();
     let server1 = process_jiffies(pid);
+    let postgres1 = custody_tests::blocking(postgres_jiffies).await;
     let load_after = loadavg();
     let audit_after = count(&sql, "audit_log").await;
 
@@ -339,6 +365,7 @@ async fn bench_concurrent_writers() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let machine_busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64 * 100.0;
     let server_cpu = (server1 - server0) as f64 / hz / elapsed.as_secs_f64();
+    let postgres_cpu = (postgres1 - postgres0) as f64 / hz / elapsed.as_secs_f64();
 
     println!("================ concurrent writers: {WRITERS} writers ({MEMBERS} contributors), {SECONDS} s ================");
     println!(
@@ -367,8 +394,7 @@ async fn bench_concurrent_writers() {
         "machine        : {cpus} CPUs {machine_busy:.0}% busy while measuring; load average {load_before} before, {load_after} after"
     );
     println!(
-        "server process : {:.2} CPUs on average (PostgreSQL and the 16 clients share the machine)",
-        server_cpu
+        "CPU used       : custody-server {server_cpu:.2} CPUs, PostgreSQL {postgres_cpu:.2} CPUs on average (the {WRITERS} clients and other work share the rest)"
     );
     println!("database       : the harness cluster (fsync=off, synchronous_commit=off), pool of 16 connections");
     println!("===========================================================================================");
