@@ -8,7 +8,7 @@ mod config;
 mod tree;
 mod ui;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use custody::{
@@ -106,26 +106,30 @@ enum ProjectsCommand {
 enum DatasetsCommand {
     /// Compute the SHA-256 of FILE (or the directory digest of DIR, see the README) and register
     /// it as the next version of the dataset (created if missing).
-    Register {
-        #[arg(long)]
-        project: String,
-        #[arg(long)]
-        dataset: String,
-        /// A file or a directory.
-        path: PathBuf,
-        /// A tag of the version (repeatable).
-        #[arg(long = "tag")]
-        tags: Vec<String>,
-        /// Where the data lives (default: file://<absolute path>).
-        #[arg(long)]
-        uri: Option<String>,
-        /// Dataset version ids this version was made from (repeatable).
-        #[arg(long = "derived-from")]
-        derived_from: Vec<String>,
-        /// Description, if the dataset is created.
-        #[arg(long)]
-        description: Option<String>,
-    },
+    Register(DatasetRegistration),
+}
+
+/// The arguments of `custody datasets register`.
+#[derive(Args)]
+struct DatasetRegistration {
+    #[arg(long)]
+    project: String,
+    #[arg(long)]
+    dataset: String,
+    /// A file or a directory.
+    path: PathBuf,
+    /// A tag of the version (repeatable).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Where the data lives (default: file://<absolute path>).
+    #[arg(long)]
+    uri: Option<String>,
+    /// Dataset version ids this version was made from (repeatable).
+    #[arg(long = "derived-from")]
+    derived_from: Vec<String>,
+    /// Description, if the dataset is created.
+    #[arg(long)]
+    description: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -413,29 +417,8 @@ async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
             projects(ui, command.unwrap_or(ProjectsCommand::List)).await
         }
         Command::Datasets {
-            command:
-                DatasetsCommand::Register {
-                    project,
-                    dataset,
-                    path,
-                    tags,
-                    uri,
-                    derived_from,
-                    description,
-                },
-        } => {
-            register_dataset(
-                ui,
-                &project,
-                &dataset,
-                &path,
-                tags,
-                uri,
-                derived_from,
-                description,
-            )
-            .await
-        }
+            command: DatasetsCommand::Register(registration),
+        } => register_dataset(ui, registration).await,
         Command::Runs { command } => runs(ui, command).await,
         Command::Artifacts { command } => artifacts(ui, command).await,
         Command::Models {
@@ -545,17 +528,17 @@ async fn projects(ui: Ui, command: ProjectsCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn register_dataset(
-    ui: Ui,
-    project: &str,
-    dataset: &str,
-    path: &Path,
-    tags: Vec<String>,
-    uri: Option<String>,
-    derived_from: Vec<String>,
-    description: Option<String>,
-) -> Result<(), CliError> {
+async fn register_dataset(ui: Ui, registration: DatasetRegistration) -> Result<(), CliError> {
+    let DatasetRegistration {
+        project,
+        dataset,
+        path,
+        tags,
+        uri,
+        derived_from,
+        description,
+    } = registration;
+    let (project, dataset, path) = (project.as_str(), dataset.as_str(), path.as_path());
     if !path.exists() {
         return Err(
             CliError::usage(format!("{} does not exist", path.display()))
