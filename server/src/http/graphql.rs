@@ -1,9 +1,29 @@
+//! `POST /graphql`: the body is read here, under a limit, after the caller is known.
+//!
+//! The caller is authenticated from the header first. A caller with a valid token may send up
+//! to `CUSTODY_GRAPHQL_MAX_BODY`; anyone else at most [`ANONYMOUS_MAX_BODY`], which is plenty
+//! for the errors they will get and for introspection. A `Content-Length` over the limit is
+//! answered 413 at once, without reading; a chunked body is read with a running count and
+//! refused as soon as it passes the limit. So no body is ever buffered beyond its limit.
+
+use std::panic::AssertUnwindSafe;
+
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use async_graphql::http::GraphiQLSource;
-use async_graphql_actix_web::{GraphQLRequest, GraphQLResponse};
+use futures_util::FutureExt as _;
 use tracing_actix_web::RequestId;
 
 use crate::graphql::{add_missing_codes, loader, AppState, Caller, CustodySchema};
+
+/// Largest body accepted from a caller without a valid token.
+pub const ANONYMOUS_MAX_BODY: usize = 64 << 10;
+
+/// The body limit of authenticated callers (`CUSTODY_GRAPHQL_MAX_BODY`).
+#[derive(Clone, Copy)]
+pub struct GraphqlLimits {
+    pub max_body: usize,
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(graphql).service(graphiql);
@@ -13,18 +33,95 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn graphql(
     state: web::Data<AppState>,
     schema: web::Data<CustodySchema>,
+    limits: web::Data<GraphqlLimits>,
     http: HttpRequest,
     request_id: RequestId,
-    request: GraphQLRequest,
-) -> GraphQLResponse {
+    payload: web::Payload,
+) -> HttpResponse {
     let caller = Caller(super::authenticate(&state, &http, request_id.to_string()).await);
-    let request = request
-        .into_inner()
-        .data(caller)
-        .data(loader(state.pool.clone()));
-    let mut response = schema.execute(request).await;
+    let limit = match &caller.0 {
+        Ok(_) => limits.max_body,
+        Err(_) => ANONYMOUS_MAX_BODY,
+    };
+    let body = match super::read_body(&http, payload, limit).await {
+        Ok(body) => body,
+        Err(super::BodyRefusal::TooLarge) => {
+            let message = match &caller.0 {
+                Ok(_) => format!("the request body is larger than {limit} bytes"),
+                Err(_) => format!(
+                    "requests without a valid bearer token may carry at most {limit} bytes"
+                ),
+            };
+            // The rest of the body is never read: the connection closes after this answer.
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, &message, true);
+        }
+        Err(super::BodyRefusal::Broken(why)) => {
+            return error_response(StatusCode::BAD_REQUEST, &why, true)
+        }
+    };
+    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not a GraphQL request (JSON with a `query`): {e}"),
+                false,
+            )
+        }
+    };
+    drop(body);
+    let request = request.data(caller).data(loader(state.pool.clone()));
+    // A panic in a resolver is a bug, but it must cost one answer, not the connection (or the
+    // worker): it becomes an INTERNAL error. The panic message is still logged (the hook runs
+    // first), so tests and operators see it.
+    let mut response = match AssertUnwindSafe(schema.execute(request))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::error!("a GraphQL resolver panicked; answering INTERNAL");
+            let mut error = async_graphql::ServerError::new("internal error", None);
+            let mut extensions = async_graphql::ErrorExtensionValues::default();
+            extensions.set("code", "INTERNAL");
+            error.extensions = Some(extensions);
+            async_graphql::Response::from_errors(vec![error])
+        }
+    };
     add_missing_codes(&mut response);
-    response.into()
+    let mut answer = HttpResponse::Ok();
+    answer.content_type("application/json");
+    for (name, value) in response.http_headers.iter() {
+        // async-graphql speaks http 1's types, actix-web http 0.2's: carried over as bytes.
+        let name = actix_web::http::header::HeaderName::from_bytes(name.as_str().as_bytes());
+        let value = actix_web::http::header::HeaderValue::from_bytes(value.as_bytes());
+        if let (Ok(name), Ok(value)) = (name, value) {
+            answer.append_header((name, value));
+        }
+    }
+    match serde_json::to_vec(&response) {
+        Ok(json) => answer.body(json),
+        Err(e) => {
+            tracing::error!(error = %e, "serialising a GraphQL response");
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal error", false)
+        }
+    }
+}
+
+/// A GraphQL-shaped error answer (`{"errors": [{"message", "extensions": {"code"}}]}`) for
+/// requests refused before execution; `close` ends the connection after it.
+fn error_response(status: StatusCode, message: &str, close: bool) -> HttpResponse {
+    let code = match status {
+        StatusCode::INTERNAL_SERVER_ERROR => "INTERNAL",
+        _ => "INVALID_INPUT",
+    };
+    let mut builder = HttpResponse::build(status);
+    if close {
+        builder.force_close();
+    }
+    builder
+        .content_type("application/json")
+        .body(serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]}).to_string())
 }
 
 #[get("/graphql")]
