@@ -54,7 +54,9 @@ impl RootSpanBuilder for MaskedRootSpan {
         span: Span,
         outcome: &Result<ServiceResponse<B>, actix_web::Error>,
     ) {
-        DefaultRootSpanBuilder::on_request_end(span, outcome);
+        DefaultRootSpanBuilder::on_request_end(span.clone(), outcome);
+        // An access line per request, at debug level (`RUST_LOG=custody_server=debug`).
+        tracing::debug!(parent: &span, "request done");
     }
 }
 
