@@ -138,8 +138,7 @@ fn configured_urls(global: &GlobalOptions) -> anyhow::Result<Option<db::Database
             db::validate_database_url(url)?;
             let mut urls = db::DatabaseUrls::single(url);
             if let Some(migrate) = migrate {
-                db::validate_database_url(migrate)
-                    .context("CUSTODY_MIGRATION_DATABASE_URL")?;
+                db::validate_database_url(migrate).context("CUSTODY_MIGRATION_DATABASE_URL")?;
                 urls.migrate = migrate.clone();
             }
             Ok(Some(urls))

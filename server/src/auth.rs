@@ -417,7 +417,15 @@ mod tests {
         assert!(parse_ttl("-3h").is_err());
         assert!(parse_ttl("9999d").is_err());
         assert!(parse_ttl("").is_err());
-        for odd in ["30€", "€", "1é", "7d\u{301}", "👩‍👩‍👧", "\u{10FFFF}", "1\u{FFFF}"] {
+        for odd in [
+            "30€",
+            "€",
+            "1é",
+            "7d\u{301}",
+            "👩‍👩‍👧",
+            "\u{10FFFF}",
+            "1\u{FFFF}",
+        ] {
             assert!(parse_ttl(odd).is_err(), "{odd:?}");
         }
     }

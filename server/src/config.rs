@@ -55,6 +55,8 @@ pub struct GlobalOptions {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start: the size of the `serve` options does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server.
     Serve(ServeOptions),

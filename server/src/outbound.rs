@@ -164,12 +164,7 @@ fn special_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let segments = ip.segments();
     // Addresses that carry an IPv4 address the packets end up at: judged by that address.
     let embedded_v4 = |high: u16, low: u16| {
-        Ipv4Addr::new(
-            (high >> 8) as u8,
-            high as u8,
-            (low >> 8) as u8,
-            low as u8,
-        )
+        Ipv4Addr::new((high >> 8) as u8, high as u8, (low >> 8) as u8, low as u8)
     };
     let nat64: Ipv6Net = "64:ff9b::/96".parse().expect("valid");
     if nat64.contains(&ip) {
@@ -262,7 +257,10 @@ mod tests {
     fn registration_checks_scheme_and_literal_addresses() {
         let p = policy(&[]);
         assert!(p.check_url("https://hooks.example.com/x").is_ok());
-        assert!(p.check_url("http://localhost:8080/").is_ok(), "names wait for delivery");
+        assert!(
+            p.check_url("http://localhost:8080/").is_ok(),
+            "names wait for delivery"
+        );
         for bad in [
             "ftp://example.com/x",
             "file:///etc/passwd",

@@ -307,7 +307,7 @@ impl Server {
                 cmd.env_remove(v);
             }
             if let Some(url) = &self.database_url {
-                cmd.env("DATABASE_URL", url);
+                set_database_env(&mut cmd, url);
             }
             cmd.args(&self.extra_args);
             cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
@@ -462,7 +462,7 @@ impl Server {
             cmd.env_remove(v);
         }
         if let Some(url) = &self.database_url {
-            cmd.env("DATABASE_URL", url);
+            set_database_env(cmd.as_std_mut(), url);
         }
         cmd.output()
             .await
@@ -565,6 +565,21 @@ impl AsRef<Server> for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill_now();
+    }
+}
+
+/// Points a server command at `url`. A database of the tests' cluster is served as the
+/// non-superuser runtime role, migrated by the superuser (as SECURITY.md advises), so every
+/// test also checks that the runtime role's grants suffice.
+fn set_database_env(cmd: &mut Command, url: &str) {
+    match crate::pg::PgCluster::server_urls(url) {
+        Some((runtime, migrate)) => {
+            cmd.env("DATABASE_URL", runtime)
+                .env("CUSTODY_MIGRATION_DATABASE_URL", migrate);
+        }
+        None => {
+            cmd.env("DATABASE_URL", url);
+        }
     }
 }
 

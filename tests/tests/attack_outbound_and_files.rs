@@ -120,7 +120,10 @@ async fn webhook_registration_refuses_private_addresses_and_other_schemes() {
             json!({"p": "hooks", "u": "https://hooks.example.com/custody"}),
         )
         .await;
-    assert_eq!(hook["addWebhook"]["url"], "https://hooks.example.com/custody");
+    assert_eq!(
+        hook["addWebhook"]["url"],
+        "https://hooks.example.com/custody"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,7 +193,9 @@ impl Redirector {
                     let mut buf = [0u8; 4096];
                     // The request head and its (small) body.
                     loop {
-                        let Ok(n) = stream.read(&mut buf).await else { return };
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
@@ -284,7 +289,10 @@ async fn webhooks_follow_no_redirect_and_recheck_literal_addresses_when_called()
         ["/to-metadata", "/to-metadata", "/to-self", "/to-self"],
         "a redirect was followed"
     );
-    assert!(metadata.hits().is_empty(), "the metadata stand-in was called");
+    assert!(
+        metadata.hits().is_empty(),
+        "the metadata stand-in was called"
+    );
 
     // The same (literal) addresses, once the allow-list is gone, are refused when called:
     // the check is made at every delivery, not only at registration.
@@ -338,7 +346,11 @@ async fn the_data_directory_and_mailed_links_are_private() {
     let f = Fixture::build(&env, &[BOB]).await;
     pending_promotion(&env, &f).await;
     let files = mails(&data_dir, 1).await;
-    assert_eq!(mode(&data_dir.join("outbox")), 0o700, "the outbox directory");
+    assert_eq!(
+        mode(&data_dir.join("outbox")),
+        0o700,
+        "the outbox directory"
+    );
     for eml in &files {
         assert_eq!(mode(eml), 0o600, "{}", eml.display());
         assert!(approval_link(eml).contains("/approve/"));
@@ -451,7 +463,11 @@ async fn the_embedded_runtime_role_cannot_touch_the_audit_triggers() {
         .batch_execute("SET ROLE custody_owner")
         .await
         .expect_err("custody_app may become the owner");
-    assert!(db_error_text(&err).contains("permission denied"), "{}", db_error_text(&err));
+    assert!(
+        db_error_text(&err).contains("permission denied"),
+        "{}",
+        db_error_text(&err)
+    );
 
     // Running as root, the `postgres` user runs the cluster and may only traverse the data
     // directory; otherwise the directory is the server user's alone.
@@ -468,6 +484,30 @@ async fn the_embedded_runtime_role_cannot_touch_the_audit_triggers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_of_the_tests_serve_as_a_runtime_role() {
+    // The harness runs every server against its database as `custody_runtime`, migrated by
+    // the superuser: the whole suite then proves the runtime grants suffice.
+    let env = TestEnv::start().await;
+    fixtures::create_project(&env.server, &env.admin, "harness").await;
+    let roles: Vec<String> = env
+        .sql()
+        .await
+        .query(
+            "SELECT DISTINCT usename::text FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(roles, [custody_tests::pg::RUNTIME_ROLE]);
+    let app = connect(&PgCluster::server_urls(&env.db.url).unwrap().0).await;
+    assert_cannot_tamper(&app, custody_tests::pg::RUNTIME_ROLE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_external_database_with_a_separate_migration_role() {
     let db = TestDb::create().await;
     let cluster = custody_tests::blocking(PgCluster::get).await;
@@ -475,7 +515,9 @@ async fn an_external_database_with_a_separate_migration_role() {
     cluster
         .psql(&format!("CREATE ROLE {role} LOGIN"))
         .expect("creating the runtime role");
-    let runtime_url = cluster.url(&db.name).replace("://custody@", &format!("://{role}@"));
+    let runtime_url = cluster
+        .url(&db.name)
+        .replace("://custody@", &format!("://{role}@"));
     // DATABASE_URL is the runtime role; the superuser owns the schema and migrates.
     let server = Server::start_with(
         Some(&runtime_url),
@@ -486,8 +528,12 @@ async fn an_external_database_with_a_separate_migration_role() {
     let admin = server.admin_token.clone();
     let env = TestEnv { server, db, admin };
     fixtures::create_project(&env.server, &env.admin, "external").await;
-    env.gql_ok(&env.admin, "{ project(name: \"external\") { name } }", json!({}))
-        .await;
+    env.gql_ok(
+        &env.admin,
+        "{ project(name: \"external\") { name } }",
+        json!({}),
+    )
+    .await;
     let app = connect(&runtime_url).await;
     assert_cannot_tamper(&app, &role).await;
 }
@@ -528,7 +574,13 @@ async fn tokens_in_urls_never_reach_the_log() {
         .await["createArtifactUpload"]
         .clone();
     let part_url = upload["parts"][0]["url"].as_str().unwrap().to_string();
-    let r = s.http.put(&part_url).body(bytes.clone()).send().await.unwrap();
+    let r = s
+        .http
+        .put(&part_url)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let etag = r.headers()["etag"].to_str().unwrap().to_string();
     secrets.push(part_url.split("token=").nth(1).unwrap().to_string());

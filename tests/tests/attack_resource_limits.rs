@@ -72,7 +72,9 @@ async fn push_body(
     body_len: u64,
     chunked: bool,
 ) -> Pushed {
-    let stream = TcpStream::connect(("127.0.0.1", server.port)).await.unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
     let (mut reader, mut writer) = stream.into_split();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for (name, value) in headers {
@@ -152,7 +154,10 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The JSON body of a raw response.
 fn body_json(response: &str) -> Value {
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
     serde_json::from_str(body).unwrap_or_else(|_| panic!("not a JSON body: {response:?}"))
 }
 
@@ -180,7 +185,10 @@ async fn huge_bodies_are_refused_before_they_are_buffered() {
         ("admin", vec![json, ("Authorization", bearer.as_str())]),
     ] {
         for chunked in [false, true] {
-            let what = format!("{who} {} POST /graphql of 256 MiB", if chunked { "chunked" } else { "declared" });
+            let what = format!(
+                "{who} {} POST /graphql of 256 MiB",
+                if chunked { "chunked" } else { "declared" }
+            );
             let started = Instant::now();
             let pushed = push_body(s, "POST", "/graphql", &headers, HUGE, chunked).await;
             assert_eq!(pushed.status, 413, "{what}: {}", pushed.response);
@@ -190,7 +198,10 @@ async fn huge_bodies_are_refused_before_they_are_buffered() {
                 pushed.sent
             );
             let error = &body_json(&pushed.response)["errors"][0];
-            assert_eq!(error["extensions"]["code"], "INVALID_INPUT", "{what}: {error}");
+            assert_eq!(
+                error["extensions"]["code"], "INVALID_INPUT",
+                "{what}: {error}"
+            );
             println!(
                 "{what}: 413 after {} KiB sent, in {:?}",
                 pushed.sent >> 10,
@@ -203,9 +214,16 @@ async fn huge_bodies_are_refused_before_they_are_buffered() {
     // The other routes that take bodies: the approval form (its own small limit), an artifact
     // upload and a direct-upload part without valid credentials (refused before reading).
     let form = ("Content-Type", "application/x-www-form-urlencoded");
-    let attacks: Vec<(&str, String, Vec<(&str, &str)>, u16)> = vec![
+    // (method, path, headers, the status that refuses it)
+    type Attack<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
+    let attacks: Vec<Attack> = vec![
         ("POST", "/approve/not-a-token".into(), vec![form], 413),
-        ("PUT", format!("/api/artifacts/run/{run}/x.bin"), vec![], 401),
+        (
+            "PUT",
+            format!("/api/artifacts/run/{run}/x.bin"),
+            vec![],
+            401,
+        ),
         (
             "PUT",
             format!("/api/uploads/{}/parts/1?token=forged", random_id()),
@@ -217,7 +235,11 @@ async fn huge_bodies_are_refused_before_they_are_buffered() {
         for chunked in [false, true] {
             let what = format!("{method} {path} of 256 MiB (chunked: {chunked})");
             let pushed = push_body(s, method, &path, &headers, HUGE, chunked).await;
-            println!("{what}: {} after {} KiB sent", pushed.status, pushed.sent >> 10);
+            println!(
+                "{what}: {} after {} KiB sent",
+                pushed.status,
+                pushed.sent >> 10
+            );
             assert_eq!(pushed.status, status, "{what}: {}", pushed.response);
             assert!(
                 pushed.sent < 32 << 20,
@@ -269,7 +291,10 @@ async fn body_limits_depend_on_the_token_and_the_setting() {
     let r = post("", padded(60 << 10)).await.unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{v}");
+    assert_eq!(
+        v["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+        "{v}"
+    );
     let r = post("", padded(100 << 10)).await.unwrap();
     assert_eq!(r.status(), 413);
     let v: Value = r.json().await.unwrap();
@@ -379,7 +404,12 @@ async fn metrics_need_a_scraper_token_and_random_paths_do_not_grow_them() {
     assert!(text.contains("custody_db_pool_max"), "{text}");
 
     // One unmatched path and one made-up method first, so their series exist.
-    let warm = s.http.get(s.url(&format!("/{}", random_id()))).send().await.unwrap();
+    let warm = s
+        .http
+        .get(s.url(&format!("/{}", random_id())))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(warm.status(), 404);
     let odd = reqwest::Method::from_bytes(b"FROB").unwrap();
     let r = s.http.request(odd, s.url("/graphql")).send().await.unwrap();
@@ -406,7 +436,10 @@ async fn metrics_need_a_scraper_token_and_random_paths_do_not_grow_them() {
                 let url = format!("{base}{path}");
                 async move {
                     let method = if i % 4 == 0 {
-                        reqwest::Method::from_bytes(format!("M{}", random_id().replace('-', "")).as_bytes()).unwrap()
+                        reqwest::Method::from_bytes(
+                            format!("M{}", random_id().replace('-', "")).as_bytes(),
+                        )
+                        .unwrap()
                     } else {
                         reqwest::Method::GET
                     };
@@ -520,7 +553,11 @@ async fn a_request_that_gets_no_connection_is_refused_not_left_hanging() {
         .send()
         .await
         .expect("/healthz must answer");
-    assert_eq!(r.status(), 503, "healthz says the database is not available");
+    assert_eq!(
+        r.status(),
+        503,
+        "healthz says the database is not available"
+    );
 
     // The lock goes: the waiting requests finish and the server serves again.
     tx.rollback().await.unwrap();
@@ -628,12 +665,14 @@ async fn slow_export_readers_cannot_hold_the_server() {
         let out = s
             .cli(&["token", "issue", "--email", email, "--auditor"])
             .await;
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         users.push(String::from_utf8_lossy(&out.stdout).trim().to_string());
     }
 
-    let t0 = Instant::now();
-    println!("log built");
     // 17 slow readers from three users: three run (the export pool), the others are refused
     // at once (429 over a user's limit, 503 over the server's).
     let mut readers = Vec::new();
@@ -670,9 +709,11 @@ async fn slow_export_readers_cannot_hold_the_server() {
 
     // They stop reading: after the idle timeout the server cuts them off and their
     // connections return; three complete exports then run at once.
-    println!("trickled {:?}", t0.elapsed());
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert!(s.log().contains("audit export cut off"), "no cut-off logged");
+    assert!(
+        s.log().contains("audit export cut off"),
+        "no cut-off logged"
+    );
     for reader in readers.iter_mut() {
         reader.drain().await;
         let text = String::from_utf8_lossy(&reader.body);
@@ -681,7 +722,6 @@ async fn slow_export_readers_cannot_hold_the_server() {
             "a cut-off export must not end like a complete one"
         );
     }
-    println!("drained {:?}", t0.elapsed());
     let exports: Vec<_> = users
         .iter()
         .map(|token| {
@@ -697,11 +737,23 @@ async fn slow_export_readers_cannot_hold_the_server() {
     for export in exports {
         let (status, body) = export.await.unwrap();
         assert_eq!(status, 200);
-        assert!(body.len() > 12 << 20, "a short export: {} bytes", body.len());
-        let last = String::from_utf8_lossy(body.trim_ascii_end().rsplit(|&b| b == b'\n').next().unwrap()).into_owned();
-        assert!(last.starts_with("{\"manifest\":"), "no manifest: {last:.200}");
+        assert!(
+            body.len() > 12 << 20,
+            "a short export: {} bytes",
+            body.len()
+        );
+        let last = String::from_utf8_lossy(
+            body.trim_ascii_end()
+                .rsplit(|&b| b == b'\n')
+                .next()
+                .unwrap(),
+        )
+        .into_owned();
+        assert!(
+            last.starts_with("{\"manifest\":"),
+            "no manifest: {last:.200}"
+        );
     }
-    println!("exported {:?}", t0.elapsed());
     assert_healthy(s, "slow export readers").await;
 }
 
@@ -736,10 +788,16 @@ fn odd_strings() -> Vec<(String, String)> {
         ("unit then combining mark", "7d\u{301}".into()),
         ("128 bytes ending mid-char", format!("{}é", "a".repeat(127))),
         ("256 bytes ending mid-char", format!("{}€", "a".repeat(254))),
-        ("1024 bytes ending mid-char", format!("{}𝄞", "a".repeat(1021))),
+        (
+            "1024 bytes ending mid-char",
+            format!("{}𝄞", "a".repeat(1021)),
+        ),
         ("RTL override", "\u{202E}gnp.exe\u{202C}".into()),
         ("Arabic", "مرحبا بالعالم".into()),
-        ("combining marks", "Z\u{351}\u{34F}\u{361}a\u{300}\u{301}\u{302}l\u{336}".into()),
+        (
+            "combining marks",
+            "Z\u{351}\u{34F}\u{361}a\u{300}\u{301}\u{302}l\u{336}".into(),
+        ),
         ("emoji ZWJ", "👩\u{200D}👩\u{200D}👧\u{200D}👦".into()),
         ("U+FFFF", "\u{FFFF}".into()),
         ("U+10FFFF", "\u{10FFFF}".into()),
@@ -841,7 +899,10 @@ impl Schema {
                 for f in ty["inputFields"].as_array().unwrap() {
                     if f["type"]["kind"] == "NON_NULL" && depth < 4 {
                         let fname = f["name"].as_str().unwrap();
-                        obj.insert(fname.into(), self.plausible(&f["type"], fname, fx, depth + 1));
+                        obj.insert(
+                            fname.into(),
+                            self.plausible(&f["type"], fname, fx, depth + 1),
+                        );
                     }
                 }
                 Value::Object(obj)
@@ -866,7 +927,11 @@ impl Schema {
 
     /// Puts `odd` at `path` inside `value` (of type `t`), creating what is missing.
     fn inject(&self, value: &mut Value, t: &Value, path: &[Step], odd: &Value, fx: &Fixture) {
-        let t = if t["kind"] == "NON_NULL" { &t["ofType"] } else { t };
+        let t = if t["kind"] == "NON_NULL" {
+            &t["ofType"]
+        } else {
+            t
+        };
         let Some((step, rest)) = path.split_first() else {
             *value = odd.clone();
             return;
@@ -889,7 +954,11 @@ impl Schema {
                     .iter()
                     .find(|f| f["name"] == name.as_str())
                     .unwrap();
-                let slot = value.as_object_mut().unwrap().entry(name.clone()).or_insert(Value::Null);
+                let slot = value
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(name.clone())
+                    .or_insert(Value::Null);
                 if slot.is_null() {
                     *slot = self.plausible(&field["type"], name, fx, 1);
                 }
@@ -954,8 +1023,14 @@ async fn no_string_argument_of_any_operation_panics_or_fails_internally() {
     }
     let schema = Schema { types };
     let roots = [
-        ("query", intro["__schema"]["queryType"]["name"].as_str().unwrap()),
-        ("mutation", intro["__schema"]["mutationType"]["name"].as_str().unwrap()),
+        (
+            "query",
+            intro["__schema"]["queryType"]["name"].as_str().unwrap(),
+        ),
+        (
+            "mutation",
+            intro["__schema"]["mutationType"]["name"].as_str().unwrap(),
+        ),
     ];
     let odd = odd_strings();
     let mut failures = Vec::new();
@@ -973,7 +1048,13 @@ async fn no_string_argument_of_any_operation_panics_or_fails_internally() {
             };
             let decls: Vec<String> = args
                 .iter()
-                .map(|a| format!("$v_{}: {}", a["name"].as_str().unwrap(), type_string(&a["type"])))
+                .map(|a| {
+                    format!(
+                        "$v_{}: {}",
+                        a["name"].as_str().unwrap(),
+                        type_string(&a["type"])
+                    )
+                })
                 .collect();
             let uses: Vec<String> = args
                 .iter()
@@ -1026,7 +1107,9 @@ async fn no_string_argument_of_any_operation_panics_or_fails_internally() {
                         let status = r.status().as_u16();
                         let text = r.text().await.unwrap_or_default();
                         let Ok(body) = serde_json::from_str::<Value>(&text) else {
-                            failures.push(format!("{what}: {status} with a body that is not JSON: {text:.300}"));
+                            failures.push(format!(
+                                "{what}: {status} with a body that is not JSON: {text:.300}"
+                            ));
                             continue;
                         };
                         // 200, or 400 for a request refused before execution (NUL characters).
@@ -1035,8 +1118,11 @@ async fn no_string_argument_of_any_operation_panics_or_fails_internally() {
                         }
                         for error in body["errors"].as_array().into_iter().flatten() {
                             match error["extensions"]["code"].as_str() {
-                                None => failures.push(format!("{what}: an error without a code: {error}")),
-                                Some("INTERNAL") => failures.push(format!("{what}: INTERNAL: {error}")),
+                                None => failures
+                                    .push(format!("{what}: an error without a code: {error}")),
+                                Some("INTERNAL") => {
+                                    failures.push(format!("{what}: INTERNAL: {error}"))
+                                }
                                 Some(_) => {}
                             }
                         }
@@ -1049,10 +1135,11 @@ async fn no_string_argument_of_any_operation_panics_or_fails_internally() {
             assert_healthy(s, &format!("fuzzing {op}")).await;
         }
     }
-    println!(
-        "fuzzed {operations} operations, {positions} string positions, {requests} requests"
+    println!("fuzzed {operations} operations, {positions} string positions, {requests} requests");
+    assert!(
+        operations > 30 && positions > 50,
+        "introspection found too little"
     );
-    assert!(operations > 30 && positions > 50, "introspection found too little");
     assert!(
         failures.is_empty(),
         "{} bad answers:\n{}",

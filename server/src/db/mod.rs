@@ -49,8 +49,11 @@ fn url_user(url: &str) -> Option<String> {
     if url.contains("://") {
         let parsed = url::Url::parse(url).ok()?;
         let user = parsed.username();
-        return (!user.is_empty())
-            .then(|| percent_encoding::percent_decode_str(user).decode_utf8_lossy().into_owned());
+        return (!user.is_empty()).then(|| {
+            percent_encoding::percent_decode_str(user)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
     }
     url.split_whitespace()
         .find_map(|pair| pair.strip_prefix("user="))
@@ -86,7 +89,9 @@ pub(crate) fn quote_ident(name: &str) -> String {
 /// every table, the new ones included.
 pub async fn migrate(urls: &DatabaseUrls) -> anyhow::Result<Vec<String>> {
     let url = urls.migrate.clone();
-    let grants = urls.separate_runtime_role().map(|role| runtime_grants(&role));
+    let grants = urls
+        .separate_runtime_role()
+        .map(|role| runtime_grants(&role));
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
         use diesel::connection::SimpleConnection as _;
         use diesel::Connection as _;

@@ -48,29 +48,17 @@ impl ExportLimits {
         }
     }
 
-    /// A place for one more export of `user`, or the answer that refuses it.
-    fn admit(&self, user: &str) -> Result<ExportPermit, HttpResponse> {
-        let busy = |status: actix_web::http::StatusCode, message: String| {
-            HttpResponse::build(status)
-                .insert_header((header::RETRY_AFTER, "30"))
-                .json(serde_json::json!({"error": {"code": "UNAVAILABLE", "message": message}}))
-        };
-        let global = self.running.clone().try_acquire_owned().map_err(|_| {
-            busy(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "too many audit exports are running on this server; retry later".into(),
-            )
-        })?;
+    /// A place for one more export of `user`, or why there is none.
+    fn admit(&self, user: &str) -> Result<ExportPermit, ExportRefusal> {
+        let global = self
+            .running
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ExportRefusal::ServerBusy)?;
         let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
         let mine = per_user.entry(user.to_owned()).or_default();
         if *mine >= self.per_user_max {
-            return Err(busy(
-                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
-                format!(
-                    "you already run {} audit exports; wait until one ends",
-                    self.per_user_max
-                ),
-            ));
+            return Err(ExportRefusal::UserBusy(self.per_user_max));
         }
         *mine += 1;
         Ok(ExportPermit {
@@ -78,6 +66,33 @@ impl ExportLimits {
             user: user.to_owned(),
             per_user: self.per_user.clone(),
         })
+    }
+}
+
+/// Why an export was not started.
+enum ExportRefusal {
+    /// Every export connection of this server is in use.
+    ServerBusy,
+    /// The user already runs this many.
+    UserBusy(usize),
+}
+
+impl ExportRefusal {
+    fn response(&self) -> HttpResponse {
+        use actix_web::http::StatusCode;
+        let (status, message) = match self {
+            ExportRefusal::ServerBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many audit exports are running on this server; retry later".to_owned(),
+            ),
+            ExportRefusal::UserBusy(n) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("you already run {n} audit exports; wait until one ends"),
+            ),
+        };
+        HttpResponse::build(status)
+            .insert_header((header::RETRY_AFTER, "30"))
+            .json(serde_json::json!({"error": {"code": "UNAVAILABLE", "message": message}}))
     }
 }
 
@@ -132,7 +147,7 @@ async fn export_log(
     let actor = super::authenticate(&state, &http, request_id.to_string()).await?;
     let permit = match limits.admit(&actor.email) {
         Ok(permit) => permit,
-        Err(refusal) => return Ok(refusal),
+        Err(refusal) => return Ok(refusal.response()),
     };
     let q = query.into_inner();
     let format = Format::parse(q.format.as_deref().unwrap_or("jsonl"))?;
@@ -174,7 +189,9 @@ async fn export_log(
                 }
                 Err(e) => {
                     tracing::error!(error = ?e, "audit export failed mid-stream; the file ends without its manifest");
-                    let _ = tx.send(Err(std::io::Error::other("the export failed"))).await;
+                    let _ = tx
+                        .send(Err(std::io::Error::other("the export failed")))
+                        .await;
                     return;
                 }
             };

@@ -53,9 +53,9 @@ async fn graphql(
         Err(super::BodyRefusal::TooLarge) => {
             let message = match &caller.0 {
                 Ok(_) => format!("the request body is larger than {limit} bytes"),
-                Err(_) => format!(
-                    "requests without a valid bearer token may carry at most {limit} bytes"
-                ),
+                Err(_) => {
+                    format!("requests without a valid bearer token may carry at most {limit} bytes")
+                }
             };
             // The rest of the body is never read: the connection closes after this answer.
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, &message, true);
@@ -138,9 +138,10 @@ fn error_response(status: StatusCode, message: &str, close: bool) -> HttpRespons
     if status == StatusCode::SERVICE_UNAVAILABLE {
         builder.insert_header((actix_web::http::header::RETRY_AFTER, "5"));
     }
-    builder
-        .content_type("application/json")
-        .body(serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]}).to_string())
+    builder.content_type("application/json").body(
+        serde_json::json!({"errors": [{"message": message, "extensions": {"code": code}}]})
+            .to_string(),
+    )
 }
 
 /// Whether any string of the request, in its variables or in the literals of its document,
@@ -165,9 +166,9 @@ fn carries_nul(request: &mut async_graphql::Request) -> bool {
         match v {
             serde_json::Value::String(s) => s.contains('\0'),
             serde_json::Value::Array(items) => items.iter().any(json_value),
-            serde_json::Value::Object(fields) => {
-                fields.iter().any(|(k, v)| k.contains('\0') || json_value(v))
-            }
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .any(|(k, v)| k.contains('\0') || json_value(v)),
             _ => false,
         }
     }
@@ -227,14 +228,16 @@ mod tests {
     use super::carries_nul;
 
     fn request(query: &str, variables: serde_json::Value) -> async_graphql::Request {
-        async_graphql::Request::new(query)
-            .variables(async_graphql::Variables::from_json(variables))
+        async_graphql::Request::new(query).variables(async_graphql::Variables::from_json(variables))
     }
 
     #[test]
     fn nul_is_found_wherever_a_string_is() {
         let clean = r#"query($a: String) { project(name: "p") { name } }"#;
-        assert!(!carries_nul(&mut request(clean, serde_json::json!({"a": "ok"}))));
+        assert!(!carries_nul(&mut request(
+            clean,
+            serde_json::json!({"a": "ok"})
+        )));
         assert!(carries_nul(&mut request(
             clean,
             serde_json::json!({"a": {"deep": ["x", "a\u{0}b"]}})
@@ -250,6 +253,9 @@ mod tests {
             assert_eq!(found, query.contains("\\u0000"), "{query}");
         }
         // A document that does not parse is left to the executor.
-        assert!(!carries_nul(&mut request("{ project(", serde_json::json!({}))));
+        assert!(!carries_nul(&mut request(
+            "{ project(",
+            serde_json::json!({})
+        )));
     }
 }

@@ -70,7 +70,13 @@ pub fn mask_target(uri: &actix_web::http::Uri) -> String {
         Some(prefix) => format!("{prefix}{MASK}"),
         None => path
             .split('/')
-            .map(|segment| if looks_like_jwt(segment) { MASK } else { segment })
+            .map(|segment| {
+                if looks_like_jwt(segment) {
+                    MASK
+                } else {
+                    segment
+                }
+            })
             .collect::<Vec<_>>()
             .join("/"),
     };
