@@ -239,7 +239,10 @@ async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::
                 )
                 .body(body)
                 .send()
-                .await?;
+                .await
+                // Webhook URLs often carry a secret in their path (chat services): keep it out
+                // of `last_error` and the log.
+                .map_err(reqwest::Error::without_url)?;
             anyhow::ensure!(
                 response.status().is_success(),
                 "the webhook answered {}",

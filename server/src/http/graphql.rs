@@ -57,14 +57,14 @@ async fn graphql(
                     format!("requests without a valid bearer token may carry at most {limit} bytes")
                 }
             };
-            // The rest of the body is never read: the connection closes after this answer.
+            // What follows is discarded unread (never buffered); the connection then closes.
             return error_response(StatusCode::PAYLOAD_TOO_LARGE, &message, true);
         }
         Err(super::BodyRefusal::Broken(why)) => {
             return error_response(StatusCode::BAD_REQUEST, &why, true)
         }
     };
-    let request: async_graphql::Request = match serde_json::from_slice(&body) {
+    let mut request: async_graphql::Request = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {
             return error_response(
@@ -75,7 +75,6 @@ async fn graphql(
         }
     };
     drop(body);
-    let mut request = request;
     if carries_nul(&mut request) {
         // PostgreSQL cannot store U+0000 in text: refused here, for every argument at once,
         // rather than failing deep inside a query.

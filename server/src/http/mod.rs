@@ -10,7 +10,6 @@ mod logging;
 mod metrics;
 
 pub use export::ExportLimits;
-pub use logging::mask_target;
 
 use std::net::TcpListener;
 
