@@ -38,8 +38,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(options) => serve(&cli.global, options).await,
         Command::Migrate => {
-            with_database(&cli.global, |url, _| async move {
-                let applied = db::migrate(&url).await?;
+            with_database(&cli.global, |urls, _| async move {
+                let applied = db::migrate(&urls).await?;
                 eprintln!("{} migration(s) applied", applied.len());
                 Ok(())
             })
@@ -56,10 +56,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let ttl = auth::parse_ttl(&ttl)?;
             let jwt_secret = cli.global.jwt_secret.clone();
-            with_database(&cli.global, |url, data_dir| async move {
-                db::migrate(&url).await?;
+            with_database(&cli.global, |urls, data_dir| async move {
+                db::migrate(&urls).await?;
                 let keys = TokenKeys::load(jwt_secret.as_deref(), &data_dir)?;
-                let mut conn = diesel_async::AsyncPgConnection::establish(&url).await?;
+                let mut conn = diesel_async::AsyncPgConnection::establish(&urls.runtime).await?;
                 let actor = Actor::system("cli");
                 let token = conn
                     .transaction(|c| {
@@ -109,24 +109,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Gives `work` a database URL: the configured one, or the private cluster (started for the
-/// duration of `work` unless a server already runs it).
+/// Gives `work` the database URLs: the configured ones, or the private cluster's (started for
+/// the duration of `work` unless a server already runs it).
 pub(crate) async fn with_database<F, Fut>(global: &GlobalOptions, work: F) -> anyhow::Result<()>
 where
-    F: FnOnce(String, PathBuf) -> Fut,
+    F: FnOnce(db::DatabaseUrls, PathBuf) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     let data_dir = config::prepare_data_dir(&global.data_dir)?;
-    match &global.database_url {
-        Some(url) => {
-            db::validate_database_url(url)?;
-            work(url.clone(), data_dir).await
-        }
+    match configured_urls(global)? {
+        Some(urls) => work(urls, data_dir).await,
         None => {
             let pg = EmbeddedPostgres::start(&data_dir).await?;
-            let result = work(pg.database_url(), data_dir).await;
+            let result = work(pg.urls(), data_dir).await;
             pg.stop().await?;
             result
+        }
+    }
+}
+
+/// `DATABASE_URL` (and `CUSTODY_MIGRATION_DATABASE_URL`), checked; `None` means the private
+/// cluster.
+fn configured_urls(global: &GlobalOptions) -> anyhow::Result<Option<db::DatabaseUrls>> {
+    match (&global.database_url, &global.migration_database_url) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => anyhow::bail!(
+            "CUSTODY_MIGRATION_DATABASE_URL is set without DATABASE_URL; set both (the private \
+             cluster has its own roles)"
+        ),
+        (Some(url), migrate) => {
+            db::validate_database_url(url)?;
+            let mut urls = db::DatabaseUrls::single(url);
+            if let Some(migrate) = migrate {
+                db::validate_database_url(migrate).context("CUSTODY_MIGRATION_DATABASE_URL")?;
+                urls.migrate = migrate.clone();
+            }
+            Ok(Some(urls))
         }
     }
 }
@@ -151,14 +169,11 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
     let keys = TokenKeys::load(global.jwt_secret.as_deref(), &data_dir)?;
     // Before the (slow) database start, so a bad store setting fails at once.
     let store = options.artifacts.open_store(&data_dir)?;
-    let (url, embedded) = match &global.database_url {
-        Some(url) => {
-            db::validate_database_url(url)?;
-            (url.clone(), None)
-        }
+    let (urls, embedded) = match configured_urls(global)? {
+        Some(urls) => (urls, None),
         None => {
             let pg = EmbeddedPostgres::start(&data_dir).await?;
-            (pg.database_url(), Some(pg))
+            (pg.urls(), Some(pg))
         }
     };
     let prepared = Prepared {
@@ -168,7 +183,7 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
         policy,
         listener,
     };
-    let result = serve_with_database(&url, prepared, &global.audit, options).await;
+    let result = serve_with_database(&urls, prepared, &global.audit, options).await;
     if let Some(pg) = embedded {
         if let Err(e) = pg.stop().await {
             tracing::error!(error = ?e, "stopping the private PostgreSQL cluster");
@@ -188,7 +203,7 @@ struct Prepared {
 }
 
 async fn serve_with_database(
-    url: &str,
+    urls: &db::DatabaseUrls,
     prepared: Prepared,
     audit_options: &crate::export::AuditOptions,
     options: ServeOptions,
@@ -201,11 +216,18 @@ async fn serve_with_database(
         listener,
     } = prepared;
     let data_dir = data_dir.as_path();
-    let applied = db::migrate(url).await?;
+    let applied = db::migrate(urls).await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "database migrated");
     }
-    let pool = db::pool(url, options.db_pool_size)?;
+    let pool = db::pool(&urls.runtime, options.db_pool_size, options.db_pool_timeout)?;
+    // Audit exports hold a connection for as long as their client reads: a pool of their own,
+    // so that they can never take the connections every other request needs.
+    let export_pool = db::pool(
+        &urls.runtime,
+        options.exports.export_pool_size,
+        options.db_pool_timeout,
+    )?;
     let mut conn = pool.get().await.context("connecting to PostgreSQL")?;
     let token = conn
         .transaction(|c| {
@@ -249,6 +271,10 @@ async fn serve_with_database(
     };
     let mail = MailTransport::new(options.smtp_url.as_deref(), data_dir.join("outbox"))?;
     tracing::info!(mail = %mail.describe(), "mail delivery ready");
+    let outbound = crate::outbound::WebhookPolicy::new(
+        options.webhooks.webhook_allow_networks.clone(),
+        options.webhooks.webhook_max_attempts,
+    );
     let delivery = Delivery {
         mail,
         from: options.mail_from.parse().map_err(|e| {
@@ -257,9 +283,7 @@ async fn serve_with_database(
                 options.mail_from
             )
         })?,
-        http: reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(15))
-            .build()?,
+        webhooks: outbound.clone(),
     };
     notify::spawn_worker(pool.clone(), delivery, options.outbox_interval);
     promotions::spawn_expiry(pool.clone(), options.outbox_interval);
@@ -272,11 +296,15 @@ async fn serve_with_database(
             audit,
             policy: Arc::new(policy),
             public_url,
+            webhooks: outbound,
         },
         HttpConfig {
             listener,
             cors_origins: options.cors_origins,
             workers: options.workers,
+            graphql_max_body: options.graphql_max_body as usize,
+            metrics_token: options.metrics_token,
+            exports: http::ExportLimits::new(export_pool, &options.exports),
         },
     )
     .await

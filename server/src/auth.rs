@@ -166,7 +166,9 @@ pub fn write_private_file(path: &Path, content: &[u8]) -> anyhow::Result<()> {
 /// Parses a token lifetime such as `30d`, `12h`, `15m` or `90s`.
 pub fn parse_ttl(text: &str) -> Result<Duration> {
     let text = text.trim();
-    let split = text.len().saturating_sub(1);
+    // The unit is the last character, which may be any character (split on a char boundary,
+    // not on a byte: `30€` must be refused, not panic).
+    let split = text.char_indices().last().map_or(0, |(i, _)| i);
     let (number, unit) = text.split_at(split);
     let n: i64 = number.parse().map_err(|_| {
         Error::invalid(format!(
@@ -415,6 +417,17 @@ mod tests {
         assert!(parse_ttl("-3h").is_err());
         assert!(parse_ttl("9999d").is_err());
         assert!(parse_ttl("").is_err());
+        for odd in [
+            "30€",
+            "€",
+            "1é",
+            "7d\u{301}",
+            "👩‍👩‍👧",
+            "\u{10FFFF}",
+            "1\u{FFFF}",
+        ] {
+            assert!(parse_ttl(odd).is_err(), "{odd:?}");
+        }
     }
 
     #[test]

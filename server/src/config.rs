@@ -32,6 +32,15 @@ pub struct GlobalOptions {
     /// PostgreSQL to use; unset runs a private cluster in <data-dir>/pg.
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL role that owns the schema and applies migrations, when DATABASE_URL names a
+    /// less privileged runtime role (SECURITY.md lists its grants); unset: DATABASE_URL does both.
+    #[arg(
+        long,
+        env = "CUSTODY_MIGRATION_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub migration_database_url: Option<String>,
     /// Secret that signs API tokens (at least 32 characters); unset uses <data-dir>/jwt.key.
     /// Replicas sharing one database must share it.
     #[arg(
@@ -46,6 +55,8 @@ pub struct GlobalOptions {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start: the size of the `serve` options does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the server.
     Serve(ServeOptions),
@@ -88,6 +99,20 @@ pub struct ServeOptions {
     /// Database connections per server process.
     #[arg(long, env = "CUSTODY_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+    /// How long a request waits for a free database connection before it is refused (503).
+    #[arg(long, env = "CUSTODY_DB_POOL_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub db_pool_timeout: std::time::Duration,
+    /// Largest GraphQL request body of an authenticated caller (413 beyond); callers without a
+    /// valid token may send at most 64 KiB.
+    #[arg(long, env = "CUSTODY_GRAPHQL_MAX_BODY", default_value = "4MiB", value_parser = parse_size)]
+    pub graphql_max_body: u64,
+    /// Bearer token that may scrape /metrics besides server admins' API tokens; unset: admins only.
+    #[arg(long, env = "CUSTODY_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    #[command(flatten)]
+    pub exports: ExportLimitOptions,
+    #[command(flatten)]
+    pub webhooks: WebhookOptions,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CUSTODY_WORKERS")]
     pub workers: Option<usize>,
@@ -113,6 +138,41 @@ pub struct ServeOptions {
     /// How often each replica delivers the outbox and expires overdue promotions.
     #[arg(long, env = "CUSTODY_OUTBOX_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub outbox_interval: std::time::Duration,
+}
+
+/// Audit exports stream for as long as the client reads, each holding a database connection:
+/// they get their own small pool, and limits, so they never starve ordinary requests.
+#[derive(Args, Debug, Clone)]
+pub struct ExportLimitOptions {
+    /// Audit exports running at once on this server (each holds one connection of a pool of
+    /// its own); more are refused with 503.
+    #[arg(long, env = "CUSTODY_EXPORT_POOL_SIZE", default_value_t = 4)]
+    pub export_pool_size: usize,
+    /// Audit exports one user may run at once; more are refused with 429.
+    #[arg(long, env = "CUSTODY_EXPORTS_PER_USER", default_value_t = 2)]
+    pub exports_per_user: usize,
+    /// An export whose client reads nothing for this long is cut off, freeing its connection.
+    #[arg(long, env = "CUSTODY_EXPORT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub export_idle_timeout: std::time::Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WebhookOptions {
+    /// Networks (CIDRs, comma-separated, e.g. 10.0.0.0/8,127.0.0.1/32) webhooks may reach although
+    /// they are private, loopback or link-local; unset: only public addresses.
+    #[arg(long, env = "CUSTODY_WEBHOOK_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_network)]
+    pub webhook_allow_networks: Vec<ipnet::IpNet>,
+    /// Delivery attempts of one webhook call before it is marked failed.
+    #[arg(long, env = "CUSTODY_WEBHOOK_MAX_ATTEMPTS", default_value_t = 8)]
+    pub webhook_max_attempts: i32,
+}
+
+/// Parses `10.0.0.0/8`, `fd00::/8`, or a single address (`127.0.0.1` = `/32`).
+pub fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not a network like 10.0.0.0/8 or an IP address"))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -226,6 +286,28 @@ impl ServeOptions {
             "--db-pool-size must be between 1 and 1000"
         );
         anyhow::ensure!(
+            (1..=100).contains(&self.exports.export_pool_size),
+            "CUSTODY_EXPORT_POOL_SIZE must be between 1 and 100"
+        );
+        anyhow::ensure!(
+            self.exports.exports_per_user >= 1,
+            "CUSTODY_EXPORTS_PER_USER must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=100).contains(&self.webhooks.webhook_max_attempts),
+            "CUSTODY_WEBHOOK_MAX_ATTEMPTS must be between 1 and 100"
+        );
+        anyhow::ensure!(
+            (64 << 10..=1 << 30).contains(&self.graphql_max_body),
+            "CUSTODY_GRAPHQL_MAX_BODY must be between 64KiB and 1GiB"
+        );
+        if let Some(token) = &self.metrics_token {
+            anyhow::ensure!(
+                token.len() >= 32,
+                "CUSTODY_METRICS_TOKEN must be at least 32 characters"
+            );
+        }
+        anyhow::ensure!(
             (8 << 20..=64 << 20).contains(&self.artifacts.part_size),
             "CUSTODY_ARTIFACT_PART_SIZE must be between 8MiB and 64MiB"
         );
@@ -288,9 +370,19 @@ impl ArtifactOptions {
 }
 
 /// Creates the data directory and proves it is writable, so a bad path fails at start, clearly.
+/// It holds keys, tokens and mailed approval links: it is made (and kept) private to the server's
+/// user, mode 0700 (the embedded cluster, when it runs as `postgres`, gets to traverse it: see
+/// `db::embedded`).
 pub fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).with_context(|| {
+        format!(
+            "cannot make the data directory {} private (mode 0700)",
+            dir.display()
+        )
+    })?;
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"ok")
         .with_context(|| format!("the data directory {} is not writable", dir.display()))?;

@@ -18,6 +18,10 @@ pub enum Error {
     /// Input over a size limit (HTTP 413).
     #[error("{0}")]
     TooLarge(String),
+    /// The server cannot take this request now (no database connection within the wait
+    /// timeout, too many exports running): retry later (HTTP 503).
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -33,6 +37,7 @@ impl Error {
             Error::NotFound(_) => "NOT_FOUND",
             Error::InvalidInput(_) | Error::TooLarge(_) => "INVALID_INPUT",
             Error::Conflict(_) => "CONFLICT",
+            Error::Unavailable(_) => "UNAVAILABLE",
             Error::Internal(_) => "INTERNAL",
         }
     }
@@ -78,6 +83,17 @@ impl From<DieselError> for Error {
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
     fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
-        Error::Internal(anyhow::anyhow!("database pool: {err}"))
+        use diesel_async::pooled_connection::deadpool::PoolError;
+        match err {
+            // Every connection stayed busy for the pool's wait timeout: a clear refusal instead
+            // of a request that hangs.
+            PoolError::Timeout(_) => {
+                tracing::warn!("no database connection became free within the pool's wait timeout");
+                Error::Unavailable(
+                    "the server is busy (no database connection is free); retry later".into(),
+                )
+            }
+            err => Error::Internal(anyhow::anyhow!("database pool: {err}")),
+        }
     }
 }

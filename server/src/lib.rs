@@ -20,6 +20,7 @@ pub mod http;
 pub mod lineage;
 pub mod models;
 pub mod notify;
+pub mod outbound;
 pub mod policy;
 pub mod projects;
 pub mod promotions;

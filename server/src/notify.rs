@@ -5,6 +5,10 @@
 //! Delivery is at least once: a crash between sending and committing resends. Each mail carries
 //! a Message-ID and each webhook an `X-Custody-Delivery` id derived from the outbox row, so
 //! receivers can drop duplicates.
+//!
+//! Webhook calls go only where [`crate::outbound`] allows, and are attempted a bounded number of
+//! times: then the row is marked failed (`failed_at`) and the failure logged. Mails are retried
+//! until they go out (an SMTP outage must not lose an approval link).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -15,7 +19,7 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use hmac::{Hmac, Mac};
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Value};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -23,6 +27,7 @@ use uuid::Uuid;
 use crate::db::schema::{outbox, webhooks};
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};
+use crate::outbound::WebhookPolicy;
 use crate::templates;
 
 /// Queues a mail rendered from `web/templates/email/<template>.{txt,html}`.
@@ -100,7 +105,10 @@ impl MailTransport {
                 Ok(MailTransport::Smtp(transport))
             }
             None => {
+                // The files hold approval links: readable by the server's user only.
+                use std::os::unix::fs::PermissionsExt as _;
                 std::fs::create_dir_all(&outbox_dir)?;
+                std::fs::set_permissions(&outbox_dir, std::fs::Permissions::from_mode(0o700))?;
                 Ok(MailTransport::Files(outbox_dir))
             }
         }
@@ -118,7 +126,7 @@ impl MailTransport {
 pub struct Delivery {
     pub mail: MailTransport,
     pub from: Mailbox,
-    pub http: reqwest::Client,
+    pub webhooks: WebhookPolicy,
 }
 
 #[derive(Queryable, Selectable)]
@@ -141,6 +149,7 @@ pub async fn deliver_due(pool: &DbPool, delivery: &Delivery) -> Result<usize> {
                 async move {
                     let row: Option<OutboxRow> = outbox::table
                         .filter(outbox::delivered_at.is_null())
+                        .filter(outbox::failed_at.is_null())
                         .filter(outbox::available_at.le(Utc::now()))
                         // Rows of one transaction share `available_at` (now() is the transaction's
                         // start): the UUIDv7 id keeps their order (e.g. approved before applied).
@@ -161,13 +170,21 @@ pub async fn deliver_due(pool: &DbPool, delivery: &Delivery) -> Result<usize> {
                                 .await?;
                         }
                         Err(e) => {
-                            let backoff = backoff(row.attempts + 1);
-                            tracing::warn!(outbox.id = %row.id, outbox.kind = %row.kind, attempts = row.attempts + 1, error = %e, "delivery failed; will retry");
+                            let attempts = row.attempts + 1;
+                            let error = format!("{e:#}");
+                            let gave_up = row.kind == "webhook"
+                                && attempts >= delivery.webhooks.max_attempts;
+                            if gave_up {
+                                tracing::error!(outbox.id = %row.id, outbox.kind = %row.kind, attempts, error = %error, "delivery failed for good; the call is marked failed");
+                            } else {
+                                tracing::warn!(outbox.id = %row.id, outbox.kind = %row.kind, attempts, error = %error, "delivery failed; will retry");
+                            }
                             diesel::update(outbox::table.find(row.id))
                                 .set((
-                                    outbox::attempts.eq(row.attempts + 1),
-                                    outbox::last_error.eq(e.to_string()),
-                                    outbox::available_at.eq(Utc::now() + backoff),
+                                    outbox::attempts.eq(attempts),
+                                    outbox::last_error.eq(&error),
+                                    outbox::available_at.eq(Utc::now() + backoff(attempts)),
+                                    outbox::failed_at.eq(gave_up.then(Utc::now)),
                                 ))
                                 .execute(conn)
                                 .await?;
@@ -209,9 +226,10 @@ async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::
             };
             let body = serde_json::to_vec(&row.payload["body"])?;
             let event = row.payload["event"].as_str().unwrap_or_default().to_owned();
-            let response = delivery
-                .http
-                .post(&url)
+            let url = url::Url::parse(&url)?;
+            let client = delivery.webhooks.client_for(&url).await?;
+            let response = client
+                .post(url)
                 .header("content-type", "application/json")
                 .header("x-custody-event", event)
                 .header("x-custody-delivery", row.id.to_string())
@@ -221,7 +239,10 @@ async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::
                 )
                 .body(body)
                 .send()
-                .await?;
+                .await
+                // Webhook URLs often carry a secret in their path (chat services): keep it out
+                // of `last_error` and the log.
+                .map_err(reqwest::Error::without_url)?;
             anyhow::ensure!(
                 response.status().is_success(),
                 "the webhook answered {}",
@@ -265,13 +286,24 @@ async fn send_mail(delivery: &Delivery, row: &OutboxRow) -> anyhow::Result<()> {
         MailTransport::Smtp(smtp) => {
             smtp.send(message).await?;
         }
-        MailTransport::Files(dir) => {
-            AsyncFileTransport::<Tokio1Executor>::new(dir)
-                .send(message)
-                .await?;
-        }
+        MailTransport::Files(dir) => write_eml(dir, row.id, &message.formatted()).await?,
     }
     Ok(())
+}
+
+/// Writes a mail as `<dir>/<outbox id>.eml`, mode 0600 (it holds an approval link: no other
+/// local user may read it). Written under a temporary name first, so that a reader never sees
+/// half a mail, and replaced whole when a retry writes it again.
+async fn write_eml(dir: &std::path::Path, id: Uuid, content: &[u8]) -> anyhow::Result<()> {
+    let path = dir.join(format!("{id}.eml"));
+    let partial = dir.join(format!(".{id}.eml.partial"));
+    let content = content.to_vec();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        crate::auth::write_private_file(&partial, &content)?;
+        std::fs::rename(&partial, &path)?;
+        Ok(())
+    })
+    .await?
 }
 
 /// Runs the outbox worker every `every` on this replica.
@@ -291,17 +323,14 @@ pub fn spawn_worker(pool: DbPool, delivery: Delivery, every: Duration) {
 pub async fn add_webhook(
     conn: &mut Conn,
     actor: &crate::auth::Actor,
+    policy: &WebhookPolicy,
     project_name: &str,
     url: &str,
 ) -> Result<(Uuid, String)> {
     let project =
         crate::projects::find_authorized(conn, actor, project_name, crate::projects::Role::Admin)
             .await?;
-    let parsed =
-        url::Url::parse(url).map_err(|_| Error::invalid(format!("`{url}` is not a URL")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(Error::invalid("webhook URLs must be http or https"));
-    }
+    policy.check_url(url)?;
     let id = Uuid::now_v7();
     let secret = hex::encode(rand::random::<[u8; 32]>());
     diesel::insert_into(webhooks::table)

@@ -32,6 +32,9 @@ use anyhow::{anyhow, bail, Context, Result};
 pub const TEMPLATE_DB: &str = "custody_template";
 /// The cluster's superuser (trust authentication on 127.0.0.1).
 pub const SUPERUSER: &str = "custody";
+/// The role the servers of the tests serve requests as: no superuser, owner of nothing (as in
+/// production, see SECURITY.md). The superuser owns the schema and migrates.
+pub const RUNTIME_ROLE: &str = "custody_runtime";
 
 pub struct PgCluster {
     pub port: u16,
@@ -63,6 +66,20 @@ impl PgCluster {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{db}", self.port)
     }
 
+    /// How a server of the tests reaches a database of this cluster given by its superuser
+    /// `url`: requests as [`RUNTIME_ROLE`] (`DATABASE_URL`), migrations as the superuser
+    /// (`CUSTODY_MIGRATION_DATABASE_URL`). Other URLs are left alone (`None`).
+    pub fn server_urls(url: &str) -> Option<(String, String)> {
+        let cluster = CLUSTER.get()?.as_ref().ok()?;
+        let prefix = format!("postgres://{SUPERUSER}@127.0.0.1:{}/", cluster.port);
+        let database = url.strip_prefix(&prefix)?;
+        let runtime = format!(
+            "postgres://{RUNTIME_ROLE}@127.0.0.1:{}/{database}",
+            cluster.port
+        );
+        Some((runtime, url.to_string()))
+    }
+
     /// A database name unique within this cluster.
     pub fn next_db_name(&self) -> String {
         format!("test_{}", self.next_db.fetch_add(1, Ordering::Relaxed))
@@ -77,6 +94,7 @@ impl PgCluster {
             match Self::start_once(&bin_dir) {
                 Ok(c) => {
                     c.migrate_template()?;
+                    c.psql(&format!("CREATE ROLE {RUNTIME_ROLE} LOGIN"))?;
                     return Ok(c);
                 }
                 Err(e) => last_err = Some(e),

@@ -24,6 +24,15 @@ const SCRUBBED_ENV: &[&str] = &[
     "CUSTODY_DATA_DIR",
     "CUSTODY_LISTEN",
     "CUSTODY_JWT_KEY",
+    "CUSTODY_MIGRATION_DATABASE_URL",
+    "CUSTODY_METRICS_TOKEN",
+    "CUSTODY_WEBHOOK_ALLOW_NETWORKS",
+    "CUSTODY_GRAPHQL_MAX_BODY",
+    "CUSTODY_DB_POOL_TIMEOUT",
+    "CUSTODY_EXPORT_POOL_SIZE",
+    "CUSTODY_EXPORTS_PER_USER",
+    "CUSTODY_EXPORT_IDLE_TIMEOUT",
+    "CUSTODY_WEBHOOK_MAX_ATTEMPTS",
 ];
 
 static SERVER_BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -321,7 +330,7 @@ impl Server {
                 cmd.env_remove(v);
             }
             if let Some(url) = &self.database_url {
-                cmd.env("DATABASE_URL", url);
+                set_database_env(&mut cmd, url);
             }
             cmd.args(&self.extra_args);
             cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
@@ -480,7 +489,7 @@ impl Server {
             cmd.env_remove(v);
         }
         if let Some(url) = &self.database_url {
-            cmd.env("DATABASE_URL", url);
+            set_database_env(cmd.as_std_mut(), url);
         }
         cmd.output()
             .await
@@ -583,6 +592,21 @@ impl AsRef<Server> for Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill_now();
+    }
+}
+
+/// Points a server command at `url`. A database of the tests' cluster is served as the
+/// non-superuser runtime role, migrated by the superuser (as SECURITY.md advises), so every
+/// test also checks that the runtime role's grants suffice.
+fn set_database_env(cmd: &mut Command, url: &str) {
+    match crate::pg::PgCluster::server_urls(url) {
+        Some((runtime, migrate)) => {
+            cmd.env("DATABASE_URL", runtime)
+                .env("CUSTODY_MIGRATION_DATABASE_URL", migrate);
+        }
+        None => {
+            cmd.env("DATABASE_URL", url);
+        }
     }
 }
 

@@ -17,6 +17,10 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// The server setting that lets webhooks reach this receiver: it listens on 127.0.0.1, which
+/// the server refuses to call unless the network is allowed on purpose.
+pub const ALLOW_RECEIVER: (&str, &str) = ("CUSTODY_WEBHOOK_ALLOW_NETWORKS", "127.0.0.1/32");
+
 /// One call as received.
 #[derive(Debug, Clone)]
 pub struct WebhookCall {

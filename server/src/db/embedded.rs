@@ -2,7 +2,12 @@
 //! `<data-dir>/pg`, reachable only through a Unix socket in that directory.
 //!
 //! `initdb` and `postgres` refuse to run as root; when we are root they run as the `postgres`
-//! user, which then owns the cluster directory.
+//! user, which then owns the cluster directory and may traverse (not list) the data directory.
+//!
+//! Roles: the bootstrap superuser (`custody`) only sets the cluster up. `custody_owner` owns the
+//! database and its tables and applies migrations; the server's requests run as `custody_app`,
+//! which may read and write rows but owns nothing, so it can neither drop nor disable the audit
+//! triggers, nor TRUNCATE, nor rewrite the append-only tables (see `db::migrate`).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,6 +17,43 @@ use tokio::process::Command;
 
 const SUPERUSER: &str = "custody";
 const DATABASE: &str = "custody";
+/// Owns the schema; migrations run as this role.
+pub const OWNER_ROLE: &str = "custody_owner";
+/// The server's requests run as this role.
+pub const RUNTIME_ROLE: &str = "custody_app";
+
+/// Creates the two roles (idempotent) and gives the owner role the database and every object of
+/// the schema (clusters created before the roles existed had the superuser own them).
+const SETUP_ROLES: &str = r#"
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'custody_owner') THEN
+        CREATE ROLE custody_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'custody_app') THEN
+        CREATE ROLE custody_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+    END IF;
+END $$;
+ALTER DATABASE custody OWNER TO custody_owner;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+DO $$ DECLARE r record; BEGIN
+    FOR r IN SELECT c.oid::regclass AS name FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+               AND pg_get_userbyid(c.relowner) <> 'custody_owner'
+               -- sequences of a column follow their table
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                               WHERE d.objid = c.oid AND d.deptype IN ('a', 'i'))
+    LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO custody_owner', r.name);
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p
+             JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> 'custody_owner'
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO custody_owner', r.name);
+    END LOOP;
+END $$;
+"#;
 
 pub struct EmbeddedPostgres {
     bin_dir: PathBuf,
@@ -43,7 +85,7 @@ impl EmbeddedPostgres {
             started_here: false,
         };
         if run_as_postgres {
-            pg.hand_to_postgres_user(&root).await?;
+            pg.hand_to_postgres_user(data_dir, &root).await?;
         }
         let fresh = !pg.data.join("PG_VERSION").exists();
         if fresh {
@@ -105,15 +147,35 @@ impl EmbeddedPostgres {
             )
             .await?;
         }
+        pg.setup_roles().await?;
         Ok(pg)
     }
 
-    /// A libpq-style connection string for the socket (tokio-postgres understands it).
-    pub fn database_url(&self) -> String {
+    /// A libpq-style connection string for the socket as `user` (tokio-postgres understands it).
+    fn url_as(&self, user: &str) -> String {
         format!(
-            "host={} user={SUPERUSER} dbname={DATABASE}",
+            "host={} user={user} dbname={DATABASE}",
             self.socket_dir.display()
         )
+    }
+
+    /// Migrations run as the owner role, requests as the runtime role.
+    pub fn urls(&self) -> crate::db::DatabaseUrls {
+        crate::db::DatabaseUrls {
+            runtime: self.url_as(RUNTIME_ROLE),
+            migrate: self.url_as(OWNER_ROLE),
+        }
+    }
+
+    async fn setup_roles(&self) -> anyhow::Result<()> {
+        use diesel_async::{AsyncConnection as _, SimpleAsyncConnection as _};
+        let mut conn = diesel_async::AsyncPgConnection::establish(&self.url_as(SUPERUSER))
+            .await
+            .context("connecting to the private PostgreSQL cluster as its superuser")?;
+        conn.batch_execute(SETUP_ROLES)
+            .await
+            .context("creating the owner and runtime roles of the private cluster")?;
+        Ok(())
     }
 
     /// Stops the cluster if this process started it.
@@ -150,7 +212,20 @@ impl EmbeddedPostgres {
         .unwrap_or(false)
     }
 
-    async fn hand_to_postgres_user(&self, root: &Path) -> anyhow::Result<()> {
+    /// The `postgres` user gets the cluster directory, and may traverse the (otherwise private)
+    /// data directory to reach it: group `postgres`, mode 0710 (enter, not list).
+    async fn hand_to_postgres_user(&self, data_dir: &Path, root: &Path) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let group = postgres_group().ok_or_else(|| {
+            anyhow::anyhow!(
+                "running as root, the private PostgreSQL cluster runs as the `postgres` user, but \
+                 there is none (install the `postgresql` package, or set DATABASE_URL)"
+            )
+        })?;
+        std::os::unix::fs::chown(data_dir, None, Some(group))
+            .with_context(|| format!("giving {} the group of `postgres`", data_dir.display()))?;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o710))
+            .with_context(|| format!("setting the mode of {}", data_dir.display()))?;
         let status = Command::new("chown")
             .args(["-R", "postgres:"])
             .arg(root)
@@ -212,6 +287,14 @@ impl EmbeddedPostgres {
         }
         Ok(())
     }
+}
+
+/// The primary group of the `postgres` user.
+fn postgres_group() -> Option<u32> {
+    let name = std::ffi::CString::new("postgres").ok()?;
+    // SAFETY: getpwnam returns null or a pointer to a static record, read at once.
+    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
+    (!entry.is_null()).then(|| unsafe { (*entry).pw_gid })
 }
 
 /// Finds the directory holding `initdb` and `pg_ctl`: on PATH, else the newest

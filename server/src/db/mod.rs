@@ -3,6 +3,8 @@
 pub mod embedded;
 pub mod schema;
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
@@ -15,25 +17,110 @@ pub type DbPool = Pool<AsyncPgConnection>;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
-/// Applies every pending migration; safe to run from several replicas (diesel takes a lock).
-pub async fn migrate(database_url: &str) -> anyhow::Result<Vec<String>> {
-    let url = database_url.to_owned();
+/// The connection strings of one installation. `runtime` serves requests: ideally a role that
+/// may read and write the tables but owns none of them, so it can neither drop nor disable the
+/// audit triggers. `migrate` owns the schema and applies migrations (the same string when no
+/// separate migration role is configured: the less safe setup).
+#[derive(Clone, Debug)]
+pub struct DatabaseUrls {
+    pub runtime: String,
+    pub migrate: String,
+}
+
+impl DatabaseUrls {
+    /// One role for both (an external database without `CUSTODY_MIGRATION_DATABASE_URL`).
+    pub fn single(url: &str) -> Self {
+        DatabaseUrls {
+            runtime: url.to_owned(),
+            migrate: url.to_owned(),
+        }
+    }
+
+    /// The runtime role, when it is another role than the migration role: after migrating, the
+    /// migration role grants it what the server needs (and nothing more).
+    fn separate_runtime_role(&self) -> Option<String> {
+        let runtime = url_user(&self.runtime)?;
+        (Some(&runtime) != url_user(&self.migrate).as_ref()).then_some(runtime)
+    }
+}
+
+/// The user named by a `postgres://user@…` URL or a `host=… user=…` connection string.
+fn url_user(url: &str) -> Option<String> {
+    if url.contains("://") {
+        let parsed = url::Url::parse(url).ok()?;
+        let user = parsed.username();
+        return (!user.is_empty()).then(|| {
+            percent_encoding::percent_decode_str(user)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+    }
+    url.split_whitespace()
+        .find_map(|pair| pair.strip_prefix("user="))
+        .map(str::to_owned)
+}
+
+/// Tables that only ever grow (their triggers refuse UPDATE, DELETE and TRUNCATE): the runtime
+/// role gets SELECT and INSERT on them, so even without the triggers it could not rewrite them.
+const APPEND_ONLY_TABLES: &[&str] = &["audit_log", "audit_checkpoints", "audit_archives"];
+
+/// What the runtime role may do: read and write rows, never TRUNCATE, never own (so never
+/// ALTER, DROP or disable a trigger), never touch the migration bookkeeping.
+fn runtime_grants(role: &str) -> String {
+    let role = quote_ident(role);
+    let append_only = APPEND_ONLY_TABLES.join(", ");
+    format!(
+        "GRANT USAGE ON SCHEMA public TO {role};
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+         REVOKE TRUNCATE, REFERENCES, TRIGGER ON ALL TABLES IN SCHEMA public FROM {role};
+         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};
+         REVOKE UPDATE, DELETE ON {append_only} FROM {role};
+         REVOKE ALL ON __diesel_schema_migrations FROM {role};"
+    )
+}
+
+/// `"name"`, with inner quotes doubled: a role name as an SQL identifier.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Applies every pending migration with the migration role (safe to run from several replicas:
+/// diesel takes a lock), then grants the runtime role, if it is another role, its rights on
+/// every table, the new ones included.
+pub async fn migrate(urls: &DatabaseUrls) -> anyhow::Result<Vec<String>> {
+    let url = urls.migrate.clone();
+    let grants = urls
+        .separate_runtime_role()
+        .map(|role| runtime_grants(&role));
     tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+        use diesel::connection::SimpleConnection as _;
         use diesel::Connection as _;
         let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
             .context("connecting to PostgreSQL to apply migrations")?;
-        let applied = conn
+        let applied: Vec<String> = conn
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?;
-        Ok(applied.iter().map(|v| v.to_string()).collect())
+            .map_err(|e| anyhow::anyhow!("applying migrations: {e}"))?
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        if let Some(grants) = grants {
+            conn.batch_execute(&grants)
+                .context("granting the runtime role its rights on the tables")?;
+        }
+        Ok(applied)
     })
     .await?
 }
 
-pub fn pool(database_url: &str, max_size: usize) -> anyhow::Result<DbPool> {
+/// A pool of at most `max_size` connections; a request waits at most `wait` for one, then is
+/// refused (`Error::Unavailable`) instead of hanging.
+pub fn pool(database_url: &str, max_size: usize, wait: Duration) -> anyhow::Result<DbPool> {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
     Pool::builder(manager)
         .max_size(max_size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(wait))
         .build()
         .context("building the database pool")
 }
@@ -59,7 +146,30 @@ pub fn validate_database_url(raw: &str) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_database_url;
+    use super::*;
+
+    #[test]
+    fn the_runtime_role_is_named_when_it_differs() {
+        let urls = DatabaseUrls {
+            runtime: "postgres://app:secret@db/custody".into(),
+            migrate: "postgres://owner:secret@db/custody".into(),
+        };
+        assert_eq!(urls.separate_runtime_role().as_deref(), Some("app"));
+        assert_eq!(
+            DatabaseUrls::single("postgres://app@db/custody").separate_runtime_role(),
+            None
+        );
+        let sockets = DatabaseUrls {
+            runtime: "host=/run/pg user=custody_app dbname=custody".into(),
+            migrate: "host=/run/pg user=custody_owner dbname=custody".into(),
+        };
+        assert_eq!(
+            sockets.separate_runtime_role().as_deref(),
+            Some("custody_app")
+        );
+        assert_eq!(url_user("postgres://a%40b@h/d").as_deref(), Some("a@b"));
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
 
     #[test]
     fn database_urls_are_checked() {

@@ -301,6 +301,7 @@ diesel::table! {
         attempts -> Int4,
         last_error -> Nullable<Text>,
         delivered_at -> Nullable<Timestamptz>,
+        failed_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -85,8 +85,9 @@ pub async fn run(global: &GlobalOptions, command: AuditCommand) -> anyhow::Resul
         AuditCommand::Archive { before, artifacts } => {
             let before = super::archive::parse_before(&before)?;
             let audit = global.audit.clone();
-            crate::app::with_database(global, |url, data_dir| async move {
-                crate::db::migrate(&url).await?;
+            crate::app::with_database(global, |urls, data_dir| async move {
+                crate::db::migrate(&urls).await?;
+                let url = urls.runtime;
                 let keys = audit.load_keys(&data_dir)?;
                 let store = artifacts.open_store(&data_dir)?;
                 use diesel_async::AsyncConnection as _;

@@ -71,6 +71,8 @@ pub struct AppState {
     pub policy: std::sync::Arc<crate::policy::PolicyBundle>,
     /// Base of the links the server hands out (mails, direct uploads).
     pub public_url: String,
+    /// Where webhooks may point (checked at registration and at every delivery).
+    pub webhooks: crate::outbound::WebhookPolicy,
 }
 
 impl AppState {

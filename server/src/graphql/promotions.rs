@@ -402,9 +402,10 @@ impl PromotionMutation {
         url: String,
     ) -> GqlResult<Webhook> {
         let actor = actor(ctx)?;
+        let policy = &state(ctx).webhooks;
         let (id, secret) = transaction(ctx, |c| {
             let url = url.clone();
-            async move { notify::add_webhook(c, actor, &project, &url).await }.scope_boxed()
+            async move { notify::add_webhook(c, actor, policy, &project, &url).await }.scope_boxed()
         })
         .await?;
         Ok(Webhook {

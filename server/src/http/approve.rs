@@ -49,6 +49,7 @@ fn refused(err: &Error) -> HttpResponse {
         Error::InvalidInput(_) | Error::TooLarge(_) => {
             (StatusCode::BAD_REQUEST, "The decision is incomplete")
         }
+        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Please try again shortly"),
         Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
     };
     page(

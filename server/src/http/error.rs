@@ -32,12 +32,17 @@ impl ResponseError for ApiError {
             Error::InvalidInput(_) => StatusCode::BAD_REQUEST,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(
+        let mut response = HttpResponse::build(self.status_code());
+        if let Error::Unavailable(_) = self.0 {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "5"));
+        }
+        response.json(
             serde_json::json!({"error": {"code": self.0.code(), "message": self.0.to_string()}}),
         )
     }

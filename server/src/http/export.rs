@@ -1,15 +1,119 @@
 //! Audit exports, the audit public key, checkpoints, and compliance reports.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
 use actix_web::{get, web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use serde::Deserialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing_actix_web::RequestId;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::config::ExportLimitOptions;
+use crate::db::DbPool;
 use crate::error::Error;
 use crate::export::{self, checkpoints, report, ExportRequest, Exporter, Format};
 use crate::graphql::AppState;
+
+/// Largest piece of an export handed to the connection at once: how far a client gets ahead of
+/// the idle check (a client that takes no piece for the idle timeout is cut off).
+const PIECE: usize = 64 << 10;
+
+/// An export streams for as long as its client reads, holding a database connection all along.
+/// So exports take connections from a pool of their own (one per running export, so the main
+/// pool always serves health checks and the API), each user runs a bounded number at once, and a
+/// client that stops reading is cut off after the idle timeout, giving its connection back.
+#[derive(Clone)]
+pub struct ExportLimits {
+    pool: DbPool,
+    running: Arc<Semaphore>,
+    per_user: Arc<Mutex<HashMap<String, usize>>>,
+    per_user_max: usize,
+    idle_timeout: Duration,
+}
+
+impl ExportLimits {
+    pub fn new(pool: DbPool, options: &ExportLimitOptions) -> Self {
+        ExportLimits {
+            pool,
+            running: Arc::new(Semaphore::new(options.export_pool_size)),
+            per_user: Arc::default(),
+            per_user_max: options.exports_per_user,
+            idle_timeout: options.export_idle_timeout,
+        }
+    }
+
+    /// A place for one more export of `user`, or why there is none.
+    fn admit(&self, user: &str) -> Result<ExportPermit, ExportRefusal> {
+        let global = self
+            .running
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ExportRefusal::ServerBusy)?;
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = per_user.entry(user.to_owned()).or_default();
+        if *mine >= self.per_user_max {
+            return Err(ExportRefusal::UserBusy(self.per_user_max));
+        }
+        *mine += 1;
+        Ok(ExportPermit {
+            _global: global,
+            user: user.to_owned(),
+            per_user: self.per_user.clone(),
+        })
+    }
+}
+
+/// Why an export was not started.
+enum ExportRefusal {
+    /// Every export connection of this server is in use.
+    ServerBusy,
+    /// The user already runs this many.
+    UserBusy(usize),
+}
+
+impl ExportRefusal {
+    fn response(&self) -> HttpResponse {
+        use actix_web::http::StatusCode;
+        let (status, message) = match self {
+            ExportRefusal::ServerBusy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many audit exports are running on this server; retry later".to_owned(),
+            ),
+            ExportRefusal::UserBusy(n) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("you already run {n} audit exports; wait until one ends"),
+            ),
+        };
+        HttpResponse::build(status)
+            .insert_header((header::RETRY_AFTER, "30"))
+            .json(serde_json::json!({"error": {"code": "UNAVAILABLE", "message": message}}))
+    }
+}
+
+/// One running export's place; given back when the export ends, however it ends.
+struct ExportPermit {
+    _global: OwnedSemaphorePermit,
+    user: String,
+    per_user: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for ExportPermit {
+    fn drop(&mut self) {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_user.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.user);
+            }
+        }
+    }
+}
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(export_log)
@@ -35,11 +139,16 @@ struct ExportQuery {
 #[get("/api/audit/export")]
 async fn export_log(
     state: web::Data<AppState>,
+    limits: web::Data<ExportLimits>,
     http: HttpRequest,
     request_id: RequestId,
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = super::authenticate(&state, &http, request_id.to_string()).await?;
+    let permit = match limits.admit(&actor.email) {
+        Ok(permit) => permit,
+        Err(refusal) => return Ok(refusal.response()),
+    };
     let q = query.into_inner();
     let format = Format::parse(q.format.as_deref().unwrap_or("jsonl"))?;
     let request = ExportRequest::parse(
@@ -49,7 +158,7 @@ async fn export_log(
         q.subject.as_deref(),
         q.action.as_deref(),
     )?;
-    let mut conn = state.pool.get().await.map_err(Error::from)?;
+    let mut conn = limits.pool.get().await.map_err(Error::from)?;
     let project = export::authorize_export(&mut conn, &actor, request.project.as_deref()).await?;
     let mut exporter = Exporter::begin(
         &mut conn,
@@ -63,27 +172,58 @@ async fn export_log(
     .await?;
     let (head_seq, _) = exporter.head();
     exporter.start(conn);
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
+    let completed = Arc::new(AtomicBool::new(false));
+    let finished = completed.clone();
+    let idle_timeout = limits.idle_timeout;
     tokio::spawn(async move {
+        // Held until the export ends: the connection (inside `exporter`) and the permit go back
+        // together.
+        let _permit = permit;
         loop {
-            let next = exporter.next_chunk().await;
-            let item = match next {
-                Ok(Some(chunk)) => Ok(chunk),
-                Ok(None) => return,
+            let mut chunk = match exporter.next_chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => {
+                    finished.store(true, Ordering::Release);
+                    return;
+                }
                 Err(e) => {
                     tracing::error!(error = ?e, "audit export failed mid-stream; the file ends without its manifest");
-                    Err(std::io::Error::other("the export failed"))
+                    let _ = tx
+                        .send(Err(std::io::Error::other("the export failed")))
+                        .await;
+                    return;
                 }
             };
-            let failed = item.is_err();
-            if tx.send(item).await.is_err() || failed {
-                // The client went away (or the export failed): stop reading the table.
-                return;
+            while !chunk.is_empty() {
+                let piece = chunk.split_to(chunk.len().min(PIECE));
+                match tokio::time::timeout(idle_timeout, tx.send(Ok(piece))).await {
+                    Ok(Ok(())) => {}
+                    // The client went away: stop reading the table.
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::warn!(
+                            idle_timeout = ?idle_timeout,
+                            "audit export cut off: its client read nothing for the idle timeout"
+                        );
+                        return;
+                    }
+                }
             }
         }
     });
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
+    // An export that stops before its manifest ends with an error, so the connection is cut
+    // rather than closed like a complete file.
+    let body = futures_util::stream::unfold(Some(rx), move |rx| {
+        let completed = completed.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(item) => Some((item, Some(rx))),
+                None if completed.load(Ordering::Acquire) => None,
+                None => Some((Err(std::io::Error::other("the export was cut off")), None)),
+            }
+        }
     });
     Ok(HttpResponse::Ok()
         .content_type(format.content_type())

@@ -6,15 +6,21 @@ mod error;
 mod export;
 mod graphql;
 mod health;
+mod logging;
+mod metrics;
+
+pub use export::ExportLimits;
 
 use std::net::TcpListener;
 
 use actix_cors::Cors;
 use actix_web::dev::Service as _;
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{web, App, HttpMessage as _, HttpServer};
+use actix_web::http::Method;
+use actix_web::{web, App, HttpMessage as _, HttpResponse, HttpServer};
 use actix_web_prom::PrometheusMetricsBuilder;
 use anyhow::Context as _;
+use futures_util::StreamExt as _;
 use tracing_actix_web::{RequestId, TracingLogger};
 
 use crate::auth::{self, Actor};
@@ -25,17 +31,43 @@ pub struct HttpConfig {
     pub listener: TcpListener,
     pub cors_origins: Vec<String>,
     pub workers: Option<usize>,
+    /// Largest GraphQL body of an authenticated caller.
+    pub graphql_max_body: usize,
+    /// The dedicated scrape token of /metrics, if any.
+    pub metrics_token: Option<String>,
+    pub exports: ExportLimits,
 }
+
+/// The methods the API answers; anything else is refused before routing and metrics (a
+/// made-up method must not become a label value of its own).
+const KNOWN_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::OPTIONS,
+];
 
 /// Serves until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
     let schema = build_schema(state.clone());
     let prometheus = PrometheusMetricsBuilder::new("custody")
-        .endpoint("/metrics")
         .exclude("/healthz")
+        .exclude("/metrics")
+        .mask_unmatched_patterns(metrics::UNMATCHED)
         .build()
         .map_err(|e| anyhow::anyhow!("building metrics: {e}"))?;
     pool_metrics(&prometheus.registry, state.pool.clone())?;
+    let scrape = metrics::Scrape {
+        registry: prometheus.registry.clone(),
+        token: config.metrics_token.clone(),
+    };
+    let graphql_limits = graphql::GraphqlLimits {
+        max_body: config.graphql_max_body,
+    };
+    let exports = config.exports.clone();
 
     let cors_origins = config.cors_origins.clone();
     let mut server = HttpServer::new(move || {
@@ -49,8 +81,12 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(web::Data::new(schema.clone()))
+            .app_data(web::Data::new(scrape.clone()))
+            .app_data(web::Data::new(graphql_limits))
+            .app_data(web::Data::new(exports.clone()))
             .wrap(cors)
             .wrap(prometheus.clone())
+            .wrap(actix_web::middleware::from_fn(known_methods_only))
             .wrap_fn(|req, srv| {
                 let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string());
                 let response = srv.call(req);
@@ -64,8 +100,9 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
                     Ok(response)
                 }
             })
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<logging::MaskedRootSpan>::new())
             .configure(health::routes)
+            .configure(metrics::routes)
             .configure(graphql::routes)
             .configure(artifacts::routes)
             .configure(approve::routes)
@@ -77,6 +114,53 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
         server = server.workers(workers);
     }
     server.run().await.context("HTTP server")
+}
+
+async fn known_methods_only<B: actix_web::body::MessageBody + 'static>(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<B>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    if KNOWN_METHODS.contains(req.method()) {
+        Ok(next.call(req).await?.map_into_left_body())
+    } else {
+        Ok(req
+            .into_response(HttpResponse::MethodNotAllowed().finish())
+            .map_into_right_body())
+    }
+}
+
+/// Why a request body was not read whole.
+pub(crate) enum BodyRefusal {
+    /// Over the limit (by its Content-Length, or while reading).
+    TooLarge,
+    /// The client sent something that is not a body (broken chunking, disconnect).
+    Broken(String),
+}
+
+/// Reads a request body of at most `limit` bytes: a larger `Content-Length` is refused before
+/// reading anything, a chunked body as soon as it passes the limit. Never buffers more.
+pub(crate) async fn read_body(
+    http: &actix_web::HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<bytes::Bytes, BodyRefusal> {
+    let declared = http
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyRefusal::TooLarge);
+    }
+    let mut body = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| BodyRefusal::Broken(format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(BodyRefusal::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// Exposes the pool's size and idle connections next to the request metrics.

@@ -51,7 +51,13 @@ async fn http_routes_healthz_graphiql_metrics() {
 
     // One API request so that request metrics exist.
     env.gql_ok(&env.admin, "{ me { id } }", json!({})).await;
-    let r = http.get(env.server.url("/metrics")).send().await.unwrap();
+    // Scrapers need a bearer token (here a server admin's; SECURITY.md).
+    let r = http
+        .get(env.server.url("/metrics"))
+        .bearer_auth(&env.admin)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "GET /metrics");
     let body = r.text().await.unwrap();
     assert!(

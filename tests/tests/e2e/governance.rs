@@ -17,7 +17,7 @@ use custody_tests::governance::*;
 use custody_tests::pg::free_port;
 use custody_tests::server::{server_bin, tmp_dir};
 use custody_tests::smtp::SmtpServer;
-use custody_tests::webhook::{verify_signature, WebhookReceiver};
+use custody_tests::webhook::{verify_signature, WebhookReceiver, ALLOW_RECEIVER};
 use custody_tests::{TestDb, TestEnv};
 use serde_json::{json, Value};
 
@@ -1494,7 +1494,7 @@ async fn the_outbox_retries_until_the_smtp_server_is_up_and_delivers_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_are_signed_with_the_secret_and_sent_in_order() {
     let receiver = WebhookReceiver::start().await;
-    let env = start_env(&FAST_OUTBOX, &[]).await;
+    let env = start_env(&FAST_OUTBOX, &[ALLOW_RECEIVER]).await;
     let s = &env.server;
     let f = Fixture::build(&env, &[BOB, CAROL]).await;
     let hook_url = receiver.url("/hooks/custody");
