@@ -9,8 +9,12 @@ use diesel_async::AsyncConnection;
 use std::sync::Arc;
 
 use crate::artifacts::{self, Artifacts};
+use crate::audit::{self, AuditKeys};
 use crate::auth::{self, Actor, TokenKeys};
-use crate::config::{self, Cli, Command, GlobalOptions, PolicyCommand, ServeOptions, TokenCommand};
+use crate::config::{
+    self, AuditCommand, AuditOptions, Cli, Command, DatabaseOptions, PolicyCommand, ServeOptions,
+    TokenCommand,
+};
 use crate::db::{self, embedded::EmbeddedPostgres};
 use crate::graphql::AppState;
 use crate::http::{self, HttpConfig};
@@ -19,13 +23,13 @@ use crate::policy::PolicyBundle;
 use crate::promotions;
 
 pub fn init_tracing() {
-    use std::io::IsTerminal as _;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
+    // Colour codes only for a person at a terminal, never in files or log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colours for a person at a terminal only: no escape codes in log files or collectors.
         .with_ansi(std::io::stderr().is_terminal());
     if std::env::var("CUSTODY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().flatten_event(true).init();
@@ -36,9 +40,9 @@ pub fn init_tracing() {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(options) => serve(&cli.global, options).await,
-        Command::Migrate => {
-            with_database(&cli.global, |urls, _| async move {
+        Command::Serve(options) => serve(options).await,
+        Command::Migrate { database } => {
+            with_database(&database, |urls, _| async move {
                 let applied = db::migrate(&urls).await?;
                 eprintln!("{} migration(s) applied", applied.len());
                 Ok(())
@@ -52,11 +56,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     admin,
                     auditor,
                     ttl,
+                    database,
+                    token_secret,
                 },
         } => {
             let ttl = auth::parse_ttl(&ttl)?;
-            let jwt_secret = cli.global.jwt_secret.clone();
-            with_database(&cli.global, |urls, data_dir| async move {
+            let jwt_secret = token_secret.jwt_secret;
+            with_database(&database, |urls, data_dir| async move {
                 db::migrate(&urls).await?;
                 let keys = TokenKeys::load(jwt_secret.as_deref(), &data_dir)?;
                 let mut conn = diesel_async::AsyncPgConnection::establish(&urls.runtime).await?;
@@ -67,7 +73,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                             let token =
                                 auth::issue_token(c, &keys, &actor, &email, admin, ttl).await?;
                             if auditor {
-                                crate::export::grant_auditor(c, &actor, &email).await?;
+                                audit::export::grant_auditor(c, &actor, &email).await?;
                             }
                             Ok::<_, crate::error::Error>(token)
                         }
@@ -79,7 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Audit { command } => crate::export::cli::run(&cli.global, command).await,
+        Command::Audit { command } => audit_command(command).await,
         Command::Schema => {
             print!("{}", crate::graphql::sdl());
             Ok(())
@@ -109,15 +115,84 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// `custody-server audit …`.
+async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify {
+            file,
+            public_key,
+            checkpoints,
+            local,
+        } => {
+            // Offline by design: only files are read (the data directory is not created).
+            let key = match public_key {
+                Some(path) => custody_audit_format::PublicKey::read_file(&path)?,
+                None => AuditKeys::local_public_key(
+                    local.audit_signing_key.as_deref(),
+                    &local.data_dir,
+                )?,
+            };
+            let path = file.clone();
+            let verdict = tokio::task::spawn_blocking(move || {
+                custody_audit_format::verify::check(&path, key, checkpoints.as_deref())
+            })
+            .await??;
+            print!("{}", verdict.render(&file.display().to_string()));
+            if !verdict.ok() {
+                // The verdict is printed; exit 1 without a second message.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCommand::PublicKey {
+            format,
+            data_dir,
+            key,
+        } => {
+            let data_dir = config::prepare_data_dir(&data_dir.path)?;
+            let keys = key.load(&data_dir)?;
+            match format.as_str() {
+                "jwk" => println!("{}", keys.public.to_jwk()),
+                _ => print!("{}", keys.public.to_pem()),
+            }
+            Ok(())
+        }
+        AuditCommand::Archive {
+            before,
+            database,
+            key,
+            artifacts,
+        } => {
+            let before = audit::archive::parse_before(&before)?;
+            with_database(&database, |urls, data_dir| async move {
+                db::migrate(&urls).await?;
+                let keys = key.load(&data_dir)?;
+                let store = artifacts.open_store(&data_dir)?;
+                let archived = audit::archive::archive_command(
+                    &urls.runtime,
+                    &keys,
+                    &store,
+                    before,
+                    &data_dir,
+                )
+                .await?;
+                println!("{}", serde_json::to_string_pretty(&archived)?);
+                Ok(())
+            })
+            .await
+        }
+    }
+}
+
 /// Gives `work` the database URLs: the configured ones, or the private cluster's (started for
 /// the duration of `work` unless a server already runs it).
-pub(crate) async fn with_database<F, Fut>(global: &GlobalOptions, work: F) -> anyhow::Result<()>
+async fn with_database<F, Fut>(database: &DatabaseOptions, work: F) -> anyhow::Result<()>
 where
     F: FnOnce(db::DatabaseUrls, PathBuf) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let data_dir = config::prepare_data_dir(&global.data_dir)?;
-    match configured_urls(global)? {
+    let data_dir = config::prepare_data_dir(&database.data_dir.path)?;
+    match configured_urls(database)? {
         Some(urls) => work(urls, data_dir).await,
         None => {
             let pg = EmbeddedPostgres::start(&data_dir).await?;
@@ -130,8 +205,8 @@ where
 
 /// `DATABASE_URL` (and `CUSTODY_MIGRATION_DATABASE_URL`), checked; `None` means the private
 /// cluster.
-fn configured_urls(global: &GlobalOptions) -> anyhow::Result<Option<db::DatabaseUrls>> {
-    match (&global.database_url, &global.migration_database_url) {
+fn configured_urls(database: &DatabaseOptions) -> anyhow::Result<Option<db::DatabaseUrls>> {
+    match (&database.database_url, &database.migration_database_url) {
         (None, None) => Ok(None),
         (None, Some(_)) => anyhow::bail!(
             "CUSTODY_MIGRATION_DATABASE_URL is set without DATABASE_URL; set both (the private \
@@ -149,9 +224,9 @@ fn configured_urls(global: &GlobalOptions) -> anyhow::Result<Option<db::Database
     }
 }
 
-async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<()> {
+async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     options.validate()?;
-    let data_dir = config::prepare_data_dir(&global.data_dir)?;
+    let data_dir = config::prepare_data_dir(&options.database.data_dir.path)?;
     // A policy bundle that does not load stops start-up with the Rego error.
     let policy = match &options.policies {
         Some(dir) => PolicyBundle::from_dir(dir)?,
@@ -166,10 +241,10 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
         }
         _ => anyhow::anyhow!("cannot listen on {addr}: {e}"),
     })?;
-    let keys = TokenKeys::load(global.jwt_secret.as_deref(), &data_dir)?;
+    let keys = TokenKeys::load(options.token_secret.jwt_secret.as_deref(), &data_dir)?;
     // Before the (slow) database start, so a bad store setting fails at once.
     let store = options.artifacts.open_store(&data_dir)?;
-    let (urls, embedded) = match configured_urls(global)? {
+    let (urls, embedded) = match configured_urls(&options.database)? {
         Some(urls) => (urls, None),
         None => {
             let pg = EmbeddedPostgres::start(&data_dir).await?;
@@ -183,7 +258,7 @@ async fn serve(global: &GlobalOptions, options: ServeOptions) -> anyhow::Result<
         policy,
         listener,
     };
-    let result = serve_with_database(&urls, prepared, &global.audit, options).await;
+    let result = serve_with_database(&urls, prepared, options).await;
     if let Some(pg) = embedded {
         if let Err(e) = pg.stop().await {
             tracing::error!(error = ?e, "stopping the private PostgreSQL cluster");
@@ -205,7 +280,6 @@ struct Prepared {
 async fn serve_with_database(
     urls: &db::DatabaseUrls,
     prepared: Prepared,
-    audit_options: &crate::export::AuditOptions,
     options: ServeOptions,
 ) -> anyhow::Result<()> {
     let Prepared {
@@ -216,6 +290,7 @@ async fn serve_with_database(
         listener,
     } = prepared;
     let data_dir = data_dir.as_path();
+    let audit_options: &AuditOptions = &options.audit;
     let applied = db::migrate(urls).await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "database migrated");
@@ -250,9 +325,9 @@ async fn serve_with_database(
         options.artifacts.sweep_grace,
         options.artifacts.sweep_interval,
     );
-    let audit = audit_options.load_keys(data_dir)?;
+    let audit = audit_options.key.load(data_dir)?;
     tracing::info!(key_id = %audit.public.key_id(), "audit signing key ready");
-    crate::export::checkpoints::spawn_checkpointer(
+    audit::checkpoints::spawn_checkpointer(
         pool.clone(),
         audit.clone(),
         audit_options.audit_checkpoint_interval,

@@ -13,45 +13,8 @@ use clap::{Args, Parser, Subcommand};
     about = "Custody: model registry and MLOps governance server"
 )]
 pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalOptions,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct GlobalOptions {
-    /// Where the server keeps its state (private PostgreSQL cluster, keys, admin token).
-    #[arg(
-        long,
-        env = "CUSTODY_DATA_DIR",
-        default_value = "./custody-data",
-        global = true
-    )]
-    pub data_dir: PathBuf,
-    /// PostgreSQL to use; unset runs a private cluster in <data-dir>/pg.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// PostgreSQL role that owns the schema and applies migrations, when DATABASE_URL names a
-    /// less privileged runtime role (SECURITY.md lists its grants); unset: DATABASE_URL does both.
-    #[arg(
-        long,
-        env = "CUSTODY_MIGRATION_DATABASE_URL",
-        global = true,
-        hide_env_values = true
-    )]
-    pub migration_database_url: Option<String>,
-    /// Secret that signs API tokens (at least 32 characters); unset uses <data-dir>/jwt.key.
-    /// Replicas sharing one database must share it.
-    #[arg(
-        long,
-        env = "CUSTODY_JWT_SECRET",
-        global = true,
-        hide_env_values = true
-    )]
-    pub jwt_secret: Option<String>,
-    #[command(flatten)]
-    pub audit: crate::export::AuditOptions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,7 +24,10 @@ pub enum Command {
     /// Run the server.
     Serve(ServeOptions),
     /// Apply pending database migrations and exit.
-    Migrate,
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseOptions,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -77,7 +43,135 @@ pub enum Command {
     /// The audit log: verify an export offline, print the public key, archive old entries.
     Audit {
         #[command(subcommand)]
-        command: crate::export::cli::AuditCommand,
+        command: AuditCommand,
+    },
+}
+
+// Each command takes the settings it uses, no more: `audit verify --help` does not offer a
+// database, and `schema` takes nothing.
+
+/// The data directory.
+#[derive(Args, Debug, Clone)]
+pub struct DataDir {
+    /// Where the server keeps its state (private PostgreSQL cluster, keys, admin token).
+    #[arg(
+        long = "data-dir",
+        id = "data_dir",
+        value_name = "DATA_DIR",
+        env = "CUSTODY_DATA_DIR",
+        default_value = "./custody-data"
+    )]
+    pub path: PathBuf,
+}
+
+/// The database of commands that open one.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseOptions {
+    #[command(flatten)]
+    pub data_dir: DataDir,
+    /// PostgreSQL to use; unset runs a private cluster in <data-dir>/pg.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// PostgreSQL role that owns the schema and applies migrations, when DATABASE_URL names a
+    /// less privileged runtime role (SECURITY.md lists its grants); unset: DATABASE_URL does both.
+    #[arg(long, env = "CUSTODY_MIGRATION_DATABASE_URL", hide_env_values = true)]
+    pub migration_database_url: Option<String>,
+}
+
+/// The secret of API tokens.
+#[derive(Args, Debug, Clone)]
+pub struct TokenSecretOption {
+    /// Secret that signs API tokens (at least 32 characters); unset uses <data-dir>/jwt.key.
+    /// Replicas sharing one database must share it.
+    #[arg(long, env = "CUSTODY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+}
+
+/// The audit signing key.
+#[derive(Args, Debug, Clone)]
+pub struct AuditKeyOption {
+    /// Ed25519 private key (PKCS#8, PEM or DER) that signs audit exports: a file path, or the
+    /// PEM text. Unset: <data-dir>/audit-signing.pk8, generated on first use. Replicas sharing
+    /// one database must share it.
+    #[arg(long, env = "CUSTODY_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
+}
+
+impl AuditKeyOption {
+    pub fn load(&self, data_dir: &std::path::Path) -> anyhow::Result<crate::audit::AuditKeys> {
+        crate::audit::AuditKeys::load(self.audit_signing_key.as_deref(), data_dir)
+    }
+}
+
+/// Where `audit verify` finds the server's public key without `--public-key`: on the server's
+/// machine, in its signing key. Nothing is created.
+#[derive(Args, Debug, Clone)]
+pub struct LocalPublicKey {
+    /// The server's data directory: its audit-signing.pk8 verifies.
+    #[arg(
+        long,
+        value_name = "DATA_DIR",
+        env = "CUSTODY_DATA_DIR",
+        default_value = "./custody-data"
+    )]
+    pub data_dir: PathBuf,
+    /// The server's configured signing key (a file path, or the PEM text): its public half
+    /// verifies.
+    #[arg(long, env = "CUSTODY_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
+}
+
+/// The audit key and checkpoints of a running server.
+#[derive(Args, Debug, Clone)]
+pub struct AuditOptions {
+    #[command(flatten)]
+    pub key: AuditKeyOption,
+    /// How often the server signs a checkpoint of the audit chain head (when it moved).
+    #[arg(long, env = "CUSTODY_AUDIT_CHECKPOINT_INTERVAL", default_value = "1h",
+          value_parser = parse_duration)]
+    pub audit_checkpoint_interval: std::time::Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify an audit export (JSON Lines or CSV) or a signed compliance report, offline: no
+    /// database, no server. Exit 0 when intact; 1 naming the first bad entry otherwise.
+    Verify {
+        /// The export or report file.
+        file: PathBuf,
+        /// The server's public key (PEM or JWK, from GET /api/audit/public-key or
+        /// `custody-server audit public-key`). Default: the key of the local data directory.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// Checkpoints to hold the export against (GET /api/audit/checkpoints, or earlier
+        /// exports' manifest lines): a log that lost its tail or was rewritten contradicts them.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        #[command(flatten, next_help_heading = "Without --public-key")]
+        local: LocalPublicKey,
+    },
+    /// Print the public key that verifies this server's audit exports.
+    PublicKey {
+        /// `pem` (SubjectPublicKeyInfo) or `jwk`.
+        #[arg(long, default_value = "pem", value_parser = ["pem", "jwk"])]
+        format: String,
+        #[command(flatten)]
+        data_dir: DataDir,
+        #[command(flatten)]
+        key: AuditKeyOption,
+    },
+    /// Write a verified export of every entry older than DATE to the artifact store. Never
+    /// deletes audit entries.
+    Archive {
+        /// RFC 3339 time or date (UTC midnight): entries strictly before it are archived.
+        #[arg(long)]
+        before: String,
+        #[command(flatten)]
+        database: DatabaseOptions,
+        #[command(flatten)]
+        key: AuditKeyOption,
+        #[command(flatten)]
+        artifacts: ArtifactOptions,
     },
 }
 
@@ -90,6 +184,12 @@ pub enum PolicyCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeOptions {
+    #[command(flatten)]
+    pub database: DatabaseOptions,
+    #[command(flatten)]
+    pub token_secret: TokenSecretOption,
+    #[command(flatten)]
+    pub audit: AuditOptions,
     /// Address to listen on.
     #[arg(long, env = "CUSTODY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -258,6 +358,10 @@ pub enum TokenCommand {
         /// Lifetime such as 30d, 12h, 15m or 90s.
         #[arg(long, default_value = "30d")]
         ttl: String,
+        #[command(flatten)]
+        database: DatabaseOptions,
+        #[command(flatten)]
+        token_secret: TokenSecretOption,
     },
 }
 

@@ -81,6 +81,15 @@ impl From<DieselError> for Error {
     }
 }
 
+impl From<custody_audit_format::Error> for Error {
+    fn from(err: custody_audit_format::Error) -> Self {
+        match err {
+            custody_audit_format::Error::Invalid(message) => Error::InvalidInput(message),
+            other => Error::Internal(other.into()),
+        }
+    }
+}
+
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for Error {
     fn from(err: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
         use diesel_async::pooled_connection::deadpool::PoolError;

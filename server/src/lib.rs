@@ -14,7 +14,6 @@ pub mod config;
 pub mod datasets;
 pub mod db;
 pub mod error;
-pub mod export;
 pub mod graphql;
 pub mod http;
 pub mod lineage;

@@ -30,6 +30,11 @@ const TEMPLATES: &[(&str, &str)] = &[
         "email/approval_request.html",
         include_str!("../../web/templates/email/approval_request.html"),
     ),
+    // Rendered and checked by `audit::report::tests`.
+    (
+        "compliance_report.html",
+        include_str!("../../web/templates/compliance_report.html"),
+    ),
 ];
 
 fn engine() -> &'static tera::Tera {
@@ -73,7 +78,7 @@ mod tests {
             "decided": false, "title": "t", "message": "m", "action": "/approve/t",
         });
         for (name, _) in TEMPLATES {
-            if *name == "base.html" {
+            if matches!(*name, "base.html" | "compliance_report.html") {
                 continue;
             }
             let context = if name.starts_with("email/") {

@@ -54,22 +54,11 @@ pub fn file_sha256(path: &Path) -> Result<(String, u64)> {
     Ok((hex::encode(hasher.finalize()), size))
 }
 
-/// The canonical manifest text of sorted entries (see the module documentation).
+/// The canonical manifest text of sorted entries (see the module documentation), written by the
+/// same canonical-JSON writer as the server's.
 pub fn manifest_json(entries: &[ManifestEntry]) -> String {
-    let mut out = String::from("[");
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(&format!(
-            r#"{{"path":{},"sha256":"{}","size":{}}}"#,
-            serde_json::to_string(&e.path).expect("a string serialises"),
-            e.sha256,
-            e.size
-        ));
-    }
-    out.push(']');
-    out
+    let document = serde_json::to_value(entries).expect("manifest entries are JSON");
+    custody_audit_format::canonical::to_string(&document)
 }
 
 /// The digest of a directory (see the module documentation).

@@ -22,7 +22,6 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::audit::{self, Change};
@@ -114,9 +113,7 @@ pub fn manifest_digest(files: &[ArtifactFile]) -> String {
         .iter()
         .map(|f| json!({"path": f.path, "sha256": f.sha256, "size": f.size}))
         .collect();
-    hex::encode(Sha256::digest(
-        serde_json::to_string(&document).expect("JSON").as_bytes(),
-    ))
+    custody_audit_format::canonical::sha256_hex(&serde_json::Value::Array(document))
 }
 
 /// Checks that the caller may write artifacts of this owner, answering the run.

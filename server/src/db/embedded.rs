@@ -294,7 +294,11 @@ fn postgres_group() -> Option<u32> {
     let name = std::ffi::CString::new("postgres").ok()?;
     // SAFETY: getpwnam returns null or a pointer to a static record, read at once.
     let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    (!entry.is_null()).then(|| unsafe { (*entry).pw_gid })
+    if entry.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, so it points at getpwnam's record; no other passwd call ran since.
+    Some(unsafe { (*entry).pw_gid })
 }
 
 /// Finds the directory holding `initdb` and `pg_ctl`: on PATH, else the newest

@@ -67,7 +67,7 @@ pub struct AppState {
     pub keys: TokenKeys,
     pub artifacts: Artifacts,
     /// The Ed25519 key that signs audit exports, checkpoints and compliance reports.
-    pub audit: crate::export::AuditKeys,
+    pub audit: crate::audit::AuditKeys,
     pub policy: std::sync::Arc<crate::policy::PolicyBundle>,
     /// Base of the links the server hands out (mails, direct uploads).
     pub public_url: String,

@@ -14,10 +14,11 @@ use tracing_actix_web::RequestId;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::audit::export::{self, ExportRequest, Exporter, Format};
+use crate::audit::{checkpoints, report, rfc3339};
 use crate::config::ExportLimitOptions;
 use crate::db::DbPool;
 use crate::error::Error;
-use crate::export::{self, checkpoints, report, ExportRequest, Exporter, Format};
 use crate::graphql::AppState;
 
 /// Largest piece of an export handed to the connection at once: how far a client gets ahead of
@@ -150,7 +151,7 @@ async fn export_log(
         Err(refusal) => return Ok(refusal.response()),
     };
     let q = query.into_inner();
-    let format = Format::parse(q.format.as_deref().unwrap_or("jsonl"))?;
+    let format = Format::parse(q.format.as_deref().unwrap_or("jsonl")).map_err(Error::from)?;
     let request = ExportRequest::parse(
         q.from.as_deref(),
         q.to.as_deref(),
@@ -304,10 +305,13 @@ async fn list_checkpoints(
     let rows = checkpoints::list(&mut conn, query.after_seq, limit).await?;
     let mut body = String::new();
     for cp in rows {
-        body.push_str(&serde_json::json!({
-            "checkpoint": cp.jws, "seq": cp.seq, "hash": cp.hash,
-            "signed_at": export::rfc3339(cp.signed_at), "reason": cp.reason, "key_id": cp.key_id,
-        }).to_string());
+        body.push_str(
+            &serde_json::json!({
+                "checkpoint": cp.jws, "seq": cp.seq, "hash": cp.hash,
+                "signed_at": rfc3339(cp.signed_at), "reason": cp.reason, "key_id": cp.key_id,
+            })
+            .to_string(),
+        );
         body.push('\n');
     }
     Ok(HttpResponse::Ok()

@@ -840,3 +840,160 @@ async fn audit_export_streams_to_a_file() {
         .await;
     assert_fails(&r, 4, "FORBIDDEN");
 }
+
+/// An auditor with the client tools alone: the export and the public key come from the server
+/// (the key without a token), `custody audit verify` checks the file offline with no login, gives
+/// the same verdict as `custody-server audit verify`, and names the seq of an altered or removed
+/// entry with exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_verifies_an_export_offline_and_names_the_tampered_seq() {
+    use custody_tests::export_helpers::{line_of_seq, lines, save_public_key, verify, write};
+
+    let env = TestEnv::start().await;
+    let s = &env.server;
+    let work = tempfile::tempdir().unwrap();
+    fixtures::create_project(s, &env.admin, "verified").await;
+    for name in ["a", "b", "c", "d"] {
+        fixtures::create_dataset(s, &env.admin, "verified", name).await;
+    }
+    let admin = env_user(&env, &env.admin);
+    let file = work.path().join("audit.jsonl");
+    admin
+        .json(&["audit", "export", "-o", file.to_str().unwrap()])
+        .await;
+    let key = save_public_key(s, work.path(), "jwk").await;
+    let body = std::fs::read(&file).unwrap();
+    let all = lines(&body);
+    let entries = all.len() as i64 - 1;
+    assert!(entries >= 5, "{}", String::from_utf8_lossy(&body));
+
+    // No login, no server URL: the file and the key are all it needs.
+    let auditor = Cli::new();
+    let verify_cli = |path: PathBuf, json: bool| {
+        let auditor = &auditor;
+        let key = key.clone();
+        async move {
+            let mut args = vec![
+                "audit".to_owned(),
+                "verify".to_owned(),
+                path.to_str().unwrap().to_owned(),
+                "--public-key".to_owned(),
+                key.to_str().unwrap().to_owned(),
+            ];
+            if json {
+                args.push("--json".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            auditor.run(&args).await
+        }
+    };
+    let ok = verify_cli(file.clone(), false).await;
+    assert_eq!(ok.code, 0, "{ok}");
+    assert!(
+        ok.stdout.starts_with(&format!(
+            "OK {}: {entries} entries, seq 1..{entries}",
+            file.display()
+        )),
+        "{ok}"
+    );
+    assert!(ok.stderr.is_empty(), "{ok}");
+    // The very verdict of the server's own command.
+    let server_verdict = verify(&file, &key, &[]).await;
+    server_verdict.assert_ok();
+    assert_eq!(ok.stdout, server_verdict.output);
+
+    // One byte of a middle entry changed (a letter of its action: still valid JSON).
+    let seq = entries / 2;
+    let i = line_of_seq(&all, seq);
+    let mut altered = all.clone();
+    let field = b"\"action\":\"";
+    let at = altered[i]
+        .windows(field.len())
+        .position(|w| w == field)
+        .unwrap()
+        + field.len();
+    altered[i][at] ^= 0x01;
+    let altered_file = write(work.path(), "altered.jsonl", &altered.concat());
+    let failed = verify_cli(altered_file.clone(), false).await;
+    assert_eq!(failed.code, 1, "{failed}");
+    assert!(
+        failed.stdout.starts_with(&format!(
+            "FAILED {}: altered content at seq {seq} (line {})",
+            altered_file.display(),
+            i + 1
+        )),
+        "{failed}"
+    );
+    assert!(
+        failed.stderr.is_empty(),
+        "the verdict is the only message: {failed}"
+    );
+    assert_eq!(
+        failed.stdout,
+        verify(&altered_file, &key, &[]).await.output,
+        "the same verdict as custody-server's"
+    );
+
+    // One entry removed: exit 1 naming the missing seq, also as JSON.
+    let mut removed = all.clone();
+    removed.remove(i);
+    let removed_file = write(work.path(), "removed.jsonl", &removed.concat());
+    let failed = verify_cli(removed_file.clone(), false).await;
+    assert_eq!(failed.code, 1, "{failed}");
+    assert!(
+        failed.stdout.starts_with(&format!(
+            "FAILED {}: missing entry at seq {seq}",
+            removed_file.display()
+        )),
+        "{failed}"
+    );
+    let failed = verify_cli(removed_file, true).await;
+    assert_eq!(failed.code, 1, "{failed}");
+    let verdict = failed.json();
+    assert_eq!(verdict["verdict"]["ok"], false, "{failed}");
+    assert_eq!(verdict["verdict"]["problems"][0]["kind"], "missing entry");
+    assert_eq!(verdict["verdict"]["problems"][0]["seq"], seq);
+    assert!(failed.stderr.is_empty(), "{failed}");
+
+    // A key that is not the server's: the signature does not verify.
+    let other = write(
+        work.path(),
+        "other.pem",
+        b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=\n-----END PUBLIC KEY-----\n",
+    );
+    let r = auditor
+        .run(&[
+            "audit",
+            "verify",
+            file.to_str().unwrap(),
+            "--public-key",
+            other.to_str().unwrap(),
+        ])
+        .await;
+    assert_eq!(r.code, 1, "{r}");
+    assert!(r.stdout.contains("bad signature"), "{r}");
+    // A missing key file is a usage error, a file that holds no key an error: neither a verdict.
+    let r = auditor
+        .run(&[
+            "audit",
+            "verify",
+            file.to_str().unwrap(),
+            "--public-key",
+            work.path().join("absent.jwk").to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    assert_fails(&r, 2, "USAGE");
+    let r = auditor
+        .run(&[
+            "audit",
+            "verify",
+            file.to_str().unwrap(),
+            "--public-key",
+            file.to_str().unwrap(),
+            "--json",
+        ])
+        .await;
+    assert_fails(&r, 1, "ERROR");
+    assert!(r.stdout.is_empty(), "{r}");
+}

@@ -83,7 +83,7 @@ enum Command {
         #[command(subcommand)]
         command: LineageCommand,
     },
-    /// Export the audit log.
+    /// Export the audit log, and verify exports and compliance reports offline.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -293,6 +293,22 @@ enum Direction {
 enum AuditCommand {
     /// Stream the audit log of a period, with its chain hashes, into a file.
     Export(ExportArgs),
+    /// Verify an audit export (JSON Lines or CSV) or a signed compliance report, offline: no
+    /// server, no login. Exit 0 when intact; 1 naming the first bad entry otherwise.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// The export or report file.
+    file: PathBuf,
+    /// The server's public key, PEM or JWK (GET /api/audit/public-key, which needs no token).
+    #[arg(long)]
+    public_key: PathBuf,
+    /// Checkpoints to hold the export against (GET /api/audit/checkpoints, or earlier exports'
+    /// manifest lines): a log that lost its tail or was rewritten contradicts them.
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -454,6 +470,9 @@ async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
         Command::Audit {
             command: AuditCommand::Export(args),
         } => audit_export(ui, args).await,
+        Command::Audit {
+            command: AuditCommand::Verify(args),
+        } => audit_verify(ui, args),
     }
 }
 
@@ -1033,4 +1052,57 @@ async fn audit_export(ui: Ui, args: ExportArgs) -> Result<(), CliError> {
         )
     });
     Ok(())
+}
+
+/// The same check and verdict as `custody-server audit verify` (one crate does both).
+fn audit_verify(ui: Ui, args: VerifyArgs) -> Result<(), CliError> {
+    use custody_audit_format::{verify, PublicKey};
+    for path in [
+        Some(&args.file),
+        Some(&args.public_key),
+        args.checkpoints.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !path.is_file() {
+            return Err(CliError::usage(format!("{} is not a file", path.display())));
+        }
+    }
+    let key = PublicKey::read_file(&args.public_key).map_err(|e| {
+        CliError::other(e.to_string()).hint(
+            "the key is served by GET /api/audit/public-key (no token needed) and printed by `custody-server audit public-key`",
+        )
+    })?;
+    // Reads and hashes on threads of its own; nothing else runs meanwhile.
+    let verdict = verify::check(&args.file, key, args.checkpoints.as_deref())
+        .map_err(|e| CliError::other(e.to_string()))?;
+    let file = args.file.display().to_string();
+    let problems: Vec<Value> = verdict
+        .problems
+        .iter()
+        .map(|p| json!({"kind": p.kind.label(), "seq": p.seq, "line": p.line, "detail": p.detail}))
+        .collect();
+    ui.print(
+        &json!({"verdict": {
+            "ok": verdict.ok(),
+            "file": file,
+            "what": verdict.what,
+            "entries": verdict.entries,
+            "firstSeq": verdict.first_seq,
+            "lastSeq": verdict.last_seq,
+            "keyId": verdict.key_id,
+            "signatureOk": verdict.signature_ok,
+            "checkpointsChecked": verdict.checkpoints_checked,
+            "problems": problems,
+            "moreProblems": verdict.more_problems,
+            "manifest": verdict.manifest,
+        }}),
+        || verdict.render(&file),
+    );
+    if verdict.ok() {
+        Ok(())
+    } else {
+        Err(CliError::reported(exit::OTHER, "VERIFICATION_FAILED"))
+    }
 }

@@ -25,6 +25,8 @@ pub struct CliError {
     pub code: String,
     pub message: String,
     pub hint: Option<String>,
+    /// The command already printed why it failed (a verdict): exit without a message.
+    pub reported: bool,
 }
 
 impl CliError {
@@ -34,6 +36,15 @@ impl CliError {
             code: code.into(),
             message: message.into(),
             hint: None,
+            reported: false,
+        }
+    }
+
+    /// Exit with `exit` after the command printed its own outcome.
+    pub fn reported(exit: i32, code: &str) -> CliError {
+        CliError {
+            reported: true,
+            ..CliError::new(exit, code, "")
         }
     }
 
@@ -95,7 +106,7 @@ impl From<Error> for CliError {
                     ErrorCode::Internal => (exit::OTHER, Some("the server failed; its log has the details (look for this request's x-request-id)")),
                     ErrorCode::Other(_) => (exit::OTHER, None),
                 };
-                CliError { exit, code: code.as_str().into(), message: message.clone(), hint: hint.map(Into::into) }
+                CliError { exit, code: code.as_str().into(), message: message.clone(), hint: hint.map(Into::into), reported: false }
             }
             Error::Transport { url, .. } => CliError::new(exit::OTHER, "UNREACHABLE", message.clone()).hint(format!(
                 "is the server running at {url}? Check the URL (`custody login --url URL --token TOKEN` or CUSTODY_URL)"
@@ -132,6 +143,9 @@ impl Ui {
     }
 
     pub fn print_error(&self, err: &CliError) {
+        if err.reported {
+            return;
+        }
         if self.json {
             eprintln!("{}", err.to_json());
         } else {

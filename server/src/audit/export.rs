@@ -1,110 +1,39 @@
-//! Compliance exports of the audit log, and what makes them verifiable without the server.
+//! Compliance exports of the audit log, and who may make them.
 //!
 //! - **Export** (`Exporter`): the log of a period, optionally filtered by project, subject and
-//!   action, as JSON Lines or CSV (`format`), streamed in `BATCH` entries at a time by keyset
-//!   pagination on `seq`, so memory stays flat however long the range.
-//! - **Signed manifest**: the export's last line, a JWS (EdDSA, the server's audit key, `keys`)
-//!   over the range, filters, first/last seq, count, the chain head and the SHA-256 of every byte
-//!   before it.
-//! - **Checkpoints** (`checkpoints`): the chain head signed periodically and on every export.
-//! - **Verification** (`verify`): offline, from the file and the public key alone.
-//! - **Compliance report** (`report`) for one model version; **archive** (`archive`) of old
-//!   entries to the artifact store. The server never deletes audit rows.
+//!   action, as JSON Lines or CSV (`custody_audit_format::format`), streamed in `BATCH` entries
+//!   at a time by keyset pagination on `seq`, so memory stays flat however long the range.
+//! - **Signed manifest**: the export's last line, a JWS (EdDSA, the server's audit key) over the
+//!   range, filters, first/last seq, count, the chain head and the SHA-256 of every byte before
+//!   it (`custody_audit_format::ExportManifest`). Verification needs the file and the public key
+//!   alone (`custody_audit_format::verify`).
 //!
 //! Who may export: server admins and auditors (a server-wide, read-only flag on users), the whole
 //! log; a project's admins, their project's entries (`project=` filter).
 
-pub mod archive;
-pub mod checkpoints;
-pub mod cli;
-pub mod format;
-pub mod keys;
-pub mod report;
-pub mod verify;
-
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use custody_audit_format::claims::{ISSUER, TYP_EXPORT};
+use custody_audit_format::{format, ExportManifest, Filters};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::audit::{self, AuditEntry, Change};
+pub use custody_audit_format::Format;
+
+use super::checkpoints;
+use super::{rfc3339, AuditEntry, AuditKeys, Change};
 use crate::auth::{self, Actor};
 use crate::db::schema::{audit_head, audit_log, users};
 use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::projects::{self, Project, Role};
-pub use keys::{AuditKeys, PublicKey};
 
 /// Entries fetched (and rendered) per round trip: large enough that the per-query cost vanishes,
 /// small enough that a batch is a few MB.
 pub const BATCH: i64 = 5_000;
-
-/// `typ` claim of the JWS kinds the audit key signs.
-pub const TYP_EXPORT: &str = "custody.audit-export";
-pub const TYP_CHECKPOINT: &str = "custody.audit-checkpoint";
-pub const TYP_REPORT: &str = "custody.compliance-report";
-
-/// Settings of the audit key and checkpoints (flattened into the global options).
-#[derive(clap::Args, Debug, Clone)]
-pub struct AuditOptions {
-    /// Ed25519 private key (PKCS#8, PEM or DER) that signs audit exports: a file path, or the
-    /// PEM text. Unset: <data-dir>/audit-signing.pk8, generated on first use. Replicas sharing
-    /// one database must share it.
-    #[arg(
-        long,
-        env = "CUSTODY_AUDIT_SIGNING_KEY",
-        global = true,
-        hide_env_values = true
-    )]
-    pub audit_signing_key: Option<String>,
-    /// How often the server signs a checkpoint of the audit chain head (when it moved).
-    #[arg(long, env = "CUSTODY_AUDIT_CHECKPOINT_INTERVAL", default_value = "1h", global = true,
-          value_parser = crate::config::parse_duration)]
-    pub audit_checkpoint_interval: std::time::Duration,
-}
-
-impl AuditOptions {
-    pub fn load_keys(&self, data_dir: &std::path::Path) -> anyhow::Result<AuditKeys> {
-        AuditKeys::load(self.audit_signing_key.as_deref(), data_dir)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Jsonl,
-    Csv,
-}
-
-impl Format {
-    pub fn parse(text: &str) -> Result<Format> {
-        match text {
-            "jsonl" | "ndjson" => Ok(Format::Jsonl),
-            "csv" => Ok(Format::Csv),
-            other => Err(Error::invalid(format!(
-                "format must be `jsonl` or `csv`, not `{other}`"
-            ))),
-        }
-    }
-
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Format::Jsonl => "application/x-ndjson",
-            Format::Csv => "text/csv; charset=utf-8",
-        }
-    }
-
-    pub fn extension(self) -> &'static str {
-        match self {
-            Format::Jsonl => "jsonl",
-            Format::Csv => "csv",
-        }
-    }
-}
 
 /// What to export. `from` is inclusive, `to` exclusive.
 #[derive(Debug, Clone, Default)]
@@ -176,52 +105,6 @@ pub fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
     ))
 }
 
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-/// The filters as the manifest records them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Filters {
-    pub project: Option<String>,
-    pub project_id: Option<String>,
-    pub subject: Option<String>,
-    pub action: Option<String>,
-}
-
-/// The claims of an export's signed manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExportManifest {
-    pub iss: String,
-    pub typ: String,
-    pub version: u32,
-    pub format: Format,
-    /// The requested period (`from` inclusive, `to` exclusive), RFC 3339, or null (open).
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub filters: Filters,
-    pub filtered: bool,
-    /// The seq window the period selects: every entry from `window_first_seq` to
-    /// `window_last_seq`. An unfiltered export holds all of them, a filtered one a subset.
-    pub window_first_seq: Option<i64>,
-    pub window_last_seq: Option<i64>,
-    /// What the file holds.
-    pub first_seq: Option<i64>,
-    pub last_seq: Option<i64>,
-    pub count: u64,
-    pub last_hash: Option<String>,
-    /// The chain head when the export started (also recorded as a checkpoint).
-    pub head_seq: i64,
-    pub head_hash: String,
-    /// SHA-256 (hex) and length of every byte before the manifest line.
-    pub body_sha256: String,
-    pub body_bytes: u64,
-    pub exported_at: String,
-    pub exported_by: String,
-    pub key_id: String,
-    pub iat: i64,
-}
-
 /// Whether the user behind `actor` holds the auditor role.
 pub async fn is_auditor(conn: &mut Conn, actor: &Actor) -> Result<bool> {
     let Some(user_id) = actor.user_id else {
@@ -252,7 +135,7 @@ pub async fn grant_auditor(conn: &mut Conn, actor: &Actor, email: &str) -> Resul
     .execute(conn)
     .await?;
     if updated == 1 {
-        audit::record(
+        super::record(
             conn,
             actor,
             Change {
@@ -461,9 +344,12 @@ impl Exporter {
             let (out, hasher) = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::with_capacity(batch.len() * 640);
                 for e in &batch {
+                    let (entry, prev_hash, hash) = (e.document(), &e.prev_hash, &e.hash);
                     match format {
-                        Format::Jsonl => format::write_jsonl_line(&mut out, e),
-                        Format::Csv => format::write_csv_row(&mut out, e),
+                        Format::Jsonl => {
+                            format::write_jsonl_line(&mut out, &entry, prev_hash, hash)
+                        }
+                        Format::Csv => format::write_csv_row(&mut out, &entry, prev_hash, hash),
                     }
                 }
                 hasher.update(&out);
@@ -494,7 +380,7 @@ impl Exporter {
     fn manifest(&mut self) -> ExportManifest {
         let now = Utc::now();
         ExportManifest {
-            iss: auth::ISSUER.to_owned(),
+            iss: ISSUER.to_owned(),
             typ: TYP_EXPORT.to_owned(),
             version: 1,
             format: self.format,
@@ -600,7 +486,5 @@ mod tests {
         let err = ExportRequest::parse(Some("2026-12-01"), Some("2026-11-01"), None, None, None)
             .unwrap_err();
         assert!(err.to_string().contains("before"), "{err}");
-        assert!(Format::parse("xml").is_err());
-        assert_eq!(Format::parse("csv").unwrap(), Format::Csv);
     }
 }

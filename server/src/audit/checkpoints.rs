@@ -8,14 +8,14 @@
 //! too) and hand them to `custody-server audit verify --checkpoints`.
 
 use chrono::{DateTime, Utc};
+use custody_audit_format::claims::{CheckpointClaims, ISSUER, TYP_CHECKPOINT};
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
-use super::{rfc3339, AuditKeys, TYP_CHECKPOINT};
-use crate::auth;
+use super::{rfc3339, AuditKeys};
 use crate::db::schema::{audit_checkpoints, audit_head};
 use crate::db::{Conn, DbPool};
 use crate::error::Result;
@@ -35,17 +35,6 @@ impl Reason {
             Reason::Archive => "archive",
         }
     }
-}
-
-/// The signed claims of a checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckpointClaims {
-    pub iss: String,
-    pub typ: String,
-    pub seq: i64,
-    pub hash: String,
-    pub signed_at: String,
-    pub iat: i64,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -81,7 +70,7 @@ pub async fn sign_head(
     let now = Utc::now();
     let now = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
     let claims = CheckpointClaims {
-        iss: auth::ISSUER.to_owned(),
+        iss: ISSUER.to_owned(),
         typ: TYP_CHECKPOINT.to_owned(),
         seq,
         hash: hash.clone(),

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use custody_audit_format::{format, verify, Format};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::scoped_futures::ScopedFutureExt;
@@ -16,11 +17,10 @@ use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use super::checkpoints::Reason;
-use super::verify::{self, Options};
-use super::{AuditKeys, ExportRequest, Exporter, Format};
+use super::export::{parse_time, ExportRequest, Exporter};
+use super::{rfc3339, AuditKeys, Change};
 use crate::artifacts::store::object_key;
 use crate::artifacts::ArtifactStore;
-use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{artifact_objects, audit_archives};
 use crate::db::Conn;
@@ -97,16 +97,7 @@ async fn write_and_store(
 
     let public = keys.public.clone();
     let path = tmp.to_path_buf();
-    let verdict = tokio::task::spawn_blocking(move || {
-        verify::verify_file(
-            &path,
-            &Options {
-                public_key: public,
-                checkpoints: Vec::new(),
-            },
-        )
-    })
-    .await??;
+    let verdict = tokio::task::spawn_blocking(move || verify::check(&path, public, None)).await??;
     anyhow::ensure!(
         verdict.ok(),
         "the archive failed its own verification, nothing was stored: {}",
@@ -116,11 +107,7 @@ async fn write_and_store(
         .manifest
         .clone()
         .ok_or_else(|| anyhow::anyhow!("the archive has no manifest"))?;
-    let jws = manifest_line
-        .trim()
-        .strip_prefix("{\"manifest\":")
-        .and_then(|m| m.strip_suffix('}'))
-        .and_then(|m| serde_json::from_str::<String>(m).ok())
+    let jws = format::parse_manifest_line(Format::Jsonl, manifest_line.trim())
         .ok_or_else(|| anyhow::anyhow!("the archive's last line is not its manifest"))?;
 
     let upload_id = Uuid::now_v7();
@@ -129,7 +116,7 @@ async fn write_and_store(
     let staged = store.stage(upload_id, body, u64::MAX, None).await?;
     let archived = Archived {
         id,
-        before: super::rfc3339(before),
+        before: rfc3339(before),
         first_seq: manifest.first_seq,
         last_seq: manifest.last_seq,
         count: manifest.count,
@@ -172,7 +159,7 @@ async fn write_and_store(
                     ))
                     .execute(c)
                     .await?;
-                audit::record(
+                super::record(
                     c,
                     actor,
                     Change {
@@ -204,7 +191,30 @@ async fn write_and_store(
     Ok(archived)
 }
 
-/// Keeps `Result` in the signature tidy for callers that map domain errors.
+/// `--before` of `custody-server audit archive`.
 pub fn parse_before(text: &str) -> Result<DateTime<Utc>> {
-    super::parse_time(text).map_err(|e| Error::invalid(format!("--before: {e}")))
+    parse_time(text).map_err(|e| Error::invalid(format!("--before: {e}")))
+}
+
+/// `custody-server audit archive`: archives on connections of its own to `database_url`.
+pub async fn archive_command(
+    database_url: &str,
+    keys: &AuditKeys,
+    store: &ArtifactStore,
+    before: DateTime<Utc>,
+    work_dir: &Path,
+) -> anyhow::Result<Archived> {
+    use diesel_async::AsyncPgConnection;
+    let mut conn = AsyncPgConnection::establish(database_url).await?;
+    let reader = AsyncPgConnection::establish(database_url).await?;
+    archive(
+        &mut conn,
+        reader,
+        keys,
+        store,
+        &Actor::system("archive"),
+        before,
+        work_dir,
+    )
+    .await
 }

@@ -19,16 +19,18 @@ use std::fmt;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::checkpoints::CheckpointClaims;
-use super::format::{self, canonical_json};
-use super::{ExportManifest, Format, PublicKey, TYP_CHECKPOINT, TYP_EXPORT, TYP_REPORT};
-use crate::audit::GENESIS_HASH;
+use crate::claims::{
+    CheckpointClaims, ExportManifest, Filters, ReportClaims, TYP_CHECKPOINT, TYP_EXPORT, TYP_REPORT,
+};
+use crate::entry::{chain_hash, GENESIS_HASH};
+use crate::format::{self, Format};
+use crate::keys::{unverified_claims, PublicKey};
+use crate::{canonical, Error, Result};
 
 /// Problems kept in full; past this only the count goes on (memory stays flat on a ruined file).
 const MAX_PROBLEMS: usize = 50;
@@ -152,6 +154,7 @@ impl Verdict {
     }
 }
 
+/// What a verification checks against.
 pub struct Options {
     pub public_key: PublicKey,
     /// Checkpoints the caller holds (already read with `read_checkpoints`).
@@ -161,24 +164,30 @@ pub struct Options {
 /// Reads checkpoints: one per line, as `{"checkpoint":"<JWS>"}` (`GET /api/audit/checkpoints`),
 /// `{"manifest":"<JWS>"}` (an earlier export's last line: its head), or a bare JWS. Each must be
 /// signed by `key`.
-pub fn read_checkpoints(path: &Path, key: &PublicKey) -> anyhow::Result<Vec<CheckpointClaims>> {
+pub fn read_checkpoints(path: &Path, key: &PublicKey) -> Result<Vec<CheckpointClaims>> {
+    let what = || format!("reading the checkpoints {}", path.display());
     let file = std::fs::File::open(path)
-        .with_context(|| format!("opening the checkpoints {}", path.display()))?;
+        .map_err(|e| Error::io(format!("opening the checkpoints {}", path.display()), e))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line?;
+        let line = line.map_err(|e| Error::io(what(), e))?;
         let line = line.trim();
         if line.is_empty() {
             continue;
         }
         let where_ = || format!("{} line {}", path.display(), i + 1);
         let (jws, is_manifest) = if line.starts_with('{') {
-            let v: Value =
-                serde_json::from_str(line).with_context(|| format!("{} is not JSON", where_()))?;
+            let v: Value = serde_json::from_str(line)
+                .map_err(|e| Error::invalid(format!("{} is not JSON: {e}", where_())))?;
             match (v["checkpoint"].as_str(), v["manifest"].as_str()) {
                 (Some(jws), _) => (jws.to_owned(), false),
                 (None, Some(jws)) => (jws.to_owned(), true),
-                _ => anyhow::bail!("{} holds neither `checkpoint` nor `manifest`", where_()),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "{} holds neither `checkpoint` nor `manifest`",
+                        where_()
+                    )))
+                }
             }
         } else if let Some(jws) = line
             .strip_prefix(format::CSV_MANIFEST_CELL)
@@ -191,30 +200,40 @@ pub fn read_checkpoints(path: &Path, key: &PublicKey) -> anyhow::Result<Vec<Chec
         let claims = if is_manifest {
             let m: ExportManifest = key
                 .verify(&jws, TYP_EXPORT)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", where_()))?;
-            CheckpointClaims {
-                iss: m.iss,
-                typ: TYP_CHECKPOINT.to_owned(),
-                seq: m.head_seq,
-                hash: m.head_hash,
-                signed_at: m.exported_at,
-                iat: m.iat,
-            }
+                .map_err(|e| Error::invalid(format!("{}: {e}", where_())))?;
+            CheckpointClaims::of_manifest(m)
         } else {
             key.verify(&jws, TYP_CHECKPOINT)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", where_()))?
+                .map_err(|e| Error::invalid(format!("{}: {e}", where_())))?
         };
         out.push(claims);
     }
     Ok(out)
 }
 
+/// What `custody-server audit verify` and `custody audit verify` run: verifies `file` with
+/// `public_key`, held against the checkpoints in the file `checkpoints` when given.
+pub fn check(file: &Path, public_key: PublicKey, checkpoints: Option<&Path>) -> Result<Verdict> {
+    let checkpoints = match checkpoints {
+        Some(path) => read_checkpoints(path, &public_key)?,
+        None => Vec::new(),
+    };
+    verify_file(
+        file,
+        &Options {
+            public_key,
+            checkpoints,
+        },
+    )
+}
+
 /// Verifies a file: a JSON Lines or CSV export, or a signed compliance report.
-pub fn verify_file(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+pub fn verify_file(path: &Path, options: &Options) -> Result<Verdict> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut head = [0u8; 64];
-    let n = read_up_to(&mut file, &mut head)?;
+    let n = read_up_to(&mut file, &mut head)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let start = std::str::from_utf8(&head[..n]).unwrap_or("").trim_start();
     if start.starts_with("seq,") {
         verify_export(path, Format::Csv, options)
@@ -223,10 +242,10 @@ pub fn verify_file(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
     } else if start.starts_with('{') {
         verify_report(path, options)
     } else {
-        anyhow::bail!(
+        Err(Error::invalid(format!(
             "{} is neither an audit export (JSON Lines or CSV) nor a compliance report",
             path.display()
-        )
+        )))
     }
 }
 
@@ -242,7 +261,7 @@ fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize
 }
 
 /// Finds the last line of the file: answers (offset where it starts, its text).
-fn last_line(file: &mut std::fs::File) -> anyhow::Result<(u64, String)> {
+fn last_line(file: &mut std::fs::File) -> std::io::Result<(u64, String)> {
     let len = file.seek(SeekFrom::End(0))?;
     // A manifest is a few KB; 1 MiB is far more than any last line of an export.
     let tail_len = len.min(1 << 20);
@@ -262,36 +281,6 @@ fn last_line(file: &mut std::fs::File) -> anyhow::Result<(u64, String)> {
         offset,
         String::from_utf8_lossy(&tail[begin..end]).into_owned(),
     ))
-}
-
-fn parse_manifest_line(format: Format, line: &str) -> Option<String> {
-    match format {
-        Format::Jsonl => {
-            #[derive(Deserialize)]
-            #[serde(deny_unknown_fields)]
-            struct ManifestLine {
-                manifest: String,
-            }
-            serde_json::from_str::<ManifestLine>(line)
-                .ok()
-                .map(|m| m.manifest)
-        }
-        Format::Csv => line
-            .strip_prefix(format::CSV_MANIFEST_CELL)
-            .and_then(|rest| rest.strip_prefix(','))
-            .map(str::to_owned),
-    }
-}
-
-/// The manifest's claims without checking the signature (that is judged separately, so that a
-/// bad signature and what the claims say about the body can both be reported).
-fn unverified_claims(jws: &str) -> Option<ExportManifest> {
-    use base64::Engine as _;
-    let payload = jws.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 /// The fields of an entry document the checks need (borrowed where the JSON allows).
@@ -317,15 +306,16 @@ struct JsonlLine<'a> {
     entry: &'a RawValue,
 }
 
-fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Result<Verdict> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let (manifest_offset, last) = last_line(&mut file)?;
-    let jws = parse_manifest_line(format, &last);
+fn verify_export(path: &Path, format: Format, options: &Options) -> Result<Verdict> {
+    let reading = |e| Error::io(format!("reading {}", path.display()), e);
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let (manifest_offset, last) = last_line(&mut file).map_err(reading)?;
+    let jws = format::parse_manifest_line(format, &last);
     let mut checker = Checker::new(options);
     let (body_len, manifest) = match &jws {
         Some(jws) => {
-            let claims = unverified_claims(jws);
+            let claims = unverified_claims::<ExportManifest>(jws);
             match options.public_key.verify::<ExportManifest>(jws, TYP_EXPORT) {
                 Ok(_) => checker.signature_ok = true,
                 Err(e) => checker.late(
@@ -352,7 +342,7 @@ fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Resu
                 None,
                 "the file does not end with the signed manifest line: the export is incomplete or its end was cut off".into(),
             );
-            (file.seek(SeekFrom::End(0))?, None)
+            (file.seek(SeekFrom::End(0)).map_err(reading)?, None)
         }
     };
     checker.manifest = manifest.clone();
@@ -369,12 +359,12 @@ fn verify_export(path: &Path, format: Format, options: &Options) -> anyhow::Resu
             );
         }
     }
-    file.seek(SeekFrom::Start(0))?;
+    file.seek(SeekFrom::Start(0)).map_err(reading)?;
     let reader = BufReader::with_capacity(1 << 20, HashingReader::new(file.take(body_len)));
     let filters = manifest
         .as_ref()
         .map(|m| (m.filters.clone(), m.window_first_seq, m.window_last_seq));
-    let (hashing, mut checker) = scan(reader, format, filters, checker)?;
+    let (hashing, mut checker) = scan(reader, format, filters, checker).map_err(reading)?;
     let body_sha256 = hex::encode(hashing.hasher.finalize());
     checker.finish(&body_sha256, hashing.bytes);
     Ok(checker.verdict("entries"))
@@ -398,7 +388,7 @@ struct Examined {
     unreadable: Option<String>,
 }
 
-type ManifestFilters = (super::Filters, Option<i64>, Option<i64>);
+type ManifestFilters = (Filters, Option<i64>, Option<i64>);
 
 /// Entries per batch handed to a worker.
 const SCAN_BATCH: usize = 2_048;
@@ -412,7 +402,7 @@ fn scan<'o>(
     format: Format,
     filters: Option<ManifestFilters>,
     checker: Checker<'o>,
-) -> anyhow::Result<(HashingReader<std::io::Take<std::fs::File>>, Checker<'o>)> {
+) -> std::io::Result<(HashingReader<std::io::Take<std::fs::File>>, Checker<'o>)> {
     use std::sync::mpsc::sync_channel;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -460,7 +450,7 @@ fn scan<'o>(
         drop(job_txs);
         let checker = collector
             .join()
-            .map_err(|_| anyhow::anyhow!("the verification thread panicked"))?;
+            .map_err(|_| std::io::Error::other("the verification thread panicked"))?;
         read?;
         Ok((reader.into_inner(), checker))
     })
@@ -471,7 +461,7 @@ fn read_units<R: BufRead>(
     reader: &mut R,
     format: Format,
     mut send: impl FnMut(u64, Vec<Unit>) -> bool,
-) -> anyhow::Result<()> {
+) -> std::io::Result<()> {
     let mut batch = Vec::with_capacity(SCAN_BATCH);
     let mut index = 0u64;
     let mut line_no = 0u64;
@@ -645,11 +635,11 @@ fn examine_entry(
             Kind::AlteredContent,
             "hash and prev_hash must be 64 lowercase hex characters".into(),
         ));
-    } else if sha256_hex(prev_hash, entry.as_bytes()) != hash {
+    } else if chain_hash(prev_hash, entry.as_bytes()) != hash {
         // The file may hold the entry reformatted (same content, other bytes); the body
         // digest flags such a file, the entry itself is judged on its canonical form.
-        let canonical = serde_json::from_str::<Value>(entry).map(|v| canonical_json(&v));
-        if canonical.map_or(true, |c| sha256_hex(prev_hash, c.as_bytes()) != hash) {
+        let canonical = serde_json::from_str::<Value>(entry).map(|v| canonical::to_string(&v));
+        if canonical.map_or(true, |c| chain_hash(prev_hash, c.as_bytes()) != hash) {
             problems.push((
                 Kind::AlteredContent,
                 "the entry's hash does not match its content and prev_hash: the entry was changed after it was written".into(),
@@ -1088,39 +1078,21 @@ fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn sha256_hex(prev_hash: &str, entry: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(prev_hash.as_bytes());
-    hasher.update(entry);
-    hex::encode(hasher.finalize())
-}
-
-/// Claims of a signed compliance report.
-#[derive(Debug, Clone, serde::Serialize, Deserialize)]
-pub struct ReportClaims {
-    pub iss: String,
-    pub typ: String,
-    pub model_version_id: String,
-    pub report_sha256: String,
-    pub generated_at: String,
-    pub iat: i64,
-}
-
 /// A compliance report: `{"report": {…}, "signature": "<JWS>"}`. The signature covers the
 /// SHA-256 of the report's canonical JSON; the report's audit entries are re-hashed as links.
-fn verify_report(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let doc: Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+fn verify_report(path: &Path, options: &Options) -> Result<Verdict> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let doc: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::invalid(format!("{} is not JSON: {e}", path.display())))?;
     let mut checker = Checker::new(options);
     let (Some(report), Some(jws)) = (doc.get("report"), doc["signature"].as_str()) else {
-        anyhow::bail!(
+        return Err(Error::invalid(format!(
             "{} is not a signed compliance report (`report` and `signature`)",
             path.display()
-        );
+        )));
     };
-    let digest = hex::encode(Sha256::digest(canonical_json(report).as_bytes()));
+    let digest = canonical::sha256_hex(report);
     match options.public_key.verify::<ReportClaims>(jws, TYP_REPORT) {
         Ok(claims) => {
             checker.signature_ok = true;
@@ -1159,7 +1131,7 @@ fn verify_report(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
                 continue;
             };
             checker.count += 1;
-            if sha256_hex(prev, canonical_json(&e["entry"]).as_bytes()) != hash {
+            if chain_hash(prev, canonical::to_string(&e["entry"]).as_bytes()) != hash {
                 checker.problem(
                     Kind::AlteredContent,
                     Some(seq),
@@ -1176,4 +1148,253 @@ fn verify_report(path: &Path, options: &Options) -> anyhow::Result<Verdict> {
         checker.problem(p.kind, p.seq, p.line, p.detail);
     }
     Ok(checker.verdict("audit entries in a compliance report"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claims::ISSUER;
+    use crate::entry::Entry;
+    use crate::keys::SigningKey;
+    use serde_json::json;
+
+    /// An export of `n` chained entries written with this crate's writers and signed, as the
+    /// server writes one; answers the entry lines, the manifest line and the key.
+    fn export(format: Format, n: i64) -> (Vec<Vec<u8>>, Vec<u8>, SigningKey) {
+        let (key, _) = SigningKey::generate().unwrap();
+        let mut lines = Vec::new();
+        if format == Format::Csv {
+            lines.push(format::csv_header_line().into_bytes());
+        }
+        let mut prev = GENESIS_HASH.to_owned();
+        for seq in 1..=n {
+            let after = json!({"name": format!("ds-{seq}"), "tags": ["a", "b"]});
+            let e = Entry {
+                action: "dataset.create",
+                actor: "a@example.com",
+                after: Some(&after),
+                at: chrono::DateTime::from_timestamp_micros(1_700_000_000_000_000 + seq).unwrap(),
+                before: None,
+                project_id: None,
+                request_id: None,
+                seq,
+                subject_id: "s",
+                subject_kind: "dataset",
+            };
+            let hash = e.chain_hash(&prev);
+            let mut line = Vec::new();
+            match format {
+                Format::Jsonl => format::write_jsonl_line(&mut line, &e, &prev, &hash),
+                Format::Csv => format::write_csv_row(&mut line, &e, &prev, &hash),
+            }
+            lines.push(line);
+            prev = hash;
+        }
+        let body = lines.concat();
+        let manifest = ExportManifest {
+            iss: ISSUER.into(),
+            typ: TYP_EXPORT.into(),
+            version: 1,
+            format,
+            from: None,
+            to: None,
+            filters: Filters::default(),
+            filtered: false,
+            window_first_seq: Some(1),
+            window_last_seq: Some(n),
+            first_seq: Some(1),
+            last_seq: Some(n),
+            count: n as u64,
+            last_hash: Some(prev.clone()),
+            head_seq: n,
+            head_hash: prev,
+            body_sha256: hex::encode(Sha256::digest(&body)),
+            body_bytes: body.len() as u64,
+            exported_at: "2026-01-01T00:00:00.000000Z".into(),
+            exported_by: "a@example.com".into(),
+            key_id: key.public().key_id(),
+            iat: 0,
+        };
+        let jws = key.sign(&manifest).unwrap();
+        let last = match format {
+            Format::Jsonl => format::jsonl_manifest_line(&jws),
+            Format::Csv => format::csv_manifest_line(&jws),
+        };
+        (lines, last.into_bytes(), key)
+    }
+
+    fn verdict(dir: &tempfile::TempDir, bytes: &[u8], key: &SigningKey) -> Verdict {
+        let path = dir.path().join("export");
+        std::fs::write(&path, bytes).unwrap();
+        check(&path, key.public().clone(), None).unwrap()
+    }
+
+    fn first_line(v: &Verdict) -> String {
+        v.render("f").lines().next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn an_intact_export_verifies_in_both_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [Format::Jsonl, Format::Csv] {
+            let (lines, manifest, key) = export(format, 20);
+            let v = verdict(&dir, &[lines.concat(), manifest].concat(), &key);
+            assert!(v.ok(), "{}", v.render("f"));
+            assert_eq!(
+                (v.entries, v.first_seq, v.last_seq),
+                (20, Some(1), Some(20))
+            );
+            assert!(
+                v.render("f")
+                    .starts_with("OK f: 20 entries, seq 1..20, one unbroken piece"),
+                "{}",
+                v.render("f")
+            );
+        }
+    }
+
+    #[test]
+    fn tampering_is_named_with_its_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lines, manifest, key) = export(Format::Jsonl, 20);
+
+        let mut flipped = lines.clone();
+        let at = flipped[9].windows(7).position(|w| w == b"dataset").unwrap();
+        flipped[9][at] ^= 0x01;
+        let v = verdict(&dir, &[flipped.concat(), manifest.clone()].concat(), &key);
+        assert!(
+            first_line(&v).starts_with("FAILED f: altered content at seq 10 (line 10)"),
+            "{}",
+            v.render("f")
+        );
+
+        let mut removed = lines.clone();
+        removed.remove(9);
+        let v = verdict(&dir, &[removed.concat(), manifest.clone()].concat(), &key);
+        assert!(
+            first_line(&v).starts_with(
+                "FAILED f: missing entry at seq 10 (line 10): seq 10 is missing: seq 9 is followed by seq 11"
+            ),
+            "{}",
+            v.render("f")
+        );
+
+        let mut swapped = lines.clone();
+        swapped.swap(9, 10);
+        let v = verdict(&dir, &[swapped.concat(), manifest.clone()].concat(), &key);
+        assert!(
+            first_line(&v).starts_with("FAILED f: reordered at seq 10"),
+            "{}",
+            v.render("f")
+        );
+
+        let v = verdict(&dir, &lines[..15].concat(), &key);
+        assert!(
+            first_line(&v).starts_with("FAILED f: truncated (no manifest)"),
+            "{}",
+            v.render("f")
+        );
+
+        let (other, _) = SigningKey::generate().unwrap();
+        let v = verdict(&dir, &[lines.concat(), manifest].concat(), &other);
+        assert!(
+            first_line(&v).starts_with("FAILED f: bad signature"),
+            "{}",
+            v.render("f")
+        );
+    }
+
+    #[test]
+    fn an_edited_csv_column_disagrees_with_the_hashed_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut lines, manifest, key) = export(Format::Csv, 5);
+        let row = String::from_utf8(lines[3].clone()).unwrap();
+        lines[3] = row
+            .replacen("a@example.com", "b@example.com", 1)
+            .into_bytes();
+        let v = verdict(&dir, &[lines.concat(), manifest].concat(), &key);
+        assert!(
+            first_line(&v)
+                .starts_with("FAILED f: altered content at seq 3 (line 4): column `actor`"),
+            "{}",
+            v.render("f")
+        );
+    }
+
+    #[test]
+    fn checkpoints_expose_a_lost_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lines, manifest, key) = export(Format::Jsonl, 5);
+        let export_path = dir.path().join("export.jsonl");
+        std::fs::write(&export_path, [lines.concat(), manifest].concat()).unwrap();
+        let ahead = CheckpointClaims {
+            iss: ISSUER.into(),
+            typ: TYP_CHECKPOINT.into(),
+            seq: 7,
+            hash: "c".repeat(64),
+            signed_at: "2025-12-31T00:00:00.000000Z".into(),
+            iat: 0,
+        };
+        let cps = dir.path().join("checkpoints.jsonl");
+        std::fs::write(
+            &cps,
+            format!("{}\n", json!({"checkpoint": key.sign(&ahead).unwrap()})),
+        )
+        .unwrap();
+        let v = check(&export_path, key.public().clone(), Some(&cps)).unwrap();
+        assert!(
+            first_line(&v).starts_with("FAILED export.jsonl: truncated at seq 6")
+                || v.render("f").contains("truncated at seq 6"),
+            "{}",
+            v.render("f")
+        );
+        // A checkpoint signed by another key is refused outright.
+        let (other, _) = SigningKey::generate().unwrap();
+        let err = check(&export_path, other.public().clone(), Some(&cps)).unwrap_err();
+        assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_signed_report_verifies_and_an_edit_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = SigningKey::generate().unwrap();
+        let entry = json!({"seq": 1, "action": "model_version.register"});
+        let hash = chain_hash(GENESIS_HASH, canonical::to_string(&entry).as_bytes());
+        let report = json!({"kind": TYP_REPORT, "audit": {"entries": [
+            {"seq": 1, "prev_hash": GENESIS_HASH, "hash": hash, "entry": entry}
+        ]}});
+        let claims = ReportClaims {
+            iss: ISSUER.into(),
+            typ: TYP_REPORT.into(),
+            model_version_id: "mv".into(),
+            report_sha256: canonical::sha256_hex(&report),
+            generated_at: "t".into(),
+            iat: 0,
+        };
+        let signed = json!({"report": report, "signature": key.sign(&claims).unwrap()});
+        let v = verdict(&dir, signed.to_string().as_bytes(), &key);
+        assert!(v.ok(), "{}", v.render("f"));
+        assert_eq!(v.entries, 1);
+        let edited = signed
+            .to_string()
+            .replace("model_version.register", "model_version.delete");
+        let v = verdict(&dir, edited.as_bytes(), &key);
+        assert!(
+            first_line(&v).starts_with("FAILED f: altered content at seq 1"),
+            "{}",
+            v.render("f")
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_no_export_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notes.txt");
+        std::fs::write(&path, "hello").unwrap();
+        let (key, _) = SigningKey::generate().unwrap();
+        let err = check(&path, key.public().clone(), None).unwrap_err();
+        assert!(err.to_string().contains("neither an audit export"), "{err}");
+        let err = check(&dir.path().join("absent"), key.public().clone(), None).unwrap_err();
+        assert!(err.to_string().starts_with("opening "), "{err}");
+    }
 }

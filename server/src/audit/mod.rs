@@ -2,15 +2,32 @@
 //!
 //! Each entry's `hash = sha256(prev_hash || canonical_json(entry))`, where `prev_hash` is the
 //! previous entry's hash as 64 lowercase hex characters (64 zeros before the first entry) and the
-//! canonical JSON is the entry document with keys sorted and no whitespace (serde_json's default
-//! map is ordered). Appenders lock the single `audit_head` row, so concurrent transactions queue
-//! up and the chain never forks; the lock is taken last in a transaction and held only to commit.
+//! canonical JSON is the entry document with keys sorted and no whitespace; the document, the
+//! chain and every export format are defined once, in `custody_audit_format`, which auditors'
+//! tools verify with. Appenders lock the single `audit_head` row, so concurrent transactions
+//! queue up and the chain never forks; the lock is taken last in a transaction and held only to
+//! commit.
+//!
+//! Around the chain writer (`record`, `list`):
+//! - `export`: compliance exports of a period (JSON Lines, CSV) with their signed manifest,
+//!   streamed by keyset pagination, and who may export what;
+//! - `keys`: where the Ed25519 audit key is kept;
+//! - `checkpoints`: the chain head, signed periodically and on every export;
+//! - `report`: the signed compliance report of one model version;
+//! - `archive`: verified copies of old entries in the artifact store. The server never deletes
+//!   audit rows.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+pub mod archive;
+pub mod checkpoints;
+pub mod export;
+pub mod keys;
+pub mod report;
+
+use chrono::{DateTime, Utc};
+use custody_audit_format::Entry;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::Actor;
@@ -18,7 +35,9 @@ use crate::db::schema::{audit_head, audit_log};
 use crate::db::Conn;
 use crate::error::Result;
 
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub use custody_audit_format::entry::rfc3339;
+pub use custody_audit_format::GENESIS_HASH;
+pub use keys::AuditKeys;
 
 /// What a service records about one change.
 pub struct Change<'a> {
@@ -49,35 +68,29 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// The document the hash covers.
+    pub fn document(&self) -> Entry<'_> {
+        Entry {
+            action: &self.action,
+            actor: &self.actor,
+            after: self.after.as_ref(),
+            at: self.at,
+            before: self.before.as_ref(),
+            project_id: self.project_id,
+            request_id: self.request_id.as_deref(),
+            seq: self.seq,
+            subject_id: &self.subject_id,
+            subject_kind: &self.subject_kind,
+        }
+    }
+
+    /// The document the hash covers, as a JSON value.
     pub fn canonical_document(&self) -> Value {
-        json!({
-            "seq": self.seq,
-            "at": self.at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            "actor": self.actor,
-            "action": self.action,
-            "project_id": self.project_id.map(|p| p.to_string()),
-            "subject_kind": self.subject_kind,
-            "subject_id": self.subject_id,
-            "before": self.before,
-            "after": self.after,
-            "request_id": self.request_id,
-        })
+        self.document().to_value()
     }
 
     pub fn compute_hash(&self) -> String {
-        chain_hash(&self.prev_hash, &self.canonical_document())
+        self.document().chain_hash(&self.prev_hash)
     }
-}
-
-pub fn chain_hash(prev_hash: &str, document: &Value) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(prev_hash.as_bytes());
-    hasher.update(
-        serde_json::to_string(document)
-            .expect("JSON values serialise")
-            .as_bytes(),
-    );
-    hex::encode(hasher.finalize())
 }
 
 /// Appends one entry inside the caller's transaction.
@@ -157,39 +170,33 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    fn entry(seq: i64, prev: &str) -> AuditEntry {
-        AuditEntry {
-            seq,
+    #[test]
+    fn the_row_is_hashed_as_its_document() {
+        let entry = AuditEntry {
+            seq: 1,
             at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
             actor: "a@example.com".into(),
             action: "project.create".into(),
-            project_id: None,
+            project_id: Some(Uuid::from_u128(7)),
             subject_kind: "project".into(),
             subject_id: "x".into(),
             before: None,
             after: Some(json!({"name": "demo", "b": 1.5})),
             request_id: Some("r1".into()),
-            prev_hash: prev.into(),
+            prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
-        }
-    }
-
-    #[test]
-    fn canonical_json_is_sorted_and_compact() {
-        let doc = entry(1, GENESIS_HASH).canonical_document();
-        let text = serde_json::to_string(&doc).unwrap();
-        assert!(text.starts_with(r#"{"action":"project.create","actor":"a@example.com","after":{"b":1.5,"name":"demo"},"at":"2023-11-14T22:13:20.123456Z""#), "{text}");
-    }
-
-    #[test]
-    fn hash_depends_on_previous_hash_and_content() {
-        let first = entry(1, GENESIS_HASH);
-        let h1 = first.compute_hash();
-        let mut altered = first.clone();
-        altered.actor = "b@example.com".into();
-        assert_ne!(h1, altered.compute_hash());
-        assert_ne!(h1, entry(1, &"1".repeat(64)).compute_hash());
-        assert_eq!(h1.len(), 64);
+        };
+        let text = r#"{"action":"project.create","actor":"a@example.com","after":{"b":1.5,"name":"demo"},"at":"2023-11-14T22:13:20.123456Z","before":null,"project_id":"00000000-0000-0000-0000-000000000007","request_id":"r1","seq":1,"subject_id":"x","subject_kind":"project"}"#;
+        assert_eq!(entry.document().canonical_json(), text);
+        assert_eq!(
+            entry.canonical_document(),
+            serde_json::from_str::<Value>(text).unwrap()
+        );
+        assert_eq!(
+            entry.compute_hash(),
+            custody_audit_format::chain_hash(GENESIS_HASH, text.as_bytes())
+        );
     }
 }

@@ -6,20 +6,18 @@
 //! SHA-256 of the report's canonical JSON, so `custody-server audit verify` checks a saved copy.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
+use custody_audit_format::canonical;
+use custody_audit_format::claims::{ReportClaims, ISSUER, TYP_REPORT};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::format::canonical_json;
-use super::verify::ReportClaims;
-use super::{is_auditor, rfc3339, AuditKeys, TYP_REPORT};
-use crate::audit::{AuditEntry, GENESIS_HASH};
-use crate::auth::{self, Actor};
+use super::export::is_auditor;
+use super::{rfc3339, AuditEntry, AuditKeys, GENESIS_HASH};
+use crate::auth::Actor;
 use crate::db::schema::{
     approvals, audit_log, deployments, model_versions, models, projects as projects_table,
     promotions, run_metrics, users,
@@ -182,9 +180,9 @@ pub async fn build(
         "deployments": deployment_section,
         "audit": audit_section,
     });
-    let report_sha256 = hex::encode(Sha256::digest(canonical_json(&report).as_bytes()));
+    let report_sha256 = canonical::sha256_hex(&report);
     let signature = keys.sign(&ReportClaims {
-        iss: auth::ISSUER.to_owned(),
+        iss: ISSUER.to_owned(),
         typ: TYP_REPORT.to_owned(),
         model_version_id: id.to_string(),
         report_sha256: report_sha256.clone(),
@@ -487,26 +485,10 @@ fn chain_check(
 
 /// The printable page: the report, then its digest and signature so a printed copy can be checked.
 pub fn render_html(signed: &SignedReport) -> Result<String> {
-    static ENGINE: OnceLock<std::result::Result<tera::Tera, String>> = OnceLock::new();
-    let engine = ENGINE
-        .get_or_init(|| {
-            let mut tera = tera::Tera::default();
-            tera.add_raw_template(
-                "compliance_report.html",
-                include_str!("../../../web/templates/compliance_report.html"),
-            )
-            .map_err(|e| format!("{e:?}"))?;
-            tera.autoescape_on(vec![".html"]);
-            Ok(tera)
-        })
-        .as_ref()
-        .map_err(|e| Error::internal(anyhow::anyhow!("the compliance report template: {e}")))?;
-    let mut context = tera::Context::from_value(signed.report.clone()).map_err(Error::internal)?;
-    context.insert("report_sha256", &signed.report_sha256);
-    context.insert("signature", &signed.signature);
-    engine
-        .render("compliance_report.html", &context)
-        .map_err(|e| Error::internal(anyhow::anyhow!("rendering the compliance report: {e:?}")))
+    let mut context = signed.report.clone();
+    context["report_sha256"] = json!(signed.report_sha256);
+    context["signature"] = json!(signed.signature);
+    crate::templates::render("compliance_report.html", &context)
 }
 
 #[cfg(test)]
