@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{dataset_versions, datasets};
-use crate::db::Conn;
+use crate::db::{Conn, Slice, VersionRange};
 use crate::error::{Error, Result};
 use crate::lineage::{self, NodeKind, NodeRef};
 use crate::projects::{self, Role};
@@ -209,19 +209,33 @@ pub async fn register_version(
     Ok(version)
 }
 
-pub async fn list_in_project(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Dataset>> {
+/// A project's datasets by name, one slice.
+pub async fn list_in_project(
+    conn: &mut Conn,
+    project_id: Uuid,
+    slice: Slice,
+) -> Result<Vec<Dataset>> {
     Ok(datasets::table
         .filter(datasets::project_id.eq(project_id))
         .order(datasets::name.asc())
+        .limit(slice.limit)
+        .offset(slice.offset)
         .select(Dataset::as_select())
         .load(conn)
         .await?)
 }
 
-/// The versions of many datasets, ascending by version.
-pub async fn versions_of(conn: &mut Conn, dataset_ids: &[Uuid]) -> Result<Vec<DatasetVersion>> {
+/// The versions of many datasets, ascending, numbered in `versions` (versions are numbered
+/// 1, 2, 3… without gaps, so a range of numbers is a page).
+pub async fn versions_of(
+    conn: &mut Conn,
+    dataset_ids: &[Uuid],
+    versions: VersionRange,
+) -> Result<Vec<DatasetVersion>> {
     Ok(dataset_versions::table
         .filter(dataset_versions::dataset_id.eq_any(dataset_ids))
+        .filter(dataset_versions::version.gt(versions.after))
+        .filter(dataset_versions::version.le(versions.last()))
         .order((
             dataset_versions::dataset_id,
             dataset_versions::version.asc(),
@@ -245,4 +259,18 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Dataset>> {
         .select(Dataset::as_select())
         .load(conn)
         .await?)
+}
+
+/// The project of each of these dataset versions (missing ids are absent).
+pub async fn projects_of_versions(
+    conn: &mut Conn,
+    version_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Uuid>> {
+    let rows: Vec<(Uuid, Uuid)> = dataset_versions::table
+        .inner_join(datasets::table)
+        .filter(dataset_versions::id.eq_any(version_ids))
+        .select((dataset_versions::id, datasets::project_id))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
 }

@@ -4,6 +4,7 @@
 //! `lineage`, `artifacts`, `audit`, `auth`); `graphql` and `http` are thin edges; `db` and `config` hold the
 //! plumbing; `app` wires the commands together.
 
+pub mod access;
 pub mod app;
 pub mod approvals;
 pub mod artifacts;

@@ -151,12 +151,30 @@ pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<Uuid>
     };
     match project {
         Some(p) => Ok(Some(p)),
-        None => Err(Error::not_found(format!(
-            "no {} with id {}",
-            node.kind.as_str().replace('_', " "),
-            node.id
-        ))),
+        None => Err(missing_node(node)),
     }
+}
+
+fn missing_node(node: NodeRef) -> Error {
+    Error::not_found(format!(
+        "no {} with id {}",
+        node.kind.as_str().replace('_', " "),
+        node.id
+    ))
+}
+
+/// Checks the caller's role in the node's project; a node of a project the caller cannot read
+/// answers like a missing node.
+async fn authorize_in(
+    conn: &mut Conn,
+    actor: &Actor,
+    node: NodeRef,
+    project: Uuid,
+    needed: Role,
+) -> Result<()> {
+    projects::authorize(conn, actor, project, needed)
+        .await
+        .map_err(projects::hiding(|| missing_node(node)))
 }
 
 /// Checks that the node exists and the caller holds `needed` in its project.
@@ -167,7 +185,7 @@ pub async fn authorize_node(
     needed: Role,
 ) -> Result<()> {
     match node_project(conn, node).await? {
-        Some(project) => projects::authorize(conn, actor, project, needed).await,
+        Some(project) => authorize_in(conn, actor, node, project, needed).await,
         None => Ok(()),
     }
 }
@@ -221,8 +239,8 @@ pub async fn link(
     let from_project = node_project(conn, from).await?;
     let to_project = node_project(conn, to).await?;
     match (from_project, to_project) {
-        (Some(p), _) => projects::authorize(conn, actor, p, Role::Contributor).await?,
-        (None, Some(p)) => projects::authorize(conn, actor, p, Role::Contributor).await?,
+        (Some(p), _) => authorize_in(conn, actor, from, p, Role::Contributor).await?,
+        (None, Some(p)) => authorize_in(conn, actor, to, p, Role::Contributor).await?,
         (None, None) => {
             return Err(Error::invalid(
                 "an edge needs at least one node that belongs to a project",
@@ -230,7 +248,7 @@ pub async fn link(
         }
     }
     if let (Some(_), Some(p)) = (from_project, to_project) {
-        projects::authorize(conn, actor, p, Role::Viewer).await?;
+        authorize_in(conn, actor, to, p, Role::Viewer).await?;
     }
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))")
         .execute(conn)

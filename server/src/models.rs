@@ -10,7 +10,7 @@ use crate::artifacts;
 use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{model_versions, models, projects as projects_table, runs};
-use crate::db::Conn;
+use crate::db::{Conn, Slice, VersionRange};
 use crate::error::{Error, Result};
 use crate::lineage::{self, NodeKind, NodeRef};
 use crate::projects::{self, Role};
@@ -246,22 +246,42 @@ pub async fn find_version(
             "no version {version} of model `{model_name}` in project `{project_name}`"
         ))
     })?;
-    projects::authorize(conn, actor, project_id, Role::Viewer).await?;
+    projects::authorize(conn, actor, project_id, Role::Viewer)
+        .await
+        .map_err(projects::hiding(|| {
+            Error::not_found(format!(
+                "no version {version} of model `{model_name}` in project `{project_name}`"
+            ))
+        }))?;
     Ok(found)
 }
 
-pub async fn list_in_project(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Model>> {
+/// A project's models by name, one slice.
+pub async fn list_in_project(
+    conn: &mut Conn,
+    project_id: Uuid,
+    slice: Slice,
+) -> Result<Vec<Model>> {
     Ok(models::table
         .filter(models::project_id.eq(project_id))
         .order(models::name.asc())
+        .limit(slice.limit)
+        .offset(slice.offset)
         .select(Model::as_select())
         .load(conn)
         .await?)
 }
 
-pub async fn versions_of(conn: &mut Conn, model_ids: &[Uuid]) -> Result<Vec<ModelVersion>> {
+/// The versions of many models, ascending, numbered in `versions` (numbered without gaps).
+pub async fn versions_of(
+    conn: &mut Conn,
+    model_ids: &[Uuid],
+    versions: VersionRange,
+) -> Result<Vec<ModelVersion>> {
     Ok(model_versions::table
         .filter(model_versions::model_id.eq_any(model_ids))
+        .filter(model_versions::version.gt(versions.after))
+        .filter(model_versions::version.le(versions.last()))
         .order((model_versions::model_id, model_versions::version.asc()))
         .select(ModelVersion::as_select())
         .load(conn)

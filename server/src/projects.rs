@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::audit::{self, Change};
 use crate::auth::{self, Actor};
 use crate::db::schema::{memberships, projects, users};
-use crate::db::Conn;
+use crate::db::{Conn, Slice};
 use crate::error::{Error, Result};
 use crate::validate;
 
@@ -87,7 +87,9 @@ pub async fn role_of(conn: &mut Conn, actor: &Actor, project_id: Uuid) -> Result
     Ok(role.as_deref().and_then(Role::parse))
 }
 
-/// Refuses unless the caller holds at least `needed` in the project.
+/// Refuses unless the caller holds at least `needed` in the project. A caller who is not a
+/// member gets NOT_FOUND, as if the project did not exist (no existence oracle); callers that
+/// looked an object up by id or name turn it into their own "no such …" with [`hiding`].
 pub async fn authorize(
     conn: &mut Conn,
     actor: &Actor,
@@ -101,8 +103,41 @@ pub async fn authorize(
             needed.as_str(),
             role.as_str()
         ))),
-        None => Err(Error::forbidden("you are not a member of this project")),
+        None => Err(Error::not_found("not found")),
     }
+}
+
+/// Maps the NOT_FOUND of [`authorize`] to the error of a missing object, so that an object in a
+/// project the caller cannot read answers exactly like one that does not exist.
+pub fn hiding(missing: impl FnOnce() -> Error) -> impl FnOnce(Error) -> Error {
+    move |err| match err {
+        Error::NotFound(_) => missing(),
+        other => other,
+    }
+}
+
+/// The caller's role in each of `project_ids` where it holds one (server admins: admin in all).
+pub async fn roles_in(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, Role>> {
+    if actor.is_admin {
+        return Ok(project_ids.iter().map(|id| (*id, Role::Admin)).collect());
+    }
+    let Some(user_id) = actor.user_id else {
+        return Ok(Default::default());
+    };
+    let rows: Vec<(Uuid, String)> = memberships::table
+        .filter(memberships::user_id.eq(user_id))
+        .filter(memberships::project_id.eq_any(project_ids))
+        .select((memberships::project_id, memberships::role))
+        .load(conn)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(project, role)| Some((project, Role::parse(&role)?)))
+        .collect())
 }
 
 pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Project> {
@@ -123,7 +158,11 @@ pub async fn find_authorized(
     needed: Role,
 ) -> Result<Project> {
     let project = find_by_name(conn, name).await?;
-    authorize(conn, actor, project.id, needed).await?;
+    authorize(conn, actor, project.id, needed)
+        .await
+        .map_err(hiding(|| {
+            Error::not_found(format!("no project named `{name}`"))
+        }))?;
     Ok(project)
 }
 
@@ -253,23 +292,52 @@ pub async fn add_member(
     Ok((membership, user))
 }
 
-pub async fn members(conn: &mut Conn, project_id: Uuid) -> Result<Vec<(Membership, auth::User)>> {
+/// A project's members by email, one slice.
+pub async fn members(
+    conn: &mut Conn,
+    project_id: Uuid,
+    slice: Slice,
+) -> Result<Vec<(Membership, auth::User)>> {
     Ok(memberships::table
         .inner_join(users::table)
         .filter(memberships::project_id.eq(project_id))
         .order(users::email.asc())
+        .limit(slice.limit)
+        .offset(slice.offset)
         .select((Membership::as_select(), auth::User::as_select()))
         .load(conn)
         .await?)
 }
 
 /// The projects a user belongs to, with the membership.
-pub async fn memberships_of(conn: &mut Conn, user_id: Uuid) -> Result<Vec<(Membership, Project)>> {
-    Ok(memberships::table
+/// The memberships of `user_id` in projects `viewer` may read (server admins: all), by project
+/// name, one slice. Filtering in the query keeps pages full and hides how many were left out.
+pub async fn memberships_visible_to(
+    conn: &mut Conn,
+    user_id: Uuid,
+    viewer: &Actor,
+    slice: Slice,
+) -> Result<Vec<(Membership, Project)>> {
+    let mut query = memberships::table
         .inner_join(projects::table)
         .filter(memberships::user_id.eq(user_id))
         .order(projects::name.asc())
+        .limit(slice.limit)
+        .offset(slice.offset)
         .select((Membership::as_select(), Project::as_select()))
-        .load(conn)
-        .await?)
+        .into_boxed();
+    if !viewer.is_admin {
+        let Some(viewer_id) = viewer.user_id else {
+            return Ok(Vec::new());
+        };
+        let viewer_memberships = diesel::alias!(memberships as viewer_memberships);
+        query = query.filter(
+            memberships::project_id.eq_any(
+                viewer_memberships
+                    .filter(viewer_memberships.field(memberships::user_id).eq(viewer_id))
+                    .select(viewer_memberships.field(memberships::project_id)),
+            ),
+        );
+    }
+    Ok(query.load(conn).await?)
 }

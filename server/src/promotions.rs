@@ -114,7 +114,11 @@ async fn load_version(conn: &mut Conn, model_version_id: Uuid) -> Result<(ModelV
         .first(conn)
         .await
         .optional()?
-        .ok_or_else(|| Error::not_found(format!("no model version with id {model_version_id}")))
+        .ok_or_else(|| missing_version(model_version_id))
+}
+
+fn missing_version(id: Uuid) -> Error {
+    Error::not_found(format!("no model version with id {id}"))
 }
 
 #[derive(QueryableByName)]
@@ -302,7 +306,9 @@ pub async fn dry_run(
     stage: &str,
 ) -> Result<(Value, Decision)> {
     let (version, model) = load_version(conn, model_version_id).await?;
-    projects::authorize(conn, actor, model.project_id, Role::Viewer).await?;
+    projects::authorize(conn, actor, model.project_id, Role::Viewer)
+        .await
+        .map_err(projects::hiding(|| missing_version(model_version_id)))?;
     let stage = stages::find(conn, model.project_id, stage).await?;
     let input = policy_input(conn, &version, &model, &stage, &actor.email).await?;
     let decision = with_stage_floor(policy.evaluate(&input), &stage);
@@ -329,7 +335,9 @@ pub async fn request(
 ) -> Result<Promotion> {
     crate::validate::optional_text("comment", comment, 10_000)?;
     let (version, model) = load_version(conn, model_version_id).await?;
-    projects::authorize(conn, actor, model.project_id, Role::Contributor).await?;
+    projects::authorize(conn, actor, model.project_id, Role::Contributor)
+        .await
+        .map_err(projects::hiding(|| missing_version(model_version_id)))?;
     let requester = actor.user_id()?;
     let stage = stages::find(conn, model.project_id, stage_name).await?;
     if version.stage.as_deref() == Some(stage.name.as_str()) {
@@ -628,7 +636,11 @@ async fn set_stage(
 /// Cancels a pending promotion (its requester, or a project admin).
 pub async fn cancel(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotion> {
     let promotion = lock(conn, id).await?;
-    projects::authorize(conn, actor, promotion.project_id, Role::Viewer).await?;
+    projects::authorize(conn, actor, promotion.project_id, Role::Viewer)
+        .await
+        .map_err(projects::hiding(|| {
+            Error::not_found(format!("no promotion with id {id}"))
+        }))?;
     let is_requester = actor.user_id == Some(promotion.requested_by);
     if !is_requester {
         projects::authorize(conn, actor, promotion.project_id, Role::Admin)
@@ -703,7 +715,11 @@ pub async fn get(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotion> 
         .await
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no promotion with id {id}")))?;
-    projects::authorize(conn, actor, promotion.project_id, Role::Viewer).await?;
+    projects::authorize(conn, actor, promotion.project_id, Role::Viewer)
+        .await
+        .map_err(projects::hiding(|| {
+            Error::not_found(format!("no promotion with id {id}"))
+        }))?;
     Ok(promotion)
 }
 

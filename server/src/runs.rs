@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{run_metrics, run_params, runs};
-use crate::db::Conn;
+use crate::db::{Conn, Slice};
 use crate::error::{Error, Result};
 use crate::lineage::{self, NodeKind, NodeRef};
 use crate::projects::{self, Role};
@@ -199,7 +199,11 @@ pub async fn get(conn: &mut Conn, actor: &Actor, run_id: Uuid, needed: Role) -> 
         .await
         .optional()?
         .ok_or_else(|| Error::not_found(format!("no run with id {run_id}")))?;
-    projects::authorize(conn, actor, run.project_id, needed).await?;
+    projects::authorize(conn, actor, run.project_id, needed)
+        .await
+        .map_err(projects::hiding(|| {
+            Error::not_found(format!("no run with id {run_id}"))
+        }))?;
     Ok(run)
 }
 
@@ -447,10 +451,17 @@ pub async fn params_of(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Param>> 
 }
 
 /// A run's metric history, optionally for one key, ordered by key, step and time.
-pub async fn metrics_of(conn: &mut Conn, run_id: Uuid, key: Option<&str>) -> Result<Vec<Metric>> {
+pub async fn metrics_of(
+    conn: &mut Conn,
+    run_id: Uuid,
+    key: Option<&str>,
+    slice: Slice,
+) -> Result<Vec<Metric>> {
     let mut query = run_metrics::table
         .filter(run_metrics::run_id.eq(run_id))
         .order((run_metrics::key, run_metrics::step, run_metrics::at))
+        .limit(slice.limit)
+        .offset(slice.offset)
         .select(Metric::as_select())
         .into_boxed();
     if let Some(key) = key {

@@ -414,12 +414,22 @@ class Client:
         return run["params"]
 
     def run_metrics(self, run_id: str, key: Optional[str] = None) -> List[Metric]:
-        """A run's metric history (all keys or one), ordered by key, step and time."""
-        q = "query($id: ID!, $k: String) { run(id: $id) { metrics(key: $k) { key value step timestamp } } }"
-        run = self.graphql(q, {"id": run_id, "k": key})["run"]
-        if run is None:
-            raise CustodyError(f"no run with id {run_id}", "NOT_FOUND")
-        return run["metrics"]
+        """A run's metric history (all keys or one), ordered by key, step and time.
+
+        The server answers at most 10,000 points per request; this reads page after page."""
+        q = (
+            "query($id: ID!, $k: String, $first: Int, $offset: Int) { run(id: $id) {"
+            " metrics(key: $k, first: $first, offset: $offset) { key value step timestamp } } }"
+        )
+        page_size = 10_000
+        points: List[Metric] = []
+        while True:
+            run = self.graphql(q, {"id": run_id, "k": key, "first": page_size, "offset": len(points)})["run"]
+            if run is None:
+                raise CustodyError(f"no run with id {run_id}", "NOT_FOUND")
+            points.extend(run["metrics"])
+            if len(run["metrics"]) < page_size:
+                return points
 
     def run_artifacts(self, run_id: str) -> List[Artifact]:
         """A run's files, sorted by path."""

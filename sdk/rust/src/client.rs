@@ -17,6 +17,8 @@ use crate::types::{
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// The server takes at most this many metrics per `logMetrics` call.
 pub const MAX_METRICS_PER_CALL: usize = 1000;
+/// The most metric points the server answers per request (`Run.metrics(first:)`).
+pub const METRIC_PAGE: i64 = 10_000;
 
 /// A connection to one Custody server, as one user (a bearer token). Cheap to clone.
 #[derive(Clone)]
@@ -376,17 +378,26 @@ impl Client {
         Ok(data.run)
     }
 
-    /// A run's metric history (all keys, or one); `None` if there is no such run.
+    /// A run's metric history (all keys, or one); `None` if there is no such run. The server
+    /// answers at most [`METRIC_PAGE`] points per request; this reads page after page.
     pub async fn run_metrics(&self, id: &str, key: Option<&str>) -> Result<Option<Vec<Metric>>> {
-        let vars = ops::run_metrics::Variables {
-            id: id.into(),
-            key: key.map(Into::into),
-        };
-        Ok(self
-            .execute::<ops::RunMetrics>(vars)
-            .await?
-            .run
-            .map(|r| r.metrics))
+        let mut points = Vec::new();
+        loop {
+            let vars = ops::run_metrics::Variables {
+                id: id.into(),
+                key: key.map(Into::into),
+                first: Some(METRIC_PAGE),
+                offset: Some(points.len() as i64),
+            };
+            let Some(run) = self.execute::<ops::RunMetrics>(vars).await?.run else {
+                return Ok(None);
+            };
+            let full = run.metrics.len() as i64 == METRIC_PAGE;
+            points.extend(run.metrics);
+            if !full {
+                return Ok(Some(points));
+            }
+        }
     }
 
     /// One page of a project's runs, newest first; `None` if there is no such project.

@@ -346,7 +346,11 @@ pub async fn find(
                 .optional()?;
             let project = project
                 .ok_or_else(|| Error::not_found(format!("no model version with id {id}")))?;
-            projects::authorize(conn, actor, project, Role::Viewer).await?;
+            projects::authorize(conn, actor, project, Role::Viewer)
+                .await
+                .map_err(projects::hiding(|| {
+                    Error::not_found(format!("no model version with id {id}"))
+                }))?;
             model_version_files::table
                 .find((id, path))
                 .select((

@@ -15,6 +15,29 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 pub type Conn = AsyncPgConnection;
 pub type DbPool = Pool<AsyncPgConnection>;
 
+/// One slice of an ordered list: at most `limit` rows after skipping `offset`. Every list a
+/// client can ask for is read in slices, so no answer grows with the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slice {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// A page of versions by number: those after `after`, at most `limit` of them. Versions are
+/// numbered 1, 2, 3… without gaps, so the range is exact and batches across parents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VersionRange {
+    pub after: i32,
+    pub limit: i32,
+}
+
+impl VersionRange {
+    /// The highest version number in the range.
+    pub fn last(self) -> i32 {
+        self.after.saturating_add(self.limit)
+    }
+}
+
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// The connection strings of one installation. `runtime` serves requests: ideally a role that

@@ -1,8 +1,11 @@
 use async_graphql::{Context, Object, ID};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
-use super::projects::{MembershipNode, ProjectNode};
-use super::{actor, parse_id, read, state, transaction, GqlResult};
+use super::projects::MembershipNode;
+use super::{
+    access, actor, gql_error, list_cost, parse_id, read, slice, state, transaction, GqlResult,
+    DEFAULT_LIST_SIZE, MAX_LIST_SIZE,
+};
 use crate::auth::{self, User};
 use crate::projects;
 
@@ -23,18 +26,35 @@ impl UserNode {
         self.0.is_admin
     }
 
-    /// The projects this user belongs to.
-    async fn memberships(&self, ctx: &Context<'_>) -> GqlResult<Vec<MembershipNode>> {
+    /// The memberships of this user in projects the caller may read (by project name): adding
+    /// someone to a project shows nothing about their other projects. `first` (default 100, at
+    /// most 1000) after skipping `offset`.
+    #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
+    async fn memberships(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> GqlResult<Vec<MembershipNode>> {
+        let slice = slice(first, offset, DEFAULT_LIST_SIZE, MAX_LIST_SIZE)?;
         let user_id = self.0.id;
-        let rows = read(ctx, |c| projects::memberships_of(c, user_id).scope_boxed()).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(membership, project)| MembershipNode {
-                membership,
+        let access = access(ctx)?;
+        let caller = access.actor().clone();
+        // Only projects both share are looked at, so paging never reveals how many are hidden.
+        let rows = read(ctx, |c| {
+            async move { projects::memberships_visible_to(c, user_id, &caller, slice).await }
+                .scope_boxed()
+        })
+        .await?;
+        let mut nodes = Vec::with_capacity(rows.len());
+        for (membership, project) in rows {
+            let project = access.readable(project).await.map_err(gql_error)?;
+            nodes.push(MembershipNode {
+                membership: project.child(membership).map_err(gql_error)?,
                 user: self.0.clone(),
-                project: Some(ProjectNode(project)),
-            })
-            .collect())
+            });
+        }
+        Ok(nodes)
     }
 }
 

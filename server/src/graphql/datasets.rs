@@ -4,12 +4,17 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::loaders::{DatasetById, VersionsOfDataset};
 use super::scalars::Sha256;
-use super::{actor, gql_error, loaders, parse_ids, read, transaction, GqlResult};
+use super::{
+    actor, gql_error, list_cost, load, loaders, parse_ids, read, readable, transaction,
+    version_range, GqlResult, DEFAULT_LIST_SIZE,
+};
+use crate::access::Readable;
 use crate::datasets::{self, Dataset, DatasetVersion, NewVersion};
 use crate::error::Error;
 use crate::projects::Role;
 
-pub struct DatasetNode(pub Dataset);
+/// A dataset the caller may read.
+pub struct DatasetNode(pub Readable<Dataset>);
 
 #[Object(name = "Dataset")]
 impl DatasetNode {
@@ -29,18 +34,27 @@ impl DatasetNode {
         self.0.created_at
     }
 
-    /// Every version, oldest first.
-    async fn versions(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetVersionNode>> {
+    /// Versions, oldest first: `first` (default 100, at most 1000) numbered after `after`.
+    #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        #[graphql(desc = "a version number: the page starts after it")] after: Option<i32>,
+    ) -> GqlResult<Vec<DatasetVersionNode>> {
+        let range = version_range(first, after)?;
         let rows = loaders(ctx)
-            .load_one(VersionsOfDataset(self.0.id))
+            .load_one(VersionsOfDataset(self.0.id, range))
             .await
             .map_err(|e| (*e).clone())?
             .unwrap_or_default();
+        let rows = self.0.children(rows).map_err(gql_error)?;
         Ok(rows.into_iter().map(DatasetVersionNode).collect())
     }
 }
 
-pub struct DatasetVersionNode(pub DatasetVersion);
+/// A version of a dataset the caller may read.
+pub struct DatasetVersionNode(pub Readable<DatasetVersion>);
 
 #[Object(name = "DatasetVersion")]
 impl DatasetVersionNode {
@@ -73,12 +87,8 @@ impl DatasetVersionNode {
     }
 
     async fn dataset(&self, ctx: &Context<'_>) -> GqlResult<DatasetNode> {
-        let found = loaders(ctx)
-            .load_one(DatasetById(self.0.dataset_id))
-            .await
-            .map_err(|e| (*e).clone())?
-            .ok_or_else(|| gql_error(Error::not_found("dataset is gone")))?;
-        Ok(DatasetNode(found))
+        let found = load(ctx, DatasetById(self.0.dataset_id), "dataset").await?;
+        Ok(DatasetNode(readable(ctx, found).await?))
     }
 }
 
@@ -105,7 +115,10 @@ impl DatasetQuery {
             .scope_boxed()
         })
         .await?;
-        Ok(found.map(DatasetNode))
+        match found {
+            Some(dataset) => Ok(Some(DatasetNode(readable(ctx, dataset).await?))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -127,7 +140,7 @@ impl DatasetMutation {
                 .scope_boxed()
         })
         .await?;
-        Ok(DatasetNode(dataset))
+        Ok(DatasetNode(readable(ctx, dataset).await?))
     }
 
     /// Registers the next version of a dataset; `derivedFrom` names the versions it was made from.
@@ -159,6 +172,38 @@ impl DatasetMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(DatasetVersionNode(version))
+        Ok(DatasetVersionNode(version_node(ctx, version).await?))
     }
+}
+
+/// A dataset version as a readable value: through its dataset's project.
+pub(crate) async fn version_node(
+    ctx: &Context<'_>,
+    version: DatasetVersion,
+) -> GqlResult<Readable<DatasetVersion>> {
+    let dataset = load(ctx, DatasetById(version.dataset_id), "dataset").await?;
+    readable(ctx, dataset)
+        .await?
+        .child(version)
+        .map_err(gql_error)
+}
+
+/// The versions the caller may read, in order; versions of unreadable projects are left out.
+pub(crate) async fn readable_versions(
+    ctx: &Context<'_>,
+    versions: Vec<DatasetVersion>,
+) -> GqlResult<Vec<Readable<DatasetVersion>>> {
+    let ids: Vec<DatasetById> = versions.iter().map(|v| DatasetById(v.dataset_id)).collect();
+    let datasets = loaders(ctx)
+        .load_many(ids)
+        .await
+        .map_err(|e| (*e).clone())?;
+    let readable_datasets = super::readable_only(ctx, datasets.into_values().collect()).await?;
+    let by_id: std::collections::HashMap<_, _> =
+        readable_datasets.into_iter().map(|d| (d.id, d)).collect();
+    versions
+        .into_iter()
+        .filter_map(|v| by_id.get(&v.dataset_id).map(|d| d.child(v)))
+        .collect::<crate::error::Result<_>>()
+        .map_err(gql_error)
 }

@@ -12,7 +12,7 @@ use crate::artifacts::{self, ArtifactFile};
 use crate::auth::{self, User};
 use crate::code::{self, CodeCommit};
 use crate::datasets::{self, Dataset, DatasetVersion};
-use crate::db::DbPool;
+use crate::db::{DbPool, VersionRange};
 use crate::lineage;
 use crate::models::{self, Model, ModelVersion};
 use crate::projects::{self, Project};
@@ -28,8 +28,9 @@ pub struct DbLoader {
 pub struct ProjectById(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DatasetById(pub Uuid);
+/// One page of a dataset's versions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VersionsOfDataset(pub Uuid);
+pub struct VersionsOfDataset(pub Uuid, pub VersionRange);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DatasetVersionById(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,8 +53,9 @@ pub struct ModelVersionById(pub Uuid);
 pub struct ApprovalsOfPromotion(pub Uuid);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FilesOfModelVersion(pub Uuid);
+/// One page of a model's versions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VersionsOfModel(pub Uuid);
+pub struct VersionsOfModel(pub Uuid, pub VersionRange);
 
 type LoadResult<K, V> = Result<HashMap<K, V>, Arc<async_graphql::Error>>;
 
@@ -73,6 +75,19 @@ impl DbLoader {
             .await
             .map_err(|e| Arc::new(gql_error(e.into())))
     }
+}
+
+/// Keys grouped by the version range they ask for.
+fn by_range<K>(
+    keys: &[K],
+    split: impl Fn(&K) -> (VersionRange, Uuid),
+) -> HashMap<VersionRange, Vec<Uuid>> {
+    let mut groups: HashMap<VersionRange, Vec<Uuid>> = HashMap::new();
+    for key in keys {
+        let (range, id) = split(key);
+        groups.entry(range).or_default().push(id);
+    }
+    groups
 }
 
 fn fail(err: crate::error::Error) -> Arc<async_graphql::Error> {
@@ -186,10 +201,15 @@ impl Loader<VersionsOfDataset> for DbLoader {
         keys: &[VersionsOfDataset],
     ) -> LoadResult<VersionsOfDataset, Vec<DatasetVersion>> {
         let mut conn = self.conn().await?;
-        let rows = datasets::versions_of(&mut conn, &raw(keys, |k| k.0))
-            .await
-            .map_err(fail)?;
-        Ok(group(rows, |v| VersionsOfDataset(v.dataset_id)))
+        let mut pages = HashMap::new();
+        // One query per distinct range: in practice every key of a batch asks for the same.
+        for (range, ids) in by_range(keys, |k| (k.1, k.0)) {
+            let rows = datasets::versions_of(&mut conn, &ids, range)
+                .await
+                .map_err(fail)?;
+            pages.extend(group(rows, |v| VersionsOfDataset(v.dataset_id, range)));
+        }
+        Ok(pages)
     }
 }
 
@@ -202,10 +222,14 @@ impl Loader<VersionsOfModel> for DbLoader {
         keys: &[VersionsOfModel],
     ) -> LoadResult<VersionsOfModel, Vec<ModelVersion>> {
         let mut conn = self.conn().await?;
-        let rows = models::versions_of(&mut conn, &raw(keys, |k| k.0))
-            .await
-            .map_err(fail)?;
-        Ok(group(rows, |v| VersionsOfModel(v.model_id)))
+        let mut pages = HashMap::new();
+        for (range, ids) in by_range(keys, |k| (k.1, k.0)) {
+            let rows = models::versions_of(&mut conn, &ids, range)
+                .await
+                .map_err(fail)?;
+            pages.extend(group(rows, |v| VersionsOfModel(v.model_id, range)));
+        }
+        Ok(pages)
     }
 }
 

@@ -21,16 +21,21 @@ use diesel_async::scoped_futures::ScopedBoxFuture;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::access::{Access, InProject, Readable};
 use crate::artifacts::Artifacts;
 use crate::auth::{Actor, TokenKeys};
-use crate::db::{Conn, DbPool};
+use crate::db::{Conn, DbPool, Slice, VersionRange};
 use crate::error::Error;
 
 pub use loaders::DbLoader;
 
+/// The most a query may cost: every field costs 1 and a list field its page size times the cost
+/// of one element, so one page of 10,000 metric points fits, and aliases cannot multiply it.
+pub const MAX_COMPLEXITY: usize = 50_000;
+
 /// Largest page a connection field returns.
 pub const MAX_PAGE_SIZE: i32 = 100;
-const DEFAULT_PAGE_SIZE: i32 = 50;
+pub(crate) const DEFAULT_PAGE_SIZE: i32 = 50;
 
 #[derive(MergedObject, Default)]
 pub struct Query(
@@ -92,7 +97,7 @@ pub fn build_schema(state: AppState) -> CustodySchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .data(state)
         .limit_depth(12)
-        .limit_complexity(2_000)
+        .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)
         .finish()
 }
@@ -140,6 +145,43 @@ pub(crate) fn actor<'a>(ctx: &Context<'a>) -> GqlResult<&'a Actor> {
             "a bearer token is required".into(),
         ))),
     }
+}
+
+/// What the caller may read; every node of a project is built through it.
+pub(crate) fn access<'a>(ctx: &Context<'a>) -> GqlResult<&'a Access> {
+    actor(ctx)?;
+    ctx.data::<Access>()
+        .map_err(|_| gql_error(Error::Unauthenticated("a bearer token is required".into())))
+}
+
+/// The value if the caller may read its project, else NOT_FOUND (as if it did not exist).
+pub(crate) async fn readable<T: InProject>(ctx: &Context<'_>, value: T) -> GqlResult<Readable<T>> {
+    access(ctx)?.readable(value).await.map_err(gql_error)
+}
+
+/// The values the caller may read; the others are left out.
+pub(crate) async fn readable_only<T: InProject>(
+    ctx: &Context<'_>,
+    values: Vec<T>,
+) -> GqlResult<Vec<Readable<T>>> {
+    access(ctx)?.filter(values).await.map_err(gql_error)
+}
+
+/// Loads one row through the request's DataLoader; a missing row is NOT_FOUND with `what`.
+pub(crate) async fn load<K>(
+    ctx: &Context<'_>,
+    key: K,
+    what: &str,
+) -> GqlResult<<DbLoader as async_graphql::dataloader::Loader<K>>::Value>
+where
+    K: Send + Sync + std::hash::Hash + Eq + Clone + 'static,
+    DbLoader: async_graphql::dataloader::Loader<K, Error = std::sync::Arc<async_graphql::Error>>,
+{
+    loaders(ctx)
+        .load_one(key)
+        .await
+        .map_err(|e| (*e).clone())?
+        .ok_or_else(|| gql_error(Error::not_found(format!("{what} not found"))))
 }
 
 pub(crate) async fn conn(ctx: &Context<'_>) -> GqlResult<Object<AsyncPgConnection>> {
@@ -192,6 +234,55 @@ pub(crate) fn page_size(first: Option<i32>) -> GqlResult<i64> {
             "first must be between 0 and {MAX_PAGE_SIZE}, got {n}"
         )))),
     }
+}
+
+/// Rows a bounded list field answers when `first` is not given, and at most.
+pub const DEFAULT_LIST_SIZE: i32 = 100;
+pub const MAX_LIST_SIZE: i32 = 1_000;
+/// Metric points per page of `Run.metrics`.
+pub const DEFAULT_METRIC_POINTS: i32 = 1_000;
+pub const MAX_METRIC_POINTS: i32 = 10_000;
+
+/// The slice of a bounded list field: `first` rows (default `default`, at most `max`) after
+/// skipping `offset`.
+pub(crate) fn slice(
+    first: Option<i32>,
+    offset: Option<i32>,
+    default: i32,
+    max: i32,
+) -> GqlResult<Slice> {
+    let limit = first.unwrap_or(default);
+    if !(0..=max).contains(&limit) {
+        return Err(gql_error(Error::invalid(format!(
+            "first must be between 0 and {max}, got {limit}"
+        ))));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(gql_error(Error::invalid(format!(
+            "offset must not be negative, got {offset}"
+        ))));
+    }
+    Ok(Slice {
+        limit: limit.into(),
+        offset: offset.into(),
+    })
+}
+
+/// A page of versions: `first` (default and cap as for lists) after version number `after`.
+pub(crate) fn version_range(first: Option<i32>, after: Option<i32>) -> GqlResult<VersionRange> {
+    let slice = slice(first, after, DEFAULT_LIST_SIZE, MAX_LIST_SIZE)?;
+    Ok(VersionRange {
+        after: slice.offset as i32,
+        limit: slice.limit as i32,
+    })
+}
+
+/// The complexity of a list field: its page size times the cost of one element, so aliases and
+/// nesting cannot multiply a heavy field past the schema's limit.
+pub(crate) fn list_cost(first: Option<i32>, default: i32, child_complexity: usize) -> usize {
+    let rows = first.unwrap_or(default).max(1) as usize;
+    rows.saturating_mul(child_complexity.max(1))
 }
 
 /// One page of a Relay connection from rows fetched with `limit + 1` (the extra row only says

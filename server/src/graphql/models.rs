@@ -4,12 +4,17 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::loaders::{ModelById, RunById, VersionsOfModel};
 use super::runs::RunNode;
-use super::{actor, gql_error, loaders, parse_id, read, transaction, GqlResult};
+use super::{
+    actor, gql_error, list_cost, load, loaders, parse_id, read, readable, transaction,
+    version_range, GqlResult, DEFAULT_LIST_SIZE,
+};
+use crate::access::Readable;
 use crate::error::Error;
 use crate::models::{self, Model, ModelVersion};
 use crate::projects::Role;
 
-pub struct ModelNode(pub Model);
+/// A model the caller may read.
+pub struct ModelNode(pub Readable<Model>);
 
 #[Object(name = "Model")]
 impl ModelNode {
@@ -37,18 +42,27 @@ impl ModelNode {
         self.0.higher_is_better
     }
 
-    /// Every version, oldest first.
-    async fn versions(&self, ctx: &Context<'_>) -> GqlResult<Vec<ModelVersionNode>> {
+    /// Versions, oldest first: `first` (default 100, at most 1000) numbered after `after`.
+    #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
+    async fn versions(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        #[graphql(desc = "a version number: the page starts after it")] after: Option<i32>,
+    ) -> GqlResult<Vec<ModelVersionNode>> {
+        let range = version_range(first, after)?;
         let rows = loaders(ctx)
-            .load_one(VersionsOfModel(self.0.id))
+            .load_one(VersionsOfModel(self.0.id, range))
             .await
             .map_err(|e| (*e).clone())?
             .unwrap_or_default();
+        let rows = self.0.children(rows).map_err(gql_error)?;
         Ok(rows.into_iter().map(ModelVersionNode).collect())
     }
 }
 
-pub struct ModelVersionNode(pub ModelVersion);
+/// A model version the caller may read.
+pub struct ModelVersionNode(pub Readable<ModelVersion>);
 
 #[Object(name = "ModelVersion")]
 impl ModelVersionNode {
@@ -95,22 +109,14 @@ impl ModelVersionNode {
     }
 
     async fn model(&self, ctx: &Context<'_>) -> GqlResult<ModelNode> {
-        let found = loaders(ctx)
-            .load_one(ModelById(self.0.model_id))
-            .await
-            .map_err(|e| (*e).clone())?
-            .ok_or_else(|| gql_error(Error::not_found("model is gone")))?;
-        Ok(ModelNode(found))
+        let found = load(ctx, ModelById(self.0.model_id), "model").await?;
+        Ok(ModelNode(readable(ctx, found).await?))
     }
 
     /// The run that produced this version.
     async fn run(&self, ctx: &Context<'_>) -> GqlResult<RunNode> {
-        let found = loaders(ctx)
-            .load_one(RunById(self.0.run_id))
-            .await
-            .map_err(|e| (*e).clone())?
-            .ok_or_else(|| gql_error(Error::not_found("run is gone")))?;
-        Ok(RunNode(found))
+        let found = load(ctx, RunById(self.0.run_id), "run").await?;
+        Ok(RunNode(readable(ctx, found).await?))
     }
 }
 
@@ -137,7 +143,10 @@ impl ModelQuery {
             .scope_boxed()
         })
         .await?;
-        Ok(found.map(ModelNode))
+        match found {
+            Some(model) => Ok(Some(ModelNode(readable(ctx, model).await?))),
+            None => Ok(None),
+        }
     }
 
     async fn model_version(
@@ -159,7 +168,10 @@ impl ModelQuery {
             .scope_boxed()
         })
         .await?;
-        Ok(found.map(ModelVersionNode))
+        match found {
+            Some(version) => Ok(Some(ModelVersionNode(version_node(ctx, version).await?))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -191,7 +203,7 @@ impl ModelMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(ModelNode(model))
+        Ok(ModelNode(readable(ctx, model).await?))
     }
 
     /// Registers the next version of a model, produced by a run of the same project.
@@ -222,6 +234,18 @@ impl ModelMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(ModelVersionNode(version))
+        Ok(ModelVersionNode(version_node(ctx, version).await?))
     }
+}
+
+/// A model version as a readable value: through its model's project.
+pub(crate) async fn version_node(
+    ctx: &Context<'_>,
+    version: ModelVersion,
+) -> GqlResult<Readable<ModelVersion>> {
+    let model = load(ctx, ModelById(version.model_id), "model").await?;
+    readable(ctx, model)
+        .await?
+        .child(version)
+        .map_err(gql_error)
 }

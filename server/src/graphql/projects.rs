@@ -5,9 +5,14 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::auth::UserNode;
 use super::datasets::DatasetNode;
+use super::loaders::ProjectById;
 use super::models::ModelNode;
 use super::runs::RunNode;
-use super::{actor, gql_error, page_size, parse_id, read, transaction, GqlResult};
+use super::{
+    actor, gql_error, list_cost, load, page_size, parse_id, read, readable, readable_only, slice,
+    transaction, GqlResult, DEFAULT_LIST_SIZE, DEFAULT_PAGE_SIZE, MAX_LIST_SIZE,
+};
+use crate::access::Readable;
 use crate::auth::User;
 use crate::error::Error;
 use crate::projects::{self, Membership, Project, Role};
@@ -44,7 +49,8 @@ impl From<Role> for RoleGql {
     }
 }
 
-pub struct ProjectNode(pub Project);
+/// A project the caller may read.
+pub struct ProjectNode(pub Readable<Project>);
 
 #[Object(name = "Project")]
 impl ProjectNode {
@@ -64,39 +70,76 @@ impl ProjectNode {
         self.0.created_at
     }
 
-    async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<MembershipNode>> {
+    /// Members by email: `first` (default 100, at most 1000) after skipping `offset`.
+    #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
+    async fn members(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> GqlResult<Vec<MembershipNode>> {
+        let slice = slice(first, offset, DEFAULT_LIST_SIZE, MAX_LIST_SIZE)?;
         let id = self.0.id;
-        let rows = read(ctx, |c| projects::members(c, id).scope_boxed()).await?;
-        Ok(rows
-            .into_iter()
-            .map(|(membership, user)| MembershipNode {
-                membership,
-                user,
-                project: None,
+        let rows = read(ctx, |c| projects::members(c, id, slice).scope_boxed()).await?;
+        rows.into_iter()
+            .map(|(membership, user)| {
+                Ok(MembershipNode {
+                    membership: self.0.child(membership).map_err(gql_error)?,
+                    user,
+                })
             })
+            .collect()
+    }
+
+    /// Datasets by name: `first` (default 100, at most 1000) after skipping `offset`.
+    #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
+    async fn datasets(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> GqlResult<Vec<DatasetNode>> {
+        let slice = slice(first, offset, DEFAULT_LIST_SIZE, MAX_LIST_SIZE)?;
+        let id = self.0.id;
+        let rows = read(ctx, |c| {
+            datasets::list_in_project(c, id, slice).scope_boxed()
+        })
+        .await?;
+        Ok(readable_only(ctx, rows)
+            .await?
+            .into_iter()
+            .map(DatasetNode)
             .collect())
     }
 
-    async fn datasets(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetNode>> {
+    /// Models by name: `first` (default 100, at most 1000) after skipping `offset`.
+    #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
+    async fn models(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> GqlResult<Vec<ModelNode>> {
+        let slice = slice(first, offset, DEFAULT_LIST_SIZE, MAX_LIST_SIZE)?;
         let id = self.0.id;
-        let rows = read(ctx, |c| datasets::list_in_project(c, id).scope_boxed()).await?;
-        Ok(rows.into_iter().map(DatasetNode).collect())
-    }
-
-    async fn models(&self, ctx: &Context<'_>) -> GqlResult<Vec<ModelNode>> {
-        let id = self.0.id;
-        let rows = read(ctx, |c| models::list_in_project(c, id).scope_boxed()).await?;
-        Ok(rows.into_iter().map(ModelNode).collect())
+        let rows = read(ctx, |c| models::list_in_project(c, id, slice).scope_boxed()).await?;
+        Ok(readable_only(ctx, rows)
+            .await?
+            .into_iter()
+            .map(ModelNode)
+            .collect())
     }
 
     /// The project's stages in order, and whether promotions into each wait for approval.
     async fn stages(&self, ctx: &Context<'_>) -> GqlResult<Vec<super::promotions::StageNode>> {
         let id = self.0.id;
         let rows = read(ctx, |c| crate::stages::list(c, id).scope_boxed()).await?;
+        let rows = self.0.children(rows).map_err(gql_error)?;
         Ok(rows.into_iter().map(super::promotions::StageNode).collect())
     }
 
     /// Runs, newest first.
+    #[graphql(complexity = "list_cost(first, DEFAULT_PAGE_SIZE, child_complexity)")]
     async fn runs(
         &self,
         ctx: &Context<'_>,
@@ -110,20 +153,24 @@ impl ProjectNode {
             runs::list_in_project(c, id, after, limit).scope_boxed()
         })
         .await?;
-        Ok(super::page(
+        let has_next = rows.len() as i64 > limit;
+        let rows = readable_only(ctx, rows).await?;
+        let mut page = super::page(
             rows,
             limit,
             after.is_some(),
             |run| run.id.to_string(),
             RunNode,
-        ))
+        );
+        page.has_next_page = has_next;
+        Ok(page)
     }
 }
 
+/// A member of a project the caller may read.
 pub struct MembershipNode {
-    pub membership: Membership,
+    pub membership: Readable<Membership>,
     pub user: User,
-    pub project: Option<ProjectNode>,
 }
 
 #[Object(name = "Membership")]
@@ -141,16 +188,8 @@ impl MembershipNode {
     }
 
     async fn project(&self, ctx: &Context<'_>) -> GqlResult<ProjectNode> {
-        if let Some(p) = &self.project {
-            return Ok(ProjectNode(p.0.clone()));
-        }
-        let id = self.membership.project_id;
-        let found = super::loaders(ctx)
-            .load_one(super::loaders::ProjectById(id))
-            .await
-            .map_err(|e| (*e).clone())?
-            .ok_or_else(|| gql_error(Error::not_found("project is gone")))?;
-        Ok(ProjectNode(found))
+        let project = load(ctx, ProjectById(self.membership.project_id), "project").await?;
+        Ok(ProjectNode(readable(ctx, project).await?))
     }
 }
 
@@ -173,7 +212,10 @@ impl ProjectQuery {
             .scope_boxed()
         })
         .await?;
-        Ok(found.map(ProjectNode))
+        match found {
+            Some(project) => Ok(Some(ProjectNode(readable(ctx, project).await?))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -195,7 +237,7 @@ impl ProjectMutation {
                 .scope_boxed()
         })
         .await?;
-        Ok(ProjectNode(project))
+        Ok(ProjectNode(readable(ctx, project).await?))
     }
 
     /// Adds a member, or changes a member's role and groups (project admins). Creates the user if needed.
@@ -208,9 +250,9 @@ impl ProjectMutation {
         groups: Option<Vec<String>>,
     ) -> GqlResult<MembershipNode> {
         let actor = actor(ctx)?;
-        let (membership, user) = transaction(ctx, |c| {
+        let (membership, user, project) = transaction(ctx, |c| {
             async move {
-                projects::add_member(
+                let (membership, user) = projects::add_member(
                     c,
                     actor,
                     &project,
@@ -218,15 +260,17 @@ impl ProjectMutation {
                     role.into(),
                     groups.unwrap_or_default(),
                 )
-                .await
+                .await?;
+                let project = projects::find_by_name(c, &project).await?;
+                Ok((membership, user, project))
             }
             .scope_boxed()
         })
         .await?;
+        let project = readable(ctx, project).await?;
         Ok(MembershipNode {
-            membership,
+            membership: project.child(membership).map_err(gql_error)?,
             user,
-            project: None,
         })
     }
 }

@@ -4,10 +4,14 @@ use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::auth::UserNode;
-use super::loaders::{ApprovalsOfPromotion, ModelVersionById, UserById};
-use super::models::ModelVersionNode;
+use super::loaders::{ApprovalsOfPromotion, ModelVersionById, ProjectById, UserById};
+use super::models::{version_node, ModelVersionNode};
 use super::scalars::Sha256;
-use super::{actor, gql_error, loaders, page_size, parse_id, read, state, transaction, GqlResult};
+use super::{
+    actor, gql_error, list_cost, load, loaders, page_size, parse_id, read, readable, readable_only,
+    state, transaction, GqlResult, DEFAULT_PAGE_SIZE,
+};
+use crate::access::Readable;
 use crate::approvals::{self, Verdict, Via};
 use crate::error::Error;
 use crate::notify;
@@ -67,7 +71,8 @@ pub enum ApprovalVia {
     Api,
 }
 
-pub struct StageNode(pub Stage);
+/// A stage of a project the caller may read.
+pub struct StageNode(pub Readable<Stage>);
 
 #[Object(name = "Stage")]
 impl StageNode {
@@ -112,7 +117,8 @@ pub struct Webhook {
     secret: String,
 }
 
-pub struct PromotionNode(pub Promotion);
+/// A promotion the caller may read.
+pub struct PromotionNode(pub Readable<Promotion>);
 
 #[Object(name = "Promotion")]
 impl PromotionNode {
@@ -158,9 +164,12 @@ impl PromotionNode {
         Sha256(self.0.policy_digest.clone())
     }
 
-    /// The input document the policies evaluated.
-    async fn policy_input(&self) -> Json<serde_json::Value> {
-        Json(self.0.policy_input.clone())
+    /// The input document the policies evaluated; upstream datasets of projects the caller
+    /// cannot read are left out (counted in `lineage.hidden_datasets`).
+    async fn policy_input(&self, ctx: &Context<'_>) -> GqlResult<Json<serde_json::Value>> {
+        Ok(Json(
+            redacted_input(ctx, self.0.policy_input.clone()).await?,
+        ))
     }
 
     async fn required_approvals(&self) -> i32 {
@@ -172,12 +181,13 @@ impl PromotionNode {
     }
 
     async fn model_version(&self, ctx: &Context<'_>) -> GqlResult<ModelVersionNode> {
-        loaders(ctx)
-            .load_one(ModelVersionById(self.0.model_version_id))
-            .await
-            .map_err(|e| (*e).clone())?
-            .map(ModelVersionNode)
-            .ok_or_else(|| gql_error(Error::not_found("model version is gone")))
+        let version = load(
+            ctx,
+            ModelVersionById(self.0.model_version_id),
+            "model version",
+        )
+        .await?;
+        Ok(ModelVersionNode(version_node(ctx, version).await?))
     }
 
     async fn requested_by(&self, ctx: &Context<'_>) -> GqlResult<UserNode> {
@@ -235,10 +245,14 @@ impl PromotionQuery {
             .scope_boxed()
         })
         .await?;
-        Ok(found.map(PromotionNode))
+        match found {
+            Some(promotion) => Ok(Some(PromotionNode(readable(ctx, promotion).await?))),
+            None => Ok(None),
+        }
     }
 
     /// Promotions, newest first: of one project, or of every project the caller belongs to.
+    #[graphql(complexity = "list_cost(first, DEFAULT_PAGE_SIZE, child_complexity)")]
     async fn promotions(
         &self,
         ctx: &Context<'_>,
@@ -265,13 +279,17 @@ impl PromotionQuery {
             .scope_boxed()
         })
         .await?;
-        Ok(super::page(
+        let has_next = rows.len() as i64 > limit;
+        let rows = readable_only(ctx, rows).await?;
+        let mut page = super::page(
             rows,
             limit,
             after.is_some(),
             |p| p.id.to_string(),
             PromotionNode,
-        ))
+        );
+        page.has_next_page = has_next;
+        Ok(page)
     }
 
     /// Evaluates the promotion policies for a would-be promotion without requesting it.
@@ -294,7 +312,7 @@ impl PromotionQuery {
             approver_group: decision.approver_group,
             expires_in: decision.expires_in_text,
             policy_digest: Sha256(decision.policy_digest),
-            input: Json(input),
+            input: Json(redacted_input(ctx, input).await?),
         })
     }
 }
@@ -324,7 +342,7 @@ impl PromotionMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(PromotionNode(promotion))
+        Ok(PromotionNode(readable(ctx, promotion).await?))
     }
 
     async fn approve_promotion(
@@ -353,7 +371,7 @@ impl PromotionMutation {
             async move { promotions::cancel(c, actor, id).await }.scope_boxed()
         })
         .await?;
-        Ok(PromotionNode(promotion))
+        Ok(PromotionNode(readable(ctx, promotion).await?))
     }
 
     /// Adds a stage to a project (admins), e.g. `canary` at position 25.
@@ -371,7 +389,7 @@ impl PromotionMutation {
                 .scope_boxed()
         })
         .await?;
-        Ok(StageNode(stage))
+        Ok(StageNode(stage_node(ctx, stage).await?))
     }
 
     /// Sets whether promotions into a stage wait for approval (admins).
@@ -390,7 +408,7 @@ impl PromotionMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(StageNode(stage))
+        Ok(StageNode(stage_node(ctx, stage).await?))
     }
 
     /// Registers a webhook for the project's promotion events (admins). Calls carry
@@ -433,5 +451,59 @@ async fn decide(
         .scope_boxed()
     })
     .await?;
-    Ok(PromotionNode(promotion))
+    Ok(PromotionNode(readable(ctx, promotion).await?))
+}
+
+/// A stage as a readable value: through its project.
+async fn stage_node(ctx: &Context<'_>, stage: Stage) -> GqlResult<Readable<Stage>> {
+    let project = load(ctx, ProjectById(stage.project_id), "project").await?;
+    readable(ctx, project)
+        .await?
+        .child(stage)
+        .map_err(gql_error)
+}
+
+/// A policy input as this caller may see it: the upstream datasets of projects the caller cannot
+/// read are removed and counted in `lineage.hidden_datasets`, so a reader of a promotion learns
+/// nothing about another project's data from it.
+async fn redacted_input(
+    ctx: &Context<'_>,
+    mut input: serde_json::Value,
+) -> GqlResult<serde_json::Value> {
+    let Some(datasets) = input
+        .pointer_mut("/lineage/datasets")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return Ok(input);
+    };
+    let version_id =
+        |d: &serde_json::Value| -> Option<uuid::Uuid> { d.get("id")?.as_str()?.parse().ok() };
+    let ids: Vec<uuid::Uuid> = datasets.iter().filter_map(version_id).collect();
+    let projects = read(ctx, |c| {
+        async move { crate::datasets::projects_of_versions(c, &ids).await }.scope_boxed()
+    })
+    .await?;
+    let access = super::access(ctx)?;
+    let mut kept = Vec::with_capacity(datasets.len());
+    let mut hidden = 0;
+    for dataset in datasets.drain(..) {
+        let project = version_id(&dataset).and_then(|id| projects.get(&id).copied());
+        let visible = match project {
+            Some(project) => access.can_read(project).await.map_err(gql_error)?,
+            None => false,
+        };
+        if visible {
+            kept.push(dataset);
+        } else {
+            hidden += 1;
+        }
+    }
+    *datasets = kept;
+    if let Some(lineage) = input
+        .get_mut("lineage")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        lineage.insert("hidden_datasets".into(), hidden.into());
+    }
+    Ok(input)
 }

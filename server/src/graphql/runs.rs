@@ -6,7 +6,11 @@ use super::code::CodeCommitNode;
 use super::datasets::DatasetVersionNode;
 use super::loaders::{CodeCommitById, InputsOfRun, ParamsOfRun, ProjectById};
 use super::projects::ProjectNode;
-use super::{actor, gql_error, loaders, parse_id, parse_ids, read, transaction, GqlResult};
+use super::{
+    actor, list_cost, load, loaders, parse_id, parse_ids, read, readable, slice, transaction,
+    GqlResult, DEFAULT_METRIC_POINTS, MAX_METRIC_POINTS,
+};
+use crate::access::Readable;
 use crate::error::Error;
 use crate::projects::Role;
 use crate::runs::{self, NewMetric, NewRun, Run, RunStatus};
@@ -70,7 +74,8 @@ pub struct Metric {
     timestamp: DateTime<Utc>,
 }
 
-pub struct RunNode(pub Run);
+/// A run the caller may read.
+pub struct RunNode(pub Readable<Run>);
 
 #[Object(name = "Run")]
 impl RunNode {
@@ -99,12 +104,8 @@ impl RunNode {
     }
 
     async fn project(&self, ctx: &Context<'_>) -> GqlResult<ProjectNode> {
-        let found = loaders(ctx)
-            .load_one(ProjectById(self.0.project_id))
-            .await
-            .map_err(|e| (*e).clone())?
-            .ok_or_else(|| gql_error(Error::not_found("project is gone")))?;
-        Ok(ProjectNode(found))
+        let found = load(ctx, ProjectById(self.0.project_id), "project").await?;
+        Ok(ProjectNode(readable(ctx, found).await?))
     }
 
     async fn code_commit(&self, ctx: &Context<'_>) -> GqlResult<Option<CodeCommitNode>> {
@@ -134,11 +135,20 @@ impl RunNode {
             .collect())
     }
 
-    /// Metric history (all keys, or one), ordered by key, step and time.
-    async fn metrics(&self, ctx: &Context<'_>, key: Option<String>) -> GqlResult<Vec<Metric>> {
+    /// Metric history (all keys, or one), ordered by key, step and time: `first` points
+    /// (default 1000, at most 10000) after skipping `offset`.
+    #[graphql(complexity = "list_cost(first, DEFAULT_METRIC_POINTS, child_complexity)")]
+    async fn metrics(
+        &self,
+        ctx: &Context<'_>,
+        key: Option<String>,
+        first: Option<i32>,
+        offset: Option<i32>,
+    ) -> GqlResult<Vec<Metric>> {
+        let slice = slice(first, offset, DEFAULT_METRIC_POINTS, MAX_METRIC_POINTS)?;
         let id = self.0.id;
         let rows = read(ctx, |c| {
-            async move { runs::metrics_of(c, id, key.as_deref()).await }.scope_boxed()
+            async move { runs::metrics_of(c, id, key.as_deref(), slice).await }.scope_boxed()
         })
         .await?;
         Ok(rows
@@ -162,13 +172,15 @@ impl RunNode {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    /// The dataset versions this run consumed.
+    /// The dataset versions this run consumed that the caller may read (a run may consume
+    /// versions of other projects; those of projects the caller cannot read are left out).
     async fn inputs(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetVersionNode>> {
         let rows = loaders(ctx)
             .load_one(InputsOfRun(self.0.id))
             .await
             .map_err(|e| (*e).clone())?
             .unwrap_or_default();
+        let rows = super::datasets::readable_versions(ctx, rows).await?;
         Ok(rows.into_iter().map(DatasetVersionNode).collect())
     }
 }
@@ -192,7 +204,10 @@ impl RunQuery {
             .scope_boxed()
         })
         .await?;
-        Ok(found.map(RunNode))
+        match found {
+            Some(run) => Ok(Some(RunNode(readable(ctx, run).await?))),
+            None => Ok(None),
+        }
     }
 }
 
@@ -229,7 +244,7 @@ impl RunMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(RunNode(run))
+        Ok(RunNode(readable(ctx, run).await?))
     }
 
     /// Sets params; a param never changes once set.
@@ -246,7 +261,7 @@ impl RunMutation {
             async move { runs::log_params(c, actor, run_id, params).await }.scope_boxed()
         })
         .await?;
-        Ok(RunNode(run))
+        Ok(RunNode(readable(ctx, run).await?))
     }
 
     /// Appends up to 1000 metrics in one call; answers how many were stored.
@@ -286,6 +301,6 @@ impl RunMutation {
             async move { runs::finish(c, actor, run_id, status.into()).await }.scope_boxed()
         })
         .await?;
-        Ok(RunNode(run))
+        Ok(RunNode(readable(ctx, run).await?))
     }
 }

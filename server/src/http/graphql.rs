@@ -14,6 +14,7 @@ use async_graphql::http::GraphiQLSource;
 use futures_util::FutureExt as _;
 use tracing_actix_web::RequestId;
 
+use crate::access::Access;
 use crate::error::Error;
 use crate::graphql::{add_missing_codes, loader, AppState, Caller, CustodySchema};
 
@@ -84,7 +85,11 @@ async fn graphql(
             false,
         );
     }
-    let request = request.data(caller).data(loader(state.pool.clone()));
+    let mut request = request.data(loader(state.pool.clone()));
+    if let Ok(actor) = &caller.0 {
+        request = request.data(Access::new(actor.clone(), state.pool.clone()));
+    }
+    let request = request.data(caller);
     // A panic in a resolver is a bug, but it must cost one answer, not the connection (or the
     // worker): it becomes an INTERNAL error. The panic message is still logged (the hook runs
     // first), so tests and operators see it.

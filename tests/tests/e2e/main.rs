@@ -16,6 +16,7 @@
 mod api_happy_path;
 mod approval_page_browser;
 mod artifacts;
+mod attack_authorization;
 mod attack_outbound_and_files;
 mod attack_resource_limits;
 mod audit;
