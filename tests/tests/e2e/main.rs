@@ -18,6 +18,7 @@ mod approval_page_browser;
 mod artifacts;
 mod attack_outbound_and_files;
 mod attack_resource_limits;
+mod attack_separation_of_duties;
 mod audit;
 mod audit_export;
 mod auth;
