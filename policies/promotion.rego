@@ -64,10 +64,28 @@ worse_than_current if {
 	candidate > current
 }
 
+# Moving a version out of a stage (to archived, back to development, anywhere) needs the gate of
+# the stage it leaves: nobody empties production or staging alone. (The server also enforces a
+# floor: at least the approvals the version needed to get there.)
+leaving_production if {
+	input.current_stage == "production"
+	input.target_stage != "production"
+}
+
+leaving_gated_stage if {
+	input.current_stage != null
+	input.current_stage != input.target_stage
+	input.current_stage_requires_approval
+}
+
 base_approvals := 2 if {
 	to_production
+} else := 2 if {
+	leaving_production
 } else := 1 if {
 	input.target_stage_requires_approval
+} else := 1 if {
+	leaving_gated_stage
 } else := 0
 
 extra_approvals := 1 if worse_than_current else := 0

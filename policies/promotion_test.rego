@@ -91,3 +91,43 @@ test_archiving_a_dirty_version_is_allowed if {
 	count(promotion.deny) == 0 with input as archive
 	promotion.required_approvals == 0 with input as archive
 }
+
+archive_of_production := object.union(clean_candidate, {
+	"target_stage": "archived",
+	"target_stage_position": 1000,
+	"target_stage_requires_approval": false,
+	"current_stage": "production",
+	"current_stage_requires_approval": true,
+	"current": null,
+	"evaluations": [],
+})
+
+test_leaving_production_for_archived_needs_two_approvals if {
+	count(promotion.deny) == 0 with input as archive_of_production
+	promotion.required_approvals == 2 with input as archive_of_production
+}
+
+test_leaving_production_for_development_needs_two_approvals if {
+	back := object.union(archive_of_production, {"target_stage": "development", "target_stage_position": 10})
+	promotion.required_approvals == 2 with input as back
+}
+
+test_leaving_staging_needs_one_approval if {
+	from_staging := object.union(archive_of_production, {"current_stage": "staging"})
+	promotion.required_approvals == 1 with input as from_staging
+}
+
+test_archiving_from_development_applies_at_once if {
+	from_dev := object.union(archive_of_production, {"current_stage": "development", "current_stage_requires_approval": false})
+	promotion.required_approvals == 0 with input as from_dev
+}
+
+test_archiving_a_version_in_no_stage_applies_at_once if {
+	nowhere := object.union(archive_of_production, {"current_stage": null, "current_stage_requires_approval": false})
+	promotion.required_approvals == 0 with input as nowhere
+}
+
+test_replacing_the_production_holder_is_gated_as_moving_in if {
+	from_staging := object.union(clean_candidate, {"current_stage": "staging", "current_stage_requires_approval": true})
+	promotion.required_approvals == 2 with input as from_staging
+}

@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use crate::audit::{self, Change};
 use crate::auth::{Actor, TokenKeys, User, ISSUER};
-use crate::db::schema::{approval_links, approvals, memberships, users};
+use crate::db::schema::{
+    approval_links, approvals, memberships, projects as projects_table, users,
+};
 use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::models::{Model, ModelVersion};
@@ -83,13 +85,8 @@ pub async fn decide(
     // The row lock serialises concurrent decisions on one promotion: the quorum is counted once.
     let promotion = promotions::lock(conn, promotion_id).await?;
     let approver = actor.user_id()?;
-    let member: Option<(String, Vec<String>)> = memberships::table
-        .find((promotion.project_id, approver))
-        .select((memberships::role, memberships::groups))
-        .first(conn)
-        .await
-        .optional()?;
-    let Some((role, groups)) = member else {
+    let member = member_of(conn, promotion.project_id, approver).await?;
+    let Some(member) = member else {
         return Err(Error::forbidden(
             "only members of the project can decide on its promotions",
         ));
@@ -103,22 +100,9 @@ pub async fn decide(
     if promotion.expires_at <= Utc::now() {
         return Err(Error::conflict("the promotion request has expired"));
     }
-    if approver == promotion.requested_by {
-        return Err(Error::forbidden(
-            "the requester cannot decide on their own promotion (segregation of duties)",
-        ));
-    }
-    if Role::parse(&role).is_none_or(|r| r < Role::Approver) {
-        return Err(Error::forbidden(
-            "deciding needs the approver or admin role in the project",
-        ));
-    }
-    if let Some(group) = &promotion.approver_group {
-        if !groups.contains(group) {
-            return Err(Error::forbidden(format!(
-                "this promotion needs an approver from the `{group}` group"
-            )));
-        }
+    let gatekeeping = Gatekeeping::of(conn, &promotion).await?;
+    if let Some(why) = ineligibility(&gatekeeping, &member) {
+        return Err(Error::forbidden(why));
     }
     let already: bool = diesel::select(diesel::dsl::exists(
         approvals::table
@@ -205,7 +189,7 @@ pub async fn decide(
         .await?;
     let counted = approvers
         .iter()
-        .filter(|a| eligible.iter().any(|(e, _)| e == *a))
+        .filter(|a| eligible.iter().any(|m| m.user_id == **a))
         .count() as i64;
     if counted < current.required_approvals as i64 {
         if rechecked {
@@ -220,9 +204,9 @@ pub async fn decide(
                 .select(users::email)
                 .first(conn)
                 .await?;
-            for (id, email) in eligible.iter().filter(|(id, _)| !linked.contains(id)) {
+            for m in eligible.iter().filter(|m| !linked.contains(&m.user_id)) {
                 send_link(
-                    conn, gate, &current, &model, &version, *id, email, &requester,
+                    conn, gate, &current, &model, &version, m.user_id, &m.email, &requester,
                 )
                 .await?;
             }
@@ -234,6 +218,176 @@ pub async fn decide(
     body["required_approvals"] = json!(current.required_approvals);
     notify::enqueue_webhooks(conn, promotion.project_id, "promotion.approved", &body).await?;
     promotions::apply(conn, actor, &current).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who may decide: the one rule (mails, decisions, the approval page, counting after a recheck,
+// the policy's `input.approvers`, emergency notices)
+
+/// A project member as the separation-of-duties rule sees them.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: String,
+    pub groups: Vec<String>,
+    /// Who granted (or last changed) the role and groups; `None` when unknown (granted before
+    /// granters were recorded).
+    pub granted_by: Option<Uuid>,
+    pub granted_by_email: Option<String>,
+    pub is_auditor: bool,
+    pub is_admin: bool,
+}
+
+impl Member {
+    /// `{email, role, groups, granted_by}` as the policies see an approver.
+    pub fn to_policy_json(&self) -> serde_json::Value {
+        json!({
+            "email": self.email,
+            "role": self.role,
+            "groups": self.groups,
+            "granted_by": self.granted_by_email,
+        })
+    }
+}
+
+/// What a decision is about: the project, who asked, and the group the policy named.
+#[derive(Debug, Clone)]
+pub struct Gatekeeping {
+    pub project: String,
+    pub requester_id: Uuid,
+    pub requester_email: String,
+    pub approver_group: Option<String>,
+}
+
+impl Gatekeeping {
+    pub async fn of(conn: &mut Conn, promotion: &Promotion) -> Result<Gatekeeping> {
+        let project: String = projects_table::table
+            .find(promotion.project_id)
+            .select(projects_table::name)
+            .first(conn)
+            .await?;
+        let requester_email: String = users::table
+            .find(promotion.requested_by)
+            .select(users::email)
+            .first(conn)
+            .await?;
+        Ok(Gatekeeping {
+            project,
+            requester_id: promotion.requested_by,
+            requester_email,
+            approver_group: promotion.approver_group.clone(),
+        })
+    }
+}
+
+/// Why `member` may not decide on what `gate` describes, or `None` when they may. Segregation of
+/// duties: never the requester, nor anyone whose role or groups the requester granted or last
+/// changed (a project admin — or a server admin — cannot appoint their own approver); then the
+/// approver (or admin) role, the policy's group, and auditors, who are read-only.
+pub fn ineligibility(gate: &Gatekeeping, member: &Member) -> Option<String> {
+    if member.user_id == gate.requester_id {
+        return Some(
+            "the requester cannot decide on their own promotion (segregation of duties)".into(),
+        );
+    }
+    if member.is_auditor && !member.is_admin {
+        return Some(crate::auth::AUDITORS_READ_ONLY.into());
+    }
+    if Role::parse(&member.role).is_none_or(|r| r < Role::Approver) {
+        return Some("deciding needs the approver or admin role in the project".into());
+    }
+    if member.granted_by == Some(gate.requester_id) {
+        return Some(format!(
+            "your {} role in project `{}` was granted by the requester ({}); separation of duties needs an approver the requester did not appoint",
+            member.role, gate.project, gate.requester_email
+        ));
+    }
+    if let Some(group) = &gate.approver_group {
+        if !member.groups.contains(group) {
+            return Some(format!(
+                "this promotion needs an approver from the `{group}` group"
+            ));
+        }
+    }
+    None
+}
+
+/// The project's members (one of them when `only` is given), ordered by email.
+pub async fn members(conn: &mut Conn, project_id: Uuid, only: Option<Uuid>) -> Result<Vec<Member>> {
+    let mut query = memberships::table
+        .inner_join(users::table)
+        .filter(memberships::project_id.eq(project_id))
+        .order(users::email)
+        .select((
+            users::id,
+            users::email,
+            memberships::role,
+            memberships::groups,
+            memberships::granted_by,
+            users::is_auditor,
+            users::is_admin,
+        ))
+        .into_boxed();
+    if let Some(user_id) = only {
+        query = query.filter(memberships::user_id.eq(user_id));
+    }
+    #[allow(clippy::type_complexity)]
+    let rows: Vec<(Uuid, String, String, Vec<String>, Option<Uuid>, bool, bool)> =
+        query.load(conn).await?;
+    let granters: Vec<Uuid> = rows.iter().filter_map(|r| r.4).collect();
+    let emails = crate::projects::emails_of(conn, &granters).await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(user_id, email, role, groups, granted_by, is_auditor, is_admin)| Member {
+                user_id,
+                email,
+                role,
+                groups,
+                granted_by,
+                granted_by_email: granted_by.and_then(|g| emails.get(&g).cloned()),
+                is_auditor,
+                is_admin,
+            },
+        )
+        .collect())
+}
+
+pub async fn member_of(conn: &mut Conn, project_id: Uuid, user_id: Uuid) -> Result<Option<Member>> {
+    Ok(members(conn, project_id, Some(user_id)).await?.pop())
+}
+
+/// The members who may decide on what `gate` describes (everyone the rule lets through).
+pub async fn eligible(
+    conn: &mut Conn,
+    project_id: Uuid,
+    gate: &Gatekeeping,
+) -> Result<Vec<Member>> {
+    Ok(members(conn, project_id, None)
+        .await?
+        .into_iter()
+        .filter(|m| ineligibility(gate, m).is_none())
+        .collect())
+}
+
+/// The decisions on a promotion as the policies see them: `{email, decision, granted_by}`.
+pub async fn policy_approvals(
+    conn: &mut Conn,
+    promotion: &Promotion,
+) -> Result<Vec<serde_json::Value>> {
+    let decided = of_promotions(conn, &[promotion.id]).await?;
+    let members = members(conn, promotion.project_id, None).await?;
+    Ok(decided
+        .iter()
+        .map(|(a, u)| {
+            let granted_by = members
+                .iter()
+                .find(|m| m.user_id == u.id)
+                .and_then(|m| m.granted_by_email.clone());
+            json!({"email": u.email, "decision": a.decision, "granted_by": granted_by})
+        })
+        .collect())
 }
 
 pub async fn of_promotions(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<(Approval, User)>> {
@@ -386,10 +540,16 @@ pub async fn decide_by_link(
         .set(approval_links::used_at.eq(Utc::now()))
         .execute(conn)
         .await?;
+    let is_auditor: bool = users::table
+        .find(target.approver.id)
+        .select(users::is_auditor)
+        .first(conn)
+        .await?;
     let actor = Actor {
         user_id: Some(target.approver.id),
         email: target.approver.email.clone(),
         is_admin: false,
+        is_auditor,
         request_id,
     };
     decide(
@@ -414,6 +574,23 @@ pub async fn page_view(
         .select(Promotion::as_select())
         .first(conn)
         .await?;
+    if promotion.status() == Status::Pending {
+        // The page offers a decision only to an approver who may take it (the same rule as the
+        // mails and the decision itself); the refusal says why.
+        let gatekeeping = Gatekeeping::of(conn, &promotion).await?;
+        match member_of(conn, promotion.project_id, target.approver.id).await? {
+            None => {
+                return Err(Error::forbidden(
+                    "only members of the project can decide on its promotions",
+                ))
+            }
+            Some(member) => {
+                if let Some(why) = ineligibility(&gatekeeping, &member) {
+                    return Err(Error::forbidden(why));
+                }
+            }
+        }
+    }
     let (version, model) = promotions::subject(conn, &promotion).await?;
     let requester: String = users::table
         .find(promotion.requested_by)

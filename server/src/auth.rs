@@ -30,8 +30,13 @@ pub struct Actor {
     pub user_id: Option<Uuid>,
     pub email: String,
     pub is_admin: bool,
+    /// Holds the server-wide auditor role: reads everything, changes nothing (unless also admin).
+    pub is_auditor: bool,
     pub request_id: Option<String>,
 }
+
+/// The refusal every change by a (non-admin) auditor gets.
+pub const AUDITORS_READ_ONLY: &str = "auditors are read-only";
 
 impl Actor {
     /// The server itself or its command line acting outside any API request.
@@ -40,6 +45,7 @@ impl Actor {
             user_id: None,
             email: format!("system:{name}"),
             is_admin: true,
+            is_auditor: false,
             request_id: None,
         }
     }
@@ -51,6 +57,17 @@ impl Actor {
             Err(Error::forbidden(
                 "this operation needs a server administrator",
             ))
+        }
+    }
+
+    /// Refuses every change to an auditor who is not also a server admin. The GraphQL schema
+    /// calls it for every root mutation field (`graphql::readonly`), the other write edges
+    /// (uploads, approval links) call it themselves.
+    pub fn require_writer(&self) -> Result<()> {
+        if self.is_auditor && !self.is_admin {
+            Err(Error::forbidden(AUDITORS_READ_ONLY))
+        } else {
+            Ok(())
         }
     }
 
@@ -325,26 +342,32 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
         .jti
         .parse()
         .map_err(|_| Error::Unauthenticated("invalid bearer token: bad jti".into()))?;
-    let found: Option<(Uuid, String, bool, Option<DateTime<Utc>>)> = api_tokens::table
+    /// id, email, is_admin, is_auditor, revoked_at
+    type TokenRow = (Uuid, String, bool, bool, Option<DateTime<Utc>>);
+    let found: Option<TokenRow> = api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::jti.eq(jti))
         .select((
             users::id,
             users::email,
             users::is_admin,
+            users::is_auditor,
             api_tokens::revoked_at,
         ))
         .first(conn)
         .await
         .optional()?;
     match found {
-        Some((user_id, email, is_admin, None)) if user_id.to_string() == claims.sub => Ok(Actor {
-            user_id: Some(user_id),
-            email,
-            is_admin,
-            request_id: None,
-        }),
-        Some((_, _, _, Some(_))) => {
+        Some((user_id, email, is_admin, is_auditor, None)) if user_id.to_string() == claims.sub => {
+            Ok(Actor {
+                user_id: Some(user_id),
+                email,
+                is_admin,
+                is_auditor,
+                request_id: None,
+            })
+        }
+        Some((_, _, _, _, Some(_))) => {
             Err(Error::Unauthenticated("this token has been revoked".into()))
         }
         _ => Err(Error::Unauthenticated("unknown bearer token".into())),

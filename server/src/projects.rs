@@ -62,6 +62,10 @@ pub struct Membership {
     pub role: String,
     pub groups: Vec<String>,
     pub created_at: DateTime<Utc>,
+    /// Who granted the role and groups as they are (NULL: granted before this was recorded).
+    pub granted_by: Option<Uuid>,
+    /// When the role and groups were granted or last changed.
+    pub granted_at: DateTime<Utc>,
 }
 
 impl Membership {
@@ -209,6 +213,8 @@ pub async fn create(
                 memberships::project_id.eq(project.id),
                 memberships::user_id.eq(user_id),
                 memberships::role.eq(Role::Admin.as_str()),
+                // The creator appoints themselves.
+                memberships::granted_by.eq(user_id),
             ))
             .execute(conn)
             .await?;
@@ -258,22 +264,38 @@ pub async fn add_member(
             return Ok((existing.clone(), user));
         }
     }
+    // The granter is the caller, except when members change their own membership: that keeps
+    // its granter, so nobody launders a role the requester granted them by re-granting it to
+    // themselves (separation of duties, `approvals::ineligibility`).
+    let granted_by = match &before {
+        Some(existing) if actor.user_id == Some(user.id) => existing.granted_by,
+        _ => actor.user_id,
+    };
+    let now = Utc::now();
     let membership: Membership = diesel::insert_into(memberships::table)
         .values((
             memberships::project_id.eq(project.id),
             memberships::user_id.eq(user.id),
             memberships::role.eq(role.as_str()),
             memberships::groups.eq(&groups),
+            memberships::granted_by.eq(granted_by),
+            memberships::granted_at.eq(now),
         ))
         .on_conflict((memberships::project_id, memberships::user_id))
         .do_update()
         .set((
             memberships::role.eq(role.as_str()),
             memberships::groups.eq(&groups),
+            memberships::granted_by.eq(granted_by),
+            memberships::granted_at.eq(now),
         ))
         .returning(Membership::as_returning())
         .get_result(conn)
         .await?;
+    let mut granters: Vec<Uuid> = before.iter().filter_map(|m| m.granted_by).collect();
+    granters.extend(granted_by);
+    let emails = emails_of(conn, &granters).await?;
+    let email_of = |id: Option<Uuid>| id.and_then(|id| emails.get(&id).cloned());
     audit::record(
         conn,
         actor,
@@ -282,14 +304,36 @@ pub async fn add_member(
             project_id: Some(project.id),
             subject_kind: "user",
             subject_id: user.id.to_string(),
-            before: before.map(|m| json!({"role": m.role, "groups": m.groups})),
-            after: Some(
-                json!({"email": user.email, "role": membership.role, "groups": membership.groups}),
-            ),
+            before: before.map(|m| {
+                json!({"role": m.role, "groups": m.groups, "granted_by": email_of(m.granted_by), "granted_at": m.granted_at})
+            }),
+            after: Some(json!({
+                "email": user.email,
+                "role": membership.role,
+                "groups": membership.groups,
+                "granted_by": email_of(membership.granted_by),
+                "granted_at": membership.granted_at,
+            })),
         },
     )
     .await?;
     Ok((membership, user))
+}
+
+/// The email of each of these users.
+pub async fn emails_of(
+    conn: &mut Conn,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, String>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(Uuid, String)> = users::table
+        .filter(users::id.eq_any(ids))
+        .select((users::id, users::email))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// A project's members by email, one slice.
@@ -309,7 +353,6 @@ pub async fn members(
         .await?)
 }
 
-/// The projects a user belongs to, with the membership.
 /// The memberships of `user_id` in projects `viewer` may read (server admins: all), by project
 /// name, one slice. Filtering in the query keeps pages full and hides how many were left out.
 pub async fn memberships_visible_to(

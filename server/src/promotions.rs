@@ -174,20 +174,52 @@ async fn dataset_documents(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Value>> 
         .collect())
 }
 
-/// The one input document the policies see (schema in policies/README.md).
+/// Who asks, as the policy input needs them.
+pub struct Requester<'a> {
+    pub id: Option<Uuid>,
+    pub email: &'a str,
+}
+
+/// The one input document the policies see (schema in policies/README.md). `approvals` are the
+/// decisions taken so far (`{email, decision, granted_by}`), empty at request time.
 pub async fn policy_input(
     conn: &mut Conn,
     version: &ModelVersion,
     model: &Model,
     stage: &stages::Stage,
-    requester_email: &str,
+    requester: &Requester<'_>,
+    approvals: Vec<Value>,
 ) -> Result<Value> {
     let project: String = projects_table::table
         .find(model.project_id)
         .select(projects_table::name)
         .first(conn)
         .await?;
+    // The approvers the request would have (before the policy names a group): the same rule as
+    // the mails and decisions.
+    let approvers: Vec<Value> = match requester.id {
+        Some(requester_id) => {
+            let gate = approvals::Gatekeeping {
+                project: project.clone(),
+                requester_id,
+                requester_email: requester.email.to_string(),
+                approver_group: None,
+            };
+            approvals::eligible(conn, model.project_id, &gate)
+                .await?
+                .iter()
+                .map(approvals::Member::to_policy_json)
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let all_stages = stages::list(conn, model.project_id).await?;
+    let current_stage = version.stage.as_deref().and_then(|name| {
+        all_stages
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| (s.name.clone(), s.requires_approval))
+    });
     let stage_positions: BTreeMap<&str, i32> = all_stages
         .iter()
         .map(|s| (s.name.as_str(), s.position))
@@ -277,8 +309,12 @@ pub async fn policy_input(
         "target_stage": stage.name,
         "target_stage_position": stage.position,
         "target_stage_requires_approval": stage.requires_approval,
+        "current_stage": current_stage.as_ref().map(|(name, _)| name),
+        "current_stage_requires_approval": current_stage.as_ref().is_some_and(|(_, r)| *r),
         "stage_positions": stage_positions,
-        "requester": {"email": requester_email},
+        "requester": {"email": requester.email},
+        "approvers": approvers,
+        "approvals": approvals,
         "model": {
             "id": model.id,
             "name": model.name,
@@ -310,15 +346,50 @@ pub async fn dry_run(
         .await
         .map_err(projects::hiding(|| missing_version(model_version_id)))?;
     let stage = stages::find(conn, model.project_id, stage).await?;
-    let input = policy_input(conn, &version, &model, &stage, &actor.email).await?;
-    let decision = with_stage_floor(policy.evaluate(&input), &stage);
+    let requester = Requester {
+        id: actor.user_id,
+        email: &actor.email,
+    };
+    let input = policy_input(conn, &version, &model, &stage, &requester, Vec::new()).await?;
+    let floor = approval_floor(conn, model.project_id, &version, &stage).await?;
+    let decision = with_floor(policy.evaluate(&input), floor);
     Ok((input, decision))
 }
 
-/// A stage that requires approval needs at least one, whatever the policy says.
-fn with_stage_floor(mut decision: Decision, stage: &stages::Stage) -> Decision {
-    if stage.requires_approval && decision.required_approvals == 0 {
-        decision.required_approvals = 1;
+/// The fewest approvals a move of `version` into `stage` needs, whatever the policy says: one
+/// into a stage that requires approval; and leaving a stage that requires approval needs at
+/// least the gate of that stage — one, or as many as the promotion that brought the version
+/// there needed — so nobody empties `staging` or `production` alone (to `archived` or anywhere).
+pub async fn approval_floor(
+    conn: &mut Conn,
+    project_id: Uuid,
+    version: &ModelVersion,
+    stage: &stages::Stage,
+) -> Result<i32> {
+    let mut floor = i32::from(stage.requires_approval);
+    let Some(current) = version.stage.as_deref().filter(|c| *c != stage.name) else {
+        return Ok(floor);
+    };
+    let left = stages::find(conn, project_id, current).await.ok();
+    if left.is_some_and(|l| l.requires_approval) {
+        // The gate the version passed to get where it is.
+        let entered: Option<i32> = promotions::table
+            .filter(promotions::model_version_id.eq(version.id))
+            .filter(promotions::stage.eq(current))
+            .filter(promotions::status.eq(Status::Applied.as_str()))
+            .order(promotions::decided_at.desc())
+            .select(promotions::required_approvals)
+            .first(conn)
+            .await
+            .optional()?;
+        floor = floor.max(1).max(entered.unwrap_or(1));
+    }
+    Ok(floor)
+}
+
+fn with_floor(mut decision: Decision, floor: i32) -> Decision {
+    if decision.required_approvals < floor {
+        decision.required_approvals = floor;
     }
     decision
 }
@@ -360,8 +431,20 @@ pub async fn request(
             version.version, stage.name
         )));
     }
-    let input = policy_input(conn, &version, &model, &stage, &actor.email).await?;
-    let decision = with_stage_floor(gate.policy.evaluate(&input), &stage);
+    let input = policy_input(
+        conn,
+        &version,
+        &model,
+        &stage,
+        &Requester {
+            id: Some(requester),
+            email: &actor.email,
+        },
+        Vec::new(),
+    )
+    .await?;
+    let floor = approval_floor(conn, model.project_id, &version, &stage).await?;
+    let decision = with_floor(gate.policy.evaluate(&input), floor);
     let now = Utc::now();
     let expires_at = now
         + chrono::Duration::from_std(decision.expires_in.unwrap_or(DEFAULT_EXPIRY))
@@ -433,15 +516,15 @@ pub async fn request(
         return apply(conn, actor, &promotion).await;
     }
     let approvers = eligible_approvers(conn, &promotion).await?;
-    for (approver_id, email) in approvers {
+    for approver in approvers {
         approvals::send_link(
             conn,
             gate,
             &promotion,
             &model,
             &version,
-            approver_id,
-            &email,
+            approver.user_id,
+            &approver.email,
             &actor.email,
         )
         .await?;
@@ -462,31 +545,15 @@ pub fn event_body(promotion: &Promotion, model: &Model, version: &ModelVersion) 
     })
 }
 
-/// Members who may approve: role approver or admin, in the required group if any, never the
-/// requester. Only members: nobody outside the project is ever mailed or counted.
+/// Members who may decide on a promotion: the one rule of [`approvals::ineligibility`] (approver
+/// or admin role, in the required group if any, never the requester nor anyone the requester
+/// appointed). Only members: nobody outside the project is ever mailed or counted.
 pub async fn eligible_approvers(
     conn: &mut Conn,
     promotion: &Promotion,
-) -> Result<Vec<(Uuid, String)>> {
-    let rows: Vec<(Uuid, String, Vec<String>)> = memberships::table
-        .inner_join(users::table)
-        .filter(memberships::project_id.eq(promotion.project_id))
-        .filter(memberships::role.eq_any([Role::Approver.as_str(), Role::Admin.as_str()]))
-        .filter(memberships::user_id.ne(promotion.requested_by))
-        .order(users::email)
-        .select((users::id, users::email, memberships::groups))
-        .load(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter(|(_, _, groups)| {
-            promotion
-                .approver_group
-                .as_ref()
-                .is_none_or(|g| groups.contains(g))
-        })
-        .map(|(id, email, _)| (id, email))
-        .collect())
+) -> Result<Vec<approvals::Member>> {
+    let gate = approvals::Gatekeeping::of(conn, promotion).await?;
+    approvals::eligible(conn, promotion.project_id, &gate).await
 }
 
 /// Locks a promotion row for a state change.
@@ -782,8 +849,21 @@ pub async fn recheck(
         .select(users::email)
         .first(conn)
         .await?;
-    let input = policy_input(conn, &version, &model, &stage, &requester).await?;
-    let decision = with_stage_floor(gate.policy.evaluate(&input), &stage);
+    let decided = approvals::policy_approvals(conn, promotion).await?;
+    let input = policy_input(
+        conn,
+        &version,
+        &model,
+        &stage,
+        &Requester {
+            id: Some(promotion.requested_by),
+            email: &requester,
+        },
+        decided,
+    )
+    .await?;
+    let floor = approval_floor(conn, promotion.project_id, &version, &stage).await?;
+    let decision = with_floor(gate.policy.evaluate(&input), floor);
     diesel::update(promotions::table.find(promotion.id))
         .set((
             promotions::policy_digest.eq(&decision.policy_digest),
@@ -794,6 +874,33 @@ pub async fn recheck(
         ))
         .execute(conn)
         .await?;
+    if decision.required_approvals != promotion.required_approvals
+        || decision.approver_group != promotion.approver_group
+    {
+        // The gate of a pending request changed under it: on the record, with both sides.
+        audit::record(
+            conn,
+            &Actor::system("policy"),
+            Change {
+                action: "promotion.recheck",
+                project_id: Some(promotion.project_id),
+                subject_kind: "promotion",
+                subject_id: promotion.id.to_string(),
+                before: Some(json!({
+                    "required_approvals": promotion.required_approvals,
+                    "approver_group": promotion.approver_group,
+                    "policy_digest": promotion.policy_digest,
+                })),
+                after: Some(json!({
+                    "required_approvals": decision.required_approvals,
+                    "approver_group": decision.approver_group,
+                    "policy_digest": decision.policy_digest,
+                    "reason": "the policy bundle changed while the request was pending",
+                })),
+            },
+        )
+        .await?;
+    }
     Ok(Some(decision))
 }
 
@@ -823,4 +930,159 @@ pub fn spawn_expiry(pool: crate::db::DbPool, every: Duration) {
             }
         }
     });
+}
+
+/// The emergency path out of a stage (project admins only): the version goes to `archived` at
+/// once, its pending promotions are cancelled, one `model_version.emergency_archive` audit entry
+/// keeps the reason, and every approver who could have gated the move (the approval rule, with
+/// the admin as requester) is mailed, so that the bypass is seen by people the admin did not
+/// appoint. Refusals change nothing: FORBIDDEN for non-admins, INVALID_INPUT without a reason,
+/// CONFLICT for a version already archived.
+pub async fn emergency_archive(
+    conn: &mut Conn,
+    actor: &Actor,
+    model_version_id: Uuid,
+    reason: &str,
+) -> Result<ModelVersion> {
+    let (version, model) = load_version(conn, model_version_id).await?;
+    projects::authorize(conn, actor, model.project_id, Role::Admin)
+        .await
+        .map_err(|e| match e {
+            Error::Forbidden(_) => {
+                Error::forbidden("an emergency archive needs the admin role in the project")
+            }
+            Error::NotFound(_) => missing_version(model_version_id),
+            other => other,
+        })?;
+    crate::validate::optional_text("reason", Some(reason), 10_000)?;
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Error::invalid(
+            "an emergency archive needs a reason saying why",
+        ));
+    }
+    // The stage lock of `apply`: no promotion applies to this stage meanwhile.
+    if let Some(stage) = &version.stage {
+        diesel::sql_query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
+        )
+        .bind::<Text, _>(model.id.to_string())
+        .bind::<Text, _>(stage)
+        .execute(conn)
+        .await?;
+    }
+    let locked: Option<String> = model_versions::table
+        .find(version.id)
+        .select(model_versions::stage)
+        .for_update()
+        .first(conn)
+        .await?;
+    if locked.as_deref() == Some(ARCHIVED) {
+        return Err(Error::conflict(format!(
+            "version {} of {} is already archived",
+            version.version, model.name
+        )));
+    }
+    let pending: Vec<Promotion> = promotions::table
+        .filter(promotions::model_version_id.eq(version.id))
+        .filter(promotions::status.eq(Status::Pending.as_str()))
+        .order(promotions::id)
+        .select(Promotion::as_select())
+        .for_update()
+        .load(conn)
+        .await?;
+    let archived: ModelVersion = diesel::update(model_versions::table.find(version.id))
+        .set(model_versions::stage.eq(ARCHIVED))
+        .returning(ModelVersion::as_returning())
+        .get_result(conn)
+        .await?;
+    let mut cancelled = Vec::new();
+    for promotion in &pending {
+        set_status(conn, promotion.id, Status::Cancelled).await?;
+        cancelled.push(promotion.id);
+    }
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "model_version.emergency_archive",
+            project_id: Some(model.project_id),
+            subject_kind: "model_version",
+            subject_id: version.id.to_string(),
+            before: Some(json!({
+                "stage": locked,
+                "pending_promotions": pending.iter().map(|p| json!({"id": p.id, "stage": p.stage})).collect::<Vec<_>>(),
+            })),
+            after: Some(json!({
+                "stage": ARCHIVED,
+                "model": model.name,
+                "version": version.version,
+                "reason": reason,
+                "cancelled_promotions": cancelled,
+            })),
+        },
+    )
+    .await?;
+    let event = json!({
+        "model": model.name,
+        "version": version.version,
+        "model_version_id": version.id,
+        "from_stage": locked,
+        "stage": ARCHIVED,
+        "reason": reason,
+        "by": actor.email,
+        "cancelled_promotions": cancelled,
+    });
+    notify::enqueue_webhooks(
+        conn,
+        model.project_id,
+        "model_version.emergency_archived",
+        &event,
+    )
+    .await?;
+    let project: String = projects_table::table
+        .find(model.project_id)
+        .select(projects_table::name)
+        .first(conn)
+        .await?;
+    let recipients = match actor.user_id {
+        Some(requester_id) => {
+            let gate = approvals::Gatekeeping {
+                project: project.clone(),
+                requester_id,
+                requester_email: actor.email.clone(),
+                approver_group: None,
+            };
+            approvals::eligible(conn, model.project_id, &gate).await?
+        }
+        None => Vec::new(),
+    };
+    let context = json!({
+        "project": project,
+        "model": model.name,
+        "version": version.version,
+        "from_stage": locked,
+        "by": actor.email,
+        "reason": reason,
+        "cancelled": cancelled.len(),
+        "manifest_sha256": version.manifest_sha256,
+    });
+    let subject = format!(
+        "Emergency archive: {} v{} taken out of {}",
+        model.name,
+        version.version,
+        locked.as_deref().unwrap_or("no stage")
+    );
+    for approver in recipients {
+        notify::enqueue_email(
+            conn,
+            &approver.email,
+            &subject,
+            "emergency_archive",
+            &context,
+            version.id,
+        )
+        .await?;
+    }
+    Ok(archived)
 }

@@ -30,6 +30,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "email/approval_request.html",
         include_str!("../../web/templates/email/approval_request.html"),
     ),
+    (
+        "email/emergency_archive.txt",
+        include_str!("../../web/templates/email/emergency_archive.txt"),
+    ),
+    (
+        "email/emergency_archive.html",
+        include_str!("../../web/templates/email/emergency_archive.html"),
+    ),
     // Rendered and checked by `audit::report::tests`.
     (
         "compliance_report.html",
@@ -81,14 +89,21 @@ mod tests {
             if matches!(*name, "base.html" | "compliance_report.html") {
                 continue;
             }
-            let context = if name.starts_with("email/") {
+            let emergency = json!({
+                "project": "p", "model": "churn", "version": 3, "from_stage": "production",
+                "by": "a@x", "reason": "<b>leak</b>", "cancelled": 1, "manifest_sha256": "ab",
+            });
+            let context = if name.starts_with("email/emergency") {
+                &emergency
+            } else if name.starts_with("email/") {
                 &promotion
             } else {
                 &page
             };
             let out = render(name, context).unwrap_or_else(|e| panic!("{name}: {e:?}"));
             assert!(
-                !out.contains("<b>ship</b>") || name.ends_with(".txt"),
+                !(out.contains("<b>ship</b>") || out.contains("<b>leak</b>"))
+                    || name.ends_with(".txt"),
                 "{name} must escape HTML"
             );
         }

@@ -408,7 +408,14 @@ async fn every_operation_end_to_end() {
         .await
         .unwrap();
     assert_eq!(dev.status, PromotionStatus::Applied);
-    let staging = admin
+    // Another project admin asks: Ann's approver role was granted by the server admin, and an
+    // approver the requester appointed would not count (separation of duties).
+    admin
+        .add_member("nlp", "lead@example.com", Role::Admin, &[])
+        .await
+        .unwrap();
+    let lead = client(&env, &env.issue_token("lead@example.com", false).await);
+    let staging = lead
         .request_promotion(&mv.id, "staging", Some("QA please"))
         .await
         .unwrap();
@@ -429,7 +436,7 @@ async fn every_operation_end_to_end() {
         .register_model_version("nlp", "ranker", &run.id, Some("model"), None)
         .await
         .unwrap();
-    let p = admin
+    let p = lead
         .request_promotion(&mv2.id, "staging", None)
         .await
         .unwrap();

@@ -37,6 +37,8 @@ diesel::table! {
         role -> Text,
         groups -> Array<Text>,
         created_at -> Timestamptz,
+        granted_by -> Nullable<Uuid>,
+        granted_at -> Timestamptz,
     }
 }
 

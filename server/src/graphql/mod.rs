@@ -11,6 +11,7 @@ mod loaders;
 mod models;
 mod projects;
 mod promotions;
+mod readonly;
 mod runs;
 mod scalars;
 
@@ -96,6 +97,7 @@ pub struct Caller(pub Result<Actor, Error>);
 pub fn build_schema(state: AppState) -> CustodySchema {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .data(state)
+        .extension(readonly::AuditorsReadOnly)
         .limit_depth(12)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(32)

@@ -432,6 +432,23 @@ impl PromotionMutation {
             secret,
         })
     }
+
+    /// The emergency path (project admins): moves the version to `archived` at once, cancels
+    /// its pending promotions, audits the reason and mails the project's approvers.
+    async fn emergency_archive(
+        &self,
+        ctx: &Context<'_>,
+        model_version_id: ID,
+        reason: String,
+    ) -> GqlResult<ModelVersionNode> {
+        let actor = actor(ctx)?;
+        let id = parse_id(&model_version_id, "model version")?;
+        let version = transaction(ctx, |c| {
+            async move { promotions::emergency_archive(c, actor, id, &reason).await }.scope_boxed()
+        })
+        .await?;
+        Ok(ModelVersionNode(version_node(ctx, version).await?))
+    }
 }
 
 async fn decide(

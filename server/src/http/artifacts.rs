@@ -67,6 +67,7 @@ async fn upload(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = super::authenticate(&state, &http, request_id.to_string()).await?;
+    actor.require_writer()?;
     let (kind, id, _) = target.into_inner();
     let owner = Owner::parse(&kind, &id)?;
     let path = artifact_path(&http)?;

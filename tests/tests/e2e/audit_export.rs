@@ -652,7 +652,10 @@ async fn the_compliance_report_of_a_promoted_version_lists_lineage_approvals_and
     finish_run(s, &env.admin, &run, "FINISHED").await;
     create_model(s, &env.admin, "risk", "churn").await;
     let mv = id(&register_model_version(s, &env.admin, "risk", "churn", &run).await);
-    let approver = member_token(s, &env.admin, "risk", "ada@example.com", "APPROVER").await;
+    // Ada is appointed by another project admin: an approver the requester (the server admin)
+    // appointed would not count (separation of duties).
+    let lead = member_token(s, &env.admin, "risk", "lead@example.com", "ADMIN").await;
+    let approver = member_token(s, &lead, "risk", "ada@example.com", "APPROVER").await;
     let promotion = s
         .gql_ok(
             &env.admin,

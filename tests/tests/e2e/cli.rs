@@ -465,9 +465,20 @@ async fn a_training_run_from_dataset_to_promotion() {
         "{r}"
     );
 
+    // The approver is appointed by another project admin: one appointed by the requester would
+    // not count (separation of duties).
+    let lead = env.issue_token("lead@example.com", false).await;
     fixtures::add_member(
         &env.server,
         &env.admin,
+        "vision",
+        "lead@example.com",
+        "ADMIN",
+    )
+    .await;
+    fixtures::add_member(
+        &env.server,
+        &lead,
         "vision",
         "approver@example.com",
         "APPROVER",

@@ -629,6 +629,10 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
     let outsider = s.issue_token("oscar@example.com", false).await;
     let (q, r) = (approve_mutation(), reject_mutation());
 
+    // Bob's approver role is (re)granted by Pat, so that it was not granted by the server admin:
+    // an approver appointed by the requester never counts (separation of duties).
+    add_member_with_groups(s, &pat, &f.project, BOB, "APPROVER", &["reviewers"]).await;
+
     // The server admin (and project admin) requests: they cannot approve nor reject it.
     let v1 = f.evaluated_version(s, &[("auc", 0.9)]).await;
     let p1 = request(s, &env.admin, &v1, "staging", None).await;
@@ -637,8 +641,8 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
     outbox_settled(&env).await;
     assert_eq!(
         mail_recipients(&env, &p1id).await,
-        emails(&[BOB, PAT]),
-        "the requester was mailed"
+        emails(&[BOB]),
+        "the requester, or Pat whom the requester appointed, was mailed"
     );
     env.assert_refused(&env.admin, "FORBIDDEN", &q, json!({ "id": p1id }))
         .await;
@@ -649,6 +653,8 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
         json!({ "id": p1id, "c": "no" }),
     )
     .await;
+    env.assert_refused(&pat, "FORBIDDEN", &q, json!({ "id": p1id }))
+        .await;
     // Nor can members without the approver role, nor outsiders.
     env.assert_refused(&f.requester, "FORBIDDEN", &q, json!({ "id": p1id }))
         .await;
@@ -666,9 +672,12 @@ async fn the_requester_never_approves_their_own_promotion_even_as_admin() {
     outbox_settled(&env).await;
     assert_eq!(
         mail_recipients(&env, &p2id).await,
-        emails(&[BOB, PROJECT_ADMIN])
+        emails(&[PROJECT_ADMIN]),
+        "Bob's role was last granted by Pat, the requester"
     );
     env.assert_refused(&pat, "FORBIDDEN", &q, json!({ "id": p2id }))
+        .await;
+    env.assert_refused(f.approver(BOB), "FORBIDDEN", &q, json!({ "id": p2id }))
         .await;
     assert_status(
         &approve(s, &env.admin, &p2id, Some("four eyes")).await,

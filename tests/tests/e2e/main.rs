@@ -19,6 +19,7 @@ mod artifacts;
 mod attack_authorization;
 mod attack_outbound_and_files;
 mod attack_resource_limits;
+mod attack_separation_of_duties;
 mod audit;
 mod audit_export;
 mod auth;
