@@ -386,8 +386,8 @@ impl Client {
             let vars = ops::run_metrics::Variables {
                 id: id.into(),
                 key: key.map(Into::into),
-                first: Some(METRIC_PAGE),
-                offset: Some(points.len() as i64),
+                metrics_first: Some(METRIC_PAGE),
+                metrics_offset: Some(points.len() as i64),
             };
             let Some(run) = self.execute::<ops::RunMetrics>(vars).await?.run else {
                 return Ok(None);

@@ -943,7 +943,8 @@ async fn the_requester_or_an_admin_can_cancel_others_cannot() {
         .await;
     env.assert_refused(&other, "FORBIDDEN", &c, json!({ "id": p1 }))
         .await;
-    env.assert_refused(&outsider, "FORBIDDEN", &c, json!({ "id": p1 }))
+    // An outsider cannot tell the promotion exists.
+    env.assert_refused(&outsider, "NOT_FOUND", &c, json!({ "id": p1 }))
         .await;
     let cancelled = cancel(s, &f.requester, &p1).await;
     assert_status(&cancelled, "CANCELLED");

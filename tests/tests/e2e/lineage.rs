@@ -330,10 +330,31 @@ async fn nodes_of_projects_the_caller_cannot_read_stay_hidden() {
     );
     assert_eq!(edges, BTreeSet::from(["ran".to_string()]));
 
-    // And bob cannot start from the hidden node at all.
+    // And bob cannot start from the hidden node at all: it answers like a node that does not
+    // exist (same code, same message), so bob cannot even tell it is there.
+    let hidden = env
+        .gql(&bob, query, json!({ "n": node("DATASET_VERSION", &dv) }))
+        .await;
+    let missing_id = "00000000-0000-7000-8000-000000000000";
+    let missing = env
+        .gql(
+            &bob,
+            query,
+            json!({ "n": node("DATASET_VERSION", missing_id) }),
+        )
+        .await;
     assert_eq!(
-        env.gql_err_code(&bob, query, json!({ "n": node("DATASET_VERSION", &dv) }))
-            .await,
-        "FORBIDDEN"
+        hidden["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{hidden}"
+    );
+    assert_eq!(
+        hidden["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .replace(&dv, "ID"),
+        missing["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .replace(missing_id, "ID"),
     );
 }
