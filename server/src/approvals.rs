@@ -13,7 +13,7 @@ use crate::auth::{Actor, TokenKeys, User, ISSUER};
 use crate::db::schema::{
     approval_links, approvals, memberships, projects as projects_table, users,
 };
-use crate::db::Conn;
+use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
 use crate::models::{Model, ModelVersion};
 use crate::notify;
@@ -22,36 +22,24 @@ use crate::promotions::{self, Gate, Promotion, Status};
 
 const LINK_AUDIENCE: &str = "custody-approval";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Approve,
-    Reject,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Approve => "approve",
-            Verdict::Reject => "reject",
-        }
+text_enum! {
+    // An approver's decision (`approvals.decision`).
+    #[derive(async_graphql::Enum)]
+    #[graphql(name = "ApprovalDecision")]
+    pub enum Verdict as "approval decision" {
+        Approve = "approve",
+        Reject = "reject",
     }
 }
 
-/// How a decision reached the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Via {
-    Web,
-    Email,
-    Api,
-}
-
-impl Via {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Via::Web => "web",
-            Via::Email => "email",
-            Via::Api => "api",
-        }
+text_enum! {
+    // How a decision reached the server (`approvals.via`).
+    #[derive(async_graphql::Enum)]
+    #[graphql(name = "ApprovalVia")]
+    pub enum Via as "approval channel" {
+        Web = "web",
+        Email = "email",
+        Api = "api",
     }
 }
 
@@ -61,9 +49,9 @@ pub struct Approval {
     pub id: Uuid,
     pub promotion_id: Uuid,
     pub approver_id: Uuid,
-    pub decision: String,
+    pub decision: Verdict,
     pub comment: Option<String>,
-    pub via: String,
+    pub via: Via,
     pub at: DateTime<Utc>,
 }
 
@@ -91,7 +79,7 @@ pub async fn decide(
             "only members of the project can decide on its promotions",
         ));
     };
-    if promotion.status() != Status::Pending {
+    if promotion.status != Status::Pending {
         return Err(Error::conflict(format!(
             "the promotion is {}; decisions no longer apply",
             promotion.status
@@ -121,9 +109,9 @@ pub async fn decide(
             approvals::id.eq(Uuid::now_v7()),
             approvals::promotion_id.eq(promotion.id),
             approvals::approver_id.eq(approver),
-            approvals::decision.eq(verdict.as_str()),
+            approvals::decision.eq(verdict),
             approvals::comment.eq(comment),
-            approvals::via.eq(via.as_str()),
+            approvals::via.eq(via),
         ))
         .execute(conn)
         .await?;
@@ -183,7 +171,7 @@ pub async fn decide(
     let eligible = promotions::eligible_approvers(conn, &current).await?;
     let approvers: Vec<Uuid> = approvals::table
         .filter(approvals::promotion_id.eq(promotion.id))
-        .filter(approvals::decision.eq(Verdict::Approve.as_str()))
+        .filter(approvals::decision.eq(Verdict::Approve))
         .select(approvals::approver_id)
         .load(conn)
         .await?;
@@ -204,11 +192,14 @@ pub async fn decide(
                 .select(users::email)
                 .first(conn)
                 .await?;
+            let mail = LinkMail {
+                promotion: &current,
+                model: &model,
+                version: &version,
+                requester_email: &requester,
+            };
             for m in eligible.iter().filter(|m| !linked.contains(&m.user_id)) {
-                send_link(
-                    conn, gate, &current, &model, &version, m.user_id, &m.email, &requester,
-                )
-                .await?;
+                send_link(conn, gate, &mail, m).await?;
             }
         }
         return Ok(current);
@@ -229,7 +220,7 @@ pub async fn decide(
 pub struct Member {
     pub user_id: Uuid,
     pub email: String,
-    pub role: String,
+    pub role: Role,
     pub groups: Vec<String>,
     /// Who granted (or last changed) the role and groups; `None` when unknown (granted before
     /// granters were recorded).
@@ -294,7 +285,7 @@ pub fn ineligibility(gate: &Gatekeeping, member: &Member) -> Option<String> {
     if member.is_auditor && !member.is_admin {
         return Some(crate::auth::AUDITORS_READ_ONLY.into());
     }
-    if Role::parse(&member.role).is_none_or(|r| r < Role::Approver) {
+    if member.role < Role::Approver {
         return Some("deciding needs the approver or admin role in the project".into());
     }
     if member.granted_by == Some(gate.requester_id) {
@@ -333,7 +324,7 @@ pub async fn members(conn: &mut Conn, project_id: Uuid, only: Option<Uuid>) -> R
         query = query.filter(memberships::user_id.eq(user_id));
     }
     #[allow(clippy::type_complexity)]
-    let rows: Vec<(Uuid, String, String, Vec<String>, Option<Uuid>, bool, bool)> =
+    let rows: Vec<(Uuid, String, Role, Vec<String>, Option<Uuid>, bool, bool)> =
         query.load(conn).await?;
     let granters: Vec<Uuid> = rows.iter().filter_map(|r| r.4).collect();
     let emails = crate::projects::emails_of(conn, &granters).await?;
@@ -413,19 +404,29 @@ struct LinkClaims {
     approver_id: Uuid,
 }
 
+/// What an approval request mail is about: the promotion, its version and who asked.
+pub struct LinkMail<'a> {
+    pub promotion: &'a Promotion,
+    pub model: &'a Model,
+    pub version: &'a ModelVersion,
+    pub requester_email: &'a str,
+}
+
 /// Creates the approver's link (bound to them and the promotion, expiring with it) and queues
 /// the mail that carries it.
-#[allow(clippy::too_many_arguments)]
 pub async fn send_link(
     conn: &mut Conn,
     gate: &Gate<'_>,
-    promotion: &Promotion,
-    model: &Model,
-    version: &ModelVersion,
-    approver_id: Uuid,
-    approver_email: &str,
-    requester_email: &str,
+    mail: &LinkMail<'_>,
+    approver: &Member,
 ) -> Result<()> {
+    let LinkMail {
+        promotion,
+        model,
+        version,
+        requester_email,
+    } = *mail;
+    let (approver_id, approver_email) = (approver.user_id, approver.email.as_str());
     let jti = Uuid::now_v7();
     diesel::insert_into(approval_links::table)
         .values((
@@ -574,7 +575,7 @@ pub async fn page_view(
         .select(Promotion::as_select())
         .first(conn)
         .await?;
-    if promotion.status() == Status::Pending {
+    if promotion.status == Status::Pending {
         // The page offers a decision only to an approver who may take it (the same rule as the
         // mails and the decision itself); the refusal says why.
         let gatekeeping = Gatekeeping::of(conn, &promotion).await?;
@@ -629,7 +630,7 @@ pub async fn page_view(
         "stage": promotion.stage,
         "requester": requester,
         "comment": promotion.comment,
-        "status": promotion.status.to_uppercase(),
+        "status": promotion.status.as_str().to_uppercase(),
         "expires_at": promotion.expires_at.to_rfc3339(),
         "manifest_sha256": promotion.manifest_sha256,
         "policy_digest": promotion.policy_digest,

@@ -54,7 +54,7 @@ pub async fn register(conn: &mut Conn, actor: &Actor, new: NewCommit<'_>) -> Res
         let contributor: bool = diesel::select(diesel::dsl::exists(
             memberships::table
                 .filter(memberships::user_id.eq(actor.user_id()?))
-                .filter(memberships::role.ne(Role::Viewer.as_str())),
+                .filter(memberships::role.ne(Role::Viewer)),
         ))
         .get_result(conn)
         .await?;

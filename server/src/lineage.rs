@@ -17,42 +17,22 @@ use crate::db::schema::{
     code_commits, dataset_versions, datasets, deployments, lineage_edges, memberships,
     model_versions, models, runs,
 };
-use crate::db::Conn;
+use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
 use crate::projects::{self, Role};
 
 /// Deepest traversal a query may ask for.
 pub const MAX_DEPTH: i32 = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NodeKind {
-    DatasetVersion,
-    CodeCommit,
-    Run,
-    ModelVersion,
-    Deployment,
-}
-
-impl NodeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeKind::DatasetVersion => "dataset_version",
-            NodeKind::CodeCommit => "code_commit",
-            NodeKind::Run => "run",
-            NodeKind::ModelVersion => "model_version",
-            NodeKind::Deployment => "deployment",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<NodeKind> {
-        Some(match text {
-            "dataset_version" => NodeKind::DatasetVersion,
-            "code_commit" => NodeKind::CodeCommit,
-            "run" => NodeKind::Run,
-            "model_version" => NodeKind::ModelVersion,
-            "deployment" => NodeKind::Deployment,
-            _ => return None,
-        })
+text_enum! {
+    #[derive(PartialOrd, Ord, async_graphql::Enum)]
+    #[graphql(name = "NodeKind")]
+    pub enum NodeKind as "lineage node kind" {
+        DatasetVersion = "dataset_version",
+        CodeCommit = "code_commit",
+        Run = "run",
+        ModelVersion = "model_version",
+        Deployment = "deployment",
     }
 }
 
@@ -62,7 +42,8 @@ pub struct NodeRef {
     pub id: Uuid,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
+#[graphql(name = "LineageDirection")]
 pub enum Direction {
     Upstream,
     Downstream,
@@ -72,9 +53,9 @@ pub enum Direction {
 #[diesel(table_name = lineage_edges)]
 pub struct Edge {
     pub id: Uuid,
-    pub from_kind: String,
+    pub from_kind: NodeKind,
     pub from_id: Uuid,
-    pub to_kind: String,
+    pub to_kind: NodeKind,
     pub to_id: Uuid,
     pub relation: String,
     pub created_at: DateTime<Utc>,
@@ -82,19 +63,17 @@ pub struct Edge {
 
 impl Edge {
     pub fn from(&self) -> NodeRef {
-        node(&self.from_kind, self.from_id)
+        NodeRef {
+            kind: self.from_kind,
+            id: self.from_id,
+        }
     }
 
     pub fn to(&self) -> NodeRef {
-        node(&self.to_kind, self.to_id)
-    }
-}
-
-fn node(kind: &str, id: Uuid) -> NodeRef {
-    NodeRef {
-        // The kinds are only ever written from NodeKind::as_str.
-        kind: NodeKind::parse(kind).unwrap_or(NodeKind::Run),
-        id,
+        NodeRef {
+            kind: self.to_kind,
+            id: self.to_id,
+        }
     }
 }
 
@@ -205,9 +184,9 @@ async fn insert_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str
     Ok(diesel::insert_into(lineage_edges::table)
         .values((
             lineage_edges::id.eq(Uuid::now_v7()),
-            lineage_edges::from_kind.eq(from.kind.as_str()),
+            lineage_edges::from_kind.eq(from.kind),
             lineage_edges::from_id.eq(from.id),
-            lineage_edges::to_kind.eq(to.kind.as_str()),
+            lineage_edges::to_kind.eq(to.kind),
             lineage_edges::to_id.eq(to.id),
             lineage_edges::relation.eq(relation),
         ))
@@ -492,14 +471,10 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        for kind in [
-            NodeKind::DatasetVersion,
-            NodeKind::CodeCommit,
-            NodeKind::Run,
-            NodeKind::ModelVersion,
-            NodeKind::Deployment,
-        ] {
-            assert_eq!(NodeKind::parse(kind.as_str()), Some(kind));
+        assert_eq!(NodeKind::ALL.len(), 5);
+        for kind in NodeKind::ALL {
+            assert_eq!(kind.as_str().parse::<NodeKind>(), Ok(*kind));
         }
+        assert!("dataset".parse::<NodeKind>().is_err());
     }
 }

@@ -25,7 +25,7 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 use crate::db::schema::{outbox, webhooks};
-use crate::db::{Conn, DbPool};
+use crate::db::{text_enum, Conn, DbPool};
 use crate::error::{Error, Result};
 use crate::outbound::WebhookPolicy;
 use crate::templates;
@@ -43,7 +43,7 @@ pub async fn enqueue_email(
     let html = templates::render(&format!("email/{template}.html"), context)?;
     insert(
         conn,
-        "email",
+        OutboxKind::Email,
         json!({"to": to, "subject": subject, "text": text, "html": html, "about": about}),
     )
     .await
@@ -65,7 +65,7 @@ pub async fn enqueue_webhooks(
         let body = json!({"event": event, "at": Utc::now().to_rfc3339(), "data": data});
         insert(
             conn,
-            "webhook",
+            OutboxKind::Webhook,
             json!({"webhook_id": hook, "event": event, "body": body}),
         )
         .await?;
@@ -73,7 +73,15 @@ pub async fn enqueue_webhooks(
     Ok(())
 }
 
-async fn insert(conn: &mut Conn, kind: &str, payload: Value) -> Result<()> {
+text_enum! {
+    // What an outbox row delivers (`outbox.kind`).
+    enum OutboxKind as "outbox kind" {
+        Email = "email",
+        Webhook = "webhook",
+    }
+}
+
+async fn insert(conn: &mut Conn, kind: OutboxKind, payload: Value) -> Result<()> {
     diesel::insert_into(outbox::table)
         .values((
             outbox::id.eq(Uuid::now_v7()),
@@ -133,7 +141,7 @@ pub struct Delivery {
 #[diesel(table_name = outbox)]
 struct OutboxRow {
     id: Uuid,
-    kind: String,
+    kind: OutboxKind,
     payload: Value,
     attempts: i32,
 }
@@ -172,7 +180,7 @@ pub async fn deliver_due(pool: &DbPool, delivery: &Delivery) -> Result<usize> {
                         Err(e) => {
                             let attempts = row.attempts + 1;
                             let error = format!("{e:#}");
-                            let gave_up = row.kind == "webhook"
+                            let gave_up = row.kind == OutboxKind::Webhook
                                 && attempts >= delivery.webhooks.max_attempts;
                             if gave_up {
                                 tracing::error!(outbox.id = %row.id, outbox.kind = %row.kind, attempts, error = %error, "delivery failed for good; the call is marked failed");
@@ -210,9 +218,9 @@ fn backoff(attempts: i32) -> chrono::Duration {
 }
 
 async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::Result<()> {
-    match row.kind.as_str() {
-        "email" => send_mail(delivery, row).await,
-        "webhook" => {
+    match row.kind {
+        OutboxKind::Email => send_mail(delivery, row).await,
+        OutboxKind::Webhook => {
             let hook: Uuid = serde_json::from_value(row.payload["webhook_id"].clone())?;
             let found: Option<(String, String)> = webhooks::table
                 .find(hook)
@@ -250,7 +258,6 @@ async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::
             );
             Ok(())
         }
-        other => anyhow::bail!("unknown outbox kind {other}"),
     }
 }
 

@@ -10,38 +10,20 @@ use uuid::Uuid;
 use crate::audit::{self, Change};
 use crate::auth::{self, Actor};
 use crate::db::schema::{memberships, projects, users};
-use crate::db::{Conn, Slice};
+use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};
 use crate::validate;
 
-/// Project roles, in increasing order of rights: each role can do what the ones before it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    Contributor,
-    Approver,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Contributor => "contributor",
-            Role::Approver => "approver",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Role> {
-        Some(match text {
-            "viewer" => Role::Viewer,
-            "contributor" => Role::Contributor,
-            "approver" => Role::Approver,
-            "admin" => Role::Admin,
-            _ => return None,
-        })
+text_enum! {
+    // Project roles, in increasing order of rights: each role can do what the ones before it can.
+    // (A plain comment: a doc comment would become the GraphQL enum's description.)
+    #[derive(PartialOrd, Ord, async_graphql::Enum)]
+    #[graphql(name = "Role")]
+    pub enum Role as "role" {
+        Viewer = "viewer",
+        Contributor = "contributor",
+        Approver = "approver",
+        Admin = "admin",
     }
 }
 
@@ -59,19 +41,13 @@ pub struct Project {
 pub struct Membership {
     pub project_id: Uuid,
     pub user_id: Uuid,
-    pub role: String,
+    pub role: Role,
     pub groups: Vec<String>,
     pub created_at: DateTime<Utc>,
     /// Who granted the role and groups as they are (NULL: granted before this was recorded).
     pub granted_by: Option<Uuid>,
     /// When the role and groups were granted or last changed.
     pub granted_at: DateTime<Utc>,
-}
-
-impl Membership {
-    pub fn role(&self) -> Role {
-        Role::parse(&self.role).unwrap_or(Role::Viewer)
-    }
 }
 
 /// The caller's role in a project: server admins act as project admins everywhere.
@@ -82,13 +58,13 @@ pub async fn role_of(conn: &mut Conn, actor: &Actor, project_id: Uuid) -> Result
     let Some(user_id) = actor.user_id else {
         return Ok(None);
     };
-    let role: Option<String> = memberships::table
+    let role: Option<Role> = memberships::table
         .find((project_id, user_id))
         .select(memberships::role)
         .first(conn)
         .await
         .optional()?;
-    Ok(role.as_deref().and_then(Role::parse))
+    Ok(role)
 }
 
 /// Refuses unless the caller holds at least `needed` in the project. A caller who is not a
@@ -132,16 +108,13 @@ pub async fn roles_in(
     let Some(user_id) = actor.user_id else {
         return Ok(Default::default());
     };
-    let rows: Vec<(Uuid, String)> = memberships::table
+    let rows: Vec<(Uuid, Role)> = memberships::table
         .filter(memberships::user_id.eq(user_id))
         .filter(memberships::project_id.eq_any(project_ids))
         .select((memberships::project_id, memberships::role))
         .load(conn)
         .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(project, role)| Some((project, Role::parse(&role)?)))
-        .collect())
+    Ok(rows.into_iter().collect())
 }
 
 pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Project> {
@@ -212,7 +185,7 @@ pub async fn create(
             .values((
                 memberships::project_id.eq(project.id),
                 memberships::user_id.eq(user_id),
-                memberships::role.eq(Role::Admin.as_str()),
+                memberships::role.eq(Role::Admin),
                 // The creator appoints themselves.
                 memberships::granted_by.eq(user_id),
             ))
@@ -260,7 +233,7 @@ pub async fn add_member(
         .await
         .optional()?;
     if let Some(existing) = &before {
-        if existing.role == role.as_str() && existing.groups == groups {
+        if existing.role == role && existing.groups == groups {
             return Ok((existing.clone(), user));
         }
     }
@@ -276,7 +249,7 @@ pub async fn add_member(
         .values((
             memberships::project_id.eq(project.id),
             memberships::user_id.eq(user.id),
-            memberships::role.eq(role.as_str()),
+            memberships::role.eq(role),
             memberships::groups.eq(&groups),
             memberships::granted_by.eq(granted_by),
             memberships::granted_at.eq(now),
@@ -284,7 +257,7 @@ pub async fn add_member(
         .on_conflict((memberships::project_id, memberships::user_id))
         .do_update()
         .set((
-            memberships::role.eq(role.as_str()),
+            memberships::role.eq(role),
             memberships::groups.eq(&groups),
             memberships::granted_by.eq(granted_by),
             memberships::granted_at.eq(now),

@@ -19,7 +19,7 @@ use crate::db::schema::{
     code_commits, dataset_versions, datasets, deployments, memberships, model_versions, models,
     projects as projects_table, promotions, runs as runs_table, users,
 };
-use crate::db::Conn;
+use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
 use crate::lineage::{self, Direction, NodeKind, NodeRef};
 use crate::models::{Model, ModelVersion};
@@ -31,42 +31,18 @@ use crate::stages::{self, ARCHIVED};
 /// How long a request waits for approvals when the policy does not say.
 pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    /// Reserved: a promotion that reached its quorum is applied in the same transaction.
-    Approved,
-    Rejected,
-    Applied,
-    Expired,
-    Cancelled,
-    Denied,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Approved => "approved",
-            Status::Rejected => "rejected",
-            Status::Applied => "applied",
-            Status::Expired => "expired",
-            Status::Cancelled => "cancelled",
-            Status::Denied => "denied",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Status> {
-        Some(match text {
-            "pending" => Status::Pending,
-            "approved" => Status::Approved,
-            "rejected" => Status::Rejected,
-            "applied" => Status::Applied,
-            "expired" => Status::Expired,
-            "cancelled" => Status::Cancelled,
-            "denied" => Status::Denied,
-            _ => return None,
-        })
+text_enum! {
+    #[derive(async_graphql::Enum)]
+    #[graphql(name = "PromotionStatus")]
+    pub enum Status as "promotion status" {
+        Pending = "pending",
+        // Reserved: a promotion that reached its quorum is applied in the same transaction.
+        Approved = "approved",
+        Rejected = "rejected",
+        Applied = "applied",
+        Expired = "expired",
+        Cancelled = "cancelled",
+        Denied = "denied",
     }
 }
 
@@ -77,7 +53,7 @@ pub struct Promotion {
     pub project_id: Uuid,
     pub model_version_id: Uuid,
     pub stage: String,
-    pub status: String,
+    pub status: Status,
     pub requested_by: Uuid,
     pub comment: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -90,12 +66,6 @@ pub struct Promotion {
     pub required_approvals: i32,
     pub approver_group: Option<String>,
     pub replaced_version_id: Option<Uuid>,
-}
-
-impl Promotion {
-    pub fn status(&self) -> Status {
-        Status::parse(&self.status).unwrap_or(Status::Pending)
-    }
 }
 
 /// What a promotion needs besides the database: the policies and the link signer.
@@ -376,7 +346,7 @@ pub async fn approval_floor(
         let entered: Option<i32> = promotions::table
             .filter(promotions::model_version_id.eq(version.id))
             .filter(promotions::stage.eq(current))
-            .filter(promotions::status.eq(Status::Applied.as_str()))
+            .filter(promotions::status.eq(Status::Applied))
             .order(promotions::decided_at.desc())
             .select(promotions::required_approvals)
             .first(conn)
@@ -421,7 +391,7 @@ pub async fn request(
         promotions::table
             .filter(promotions::model_version_id.eq(version.id))
             .filter(promotions::stage.eq(&stage.name))
-            .filter(promotions::status.eq(Status::Pending.as_str())),
+            .filter(promotions::status.eq(Status::Pending)),
     ))
     .get_result(conn)
     .await?;
@@ -460,7 +430,7 @@ pub async fn request(
             promotions::project_id.eq(model.project_id),
             promotions::model_version_id.eq(version.id),
             promotions::stage.eq(&stage.name),
-            promotions::status.eq(status.as_str()),
+            promotions::status.eq(status),
             promotions::requested_by.eq(requester),
             promotions::comment.eq(comment),
             promotions::expires_at.eq(expires_at),
@@ -516,18 +486,14 @@ pub async fn request(
         return apply(conn, actor, &promotion).await;
     }
     let approvers = eligible_approvers(conn, &promotion).await?;
-    for approver in approvers {
-        approvals::send_link(
-            conn,
-            gate,
-            &promotion,
-            &model,
-            &version,
-            approver.user_id,
-            &approver.email,
-            &actor.email,
-        )
-        .await?;
+    let mail = approvals::LinkMail {
+        promotion: &promotion,
+        model: &model,
+        version: &version,
+        requester_email: &actor.email,
+    };
+    for approver in &approvers {
+        approvals::send_link(conn, gate, &mail, approver).await?;
     }
     Ok(promotion)
 }
@@ -571,7 +537,7 @@ pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Promotion> {
 pub async fn set_status(conn: &mut Conn, id: Uuid, status: Status) -> Result<Promotion> {
     Ok(diesel::update(promotions::table.find(id))
         .set((
-            promotions::status.eq(status.as_str()),
+            promotions::status.eq(status),
             promotions::decided_at.eq(Utc::now()),
         ))
         .returning(Promotion::as_returning())
@@ -635,7 +601,7 @@ pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Res
     .await?;
     let applied: Promotion = diesel::update(promotions::table.find(promotion.id))
         .set((
-            promotions::status.eq(Status::Applied.as_str()),
+            promotions::status.eq(Status::Applied),
             promotions::decided_at.eq(Utc::now()),
             promotions::replaced_version_id.eq(replaced.as_ref().map(|r| r.id)),
         ))
@@ -716,7 +682,7 @@ pub async fn cancel(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotio
                 Error::forbidden("only the requester or a project admin can cancel a promotion")
             })?;
     }
-    if promotion.status() != Status::Pending {
+    if promotion.status != Status::Pending {
         return Err(Error::conflict(format!(
             "the promotion is {}; only pending ones can be cancelled",
             promotion.status
@@ -742,7 +708,7 @@ pub async fn cancel(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotio
 /// Marks overdue pending promotions EXPIRED (claimed with SKIP LOCKED, so replicas share work).
 pub async fn expire_due(conn: &mut Conn) -> Result<usize> {
     let due: Vec<Promotion> = promotions::table
-        .filter(promotions::status.eq(Status::Pending.as_str()))
+        .filter(promotions::status.eq(Status::Pending))
         .filter(promotions::expires_at.le(Utc::now()))
         .order(promotions::expires_at)
         .limit(100)
@@ -818,7 +784,7 @@ pub async fn list(
         }
     }
     if let Some(status) = status {
-        query = query.filter(promotions::status.eq(status.as_str()));
+        query = query.filter(promotions::status.eq(status));
     }
     if let Some(before) = before_id {
         query = query.filter(promotions::id.lt(before));
@@ -985,7 +951,7 @@ pub async fn emergency_archive(
     }
     let pending: Vec<Promotion> = promotions::table
         .filter(promotions::model_version_id.eq(version.id))
-        .filter(promotions::status.eq(Status::Pending.as_str()))
+        .filter(promotions::status.eq(Status::Pending))
         .order(promotions::id)
         .select(Promotion::as_select())
         .for_update()

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::audit::{self, Change};
 use crate::auth::Actor;
 use crate::db::schema::{run_metrics, run_params, runs};
-use crate::db::{Conn, Slice};
+use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};
 use crate::lineage::{self, NodeKind, NodeRef};
 use crate::projects::{self, Role};
@@ -22,32 +22,14 @@ use crate::validate;
 pub const MAX_METRICS_PER_BATCH: usize = 1000;
 pub const MAX_PARAMS_PER_BATCH: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunStatus {
-    Running,
-    Finished,
-    Failed,
-    Killed,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Finished => "finished",
-            RunStatus::Failed => "failed",
-            RunStatus::Killed => "killed",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RunStatus> {
-        Some(match text {
-            "running" => RunStatus::Running,
-            "finished" => RunStatus::Finished,
-            "failed" => RunStatus::Failed,
-            "killed" => RunStatus::Killed,
-            _ => return None,
-        })
+text_enum! {
+    #[derive(async_graphql::Enum)]
+    #[graphql(name = "RunStatus")]
+    pub enum RunStatus as "run status" {
+        Running = "running",
+        Finished = "finished",
+        Failed = "failed",
+        Killed = "killed",
     }
 }
 
@@ -57,18 +39,12 @@ pub struct Run {
     pub id: Uuid,
     pub project_id: Uuid,
     pub name: Option<String>,
-    pub status: String,
+    pub status: RunStatus,
     pub code_commit_id: Option<Uuid>,
     pub tags: Value,
     pub created_by: Uuid,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
-}
-
-impl Run {
-    pub fn status(&self) -> RunStatus {
-        RunStatus::parse(&self.status).unwrap_or(RunStatus::Running)
-    }
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -147,7 +123,7 @@ pub async fn start(
             runs::id.eq(Uuid::now_v7()),
             runs::project_id.eq(project.id),
             runs::name.eq(new.name),
-            runs::status.eq(RunStatus::Running.as_str()),
+            runs::status.eq(RunStatus::Running),
             runs::code_commit_id.eq(new.code_commit_id),
             runs::tags.eq(&tags),
             runs::created_by.eq(actor.user_id()?),
@@ -257,7 +233,7 @@ pub async fn log_params(
         }
     }
     let run = lock(conn, actor, run_id, true).await?;
-    if run.status() != RunStatus::Running {
+    if run.status != RunStatus::Running {
         return Err(Error::conflict(format!(
             "run {run_id} is {} and takes no more params",
             run.status
@@ -348,7 +324,7 @@ pub async fn log_metrics(
         ats.push(metric.at.unwrap_or(now));
     }
     let run = lock(conn, actor, run_id, false).await?;
-    if run.status() != RunStatus::Running {
+    if run.status != RunStatus::Running {
         return Err(Error::conflict(format!(
             "run {run_id} is {} and takes no more metrics",
             run.status
@@ -384,17 +360,14 @@ pub async fn finish(
         ));
     }
     let run = lock(conn, actor, run_id, true).await?;
-    if run.status() != RunStatus::Running {
+    if run.status != RunStatus::Running {
         return Err(Error::conflict(format!(
             "run {run_id} has already ended as {}",
             run.status
         )));
     }
     let finished: Run = diesel::update(runs::table.find(run_id))
-        .set((
-            runs::status.eq(status.as_str()),
-            runs::ended_at.eq(Utc::now()),
-        ))
+        .set((runs::status.eq(status), runs::ended_at.eq(Utc::now())))
         .returning(Run::as_returning())
         .get_result(conn)
         .await?;

@@ -496,19 +496,29 @@ pub struct DirectUpload {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The file a client announces before uploading it directly: where it goes and what it holds.
+pub struct AnnouncedFile<'a> {
+    pub owner: Owner,
+    pub path: &'a str,
+    pub sha256: &'a str,
+    pub size: u64,
+}
+
 /// Starts a direct upload of `size` bytes whose digest the client announces: answers one URL per
 /// part (presigned by S3, or on this server for the local store).
-#[allow(clippy::too_many_arguments)]
 pub async fn begin_direct_upload(
     conn: &mut Conn,
     artifacts: &Artifacts,
     keys: &TokenKeys,
     actor: &Actor,
-    owner: Owner,
-    path: &str,
-    sha256: &str,
-    size: u64,
+    file: AnnouncedFile<'_>,
 ) -> Result<DirectUpload> {
+    let AnnouncedFile {
+        owner,
+        path,
+        sha256,
+        size,
+    } = file;
     validate_path(path)?;
     let sha256 = crate::validate::sha256(sha256)?;
     if size > artifacts.max_size {

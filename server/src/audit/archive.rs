@@ -42,7 +42,6 @@ pub struct Archived {
 /// Exports entries before `before` to a temporary file in `work_dir`, verifies that file with the
 /// public key (as an auditor would), then stores and records it. `reader` streams the entries;
 /// `conn` records the archive.
-#[allow(clippy::too_many_arguments)]
 pub async fn archive(
     conn: &mut Conn,
     reader: Conn,
@@ -69,22 +68,41 @@ pub async fn archive(
     exporter.start(Box::new(reader));
     let id = Uuid::now_v7();
     let tmp = work_dir.join(format!("audit-archive-{id}.jsonl.partial"));
-    let result = write_and_store(conn, keys, store, actor, before, &mut exporter, id, &tmp).await;
+    let run = ArchiveRun {
+        keys,
+        store,
+        actor,
+        before,
+    };
+    let result = write_and_store(conn, run, &mut exporter, id, &tmp).await;
     tokio::fs::remove_file(&tmp).await.ok();
     result
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One archive run: the key that signs and verifies, the store that keeps the file, who asks,
+/// and the time before which entries are archived.
+#[derive(Clone, Copy)]
+struct ArchiveRun<'a> {
+    keys: &'a AuditKeys,
+    store: &'a ArtifactStore,
+    actor: &'a Actor,
+    before: DateTime<Utc>,
+}
+
+/// Writes the export to `tmp`, verifies it, then stores the file and records the archive `id`.
 async fn write_and_store(
     conn: &mut Conn,
-    keys: &AuditKeys,
-    store: &ArtifactStore,
-    actor: &Actor,
-    before: DateTime<Utc>,
+    run: ArchiveRun<'_>,
     exporter: &mut Exporter,
     id: Uuid,
     tmp: &Path,
 ) -> anyhow::Result<Archived> {
+    let ArchiveRun {
+        keys,
+        store,
+        actor,
+        before,
+    } = run;
     let mut file =
         tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(tmp).await?);
     let mut manifest_line = String::new();

@@ -17,23 +17,15 @@ use uuid::Uuid;
 
 use super::{rfc3339, AuditKeys};
 use crate::db::schema::{audit_checkpoints, audit_head};
-use crate::db::{Conn, DbPool};
+use crate::db::{text_enum, Conn, DbPool};
 use crate::error::Result;
 
-#[derive(Debug, Clone, Copy)]
-pub enum Reason {
-    Periodic,
-    Export,
-    Archive,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Periodic => "periodic",
-            Reason::Export => "export",
-            Reason::Archive => "archive",
-        }
+text_enum! {
+    // Why a checkpoint was signed (`audit_checkpoints.reason`).
+    pub enum Reason as "checkpoint reason" {
+        Periodic = "periodic",
+        Export = "export",
+        Archive = "archive",
     }
 }
 
@@ -44,7 +36,7 @@ pub struct Checkpoint {
     pub seq: i64,
     pub hash: String,
     pub signed_at: DateTime<Utc>,
-    pub reason: String,
+    pub reason: Reason,
     pub actor: String,
     pub key_id: String,
     pub jws: String,
@@ -82,7 +74,7 @@ pub async fn sign_head(
         seq,
         hash,
         signed_at: now,
-        reason: reason.as_str().to_owned(),
+        reason,
         actor: actor.to_owned(),
         key_id: keys.public.key_id(),
         jws: keys.sign(&claims)?,
@@ -93,7 +85,7 @@ pub async fn sign_head(
             audit_checkpoints::seq.eq(checkpoint.seq),
             audit_checkpoints::hash.eq(&checkpoint.hash),
             audit_checkpoints::signed_at.eq(checkpoint.signed_at),
-            audit_checkpoints::reason.eq(&checkpoint.reason),
+            audit_checkpoints::reason.eq(checkpoint.reason),
             audit_checkpoints::actor.eq(&checkpoint.actor),
             audit_checkpoints::key_id.eq(&checkpoint.key_id),
             audit_checkpoints::jws.eq(&checkpoint.jws),

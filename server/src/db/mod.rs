@@ -38,6 +38,142 @@ impl VersionRange {
     }
 }
 
+/// A text column value that is not one of its enum's values: a read fails with it instead of
+/// guessing (the CHECK constraints keep such rows out; this is the second line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownValue {
+    /// What the value was meant to be, e.g. "promotion status".
+    pub what: &'static str,
+    pub value: String,
+    pub expected: &'static [&'static str],
+}
+
+impl std::fmt::Display for UnknownValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "unknown {} `{}` (expected one of: {})",
+            self.what,
+            self.value,
+            self.expected.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownValue {}
+
+/// What [`text_enum!`]'s `FromSql` does with a column's bytes: the enum value they name, or an
+/// error ([`UnknownValue`] for text that names none). A function of its own so that tests can
+/// feed it bytes (diesel's `PgValue` cannot be built outside diesel).
+pub(crate) fn from_column<T>(bytes: &[u8]) -> diesel::deserialize::Result<T>
+where
+    T: std::str::FromStr<Err = UnknownValue>,
+{
+    Ok(std::str::from_utf8(bytes)?.parse::<T>()?)
+}
+
+/// Declares an enum stored in a `text` column: the enum, `as_str`, `ALL`, `Display`, `FromStr`
+/// (unknown text is an [`UnknownValue`]), `Serialize` (as its text) and diesel's
+/// `ToSql`/`FromSql<Text, Pg>`, so a row struct holds the enum itself and an unknown value in
+/// the database is a read error, never a default. Extra attributes (derives, `#[graphql]`)
+/// follow the enum's own derives; keep them free of doc comments where the enum is a GraphQL
+/// enum, as those would become SDL descriptions.
+///
+/// ```ignore
+/// text_enum! {
+///     pub enum RunStatus as "run status" {
+///         Running = "running",
+///         Finished = "finished",
+///     }
+/// }
+/// ```
+macro_rules! text_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident as $what:literal {
+            $( $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        #[derive(
+            Debug,
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            diesel::expression::AsExpression,
+            diesel::deserialize::FromSqlRow,
+        )]
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        $(#[$meta])*
+        $vis enum $name {
+            $( $variant, )+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            #[allow(dead_code)]
+            pub const ALL: &'static [$name] = &[$( $name::$variant ),+];
+
+            /// The text stored in the column.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::db::UnknownValue;
+
+            fn from_str(text: &str) -> ::std::result::Result<Self, Self::Err> {
+                match text {
+                    $( $text => Ok($name::$variant), )+
+                    _ => Err($crate::db::UnknownValue {
+                        what: $what,
+                        value: text.to_owned(),
+                        expected: &[$( $text ),+],
+                    }),
+                }
+            }
+        }
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut diesel::serialize::Output<'b, '_, diesel::pg::Pg>,
+            ) -> diesel::serialize::Result {
+                <str as diesel::serialize::ToSql<diesel::sql_types::Text, diesel::pg::Pg>>::to_sql(
+                    self.as_str(),
+                    out,
+                )
+            }
+        }
+
+        impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for $name {
+            fn from_sql(bytes: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+                $crate::db::from_column(bytes.as_bytes())
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations");
 
 /// The connection strings of one installation. `runtime` serves requests: ideally a role that
@@ -192,6 +328,37 @@ mod tests {
         );
         assert_eq!(url_user("postgres://a%40b@h/d").as_deref(), Some("a@b"));
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+
+    #[test]
+    fn an_unknown_column_value_is_an_error_not_a_default() {
+        use crate::lineage::NodeKind;
+        use crate::projects::Role;
+        use crate::promotions::Status;
+        use crate::runs::RunStatus;
+
+        assert_eq!(from_column::<Status>(b"applied").unwrap(), Status::Applied);
+        assert_eq!(
+            from_column::<NodeKind>(b"code_commit").unwrap(),
+            NodeKind::CodeCommit
+        );
+        let err = from_column::<Status>(b"PENDING").unwrap_err().to_string();
+        assert!(
+            err.contains("promotion status `PENDING`") && err.contains("pending, approved"),
+            "{err}"
+        );
+        let err = from_column::<NodeKind>(b"dataset").unwrap_err().to_string();
+        assert!(err.contains("lineage node kind `dataset`"), "{err}");
+        assert!(from_column::<Role>(b"owner").is_err());
+        assert!(from_column::<RunStatus>(b"").is_err());
+        assert!(from_column::<RunStatus>(b"\xff").is_err());
+        // Every value reads back as itself.
+        for status in Status::ALL {
+            assert_eq!(
+                from_column::<Status>(status.as_str().as_bytes()).unwrap(),
+                *status
+            );
+        }
     }
 
     #[test]

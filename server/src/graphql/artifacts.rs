@@ -117,10 +117,12 @@ impl ArtifactMutation {
                     &state.artifacts,
                     &state.keys,
                     actor,
-                    owner,
-                    &path,
-                    &sha256.0,
-                    size_bytes as u64,
+                    artifacts::AnnouncedFile {
+                        owner,
+                        path: &path,
+                        sha256: &sha256.0,
+                        size: size_bytes as u64,
+                    },
                 )
                 .await
             }

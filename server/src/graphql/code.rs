@@ -50,6 +50,7 @@ pub struct CodeMutation;
 #[Object]
 impl CodeMutation {
     /// Registers a commit; the same repository, commit and dirty flag again returns the first one.
+    // The arguments are the mutation's GraphQL arguments; async-graphql names them by these.
     #[allow(clippy::too_many_arguments)]
     async fn register_code_commit(
         &self,

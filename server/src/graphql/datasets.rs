@@ -144,6 +144,7 @@ impl DatasetMutation {
     }
 
     /// Registers the next version of a dataset; `derivedFrom` names the versions it was made from.
+    // The arguments are the mutation's GraphQL arguments; async-graphql names them by these.
     #[allow(clippy::too_many_arguments)]
     async fn register_dataset_version(
         &self,

@@ -1,62 +1,21 @@
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::{actor, parse_id, read, transaction, GqlResult};
 use crate::lineage::{self, Direction, Edge, NodeKind, NodeRef};
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "NodeKind")]
-pub enum NodeKindGql {
-    DatasetVersion,
-    CodeCommit,
-    Run,
-    ModelVersion,
-    Deployment,
-}
-
-impl From<NodeKindGql> for NodeKind {
-    fn from(kind: NodeKindGql) -> Self {
-        match kind {
-            NodeKindGql::DatasetVersion => NodeKind::DatasetVersion,
-            NodeKindGql::CodeCommit => NodeKind::CodeCommit,
-            NodeKindGql::Run => NodeKind::Run,
-            NodeKindGql::ModelVersion => NodeKind::ModelVersion,
-            NodeKindGql::Deployment => NodeKind::Deployment,
-        }
-    }
-}
-
-impl From<NodeKind> for NodeKindGql {
-    fn from(kind: NodeKind) -> Self {
-        match kind {
-            NodeKind::DatasetVersion => NodeKindGql::DatasetVersion,
-            NodeKind::CodeCommit => NodeKindGql::CodeCommit,
-            NodeKind::Run => NodeKindGql::Run,
-            NodeKind::ModelVersion => NodeKindGql::ModelVersion,
-            NodeKind::Deployment => NodeKindGql::Deployment,
-        }
-    }
-}
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "LineageDirection")]
-pub enum LineageDirection {
-    Upstream,
-    Downstream,
-}
-
 #[derive(InputObject)]
 #[graphql(name = "NodeRef")]
 pub struct NodeRefInput {
-    pub kind: NodeKindGql,
+    pub kind: NodeKind,
     pub id: ID,
 }
 
 impl NodeRefInput {
     fn parse(&self) -> GqlResult<NodeRef> {
         Ok(NodeRef {
-            kind: self.kind.into(),
+            kind: self.kind,
             id: parse_id(&self.id, "node")?,
         })
     }
@@ -64,14 +23,14 @@ impl NodeRefInput {
 
 #[derive(SimpleObject, Clone)]
 pub struct LineageNode {
-    kind: NodeKindGql,
+    kind: NodeKind,
     id: ID,
 }
 
 impl From<NodeRef> for LineageNode {
     fn from(node: NodeRef) -> Self {
         LineageNode {
-            kind: node.kind.into(),
+            kind: node.kind,
             id: ID(node.id.to_string()),
         }
     }
@@ -116,15 +75,11 @@ impl LineageQuery {
         &self,
         ctx: &Context<'_>,
         node: NodeRefInput,
-        direction: LineageDirection,
+        direction: Direction,
         #[graphql(default = 3)] depth: Option<i32>,
     ) -> GqlResult<LineageGraph> {
         let actor = actor(ctx)?;
         let start = node.parse()?;
-        let direction = match direction {
-            LineageDirection::Upstream => Direction::Upstream,
-            LineageDirection::Downstream => Direction::Downstream,
-        };
         let depth = depth.unwrap_or(3);
         let graph = read(ctx, |c| {
             lineage::traverse(c, actor, start, direction, depth).scope_boxed()

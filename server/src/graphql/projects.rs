@@ -1,5 +1,5 @@
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, Object, ID};
+use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
@@ -17,37 +17,6 @@ use crate::auth::User;
 use crate::error::Error;
 use crate::projects::{self, Membership, Project, Role};
 use crate::{datasets, models, runs};
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "Role")]
-pub enum RoleGql {
-    Viewer,
-    Contributor,
-    Approver,
-    Admin,
-}
-
-impl From<RoleGql> for Role {
-    fn from(role: RoleGql) -> Self {
-        match role {
-            RoleGql::Viewer => Role::Viewer,
-            RoleGql::Contributor => Role::Contributor,
-            RoleGql::Approver => Role::Approver,
-            RoleGql::Admin => Role::Admin,
-        }
-    }
-}
-
-impl From<Role> for RoleGql {
-    fn from(role: Role) -> Self {
-        match role {
-            Role::Viewer => RoleGql::Viewer,
-            Role::Contributor => RoleGql::Contributor,
-            Role::Approver => RoleGql::Approver,
-            Role::Admin => RoleGql::Admin,
-        }
-    }
-}
 
 /// A project the caller may read.
 pub struct ProjectNode(pub Readable<Project>);
@@ -179,8 +148,8 @@ impl MembershipNode {
         UserNode(self.user.clone())
     }
 
-    async fn role(&self) -> RoleGql {
-        self.membership.role().into()
+    async fn role(&self) -> Role {
+        self.membership.role
     }
 
     async fn groups(&self) -> &[String] {
@@ -246,7 +215,7 @@ impl ProjectMutation {
         ctx: &Context<'_>,
         project: String,
         email: String,
-        role: RoleGql,
+        role: Role,
         groups: Option<Vec<String>>,
     ) -> GqlResult<MembershipNode> {
         let actor = actor(ctx)?;
@@ -257,7 +226,7 @@ impl ProjectMutation {
                     actor,
                     &project,
                     &email,
-                    role.into(),
+                    role,
                     groups.unwrap_or_default(),
                 )
                 .await?;

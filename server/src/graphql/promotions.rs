@@ -1,5 +1,5 @@
 use async_graphql::connection::Connection;
-use async_graphql::{Context, Enum, Json, Object, SimpleObject, ID};
+use async_graphql::{Context, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
@@ -17,59 +17,6 @@ use crate::error::Error;
 use crate::notify;
 use crate::promotions::{self, Promotion, Status};
 use crate::stages::{self, Stage};
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "PromotionStatus")]
-pub enum PromotionStatusGql {
-    Pending,
-    Approved,
-    Rejected,
-    Applied,
-    Expired,
-    Cancelled,
-    Denied,
-}
-
-impl From<Status> for PromotionStatusGql {
-    fn from(s: Status) -> Self {
-        match s {
-            Status::Pending => Self::Pending,
-            Status::Approved => Self::Approved,
-            Status::Rejected => Self::Rejected,
-            Status::Applied => Self::Applied,
-            Status::Expired => Self::Expired,
-            Status::Cancelled => Self::Cancelled,
-            Status::Denied => Self::Denied,
-        }
-    }
-}
-
-impl From<PromotionStatusGql> for Status {
-    fn from(s: PromotionStatusGql) -> Self {
-        match s {
-            PromotionStatusGql::Pending => Status::Pending,
-            PromotionStatusGql::Approved => Status::Approved,
-            PromotionStatusGql::Rejected => Status::Rejected,
-            PromotionStatusGql::Applied => Status::Applied,
-            PromotionStatusGql::Expired => Status::Expired,
-            PromotionStatusGql::Cancelled => Status::Cancelled,
-            PromotionStatusGql::Denied => Status::Denied,
-        }
-    }
-}
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum ApprovalDecision {
-    Approve,
-    Reject,
-}
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum ApprovalVia {
-    Web,
-    Email,
-    Api,
-}
 
 /// A stage of a project the caller may read.
 pub struct StageNode(pub Readable<Stage>);
@@ -92,9 +39,9 @@ impl StageNode {
 #[derive(SimpleObject)]
 pub struct ApprovalNode {
     approver: UserNode,
-    decision: ApprovalDecision,
+    decision: Verdict,
     comment: Option<String>,
-    via: ApprovalVia,
+    via: Via,
     at: DateTime<Utc>,
 }
 
@@ -126,8 +73,8 @@ impl PromotionNode {
         ID(self.0.id.to_string())
     }
 
-    async fn status(&self) -> PromotionStatusGql {
-        self.0.status().into()
+    async fn status(&self) -> Status {
+        self.0.status
     }
 
     async fn stage(&self) -> &str {
@@ -209,17 +156,9 @@ impl PromotionNode {
             .into_iter()
             .map(|(a, user)| ApprovalNode {
                 approver: UserNode(user),
-                decision: if a.decision == "approve" {
-                    ApprovalDecision::Approve
-                } else {
-                    ApprovalDecision::Reject
-                },
+                decision: a.decision,
                 comment: a.comment,
-                via: match a.via.as_str() {
-                    "web" => ApprovalVia::Web,
-                    "email" => ApprovalVia::Email,
-                    _ => ApprovalVia::Api,
-                },
+                via: a.via,
                 at: a.at,
             })
             .collect())
@@ -257,7 +196,7 @@ impl PromotionQuery {
         &self,
         ctx: &Context<'_>,
         project: Option<String>,
-        status: Option<PromotionStatusGql>,
+        status: Option<Status>,
         first: Option<i32>,
         after: Option<String>,
     ) -> GqlResult<Connection<String, PromotionNode>> {
@@ -270,7 +209,7 @@ impl PromotionQuery {
                     c,
                     actor,
                     project.as_deref(),
-                    status.map(Into::into),
+                    status,
                     after,
                     limit,
                 )

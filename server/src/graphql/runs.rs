@@ -1,4 +1,4 @@
-use async_graphql::{Context, Enum, InputObject, Json, Object, SimpleObject, ID};
+use async_graphql::{Context, InputObject, Json, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
@@ -14,37 +14,6 @@ use crate::access::Readable;
 use crate::error::Error;
 use crate::projects::Role;
 use crate::runs::{self, NewMetric, NewRun, Run, RunStatus};
-
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-#[graphql(name = "RunStatus")]
-pub enum RunStatusGql {
-    Running,
-    Finished,
-    Failed,
-    Killed,
-}
-
-impl From<RunStatus> for RunStatusGql {
-    fn from(status: RunStatus) -> Self {
-        match status {
-            RunStatus::Running => RunStatusGql::Running,
-            RunStatus::Finished => RunStatusGql::Finished,
-            RunStatus::Failed => RunStatusGql::Failed,
-            RunStatus::Killed => RunStatusGql::Killed,
-        }
-    }
-}
-
-impl From<RunStatusGql> for RunStatus {
-    fn from(status: RunStatusGql) -> Self {
-        match status {
-            RunStatusGql::Running => RunStatus::Running,
-            RunStatusGql::Finished => RunStatus::Finished,
-            RunStatusGql::Failed => RunStatus::Failed,
-            RunStatusGql::Killed => RunStatus::Killed,
-        }
-    }
-}
 
 #[derive(InputObject)]
 pub struct ParamInput {
@@ -87,8 +56,8 @@ impl RunNode {
         self.0.name.as_deref()
     }
 
-    async fn status(&self) -> RunStatusGql {
-        self.0.status().into()
+    async fn status(&self) -> RunStatus {
+        self.0.status
     }
 
     async fn started_at(&self) -> DateTime<Utc> {
@@ -293,12 +262,12 @@ impl RunMutation {
         &self,
         ctx: &Context<'_>,
         run_id: ID,
-        status: RunStatusGql,
+        status: RunStatus,
     ) -> GqlResult<RunNode> {
         let actor = actor(ctx)?;
         let run_id = parse_id(&run_id, "run")?;
         let run = transaction(ctx, |c| {
-            async move { runs::finish(c, actor, run_id, status.into()).await }.scope_boxed()
+            async move { runs::finish(c, actor, run_id, status).await }.scope_boxed()
         })
         .await?;
         Ok(RunNode(readable(ctx, run).await?))

@@ -75,7 +75,7 @@ async fn show(state: web::Data<AppState>, token: web::Path<String>) -> HttpRespo
         Ok(v) => v,
         Err(e) => return refused(&e),
     };
-    if promotion.status() != Status::Pending {
+    if promotion.status != Status::Pending {
         return refused(&Error::conflict(format!(
             "This promotion is {}; it no longer waits for decisions.",
             promotion.status
@@ -119,10 +119,11 @@ async fn decide(
             "The form's security check failed (open the link again and decide from that page).",
         ));
     }
-    let verdict = match form.decision.as_str() {
-        "approve" => Verdict::Approve,
-        "reject" => Verdict::Reject,
-        other => return refused(&Error::invalid(format!("unknown decision `{other}`"))),
+    let Ok(verdict) = form.decision.parse::<Verdict>() else {
+        return refused(&Error::invalid(format!(
+            "unknown decision `{}`",
+            form.decision
+        )));
     };
     let comment = form
         .comment
@@ -153,7 +154,7 @@ async fn decide(
                 Verdict::Approve => "Approved",
                 Verdict::Reject => "Rejected",
             };
-            let message = match promotion.status() {
+            let message = match promotion.status {
                 Status::Applied => format!(
                     "The quorum is reached: the version is now in {}.",
                     promotion.stage
@@ -165,7 +166,7 @@ async fn decide(
             page(
                 StatusCode::OK,
                 "approve_done.html",
-                json!({"title": title, "message": message, "status": promotion.status.to_uppercase()}),
+                json!({"title": title, "message": message, "status": promotion.status.as_str().to_uppercase()}),
             )
         }
         Err(e) => refused(&e),

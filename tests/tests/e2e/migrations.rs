@@ -441,3 +441,71 @@ fn schema_rs_parser_sees_types_nullability_and_keys() {
     assert_eq!(things.columns["type"], ("_text".to_string(), false));
     assert_eq!(things.columns.len(), 3);
 }
+
+/// Every column that holds one of a fixed set of values (a Rust enum on the server) has a CHECK
+/// constraint: an unknown value written directly in SQL is refused, naming the constraint, and
+/// a known value in the very same statement is not refused by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enum_columns_refuse_unknown_values() {
+    let db = TestDb::create().await;
+    let sql = db.connect().await;
+    let u = "gen_random_uuid()";
+    // (table, column, a known value, the INSERT with `$V` where the value goes; every NOT NULL
+    // column without a default is given, so only the value (or a foreign key) can fail it).
+    let cases: Vec<(&str, &str, &str, String)> = vec![
+        ("memberships", "role", "viewer",
+         format!("INSERT INTO memberships (project_id, user_id, role) VALUES ({u}, {u}, $V)")),
+        ("runs", "status", "finished",
+         format!("INSERT INTO runs (id, project_id, status, created_by, ended_at) VALUES ({u}, {u}, $V, {u}, now())")),
+        ("promotions", "status", "pending",
+         format!("INSERT INTO promotions (id, project_id, model_version_id, stage, status, requested_by, expires_at, \
+                  manifest_sha256, policy_digest, policy_input, policy_result, required_approvals) \
+                  VALUES ({u}, {u}, {u}, 'production', $V, {u}, now(), 'm', 'd', '{{}}', '{{}}', 0)")),
+        ("approvals", "decision", "approve",
+         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via) VALUES ({u}, {u}, {u}, $V, 'web')")),
+        ("approvals", "via", "email",
+         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via) VALUES ({u}, {u}, {u}, 'approve', $V)")),
+        ("lineage_edges", "from_kind", "run",
+         format!("INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation) VALUES ({u}, $V, {u}, 'dataset_version', {u}, 'consumed')")),
+        ("lineage_edges", "to_kind", "deployment",
+         format!("INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation) VALUES ({u}, 'model_version', {u}, $V, {u}, 'deployed_as')")),
+        ("outbox", "kind", "webhook",
+         "INSERT INTO outbox (id, kind, payload) VALUES (gen_random_uuid(), $V, '{}')".to_string()),
+        ("audit_checkpoints", "reason", "export",
+         format!("INSERT INTO audit_checkpoints (id, seq, hash, signed_at, reason, actor, key_id, jws) \
+                  VALUES ({u}, 0, repeat('0', 64), now(), $V, 'a', 'k', 'j')")),
+    ];
+    let mut problems = Vec::new();
+    for (table, column, known, insert) in &cases {
+        let constraint = format!("{table}_{column}_check");
+        for bad in ["PENDING", "bogus", ""] {
+            let statement = insert.replace("$V", &format!("'{bad}'"));
+            match sql.batch_execute(&statement).await {
+                Ok(()) => problems.push(format!("{table}.{column} accepted `{bad}`")),
+                Err(e) => {
+                    let refused_by = e
+                        .as_db_error()
+                        .filter(|d| d.code() == &tokio_postgres::error::SqlState::CHECK_VIOLATION)
+                        .and_then(|d| d.constraint().map(str::to_owned));
+                    if refused_by.as_deref() != Some(constraint.as_str()) {
+                        problems.push(format!(
+                            "{table}.{column} = `{bad}`: expected a violation of {constraint}, got {}",
+                            db_error_text(&e)
+                        ));
+                    }
+                }
+            }
+        }
+        // The control: the known value passes the CHECK (the row may still fail a foreign key).
+        let statement = insert.replace("$V", &format!("'{known}'"));
+        if let Err(e) = sql.batch_execute(&statement).await {
+            if e.code() == Some(&tokio_postgres::error::SqlState::CHECK_VIOLATION) {
+                problems.push(format!(
+                    "{table}.{column} refused the known value `{known}`: {}",
+                    db_error_text(&e)
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

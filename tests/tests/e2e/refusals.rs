@@ -482,3 +482,42 @@ async fn lineage_cycles_are_refused() {
     )
     .await;
 }
+
+/// A value the server does not know in an enum column (written behind its back, with the CHECK
+/// constraint dropped) makes the read fail; it never reads as some default (an unknown lineage
+/// kind used to read as RUN, an unknown run or promotion status as RUNNING or PENDING).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_enum_values_in_the_database_are_errors_not_defaults() {
+    let w = world().await;
+    let (env, a) = (&w.env, &w.env.admin);
+    let lineage = "query($id: ID!) { lineage(node: {kind: RUN, id: $id}, direction: UPSTREAM, depth: 1) { nodes { kind id } } }";
+    let run = "query($id: ID!) { run(id: $id) { status } }";
+    let vars = json!({ "id": w.run });
+    // Before: both read.
+    let before = env.gql_ok(a, lineage, vars.clone()).await;
+    let kinds: Vec<&str> = before["lineage"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"DATASET_VERSION"), "{before}");
+    assert_eq!(
+        env.gql_ok(a, run, vars.clone()).await["run"]["status"],
+        "RUNNING"
+    );
+
+    let sql = env.sql().await;
+    sql.batch_execute(&format!(
+        "ALTER TABLE lineage_edges DROP CONSTRAINT lineage_edges_to_kind_check;
+         UPDATE lineage_edges SET to_kind = 'dataset' WHERE from_id = '{run}' AND to_kind = 'dataset_version';
+         ALTER TABLE runs DROP CONSTRAINT runs_status_check, DROP CONSTRAINT runs_check;
+         UPDATE runs SET status = 'paused' WHERE id = '{run}';",
+        run = w.run
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{}", custody_tests::db::db_error_text(&e)));
+
+    assert_eq!(env.gql_err_code(a, lineage, vars.clone()).await, "INTERNAL");
+    assert_eq!(env.gql_err_code(a, run, vars).await, "INTERNAL");
+}
