@@ -6,7 +6,7 @@
 
 pub mod access;
 pub mod app;
-pub mod approvals;
+
 pub mod artifacts;
 pub mod audit;
 pub mod auth;

@@ -12,6 +12,7 @@ use crate::auth::{self, Actor};
 use crate::db::schema::{memberships, projects, users};
 use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};
+use crate::stages::{self, Stage};
 use crate::validate;
 
 text_enum! {
@@ -179,7 +180,7 @@ pub async fn create(
         .returning(Project::as_returning())
         .get_result(conn)
         .await?;
-    crate::stages::create_defaults(conn, project.id).await?;
+    stages::create_defaults(conn, project.id).await?;
     if let Some(user_id) = actor.user_id {
         diesel::insert_into(memberships::table)
             .values((
@@ -356,4 +357,29 @@ pub async fn memberships_visible_to(
         );
     }
     Ok(query.load(conn).await?)
+}
+
+/// Adds a stage to a project (project admins); see [`stages::add`].
+pub async fn add_stage(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    position: i32,
+    requires_approval: bool,
+) -> Result<Stage> {
+    let project = find_authorized(conn, actor, project_name, Role::Admin).await?;
+    stages::add(conn, actor, &project, name, position, requires_approval).await
+}
+
+/// Sets whether promotions into a stage wait for approval (project admins).
+pub async fn set_stage_approval(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    name: &str,
+    requires_approval: bool,
+) -> Result<Stage> {
+    let project = find_authorized(conn, actor, project_name, Role::Admin).await?;
+    stages::set_requires_approval(conn, actor, &project, name, requires_approval).await
 }

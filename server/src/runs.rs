@@ -442,3 +442,20 @@ pub async fn metrics_of(
     }
     Ok(query.load(conn).await?)
 }
+
+/// The last logged value of each metric of these runs (highest step, then latest time): one row
+/// per run and key however many points were logged. Policies and compliance reports read it.
+pub async fn last_metrics(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Metric>> {
+    Ok(run_metrics::table
+        .filter(run_metrics::run_id.eq_any(run_ids))
+        .distinct_on((run_metrics::run_id, run_metrics::key))
+        .order((
+            run_metrics::run_id,
+            run_metrics::key,
+            run_metrics::step.desc(),
+            run_metrics::at.desc(),
+        ))
+        .select(Metric::as_select())
+        .load(conn)
+        .await?)
+}

@@ -1,4 +1,7 @@
-//! Stages: per project, ordered; each says whether promotions into it wait for approval.
+//! Stages: per project, ordered; each says whether promotions into it wait for approval. This
+//! module owns the table; the admin commands that change stages are authorized by `projects`
+//! (`projects::add_stage`, `projects::set_stage_approval`), which calls in here with the
+//! project it checked, so the two modules do not import each other.
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -10,7 +13,7 @@ use crate::auth::Actor;
 use crate::db::schema::project_stages;
 use crate::db::Conn;
 use crate::error::{Error, Result};
-use crate::projects::{self, Role};
+use crate::projects::Project;
 
 /// Where superseded versions go; always present, never holds a "current" version.
 pub const ARCHIVED: &str = "archived";
@@ -84,16 +87,17 @@ fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// Adds a stage at `position` (admins). Positions order the stages; two stages cannot share one.
+/// Adds a stage at `position` to a project the caller administers. Positions order the stages;
+/// two stages cannot share one.
 pub async fn add(
     conn: &mut Conn,
     actor: &Actor,
-    project_name: &str,
+    project: &Project,
     name: &str,
     position: i32,
     requires_approval: bool,
 ) -> Result<Stage> {
-    let project = projects::find_authorized(conn, actor, project_name, Role::Admin).await?;
+    let project_name = &project.name;
     validate_name(name)?;
     let existing = list(conn, project.id).await?;
     if existing.iter().any(|s| s.name == name) {
@@ -135,15 +139,14 @@ pub async fn add(
     Ok(stage)
 }
 
-/// Sets whether promotions into a stage wait for approval (admins).
+/// Sets whether promotions into a stage of a project the caller administers wait for approval.
 pub async fn set_requires_approval(
     conn: &mut Conn,
     actor: &Actor,
-    project_name: &str,
+    project: &Project,
     name: &str,
     requires_approval: bool,
 ) -> Result<Stage> {
-    let project = projects::find_authorized(conn, actor, project_name, Role::Admin).await?;
     let before = find(conn, project.id, name).await?;
     if name == ARCHIVED && requires_approval {
         return Err(Error::invalid("archiving never waits for approval"));

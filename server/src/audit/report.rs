@@ -20,7 +20,7 @@ use super::{rfc3339, AuditEntry, AuditKeys, GENESIS_HASH};
 use crate::auth::Actor;
 use crate::db::schema::{
     approvals, audit_log, deployments, model_versions, models, projects as projects_table,
-    promotions, run_metrics, users,
+    promotions, users,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -259,31 +259,11 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
     for p in runs::params_of(conn, &run_ids).await? {
         params.entry(p.run_id).or_default().insert(p.key, p.value);
     }
-    // The last value of each metric (highest step, then latest time): one row per key however
-    // many points were logged.
-    let last_metrics: Vec<(Uuid, String, f64, i64, DateTime<Utc>)> = run_metrics::table
-        .filter(run_metrics::run_id.eq_any(&run_ids))
-        .distinct_on((run_metrics::run_id, run_metrics::key))
-        .order((
-            run_metrics::run_id,
-            run_metrics::key,
-            run_metrics::step.desc(),
-            run_metrics::at.desc(),
-        ))
-        .select((
-            run_metrics::run_id,
-            run_metrics::key,
-            run_metrics::value,
-            run_metrics::step,
-            run_metrics::at,
-        ))
-        .load(conn)
-        .await?;
     let mut metrics: BTreeMap<Uuid, BTreeMap<String, Value>> = BTreeMap::new();
-    for (run, key, value, step, at) in last_metrics {
-        metrics.entry(run).or_default().insert(
-            key,
-            json!({"value": value, "step": step, "at": rfc3339(at)}),
+    for m in runs::last_metrics(conn, &run_ids).await? {
+        metrics.entry(m.run_id).or_default().insert(
+            m.key,
+            json!({"value": m.value, "step": m.step, "at": rfc3339(m.at)}),
         );
     }
     let run_items: Vec<Value> = runs::by_ids(conn, &run_ids)

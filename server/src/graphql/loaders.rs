@@ -7,7 +7,6 @@ use uuid::Uuid;
 
 use async_graphql::dataloader::Loader;
 
-use crate::approvals::{self, Approval};
 use crate::artifacts::{self, ArtifactFile};
 use crate::auth::{self, User};
 use crate::code::{self, CodeCommit};
@@ -16,6 +15,7 @@ use crate::db::{DbPool, VersionRange};
 use crate::lineage;
 use crate::models::{self, Model, ModelVersion};
 use crate::projects::{self, Project};
+use crate::promotions::approvals::{self, Approval};
 use crate::runs::{self, Param, Run};
 
 use super::gql_error;

@@ -12,11 +12,12 @@ use super::{
     state, transaction, GqlResult, DEFAULT_PAGE_SIZE,
 };
 use crate::access::Readable;
-use crate::approvals::{self, Verdict, Via};
 use crate::error::Error;
 use crate::notify;
+use crate::projects;
+use crate::promotions::approvals::{self, Verdict, Via};
 use crate::promotions::{self, Promotion, Status};
-use crate::stages::{self, Stage};
+use crate::stages::Stage;
 
 /// A stage of a project the caller may read.
 pub struct StageNode(pub Readable<Stage>);
@@ -324,8 +325,10 @@ impl PromotionMutation {
     ) -> GqlResult<StageNode> {
         let actor = actor(ctx)?;
         let stage = transaction(ctx, |c| {
-            async move { stages::add(c, actor, &project, &name, position, requires_approval).await }
-                .scope_boxed()
+            async move {
+                projects::add_stage(c, actor, &project, &name, position, requires_approval).await
+            }
+            .scope_boxed()
         })
         .await?;
         Ok(StageNode(stage_node(ctx, stage).await?))
@@ -342,7 +345,7 @@ impl PromotionMutation {
         let actor = actor(ctx)?;
         let stage = transaction(ctx, |c| {
             async move {
-                stages::set_requires_approval(c, actor, &project, &stage, requires_approval).await
+                projects::set_stage_approval(c, actor, &project, &stage, requires_approval).await
             }
             .scope_boxed()
         })

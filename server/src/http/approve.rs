@@ -11,10 +11,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing_actix_web::RequestId;
 
-use crate::approvals::{self, Verdict};
 use crate::db::Conn;
 use crate::error::Error;
 use crate::graphql::AppState;
+use crate::promotions::approvals::{self, Verdict};
 use crate::promotions::Status;
 use crate::templates;
 

@@ -1,27 +1,32 @@
 //! Promotion requests: the policy check, the approval gate, expiry, cancellation, and applying a
 //! promotion (the version takes the stage, the previous holder is archived, a deployment is
 //! recorded), each in the caller's transaction with its audit entries and outbox rows.
+//!
+//! `approvals` holds who may decide and the decisions (links, pages, the quorum); `input` builds
+//! the document the policies evaluate.
 
-use std::collections::BTreeMap;
+pub mod approvals;
+mod input;
+
+pub use input::{policy_input, Requester};
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Text, Uuid as SqlUuid};
+use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::approvals;
 use crate::audit::{self, Change};
 use crate::auth::{Actor, TokenKeys};
 use crate::db::schema::{
-    code_commits, dataset_versions, datasets, deployments, memberships, model_versions, models,
-    projects as projects_table, promotions, runs as runs_table, users,
+    deployments, memberships, model_versions, models, projects as projects_table, promotions, users,
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
-use crate::lineage::{self, Direction, NodeKind, NodeRef};
+use crate::lineage::{self, NodeKind, NodeRef};
 use crate::models::{Model, ModelVersion};
 use crate::notify;
 use crate::policy::{Decision, PolicyBundle};
@@ -89,218 +94,6 @@ async fn load_version(conn: &mut Conn, model_version_id: Uuid) -> Result<(ModelV
 
 fn missing_version(id: Uuid) -> Error {
     Error::not_found(format!("no model version with id {id}"))
-}
-
-#[derive(QueryableByName)]
-struct LastMetric {
-    #[diesel(sql_type = Text)]
-    key: String,
-    #[diesel(sql_type = diesel::sql_types::Float8)]
-    value: f64,
-}
-
-/// The last logged value of each metric of a run (highest step, then latest time).
-async fn last_metrics(conn: &mut Conn, run_id: Uuid) -> Result<BTreeMap<String, f64>> {
-    let rows: Vec<LastMetric> = diesel::sql_query(
-        "SELECT DISTINCT ON (key) key, value FROM run_metrics WHERE run_id = $1 ORDER BY key, step DESC, at DESC",
-    )
-    .bind::<SqlUuid, _>(run_id)
-    .load(conn)
-    .await?;
-    Ok(rows.into_iter().map(|m| (m.key, m.value)).collect())
-}
-
-async fn version_document(conn: &mut Conn, version: &ModelVersion) -> Result<Value> {
-    Ok(json!({
-        "id": version.id,
-        "version": version.version,
-        "manifest_sha256": version.manifest_sha256,
-        "run_id": version.run_id,
-        "stage": version.stage,
-        "metrics": last_metrics(conn, version.run_id).await?,
-    }))
-}
-
-async fn dataset_documents(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Value>> {
-    let rows: Vec<(Uuid, String, i32, String, String, Vec<String>)> = dataset_versions::table
-        .inner_join(datasets::table)
-        .filter(dataset_versions::id.eq_any(ids))
-        .order(dataset_versions::id)
-        .select((
-            dataset_versions::id,
-            datasets::name,
-            dataset_versions::version,
-            dataset_versions::uri,
-            dataset_versions::sha256,
-            dataset_versions::tags,
-        ))
-        .load(conn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, name, version, uri, sha256, tags)| {
-            json!({"id": id, "dataset": name, "version": version, "uri": uri, "sha256": sha256, "tags": tags})
-        })
-        .collect())
-}
-
-/// Who asks, as the policy input needs them.
-pub struct Requester<'a> {
-    pub id: Option<Uuid>,
-    pub email: &'a str,
-}
-
-/// The one input document the policies see (schema in policies/README.md). `approvals` are the
-/// decisions taken so far (`{email, decision, granted_by}`), empty at request time.
-pub async fn policy_input(
-    conn: &mut Conn,
-    version: &ModelVersion,
-    model: &Model,
-    stage: &stages::Stage,
-    requester: &Requester<'_>,
-    approvals: Vec<Value>,
-) -> Result<Value> {
-    let project: String = projects_table::table
-        .find(model.project_id)
-        .select(projects_table::name)
-        .first(conn)
-        .await?;
-    // The approvers the request would have (before the policy names a group): the same rule as
-    // the mails and decisions.
-    let approvers: Vec<Value> = match requester.id {
-        Some(requester_id) => {
-            let gate = approvals::Gatekeeping {
-                project: project.clone(),
-                requester_id,
-                requester_email: requester.email.to_string(),
-                approver_group: None,
-            };
-            approvals::eligible(conn, model.project_id, &gate)
-                .await?
-                .iter()
-                .map(approvals::Member::to_policy_json)
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let all_stages = stages::list(conn, model.project_id).await?;
-    let current_stage = version.stage.as_deref().and_then(|name| {
-        all_stages
-            .iter()
-            .find(|s| s.name == name)
-            .map(|s| (s.name.clone(), s.requires_approval))
-    });
-    let stage_positions: BTreeMap<&str, i32> = all_stages
-        .iter()
-        .map(|s| (s.name.as_str(), s.position))
-        .collect();
-    let current = if stage.name == ARCHIVED {
-        None
-    } else {
-        model_versions::table
-            .filter(model_versions::model_id.eq(model.id))
-            .filter(model_versions::stage.eq(&stage.name))
-            .select(ModelVersion::as_select())
-            .first(conn)
-            .await
-            .optional()?
-    };
-    let current = match current {
-        Some(c) => version_document(conn, &c).await?,
-        None => Value::Null,
-    };
-    let upstream = lineage::walk(
-        conn,
-        NodeRef {
-            kind: NodeKind::ModelVersion,
-            id: version.id,
-        },
-        Direction::Upstream,
-        lineage::MAX_DEPTH,
-    )
-    .await?;
-    let ids_of = |kind: NodeKind| -> Vec<Uuid> {
-        upstream
-            .nodes
-            .iter()
-            .filter(|n| n.kind == kind)
-            .map(|n| n.id)
-            .collect()
-    };
-    let dataset_ids = ids_of(NodeKind::DatasetVersion);
-    let commit_ids = ids_of(NodeKind::CodeCommit);
-    let datasets_doc = dataset_documents(conn, &dataset_ids).await?;
-    let commits: Vec<(String, String, bool, Option<String>)> = code_commits::table
-        .filter(code_commits::id.eq_any(&commit_ids))
-        .order(code_commits::id)
-        .select((
-            code_commits::repository,
-            code_commits::commit_sha,
-            code_commits::dirty,
-            code_commits::branch,
-        ))
-        .load(conn)
-        .await?;
-    // Evaluation runs depend on the version: run —evaluated→ model_version (or any relation).
-    let downstream = lineage::walk(
-        conn,
-        NodeRef {
-            kind: NodeKind::ModelVersion,
-            id: version.id,
-        },
-        Direction::Downstream,
-        1,
-    )
-    .await?;
-    let mut evaluations = Vec::new();
-    for edge in downstream
-        .edges
-        .iter()
-        .filter(|e| e.from().kind == NodeKind::Run)
-    {
-        let run_id = edge.from_id;
-        let name: Option<String> = runs_table::table
-            .find(run_id)
-            .select(runs_table::name)
-            .first(conn)
-            .await?;
-        let consumed = lineage::targets_of(conn, &[run_id], "consumed").await?;
-        let consumed: Vec<Uuid> = consumed.into_values().flatten().collect();
-        evaluations.push(json!({
-            "run_id": run_id,
-            "name": name,
-            "relation": edge.relation,
-            "metrics": last_metrics(conn, run_id).await?,
-            "datasets": dataset_documents(conn, &consumed).await?,
-        }));
-    }
-    Ok(json!({
-        "project": project,
-        "target_stage": stage.name,
-        "target_stage_position": stage.position,
-        "target_stage_requires_approval": stage.requires_approval,
-        "current_stage": current_stage.as_ref().map(|(name, _)| name),
-        "current_stage_requires_approval": current_stage.as_ref().is_some_and(|(_, r)| *r),
-        "stage_positions": stage_positions,
-        "requester": {"email": requester.email},
-        "approvers": approvers,
-        "approvals": approvals,
-        "model": {
-            "id": model.id,
-            "name": model.name,
-            "primary_metric": model.primary_metric,
-            "higher_is_better": model.higher_is_better,
-        },
-        "model_version": version_document(conn, version).await?,
-        "current": current,
-        "lineage": {
-            "datasets": datasets_doc,
-            "code_commits": commits.into_iter().map(|(repository, commit, dirty, branch)| json!({
-                "repository": repository, "commit": commit, "dirty": dirty, "branch": branch,
-            })).collect::<Vec<_>>(),
-        },
-        "evaluations": evaluations,
-    }))
 }
 
 /// Evaluates the policies for a would-be promotion without recording anything.
