@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use uuid::Uuid;
 
-use crate::auth::Actor;
+use crate::actor::Actor;
 use crate::db::DbPool;
 use crate::error::{Error, Result};
 use crate::projects::{self, Role};

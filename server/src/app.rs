@@ -8,9 +8,10 @@ use diesel_async::AsyncConnection;
 
 use std::sync::Arc;
 
+use crate::actor::Actor;
 use crate::artifacts::{self, Artifacts};
 use crate::audit::{self, AuditKeys};
-use crate::auth::{self, Actor, TokenKeys};
+use crate::auth::{self, TokenKeys};
 use crate::config::{
     self, AuditCommand, AuditOptions, Cli, Command, DatabaseOptions, PolicyCommand, ServeOptions,
     TokenCommand,

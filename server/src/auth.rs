@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{api_tokens, users};
 use crate::db::Conn;
@@ -23,59 +24,6 @@ use crate::error::{Error, Result};
 pub const ISSUER: &str = "custody";
 pub const API_AUDIENCE: &str = "custody-api";
 pub const BOOTSTRAP_ADMIN: &str = "admin@localhost";
-
-/// Who is acting, and under which request.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub user_id: Option<Uuid>,
-    pub email: String,
-    pub is_admin: bool,
-    /// Holds the server-wide auditor role: reads everything, changes nothing (unless also admin).
-    pub is_auditor: bool,
-    pub request_id: Option<String>,
-}
-
-/// The refusal every change by a (non-admin) auditor gets.
-pub const AUDITORS_READ_ONLY: &str = "auditors are read-only";
-
-impl Actor {
-    /// The server itself or its command line acting outside any API request.
-    pub fn system(name: &str) -> Self {
-        Actor {
-            user_id: None,
-            email: format!("system:{name}"),
-            is_admin: true,
-            is_auditor: false,
-            request_id: None,
-        }
-    }
-
-    pub fn require_admin(&self) -> Result<()> {
-        if self.is_admin {
-            Ok(())
-        } else {
-            Err(Error::forbidden(
-                "this operation needs a server administrator",
-            ))
-        }
-    }
-
-    /// Refuses every change to an auditor who is not also a server admin. The GraphQL schema
-    /// calls it for every root mutation field (`graphql::readonly`), the other write edges
-    /// (uploads, approval links) call it themselves.
-    pub fn require_writer(&self) -> Result<()> {
-        if self.is_auditor && !self.is_admin {
-            Err(Error::forbidden(AUDITORS_READ_ONLY))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn user_id(&self) -> Result<Uuid> {
-        self.user_id
-            .ok_or_else(|| Error::forbidden("this operation needs a user, not a system actor"))
-    }
-}
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = users)]

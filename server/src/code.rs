@@ -6,8 +6,8 @@ use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::Actor;
 use crate::db::schema::{code_commits, memberships};
 use crate::db::Conn;
 use crate::error::{Error, Result};

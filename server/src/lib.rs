@@ -5,6 +5,7 @@
 //! plumbing; `app` wires the commands together.
 
 pub mod access;
+pub mod actor;
 pub mod app;
 
 pub mod artifacts;

@@ -11,8 +11,8 @@ use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::Actor;
 use crate::db::schema::{
     code_commits, dataset_versions, datasets, deployments, lineage_edges, memberships,
     model_versions, models, runs,

@@ -6,9 +6,9 @@ use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::artifacts;
 use crate::audit::{self, Change};
-use crate::auth::Actor;
 use crate::db::schema::{model_versions, models, projects as projects_table, runs};
 use crate::db::{Conn, Slice, VersionRange};
 use crate::error::{Error, Result};

@@ -329,7 +329,7 @@ pub fn spawn_worker(pool: DbPool, delivery: Delivery, every: Duration) {
 /// Registers a webhook for a project's promotion events (project admins); answers its secret.
 pub async fn add_webhook(
     conn: &mut Conn,
-    actor: &crate::auth::Actor,
+    actor: &crate::actor::Actor,
     policy: &WebhookPolicy,
     project_name: &str,
     url: &str,

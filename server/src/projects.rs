@@ -7,8 +7,9 @@ use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::{self, Actor};
+use crate::auth;
 use crate::db::schema::{memberships, projects, users};
 use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};

@@ -9,8 +9,8 @@ use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::Actor;
 use crate::db::schema::{run_metrics, run_params, runs};
 use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};

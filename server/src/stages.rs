@@ -8,8 +8,8 @@ use diesel_async::RunQueryDsl;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::Actor;
 use crate::db::schema::project_stages;
 use crate::db::Conn;
 use crate::error::{Error, Result};

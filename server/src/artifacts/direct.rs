@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::upload::{check_path_free, delete_pending, insert_pending, record, writable_run};
 use super::{validate_path, ArtifactFile, Artifacts, Owner};
-use crate::auth::{Actor, TokenKeys, ISSUER};
+use crate::actor::Actor;
+use crate::auth::{TokenKeys, ISSUER};
 use crate::db::schema::pending_uploads;
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::auth::Actor;
+use crate::actor::Actor;
 use crate::db::schema::{model_version_files, model_versions, models, run_artifacts};
 use crate::db::Conn;
 use crate::error::{Error, Result};

@@ -11,8 +11,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{validate_path, ArtifactFile, Artifacts, Owner, Staged};
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::Actor;
 use crate::db::schema::{artifact_objects, pending_uploads, run_artifacts};
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};

@@ -25,7 +25,8 @@ pub use custody_audit_format::Format;
 
 use super::checkpoints;
 use super::{rfc3339, AuditEntry, AuditKeys, Change};
-use crate::auth::{self, Actor};
+use crate::actor::Actor;
+use crate::auth;
 use crate::db::schema::{audit_head, audit_log, users};
 use crate::db::Conn;
 use crate::error::{Error, Result};

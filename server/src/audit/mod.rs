@@ -30,7 +30,7 @@ use diesel_async::RunQueryDsl;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::auth::Actor;
+use crate::actor::Actor;
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::Conn;
 use crate::error::Result;

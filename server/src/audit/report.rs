@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::export::is_auditor;
 use super::{rfc3339, AuditEntry, AuditKeys, GENESIS_HASH};
-use crate::auth::Actor;
+use crate::actor::Actor;
 use crate::db::schema::{
     approvals, audit_log, deployments, model_versions, models, projects as projects_table,
     promotions, users,

@@ -23,8 +23,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
 use crate::access::{Access, InProject, Readable};
+use crate::actor::Actor;
 use crate::artifacts::Artifacts;
-use crate::auth::{Actor, TokenKeys};
+use crate::auth::TokenKeys;
 use crate::db::{Conn, DbPool, Slice, VersionRange};
 use crate::error::Error;
 

@@ -23,7 +23,8 @@ use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use tracing_actix_web::{RequestId, TracingLogger};
 
-use crate::auth::{self, Actor};
+use crate::actor::Actor;
+use crate::auth;
 use crate::error::Error;
 use crate::graphql::{build_schema, AppState};
 

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::{Actor, TokenKeys, User, ISSUER};
+use crate::auth::{TokenKeys, User, ISSUER};
 use crate::db::schema::{
     approval_links, approvals, memberships, projects as projects_table, users,
 };
@@ -283,7 +284,7 @@ pub fn ineligibility(gate: &Gatekeeping, member: &Member) -> Option<String> {
         );
     }
     if member.is_auditor && !member.is_admin {
-        return Some(crate::auth::AUDITORS_READ_ONLY.into());
+        return Some(crate::actor::AUDITORS_READ_ONLY.into());
     }
     if member.role < Role::Approver {
         return Some("deciding needs the approver or admin role in the project".into());

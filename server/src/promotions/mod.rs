@@ -19,8 +19,9 @@ use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::auth::{Actor, TokenKeys};
+use crate::auth::TokenKeys;
 use crate::db::schema::{
     deployments, memberships, model_versions, models, projects as projects_table, promotions, users,
 };
