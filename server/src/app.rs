@@ -17,11 +17,11 @@ use crate::config::{
     TokenCommand,
 };
 use crate::db::{self, embedded::EmbeddedPostgres};
-use crate::graphql::AppState;
 use crate::http::{self, HttpConfig};
 use crate::notify::{self, Delivery, MailTransport};
 use crate::policy::PolicyBundle;
 use crate::promotions;
+use crate::state::AppState;
 
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;

@@ -1,13 +1,14 @@
 //! Custody: a model registry and MLOps governance server.
 //!
-//! Domain modules own their tables and rules (`projects`, `datasets`, `code`, `runs`, `models`,
-//! `lineage`, `artifacts`, `audit`, `auth`); `graphql` and `http` are thin edges; `db` and `config` hold the
-//! plumbing; `app` wires the commands together.
+//! Domain modules own their tables and rules (`projects`, `stages`, `datasets`, `code`, `runs`,
+//! `models`, `lineage`, `promotions` with its approvals, `artifacts`, `audit`, `auth`, `notify`,
+//! `policy`); `access` and `actor` say who may read and who acts; `graphql` and `http` are thin
+//! edges sharing `state`; `db` and `config` hold the plumbing; `app` wires the commands together.
+//! ARCHITECTURE.md at the repository root walks through it.
 
 pub mod access;
 pub mod actor;
 pub mod app;
-
 pub mod artifacts;
 pub mod audit;
 pub mod auth;
@@ -27,5 +28,6 @@ pub mod projects;
 pub mod promotions;
 pub mod runs;
 pub mod stages;
+pub mod state;
 pub mod templates;
 pub mod validate;

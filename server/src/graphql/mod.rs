@@ -24,10 +24,9 @@ use uuid::Uuid;
 
 use crate::access::{Access, InProject, Readable};
 use crate::actor::Actor;
-use crate::artifacts::Artifacts;
-use crate::auth::TokenKeys;
 use crate::db::{Conn, DbPool, Slice, VersionRange};
 use crate::error::Error;
+use crate::state::AppState;
 
 pub use loaders::DbLoader;
 
@@ -66,31 +65,6 @@ pub struct Mutation(
 );
 
 pub type CustodySchema = Schema<Query, Mutation, EmptySubscription>;
-
-/// Shared state the resolvers reach through the context.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: DbPool,
-    pub keys: TokenKeys,
-    pub artifacts: Artifacts,
-    /// The Ed25519 key that signs audit exports, checkpoints and compliance reports.
-    pub audit: crate::audit::AuditKeys,
-    pub policy: std::sync::Arc<crate::policy::PolicyBundle>,
-    /// Base of the links the server hands out (mails, direct uploads).
-    pub public_url: String,
-    /// Where webhooks may point (checked at registration and at every delivery).
-    pub webhooks: crate::outbound::WebhookPolicy,
-}
-
-impl AppState {
-    pub fn gate(&self) -> crate::promotions::Gate<'_> {
-        crate::promotions::Gate {
-            policy: &self.policy,
-            keys: &self.keys,
-            public_url: &self.public_url,
-        }
-    }
-}
 
 /// The caller of one request: an authenticated actor, or why there is none.
 pub struct Caller(pub Result<Actor, Error>);

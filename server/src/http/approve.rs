@@ -13,9 +13,9 @@ use tracing_actix_web::RequestId;
 
 use crate::db::Conn;
 use crate::error::Error;
-use crate::graphql::AppState;
 use crate::promotions::approvals::{self, Verdict};
 use crate::promotions::Status;
+use crate::state::AppState;
 use crate::templates;
 
 const CSRF_COOKIE: &str = "custody_csrf";

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::error::ApiError;
 use crate::artifacts::{self, ArtifactFile, ByteRange, Owner};
 use crate::error::Error;
-use crate::graphql::AppState;
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(download_by_link)

@@ -19,7 +19,7 @@ use crate::audit::{checkpoints, report, rfc3339};
 use crate::config::ExportLimitOptions;
 use crate::db::DbPool;
 use crate::error::Error;
-use crate::graphql::AppState;
+use crate::state::AppState;
 
 /// Largest piece of an export handed to the connection at once: how far a client gets ahead of
 /// the idle check (a client that takes no piece for the idle timeout is cut off).

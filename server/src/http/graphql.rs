@@ -16,7 +16,8 @@ use tracing_actix_web::RequestId;
 
 use crate::access::Access;
 use crate::error::Error;
-use crate::graphql::{add_missing_codes, loader, AppState, Caller, CustodySchema};
+use crate::graphql::{add_missing_codes, loader, Caller, CustodySchema};
+use crate::state::AppState;
 
 /// Largest body accepted from a caller without a valid token.
 pub const ANONYMOUS_MAX_BODY: usize = 64 << 10;

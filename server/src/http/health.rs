@@ -1,7 +1,7 @@
 use actix_web::{get, web, HttpResponse};
 use diesel_async::RunQueryDsl;
 
-use crate::graphql::AppState;
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(healthz);

@@ -13,7 +13,7 @@ use tracing_actix_web::RequestId;
 
 use super::error::ApiError;
 use crate::error::Error;
-use crate::graphql::AppState;
+use crate::state::AppState;
 
 /// The `endpoint` label of requests that matched no route.
 pub const UNMATCHED: &str = "UNMATCHED";

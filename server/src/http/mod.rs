@@ -1,4 +1,5 @@
-//! The HTTP edge: routes for GraphQL, health and metrics.
+//! The HTTP edge: the server, its middleware (request ids, masked logs, CORS, metrics) and the
+//! routes: GraphQL, health, metrics, artifact streams, approval pages and audit exports.
 
 mod approve;
 mod artifacts;
@@ -26,7 +27,8 @@ use tracing_actix_web::{RequestId, TracingLogger};
 use crate::actor::Actor;
 use crate::auth;
 use crate::error::Error;
-use crate::graphql::{build_schema, AppState};
+use crate::graphql::build_schema;
+use crate::state::AppState;
 
 pub struct HttpConfig {
     pub listener: TcpListener,
