@@ -368,12 +368,17 @@ async fn emergency_archive_is_for_project_admins_immediate_audited_and_mailed() 
     assert_status(&pending, "PENDING");
     outbox_settled(&env).await;
 
-    // Refusals change nothing: a contributor, an approver, an outsider; no reason.
+    // Refusals change nothing: a contributor, an approver (FORBIDDEN), an outsider (NOT_FOUND:
+    // the version is not there for them); no reason.
     let outsider = s.issue_token("oscar@example.com", false).await;
-    for token in [&f.requester, f.approver(BOB), &outsider] {
+    for (token, expected) in [
+        (&f.requester, "FORBIDDEN"),
+        (f.approver(BOB), "FORBIDDEN"),
+        (&outsider, "NOT_FOUND"),
+    ] {
         let (code, message) =
             refusal(&env, token, EMERGENCY, json!({ "v": v1, "r": "leak" })).await;
-        assert_eq!(code, "FORBIDDEN", "{message}");
+        assert_eq!(code, expected, "{message}");
     }
     for reason in ["", "   "] {
         let (code, message) =

@@ -402,10 +402,10 @@ async fn roles_too_low_are_forbidden() {
         json!([{ "role": "ADMIN", "user": { "email": "alice@example.com" } }])
     );
     add_member(s, &alice, "alices", "bob@example.com", "VIEWER").await;
-    // ... but not in other projects.
+    // ... but not in other projects (which, not being a member, she cannot even see).
     env.assert_refused(
         &alice,
-        "FORBIDDEN",
+        "NOT_FOUND",
         "mutation { addMember(project: \"p\", email: \"alice@example.com\", role: ADMIN) { role } }",
         json!({}),
     )
