@@ -29,7 +29,8 @@ SCRIPT = textwrap.dedent(
 
 
 def _metrics(server, run_id, key=None):
-    q = "query($id: ID!, $k: String) { run(id: $id) { metrics(key: $k) { key value step } } }"
+    # One page of up to 10,000 points (the server's largest) holds every test's history.
+    q = "query($id: ID!, $k: String) { run(id: $id) { metrics(key: $k, first: 10000) { key value step } } }"
     return gql(server, q, {"id": run_id, "k": key})["run"]["metrics"]
 
 
