@@ -372,9 +372,9 @@ async fn emergency_archive_is_for_project_admins_immediate_audited_and_mailed() 
     // the version is not there for them); no reason.
     let outsider = s.issue_token("oscar@example.com", false).await;
     for (token, expected) in [
-        (&f.requester, "FORBIDDEN"),
+        (f.requester.as_str(), "FORBIDDEN"),
         (f.approver(BOB), "FORBIDDEN"),
-        (&outsider, "NOT_FOUND"),
+        (outsider.as_str(), "NOT_FOUND"),
     ] {
         let (code, message) =
             refusal(&env, token, EMERGENCY, json!({ "v": v1, "r": "leak" })).await;
