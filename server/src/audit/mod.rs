@@ -191,7 +191,7 @@ pub async fn record(conn: &mut Conn, actor: &Actor, change: Change<'_>) -> Resul
     {
         return Ok(());
     }
-    let pending = pending.expect("not taken outside a transaction");
+    let pending = pending.expect("no buffer took the change");
     if cfg!(debug_assertions) {
         panic!(
             "audit::record(`{}`) outside audit::transaction",
@@ -203,8 +203,9 @@ pub async fn record(conn: &mut Conn, actor: &Actor, change: Change<'_>) -> Resul
 }
 
 /// Appends entries to the chain in order: locks the head, hashes each entry on its predecessor,
-/// inserts them in one statement and moves the head. Their time is taken under the lock, so time
-/// never falls as `seq` rises (the seq window of an export period relies on it).
+/// inserts them (one statement for up to 1,000) and moves the head. Their time is taken under
+/// the lock, so time never falls as `seq` rises (the seq window of an export period relies on
+/// it).
 async fn append(conn: &mut Conn, pending: Vec<Pending>) -> Result<()> {
     if pending.is_empty() {
         return Ok(());
@@ -238,10 +239,13 @@ async fn append(conn: &mut Conn, pending: Vec<Pending>) -> Result<()> {
         prev_hash = entry.hash.clone();
         entries.push(entry);
     }
-    diesel::insert_into(audit_log::table)
-        .values(&entries)
-        .execute(conn)
-        .await?;
+    // A statement binds at most 65,535 parameters: 12 a row.
+    for chunk in entries.chunks(1_000) {
+        diesel::insert_into(audit_log::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
     diesel::update(audit_head::table)
         .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev_hash)))
         .execute(conn)

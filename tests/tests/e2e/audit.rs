@@ -1,5 +1,6 @@
 //! The hash-chained audit log: re-computed by the test from `auditLog`, refused changes through
-//! direct SQL, concurrent writers, and no entries for metrics.
+//! direct SQL, concurrent writers, no entries for metrics, and audit last (a command's entries
+//! are appended together at its end, and not at all if it fails).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
