@@ -68,19 +68,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 let keys = TokenKeys::load(jwt_secret.as_deref(), &data_dir)?;
                 let mut conn = diesel_async::AsyncPgConnection::establish(&urls.runtime).await?;
                 let actor = Actor::system("cli");
-                let token = conn
-                    .transaction(|c| {
-                        async move {
-                            let token =
-                                auth::issue_token(c, &keys, &actor, &email, admin, ttl).await?;
-                            if auditor {
-                                audit::export::grant_auditor(c, &actor, &email).await?;
-                            }
-                            Ok::<_, crate::error::Error>(token)
+                let token = audit::transaction(&mut conn, |c| {
+                    async move {
+                        let token = auth::issue_token(c, &keys, &actor, &email, admin, ttl).await?;
+                        if auditor {
+                            audit::export::grant_auditor(c, &actor, &email).await?;
                         }
-                        .scope_boxed()
-                    })
-                    .await?;
+                        Ok::<_, crate::error::Error>(token)
+                    }
+                    .scope_boxed()
+                })
+                .await?;
                 println!("{token}");
                 Ok(())
             })
@@ -305,13 +303,12 @@ async fn serve_with_database(
         options.db_pool_timeout,
     )?;
     let mut conn = pool.get().await.context("connecting to PostgreSQL")?;
-    let token = conn
-        .transaction(|c| {
-            let keys = keys.clone();
-            async move { auth::bootstrap_admin(c, &keys).await }.scope_boxed()
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("creating the first admin: {e}"))?;
+    let token = audit::transaction(&mut conn, |c| {
+        let keys = keys.clone();
+        async move { auth::bootstrap_admin(c, &keys).await }.scope_boxed()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("creating the first admin: {e}"))?;
     drop(conn);
     if let Some(token) = token {
         let path = data_dir.join("admin.token");

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use hmac::{Hmac, Mac};
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -152,8 +152,7 @@ pub async fn deliver_due(pool: &DbPool, delivery: &Delivery) -> Result<usize> {
     loop {
         let mut pooled = pool.get().await?;
         let conn: &mut Conn = &mut pooled;
-        let outcome = conn
-            .transaction(|conn| {
+        let outcome = crate::audit::transaction(conn, |conn| {
                 async move {
                     let row: Option<OutboxRow> = outbox::table
                         .filter(outbox::delivered_at.is_null())

@@ -5,11 +5,12 @@ use std::time::Duration;
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use super::upload::{delete_pending, lock_digest};
 use super::ArtifactStore;
+use crate::audit;
 use crate::db::schema::{artifact_objects, pending_uploads};
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};
@@ -20,7 +21,7 @@ pub async fn sweep(pool: &DbPool, store: &ArtifactStore, grace: Duration) -> Res
     let mut conn = pool.get().await?;
     let cutoff = Utc::now() - chrono::Duration::from_std(grace).map_err(Error::internal)?;
     let conn: &mut Conn = &mut conn;
-    conn.transaction(|conn| {
+    audit::transaction(conn, |conn| {
         async move {
             let stale: Vec<(Uuid, Option<String>, Option<String>)> = pending_uploads::table
                 .filter(pending_uploads::started_at.lt(cutoff))

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use futures_util::Stream;
 use serde_json::json;
 use uuid::Uuid;
@@ -146,61 +146,60 @@ pub(super) async fn record(
     let upload_id = staged.upload_id;
     let staged = staged.clone();
     // Some(digest) when the path already holds content: then nothing was placed or written.
-    let taken = conn
-        .transaction(|conn| {
-            async move {
-                lock_digest(conn, &staged.sha256).await?;
-                // The path first: content already there decides before anything is placed.
-                let existing: Option<String> = run_artifacts::table
-                    .find((run.id, &path))
-                    .select(run_artifacts::sha256)
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                if existing.is_some() {
-                    return Ok::<_, Error>(existing);
-                }
-                artifacts.store.place(&staged).await?;
-                diesel::insert_into(artifact_objects::table)
-                    .values((
-                        artifact_objects::sha256.eq(&staged.sha256),
-                        artifact_objects::size_bytes.eq(staged.size as i64),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
-                diesel::insert_into(run_artifacts::table)
-                    .values((
-                        run_artifacts::run_id.eq(run.id),
-                        run_artifacts::path.eq(&path),
-                        run_artifacts::sha256.eq(&staged.sha256),
-                        run_artifacts::size_bytes.eq(staged.size as i64),
-                        run_artifacts::created_by.eq(actor.user_id()?),
-                    ))
-                    .execute(conn)
-                    .await?;
-                delete_pending(conn, staged.upload_id).await?;
-                audit::record(
-                    conn,
-                    actor,
-                    Change {
-                        action: "artifact.upload",
-                        project_id: Some(run.project_id),
-                        subject_kind: "run",
-                        subject_id: run.id.to_string(),
-                        before: None,
-                        after: Some(
-                            json!({"path": path, "sha256": staged.sha256, "size": staged.size}),
-                        ),
-                    },
-                )
-                .await?;
-                Ok(None)
+    let taken = audit::transaction(conn, |conn| {
+        async move {
+            lock_digest(conn, &staged.sha256).await?;
+            // The path first: content already there decides before anything is placed.
+            let existing: Option<String> = run_artifacts::table
+                .find((run.id, &path))
+                .select(run_artifacts::sha256)
+                .for_update()
+                .first(conn)
+                .await
+                .optional()?;
+            if existing.is_some() {
+                return Ok::<_, Error>(existing);
             }
-            .scope_boxed()
-        })
-        .await?;
+            artifacts.store.place(&staged).await?;
+            diesel::insert_into(artifact_objects::table)
+                .values((
+                    artifact_objects::sha256.eq(&staged.sha256),
+                    artifact_objects::size_bytes.eq(staged.size as i64),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            diesel::insert_into(run_artifacts::table)
+                .values((
+                    run_artifacts::run_id.eq(run.id),
+                    run_artifacts::path.eq(&path),
+                    run_artifacts::sha256.eq(&staged.sha256),
+                    run_artifacts::size_bytes.eq(staged.size as i64),
+                    run_artifacts::created_by.eq(actor.user_id()?),
+                ))
+                .execute(conn)
+                .await?;
+            delete_pending(conn, staged.upload_id).await?;
+            audit::record(
+                conn,
+                actor,
+                Change {
+                    action: "artifact.upload",
+                    project_id: Some(run.project_id),
+                    subject_kind: "run",
+                    subject_id: run.id.to_string(),
+                    before: None,
+                    after: Some(
+                        json!({"path": path, "sha256": staged.sha256, "size": staged.size}),
+                    ),
+                },
+            )
+            .await?;
+            Ok(None)
+        }
+        .scope_boxed()
+    })
+    .await?;
     let Some(old) = taken else { return Ok(file) };
     // Nothing was placed: drop the staged bytes, then the pending row (a crash in between leaves
     // the row, and the sweeper finishes the job).

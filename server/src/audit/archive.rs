@@ -143,65 +143,64 @@ async fn write_and_store(
         object: object_key(&staged.sha256),
         store: store.describe(),
     };
-    let recorded = conn
-        .transaction(|c| {
-            let (staged, archived, actor, jws) = (&staged, &archived, actor, &jws);
-            async move {
-                // Same lock as artifact uploads and the sweeper take for a digest.
-                diesel::sql_query(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('custody.object.' || $1, 0))",
-                )
-                .bind::<Text, _>(&staged.sha256)
+    let recorded = super::transaction(conn, |c| {
+        let (staged, archived, actor, jws) = (&staged, &archived, actor, &jws);
+        async move {
+            // Same lock as artifact uploads and the sweeper take for a digest.
+            diesel::sql_query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('custody.object.' || $1, 0))",
+            )
+            .bind::<Text, _>(&staged.sha256)
+            .execute(c)
+            .await?;
+            store.place(staged).await?;
+            diesel::insert_into(artifact_objects::table)
+                .values((
+                    artifact_objects::sha256.eq(&staged.sha256),
+                    artifact_objects::size_bytes.eq(staged.size as i64),
+                ))
+                .on_conflict_do_nothing()
                 .execute(c)
                 .await?;
-                store.place(staged).await?;
-                diesel::insert_into(artifact_objects::table)
-                    .values((
-                        artifact_objects::sha256.eq(&staged.sha256),
-                        artifact_objects::size_bytes.eq(staged.size as i64),
-                    ))
-                    .on_conflict_do_nothing()
-                    .execute(c)
-                    .await?;
-                diesel::insert_into(audit_archives::table)
-                    .values((
-                        audit_archives::id.eq(archived.id),
-                        audit_archives::before.eq(before),
-                        audit_archives::first_seq.eq(archived.first_seq),
-                        audit_archives::last_seq.eq(archived.last_seq),
-                        audit_archives::entry_count.eq(archived.count as i64),
-                        audit_archives::sha256.eq(&archived.sha256),
-                        audit_archives::size_bytes.eq(archived.size_bytes as i64),
-                        audit_archives::manifest.eq(jws),
-                        audit_archives::created_by.eq(&actor.email),
-                    ))
-                    .execute(c)
-                    .await?;
-                super::record(
-                    c,
-                    actor,
-                    Change {
-                        action: "audit.archive",
-                        project_id: None,
-                        subject_kind: "audit_archive",
-                        subject_id: archived.id.to_string(),
-                        before: None,
-                        after: Some(json!({
-                            "before": archived.before,
-                            "first_seq": archived.first_seq,
-                            "last_seq": archived.last_seq,
-                            "count": archived.count,
-                            "sha256": archived.sha256,
-                            "size_bytes": archived.size_bytes,
-                        })),
-                    },
-                )
+            diesel::insert_into(audit_archives::table)
+                .values((
+                    audit_archives::id.eq(archived.id),
+                    audit_archives::before.eq(before),
+                    audit_archives::first_seq.eq(archived.first_seq),
+                    audit_archives::last_seq.eq(archived.last_seq),
+                    audit_archives::entry_count.eq(archived.count as i64),
+                    audit_archives::sha256.eq(&archived.sha256),
+                    audit_archives::size_bytes.eq(archived.size_bytes as i64),
+                    audit_archives::manifest.eq(jws),
+                    audit_archives::created_by.eq(&actor.email),
+                ))
+                .execute(c)
                 .await?;
-                Ok::<_, Error>(())
-            }
-            .scope_boxed()
-        })
-        .await;
+            super::record(
+                c,
+                actor,
+                Change {
+                    action: "audit.archive",
+                    project_id: None,
+                    subject_kind: "audit_archive",
+                    subject_id: archived.id.to_string(),
+                    before: None,
+                    after: Some(json!({
+                        "before": archived.before,
+                        "first_seq": archived.first_seq,
+                        "last_seq": archived.last_seq,
+                        "count": archived.count,
+                        "sha256": archived.sha256,
+                        "size_bytes": archived.size_bytes,
+                    })),
+                },
+            )
+            .await?;
+            Ok::<_, Error>(())
+        }
+        .scope_boxed()
+    })
+    .await;
     if let Err(e) = recorded {
         store.discard(upload_id).await;
         return Err(anyhow::anyhow!("recording the archive: {e}"));

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use custody_audit_format::claims::{CheckpointClaims, ISSUER, TYP_CHECKPOINT};
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -116,7 +116,7 @@ pub async fn list(conn: &mut Conn, after_seq: Option<i64>, limit: i64) -> Result
 pub async fn periodic(pool: &DbPool, keys: &AuditKeys) -> Result<Option<Checkpoint>> {
     let mut conn = pool.get().await?;
     let conn: &mut Conn = &mut conn;
-    conn.transaction(|c| {
+    super::transaction(conn, |c| {
         async move {
             #[derive(QueryableByName)]
             struct Locked {

@@ -4,11 +4,14 @@
 //! previous entry's hash as 64 lowercase hex characters (64 zeros before the first entry) and the
 //! canonical JSON is the entry document with keys sorted and no whitespace; the document, the
 //! chain and every export format are defined once, in `custody_audit_format`, which auditors'
-//! tools verify with. Appenders lock the single `audit_head` row, so concurrent transactions
-//! queue up and the chain never forks; the lock is taken last in a transaction and held only to
-//! commit.
+//! tools verify with.
 //!
-//! Around the chain writer (`record`, `list`):
+//! Audit last: a command runs in [`transaction`], and `record` only collects its changes; just
+//! before commit, `transaction` locks the single `audit_head` row, appends the collected entries
+//! in order and commits. Concurrent transactions queue up on that row only for the append, so the
+//! chain never forks and no writer waits for another's policy evaluation or mail rendering.
+//!
+//! Around the chain writer (`transaction`, `record`, `list`):
 //! - `export`: compliance exports of a period (JSON Lines, CSV) with their signed manifest,
 //!   streamed by keyset pagination, and who may export what;
 //! - `keys`: where the Ed25519 audit key is kept;
@@ -23,10 +26,13 @@ pub mod export;
 pub mod keys;
 pub mod report;
 
+use std::cell::RefCell;
+
 use chrono::{DateTime, Utc};
 use custody_audit_format::Entry;
 use diesel::prelude::*;
-use diesel_async::RunQueryDsl;
+use diesel_async::scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
+use diesel_async::{AnsiTransactionManager, AsyncConnection, RunQueryDsl, TransactionManager};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -93,9 +99,118 @@ impl AuditEntry {
     }
 }
 
-/// Appends one entry inside the caller's transaction.
-pub async fn record(conn: &mut Conn, actor: &Actor, change: Change<'_>) -> Result<AuditEntry> {
-    let (head_seq, head_hash): (i64, String) = audit_head::table
+/// A recorded change waiting for its place in the chain: everything of the entry but its
+/// position (`seq`, `prev_hash`, `hash`) and its time, fixed under the head lock.
+struct Pending {
+    actor: String,
+    request_id: Option<String>,
+    action: String,
+    project_id: Option<Uuid>,
+    subject_kind: String,
+    subject_id: String,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl Pending {
+    fn new(actor: &Actor, change: Change<'_>) -> Self {
+        Pending {
+            actor: actor.email.clone(),
+            request_id: actor.request_id.clone(),
+            action: change.action.to_owned(),
+            project_id: change.project_id,
+            subject_kind: change.subject_kind.to_owned(),
+            subject_id: change.subject_id,
+            before: change.before,
+            after: change.after,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The changes recorded so far by the command [`transaction`] runs on this task, in order.
+    static PENDING: RefCell<Vec<Pending>>;
+}
+
+/// Runs one command in one database transaction and appends the audit entries it recorded last,
+/// just before commit. The command's changes and its entries commit together or not at all (a
+/// command that fails writes no entry), and the chain's head row is locked only for the append:
+/// not across policy evaluation, lineage walks or mail rendering, which would serialise every
+/// writer behind the slowest command.
+///
+/// Every transaction of the server runs through here (a unit test keeps it so). On a connection
+/// already in a transaction it opens a savepoint, and forgets what the inner command recorded if
+/// that rolls back.
+pub async fn transaction<'a, T, F>(conn: &mut Conn, command: F) -> Result<T>
+where
+    T: Send + 'a,
+    F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<T>> + Send + 'a,
+{
+    if in_transaction(conn) {
+        let mark = PENDING.try_with(|p| p.borrow().len()).ok();
+        let outcome = conn.transaction(command).await;
+        if let (Err(_), Some(mark)) = (&outcome, mark) {
+            PENDING.with(|p| p.borrow_mut().truncate(mark));
+        }
+        return outcome;
+    }
+    PENDING
+        .scope(RefCell::new(Vec::new()), async move {
+            conn.transaction(|c| {
+                async move {
+                    let value = command(&mut *c).await?;
+                    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+                    append(c, pending).await?;
+                    Ok(value)
+                }
+                .scope_boxed()
+            })
+            .await
+        })
+        .await
+}
+
+fn in_transaction(conn: &mut Conn) -> bool {
+    !matches!(
+        AnsiTransactionManager::transaction_manager_status_mut(conn).transaction_depth(),
+        Ok(None)
+    )
+}
+
+/// Records one change of the running command; [`transaction`] appends it to the chain, in the
+/// order recorded, when the command has succeeded.
+///
+/// Outside [`transaction`] there is nothing to collect the change: debug builds (every test run)
+/// panic, so such a call site cannot go unnoticed; release builds append the entry at once, on
+/// `conn`, as entries were before audit-last, so it is never lost.
+pub async fn record(conn: &mut Conn, actor: &Actor, change: Change<'_>) -> Result<()> {
+    let mut pending = Some(Pending::new(actor, change));
+    if PENDING
+        .try_with(|p| p.borrow_mut().extend(pending.take()))
+        .is_ok()
+    {
+        return Ok(());
+    }
+    let pending = pending.expect("no buffer took the change");
+    if cfg!(debug_assertions) {
+        panic!(
+            "audit::record(`{}`) outside audit::transaction",
+            pending.action
+        );
+    }
+    tracing::error!(action = %pending.action, "audit entry recorded outside audit::transaction; appended at once");
+    append(conn, vec![pending]).await
+}
+
+/// Appends entries to the chain in order: locks the head, hashes each entry on its predecessor,
+/// inserts them (one statement for up to 1,000) and moves the head. Their time is taken under
+/// the lock, so time never falls as `seq` rises (the seq window of an export period relies on
+/// it).
+async fn append(conn: &mut Conn, pending: Vec<Pending>) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (mut seq, mut prev_hash): (i64, String) = audit_head::table
         .select((audit_head::seq, audit_head::hash))
         .for_update()
         .first(conn)
@@ -103,33 +218,39 @@ pub async fn record(conn: &mut Conn, actor: &Actor, change: Change<'_>) -> Resul
     // PostgreSQL keeps microseconds; truncate so the hashed text equals what is read back.
     let now = Utc::now();
     let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-    let mut entry = AuditEntry {
-        seq: head_seq + 1,
-        at,
-        actor: actor.email.clone(),
-        action: change.action.to_owned(),
-        project_id: change.project_id,
-        subject_kind: change.subject_kind.to_owned(),
-        subject_id: change.subject_id,
-        before: change.before,
-        after: change.after,
-        request_id: actor.request_id.clone(),
-        prev_hash: head_hash,
-        hash: String::new(),
-    };
-    entry.hash = entry.compute_hash();
-    diesel::insert_into(audit_log::table)
-        .values(&entry)
-        .execute(conn)
-        .await?;
+    let mut entries = Vec::with_capacity(pending.len());
+    for p in pending {
+        seq += 1;
+        let mut entry = AuditEntry {
+            seq,
+            at,
+            actor: p.actor,
+            action: p.action,
+            project_id: p.project_id,
+            subject_kind: p.subject_kind,
+            subject_id: p.subject_id,
+            before: p.before,
+            after: p.after,
+            request_id: p.request_id,
+            prev_hash,
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        prev_hash = entry.hash.clone();
+        entries.push(entry);
+    }
+    // A statement binds at most 65,535 parameters: 12 a row.
+    for chunk in entries.chunks(1_000) {
+        diesel::insert_into(audit_log::table)
+            .values(chunk)
+            .execute(conn)
+            .await?;
+    }
     diesel::update(audit_head::table)
-        .set((
-            audit_head::seq.eq(entry.seq),
-            audit_head::hash.eq(&entry.hash),
-        ))
+        .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev_hash)))
         .execute(conn)
         .await?;
-    Ok(entry)
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -171,6 +292,45 @@ pub async fn list(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Audit last holds only if every transaction collects its entries: no module opens one
+    /// but `transaction` here.
+    #[test]
+    fn every_transaction_runs_through_audit_transaction() {
+        fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    sources(&path, out);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    out.push(path);
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let this = root.join("audit").join("mod.rs");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        assert!(files.len() > 20, "found only {files:?}");
+        let opening = [
+            ".transaction(",
+            "build_transaction(",
+            "begin_test_transaction(",
+        ];
+        let offenders: Vec<String> = files
+            .iter()
+            .filter(|f| **f != this)
+            .filter(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                opening.iter().any(|o| text.contains(o))
+            })
+            .map(|f| f.display().to_string())
+            .collect();
+        assert!(
+            offenders.is_empty(),
+            "open transactions with audit::transaction, so their audit entries are written: {offenders:?}"
+        );
+    }
 
     #[test]
     fn the_row_is_hashed_as_its_document() {

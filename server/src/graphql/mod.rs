@@ -19,7 +19,7 @@ use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, MergedObject, Schema, ID};
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::scoped_futures::ScopedBoxFuture;
-use diesel_async::{AsyncConnection, AsyncPgConnection};
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use crate::access::{Access, InProject, Readable};
@@ -169,15 +169,17 @@ pub(crate) fn loaders<'a>(ctx: &Context<'a>) -> &'a DataLoader<DbLoader> {
     ctx.data_unchecked::<DataLoader<DbLoader>>()
 }
 
-/// Runs one command in one transaction: the change and its audit entry commit together.
+/// Runs one command in one transaction ([`crate::audit::transaction`]): the change and its audit
+/// entries commit together, the entries appended last.
 pub(crate) async fn transaction<'a, T, F>(ctx: &Context<'_>, command: F) -> GqlResult<T>
 where
     T: Send + 'a,
     F: for<'r> FnOnce(&'r mut Conn) -> ScopedBoxFuture<'a, 'r, Result<T, Error>> + Send + 'a,
 {
     let mut pooled = conn(ctx).await?;
-    let conn: &mut Conn = &mut pooled;
-    conn.transaction(command).await.map_err(gql_error)
+    crate::audit::transaction(&mut pooled, command)
+        .await
+        .map_err(gql_error)
 }
 
 /// Runs a read with a pooled connection.

@@ -6,7 +6,6 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use diesel_async::scoped_futures::ScopedFutureExt;
-use diesel_async::AsyncConnection;
 use serde::Deserialize;
 use serde_json::json;
 use tracing_actix_web::RequestId;
@@ -139,15 +138,14 @@ async fn decide(
     let gate = state.gate();
     let token = token.into_inner();
     let request_id = Some(request_id.to_string());
-    let outcome = conn
-        .transaction(|c| {
-            async move {
-                approvals::decide_by_link(c, &gate, &token, verdict, comment.as_deref(), request_id)
-                    .await
-            }
-            .scope_boxed()
-        })
-        .await;
+    let outcome = crate::audit::transaction(conn, |c| {
+        async move {
+            approvals::decide_by_link(c, &gate, &token, verdict, comment.as_deref(), request_id)
+                .await
+        }
+        .scope_boxed()
+    })
+    .await;
     match outcome {
         Ok(promotion) => {
             let title = match verdict {

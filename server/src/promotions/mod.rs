@@ -672,7 +672,6 @@ pub async fn subject(conn: &mut Conn, promotion: &Promotion) -> Result<(ModelVer
 /// Expires overdue promotions every `every` on this replica.
 pub fn spawn_expiry(pool: crate::db::DbPool, every: Duration) {
     use diesel_async::scoped_futures::ScopedFutureExt;
-    use diesel_async::AsyncConnection;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
@@ -680,7 +679,7 @@ pub fn spawn_expiry(pool: crate::db::DbPool, every: Duration) {
             let outcome = async {
                 let mut pooled = pool.get().await?;
                 let conn: &mut Conn = &mut pooled;
-                conn.transaction(|c| expire_due(c).scope_boxed()).await
+                audit::transaction(conn, |c| expire_due(c).scope_boxed()).await
             }
             .await;
             match outcome {

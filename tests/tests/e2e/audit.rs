@@ -1,5 +1,6 @@
 //! The hash-chained audit log: re-computed by the test from `auditLog`, refused changes through
-//! direct SQL, concurrent writers, and no entries for metrics.
+//! direct SQL, concurrent writers, no entries for metrics, and audit last (a command's entries
+//! are appended together at its end, and not at all if it fails).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -352,5 +353,232 @@ async fn tampering_breaks_the_recomputed_chain() {
     assert!(
         err.starts_with(&format!("seq {target}:")),
         "the first bad entry is seq {target}, the check says: {err}"
+    );
+}
+
+const REQUEST_DEVELOPMENT: &str = "mutation($v: ID!) {
+  requestPromotion(modelVersionId: $v, stage: \"development\", comment: \"audit last\") { id status } }";
+
+/// A model with one version ready to be promoted: (model id, version id).
+async fn model_version(s: &Server, token: &str, project: &str, name: &str) -> (String, String) {
+    let model = id(&create_model(s, token, project, name).await);
+    let run = id(&start_run(s, token, project, &format!("train-{name}"), None, &[]).await);
+    finish_run(s, token, &run, "FINISHED").await;
+    let version = id(&register_model_version(s, token, project, name, &run).await);
+    (model, version)
+}
+
+/// The seqs of the entries a request wrote, and their actions, in chain order.
+fn entries_of_request(entries: &[serde_json::Value], request_id: &str) -> Vec<(i64, String)> {
+    entries
+        .iter()
+        .filter(|e| e["requestId"] == request_id)
+        .map(|e| {
+            (
+                e["seq"].as_i64().unwrap(),
+                e["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A promotion that applies at once records three changes (request, stage, apply): they are
+/// written consecutively, in the order recorded.
+fn assert_promotion_entries_consecutive(entries: &[serde_json::Value], promotion: &str) {
+    let request_id = entries
+        .iter()
+        .find(|e| e["action"] == "promotion.request" && e["subjectId"] == promotion)
+        .and_then(|e| e["requestId"].as_str())
+        .unwrap_or_else(|| panic!("no promotion.request entry with a request id for {promotion}"));
+    let written = entries_of_request(entries, request_id);
+    let actions: Vec<&str> = written.iter().map(|(_, a)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "promotion.request",
+            "model_version.stage",
+            "promotion.apply"
+        ],
+        "the entries of promotion {promotion}, in chain order"
+    );
+    assert!(
+        written.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "the entries of one command are consecutive in the chain: {written:?}"
+    );
+}
+
+/// Audit last: a command holds the chain's head only to append, just before commit. While one
+/// promotion is stopped in the middle of its command (after it recorded its request, waiting
+/// for the stage lock a test session holds), another writer's mutation commits with its entry;
+/// when the promotion goes on, its three entries follow, consecutive. (When entries were
+/// appended as recorded, the second writer waited for the first: this test timed out.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_holds_the_chain_only_to_append() {
+    let env = Arc::new(TestEnv::start().await);
+    let (s, a) = (&env.server, &env.admin);
+    create_project(s, a, "p").await;
+    let (model, version) = model_version(s, a, "p", "m").await;
+
+    // The stage lock promotions::apply takes, held by a session of the test.
+    let holder = env.sql().await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1::text || '/' || $2::text, 0))",
+            &[&model, &"development"],
+        )
+        .await
+        .unwrap();
+    let promotion = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            env.gql_ok(&env.admin, REQUEST_DEVELOPMENT, json!({ "v": version }))
+                .await["requestPromotion"]
+                .clone()
+        })
+    };
+    let sql = env.sql().await;
+    custody_tests::wait_until(
+        "the promotion to wait for the stage lock",
+        std::time::Duration::from_secs(30),
+        || async {
+            let waiting: i64 = sql
+                .query_one(
+                    "SELECT count(*)::bigint FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            (waiting > 0).then_some(())
+        },
+    )
+    .await;
+    let entries_before = count(&sql, "audit_log").await;
+
+    // Another writer is not held up by the waiting command.
+    let created = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        create_dataset(s, a, "p", "meanwhile"),
+    )
+    .await
+    .expect("createDataset waited for another command to finish: the chain's head is held across the command");
+    assert_eq!(
+        count(&sql, "audit_log").await,
+        entries_before + 1,
+        "only the dataset's entry is written while the promotion waits"
+    );
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let promotion = promotion.await.expect("requestPromotion failed");
+    assert_eq!(promotion["status"], "APPLIED", "{promotion}");
+
+    let entries = fetch_all(s, a, "").await;
+    verify_chain(&entries).unwrap_or_else(|e| panic!("audit chain broken: {e}"));
+    assert_api_matches_table(&env, &entries).await;
+    let dataset_seq = entries
+        .iter()
+        .find(|e| e["action"] == "dataset.create" && e["subjectId"] == id(&created))
+        .and_then(|e| e["seq"].as_i64())
+        .expect("the dataset.create entry");
+    let promotion_id = promotion["id"].as_str().unwrap();
+    assert_promotion_entries_consecutive(&entries, promotion_id);
+    let first = entries
+        .iter()
+        .find(|e| e["action"] == "promotion.request" && e["subjectId"] == promotion_id)
+        .and_then(|e| e["seq"].as_i64())
+        .unwrap();
+    assert!(
+        first > dataset_seq,
+        "the promotion's entries are appended when it commits, after the dataset's"
+    );
+}
+
+/// Commands with several entries and commands with one, all at once: every command's entries
+/// are consecutive and in order, and the chain is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_write_their_entries_together() {
+    let env = Arc::new(TestEnv::start().await);
+    let (s, a) = (&env.server, &env.admin);
+    create_project(s, a, "p").await;
+    let mut versions = Vec::new();
+    for i in 0..6 {
+        versions.push(model_version(s, a, "p", &format!("m{i}")).await.1);
+    }
+    let mut promotions = Vec::new();
+    let mut datasets = Vec::new();
+    for (i, version) in versions.into_iter().enumerate() {
+        let env2 = env.clone();
+        promotions.push(tokio::spawn(async move {
+            env2.gql_ok(&env2.admin, REQUEST_DEVELOPMENT, json!({ "v": version }))
+                .await["requestPromotion"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }));
+        let env2 = env.clone();
+        datasets.push(tokio::spawn(async move {
+            id(&create_dataset(&env2.server, &env2.admin, "p", &format!("d{i}")).await)
+        }));
+    }
+    let mut promotion_ids = Vec::new();
+    for p in promotions {
+        promotion_ids.push(p.await.expect("requestPromotion failed"));
+    }
+    let mut dataset_ids = Vec::new();
+    for d in datasets {
+        dataset_ids.push(d.await.expect("createDataset failed"));
+    }
+
+    let entries = fetch_all(s, a, "").await;
+    verify_chain(&entries).unwrap_or_else(|e| panic!("audit chain broken: {e}"));
+    assert_api_matches_table(&env, &entries).await;
+    for p in &promotion_ids {
+        assert_promotion_entries_consecutive(&entries, p);
+    }
+    assert_one_entry_per_subject(&entries, &dataset_ids);
+}
+
+/// A command that fails after it recorded changes writes none of them: the mutation below
+/// records the request and the version's new stage, then the database refuses its deployment
+/// (a trigger of the test); every table, audit log and chain head included, is as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_failing_after_record_writes_no_entry() {
+    let env = TestEnv::start().await;
+    let (s, a) = (&env.server, &env.admin);
+    create_project(s, a, "p").await;
+    let (_, version) = model_version(s, a, "p", "m").await;
+    let sql = env.sql().await;
+    sql.batch_execute(
+        "CREATE FUNCTION test_refuse_deployment() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'deployments refused by the test'; END $$;
+         CREATE TRIGGER test_refuse_deployment BEFORE INSERT ON deployments
+           FOR EACH ROW EXECUTE FUNCTION test_refuse_deployment();",
+    )
+    .await
+    .unwrap();
+    env.assert_refused(a, "INTERNAL", REQUEST_DEVELOPMENT, json!({ "v": version }))
+        .await;
+
+    sql.batch_execute(
+        "DROP TRIGGER test_refuse_deployment ON deployments; DROP FUNCTION test_refuse_deployment();",
+    )
+    .await
+    .unwrap();
+    let promotion = env
+        .gql_ok(a, REQUEST_DEVELOPMENT, json!({ "v": version }))
+        .await["requestPromotion"]
+        .clone();
+    assert_eq!(promotion["status"], "APPLIED", "{promotion}");
+    let entries = fetch_all(s, a, "").await;
+    verify_chain(&entries).unwrap_or_else(|e| panic!("audit chain broken: {e}"));
+    assert_promotion_entries_consecutive(&entries, promotion["id"].as_str().unwrap());
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["action"] == "promotion.request")
+            .count(),
+        1,
+        "the failed request left no entry"
     );
 }

@@ -1,8 +1,9 @@
 //! Load benchmark (not a timed test; ignored by default): 16 concurrent writers for 20 s, each
 //! issuing a realistic mix of audited mutations through GraphQL over HTTP against the real server
-//! (release build) on the harness's PostgreSQL. Every mutation writes its audit entry in its own
-//! transaction, and all writers serialise on the audit chain's head row: this measures that write
-//! path. Reports mutations/s, p50/p99/max latency (overall and per mutation) and the machine's load.
+//! (release build) on the harness's PostgreSQL. Every mutation appends its audit entries in its own
+//! transaction, just before commit, and all writers serialise on the audit chain's head row for
+//! that append: this measures that write path. Reports mutations/s, p50/p99/max latency (overall
+//! and per mutation) and the machine's load.
 //!
 //! ```text
 //! cargo test -p custody-tests --release --test e2e bench_concurrent_writers -- --ignored --nocapture
