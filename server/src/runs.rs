@@ -459,3 +459,59 @@ pub async fn last_metrics(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Metri
         .load(conn)
         .await?)
 }
+
+/// One point of a downsampled series, with the size of the whole series.
+#[derive(QueryableByName, Debug, Clone)]
+pub struct HistoryPoint {
+    #[diesel(sql_type = SqlUuid)]
+    pub run_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub key: String,
+    #[diesel(sql_type = Int8)]
+    pub step: i64,
+    #[diesel(sql_type = Float8)]
+    pub value: f64,
+    #[diesel(sql_type = Timestamptz)]
+    pub at: DateTime<Utc>,
+    /// How many points the whole series has.
+    #[diesel(sql_type = Int8)]
+    pub total: i64,
+}
+
+/// The history of each (run, key) series in at most `max_points` points, ordered by step and
+/// time: a series that fits is answered whole; a longer one is cut into `(max_points - 2) / 2`
+/// buckets of consecutive points and keeps the lowest and highest point of each bucket plus the
+/// first and last point, so spikes survive downsampling (an average would hide them). One
+/// statement with bound parameters; `max_points` must be at least 4.
+pub async fn metric_history(
+    conn: &mut Conn,
+    run_ids: &[Uuid],
+    keys: &[String],
+    max_points: i64,
+) -> Result<Vec<HistoryPoint>> {
+    let buckets = ((max_points - 2) / 2).max(1);
+    Ok(diesel::sql_query(
+        "WITH points AS (
+           SELECT run_id, key, step, value, at,
+                  row_number() OVER (PARTITION BY run_id, key ORDER BY step, at) - 1 AS i,
+                  count(*) OVER (PARTITION BY run_id, key) AS total
+           FROM run_metrics WHERE run_id = ANY($1) AND key = ANY($2)
+         ), bucketed AS (
+           SELECT *, (i * $4) / total AS bucket FROM points
+         ), ranked AS (
+           SELECT *,
+                  row_number() OVER (PARTITION BY run_id, key, bucket ORDER BY value, i) AS low,
+                  row_number() OVER (PARTITION BY run_id, key, bucket ORDER BY value DESC, i) AS high
+           FROM bucketed
+         )
+         SELECT run_id, key, step, value, at, total FROM ranked
+         WHERE total <= $3 OR low = 1 OR high = 1 OR i = 0 OR i = total - 1
+         ORDER BY run_id, key, step, at",
+    )
+    .bind::<Array<SqlUuid>, _>(run_ids)
+    .bind::<Array<Text>, _>(keys)
+    .bind::<Int8, _>(max_points)
+    .bind::<Int8, _>(buckets)
+    .load(conn)
+    .await?)
+}

@@ -4,11 +4,11 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::code::CodeCommitNode;
 use super::datasets::DatasetVersionNode;
-use super::loaders::{CodeCommitById, InputsOfRun, ParamsOfRun, ProjectById};
+use super::loaders::{CodeCommitById, InputsOfRun, ParamsOfRun, ProjectById, RunById};
 use super::projects::ProjectNode;
 use super::{
-    actor, list_cost, load, loaders, parse_id, parse_ids, read, readable, slice, transaction,
-    GqlResult, DEFAULT_METRIC_POINTS, MAX_METRIC_POINTS,
+    actor, gql_error, list_cost, load, loaders, parse_id, parse_ids, read, readable, readable_only,
+    slice, transaction, GqlResult, DEFAULT_METRIC_POINTS, MAX_METRIC_POINTS,
 };
 use crate::access::Readable;
 use crate::error::Error;
@@ -154,11 +154,118 @@ impl RunNode {
     }
 }
 
+/// One point of a chart series.
+#[derive(SimpleObject)]
+pub struct MetricPoint {
+    step: i64,
+    value: f64,
+    timestamp: DateTime<Utc>,
+}
+
+/// The history of one metric of one run, as a chart needs it.
+#[derive(SimpleObject)]
+pub struct MetricSeries {
+    run_id: ID,
+    key: String,
+    /// How many points the whole history has.
+    total_points: i64,
+    /// Whether `points` is a downsampled selection (lowest and highest per bucket, first, last).
+    downsampled: bool,
+    points: Vec<MetricPoint>,
+}
+
+/// Most runs and keys one `metricHistory` asks for, and most points it may answer in all.
+const HISTORY_MAX_RUNS: usize = 50;
+const HISTORY_MAX_KEYS: usize = 50;
+const HISTORY_MAX_TOTAL_POINTS: usize = 50_000;
+const DEFAULT_HISTORY_POINTS: i32 = 1_000;
+
+/// A history request costs a quarter of the points it may answer: four of the largest fit in
+/// one query, more aliases do not.
+fn history_cost(run_ids: &[ID], keys: &[String], max_points: Option<i32>) -> usize {
+    let points = max_points.unwrap_or(DEFAULT_HISTORY_POINTS).max(1) as usize;
+    (run_ids.len() * keys.len()).saturating_mul(points) / 4
+}
+
 #[derive(Default)]
 pub struct RunQuery;
 
 #[Object]
 impl RunQuery {
+    /// Metric histories for charts: for each readable run and key, at most `maxPoints` points
+    /// (default 1,000, 4 to 10,000). A longer history is downsampled so spikes survive: the lowest
+    /// and highest point of each bucket, plus the first and last point. Runs the caller cannot
+    /// read, and series without points, are left out. At most 50 runs, 50 keys, and
+    /// runs × keys × maxPoints ≤ 50,000. The full history stays available, page by page, through
+    /// `Run.metrics`.
+    #[graphql(complexity = "history_cost(&run_ids, &keys, max_points) + child_complexity")]
+    async fn metric_history(
+        &self,
+        ctx: &Context<'_>,
+        run_ids: Vec<ID>,
+        keys: Vec<String>,
+        max_points: Option<i32>,
+    ) -> GqlResult<Vec<MetricSeries>> {
+        let max_points = max_points.unwrap_or(DEFAULT_HISTORY_POINTS);
+        let invalid = |m: String| Err(gql_error(Error::invalid(m)));
+        if run_ids.is_empty() || run_ids.len() > HISTORY_MAX_RUNS {
+            return invalid(format!("runIds must name 1 to {HISTORY_MAX_RUNS} runs"));
+        }
+        if keys.is_empty() || keys.len() > HISTORY_MAX_KEYS {
+            return invalid(format!(
+                "keys must name 1 to {HISTORY_MAX_KEYS} metric keys"
+            ));
+        }
+        if !(4..=10_000).contains(&max_points) {
+            return invalid(format!(
+                "maxPoints must be between 4 and 10000, got {max_points}"
+            ));
+        }
+        let total = run_ids.len() * keys.len() * max_points as usize;
+        if total > HISTORY_MAX_TOTAL_POINTS {
+            return invalid(format!(
+                "runIds × keys × maxPoints is {total}; at most {HISTORY_MAX_TOTAL_POINTS} points per request"
+            ));
+        }
+        let ids = parse_ids(&run_ids, "run")?;
+        let found = loaders(ctx)
+            .load_many(ids.into_iter().map(RunById))
+            .await
+            .map_err(|e| (*e).clone())?;
+        let readable: Vec<uuid::Uuid> = readable_only(ctx, found.into_values().collect())
+            .await?
+            .iter()
+            .map(|run| run.id)
+            .collect();
+        let points = read(ctx, |c| {
+            async move { runs::metric_history(c, &readable, &keys, max_points.into()).await }
+                .scope_boxed()
+        })
+        .await?;
+        let mut series: Vec<MetricSeries> = Vec::new();
+        for p in points {
+            let same = series
+                .last()
+                .is_some_and(|s| s.run_id.as_str() == p.run_id.to_string() && s.key == p.key);
+            if !same {
+                series.push(MetricSeries {
+                    run_id: ID(p.run_id.to_string()),
+                    key: p.key.clone(),
+                    total_points: p.total,
+                    downsampled: p.total > i64::from(max_points),
+                    points: Vec::new(),
+                });
+            }
+            let last = series.last_mut().expect("a series was just pushed");
+            last.points.push(MetricPoint {
+                step: p.step,
+                value: p.value,
+                timestamp: p.at,
+            });
+        }
+        Ok(series)
+    }
+
     async fn run(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<RunNode>> {
         let actor = actor(ctx)?;
         let id = parse_id(&id, "run")?;

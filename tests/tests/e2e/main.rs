@@ -33,6 +33,7 @@ mod governance;
 mod harness;
 mod lifecycle;
 mod lineage;
+mod metric_history;
 mod migrations;
 mod refusals;
 
