@@ -164,15 +164,17 @@ impl Access {
             .collect())
     }
 
-    /// Whether the caller may read the project.
-    pub async fn can_read(&self, project_id: Uuid) -> Result<bool> {
+    /// Which of these projects the caller may read.
+    pub async fn readable_projects(
+        &self,
+        project_ids: &[Uuid],
+    ) -> Result<std::collections::HashSet<Uuid>> {
         Ok(self
-            .roles_in(&[project_id])
+            .roles_in(project_ids)
             .await?
-            .get(&project_id)
-            .copied()
-            .flatten()
-            .is_some())
+            .into_iter()
+            .filter_map(|(id, role)| role.map(|_| id))
+            .collect())
     }
 }
 

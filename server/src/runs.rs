@@ -460,6 +460,60 @@ pub async fn last_metrics(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Metri
         .await?)
 }
 
+/// Default, and bounds, of a `metric_history` request: most runs and keys it names, and most
+/// points it may answer in all.
+pub const DEFAULT_HISTORY_POINTS: i32 = 1_000;
+const HISTORY_MAX_RUNS: usize = 50;
+const HISTORY_MAX_KEYS: usize = 50;
+const HISTORY_MAX_TOTAL_POINTS: usize = 50_000;
+
+/// A checked request for chart series: the keys, and at most how many points per series.
+pub struct HistoryRequest {
+    keys: Vec<String>,
+    max_points: i32,
+}
+
+impl HistoryRequest {
+    /// Checks the bounds: 1 to 50 runs (`runs` named), 1 to 50 keys, 4 to 10,000 points per
+    /// series (default 1,000), and runs × keys × points ≤ 50,000.
+    pub fn new(runs: usize, keys: Vec<String>, max_points: Option<i32>) -> Result<Self> {
+        let max_points = max_points.unwrap_or(DEFAULT_HISTORY_POINTS);
+        if runs == 0 || runs > HISTORY_MAX_RUNS {
+            return Err(Error::invalid(format!(
+                "runIds must name 1 to {HISTORY_MAX_RUNS} runs"
+            )));
+        }
+        if keys.is_empty() || keys.len() > HISTORY_MAX_KEYS {
+            return Err(Error::invalid(format!(
+                "keys must name 1 to {HISTORY_MAX_KEYS} metric keys"
+            )));
+        }
+        if !(4..=10_000).contains(&max_points) {
+            return Err(Error::invalid(format!(
+                "maxPoints must be between 4 and 10000, got {max_points}"
+            )));
+        }
+        let total = runs * keys.len() * max_points as usize;
+        if total > HISTORY_MAX_TOTAL_POINTS {
+            return Err(Error::invalid(format!(
+                "runIds × keys × maxPoints is {total}; at most {HISTORY_MAX_TOTAL_POINTS} points per request"
+            )));
+        }
+        Ok(HistoryRequest { keys, max_points })
+    }
+}
+
+/// One metric of one run, as a chart needs it.
+pub struct Series {
+    pub run_id: Uuid,
+    pub key: String,
+    /// How many points the whole history has.
+    pub total_points: i64,
+    /// Whether `points` is a downsampled selection.
+    pub downsampled: bool,
+    pub points: Vec<HistoryPoint>,
+}
+
 /// One point of a downsampled series, with the size of the whole series.
 #[derive(QueryableByName, Debug, Clone)]
 pub struct HistoryPoint {
@@ -482,15 +536,15 @@ pub struct HistoryPoint {
 /// time: a series that fits is answered whole; a longer one is cut into `(max_points - 2) / 2`
 /// buckets of consecutive points and keeps the lowest and highest point of each bucket plus the
 /// first and last point, so spikes survive downsampling (an average would hide them). One
-/// statement with bound parameters; `max_points` must be at least 4.
+/// statement with bound parameters.
 pub async fn metric_history(
     conn: &mut Conn,
     run_ids: &[Uuid],
-    keys: &[String],
-    max_points: i64,
-) -> Result<Vec<HistoryPoint>> {
+    request: &HistoryRequest,
+) -> Result<Vec<Series>> {
+    let max_points = i64::from(request.max_points);
     let buckets = ((max_points - 2) / 2).max(1);
-    Ok(diesel::sql_query(
+    let points: Vec<HistoryPoint> = diesel::sql_query(
         "WITH points AS (
            SELECT run_id, key, step, value, at,
                   row_number() OVER (PARTITION BY run_id, key ORDER BY step, at) - 1 AS i,
@@ -509,9 +563,31 @@ pub async fn metric_history(
          ORDER BY run_id, key, step, at",
     )
     .bind::<Array<SqlUuid>, _>(run_ids)
-    .bind::<Array<Text>, _>(keys)
+    .bind::<Array<Text>, _>(&request.keys)
     .bind::<Int8, _>(max_points)
     .bind::<Int8, _>(buckets)
     .load(conn)
-    .await?)
+    .await?;
+    // Rows come ordered by run and key: each change of either starts a series.
+    let mut series: Vec<Series> = Vec::new();
+    for point in points {
+        let continues = series
+            .last()
+            .is_some_and(|s| s.run_id == point.run_id && s.key == point.key);
+        if !continues {
+            series.push(Series {
+                run_id: point.run_id,
+                key: point.key.clone(),
+                total_points: point.total,
+                downsampled: point.total > max_points,
+                points: Vec::new(),
+            });
+        }
+        series
+            .last_mut()
+            .expect("a series is open")
+            .points
+            .push(point);
+    }
+    Ok(series)
 }

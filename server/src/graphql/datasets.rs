@@ -5,8 +5,8 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 use super::loaders::{DatasetById, VersionsOfDataset};
 use super::scalars::Sha256;
 use super::{
-    actor, gql_error, list_cost, load, loaders, parse_ids, read, readable, transaction,
-    version_range, GqlResult, DEFAULT_LIST_SIZE,
+    actor, gql_error, list_cost, load, loaders, parse_ids, read, readable, readable_child,
+    transaction, version_range, GqlResult, DEFAULT_LIST_SIZE,
 };
 use crate::access::Readable;
 use crate::datasets::{self, Dataset, DatasetVersion, NewVersion};
@@ -173,20 +173,8 @@ impl DatasetMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(DatasetVersionNode(version_node(ctx, version).await?))
+        Ok(DatasetVersionNode(readable_child(ctx, version).await?))
     }
-}
-
-/// A dataset version as a readable value: through its dataset's project.
-pub(crate) async fn version_node(
-    ctx: &Context<'_>,
-    version: DatasetVersion,
-) -> GqlResult<Readable<DatasetVersion>> {
-    let dataset = load(ctx, DatasetById(version.dataset_id), "dataset").await?;
-    readable(ctx, dataset)
-        .await?
-        .child(version)
-        .map_err(gql_error)
 }
 
 /// The versions the caller may read, in order; versions of unreadable projects are left out.

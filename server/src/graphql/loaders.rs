@@ -311,3 +311,24 @@ impl Loader<FilesOfModelVersion> for DbLoader {
             .collect())
     }
 }
+
+impl super::Parented for DatasetVersion {
+    type ParentKey = DatasetById;
+    fn parent_key(&self) -> DatasetById {
+        DatasetById(self.dataset_id)
+    }
+}
+
+impl super::Parented for ModelVersion {
+    type ParentKey = ModelById;
+    fn parent_key(&self) -> ModelById {
+        ModelById(self.model_id)
+    }
+}
+
+impl super::Parented for crate::stages::Stage {
+    type ParentKey = ProjectById;
+    fn parent_key(&self) -> ProjectById {
+        ProjectById(self.project_id)
+    }
+}

@@ -22,7 +22,7 @@ use diesel_async::scoped_futures::ScopedBoxFuture;
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
-use crate::access::{Access, InProject, Readable};
+use crate::access::{Access, BelongsTo, InProject, Readable};
 use crate::actor::Actor;
 use crate::db::{Conn, DbPool, Slice, VersionRange};
 use crate::error::Error;
@@ -159,6 +159,29 @@ where
         .await
         .map_err(|e| (*e).clone())?
         .ok_or_else(|| gql_error(Error::not_found(format!("{what} not found"))))
+}
+
+/// A row that belongs to a parent row (a version to its dataset or model, a stage to its
+/// project) names the loader key of that parent.
+pub(crate) trait Parented {
+    type ParentKey: Send + Sync + std::hash::Hash + Eq + Clone + 'static;
+    fn parent_key(&self) -> Self::ParentKey;
+}
+
+/// A row as a readable value, through its parent: loads the parent, checks the caller may read
+/// it, and derives the proof for the child (which must belong to it).
+pub(crate) async fn readable_child<C>(ctx: &Context<'_>, child: C) -> GqlResult<Readable<C>>
+where
+    C: Parented,
+    DbLoader: async_graphql::dataloader::Loader<
+        C::ParentKey,
+        Error = std::sync::Arc<async_graphql::Error>,
+    >,
+    <DbLoader as async_graphql::dataloader::Loader<C::ParentKey>>::Value: InProject,
+    C: BelongsTo<<DbLoader as async_graphql::dataloader::Loader<C::ParentKey>>::Value>,
+{
+    let parent = load(ctx, child.parent_key(), "parent").await?;
+    readable(ctx, parent).await?.child(child).map_err(gql_error)
 }
 
 pub(crate) async fn conn(ctx: &Context<'_>) -> GqlResult<Object<AsyncPgConnection>> {

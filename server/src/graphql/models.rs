@@ -5,8 +5,8 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 use super::loaders::{ModelById, RunById, VersionsOfModel};
 use super::runs::RunNode;
 use super::{
-    actor, gql_error, list_cost, load, loaders, parse_id, read, readable, transaction,
-    version_range, GqlResult, DEFAULT_LIST_SIZE,
+    actor, gql_error, list_cost, load, loaders, parse_id, read, readable, readable_child,
+    transaction, version_range, GqlResult, DEFAULT_LIST_SIZE,
 };
 use crate::access::Readable;
 use crate::error::Error;
@@ -169,7 +169,7 @@ impl ModelQuery {
         })
         .await?;
         match found {
-            Some(version) => Ok(Some(ModelVersionNode(version_node(ctx, version).await?))),
+            Some(version) => Ok(Some(ModelVersionNode(readable_child(ctx, version).await?))),
             None => Ok(None),
         }
     }
@@ -234,18 +234,6 @@ impl ModelMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(ModelVersionNode(version_node(ctx, version).await?))
+        Ok(ModelVersionNode(readable_child(ctx, version).await?))
     }
-}
-
-/// A model version as a readable value: through its model's project.
-pub(crate) async fn version_node(
-    ctx: &Context<'_>,
-    version: ModelVersion,
-) -> GqlResult<Readable<ModelVersion>> {
-    let model = load(ctx, ModelById(version.model_id), "model").await?;
-    readable(ctx, model)
-        .await?
-        .child(version)
-        .map_err(gql_error)
 }

@@ -4,12 +4,12 @@ use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::auth::UserNode;
-use super::loaders::{ApprovalsOfPromotion, ModelVersionById, ProjectById, UserById};
-use super::models::{version_node, ModelVersionNode};
+use super::loaders::{ApprovalsOfPromotion, ModelVersionById, UserById};
+use super::models::ModelVersionNode;
 use super::scalars::Sha256;
 use super::{
-    actor, gql_error, list_cost, load, loaders, page_size, parse_id, read, readable, readable_only,
-    state, transaction, GqlResult, DEFAULT_PAGE_SIZE,
+    actor, gql_error, list_cost, load, loaders, page_size, parse_id, read, readable,
+    readable_child, readable_only, state, transaction, GqlResult, DEFAULT_PAGE_SIZE,
 };
 use crate::access::Readable;
 use crate::error::Error;
@@ -135,7 +135,7 @@ impl PromotionNode {
             "model version",
         )
         .await?;
-        Ok(ModelVersionNode(version_node(ctx, version).await?))
+        Ok(ModelVersionNode(readable_child(ctx, version).await?))
     }
 
     async fn requested_by(&self, ctx: &Context<'_>) -> GqlResult<UserNode> {
@@ -331,7 +331,7 @@ impl PromotionMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(StageNode(stage_node(ctx, stage).await?))
+        Ok(StageNode(readable_child(ctx, stage).await?))
     }
 
     /// Sets whether promotions into a stage wait for approval (admins).
@@ -350,7 +350,7 @@ impl PromotionMutation {
             .scope_boxed()
         })
         .await?;
-        Ok(StageNode(stage_node(ctx, stage).await?))
+        Ok(StageNode(readable_child(ctx, stage).await?))
     }
 
     /// Registers a webhook for the project's promotion events (admins). Calls carry
@@ -389,7 +389,7 @@ impl PromotionMutation {
             async move { promotions::emergency_archive(c, actor, id, &reason).await }.scope_boxed()
         })
         .await?;
-        Ok(ModelVersionNode(version_node(ctx, version).await?))
+        Ok(ModelVersionNode(readable_child(ctx, version).await?))
     }
 }
 
@@ -413,56 +413,27 @@ async fn decide(
     Ok(PromotionNode(readable(ctx, promotion).await?))
 }
 
-/// A stage as a readable value: through its project.
-async fn stage_node(ctx: &Context<'_>, stage: Stage) -> GqlResult<Readable<Stage>> {
-    let project = load(ctx, ProjectById(stage.project_id), "project").await?;
-    readable(ctx, project)
-        .await?
-        .child(stage)
-        .map_err(gql_error)
-}
-
-/// A policy input as this caller may see it: the upstream datasets of projects the caller cannot
-/// read are removed and counted in `lineage.hidden_datasets`, so a reader of a promotion learns
-/// nothing about another project's data from it.
+/// A policy input as this caller may see it: upstream datasets of projects the caller cannot
+/// read are left out (the rule is `promotions::hide_datasets`).
 async fn redacted_input(
     ctx: &Context<'_>,
     mut input: serde_json::Value,
 ) -> GqlResult<serde_json::Value> {
-    let Some(datasets) = input
-        .pointer_mut("/lineage/datasets")
-        .and_then(serde_json::Value::as_array_mut)
-    else {
+    let ids = promotions::upstream_dataset_versions(&input);
+    if ids.is_empty() {
         return Ok(input);
-    };
-    let version_id =
-        |d: &serde_json::Value| -> Option<uuid::Uuid> { d.get("id")?.as_str()?.parse().ok() };
-    let ids: Vec<uuid::Uuid> = datasets.iter().filter_map(version_id).collect();
+    }
     let projects = read(ctx, |c| {
         async move { crate::datasets::projects_of_versions(c, &ids).await }.scope_boxed()
     })
     .await?;
-    let access = super::access(ctx)?;
-    let mut kept = Vec::with_capacity(datasets.len());
-    let mut hidden = 0;
-    for dataset in datasets.drain(..) {
-        let project = version_id(&dataset).and_then(|id| projects.get(&id).copied());
-        let visible = match project {
-            Some(project) => access.can_read(project).await.map_err(gql_error)?,
-            None => false,
-        };
-        if visible {
-            kept.push(dataset);
-        } else {
-            hidden += 1;
-        }
-    }
-    *datasets = kept;
-    if let Some(lineage) = input
-        .get_mut("lineage")
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        lineage.insert("hidden_datasets".into(), hidden.into());
-    }
+    let project_ids: Vec<uuid::Uuid> = projects.values().copied().collect();
+    let readable = super::access(ctx)?
+        .readable_projects(&project_ids)
+        .await
+        .map_err(gql_error)?;
+    promotions::hide_datasets(&mut input, |version| {
+        projects.get(&version).is_some_and(|p| readable.contains(p))
+    });
     Ok(input)
 }

@@ -174,16 +174,10 @@ pub struct MetricSeries {
     points: Vec<MetricPoint>,
 }
 
-/// Most runs and keys one `metricHistory` asks for, and most points it may answer in all.
-const HISTORY_MAX_RUNS: usize = 50;
-const HISTORY_MAX_KEYS: usize = 50;
-const HISTORY_MAX_TOTAL_POINTS: usize = 50_000;
-const DEFAULT_HISTORY_POINTS: i32 = 1_000;
-
 /// A history request costs a quarter of the points it may answer: four of the largest fit in
 /// one query, more aliases do not.
 fn history_cost(run_ids: &[ID], keys: &[String], max_points: Option<i32>) -> usize {
-    let points = max_points.unwrap_or(DEFAULT_HISTORY_POINTS).max(1) as usize;
+    let points = max_points.unwrap_or(runs::DEFAULT_HISTORY_POINTS).max(1) as usize;
     (run_ids.len() * keys.len()).saturating_mul(points) / 4
 }
 
@@ -206,27 +200,8 @@ impl RunQuery {
         keys: Vec<String>,
         max_points: Option<i32>,
     ) -> GqlResult<Vec<MetricSeries>> {
-        let max_points = max_points.unwrap_or(DEFAULT_HISTORY_POINTS);
-        let invalid = |m: String| Err(gql_error(Error::invalid(m)));
-        if run_ids.is_empty() || run_ids.len() > HISTORY_MAX_RUNS {
-            return invalid(format!("runIds must name 1 to {HISTORY_MAX_RUNS} runs"));
-        }
-        if keys.is_empty() || keys.len() > HISTORY_MAX_KEYS {
-            return invalid(format!(
-                "keys must name 1 to {HISTORY_MAX_KEYS} metric keys"
-            ));
-        }
-        if !(4..=10_000).contains(&max_points) {
-            return invalid(format!(
-                "maxPoints must be between 4 and 10000, got {max_points}"
-            ));
-        }
-        let total = run_ids.len() * keys.len() * max_points as usize;
-        if total > HISTORY_MAX_TOTAL_POINTS {
-            return invalid(format!(
-                "runIds × keys × maxPoints is {total}; at most {HISTORY_MAX_TOTAL_POINTS} points per request"
-            ));
-        }
+        let request =
+            runs::HistoryRequest::new(run_ids.len(), keys, max_points).map_err(gql_error)?;
         let ids = parse_ids(&run_ids, "run")?;
         let found = loaders(ctx)
             .load_many(ids.into_iter().map(RunById))
@@ -237,33 +212,28 @@ impl RunQuery {
             .iter()
             .map(|run| run.id)
             .collect();
-        let points = read(ctx, |c| {
-            async move { runs::metric_history(c, &readable, &keys, max_points.into()).await }
-                .scope_boxed()
+        let series = read(ctx, |c| {
+            async move { runs::metric_history(c, &readable, &request).await }.scope_boxed()
         })
         .await?;
-        let mut series: Vec<MetricSeries> = Vec::new();
-        for p in points {
-            let same = series
-                .last()
-                .is_some_and(|s| s.run_id.as_str() == p.run_id.to_string() && s.key == p.key);
-            if !same {
-                series.push(MetricSeries {
-                    run_id: ID(p.run_id.to_string()),
-                    key: p.key.clone(),
-                    total_points: p.total,
-                    downsampled: p.total > i64::from(max_points),
-                    points: Vec::new(),
-                });
-            }
-            let last = series.last_mut().expect("a series was just pushed");
-            last.points.push(MetricPoint {
-                step: p.step,
-                value: p.value,
-                timestamp: p.at,
-            });
-        }
-        Ok(series)
+        Ok(series
+            .into_iter()
+            .map(|s| MetricSeries {
+                run_id: ID(s.run_id.to_string()),
+                key: s.key,
+                total_points: s.total_points,
+                downsampled: s.downsampled,
+                points: s
+                    .points
+                    .into_iter()
+                    .map(|p| MetricPoint {
+                        step: p.step,
+                        value: p.value,
+                        timestamp: p.at,
+                    })
+                    .collect(),
+            })
+            .collect())
     }
 
     async fn run(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<RunNode>> {

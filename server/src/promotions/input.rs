@@ -221,3 +221,51 @@ pub async fn policy_input(
         "evaluations": evaluations,
     }))
 }
+
+/// The dataset versions an input document names upstream (`lineage.datasets[*].id`).
+pub fn upstream_dataset_versions(input: &Value) -> Vec<Uuid> {
+    input
+        .pointer("/lineage/datasets")
+        .and_then(Value::as_array)
+        .map(|datasets| datasets.iter().filter_map(dataset_version_id).collect())
+        .unwrap_or_default()
+}
+
+fn dataset_version_id(dataset: &Value) -> Option<Uuid> {
+    dataset.get("id")?.as_str()?.parse().ok()
+}
+
+/// Leaves in an input document only the upstream datasets `visible` accepts, and counts the
+/// others in `lineage.hidden_datasets`, so a reader of a promotion learns nothing about another
+/// project's data from it (not even a digest).
+pub fn hide_datasets(input: &mut Value, visible: impl Fn(Uuid) -> bool) {
+    let Some(lineage) = input.get_mut("lineage").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut hidden = 0;
+    if let Some(datasets) = lineage.get_mut("datasets").and_then(Value::as_array_mut) {
+        let before = datasets.len();
+        datasets.retain(|d| dataset_version_id(d).is_some_and(&visible));
+        hidden = before - datasets.len();
+    }
+    lineage.insert("hidden_datasets".into(), hidden.into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_datasets_are_removed_and_counted() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut input =
+            json!({"lineage": {"datasets": [{"id": a, "sha256": "x"}, {"id": b, "sha256": "y"}]}});
+        assert_eq!(upstream_dataset_versions(&input), vec![a, b]);
+        hide_datasets(&mut input, |id| id == a);
+        assert_eq!(
+            input["lineage"]["datasets"],
+            json!([{"id": a, "sha256": "x"}])
+        );
+        assert_eq!(input["lineage"]["hidden_datasets"], 1);
+    }
+}

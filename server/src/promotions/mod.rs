@@ -8,7 +8,7 @@
 pub mod approvals;
 mod input;
 
-pub use input::{policy_input, Requester};
+pub use input::{hide_datasets, policy_input, upstream_dataset_versions, Requester};
 
 use std::time::Duration;
 
