@@ -452,6 +452,28 @@ pub fn policy_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     d
 }
 
+/// Restarts the server with the default policy changed so that every promotion needs the
+/// `privacy` group (not only those trained on PII): a bundle that changes while promotions wait.
+/// The returned directory holds the bundle; keep it while the server runs.
+pub async fn restart_requiring_the_privacy_group(server: &mut Server) -> tempfile::TempDir {
+    let original = default_policy();
+    let grouped = original.replace(
+        "approver_group := \"privacy\" if trained_on_pii",
+        "approver_group := \"privacy\"",
+    );
+    assert_ne!(
+        grouped, original,
+        "the default policy no longer has the line this helper rewrites"
+    );
+    let dir = policy_dir(&[("promotion.rego", &grouped)]);
+    server.extra_args.extend([
+        "--policies".to_string(),
+        dir.path().to_str().unwrap().to_string(),
+    ]);
+    server.restart().await;
+    dir
+}
+
 /// The digest the server documents for a bundle: SHA-256 over the sorted `(file name, NUL,
 /// content, NUL)` of its `.rego` files, tests (`*_test.rego`) excluded.
 pub fn bundle_digest(dir: &Path) -> String {

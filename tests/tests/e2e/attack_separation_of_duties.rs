@@ -470,21 +470,7 @@ async fn a_recheck_that_changes_a_pending_promotion_is_audited_and_sees_the_appr
     let pid = id(&p);
     approve(&env.server, f.approver(BOB), &pid, None).await;
 
-    let original = default_policy();
-    let grouped = original.replace(
-        "approver_group := \"privacy\" if trained_on_pii",
-        "approver_group := \"privacy\"",
-    );
-    assert_ne!(
-        grouped, original,
-        "the default policy lost the line this test rewrites"
-    );
-    let dir = policy_dir(&[("promotion.rego", &grouped)]);
-    env.server.extra_args.extend([
-        "--policies".to_string(),
-        dir.path().to_str().unwrap().to_string(),
-    ]);
-    env.server.restart().await;
+    let _dir = restart_requiring_the_privacy_group(&mut env.server).await;
     let s = &env.server;
     assert_status(&approve(s, f.approver(CAROL), &pid, None).await, "PENDING");
 

@@ -1864,21 +1864,7 @@ async fn a_changed_bundle_naming_a_group_counts_only_that_groups_approvals() {
     outbox_settled(&env).await;
     assert!(!mail_recipients(&env, &pid).await.is_empty());
 
-    let original = default_policy();
-    let grouped = original.replace(
-        "approver_group := \"privacy\" if trained_on_pii",
-        "approver_group := \"privacy\"",
-    );
-    assert_ne!(
-        grouped, original,
-        "the default policy no longer has the line this test rewrites"
-    );
-    let dir = policy_dir(&[("promotion.rego", &grouped)]);
-    env.server.extra_args.extend([
-        "--policies".to_string(),
-        dir.path().to_str().unwrap().to_string(),
-    ]);
-    env.server.restart().await;
+    let _dir = restart_requiring_the_privacy_group(&mut env.server).await;
     let s = &env.server;
 
     // Carol's approval would have been the second; under the new rules neither counts.
