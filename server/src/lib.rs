@@ -19,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod ids;
 pub mod lineage;
 pub mod models;
 pub mod notify;
