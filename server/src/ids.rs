@@ -1,6 +1,7 @@
 //! Typed ids: one type per kind of row, so a run id can never be passed where a project id is
 //! expected. Each is a UUID in the database (diesel maps it to the `uuid` column type), its
-//! hyphenated text at the edges (GraphQL `ID`, JSON, URLs), and `Copy` like the UUID it wraps.
+//! hyphenated text at the edges (GraphQL `ID` through `Display`, JSON, URLs), and `Copy` like the
+//! UUID it wraps.
 
 use std::fmt;
 use std::str::FromStr;
@@ -63,12 +64,6 @@ macro_rules! typed_id {
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 text.parse().map(Self)
-            }
-        }
-
-        impl From<$name> for async_graphql::ID {
-            fn from(id: $name) -> Self {
-                async_graphql::ID(id.0.to_string())
             }
         }
 
