@@ -28,6 +28,7 @@ pub mod policy;
 pub mod projects;
 pub mod promotions;
 pub mod runs;
+pub mod search;
 pub mod stages;
 pub mod state;
 pub mod templates;

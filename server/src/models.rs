@@ -16,7 +16,7 @@ use crate::lineage::{self, NodeKind, NodeRef};
 use crate::projects::{self, Role};
 use crate::validate;
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = models)]
 pub struct Model {
     pub id: Uuid,
@@ -29,7 +29,7 @@ pub struct Model {
     pub higher_is_better: bool,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = model_versions)]
 pub struct ModelVersion {
     pub id: Uuid,

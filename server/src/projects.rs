@@ -145,6 +145,45 @@ pub async fn find_authorized(
     Ok(project)
 }
 
+/// The projects a search covers: those named (each must exist and be readable, else NOT_FOUND
+/// as for any project lookup), or, when none are named, every project the caller may read
+/// (server admins: all).
+pub async fn readable_ids(
+    conn: &mut Conn,
+    actor: &Actor,
+    names: Option<&[String]>,
+) -> Result<Vec<Uuid>> {
+    let Some(names) = names else {
+        if actor.is_admin {
+            return Ok(projects::table.select(projects::id).load(conn).await?);
+        }
+        let Some(user_id) = actor.user_id else {
+            return Ok(Vec::new());
+        };
+        return Ok(memberships::table
+            .filter(memberships::user_id.eq(user_id))
+            .select(memberships::project_id)
+            .load(conn)
+            .await?);
+    };
+    let found: Vec<(Uuid, String)> = projects::table
+        .filter(projects::name.eq_any(names))
+        .select((projects::id, projects::name))
+        .load(conn)
+        .await?;
+    let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
+    let roles = roles_in(conn, actor, &ids).await?;
+    for name in names {
+        let readable = found
+            .iter()
+            .any(|(id, found)| found == name && roles.contains_key(id));
+        if !readable {
+            return Err(Error::not_found(format!("no project named `{name}`")));
+        }
+    }
+    Ok(ids)
+}
+
 pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Project>> {
     Ok(projects::table
         .filter(projects::id.eq_any(ids))

@@ -33,7 +33,7 @@ text_enum! {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = runs)]
 pub struct Run {
     pub id: Uuid,
@@ -333,10 +333,24 @@ pub async fn log_metrics(
     if keys.is_empty() {
         return Ok(0);
     }
-    // One prepared statement whatever the batch size: the arrays are unnested server-side.
-    let stored = diesel::sql_query(
-        "INSERT INTO run_metrics (run_id, key, value, step, at)
-         SELECT $1, * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])",
+    // One prepared statement whatever the batch size: the arrays are unnested server-side, the
+    // points appended to the history, and each key's latest value (highest step, then time, then
+    // value) upserted into `run_latest_metrics`, which searches filter and sort on. An older
+    // point logged late leaves the latest value as it is.
+    diesel::sql_query(
+        "WITH batch (key, value, step, at) AS (
+             SELECT * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])
+         ), history AS (
+             INSERT INTO run_metrics (run_id, key, value, step, at)
+             SELECT $1, key, value, step, at FROM batch
+         )
+         INSERT INTO run_latest_metrics AS latest (run_id, key, value, step, at)
+         SELECT DISTINCT ON (key) $1, key, value, step, at FROM batch
+         ORDER BY key, step DESC, at DESC, value DESC
+         ON CONFLICT (run_id, key) DO UPDATE
+         SET value = EXCLUDED.value, step = EXCLUDED.step, at = EXCLUDED.at
+         WHERE (EXCLUDED.step, EXCLUDED.at, EXCLUDED.value)
+             > (latest.step, latest.at, latest.value)",
     )
     .bind::<SqlUuid, _>(run_id)
     .bind::<Array<Text>, _>(&keys)
@@ -345,7 +359,7 @@ pub async fn log_metrics(
     .bind::<Array<Timestamptz>, _>(&ats)
     .execute(conn)
     .await?;
-    Ok(stored)
+    Ok(keys.len())
 }
 
 pub async fn finish(
@@ -444,20 +458,32 @@ pub async fn metrics_of(
 }
 
 /// The last logged value of each metric of these runs (highest step, then latest time): one row
-/// per run and key however many points were logged. Policies and compliance reports read it.
+/// per run and key however many points were logged, kept on write in `run_latest_metrics`.
+/// Policies, compliance reports and run pages read it.
 pub async fn last_metrics(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Metric>> {
-    Ok(run_metrics::table
-        .filter(run_metrics::run_id.eq_any(run_ids))
-        .distinct_on((run_metrics::run_id, run_metrics::key))
-        .order((
-            run_metrics::run_id,
-            run_metrics::key,
-            run_metrics::step.desc(),
-            run_metrics::at.desc(),
+    use crate::db::schema::run_latest_metrics as latest;
+    let rows: Vec<(Uuid, String, f64, i64, DateTime<Utc>)> = latest::table
+        .filter(latest::run_id.eq_any(run_ids))
+        .order((latest::run_id, latest::key))
+        .select((
+            latest::run_id,
+            latest::key,
+            latest::value,
+            latest::step,
+            latest::at,
         ))
-        .select(Metric::as_select())
         .load(conn)
-        .await?)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(run_id, key, value, step, at)| Metric {
+            run_id,
+            key,
+            value,
+            step,
+            at,
+        })
+        .collect())
 }
 
 /// Default, and bounds, of a `metric_history` request: most runs and keys it names, and most

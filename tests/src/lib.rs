@@ -21,6 +21,7 @@ pub mod governance;
 pub mod jwt;
 pub mod pg;
 pub mod s3;
+pub mod seed;
 pub mod server;
 pub mod smtp;
 pub mod wait;

@@ -112,6 +112,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    run_latest_metrics (run_id, key) {
+        run_id -> Uuid,
+        key -> Text,
+        value -> Float8,
+        step -> Int8,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     models (id) {
         id -> Uuid,
         project_id -> Uuid,
@@ -120,6 +130,7 @@ diesel::table! {
         created_at -> Timestamptz,
         primary_metric -> Nullable<Text>,
         higher_is_better -> Bool,
+        tags -> Jsonb,
     }
 }
 
@@ -135,6 +146,25 @@ diesel::table! {
         created_by -> Uuid,
         created_at -> Timestamptz,
         manifest_sha256 -> Text,
+        tags -> Jsonb,
+    }
+}
+
+diesel::table! {
+    model_aliases (model_id, alias) {
+        model_id -> Uuid,
+        alias -> Text,
+        model_version_id -> Uuid,
+        set_by -> Uuid,
+        set_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    governed_aliases (project_id, alias) {
+        project_id -> Uuid,
+        alias -> Text,
+        stage -> Text,
     }
 }
 
@@ -324,6 +354,8 @@ diesel::joinable!(dataset_versions -> datasets (dataset_id));
 diesel::joinable!(runs -> projects (project_id));
 diesel::joinable!(runs -> code_commits (code_commit_id));
 diesel::joinable!(run_params -> runs (run_id));
+diesel::joinable!(model_aliases -> model_versions (model_version_id));
+diesel::joinable!(run_latest_metrics -> runs (run_id));
 diesel::joinable!(run_metrics -> runs (run_id));
 diesel::joinable!(models -> projects (project_id));
 diesel::joinable!(model_versions -> models (model_id));
@@ -368,6 +400,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     code_commits,
     runs,
     run_params,
+    model_aliases,
+    governed_aliases,
+    run_latest_metrics,
     run_metrics,
     models,
     model_versions,

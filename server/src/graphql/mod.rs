@@ -14,6 +14,7 @@ mod promotions;
 mod readonly;
 mod runs;
 mod scalars;
+mod search;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, MergedObject, Schema, ID};
@@ -49,6 +50,7 @@ pub struct Query(
     audit::AuditQuery,
     artifacts::ArtifactQuery,
     promotions::PromotionQuery,
+    search::SearchQuery,
 );
 
 #[derive(MergedObject, Default)]

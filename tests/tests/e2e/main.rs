@@ -27,6 +27,7 @@ mod bench_artifacts;
 mod bench_audit_export;
 mod bench_concurrent_writers;
 mod bench_model_version_reads;
+mod bench_search_runs;
 mod cli;
 mod config_errors;
 mod governance;
@@ -36,6 +37,8 @@ mod lineage;
 mod metric_history;
 mod migrations;
 mod refusals;
+mod search_plans;
+mod search_runs;
 
 /// Every test source is a module of this binary: `tests/tests/` holds only `e2e/`, and every
 /// `e2e/*.rs` is declared in this file (a file that is not would silently never run).

@@ -1,0 +1,2 @@
+DROP INDEX run_params_key_value_idx;
+DROP TABLE run_latest_metrics;

@@ -1,0 +1,587 @@
+//! From parsed filters and order keys to one bound SQL statement, for any searched table (a
+//! [`Subject`]): conditions, sort expressions, keyset cursors. User text only ever reaches
+//! PostgreSQL as bind parameters; the statement's text is assembled from fixed fragments.
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeZone, Utc};
+use diesel::pg::Pg;
+use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
+use diesel::sql_types::{Array, Float8, Int8, Text, Timestamptz, Uuid as SqlUuid};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::filter::{
+    check_operand, parse_filter, parse_order_key, Comparison, Entity, Key, Literal, Op, OrderKey,
+    SyntaxError, ValueType,
+};
+use crate::error::{Error, Result};
+use crate::runs::RunStatus;
+
+/// The most order keys a search takes (the row id always breaks ties last).
+pub const MAX_ORDER_KEYS: usize = 5;
+const MAX_CURSOR_CHARS: usize = 8_000;
+
+/// What a search searches: its tables and columns (fixed SQL text, never user input) and the
+/// attributes a filter may name.
+pub struct Subject {
+    /// The rows, e.g. `runs r`.
+    pub from: &'static str,
+    /// The searched row's columns in the result, e.g. `r.*`.
+    pub row: &'static str,
+    pub id: &'static str,
+    pub project: &'static str,
+    pub tags: &'static str,
+    /// The run whose metrics and params `metrics.` and `params.` mean; `None`: not searchable.
+    pub run: Option<&'static str>,
+    pub attributes: &'static [AttributeSpec],
+}
+
+/// One attribute: its names (MLflow's first), column, type and how it compares.
+pub struct AttributeSpec {
+    pub names: &'static [&'static str],
+    pub column: &'static str,
+    pub value_type: ValueType,
+    pub rule: Rule,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    Plain,
+    /// Run statuses as MLflow writes them (`FINISHED`), stored as Custody's (`finished`).
+    RunStatus,
+    /// A model version's aliases, free or governed (follows its stage): `=` and `IN` only, not
+    /// sortable.
+    Alias,
+}
+
+impl Subject {
+    fn attribute(&self, key: &Key) -> Result<&AttributeSpec, SyntaxError> {
+        let name = key.name.to_ascii_lowercase();
+        self.attributes
+            .iter()
+            .find(|a| a.names.contains(&name.as_str()))
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.attributes.iter().map(|a| a.names[0]).collect();
+                SyntaxError::at(
+                    key.column,
+                    format!(
+                        "unknown attribute `{}`: expected one of {}",
+                        key.name,
+                        known.join(", ")
+                    ),
+                )
+            })
+    }
+
+    fn run_column(&self, key: &Key) -> Result<&'static str, SyntaxError> {
+        self.run.ok_or_else(|| {
+            SyntaxError::at(
+                key.column,
+                format!("`{key}`: only runs and model versions have {}", key.entity),
+            )
+        })
+    }
+}
+
+/// A checked search: what to match, in what order, from where.
+#[derive(Debug, Clone)]
+pub struct Search {
+    clauses: Vec<Comparison>,
+    order: Vec<SortKey>,
+    after: Option<Vec<Value>>,
+    limit: i64,
+}
+
+#[derive(Debug, Clone)]
+struct SortKey {
+    key: Key,
+    value_type: ValueType,
+    descending: bool,
+}
+
+/// A filter or order error as the API shows it: which input, which column, what is wrong.
+fn invalid(what: &str, err: SyntaxError) -> Error {
+    Error::invalid(format!("{what}: {err}"))
+}
+
+impl Search {
+    /// Parses and checks the filter (MLflow syntax), the order keys (`metrics.auc DESC`), the
+    /// cursor of the previous page and the page size, against what `subject` holds.
+    pub fn new(
+        subject: &Subject,
+        filter: Option<&str>,
+        order_by: &[String],
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Self> {
+        let clauses = parse_filter(filter.unwrap_or_default())
+            .map_err(|e| invalid("filter", e))?
+            .clauses;
+        // Everything a clause needs beyond its syntax (an attribute of this subject, a status
+        // name, a time, an id) is checked now, so a bad one is a clear error before any SQL runs.
+        for clause in &clauses {
+            condition(subject, clause, &mut Statement::default())
+                .map_err(|e| invalid("filter", e))?;
+        }
+        if order_by.len() > MAX_ORDER_KEYS {
+            return Err(Error::invalid(format!(
+                "orderBy takes at most {MAX_ORDER_KEYS} keys"
+            )));
+        }
+        let order = order_by
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let what = format!("orderBy[{i}]");
+                let OrderKey { key, descending } =
+                    parse_order_key(text).map_err(|e| invalid(&what, e))?;
+                let value_type = sort_type(subject, &key).map_err(|e| invalid(&what, e))?;
+                Ok(SortKey {
+                    key,
+                    value_type,
+                    descending,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let after = after
+            .map(|cursor| decode_cursor(cursor, &order))
+            .transpose()?;
+        Ok(Search {
+            clauses,
+            order,
+            after,
+            limit,
+        })
+    }
+
+    pub fn limit(&self) -> i64 {
+        self.limit
+    }
+
+    /// The statement: the rows of `project_ids` that match, in order, after the cursor, at most
+    /// `limit + 1` of them (the extra one says that another page follows), each with the sort
+    /// values its cursor is made of (column `sort_values`).
+    pub fn statement(&self, subject: &Subject, project_ids: &[Uuid]) -> Statement {
+        let mut st = Statement::default();
+        let projects = st.bind(Bind::Uuids(project_ids.to_vec()));
+        let mut joins = String::new();
+        let mut sort_exprs = Vec::with_capacity(self.order.len());
+        for (i, sort) in self.order.iter().enumerate() {
+            let key = &sort.key;
+            let expr = match key.entity {
+                Entity::Metric | Entity::Param => {
+                    let run = subject.run.expect("checked in Search::new");
+                    let table = if key.entity == Entity::Metric {
+                        "run_latest_metrics"
+                    } else {
+                        "run_params"
+                    };
+                    let name = st.bind(Bind::Text(key.name.clone()));
+                    joins.push_str(&format!(
+                        " LEFT JOIN {table} s{i} ON s{i}.run_id = {run} AND s{i}.key = {name}"
+                    ));
+                    format!("s{i}.value")
+                }
+                Entity::Tag => {
+                    let name = st.bind(Bind::Text(key.name.clone()));
+                    format!("({} ->> {name})", subject.tags)
+                }
+                Entity::Attribute => subject
+                    .attribute(key)
+                    .expect("checked in Search::new")
+                    .column
+                    .to_owned(),
+            };
+            sort_exprs.push(expr);
+        }
+        let mut conditions = vec![format!("{} = ANY({projects})", subject.project)];
+        for clause in &self.clauses {
+            conditions.push(condition(subject, clause, &mut st).expect("checked in Search::new"));
+        }
+        if let Some(after) = &self.after {
+            conditions.push(self.after_cursor(subject, after, &sort_exprs, &mut st));
+        }
+        let mut order: Vec<String> = sort_exprs
+            .iter()
+            .zip(&self.order)
+            .map(|(expr, key)| {
+                let direction = if key.descending { "DESC" } else { "ASC" };
+                format!("{expr} {direction} NULLS LAST")
+            })
+            .collect();
+        order.push(format!("{} DESC", subject.id));
+        let mut cursor_values = sort_exprs.clone();
+        cursor_values.push(subject.id.to_owned());
+        let limit = st.bind(Bind::Int(self.limit + 1));
+        st.sql = format!(
+            "SELECT {}, jsonb_build_array({}) AS sort_values FROM {}{joins} WHERE {} ORDER BY {} LIMIT {limit}",
+            subject.row,
+            cursor_values.join(", "),
+            subject.from,
+            conditions.join(" AND "),
+            order.join(", "),
+        );
+        st
+    }
+
+    /// Rows strictly after the cursor in the sort order: for some key, equal on every key before
+    /// it and after it on that one. NULLs sort last in both directions.
+    fn after_cursor(
+        &self,
+        subject: &Subject,
+        after: &[Value],
+        sort_exprs: &[String],
+        st: &mut Statement,
+    ) -> String {
+        let mut alternatives = Vec::new();
+        let mut equal_so_far: Vec<String> = Vec::new();
+        for ((expr, key), value) in sort_exprs.iter().zip(&self.order).zip(after) {
+            if value.is_null() {
+                // After a NULL come only the other NULLs (with later tie-breaks).
+                equal_so_far.push(format!("{expr} IS NULL"));
+                continue;
+            }
+            let bound = st.bind_json(key.value_type, value);
+            let cmp = if key.descending { "<" } else { ">" };
+            let mut alternative = equal_so_far.clone();
+            alternative.push(format!("({expr} {cmp} {bound} OR {expr} IS NULL)"));
+            alternatives.push(format!("({})", alternative.join(" AND ")));
+            equal_so_far.push(format!("{expr} = {bound}"));
+        }
+        let id = after.last().expect("cursor holds the row id");
+        let id = st.bind_json(ValueType::Id, id);
+        equal_so_far.push(format!("{} < {id}", subject.id));
+        alternatives.push(format!("({})", equal_so_far.join(" AND ")));
+        format!("({})", alternatives.join(" OR "))
+    }
+}
+
+/// What an order key sorts on, checked against the subject.
+fn sort_type(subject: &Subject, key: &Key) -> Result<ValueType, SyntaxError> {
+    match key.entity {
+        Entity::Metric => subject.run_column(key).map(|_| ValueType::Number),
+        Entity::Param => subject.run_column(key).map(|_| ValueType::Text),
+        Entity::Tag => Ok(ValueType::Text),
+        Entity::Attribute => {
+            let attribute = subject.attribute(key)?;
+            if attribute.rule == Rule::Alias {
+                return Err(SyntaxError::at(
+                    key.column,
+                    format!("`{key}` filters but does not sort"),
+                ));
+            }
+            Ok(attribute.value_type)
+        }
+    }
+}
+
+/// The opaque cursor of a row: its sort values, as the statement's `sort_values` column gave.
+pub fn encode_cursor(sort_values: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sort_values.to_string())
+}
+
+/// The sort values a cursor carries, checked against the order's keys (a cursor from another
+/// order, or edited by hand, is refused rather than half-understood).
+fn decode_cursor(cursor: &str, order: &[SortKey]) -> Result<Vec<Value>> {
+    let refuse =
+        || Error::invalid("after: not a cursor of this search (take it from the previous page)");
+    if cursor.len() > MAX_CURSOR_CHARS {
+        return Err(refuse());
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| refuse())?;
+    let Ok(Value::Array(values)) = serde_json::from_slice::<Value>(&bytes) else {
+        return Err(refuse());
+    };
+    if values.len() != order.len() + 1 {
+        return Err(refuse());
+    }
+    let types = order
+        .iter()
+        .map(|key| (key.value_type, true))
+        .chain([(ValueType::Id, false)]);
+    for ((value_type, nullable), value) in types.zip(&values) {
+        let fits = match (value_type, value) {
+            (_, Value::Null) => nullable,
+            (ValueType::Number, Value::Number(n)) => n.as_f64().is_some_and(f64::is_finite),
+            (ValueType::Text, Value::String(_)) => true,
+            (ValueType::Time, Value::String(t)) => DateTime::parse_from_rfc3339(t).is_ok(),
+            (ValueType::Id, Value::String(t)) => t.parse::<Uuid>().is_ok(),
+            _ => false,
+        };
+        if !fits {
+            return Err(refuse());
+        }
+    }
+    Ok(values)
+}
+
+/// One bound value of a statement.
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Text(String),
+    Texts(Vec<String>),
+    Float(f64),
+    Int(i64),
+    Time(DateTime<Utc>),
+    Uuid(Uuid),
+    Uuids(Vec<Uuid>),
+}
+
+/// SQL text with `$n` placeholders and the values they stand for, in order.
+#[derive(Default)]
+pub struct Statement {
+    pub sql: String,
+    pub binds: Vec<Bind>,
+}
+
+impl Statement {
+    /// Adds a bound value and returns its placeholder.
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
+
+    /// Binds a cursor value (already checked against its type by [`decode_cursor`]).
+    fn bind_json(&mut self, value_type: ValueType, value: &Value) -> String {
+        let bind = match value_type {
+            ValueType::Number => Bind::Float(value.as_f64().unwrap_or_default()),
+            ValueType::Text => Bind::Text(value.as_str().unwrap_or_default().to_owned()),
+            ValueType::Time => Bind::Time(
+                value
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+            ),
+            ValueType::Id => Bind::Uuid(
+                value
+                    .as_str()
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or_default(),
+            ),
+        };
+        self.bind(bind)
+    }
+
+    /// The statement as a diesel query, its values bound in order.
+    pub fn query(self) -> BoxedSqlQuery<'static, Pg, SqlQuery> {
+        let mut query = diesel::sql_query(self.sql).into_boxed::<Pg>();
+        for bind in self.binds {
+            query = match bind {
+                Bind::Text(v) => query.bind::<Text, _>(v),
+                Bind::Texts(v) => query.bind::<Array<Text>, _>(v),
+                Bind::Float(v) => query.bind::<Float8, _>(v),
+                Bind::Int(v) => query.bind::<Int8, _>(v),
+                Bind::Time(v) => query.bind::<Timestamptz, _>(v),
+                Bind::Uuid(v) => query.bind::<SqlUuid, _>(v),
+                Bind::Uuids(v) => query.bind::<Array<SqlUuid>, _>(v),
+            };
+        }
+        query
+    }
+}
+
+/// The SQL condition of one clause, its values bound. Fails on what parses but means nothing
+/// here (an attribute this subject lacks, an unknown status, a malformed time or id).
+fn condition(
+    subject: &Subject,
+    clause: &Comparison,
+    st: &mut Statement,
+) -> Result<String, SyntaxError> {
+    let Comparison { key, op, value, .. } = clause;
+    let at = clause.value_column;
+    match key.entity {
+        Entity::Metric | Entity::Param => {
+            let run = subject.run_column(key)?;
+            let name = st.bind(Bind::Text(key.name.clone()));
+            let (table, test) = match (key.entity, op, value) {
+                (_, Op::IsNull | Op::IsNotNull, _) => (table_of(key.entity), String::new()),
+                (Entity::Metric, op, Literal::Number(n)) => {
+                    let v = st.bind(Bind::Float(*n));
+                    (
+                        "run_latest_metrics",
+                        format!(" AND x.value {} {v}", op.sql()),
+                    )
+                }
+                (Entity::Param, op, value) => (
+                    "run_params",
+                    format!(" AND {}", text_test("x.value", *op, value, st)),
+                ),
+                _ => unreachable!("the parser checks metric values"),
+            };
+            let exists = format!(
+                "EXISTS (SELECT 1 FROM {table} x WHERE x.run_id = {run} AND x.key = {name}{test})"
+            );
+            // `key IS NULL` holds for rows without the metric or param: no row EXISTS.
+            Ok(if *op == Op::IsNull {
+                format!("NOT {exists}")
+            } else {
+                exists
+            })
+        }
+        Entity::Tag => {
+            let name = st.bind(Bind::Text(key.name.clone()));
+            let column = format!("({} ->> {name})", subject.tags);
+            Ok(match op {
+                Op::IsNull | Op::IsNotNull => format!("{column} {}", op.sql()),
+                _ => text_test(&column, *op, value, st),
+            })
+        }
+        Entity::Attribute => {
+            let attribute = subject.attribute(key)?;
+            check_operand(key, *op, value, at, attribute.value_type)?;
+            let column = attribute.column;
+            if matches!(op, Op::IsNull | Op::IsNotNull) && attribute.rule != Rule::Alias {
+                return Ok(format!("{column} {}", op.sql()));
+            }
+            match (attribute.rule, attribute.value_type) {
+                (Rule::RunStatus, _) => status_test(*op, value, at, st),
+                (Rule::Alias, _) => alias_test(key, *op, value, st),
+                (Rule::Plain, ValueType::Text) => Ok(text_test(column, *op, value, st)),
+                (Rule::Plain, ValueType::Number) => match value {
+                    Literal::Number(n) => {
+                        let v = st.bind(Bind::Float(*n));
+                        Ok(format!("{column} {} {v}", op.sql()))
+                    }
+                    _ => unreachable!("checked by check_operand"),
+                },
+                (Rule::Plain, ValueType::Id) => {
+                    let ids = scalars(value)
+                        .into_iter()
+                        .map(|v| match v {
+                            Literal::Text(t) => t
+                                .parse::<Uuid>()
+                                .map_err(|_| SyntaxError::at(at, format!("`{t}` is not an id"))),
+                            _ => unreachable!("checked by check_operand"),
+                        })
+                        .collect::<Result<Vec<Uuid>, _>>()?;
+                    let list = st.bind(Bind::Uuids(ids));
+                    Ok(match op {
+                        Op::Eq | Op::In => format!("{column} = ANY({list})"),
+                        _ => format!("{column} <> ALL({list})"),
+                    })
+                }
+                (Rule::Plain, ValueType::Time) => {
+                    let time = match value {
+                        Literal::Number(ms) => Utc
+                            .timestamp_millis_opt(*ms as i64)
+                            .single()
+                            .ok_or_else(|| SyntaxError::at(at, "this time is out of range"))?,
+                        Literal::Text(t) => DateTime::parse_from_rfc3339(t)
+                            .map_err(|_| {
+                                SyntaxError::at(
+                                    at,
+                                    format!("`{t}` is not an RFC 3339 time (2026-12-02T10:00:00Z)"),
+                                )
+                            })?
+                            .with_timezone(&Utc),
+                        _ => unreachable!("checked by check_operand"),
+                    };
+                    let v = st.bind(Bind::Time(time));
+                    Ok(format!("{column} {} {v}", op.sql()))
+                }
+            }
+        }
+    }
+}
+
+fn table_of(entity: Entity) -> &'static str {
+    if entity == Entity::Metric {
+        "run_latest_metrics"
+    } else {
+        "run_params"
+    }
+}
+
+/// A comparison of a text column: =, <>, LIKE, ILIKE, IN (as `= ANY`), NOT IN (as `<> ALL`).
+fn text_test(column: &str, op: Op, value: &Literal, st: &mut Statement) -> String {
+    match (op, value) {
+        (Op::In | Op::NotIn, Literal::List(_)) => {
+            let list = st.bind(Bind::Texts(texts(value)));
+            if op == Op::In {
+                format!("{column} = ANY({list})")
+            } else {
+                format!("{column} <> ALL({list})")
+            }
+        }
+        (op, Literal::Text(t)) => {
+            let v = st.bind(Bind::Text(t.clone()));
+            format!("{column} {} {v}", op.sql())
+        }
+        _ => unreachable!("the parser checks text values"),
+    }
+}
+
+fn status_test(
+    op: Op,
+    value: &Literal,
+    at: usize,
+    st: &mut Statement,
+) -> Result<String, SyntaxError> {
+    if matches!(op, Op::Like | Op::ILike) {
+        return Ok(text_test("upper(r.status)", op, value, st));
+    }
+    let statuses = texts(value)
+        .into_iter()
+        .map(|t| {
+            t.to_ascii_lowercase()
+                .parse::<RunStatus>()
+                .map(|s| s.as_str().to_owned())
+                .map_err(|_| {
+                    SyntaxError::at(
+                        at,
+                        format!(
+                            "unknown run status `{t}` (expected RUNNING, FINISHED, FAILED or KILLED)"
+                        ),
+                    )
+                })
+        })
+        .collect::<Result<Vec<String>, _>>()?;
+    let list = st.bind(Bind::Texts(statuses));
+    Ok(match op {
+        Op::Eq | Op::In => format!("r.status = ANY({list})"),
+        _ => format!("r.status <> ALL({list})"),
+    })
+}
+
+/// A model version named by one of the aliases: a free alias row, or a governed alias of its
+/// project whose stage the version holds. `v` and `m` are the version and its model.
+fn alias_test(
+    key: &Key,
+    op: Op,
+    value: &Literal,
+    st: &mut Statement,
+) -> Result<String, SyntaxError> {
+    if !matches!(op, Op::Eq | Op::In) {
+        return Err(SyntaxError::at(
+            key.column,
+            format!("`{key}` compares with = or IN"),
+        ));
+    }
+    let list = st.bind(Bind::Texts(texts(value)));
+    Ok(format!(
+        "(EXISTS (SELECT 1 FROM model_aliases a WHERE a.model_version_id = v.id AND a.alias = ANY({list})) \
+         OR EXISTS (SELECT 1 FROM governed_aliases g WHERE g.project_id = m.project_id \
+         AND g.alias = ANY({list}) AND g.stage = v.stage))"
+    ))
+}
+
+/// The values of a comparison: the items of a list, or the one value.
+fn scalars(value: &Literal) -> Vec<&Literal> {
+    match value {
+        Literal::List(items) => items.iter().collect(),
+        single => vec![single],
+    }
+}
+
+fn texts(value: &Literal) -> Vec<String> {
+    scalars(value)
+        .into_iter()
+        .filter_map(|v| match v {
+            Literal::Text(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
