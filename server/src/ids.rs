@@ -11,6 +11,17 @@ use diesel::serialize::{Output, Result as SerializeResult, ToSql};
 use diesel::sql_types::Uuid as SqlUuid;
 use uuid::Uuid;
 
+/// What every typed id offers generic code (parsing at the edges names what was expected) and
+/// the few places that need the UUID itself (lineage edges, which point into five tables).
+pub trait TypedId: Copy + FromStr + fmt::Display {
+    /// What the id names, for error messages ("run", "model version").
+    const WHAT: &'static str;
+
+    fn from_uuid(uuid: Uuid) -> Self;
+
+    fn uuid(self) -> Uuid;
+}
+
 /// Declares a typed id: the newtype, its diesel mapping to `uuid`, text conversions and a
 /// constructor of fresh (time-ordered, v7) ids.
 macro_rules! typed_id {
@@ -35,19 +46,20 @@ macro_rules! typed_id {
         pub struct $name(Uuid);
 
         impl $name {
-            /// What the id names, for error messages ("run", "model version").
-            pub const WHAT: &'static str = $what;
-
             /// A fresh id: UUIDv7, so ids sort by creation time and index well.
             pub fn generate() -> Self {
                 Self(Uuid::now_v7())
             }
+        }
 
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+        impl TypedId for $name {
+            const WHAT: &'static str = $what;
+
+            fn from_uuid(uuid: Uuid) -> Self {
                 Self(uuid)
             }
 
-            pub const fn uuid(self) -> Uuid {
+            fn uuid(self) -> Uuid {
                 self.0
             }
         }
@@ -63,12 +75,6 @@ macro_rules! typed_id {
 
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 text.parse().map(Self)
-            }
-        }
-
-        impl From<$name> for async_graphql::ID {
-            fn from(id: $name) -> Self {
-                async_graphql::ID(id.0.to_string())
             }
         }
 
@@ -106,6 +112,13 @@ typed_id! {
     WebhookId as "webhook";
     /// An upload in progress (direct or multipart), before its object is committed.
     UploadId as "upload";
+    /// A one-time approval link mailed to an approver (its `jti`).
+    ApprovalLinkId as "approval link";
+    LineageEdgeId as "lineage edge";
+    /// A message waiting in the outbox (a webhook delivery or a mail).
+    OutboxId as "outbox message";
+    AuditCheckpointId as "audit checkpoint";
+    AuditArchiveId as "audit archive";
 }
 
 #[cfg(test)]
@@ -118,6 +131,7 @@ mod tests {
         assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
         assert!("not-a-uuid".parse::<RunId>().is_err());
         assert_eq!(async_graphql::ID::from(id).as_str(), id.to_string());
+        assert_eq!(RunId::WHAT, "run");
     }
 
     #[test]
