@@ -13,16 +13,15 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Mutex;
 
-use uuid::Uuid;
-
 use crate::actor::Actor;
 use crate::db::DbPool;
 use crate::error::{Error, Result};
+use crate::ids::ProjectId;
 use crate::projects::{self, Role};
 
 /// A value that names the project it belongs to.
 pub trait InProject {
-    fn project_id(&self) -> Uuid;
+    fn project_id(&self) -> ProjectId;
 }
 
 /// A value that belongs to a `P` (a version to its dataset, a file to its run): it is in the
@@ -36,13 +35,13 @@ pub trait BelongsTo<P> {
 #[derive(Debug, Clone)]
 pub struct Readable<T> {
     value: T,
-    project_id: Uuid,
+    project_id: ProjectId,
     role: Role,
 }
 
 impl<T> Readable<T> {
     /// The project the value belongs to.
-    pub fn project_id(&self) -> Uuid {
+    pub fn project_id(&self) -> ProjectId {
         self.project_id
     }
 
@@ -89,7 +88,7 @@ pub struct Access {
     actor: Actor,
     pool: DbPool,
     /// Project id → the caller's role there (None: not a member). Filled per project on demand.
-    roles: Mutex<HashMap<Uuid, Option<Role>>>,
+    roles: Mutex<HashMap<ProjectId, Option<Role>>>,
 }
 
 impl Access {
@@ -106,10 +105,13 @@ impl Access {
     }
 
     /// The caller's role in each of `project_ids` (absent: none), from the cache or one query.
-    async fn roles_in(&self, project_ids: &[Uuid]) -> Result<HashMap<Uuid, Option<Role>>> {
-        let missing: Vec<Uuid> = {
+    async fn roles_in(
+        &self,
+        project_ids: &[ProjectId],
+    ) -> Result<HashMap<ProjectId, Option<Role>>> {
+        let missing: Vec<ProjectId> = {
             let cache = self.roles.lock().expect("roles cache poisoned");
-            let mut missing: Vec<Uuid> = project_ids
+            let mut missing: Vec<ProjectId> = project_ids
                 .iter()
                 .filter(|id| !cache.contains_key(id))
                 .copied()
@@ -148,7 +150,7 @@ impl Access {
 
     /// The values the caller may read, in their order; the others are left out silently.
     pub async fn filter<T: InProject>(&self, values: Vec<T>) -> Result<Vec<Readable<T>>> {
-        let ids: Vec<Uuid> = values.iter().map(InProject::project_id).collect();
+        let ids: Vec<ProjectId> = values.iter().map(InProject::project_id).collect();
         let roles = self.roles_in(&ids).await?;
         Ok(values
             .into_iter()
@@ -167,8 +169,8 @@ impl Access {
     /// Which of these projects the caller may read.
     pub async fn readable_projects(
         &self,
-        project_ids: &[Uuid],
-    ) -> Result<std::collections::HashSet<Uuid>> {
+        project_ids: &[ProjectId],
+    ) -> Result<std::collections::HashSet<ProjectId>> {
         Ok(self
             .roles_in(project_ids)
             .await?
@@ -181,31 +183,31 @@ impl Access {
 // Which project each kind of object belongs to: directly, or through its parent.
 
 impl InProject for crate::projects::Project {
-    fn project_id(&self) -> Uuid {
+    fn project_id(&self) -> ProjectId {
         self.id
     }
 }
 
 impl InProject for crate::datasets::Dataset {
-    fn project_id(&self) -> Uuid {
+    fn project_id(&self) -> ProjectId {
         self.project_id
     }
 }
 
 impl InProject for crate::runs::Run {
-    fn project_id(&self) -> Uuid {
+    fn project_id(&self) -> ProjectId {
         self.project_id
     }
 }
 
 impl InProject for crate::models::Model {
-    fn project_id(&self) -> Uuid {
+    fn project_id(&self) -> ProjectId {
         self.project_id
     }
 }
 
 impl InProject for crate::promotions::Promotion {
-    fn project_id(&self) -> Uuid {
+    fn project_id(&self) -> ProjectId {
         self.project_id
     }
 }

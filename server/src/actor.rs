@@ -2,14 +2,13 @@
 //! one; it is its own module so that `audit` (which records actors) and `auth` (which makes them
 //! from tokens, and audits token changes) do not import each other.
 
-use uuid::Uuid;
-
 use crate::error::{Error, Result};
+use crate::ids::UserId;
 
 /// Who is acting, and under which request.
 #[derive(Debug, Clone)]
 pub struct Actor {
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     pub email: String,
     pub is_admin: bool,
     /// Holds the server-wide auditor role: reads everything, changes nothing (unless also admin).
@@ -53,7 +52,7 @@ impl Actor {
         }
     }
 
-    pub fn user_id(&self) -> Result<Uuid> {
+    pub fn user_id(&self) -> Result<UserId> {
         self.user_id
             .ok_or_else(|| Error::forbidden("this operation needs a user, not a system actor"))
     }

@@ -6,6 +6,12 @@
 
 use std::path::Path;
 
+use crate::actor::Actor;
+use crate::audit::{self, Change};
+use crate::db::schema::{api_tokens, users};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::ids::{TokenId, UserId};
 use anyhow::Context as _;
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
@@ -13,13 +19,6 @@ use diesel_async::RunQueryDsl;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
-
-use crate::actor::Actor;
-use crate::audit::{self, Change};
-use crate::db::schema::{api_tokens, users};
-use crate::db::Conn;
-use crate::error::{Error, Result};
 
 pub const ISSUER: &str = "custody";
 pub const API_AUDIENCE: &str = "custody-api";
@@ -28,7 +27,7 @@ pub const BOOTSTRAP_ADMIN: &str = "admin@localhost";
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = users)]
 pub struct User {
-    pub id: Uuid,
+    pub id: UserId,
     pub email: String,
     pub is_admin: bool,
     pub created_at: DateTime<Utc>,
@@ -167,7 +166,7 @@ pub fn normalize_email(email: &str) -> Result<String> {
     }
 }
 
-pub async fn users_by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<User>> {
+pub async fn users_by_ids(conn: &mut Conn, ids: &[UserId]) -> Result<Vec<User>> {
     Ok(users::table
         .filter(users::id.eq_any(ids))
         .select(User::as_select())
@@ -191,7 +190,7 @@ pub async fn ensure_user(conn: &mut Conn, actor: &Actor, email: &str) -> Result<
         return Ok(user);
     }
     let user: User = diesel::insert_into(users::table)
-        .values((users::id.eq(Uuid::now_v7()), users::email.eq(&email)))
+        .values((users::id.eq(UserId::generate()), users::email.eq(&email)))
         .returning(User::as_returning())
         .get_result(conn)
         .await?;
@@ -245,7 +244,7 @@ pub async fn issue_token(
     }
     let now = Utc::now();
     let expires = now + ttl;
-    let jti = Uuid::now_v7();
+    let jti = TokenId::generate();
     diesel::insert_into(api_tokens::table)
         .values((
             api_tokens::jti.eq(jti),
@@ -286,12 +285,12 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
     let claims = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &keys.validation)
         .map_err(|e| Error::Unauthenticated(format!("invalid bearer token: {e}")))?
         .claims;
-    let jti: Uuid = claims
+    let jti: TokenId = claims
         .jti
         .parse()
         .map_err(|_| Error::Unauthenticated("invalid bearer token: bad jti".into()))?;
     /// id, email, is_admin, is_auditor, revoked_at
-    type TokenRow = (Uuid, String, bool, bool, Option<DateTime<Utc>>);
+    type TokenRow = (UserId, String, bool, bool, Option<DateTime<Utc>>);
     let found: Option<TokenRow> = api_tokens::table
         .inner_join(users::table)
         .filter(api_tokens::jti.eq(jti))
@@ -323,7 +322,7 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
 }
 
 /// Revokes a token by its `jti` (admins only). Revoking twice is a conflict.
-pub async fn revoke_token(conn: &mut Conn, actor: &Actor, jti: Uuid) -> Result<()> {
+pub async fn revoke_token(conn: &mut Conn, actor: &Actor, jti: TokenId) -> Result<()> {
     actor.require_admin()?;
     let revoked_at: Option<Option<DateTime<Utc>>> = api_tokens::table
         .find(jti)

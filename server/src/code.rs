@@ -4,20 +4,20 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{code_commits, memberships};
 use crate::db::Conn;
 use crate::error::{Error, Result};
+use crate::ids::CodeCommitId;
 use crate::projects::Role;
 use crate::validate;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = code_commits)]
 pub struct CodeCommit {
-    pub id: Uuid,
+    pub id: CodeCommitId,
     pub repository: String,
     pub commit_sha: String,
     pub branch: Option<String>,
@@ -77,7 +77,7 @@ pub async fn register(conn: &mut Conn, actor: &Actor, new: NewCommit<'_>) -> Res
     }
     let commit: CodeCommit = diesel::insert_into(code_commits::table)
         .values((
-            code_commits::id.eq(Uuid::now_v7()),
+            code_commits::id.eq(CodeCommitId::generate()),
             code_commits::repository.eq(repository),
             code_commits::commit_sha.eq(&sha),
             code_commits::branch.eq(new.branch),
@@ -112,7 +112,7 @@ pub async fn register(conn: &mut Conn, actor: &Actor, new: NewCommit<'_>) -> Res
     Ok(commit)
 }
 
-pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<CodeCommit>> {
+pub async fn by_ids(conn: &mut Conn, ids: &[CodeCommitId]) -> Result<Vec<CodeCommit>> {
     Ok(code_commits::table
         .filter(code_commits::id.eq_any(ids))
         .select(CodeCommit::as_select())

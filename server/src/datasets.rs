@@ -4,22 +4,22 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{dataset_versions, datasets};
 use crate::db::{Conn, Slice, VersionRange};
 use crate::error::{Error, Result};
-use crate::lineage::{self, NodeKind, NodeRef};
+use crate::ids::{DatasetId, DatasetVersionId, ProjectId, UserId};
+use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
 use crate::validate;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = datasets)]
 pub struct Dataset {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: DatasetId,
+    pub project_id: ProjectId,
     pub name: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -28,14 +28,14 @@ pub struct Dataset {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = dataset_versions)]
 pub struct DatasetVersion {
-    pub id: Uuid,
-    pub dataset_id: Uuid,
+    pub id: DatasetVersionId,
+    pub dataset_id: DatasetId,
     pub version: i32,
     pub uri: String,
     pub sha256: String,
     pub size_bytes: Option<i64>,
     pub tags: Vec<String>,
-    pub created_by: Uuid,
+    pub created_by: UserId,
     pub created_at: DateTime<Utc>,
 }
 
@@ -44,7 +44,7 @@ pub struct NewVersion<'a> {
     pub sha256: &'a str,
     pub size_bytes: Option<i64>,
     pub tags: Vec<String>,
-    pub derived_from: Vec<Uuid>,
+    pub derived_from: Vec<DatasetVersionId>,
 }
 
 pub async fn create(
@@ -64,7 +64,7 @@ pub async fn create(
     }
     let dataset: Dataset = diesel::insert_into(datasets::table)
         .values((
-            datasets::id.eq(Uuid::now_v7()),
+            datasets::id.eq(DatasetId::generate()),
             datasets::project_id.eq(project.id),
             datasets::name.eq(name),
             datasets::description.eq(description),
@@ -88,7 +88,11 @@ pub async fn create(
     Ok(dataset)
 }
 
-async fn find_in_project(conn: &mut Conn, project_id: Uuid, name: &str) -> Result<Option<Dataset>> {
+async fn find_in_project(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    name: &str,
+) -> Result<Option<Dataset>> {
     Ok(datasets::table
         .filter(datasets::project_id.eq(project_id))
         .filter(datasets::name.eq(name))
@@ -139,16 +143,8 @@ pub async fn register_version(
     tags.dedup();
     let dataset = find(conn, actor, project_name, dataset_name, Role::Contributor).await?;
     for parent in &new.derived_from {
-        lineage::authorize_node(
-            conn,
-            actor,
-            NodeRef {
-                kind: NodeKind::DatasetVersion,
-                id: *parent,
-            },
-            Role::Viewer,
-        )
-        .await?;
+        lineage::authorize_node(conn, actor, NodeRef::DatasetVersion(*parent), Role::Viewer)
+            .await?;
     }
     // Lock the dataset so concurrent registrations number their versions one after the other.
     diesel::sql_query("SELECT 1 FROM datasets WHERE id = $1 FOR UPDATE")
@@ -162,7 +158,7 @@ pub async fn register_version(
         .await?;
     let version: DatasetVersion = diesel::insert_into(dataset_versions::table)
         .values((
-            dataset_versions::id.eq(Uuid::now_v7()),
+            dataset_versions::id.eq(DatasetVersionId::generate()),
             dataset_versions::dataset_id.eq(dataset.id),
             dataset_versions::version.eq(last.unwrap_or(0) + 1),
             dataset_versions::uri.eq(new.uri),
@@ -174,15 +170,9 @@ pub async fn register_version(
         .returning(DatasetVersion::as_returning())
         .get_result(conn)
         .await?;
-    let this = NodeRef {
-        kind: NodeKind::DatasetVersion,
-        id: version.id,
-    };
+    let this = NodeRef::DatasetVersion(version.id);
     for parent in &new.derived_from {
-        let parent = NodeRef {
-            kind: NodeKind::DatasetVersion,
-            id: *parent,
-        };
+        let parent = NodeRef::DatasetVersion(*parent);
         lineage::record_new_node_edge(conn, this, parent, "derived_from").await?;
     }
     audit::record(
@@ -212,7 +202,7 @@ pub async fn register_version(
 /// A project's datasets by name, one slice.
 pub async fn list_in_project(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     slice: Slice,
 ) -> Result<Vec<Dataset>> {
     Ok(datasets::table
@@ -229,7 +219,7 @@ pub async fn list_in_project(
 /// 1, 2, 3… without gaps, so a range of numbers is a page).
 pub async fn versions_of(
     conn: &mut Conn,
-    dataset_ids: &[Uuid],
+    dataset_ids: &[DatasetId],
     versions: VersionRange,
 ) -> Result<Vec<DatasetVersion>> {
     Ok(dataset_versions::table
@@ -245,7 +235,10 @@ pub async fn versions_of(
         .await?)
 }
 
-pub async fn versions_by_id(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<DatasetVersion>> {
+pub async fn versions_by_id(
+    conn: &mut Conn,
+    ids: &[DatasetVersionId],
+) -> Result<Vec<DatasetVersion>> {
     Ok(dataset_versions::table
         .filter(dataset_versions::id.eq_any(ids))
         .select(DatasetVersion::as_select())
@@ -253,7 +246,7 @@ pub async fn versions_by_id(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Dataset
         .await?)
 }
 
-pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Dataset>> {
+pub async fn by_ids(conn: &mut Conn, ids: &[DatasetId]) -> Result<Vec<Dataset>> {
     Ok(datasets::table
         .filter(datasets::id.eq_any(ids))
         .select(Dataset::as_select())
@@ -264,9 +257,9 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Dataset>> {
 /// The project of each of these dataset versions (missing ids are absent).
 pub async fn projects_of_versions(
     conn: &mut Conn,
-    version_ids: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, Uuid>> {
-    let rows: Vec<(Uuid, Uuid)> = dataset_versions::table
+    version_ids: &[DatasetVersionId],
+) -> Result<std::collections::HashMap<DatasetVersionId, ProjectId>> {
+    let rows: Vec<(DatasetVersionId, ProjectId)> = dataset_versions::table
         .inner_join(datasets::table)
         .filter(dataset_versions::id.eq_any(version_ids))
         .select((dataset_versions::id, datasets::project_id))

@@ -12,6 +12,17 @@ use diesel::serialize::{Output, Result as SerializeResult, ToSql};
 use diesel::sql_types::Uuid as SqlUuid;
 use uuid::Uuid;
 
+/// What every typed id offers generic code (parsing at the edges names what was expected) and
+/// the few places that need the UUID itself (lineage edges, which point into five tables).
+pub trait TypedId: Copy + FromStr + fmt::Display {
+    /// What the id names, for error messages ("run", "model version").
+    const WHAT: &'static str;
+
+    fn from_uuid(uuid: Uuid) -> Self;
+
+    fn uuid(self) -> Uuid;
+}
+
 /// Declares a typed id: the newtype, its diesel mapping to `uuid`, text conversions and a
 /// constructor of fresh (time-ordered, v7) ids.
 macro_rules! typed_id {
@@ -36,19 +47,20 @@ macro_rules! typed_id {
         pub struct $name(Uuid);
 
         impl $name {
-            /// What the id names, for error messages ("run", "model version").
-            pub const WHAT: &'static str = $what;
-
             /// A fresh id: UUIDv7, so ids sort by creation time and index well.
             pub fn generate() -> Self {
                 Self(Uuid::now_v7())
             }
+        }
 
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+        impl TypedId for $name {
+            const WHAT: &'static str = $what;
+
+            fn from_uuid(uuid: Uuid) -> Self {
                 Self(uuid)
             }
 
-            pub const fn uuid(self) -> Uuid {
+            fn uuid(self) -> Uuid {
                 self.0
             }
         }
@@ -101,6 +113,13 @@ typed_id! {
     WebhookId as "webhook";
     /// An upload in progress (direct or multipart), before its object is committed.
     UploadId as "upload";
+    /// A one-time approval link mailed to an approver (its `jti`).
+    ApprovalLinkId as "approval link";
+    LineageEdgeId as "lineage edge";
+    /// A message waiting in the outbox (a webhook delivery or a mail).
+    OutboxId as "outbox message";
+    AuditCheckpointId as "audit checkpoint";
+    AuditArchiveId as "audit archive";
 }
 
 #[cfg(test)]
@@ -113,6 +132,7 @@ mod tests {
         assert_eq!(id.to_string().parse::<RunId>().unwrap(), id);
         assert!("not-a-uuid".parse::<RunId>().is_err());
         assert_eq!(async_graphql::ID::from(id).as_str(), id.to_string());
+        assert_eq!(RunId::WHAT, "run");
     }
 
     #[test]

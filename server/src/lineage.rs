@@ -9,6 +9,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{Integer, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde_json::json;
+// Untyped ids only where the graph is polymorphic: an edge's ends and the recursive walks point
+// into five tables. `NodeRef` gives each end its typed id.
 use uuid::Uuid;
 
 use crate::actor::Actor;
@@ -19,6 +21,10 @@ use crate::db::schema::{
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
+use crate::ids::{
+    CodeCommitId, DatasetVersionId, DeploymentId, LineageEdgeId, ModelVersionId, ProjectId, RunId,
+    TypedId,
+};
 use crate::projects::{self, Role};
 
 /// Deepest traversal a query may ask for.
@@ -36,10 +42,74 @@ text_enum! {
     }
 }
 
+/// A node of the graph: a row of one of five tables, by its typed id. (The variants are in the
+/// order of `NodeKind`, so nodes sort by kind, then id.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeRef {
-    pub kind: NodeKind,
-    pub id: Uuid,
+pub enum NodeRef {
+    DatasetVersion(DatasetVersionId),
+    CodeCommit(CodeCommitId),
+    Run(RunId),
+    ModelVersion(ModelVersionId),
+    Deployment(DeploymentId),
+}
+
+impl NodeRef {
+    /// The node an edge's columns (or a GraphQL `NodeRef`) name by kind and untyped id.
+    pub fn new(kind: NodeKind, id: Uuid) -> Self {
+        match kind {
+            NodeKind::DatasetVersion => Self::DatasetVersion(DatasetVersionId::from_uuid(id)),
+            NodeKind::CodeCommit => Self::CodeCommit(CodeCommitId::from_uuid(id)),
+            NodeKind::Run => Self::Run(RunId::from_uuid(id)),
+            NodeKind::ModelVersion => Self::ModelVersion(ModelVersionId::from_uuid(id)),
+            NodeKind::Deployment => Self::Deployment(DeploymentId::from_uuid(id)),
+        }
+    }
+
+    pub fn kind(self) -> NodeKind {
+        match self {
+            Self::DatasetVersion(_) => NodeKind::DatasetVersion,
+            Self::CodeCommit(_) => NodeKind::CodeCommit,
+            Self::Run(_) => NodeKind::Run,
+            Self::ModelVersion(_) => NodeKind::ModelVersion,
+            Self::Deployment(_) => NodeKind::Deployment,
+        }
+    }
+
+    /// The row's id, untyped: what the edge columns and the recursive walks hold.
+    pub fn uuid(self) -> Uuid {
+        match self {
+            Self::DatasetVersion(id) => id.uuid(),
+            Self::CodeCommit(id) => id.uuid(),
+            Self::Run(id) => id.uuid(),
+            Self::ModelVersion(id) => id.uuid(),
+            Self::Deployment(id) => id.uuid(),
+        }
+    }
+}
+
+/// The typed id of each kind of node.
+pub trait NodeId: TypedId {
+    const KIND: NodeKind;
+}
+
+impl NodeId for DatasetVersionId {
+    const KIND: NodeKind = NodeKind::DatasetVersion;
+}
+
+impl NodeId for CodeCommitId {
+    const KIND: NodeKind = NodeKind::CodeCommit;
+}
+
+impl NodeId for RunId {
+    const KIND: NodeKind = NodeKind::Run;
+}
+
+impl NodeId for ModelVersionId {
+    const KIND: NodeKind = NodeKind::ModelVersion;
+}
+
+impl NodeId for DeploymentId {
+    const KIND: NodeKind = NodeKind::Deployment;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
@@ -52,8 +122,10 @@ pub enum Direction {
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = lineage_edges)]
 pub struct Edge {
-    pub id: Uuid,
+    pub id: LineageEdgeId,
     pub from_kind: NodeKind,
+    // Untyped: an edge's ends are rows of any of the five node tables; `from()` and `to()` give
+    // them their type.
     pub from_id: Uuid,
     pub to_kind: NodeKind,
     pub to_id: Uuid,
@@ -63,17 +135,11 @@ pub struct Edge {
 
 impl Edge {
     pub fn from(&self) -> NodeRef {
-        NodeRef {
-            kind: self.from_kind,
-            id: self.from_id,
-        }
+        NodeRef::new(self.from_kind, self.from_id)
     }
 
     pub fn to(&self) -> NodeRef {
-        NodeRef {
-            kind: self.to_kind,
-            id: self.to_id,
-        }
+        NodeRef::new(self.to_kind, self.to_id)
     }
 }
 
@@ -83,46 +149,53 @@ pub struct Graph {
     pub edges: Vec<Edge>,
 }
 
+impl Graph {
+    /// The ids of the graph's nodes of one kind, e.g. `graph.ids::<RunId>()`, in node order.
+    pub fn ids<T: NodeId>(&self) -> Vec<T> {
+        self.nodes
+            .iter()
+            .filter(|n| n.kind() == T::KIND)
+            .map(|n| T::from_uuid(n.uuid()))
+            .collect()
+    }
+}
+
 /// The project a node belongs to (`None` for code commits, which are shared), or NOT_FOUND.
-pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<Uuid>> {
-    let project: Option<Uuid> = match node.kind {
-        NodeKind::CodeCommit => {
-            let exists: bool =
-                diesel::select(diesel::dsl::exists(code_commits::table.find(node.id)))
-                    .get_result(conn)
-                    .await?;
+pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<ProjectId>> {
+    let project: Option<ProjectId> = match node {
+        NodeRef::CodeCommit(id) => {
+            let exists: bool = diesel::select(diesel::dsl::exists(code_commits::table.find(id)))
+                .get_result(conn)
+                .await?;
             return if exists {
                 Ok(None)
             } else {
-                Err(Error::not_found(format!(
-                    "no code commit with id {}",
-                    node.id
-                )))
+                Err(Error::not_found(format!("no code commit with id {id}")))
             };
         }
-        NodeKind::DatasetVersion => dataset_versions::table
+        NodeRef::DatasetVersion(id) => dataset_versions::table
             .inner_join(datasets::table)
-            .filter(dataset_versions::id.eq(node.id))
+            .filter(dataset_versions::id.eq(id))
             .select(datasets::project_id)
             .first(conn)
             .await
             .optional()?,
-        NodeKind::Run => runs::table
-            .find(node.id)
+        NodeRef::Run(id) => runs::table
+            .find(id)
             .select(runs::project_id)
             .first(conn)
             .await
             .optional()?,
-        NodeKind::ModelVersion => model_versions::table
+        NodeRef::ModelVersion(id) => model_versions::table
             .inner_join(models::table)
-            .filter(model_versions::id.eq(node.id))
+            .filter(model_versions::id.eq(id))
             .select(models::project_id)
             .first(conn)
             .await
             .optional()?,
-        NodeKind::Deployment => deployments::table
+        NodeRef::Deployment(id) => deployments::table
             .inner_join(model_versions::table.inner_join(models::table))
-            .filter(deployments::id.eq(node.id))
+            .filter(deployments::id.eq(id))
             .select(models::project_id)
             .first(conn)
             .await
@@ -137,8 +210,8 @@ pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<Uuid>
 fn missing_node(node: NodeRef) -> Error {
     Error::not_found(format!(
         "no {} with id {}",
-        node.kind.as_str().replace('_', " "),
-        node.id
+        node.kind().as_str().replace('_', " "),
+        node.uuid()
     ))
 }
 
@@ -148,7 +221,7 @@ async fn authorize_in(
     conn: &mut Conn,
     actor: &Actor,
     node: NodeRef,
-    project: Uuid,
+    project: ProjectId,
     needed: Role,
 ) -> Result<()> {
     projects::authorize(conn, actor, project, needed)
@@ -183,11 +256,11 @@ pub async fn record_new_node_edge(
 async fn insert_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<Edge> {
     Ok(diesel::insert_into(lineage_edges::table)
         .values((
-            lineage_edges::id.eq(Uuid::now_v7()),
-            lineage_edges::from_kind.eq(from.kind),
-            lineage_edges::from_id.eq(from.id),
-            lineage_edges::to_kind.eq(to.kind),
-            lineage_edges::to_id.eq(to.id),
+            lineage_edges::id.eq(LineageEdgeId::generate()),
+            lineage_edges::from_kind.eq(from.kind()),
+            lineage_edges::from_id.eq(from.uuid()),
+            lineage_edges::to_kind.eq(to.kind()),
+            lineage_edges::to_id.eq(to.uuid()),
             lineage_edges::relation.eq(relation),
         ))
         .returning(Edge::as_returning())
@@ -210,7 +283,7 @@ pub async fn link(
             "relation `{relation}` is not valid: use lowercase letters, digits and `_`, starting with a letter (at most 64)"
         )));
     }
-    if from.id == to.id {
+    if from.uuid() == to.uuid() {
         return Err(Error::conflict(
             "a node cannot be linked to itself (that is a cycle)",
         ));
@@ -232,19 +305,19 @@ pub async fn link(
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))")
         .execute(conn)
         .await?;
-    if reaches(conn, to.id, from.id).await? {
+    if reaches(conn, to.uuid(), from.uuid()).await? {
         return Err(Error::conflict(format!(
             "linking {} {} to {} {} would create a cycle in the lineage graph",
-            from.kind.as_str(),
-            from.id,
-            to.kind.as_str(),
-            to.id
+            from.kind().as_str(),
+            from.uuid(),
+            to.kind().as_str(),
+            to.uuid()
         )));
     }
     let exists: bool = diesel::select(diesel::dsl::exists(
         lineage_edges::table
-            .filter(lineage_edges::from_id.eq(from.id))
-            .filter(lineage_edges::to_id.eq(to.id))
+            .filter(lineage_edges::from_id.eq(from.uuid()))
+            .filter(lineage_edges::to_id.eq(to.uuid()))
             .filter(lineage_edges::relation.eq(relation)),
     ))
     .get_result(conn)
@@ -263,8 +336,8 @@ pub async fn link(
             subject_id: edge.id.to_string(),
             before: None,
             after: Some(json!({
-                "from": {"kind": from.kind.as_str(), "id": from.id},
-                "to": {"kind": to.kind.as_str(), "id": to.id},
+                "from": {"kind": from.kind().as_str(), "id": from.uuid()},
+                "to": {"kind": to.kind().as_str(), "id": to.uuid()},
                 "relation": relation,
             })),
         },
@@ -286,7 +359,7 @@ struct Reached {
     reached: bool,
 }
 
-/// Whether `target` is upstream of `start` (or is `start`).
+/// Whether `target` is upstream of `start` (or is `start`). Untyped ids: the walk crosses kinds.
 async fn reaches(conn: &mut Conn, start: Uuid, target: Uuid) -> Result<bool> {
     let row: Reached = diesel::sql_query(
         "WITH RECURSIVE up(id) AS (
@@ -328,7 +401,7 @@ async fn visible_to(conn: &mut Conn, actor: &Actor, graph: Graph) -> Result<Grap
     if actor.is_admin {
         return Ok(graph);
     }
-    let readable: HashSet<Uuid> = match actor.user_id {
+    let readable: HashSet<ProjectId> = match actor.user_id {
         Some(user) => memberships::table
             .filter(memberships::user_id.eq(user))
             .select(memberships::project_id)
@@ -338,44 +411,48 @@ async fn visible_to(conn: &mut Conn, actor: &Actor, graph: Graph) -> Result<Grap
             .collect(),
         None => HashSet::new(),
     };
-    let ids = |kind: NodeKind| -> Vec<Uuid> {
-        graph
-            .nodes
-            .iter()
-            .filter(|n| n.kind == kind)
-            .map(|n| n.id)
-            .collect()
-    };
-    let mut owner: Vec<(Uuid, Uuid)> = dataset_versions::table
-        .inner_join(datasets::table)
-        .filter(dataset_versions::id.eq_any(ids(NodeKind::DatasetVersion)))
-        .select((dataset_versions::id, datasets::project_id))
-        .load(conn)
-        .await?;
+    // Each node's project, kind by kind.
+    let mut owner: Vec<(NodeRef, ProjectId)> = Vec::new();
+    owner.extend(
+        dataset_versions::table
+            .inner_join(datasets::table)
+            .filter(dataset_versions::id.eq_any(graph.ids::<DatasetVersionId>()))
+            .select((dataset_versions::id, datasets::project_id))
+            .load::<(DatasetVersionId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::DatasetVersion(id), project)),
+    );
     owner.extend(
         runs::table
-            .filter(runs::id.eq_any(ids(NodeKind::Run)))
+            .filter(runs::id.eq_any(graph.ids::<RunId>()))
             .select((runs::id, runs::project_id))
-            .load::<(Uuid, Uuid)>(conn)
-            .await?,
+            .load::<(RunId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::Run(id), project)),
     );
     owner.extend(
         model_versions::table
             .inner_join(models::table)
-            .filter(model_versions::id.eq_any(ids(NodeKind::ModelVersion)))
+            .filter(model_versions::id.eq_any(graph.ids::<ModelVersionId>()))
             .select((model_versions::id, models::project_id))
-            .load::<(Uuid, Uuid)>(conn)
-            .await?,
+            .load::<(ModelVersionId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::ModelVersion(id), project)),
     );
     owner.extend(
         deployments::table
             .inner_join(model_versions::table.inner_join(models::table))
-            .filter(deployments::id.eq_any(ids(NodeKind::Deployment)))
+            .filter(deployments::id.eq_any(graph.ids::<DeploymentId>()))
             .select((deployments::id, models::project_id))
-            .load::<(Uuid, Uuid)>(conn)
-            .await?,
+            .load::<(DeploymentId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::Deployment(id), project)),
     );
-    let hidden: HashSet<Uuid> = owner
+    let hidden: HashSet<NodeRef> = owner
         .into_iter()
         .filter(|(_, project)| !readable.contains(project))
         .map(|(node, _)| node)
@@ -384,12 +461,12 @@ async fn visible_to(conn: &mut Conn, actor: &Actor, graph: Graph) -> Result<Grap
         nodes: graph
             .nodes
             .into_iter()
-            .filter(|n| !hidden.contains(&n.id))
+            .filter(|n| !hidden.contains(n))
             .collect(),
         edges: graph
             .edges
             .into_iter()
-            .filter(|e| !hidden.contains(&e.from_id) && !hidden.contains(&e.to_id))
+            .filter(|e| !hidden.contains(&e.from()) && !hidden.contains(&e.to()))
             .collect(),
     })
 }
@@ -420,7 +497,7 @@ pub async fn walk(
          ORDER BY e.id"
     );
     let edges: Vec<Edge> = diesel::sql_query(sql)
-        .bind::<SqlUuid, _>(start.id)
+        .bind::<SqlUuid, _>(start.uuid())
         .bind::<Integer, _>(depth)
         .load(conn)
         .await?;
@@ -436,22 +513,28 @@ pub async fn walk(
     Ok(Graph { nodes, edges })
 }
 
-/// The targets of `from —relation→ …` edges for many nodes at once (e.g. the inputs of runs).
-pub async fn targets_of(
+/// The targets of kind `T` of `from —relation→ …` edges for many nodes of kind `F` at once
+/// (e.g. the dataset versions runs consumed).
+pub async fn targets_of<F: NodeId + Ord, T: NodeId>(
     conn: &mut Conn,
-    from_ids: &[Uuid],
+    from_ids: &[F],
     relation: &str,
-) -> Result<BTreeMap<Uuid, Vec<Uuid>>> {
+) -> Result<BTreeMap<F, Vec<T>>> {
+    let from_ids: Vec<Uuid> = from_ids.iter().map(|id| id.uuid()).collect();
     let rows: Vec<(Uuid, Uuid)> = lineage_edges::table
+        .filter(lineage_edges::from_kind.eq(F::KIND))
         .filter(lineage_edges::from_id.eq_any(from_ids))
         .filter(lineage_edges::relation.eq(relation))
+        .filter(lineage_edges::to_kind.eq(T::KIND))
         .order(lineage_edges::id.asc())
         .select((lineage_edges::from_id, lineage_edges::to_id))
         .load(conn)
         .await?;
-    let mut map: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    let mut map: BTreeMap<F, Vec<T>> = BTreeMap::new();
     for (from, to) in rows {
-        map.entry(from).or_default().push(to);
+        map.entry(F::from_uuid(from))
+            .or_default()
+            .push(T::from_uuid(to));
     }
     Ok(map)
 }

@@ -4,7 +4,6 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::artifacts;
@@ -12,15 +11,16 @@ use crate::audit::{self, Change};
 use crate::db::schema::{model_versions, models, projects as projects_table, runs};
 use crate::db::{Conn, Slice, VersionRange};
 use crate::error::{Error, Result};
-use crate::lineage::{self, NodeKind, NodeRef};
+use crate::ids::{ModelId, ModelVersionId, ProjectId, RunId, UserId};
+use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
 use crate::validate;
 
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = models)]
 pub struct Model {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: ModelId,
+    pub project_id: ProjectId,
     pub name: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -32,14 +32,14 @@ pub struct Model {
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = model_versions)]
 pub struct ModelVersion {
-    pub id: Uuid,
-    pub model_id: Uuid,
+    pub id: ModelVersionId,
+    pub model_id: ModelId,
     pub version: i32,
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub artifact_path: Option<String>,
     pub description: Option<String>,
     pub stage: Option<String>,
-    pub created_by: Uuid,
+    pub created_by: UserId,
     pub created_at: DateTime<Utc>,
     /// SHA-256 of the canonical manifest of the version's files (see `artifacts::Manifest`).
     pub manifest_sha256: String,
@@ -72,7 +72,7 @@ pub async fn create(
     }
     let model: Model = diesel::insert_into(models::table)
         .values((
-            models::id.eq(Uuid::now_v7()),
+            models::id.eq(ModelId::generate()),
             models::project_id.eq(project.id),
             models::name.eq(name),
             models::description.eq(description),
@@ -103,7 +103,11 @@ pub async fn create(
     Ok(model)
 }
 
-async fn find_in_project(conn: &mut Conn, project_id: Uuid, name: &str) -> Result<Option<Model>> {
+async fn find_in_project(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    name: &str,
+) -> Result<Option<Model>> {
     Ok(models::table
         .filter(models::project_id.eq(project_id))
         .filter(models::name.eq(name))
@@ -135,14 +139,14 @@ pub async fn register_version(
     actor: &Actor,
     project_name: &str,
     model_name: &str,
-    run_id: Uuid,
+    run_id: RunId,
     artifact_path: Option<&str>,
     description: Option<&str>,
 ) -> Result<ModelVersion> {
     let description = validate::optional_text("description", description, 10_000)?;
     let artifact_path = validate::optional_text("artifactPath", artifact_path, 1024)?;
     let model = find(conn, actor, project_name, model_name, Role::Contributor).await?;
-    let run_project: Option<Uuid> = runs::table
+    let run_project: Option<ProjectId> = runs::table
         .find(run_id)
         .select(runs::project_id)
         .first(conn)
@@ -174,7 +178,7 @@ pub async fn register_version(
     let manifest_sha256 = artifacts::manifest_digest(&files);
     let version: ModelVersion = diesel::insert_into(model_versions::table)
         .values((
-            model_versions::id.eq(Uuid::now_v7()),
+            model_versions::id.eq(ModelVersionId::generate()),
             model_versions::model_id.eq(model.id),
             model_versions::version.eq(last.unwrap_or(0) + 1),
             model_versions::run_id.eq(run_id),
@@ -189,14 +193,8 @@ pub async fn register_version(
     artifacts::attach_to_version(conn, version.id, &files).await?;
     lineage::record_new_node_edge(
         conn,
-        NodeRef {
-            kind: NodeKind::ModelVersion,
-            id: version.id,
-        },
-        NodeRef {
-            kind: NodeKind::Run,
-            id: run_id,
-        },
+        NodeRef::ModelVersion(version.id),
+        NodeRef::Run(run_id),
         "produced_by",
     )
     .await?;
@@ -232,7 +230,7 @@ pub async fn find_version(
     model_name: &str,
     version: i32,
 ) -> Result<ModelVersion> {
-    let found: Option<(ModelVersion, Uuid)> = model_versions::table
+    let found: Option<(ModelVersion, ProjectId)> = model_versions::table
         .inner_join(models::table.inner_join(projects_table::table))
         .filter(projects_table::name.eq(project_name))
         .filter(models::name.eq(model_name))
@@ -259,7 +257,7 @@ pub async fn find_version(
 /// A project's models by name, one slice.
 pub async fn list_in_project(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     slice: Slice,
 ) -> Result<Vec<Model>> {
     Ok(models::table
@@ -275,7 +273,7 @@ pub async fn list_in_project(
 /// The versions of many models, ascending, numbered in `versions` (numbered without gaps).
 pub async fn versions_of(
     conn: &mut Conn,
-    model_ids: &[Uuid],
+    model_ids: &[ModelId],
     versions: VersionRange,
 ) -> Result<Vec<ModelVersion>> {
     Ok(model_versions::table
@@ -288,7 +286,7 @@ pub async fn versions_of(
         .await?)
 }
 
-pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Model>> {
+pub async fn by_ids(conn: &mut Conn, ids: &[ModelId]) -> Result<Vec<Model>> {
     Ok(models::table
         .filter(models::id.eq_any(ids))
         .select(Model::as_select())
@@ -296,7 +294,7 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Model>> {
         .await?)
 }
 
-pub async fn versions_by_id(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<ModelVersion>> {
+pub async fn versions_by_id(conn: &mut Conn, ids: &[ModelVersionId]) -> Result<Vec<ModelVersion>> {
     Ok(model_versions::table
         .filter(model_versions::id.eq_any(ids))
         .select(ModelVersion::as_select())

@@ -22,29 +22,30 @@ use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use uuid::Uuid;
 
 use crate::db::schema::{outbox, webhooks};
 use crate::db::{text_enum, Conn, DbPool};
 use crate::error::{Error, Result};
+use crate::ids::{OutboxId, ProjectId, TypedId, WebhookId};
 use crate::outbound::WebhookPolicy;
 use crate::templates;
 
-/// Queues a mail rendered from `web/templates/email/<template>.{txt,html}`.
+/// Queues a mail rendered from `web/templates/email/<template>.{txt,html}`, `about` the row it
+/// concerns (a promotion, a model version).
 pub async fn enqueue_email(
     conn: &mut Conn,
     to: &str,
     subject: &str,
     template: &str,
     context: &Value,
-    about: Uuid,
+    about: impl TypedId,
 ) -> Result<()> {
     let text = templates::render(&format!("email/{template}.txt"), context)?;
     let html = templates::render(&format!("email/{template}.html"), context)?;
     insert(
         conn,
         OutboxKind::Email,
-        json!({"to": to, "subject": subject, "text": text, "html": html, "about": about}),
+        json!({"to": to, "subject": subject, "text": text, "html": html, "about": about.to_string()}),
     )
     .await
 }
@@ -52,11 +53,11 @@ pub async fn enqueue_email(
 /// Queues one call per webhook of the project. The secret stays in `webhooks`; the worker signs.
 pub async fn enqueue_webhooks(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     event: &str,
     data: &Value,
 ) -> Result<()> {
-    let hooks: Vec<Uuid> = webhooks::table
+    let hooks: Vec<WebhookId> = webhooks::table
         .filter(webhooks::project_id.eq(project_id))
         .select(webhooks::id)
         .load(conn)
@@ -84,7 +85,7 @@ text_enum! {
 async fn insert(conn: &mut Conn, kind: OutboxKind, payload: Value) -> Result<()> {
     diesel::insert_into(outbox::table)
         .values((
-            outbox::id.eq(Uuid::now_v7()),
+            outbox::id.eq(OutboxId::generate()),
             outbox::kind.eq(kind),
             outbox::payload.eq(payload),
         ))
@@ -140,7 +141,7 @@ pub struct Delivery {
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = outbox)]
 struct OutboxRow {
-    id: Uuid,
+    id: OutboxId,
     kind: OutboxKind,
     payload: Value,
     attempts: i32,
@@ -220,7 +221,7 @@ async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::
     match row.kind {
         OutboxKind::Email => send_mail(delivery, row).await,
         OutboxKind::Webhook => {
-            let hook: Uuid = serde_json::from_value(row.payload["webhook_id"].clone())?;
+            let hook: WebhookId = serde_json::from_value(row.payload["webhook_id"].clone())?;
             let found: Option<(String, String)> = webhooks::table
                 .find(hook)
                 .select((webhooks::url, webhooks::secret))
@@ -300,7 +301,7 @@ async fn send_mail(delivery: &Delivery, row: &OutboxRow) -> anyhow::Result<()> {
 /// Writes a mail as `<dir>/<outbox id>.eml`, mode 0600 (it holds an approval link: no other
 /// local user may read it). Written under a temporary name first, so that a reader never sees
 /// half a mail, and replaced whole when a retry writes it again.
-async fn write_eml(dir: &std::path::Path, id: Uuid, content: &[u8]) -> anyhow::Result<()> {
+async fn write_eml(dir: &std::path::Path, id: OutboxId, content: &[u8]) -> anyhow::Result<()> {
     let path = dir.join(format!("{id}.eml"));
     let partial = dir.join(format!(".{id}.eml.partial"));
     let content = content.to_vec();
@@ -332,12 +333,12 @@ pub async fn add_webhook(
     policy: &WebhookPolicy,
     project_name: &str,
     url: &str,
-) -> Result<(Uuid, String)> {
+) -> Result<(WebhookId, String)> {
     let project =
         crate::projects::find_authorized(conn, actor, project_name, crate::projects::Role::Admin)
             .await?;
     policy.check_url(url)?;
-    let id = Uuid::now_v7();
+    let id = WebhookId::generate();
     let secret = hex::encode(rand::random::<[u8; 32]>());
     diesel::insert_into(webhooks::table)
         .values((

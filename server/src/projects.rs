@@ -5,7 +5,6 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
@@ -13,6 +12,7 @@ use crate::auth;
 use crate::db::schema::{memberships, projects, users};
 use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};
+use crate::ids::{ProjectId, UserId};
 use crate::stages::{self, Stage};
 use crate::validate;
 
@@ -32,7 +32,7 @@ text_enum! {
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = projects)]
 pub struct Project {
-    pub id: Uuid,
+    pub id: ProjectId,
     pub name: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -41,19 +41,23 @@ pub struct Project {
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = memberships)]
 pub struct Membership {
-    pub project_id: Uuid,
-    pub user_id: Uuid,
+    pub project_id: ProjectId,
+    pub user_id: UserId,
     pub role: Role,
     pub groups: Vec<String>,
     pub created_at: DateTime<Utc>,
     /// Who granted the role and groups as they are (NULL: granted before this was recorded).
-    pub granted_by: Option<Uuid>,
+    pub granted_by: Option<UserId>,
     /// When the role and groups were granted or last changed.
     pub granted_at: DateTime<Utc>,
 }
 
 /// The caller's role in a project: server admins act as project admins everywhere.
-pub async fn role_of(conn: &mut Conn, actor: &Actor, project_id: Uuid) -> Result<Option<Role>> {
+pub async fn role_of(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_id: ProjectId,
+) -> Result<Option<Role>> {
     if actor.is_admin {
         return Ok(Some(Role::Admin));
     }
@@ -75,7 +79,7 @@ pub async fn role_of(conn: &mut Conn, actor: &Actor, project_id: Uuid) -> Result
 pub async fn authorize(
     conn: &mut Conn,
     actor: &Actor,
-    project_id: Uuid,
+    project_id: ProjectId,
     needed: Role,
 ) -> Result<()> {
     match role_of(conn, actor, project_id).await? {
@@ -102,15 +106,15 @@ pub fn hiding(missing: impl FnOnce() -> Error) -> impl FnOnce(Error) -> Error {
 pub async fn roles_in(
     conn: &mut Conn,
     actor: &Actor,
-    project_ids: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, Role>> {
+    project_ids: &[ProjectId],
+) -> Result<std::collections::HashMap<ProjectId, Role>> {
     if actor.is_admin {
         return Ok(project_ids.iter().map(|id| (*id, Role::Admin)).collect());
     }
     let Some(user_id) = actor.user_id else {
         return Ok(Default::default());
     };
-    let rows: Vec<(Uuid, Role)> = memberships::table
+    let rows: Vec<(ProjectId, Role)> = memberships::table
         .filter(memberships::user_id.eq(user_id))
         .filter(memberships::project_id.eq_any(project_ids))
         .select((memberships::project_id, memberships::role))
@@ -152,7 +156,7 @@ pub async fn readable_ids(
     conn: &mut Conn,
     actor: &Actor,
     names: Option<&[String]>,
-) -> Result<Vec<Uuid>> {
+) -> Result<Vec<ProjectId>> {
     let Some(names) = names else {
         if actor.is_admin {
             return Ok(projects::table.select(projects::id).load(conn).await?);
@@ -166,12 +170,12 @@ pub async fn readable_ids(
             .load(conn)
             .await?);
     };
-    let found: Vec<(Uuid, String)> = projects::table
+    let found: Vec<(ProjectId, String)> = projects::table
         .filter(projects::name.eq_any(names))
         .select((projects::id, projects::name))
         .load(conn)
         .await?;
-    let ids: Vec<Uuid> = found.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<ProjectId> = found.iter().map(|(id, _)| *id).collect();
     let roles = roles_in(conn, actor, &ids).await?;
     for name in names {
         let readable = found
@@ -184,7 +188,7 @@ pub async fn readable_ids(
     Ok(ids)
 }
 
-pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Project>> {
+pub async fn by_ids(conn: &mut Conn, ids: &[ProjectId]) -> Result<Vec<Project>> {
     Ok(projects::table
         .filter(projects::id.eq_any(ids))
         .select(Project::as_select())
@@ -213,7 +217,7 @@ pub async fn create(
     }
     let project: Project = diesel::insert_into(projects::table)
         .values((
-            projects::id.eq(Uuid::now_v7()),
+            projects::id.eq(ProjectId::generate()),
             projects::name.eq(name),
             projects::description.eq(description),
         ))
@@ -306,10 +310,10 @@ pub async fn add_member(
         .returning(Membership::as_returning())
         .get_result(conn)
         .await?;
-    let mut granters: Vec<Uuid> = before.iter().filter_map(|m| m.granted_by).collect();
+    let mut granters: Vec<UserId> = before.iter().filter_map(|m| m.granted_by).collect();
     granters.extend(granted_by);
     let emails = emails_of(conn, &granters).await?;
-    let email_of = |id: Option<Uuid>| id.and_then(|id| emails.get(&id).cloned());
+    let email_of = |id: Option<UserId>| id.and_then(|id| emails.get(&id).cloned());
     audit::record(
         conn,
         actor,
@@ -337,12 +341,12 @@ pub async fn add_member(
 /// The email of each of these users.
 pub async fn emails_of(
     conn: &mut Conn,
-    ids: &[Uuid],
-) -> Result<std::collections::HashMap<Uuid, String>> {
+    ids: &[UserId],
+) -> Result<std::collections::HashMap<UserId, String>> {
     if ids.is_empty() {
         return Ok(Default::default());
     }
-    let rows: Vec<(Uuid, String)> = users::table
+    let rows: Vec<(UserId, String)> = users::table
         .filter(users::id.eq_any(ids))
         .select((users::id, users::email))
         .load(conn)
@@ -353,7 +357,7 @@ pub async fn emails_of(
 /// A project's members by email, one slice.
 pub async fn members(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     slice: Slice,
 ) -> Result<Vec<(Membership, auth::User)>> {
     Ok(memberships::table
@@ -371,7 +375,7 @@ pub async fn members(
 /// name, one slice. Filtering in the query keeps pages full and hides how many were left out.
 pub async fn memberships_visible_to(
     conn: &mut Conn,
-    user_id: Uuid,
+    user_id: UserId,
     viewer: &Actor,
     slice: Slice,
 ) -> Result<Vec<(Membership, Project)>> {

@@ -7,14 +7,14 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, Float8, Int8, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{run_metrics, run_params, runs};
 use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};
-use crate::lineage::{self, NodeKind, NodeRef};
+use crate::ids::{CodeCommitId, DatasetVersionId, ProjectId, RunId, UserId};
+use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
 use crate::validate;
 
@@ -36,13 +36,13 @@ text_enum! {
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = runs)]
 pub struct Run {
-    pub id: Uuid,
-    pub project_id: Uuid,
+    pub id: RunId,
+    pub project_id: ProjectId,
     pub name: Option<String>,
     pub status: RunStatus,
-    pub code_commit_id: Option<Uuid>,
+    pub code_commit_id: Option<CodeCommitId>,
     pub tags: Value,
-    pub created_by: Uuid,
+    pub created_by: UserId,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
 }
@@ -50,7 +50,7 @@ pub struct Run {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = run_params)]
 pub struct Param {
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub key: String,
     pub value: String,
 }
@@ -58,7 +58,7 @@ pub struct Param {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = run_metrics)]
 pub struct Metric {
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub key: String,
     pub value: f64,
     pub step: i64,
@@ -74,8 +74,8 @@ pub struct NewMetric {
 
 pub struct NewRun<'a> {
     pub name: Option<&'a str>,
-    pub code_commit_id: Option<Uuid>,
-    pub inputs: Vec<Uuid>,
+    pub code_commit_id: Option<CodeCommitId>,
+    pub inputs: Vec<DatasetVersionId>,
     pub tags: Option<Value>,
 }
 
@@ -96,10 +96,7 @@ pub async fn start(
             ))
         }
     }
-    let commit = new.code_commit_id.map(|id| NodeRef {
-        kind: NodeKind::CodeCommit,
-        id,
-    });
+    let commit = new.code_commit_id.map(NodeRef::CodeCommit);
     if let Some(commit) = commit {
         lineage::node_project(conn, commit).await?;
     }
@@ -107,20 +104,11 @@ pub async fn start(
     inputs.sort();
     inputs.dedup();
     for input in &inputs {
-        lineage::authorize_node(
-            conn,
-            actor,
-            NodeRef {
-                kind: NodeKind::DatasetVersion,
-                id: *input,
-            },
-            Role::Viewer,
-        )
-        .await?;
+        lineage::authorize_node(conn, actor, NodeRef::DatasetVersion(*input), Role::Viewer).await?;
     }
     let run: Run = diesel::insert_into(runs::table)
         .values((
-            runs::id.eq(Uuid::now_v7()),
+            runs::id.eq(RunId::generate()),
             runs::project_id.eq(project.id),
             runs::name.eq(new.name),
             runs::status.eq(RunStatus::Running),
@@ -131,18 +119,12 @@ pub async fn start(
         .returning(Run::as_returning())
         .get_result(conn)
         .await?;
-    let this = NodeRef {
-        kind: NodeKind::Run,
-        id: run.id,
-    };
+    let this = NodeRef::Run(run.id);
     if let Some(commit) = commit {
         lineage::record_new_node_edge(conn, this, commit, "ran").await?;
     }
     for input in &inputs {
-        let input = NodeRef {
-            kind: NodeKind::DatasetVersion,
-            id: *input,
-        };
+        let input = NodeRef::DatasetVersion(*input);
         lineage::record_new_node_edge(conn, this, input, "consumed").await?;
     }
     audit::record(
@@ -167,7 +149,7 @@ pub async fn start(
 }
 
 /// A run the caller may read (or write, with `needed` ≥ contributor).
-pub async fn get(conn: &mut Conn, actor: &Actor, run_id: Uuid, needed: Role) -> Result<Run> {
+pub async fn get(conn: &mut Conn, actor: &Actor, run_id: RunId, needed: Role) -> Result<Run> {
     let run = runs::table
         .find(run_id)
         .select(Run::as_select())
@@ -185,7 +167,7 @@ pub async fn get(conn: &mut Conn, actor: &Actor, run_id: Uuid, needed: Role) -> 
 
 /// Locks the run row: `FOR UPDATE` for status changes, `FOR SHARE` for appends that must not
 /// race a finish.
-async fn lock(conn: &mut Conn, actor: &Actor, run_id: Uuid, exclusive: bool) -> Result<Run> {
+async fn lock(conn: &mut Conn, actor: &Actor, run_id: RunId, exclusive: bool) -> Result<Run> {
     get(conn, actor, run_id, Role::Contributor).await?;
     let sql = if exclusive {
         "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE"
@@ -209,7 +191,7 @@ async fn lock(conn: &mut Conn, actor: &Actor, run_id: Uuid, exclusive: bool) -> 
 pub async fn log_params(
     conn: &mut Conn,
     actor: &Actor,
-    run_id: Uuid,
+    run_id: RunId,
     params: Vec<(String, String)>,
 ) -> Result<Run> {
     if params.len() > MAX_PARAMS_PER_BATCH {
@@ -293,7 +275,7 @@ pub async fn log_params(
 pub async fn log_metrics(
     conn: &mut Conn,
     actor: &Actor,
-    run_id: Uuid,
+    run_id: RunId,
     metrics: Vec<NewMetric>,
 ) -> Result<usize> {
     if metrics.len() > MAX_METRICS_PER_BATCH {
@@ -365,7 +347,7 @@ pub async fn log_metrics(
 pub async fn finish(
     conn: &mut Conn,
     actor: &Actor,
-    run_id: Uuid,
+    run_id: RunId,
     status: RunStatus,
 ) -> Result<Run> {
     if status == RunStatus::Running {
@@ -401,7 +383,7 @@ pub async fn finish(
     Ok(finished)
 }
 
-pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Run>> {
+pub async fn by_ids(conn: &mut Conn, ids: &[RunId]) -> Result<Vec<Run>> {
     Ok(runs::table
         .filter(runs::id.eq_any(ids))
         .select(Run::as_select())
@@ -412,8 +394,8 @@ pub async fn by_ids(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Run>> {
 /// The runs of a project, newest first, after the cursor `before_id` (ids are time-ordered).
 pub async fn list_in_project(
     conn: &mut Conn,
-    project_id: Uuid,
-    before_id: Option<Uuid>,
+    project_id: ProjectId,
+    before_id: Option<RunId>,
     limit: i64,
 ) -> Result<Vec<Run>> {
     let mut query = runs::table
@@ -428,7 +410,7 @@ pub async fn list_in_project(
     Ok(query.load(conn).await?)
 }
 
-pub async fn params_of(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Param>> {
+pub async fn params_of(conn: &mut Conn, run_ids: &[RunId]) -> Result<Vec<Param>> {
     Ok(run_params::table
         .filter(run_params::run_id.eq_any(run_ids))
         .order((run_params::run_id, run_params::key))
@@ -440,7 +422,7 @@ pub async fn params_of(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Param>> 
 /// A run's metric history, optionally for one key, ordered by key, step and time.
 pub async fn metrics_of(
     conn: &mut Conn,
-    run_id: Uuid,
+    run_id: RunId,
     key: Option<&str>,
     slice: Slice,
 ) -> Result<Vec<Metric>> {
@@ -460,9 +442,9 @@ pub async fn metrics_of(
 /// The last logged value of each metric of these runs (highest step, then latest time): one row
 /// per run and key however many points were logged, kept on write in `run_latest_metrics`.
 /// Policies, compliance reports and run pages read it.
-pub async fn last_metrics(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<Metric>> {
+pub async fn last_metrics(conn: &mut Conn, run_ids: &[RunId]) -> Result<Vec<Metric>> {
     use crate::db::schema::run_latest_metrics as latest;
-    let rows: Vec<(Uuid, String, f64, i64, DateTime<Utc>)> = latest::table
+    let rows: Vec<(RunId, String, f64, i64, DateTime<Utc>)> = latest::table
         .filter(latest::run_id.eq_any(run_ids))
         .order((latest::run_id, latest::key))
         .select((
@@ -531,7 +513,7 @@ impl HistoryRequest {
 
 /// One metric of one run, as a chart needs it.
 pub struct Series {
-    pub run_id: Uuid,
+    pub run_id: RunId,
     pub key: String,
     /// How many points the whole history has.
     pub total_points: i64,
@@ -544,7 +526,7 @@ pub struct Series {
 #[derive(QueryableByName, Debug, Clone)]
 pub struct HistoryPoint {
     #[diesel(sql_type = SqlUuid)]
-    pub run_id: Uuid,
+    pub run_id: RunId,
     #[diesel(sql_type = Text)]
     pub key: String,
     #[diesel(sql_type = Int8)]
@@ -565,7 +547,7 @@ pub struct HistoryPoint {
 /// statement with bound parameters.
 pub async fn metric_history(
     conn: &mut Conn,
-    run_ids: &[Uuid],
+    run_ids: &[RunId],
     request: &HistoryRequest,
 ) -> Result<Vec<Series>> {
     let max_points = i64::from(request.max_points);

@@ -6,13 +6,13 @@
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::project_stages;
 use crate::db::Conn;
 use crate::error::{Error, Result};
+use crate::ids::ProjectId;
 use crate::projects::Project;
 
 /// Where superseded versions go; always present, never holds a "current" version.
@@ -29,13 +29,13 @@ const DEFAULTS: [(&str, i32, bool); 4] = [
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = project_stages)]
 pub struct Stage {
-    pub project_id: Uuid,
+    pub project_id: ProjectId,
     pub name: String,
     pub position: i32,
     pub requires_approval: bool,
 }
 
-pub async fn create_defaults(conn: &mut Conn, project_id: Uuid) -> Result<()> {
+pub async fn create_defaults(conn: &mut Conn, project_id: ProjectId) -> Result<()> {
     let rows: Vec<_> = DEFAULTS
         .iter()
         .map(|(name, position, approval)| {
@@ -54,7 +54,7 @@ pub async fn create_defaults(conn: &mut Conn, project_id: Uuid) -> Result<()> {
     Ok(())
 }
 
-pub async fn list(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Stage>> {
+pub async fn list(conn: &mut Conn, project_id: ProjectId) -> Result<Vec<Stage>> {
     Ok(project_stages::table
         .filter(project_stages::project_id.eq(project_id))
         .order(project_stages::position)
@@ -63,7 +63,7 @@ pub async fn list(conn: &mut Conn, project_id: Uuid) -> Result<Vec<Stage>> {
         .await?)
 }
 
-pub async fn find(conn: &mut Conn, project_id: Uuid, name: &str) -> Result<Stage> {
+pub async fn find(conn: &mut Conn, project_id: ProjectId, name: &str) -> Result<Stage> {
     project_stages::table
         .find((project_id, name))
         .select(Stage::as_select())

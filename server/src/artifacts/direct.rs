@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::upload::{check_path_free, delete_pending, insert_pending, record, writable_run};
 use super::{validate_path, ArtifactFile, Artifacts, Owner};
@@ -16,6 +15,7 @@ use crate::auth::{TokenKeys, ISSUER};
 use crate::db::schema::pending_uploads;
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};
+use crate::ids::{RunId, UploadId, UserId};
 use crate::projects::Role;
 use crate::runs;
 
@@ -28,7 +28,7 @@ pub struct UploadClaims {
     iss: String,
     aud: String,
     exp: i64,
-    pub upload_id: Uuid,
+    pub upload_id: UploadId,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -42,7 +42,7 @@ pub struct DownloadClaims {
 }
 
 pub struct DirectUpload {
-    pub id: Uuid,
+    pub id: UploadId,
     pub part_size: u64,
     pub urls: Vec<String>,
     pub expires_at: DateTime<Utc>,
@@ -134,7 +134,7 @@ pub async fn begin_direct_upload(
 pub async fn check_part_token(
     conn: &mut Conn,
     keys: &TokenKeys,
-    upload_id: Uuid,
+    upload_id: UploadId,
     part: u32,
     token: &str,
 ) -> Result<()> {
@@ -163,15 +163,15 @@ pub async fn complete_direct_upload(
     pool: &DbPool,
     artifacts: &Artifacts,
     actor: &Actor,
-    upload_id: Uuid,
+    upload_id: UploadId,
     parts: Vec<(u32, String)>,
 ) -> Result<ArtifactFile> {
     let mut conn = pool.get().await?;
     #[allow(clippy::type_complexity)]
     let pending: Option<(
-        Uuid,
+        RunId,
         String,
-        Uuid,
+        UserId,
         Option<String>,
         Option<i64>,
         Option<i32>,

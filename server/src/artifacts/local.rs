@@ -9,10 +9,10 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use uuid::Uuid;
 
 use super::store::{check_size, object_key, staging_key, ByteRange, ByteStreamBox, Staged};
 use crate::error::{Error, Result};
+use crate::ids::UploadId;
 
 #[derive(Clone)]
 pub struct LocalStore {
@@ -38,15 +38,20 @@ impl LocalStore {
         self.root.join(object_key(sha256))
     }
 
-    pub(super) fn staging_path(&self, upload_id: Uuid) -> PathBuf {
+    pub(super) fn staging_path(&self, upload_id: UploadId) -> PathBuf {
         self.root.join(staging_key(upload_id))
     }
 
-    pub(super) fn parts_dir(&self, upload_id: Uuid) -> PathBuf {
+    pub(super) fn parts_dir(&self, upload_id: UploadId) -> PathBuf {
         self.root.join("uploads").join(upload_id.to_string())
     }
 
-    pub(super) async fn stage<S>(&self, upload_id: Uuid, body: S, max_size: u64) -> Result<Staged>
+    pub(super) async fn stage<S>(
+        &self,
+        upload_id: UploadId,
+        body: S,
+        max_size: u64,
+    ) -> Result<Staged>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
@@ -79,7 +84,7 @@ impl LocalStore {
         sync_dir(dir).await
     }
 
-    pub(super) async fn discard(&self, upload_id: Uuid) -> anyhow::Result<()> {
+    pub(super) async fn discard(&self, upload_id: UploadId) -> anyhow::Result<()> {
         match tokio::fs::remove_file(self.staging_path(upload_id)).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -119,7 +124,7 @@ impl LocalStore {
 
     pub(super) async fn write_part<S>(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         part: u32,
         body: S,
         max_size: u64,
@@ -135,7 +140,7 @@ impl LocalStore {
         Ok(sha256)
     }
 
-    pub(super) async fn complete_parts(&self, upload_id: Uuid, parts: u32) -> Result<Staged> {
+    pub(super) async fn complete_parts(&self, upload_id: UploadId, parts: u32) -> Result<Staged> {
         let dir = self.parts_dir(upload_id);
         let mut files = Vec::new();
         for n in 1..=parts {

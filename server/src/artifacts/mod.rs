@@ -23,12 +23,12 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::db::schema::{model_version_files, model_versions, models, run_artifacts};
 use crate::db::Conn;
 use crate::error::{Error, Result};
+use crate::ids::{ModelVersionId, ProjectId, RunId};
 use crate::projects::{self, Role};
 use crate::runs;
 pub use direct::*;
@@ -49,18 +49,16 @@ pub struct Artifacts {
 /// Whose files: a run's (writable) or a model version's (fixed at registration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Owner {
-    Run(Uuid),
-    ModelVersion(Uuid),
+    Run(RunId),
+    ModelVersion(ModelVersionId),
 }
 
 impl Owner {
     pub fn parse(kind: &str, id: &str) -> Result<Owner> {
-        let id: Uuid = id
-            .parse()
-            .map_err(|_| Error::invalid(format!("`{id}` is not a valid id")))?;
+        let invalid_id = |_| Error::invalid(format!("`{id}` is not a valid id"));
         match kind {
-            "run" => Ok(Owner::Run(id)),
-            "model-version" => Ok(Owner::ModelVersion(id)),
+            "run" => id.parse().map(Owner::Run).map_err(invalid_id),
+            "model-version" => id.parse().map(Owner::ModelVersion).map_err(invalid_id),
             other => Err(Error::invalid(format!(
                 "owner kind must be `run` or `model-version`, not `{other}`"
             ))),
@@ -140,7 +138,7 @@ pub async fn find(
                 .optional()?
         }
         Owner::ModelVersion(id) => {
-            let project: Option<Uuid> = model_versions::table
+            let project: Option<ProjectId> = model_versions::table
                 .inner_join(models::table)
                 .filter(model_versions::id.eq(id))
                 .select(models::project_id)
@@ -170,8 +168,8 @@ pub async fn find(
 }
 
 /// The files of many runs, sorted by path.
-pub async fn of_runs(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<(Uuid, ArtifactFile)>> {
-    let rows: Vec<(Uuid, String, String, i64)> = run_artifacts::table
+pub async fn of_runs(conn: &mut Conn, run_ids: &[RunId]) -> Result<Vec<(RunId, ArtifactFile)>> {
+    let rows: Vec<(RunId, String, String, i64)> = run_artifacts::table
         .filter(run_artifacts::run_id.eq_any(run_ids))
         .order((run_artifacts::run_id, run_artifacts::path))
         .select((
@@ -189,8 +187,11 @@ pub async fn of_runs(conn: &mut Conn, run_ids: &[Uuid]) -> Result<Vec<(Uuid, Art
 }
 
 /// The files of many model versions, sorted by path.
-pub async fn of_model_versions(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<(Uuid, ArtifactFile)>> {
-    let rows: Vec<(Uuid, String, String, i64)> = model_version_files::table
+pub async fn of_model_versions(
+    conn: &mut Conn,
+    ids: &[ModelVersionId],
+) -> Result<Vec<(ModelVersionId, ArtifactFile)>> {
+    let rows: Vec<(ModelVersionId, String, String, i64)> = model_version_files::table
         .filter(model_version_files::model_version_id.eq_any(ids))
         .order((
             model_version_files::model_version_id,
@@ -214,7 +215,7 @@ pub async fn of_model_versions(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<(Uui
 /// model version registered from that path contains.
 pub async fn files_for_version(
     conn: &mut Conn,
-    run_id: Uuid,
+    run_id: RunId,
     artifact_path: &str,
 ) -> Result<Vec<ArtifactFile>> {
     let base = artifact_path.trim_end_matches('/');
@@ -246,7 +247,7 @@ pub async fn files_for_version(
 /// Writes a new model version's files (inside its registration transaction).
 pub async fn attach_to_version(
     conn: &mut Conn,
-    model_version_id: Uuid,
+    model_version_id: ModelVersionId,
     files: &[ArtifactFile],
 ) -> Result<()> {
     let rows: Vec<_> = files

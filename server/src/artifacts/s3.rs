@@ -10,10 +10,10 @@ use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPa
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use super::store::{check_size, object_key, staging_key, ByteRange, ByteStreamBox, Staged};
 use crate::error::{Error, Result};
+use crate::ids::UploadId;
 
 #[derive(Clone)]
 pub struct S3Store {
@@ -78,7 +78,7 @@ impl S3Store {
 
     pub(super) async fn stage<S>(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         mut body: S,
         max_size: u64,
     ) -> Result<Staged>
@@ -339,7 +339,7 @@ impl S3Store {
         Ok(())
     }
 
-    pub(super) async fn discard(&self, upload_id: Uuid) -> anyhow::Result<()> {
+    pub(super) async fn discard(&self, upload_id: UploadId) -> anyhow::Result<()> {
         let key = self.key(&staging_key(upload_id));
         // Unfinished multipart uploads of this key hold parts that are not objects yet.
         let uploads = self
@@ -387,7 +387,7 @@ impl S3Store {
 
     pub(super) async fn presign_parts(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         parts: u32,
         ttl: Duration,
     ) -> Result<(String, Vec<String>)> {
@@ -414,7 +414,7 @@ impl S3Store {
 
     pub(super) async fn complete_parts(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         s3_upload_id: &str,
         parts: &[(u32, String)],
     ) -> Result<Staged> {

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::ids::UploadId;
 
 pub use super::local::LocalStore;
 pub use super::s3::{S3Settings, S3Store};
@@ -23,7 +23,7 @@ pub type ByteStreamBox = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Sen
 /// An upload whose bytes are durable under a staging key, with what was measured.
 #[derive(Debug, Clone)]
 pub struct Staged {
-    pub upload_id: Uuid,
+    pub upload_id: UploadId,
     pub sha256: String,
     pub size: u64,
 }
@@ -39,7 +39,7 @@ pub fn object_key(sha256: &str) -> String {
     format!("sha256/{}/{}/{}", &sha256[0..2], &sha256[2..4], sha256)
 }
 
-pub(super) fn staging_key(upload_id: Uuid) -> String {
+pub(super) fn staging_key(upload_id: UploadId) -> String {
     format!("staging/{upload_id}")
 }
 
@@ -61,7 +61,7 @@ impl ArtifactStore {
     /// `max_size` (the partial object is removed) and, with `claimed`, a digest that differs.
     pub async fn stage<S>(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         body: S,
         max_size: u64,
         claimed: Option<&str>,
@@ -102,7 +102,7 @@ impl ArtifactStore {
     }
 
     /// Removes whatever an unfinished upload left under its staging key (and local parts).
-    pub async fn discard(&self, upload_id: Uuid) {
+    pub async fn discard(&self, upload_id: UploadId) {
         let result = match self {
             ArtifactStore::Local(s) => s.discard(upload_id).await,
             ArtifactStore::S3(s) => s.discard(upload_id).await,
@@ -115,7 +115,7 @@ impl ArtifactStore {
     /// Aborts the multipart upload that a direct upload began in the store (S3), dropping the parts
     /// it holds. `discard` finds such uploads by listing, which not every S3-compatible store
     /// implements; the sweeper knows the id.
-    pub async fn abort_direct(&self, upload_id: Uuid, store_upload_id: &str) {
+    pub async fn abort_direct(&self, upload_id: UploadId, store_upload_id: &str) {
         if let ArtifactStore::S3(s) = self {
             s.abort(&s.key(&staging_key(upload_id)), store_upload_id)
                 .await;
@@ -155,7 +155,7 @@ impl ArtifactStore {
     /// (S3). `None` means the server must hand out URLs on itself (local store).
     pub async fn presign_parts(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         parts: u32,
         ttl: Duration,
     ) -> Result<Option<(String, Vec<String>)>> {
@@ -168,7 +168,7 @@ impl ArtifactStore {
     /// Writes one part of a direct upload to the local store.
     pub async fn write_local_part<S>(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         part: u32,
         body: S,
         max_size: u64,
@@ -188,7 +188,7 @@ impl ArtifactStore {
     /// back through SHA-256 so the server itself vouches for the digest.
     pub async fn complete_parts(
         &self,
-        upload_id: Uuid,
+        upload_id: UploadId,
         s3_upload_id: Option<&str>,
         parts: &[(u32, String)],
     ) -> Result<Staged> {

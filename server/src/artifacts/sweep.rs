@@ -6,7 +6,6 @@ use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::RunQueryDsl;
-use uuid::Uuid;
 
 use super::upload::{delete_pending, lock_digest};
 use super::ArtifactStore;
@@ -14,6 +13,7 @@ use crate::audit;
 use crate::db::schema::{artifact_objects, pending_uploads};
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};
+use crate::ids::UploadId;
 
 /// Claims pending uploads older than `grace` (skipping rows another replica holds), removes their
 /// staged bytes, and deletes their placed object unless a row refers to its digest.
@@ -23,7 +23,7 @@ pub async fn sweep(pool: &DbPool, store: &ArtifactStore, grace: Duration) -> Res
     let conn: &mut Conn = &mut conn;
     audit::transaction(conn, |conn| {
         async move {
-            let stale: Vec<(Uuid, Option<String>, Option<String>)> = pending_uploads::table
+            let stale: Vec<(UploadId, Option<String>, Option<String>)> = pending_uploads::table
                 .filter(pending_uploads::started_at.lt(cutoff))
                 .order(pending_uploads::started_at)
                 .limit(100)

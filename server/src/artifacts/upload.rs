@@ -8,7 +8,6 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::RunQueryDsl;
 use futures_util::Stream;
 use serde_json::json;
-use uuid::Uuid;
 
 use super::{validate_path, ArtifactFile, Artifacts, Owner, Staged};
 use crate::actor::Actor;
@@ -16,6 +15,7 @@ use crate::audit::{self, Change};
 use crate::db::schema::{artifact_objects, pending_uploads, run_artifacts};
 use crate::db::{Conn, DbPool};
 use crate::error::{Error, Result};
+use crate::ids::{RunId, UploadId};
 use crate::projects::Role;
 use crate::runs;
 
@@ -38,7 +38,7 @@ pub(super) async fn writable_run(
 /// (idempotent retries) and refuses other content before placing anything.
 pub(super) async fn check_path_free(
     conn: &mut Conn,
-    run_id: Uuid,
+    run_id: RunId,
     path: &str,
     sha256: Option<&str>,
 ) -> Result<()> {
@@ -59,10 +59,10 @@ pub(super) async fn check_path_free(
 pub(super) async fn insert_pending(
     conn: &mut Conn,
     actor: &Actor,
-    run_id: Uuid,
+    run_id: RunId,
     path: &str,
-) -> Result<Uuid> {
-    let id = Uuid::now_v7();
+) -> Result<UploadId> {
+    let id = UploadId::generate();
     diesel::insert_into(pending_uploads::table)
         .values((
             pending_uploads::id.eq(id),
@@ -112,7 +112,7 @@ where
     record(&mut conn, artifacts, actor, run, path, &staged).await
 }
 
-pub(super) async fn delete_pending(conn: &mut Conn, upload_id: Uuid) -> Result<()> {
+pub(super) async fn delete_pending(conn: &mut Conn, upload_id: UploadId) -> Result<()> {
     diesel::delete(pending_uploads::table.find(upload_id))
         .execute(conn)
         .await?;

@@ -14,7 +14,6 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use serde::Serialize;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
-use uuid::Uuid;
 
 use super::checkpoints::Reason;
 use super::export::{parse_time, ExportRequest, Exporter};
@@ -25,10 +24,11 @@ use crate::artifacts::ArtifactStore;
 use crate::db::schema::{artifact_objects, audit_archives};
 use crate::db::Conn;
 use crate::error::{Error, Result};
+use crate::ids::{AuditArchiveId, UploadId};
 
 #[derive(Debug, Serialize)]
 pub struct Archived {
-    pub id: Uuid,
+    pub id: AuditArchiveId,
     pub before: String,
     pub first_seq: Option<i64>,
     pub last_seq: Option<i64>,
@@ -66,7 +66,7 @@ pub async fn archive(
     )
     .await?;
     exporter.start(Box::new(reader));
-    let id = Uuid::now_v7();
+    let id = AuditArchiveId::generate();
     let tmp = work_dir.join(format!("audit-archive-{id}.jsonl.partial"));
     let run = ArchiveRun {
         keys,
@@ -94,7 +94,7 @@ async fn write_and_store(
     conn: &mut Conn,
     run: ArchiveRun<'_>,
     exporter: &mut Exporter,
-    id: Uuid,
+    id: AuditArchiveId,
     tmp: &Path,
 ) -> anyhow::Result<Archived> {
     let ArchiveRun {
@@ -128,7 +128,7 @@ async fn write_and_store(
     let jws = format::parse_manifest_line(Format::Jsonl, manifest_line.trim())
         .ok_or_else(|| anyhow::anyhow!("the archive's last line is not its manifest"))?;
 
-    let upload_id = Uuid::now_v7();
+    let upload_id = UploadId::generate();
     let body =
         tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::open(tmp).await?, 256 * 1024);
     let staged = store.stage(upload_id, body, u64::MAX, None).await?;

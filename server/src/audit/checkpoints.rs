@@ -13,12 +13,12 @@ use diesel::prelude::*;
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::{rfc3339, AuditKeys};
 use crate::db::schema::{audit_checkpoints, audit_head};
 use crate::db::{text_enum, Conn, DbPool};
 use crate::error::Result;
+use crate::ids::AuditCheckpointId;
 
 text_enum! {
     // Why a checkpoint was signed (`audit_checkpoints.reason`).
@@ -32,7 +32,7 @@ text_enum! {
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = audit_checkpoints)]
 pub struct Checkpoint {
-    pub id: Uuid,
+    pub id: AuditCheckpointId,
     pub seq: i64,
     pub hash: String,
     pub signed_at: DateTime<Utc>,
@@ -70,7 +70,7 @@ pub async fn sign_head(
         iat: now.timestamp(),
     };
     let checkpoint = Checkpoint {
-        id: Uuid::now_v7(),
+        id: AuditCheckpointId::generate(),
         seq,
         hash,
         signed_at: now,

@@ -19,7 +19,6 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 pub use custody_audit_format::Format;
 
@@ -30,6 +29,7 @@ use crate::auth;
 use crate::db::schema::{audit_head, audit_log, users};
 use crate::db::Conn;
 use crate::error::{Error, Result};
+use crate::ids::ProjectId;
 use crate::projects::{self, Project, Role};
 
 /// Entries fetched (and rendered) per round trip: large enough that the per-query cost vanishes,
@@ -190,7 +190,7 @@ pub async fn authorize_export(
 pub struct Exporter {
     format: Format,
     request: ExportRequest,
-    project_id: Option<Uuid>,
+    project_id: Option<ProjectId>,
     window: Option<(i64, i64)>,
     head: (i64, String),
     rows: Option<tokio::sync::mpsc::Receiver<Result<Vec<AuditEntry>>>>,
@@ -208,7 +208,7 @@ pub struct Exporter {
 /// What the reading task selects.
 #[derive(Clone)]
 struct Selection {
-    project_id: Option<Uuid>,
+    project_id: Option<ProjectId>,
     subject: Option<String>,
     action: Option<String>,
     after_seq: i64,

@@ -120,7 +120,7 @@ mod tests {
 
     #[test]
     fn generated_key_file_is_kept_and_found_offline() {
-        let dir = std::env::temp_dir().join(format!("custody-keys-{}", uuid::Uuid::now_v7()));
+        let dir = std::env::temp_dir().join(format!("custody-keys-{:016x}", rand::random::<u64>()));
         let err = AuditKeys::local_public_key(None, &dir).unwrap_err();
         assert!(err.to_string().contains("--public-key"), "{err}");
         assert!(!dir.exists(), "looking for the local key creates nothing");
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn a_configured_pem_or_path_is_used() {
-        let dir = std::env::temp_dir().join(format!("custody-keys-{}", uuid::Uuid::now_v7()));
+        let dir = std::env::temp_dir().join(format!("custody-keys-{:016x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let (key, der) = AuditKeys::generate().unwrap();
         let path = dir.join("configured.der");

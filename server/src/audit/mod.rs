@@ -34,12 +34,12 @@ use diesel::prelude::*;
 use diesel_async::scoped_futures::{ScopedBoxFuture, ScopedFutureExt};
 use diesel_async::{AnsiTransactionManager, AsyncConnection, RunQueryDsl, TransactionManager};
 use serde_json::Value;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::Conn;
 use crate::error::Result;
+use crate::ids::{ProjectId, TypedId};
 
 pub use custody_audit_format::entry::rfc3339;
 pub use custody_audit_format::GENESIS_HASH;
@@ -48,7 +48,7 @@ pub use keys::AuditKeys;
 /// What a service records about one change.
 pub struct Change<'a> {
     pub action: &'a str,
-    pub project_id: Option<Uuid>,
+    pub project_id: Option<ProjectId>,
     pub subject_kind: &'a str,
     pub subject_id: String,
     pub before: Option<Value>,
@@ -62,7 +62,7 @@ pub struct AuditEntry {
     pub at: DateTime<Utc>,
     pub actor: String,
     pub action: String,
-    pub project_id: Option<Uuid>,
+    pub project_id: Option<ProjectId>,
     pub subject_kind: String,
     pub subject_id: String,
     pub before: Option<Value>,
@@ -81,7 +81,7 @@ impl AuditEntry {
             after: self.after.as_ref(),
             at: self.at,
             before: self.before.as_ref(),
-            project_id: self.project_id,
+            project_id: self.project_id.map(TypedId::uuid),
             request_id: self.request_id.as_deref(),
             seq: self.seq,
             subject_id: &self.subject_id,
@@ -105,7 +105,7 @@ struct Pending {
     actor: String,
     request_id: Option<String>,
     action: String,
-    project_id: Option<Uuid>,
+    project_id: Option<ProjectId>,
     subject_kind: String,
     subject_id: String,
     before: Option<Value>,
@@ -255,7 +255,7 @@ async fn append(conn: &mut Conn, pending: Vec<Pending>) -> Result<()> {
 
 #[derive(Debug, Default, Clone)]
 pub struct AuditFilter {
-    pub project_id: Option<Uuid>,
+    pub project_id: Option<ProjectId>,
     pub subject_id: Option<String>,
     pub action: Option<String>,
 }
@@ -339,7 +339,7 @@ mod tests {
             at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
             actor: "a@example.com".into(),
             action: "project.create".into(),
-            project_id: Some(Uuid::from_u128(7)),
+            project_id: Some("00000000-0000-0000-0000-000000000007".parse().unwrap()),
             subject_kind: "project".into(),
             subject_id: "x".into(),
             before: None,

@@ -13,7 +13,6 @@ use custody_audit_format::claims::{ReportClaims, ISSUER, TYP_REPORT};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::export::is_auditor;
 use super::{rfc3339, AuditEntry, AuditKeys, GENESIS_HASH};
@@ -24,6 +23,10 @@ use crate::db::schema::{
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
+use crate::ids::{
+    CodeCommitId, DatasetId, DatasetVersionId, DeploymentId, ModelId, ModelVersionId, ProjectId,
+    PromotionId, RunId, UserId,
+};
 use crate::lineage::{self, Direction, NodeKind, NodeRef};
 use crate::projects::{self, Role};
 use crate::{artifacts, code, datasets, runs};
@@ -49,20 +52,20 @@ pub async fn build(
     conn: &mut Conn,
     keys: &AuditKeys,
     actor: &Actor,
-    model_version_id: Uuid,
+    model_version_id: ModelVersionId,
 ) -> Result<SignedReport> {
     type Identity = (
-        Uuid,
+        ModelVersionId,
         i32,
         Option<String>,
         Option<String>,
         Option<String>,
         String,
         DateTime<Utc>,
-        Uuid,
-        Uuid,
+        RunId,
+        ModelId,
         String,
-        Uuid,
+        ProjectId,
         String,
         String,
     );
@@ -125,10 +128,7 @@ pub async fn build(
         .into_iter()
         .map(|(_, f)| json!({"path": f.path, "sha256": f.sha256, "size": f.size}))
         .collect();
-    let start = NodeRef {
-        kind: NodeKind::ModelVersion,
-        id,
-    };
+    let start = NodeRef::ModelVersion(id);
     let graph = lineage::traverse(
         conn,
         &reader,
@@ -139,7 +139,7 @@ pub async fn build(
     .await?;
     let lineage_section = lineage_section(conn, &graph).await?;
     let (promotion_section, promotion_ids) = promotions_section(conn, id).await?;
-    let deployment_rows: Vec<(Uuid, String, DateTime<Utc>)> = deployments::table
+    let deployment_rows: Vec<(DeploymentId, String, DateTime<Utc>)> = deployments::table
         .filter(deployments::model_version_id.eq(id))
         .order(deployments::created_at.asc())
         .select((deployments::id, deployments::stage, deployments::created_at))
@@ -151,7 +151,7 @@ pub async fn build(
         .collect();
 
     let mut subjects: Vec<String> = vec![id.to_string()];
-    subjects.extend(promotion_ids.iter().map(Uuid::to_string));
+    subjects.extend(promotion_ids.iter().map(PromotionId::to_string));
     subjects.extend(deployment_rows.iter().map(|(d, _, _)| d.to_string()));
     let audit_section = audit_section(conn, &subjects).await?;
 
@@ -199,16 +199,8 @@ pub async fn build(
 /// Upstream nodes, resolved: datasets with digests and tags, commits, runs with params and the
 /// last logged value of each metric, other model versions; and the edges between them.
 async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Value> {
-    let ids = |kind: NodeKind| -> Vec<Uuid> {
-        graph
-            .nodes
-            .iter()
-            .filter(|n| n.kind == kind)
-            .map(|n| n.id)
-            .collect()
-    };
-    let dataset_versions = datasets::versions_by_id(conn, &ids(NodeKind::DatasetVersion)).await?;
-    let dataset_names: BTreeMap<Uuid, String> = datasets::by_ids(
+    let dataset_versions = datasets::versions_by_id(conn, &graph.ids::<DatasetVersionId>()).await?;
+    let dataset_names: BTreeMap<DatasetId, String> = datasets::by_ids(
         conn,
         &dataset_versions
             .iter()
@@ -243,7 +235,7 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
         )
     });
 
-    let commit_items: Vec<Value> = code::by_ids(conn, &ids(NodeKind::CodeCommit))
+    let commit_items: Vec<Value> = code::by_ids(conn, &graph.ids::<CodeCommitId>())
         .await?
         .into_iter()
         .map(|c| {
@@ -254,12 +246,12 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
         })
         .collect();
 
-    let run_ids = ids(NodeKind::Run);
-    let mut params: BTreeMap<Uuid, BTreeMap<String, String>> = BTreeMap::new();
+    let run_ids = graph.ids::<RunId>();
+    let mut params: BTreeMap<RunId, BTreeMap<String, String>> = BTreeMap::new();
     for p in runs::params_of(conn, &run_ids).await? {
         params.entry(p.run_id).or_default().insert(p.key, p.value);
     }
-    let mut metrics: BTreeMap<Uuid, BTreeMap<String, Value>> = BTreeMap::new();
+    let mut metrics: BTreeMap<RunId, BTreeMap<String, Value>> = BTreeMap::new();
     for m in runs::last_metrics(conn, &run_ids).await? {
         metrics.entry(m.run_id).or_default().insert(
             m.key,
@@ -282,8 +274,8 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
         .nodes
         .iter()
         .skip(1)
-        .filter(|n| n.kind == NodeKind::ModelVersion)
-        .map(|n| json!({"id": n.id}))
+        .filter(|n| n.kind() == NodeKind::ModelVersion)
+        .map(|n| json!({"id": n.uuid()}))
         .collect();
     let edges: Vec<Value> = graph
         .edges
@@ -308,13 +300,13 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
 /// Every promotion of the version with its policy digest, result and approvals.
 async fn promotions_section(
     conn: &mut Conn,
-    model_version_id: Uuid,
-) -> Result<(Vec<Value>, Vec<Uuid>)> {
+    model_version_id: ModelVersionId,
+) -> Result<(Vec<Value>, Vec<PromotionId>)> {
     type Row = (
-        Uuid,
+        PromotionId,
         String,
         String,
-        Uuid,
+        UserId,
         Option<String>,
         DateTime<Utc>,
         Option<DateTime<Utc>>,
@@ -347,8 +339,15 @@ async fn promotions_section(
         ))
         .load(conn)
         .await?;
-    let ids: Vec<Uuid> = rows.iter().map(|(r, _)| r.0).collect();
-    type Decision = (Uuid, String, Option<String>, String, DateTime<Utc>, String);
+    let ids: Vec<PromotionId> = rows.iter().map(|(r, _)| r.0).collect();
+    type Decision = (
+        PromotionId,
+        String,
+        Option<String>,
+        String,
+        DateTime<Utc>,
+        String,
+    );
     let decisions: Vec<Decision> = approvals::table
         .inner_join(users::table.on(users::id.eq(approvals::approver_id)))
         .filter(approvals::promotion_id.eq_any(&ids))

@@ -6,6 +6,7 @@ use super::scalars::Sha256;
 use super::{actor, gql_error, parse_id, read, state, GqlResult};
 use crate::artifacts::{self, ArtifactFile, Owner};
 use crate::error::Error;
+use crate::ids::{ModelVersionId, RunId, UploadId};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum ArtifactOwnerKind {
@@ -14,10 +15,9 @@ pub enum ArtifactOwnerKind {
 }
 
 fn owner(kind: ArtifactOwnerKind, id: &ID) -> GqlResult<Owner> {
-    let id = parse_id(id, "owner")?;
     Ok(match kind {
-        ArtifactOwnerKind::Run => Owner::Run(id),
-        ArtifactOwnerKind::ModelVersion => Owner::ModelVersion(id),
+        ArtifactOwnerKind::Run => Owner::Run(parse_id::<RunId>(id)?),
+        ArtifactOwnerKind::ModelVersion => Owner::ModelVersion(parse_id::<ModelVersionId>(id)?),
     })
 }
 
@@ -154,7 +154,7 @@ impl ArtifactMutation {
         parts: Vec<CompletedPartInput>,
     ) -> GqlResult<Artifact> {
         let actor = actor(ctx)?;
-        let upload_id = parse_id(&upload_id, "upload")?;
+        let upload_id = parse_id::<UploadId>(&upload_id)?;
         let mut numbered = Vec::with_capacity(parts.len());
         for part in parts {
             if part.part_number < 1 {

@@ -7,6 +7,7 @@ use super::{
     DEFAULT_LIST_SIZE, MAX_LIST_SIZE,
 };
 use crate::auth::{self, User};
+use crate::ids::TokenId;
 use crate::projects;
 
 pub struct UserNode(pub User);
@@ -105,7 +106,7 @@ impl AuthMutation {
     /// Revokes a token by its `jti`; it is refused from then on. Server admins only.
     async fn revoke_token(&self, ctx: &Context<'_>, jti: ID) -> GqlResult<bool> {
         let actor = actor(ctx)?;
-        let jti = parse_id(&jti, "token")?;
+        let jti = parse_id::<TokenId>(&jti)?;
         transaction(ctx, |c| {
             async move { auth::revoke_token(c, actor, jti).await }.scope_boxed()
         })

@@ -11,6 +11,7 @@ use super::{
 use crate::access::Readable;
 use crate::datasets::{self, Dataset, DatasetVersion, NewVersion};
 use crate::error::Error;
+use crate::ids::DatasetVersionId;
 use crate::projects::Role;
 
 /// A dataset the caller may read.
@@ -158,7 +159,7 @@ impl DatasetMutation {
         derived_from: Option<Vec<ID>>,
     ) -> GqlResult<DatasetVersionNode> {
         let actor = actor(ctx)?;
-        let derived_from = parse_ids(&derived_from.unwrap_or_default(), "dataset version")?;
+        let derived_from = parse_ids::<DatasetVersionId>(&derived_from.unwrap_or_default())?;
         let version = transaction(ctx, |c| {
             async move {
                 let new = NewVersion {

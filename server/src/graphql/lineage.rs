@@ -3,6 +3,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::{actor, parse_id, read, transaction, GqlResult};
+use crate::ids::{CodeCommitId, DatasetVersionId, DeploymentId, ModelVersionId, RunId};
 use crate::lineage::{self, Direction, Edge, NodeKind, NodeRef};
 
 #[derive(InputObject)]
@@ -14,9 +15,13 @@ pub struct NodeRefInput {
 
 impl NodeRefInput {
     fn parse(&self) -> GqlResult<NodeRef> {
-        Ok(NodeRef {
-            kind: self.kind,
-            id: parse_id(&self.id, "node")?,
+        let id = &self.id;
+        Ok(match self.kind {
+            NodeKind::DatasetVersion => NodeRef::DatasetVersion(parse_id::<DatasetVersionId>(id)?),
+            NodeKind::CodeCommit => NodeRef::CodeCommit(parse_id::<CodeCommitId>(id)?),
+            NodeKind::Run => NodeRef::Run(parse_id::<RunId>(id)?),
+            NodeKind::ModelVersion => NodeRef::ModelVersion(parse_id::<ModelVersionId>(id)?),
+            NodeKind::Deployment => NodeRef::Deployment(parse_id::<DeploymentId>(id)?),
         })
     }
 }
@@ -30,8 +35,8 @@ pub struct LineageNode {
 impl From<NodeRef> for LineageNode {
     fn from(node: NodeRef) -> Self {
         LineageNode {
-            kind: node.kind,
-            id: ID(node.id.to_string()),
+            kind: node.kind(),
+            id: ID(node.uuid().to_string()),
         }
     }
 }

@@ -3,8 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 use async_graphql::dataloader::Loader;
 
 use crate::artifacts::{self, ArtifactFile};
@@ -12,6 +10,10 @@ use crate::auth::{self, User};
 use crate::code::{self, CodeCommit};
 use crate::datasets::{self, Dataset, DatasetVersion};
 use crate::db::{DbPool, VersionRange};
+use crate::ids::{
+    CodeCommitId, DatasetId, DatasetVersionId, ModelId, ModelVersionId, ProjectId, PromotionId,
+    RunId, UserId,
+};
 use crate::lineage;
 use crate::models::{self, Model, ModelVersion};
 use crate::projects::{self, Project};
@@ -25,41 +27,42 @@ pub struct DbLoader {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ProjectById(pub Uuid);
+pub struct ProjectById(pub ProjectId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DatasetById(pub Uuid);
+pub struct DatasetById(pub DatasetId);
 /// One page of a dataset's versions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VersionsOfDataset(pub Uuid, pub VersionRange);
+pub struct VersionsOfDataset(pub DatasetId, pub VersionRange);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DatasetVersionById(pub Uuid);
+pub struct DatasetVersionById(pub DatasetVersionId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CodeCommitById(pub Uuid);
+pub struct CodeCommitById(pub CodeCommitId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RunById(pub Uuid);
+pub struct RunById(pub RunId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ParamsOfRun(pub Uuid);
+pub struct ParamsOfRun(pub RunId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct InputsOfRun(pub Uuid);
+pub struct InputsOfRun(pub RunId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ModelById(pub Uuid);
+pub struct ModelById(pub ModelId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ArtifactsOfRun(pub Uuid);
+pub struct ArtifactsOfRun(pub RunId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UserById(pub Uuid);
+pub struct UserById(pub UserId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ModelVersionById(pub Uuid);
+pub struct ModelVersionById(pub ModelVersionId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ApprovalsOfPromotion(pub Uuid);
+pub struct ApprovalsOfPromotion(pub PromotionId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FilesOfModelVersion(pub Uuid);
+pub struct FilesOfModelVersion(pub ModelVersionId);
 /// One page of a model's versions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct VersionsOfModel(pub Uuid, pub VersionRange);
+pub struct VersionsOfModel(pub ModelId, pub VersionRange);
 
 type LoadResult<K, V> = Result<HashMap<K, V>, Arc<async_graphql::Error>>;
 
-fn raw<K: Copy>(keys: &[K], id: impl Fn(K) -> Uuid) -> Vec<Uuid> {
+/// The ids the keys name.
+fn raw<K: Copy, I>(keys: &[K], id: impl Fn(K) -> I) -> Vec<I> {
     keys.iter().map(|k| id(*k)).collect()
 }
 
@@ -78,11 +81,11 @@ impl DbLoader {
 }
 
 /// Keys grouped by the version range they ask for.
-fn by_range<K>(
+fn by_range<K, I>(
     keys: &[K],
-    split: impl Fn(&K) -> (VersionRange, Uuid),
-) -> HashMap<VersionRange, Vec<Uuid>> {
-    let mut groups: HashMap<VersionRange, Vec<Uuid>> = HashMap::new();
+    split: impl Fn(&K) -> (VersionRange, I),
+) -> HashMap<VersionRange, Vec<I>> {
+    let mut groups: HashMap<VersionRange, Vec<I>> = HashMap::new();
     for key in keys {
         let (range, id) = split(key);
         groups.entry(range).or_default().push(id);
@@ -255,13 +258,14 @@ impl Loader<InputsOfRun> for DbLoader {
         let edges = lineage::targets_of(&mut conn, &raw(keys, |k| k.0), "consumed")
             .await
             .map_err(fail)?;
-        let ids: Vec<Uuid> = edges.values().flatten().copied().collect();
-        let versions: HashMap<Uuid, DatasetVersion> = datasets::versions_by_id(&mut conn, &ids)
-            .await
-            .map_err(fail)?
-            .into_iter()
-            .map(|v| (v.id, v))
-            .collect();
+        let ids: Vec<DatasetVersionId> = edges.values().flatten().copied().collect();
+        let versions: HashMap<DatasetVersionId, DatasetVersion> =
+            datasets::versions_by_id(&mut conn, &ids)
+                .await
+                .map_err(fail)?
+                .into_iter()
+                .map(|v| (v.id, v))
+                .collect();
         Ok(edges
             .into_iter()
             .map(|(run, inputs)| {

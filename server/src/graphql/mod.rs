@@ -21,12 +21,12 @@ use async_graphql::{Context, EmptySubscription, ErrorExtensions, MergedObject, S
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::scoped_futures::ScopedBoxFuture;
 use diesel_async::AsyncPgConnection;
-use uuid::Uuid;
 
 use crate::access::{Access, BelongsTo, InProject, Readable};
 use crate::actor::Actor;
 use crate::db::{Conn, DbPool, Slice, VersionRange};
 use crate::error::Error;
+use crate::ids::TypedId;
 use crate::state::AppState;
 
 pub use loaders::DbLoader;
@@ -216,17 +216,24 @@ where
     query(&mut conn).await.map_err(gql_error)
 }
 
-pub(crate) fn parse_id(id: &ID, what: &str) -> GqlResult<Uuid> {
-    id.parse::<Uuid>().map_err(|_| {
-        gql_error(Error::invalid(format!(
-            "`{}` is not a valid {what} id",
-            id.as_str()
-        )))
-    })
+/// Parses an id argument as the id it must be (`parse_id::<RunId>(&id)`); a malformed one is
+/// INVALID_INPUT naming what was expected.
+pub(crate) fn parse_id<T: TypedId>(id: &ID) -> GqlResult<T> {
+    parse_as(id.as_str(), T::WHAT)
 }
 
-pub(crate) fn parse_ids(ids: &[ID], what: &str) -> GqlResult<Vec<Uuid>> {
-    ids.iter().map(|id| parse_id(id, what)).collect()
+pub(crate) fn parse_ids<T: TypedId>(ids: &[ID]) -> GqlResult<Vec<T>> {
+    ids.iter().map(parse_id).collect()
+}
+
+/// Parses a page cursor: the id of the last row of the previous page.
+pub(crate) fn parse_cursor<T: TypedId>(cursor: &str) -> GqlResult<T> {
+    parse_as(cursor, "cursor")
+}
+
+fn parse_as<T: TypedId>(text: &str, what: &str) -> GqlResult<T> {
+    text.parse::<T>()
+        .map_err(|_| gql_error(Error::invalid(format!("`{text}` is not a valid {what} id"))))
 }
 
 /// Checks a page size: absent gives the default, more than the cap is refused.

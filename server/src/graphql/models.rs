@@ -10,6 +10,7 @@ use super::{
 };
 use crate::access::Readable;
 use crate::error::Error;
+use crate::ids::RunId;
 use crate::models::{self, Model, ModelVersion};
 use crate::projects::Role;
 
@@ -217,7 +218,7 @@ impl ModelMutation {
         description: Option<String>,
     ) -> GqlResult<ModelVersionNode> {
         let actor = actor(ctx)?;
-        let run_id = parse_id(&run_id, "run")?;
+        let run_id = parse_id::<RunId>(&run_id)?;
         let version = transaction(ctx, |c| {
             async move {
                 models::register_version(

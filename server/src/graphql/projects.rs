@@ -9,8 +9,8 @@ use super::loaders::ProjectById;
 use super::models::ModelNode;
 use super::runs::RunNode;
 use super::{
-    actor, gql_error, list_cost, load, page_size, parse_id, read, readable, readable_only, slice,
-    transaction, GqlResult, DEFAULT_LIST_SIZE, DEFAULT_PAGE_SIZE, MAX_LIST_SIZE,
+    actor, gql_error, list_cost, load, page_size, parse_cursor, read, readable, readable_only,
+    slice, transaction, GqlResult, DEFAULT_LIST_SIZE, DEFAULT_PAGE_SIZE, MAX_LIST_SIZE,
 };
 use crate::access::Readable;
 use crate::auth::User;
@@ -116,7 +116,7 @@ impl ProjectNode {
         after: Option<String>,
     ) -> GqlResult<Connection<String, RunNode>> {
         let limit = page_size(first)?;
-        let after = after.map(|a| parse_id(&ID(a), "cursor")).transpose()?;
+        let after = after.map(|a| parse_cursor(&a)).transpose()?;
         let id = self.0.id;
         let rows = read(ctx, |c| {
             runs::list_in_project(c, id, after, limit).scope_boxed()

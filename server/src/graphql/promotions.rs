@@ -8,11 +8,12 @@ use super::loaders::{ApprovalsOfPromotion, ModelVersionById, UserById};
 use super::models::ModelVersionNode;
 use super::scalars::Sha256;
 use super::{
-    actor, gql_error, list_cost, load, loaders, page_size, parse_id, read, readable,
+    actor, gql_error, list_cost, load, loaders, page_size, parse_cursor, parse_id, read, readable,
     readable_child, readable_only, state, transaction, GqlResult, DEFAULT_PAGE_SIZE,
 };
 use crate::access::Readable;
 use crate::error::Error;
+use crate::ids::{ModelVersionId, ProjectId, PromotionId};
 use crate::notify;
 use crate::projects;
 use crate::promotions::approvals::{self, Verdict, Via};
@@ -173,7 +174,7 @@ pub struct PromotionQuery;
 impl PromotionQuery {
     async fn promotion(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<PromotionNode>> {
         let actor = actor(ctx)?;
-        let id = parse_id(&id, "promotion")?;
+        let id = parse_id::<PromotionId>(&id)?;
         let found = read(ctx, |c| {
             async move {
                 match promotions::get(c, actor, id).await {
@@ -203,7 +204,7 @@ impl PromotionQuery {
     ) -> GqlResult<Connection<String, PromotionNode>> {
         let actor = actor(ctx)?;
         let limit = page_size(first)?;
-        let after = after.map(|a| parse_id(&ID(a), "cursor")).transpose()?;
+        let after = after.map(|a| parse_cursor(&a)).transpose()?;
         let rows = read(ctx, |c| {
             async move {
                 promotions::list(
@@ -240,7 +241,7 @@ impl PromotionQuery {
         stage: String,
     ) -> GqlResult<PolicyDecision> {
         let actor = actor(ctx)?;
-        let id = parse_id(&model_version_id, "model version")?;
+        let id = parse_id::<ModelVersionId>(&model_version_id)?;
         let policy = state(ctx).policy.clone();
         let (input, decision) = read(ctx, |c| {
             async move { promotions::dry_run(c, actor, &policy, id, &stage).await }.scope_boxed()
@@ -272,7 +273,7 @@ impl PromotionMutation {
         comment: Option<String>,
     ) -> GqlResult<PromotionNode> {
         let actor = actor(ctx)?;
-        let id = parse_id(&model_version_id, "model version")?;
+        let id = parse_id::<ModelVersionId>(&model_version_id)?;
         let state = state(ctx);
         let promotion = transaction(ctx, |c| {
             async move {
@@ -306,7 +307,7 @@ impl PromotionMutation {
     /// Cancels a pending promotion (its requester or a project admin).
     async fn cancel_promotion(&self, ctx: &Context<'_>, id: ID) -> GqlResult<PromotionNode> {
         let actor = actor(ctx)?;
-        let id = parse_id(&id, "promotion")?;
+        let id = parse_id::<PromotionId>(&id)?;
         let promotion = transaction(ctx, |c| {
             async move { promotions::cancel(c, actor, id).await }.scope_boxed()
         })
@@ -384,7 +385,7 @@ impl PromotionMutation {
         reason: String,
     ) -> GqlResult<ModelVersionNode> {
         let actor = actor(ctx)?;
-        let id = parse_id(&model_version_id, "model version")?;
+        let id = parse_id::<ModelVersionId>(&model_version_id)?;
         let version = transaction(ctx, |c| {
             async move { promotions::emergency_archive(c, actor, id, &reason).await }.scope_boxed()
         })
@@ -400,7 +401,7 @@ async fn decide(
     comment: Option<String>,
 ) -> GqlResult<PromotionNode> {
     let actor = actor(ctx)?;
-    let id = parse_id(&id, "promotion")?;
+    let id = parse_id::<PromotionId>(&id)?;
     let state = state(ctx);
     let promotion = transaction(ctx, |c| {
         async move {
@@ -427,7 +428,7 @@ async fn redacted_input(
         async move { crate::datasets::projects_of_versions(c, &ids).await }.scope_boxed()
     })
     .await?;
-    let project_ids: Vec<uuid::Uuid> = projects.values().copied().collect();
+    let project_ids: Vec<ProjectId> = projects.values().copied().collect();
     let readable = super::access(ctx)?
         .readable_projects(&project_ids)
         .await

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::access::Readable;
 use crate::error::Error;
+use crate::ids::{CodeCommitId, DatasetVersionId, RunId};
 use crate::projects::Role;
 use crate::runs::{self, NewMetric, NewRun, Run, RunStatus};
 
@@ -202,12 +203,12 @@ impl RunQuery {
     ) -> GqlResult<Vec<MetricSeries>> {
         let request =
             runs::HistoryRequest::new(run_ids.len(), keys, max_points).map_err(gql_error)?;
-        let ids = parse_ids(&run_ids, "run")?;
+        let ids = parse_ids::<RunId>(&run_ids)?;
         let found = loaders(ctx)
             .load_many(ids.into_iter().map(RunById))
             .await
             .map_err(|e| (*e).clone())?;
-        let readable: Vec<uuid::Uuid> = readable_only(ctx, found.into_values().collect())
+        let readable: Vec<RunId> = readable_only(ctx, found.into_values().collect())
             .await?
             .iter()
             .map(|run| run.id)
@@ -238,7 +239,7 @@ impl RunQuery {
 
     async fn run(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<RunNode>> {
         let actor = actor(ctx)?;
-        let id = parse_id(&id, "run")?;
+        let id = parse_id::<RunId>(&id)?;
         let found = read(ctx, |c| {
             async move {
                 match runs::get(c, actor, id, Role::Viewer).await {
@@ -274,9 +275,9 @@ impl RunMutation {
     ) -> GqlResult<RunNode> {
         let actor = actor(ctx)?;
         let code_commit_id = code_commit_id
-            .map(|id| parse_id(&id, "code commit"))
+            .map(|id| parse_id::<CodeCommitId>(&id))
             .transpose()?;
-        let inputs = parse_ids(&inputs.unwrap_or_default(), "dataset version")?;
+        let inputs = parse_ids::<DatasetVersionId>(&inputs.unwrap_or_default())?;
         let run = transaction(ctx, |c| {
             async move {
                 let new = NewRun {
@@ -301,7 +302,7 @@ impl RunMutation {
         params: Vec<ParamInput>,
     ) -> GqlResult<RunNode> {
         let actor = actor(ctx)?;
-        let run_id = parse_id(&run_id, "run")?;
+        let run_id = parse_id::<RunId>(&run_id)?;
         let params = params.into_iter().map(|p| (p.key, p.value)).collect();
         let run = transaction(ctx, |c| {
             async move { runs::log_params(c, actor, run_id, params).await }.scope_boxed()
@@ -318,7 +319,7 @@ impl RunMutation {
         metrics: Vec<MetricInput>,
     ) -> GqlResult<i32> {
         let actor = actor(ctx)?;
-        let run_id = parse_id(&run_id, "run")?;
+        let run_id = parse_id::<RunId>(&run_id)?;
         let metrics = metrics
             .into_iter()
             .map(|m| NewMetric {
@@ -342,7 +343,7 @@ impl RunMutation {
         status: RunStatus,
     ) -> GqlResult<RunNode> {
         let actor = actor(ctx)?;
-        let run_id = parse_id(&run_id, "run")?;
+        let run_id = parse_id::<RunId>(&run_id)?;
         let run = transaction(ctx, |c| {
             async move { runs::finish(c, actor, run_id, status).await }.scope_boxed()
         })

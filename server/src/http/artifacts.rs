@@ -6,11 +6,11 @@ use actix_web::{get, put, web, HttpRequest, HttpResponse};
 use futures_util::StreamExt as _;
 use serde::Deserialize;
 use tracing_actix_web::RequestId;
-use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::artifacts::{self, ArtifactFile, ByteRange, Owner};
 use crate::error::Error;
+use crate::ids::UploadId;
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -119,7 +119,7 @@ struct PartQuery {
 #[put("/api/uploads/{upload_id}/parts/{part}")]
 async fn upload_part(
     state: web::Data<AppState>,
-    target: web::Path<(Uuid, u32)>,
+    target: web::Path<(UploadId, u32)>,
     query: web::Query<PartQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {

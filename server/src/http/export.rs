@@ -11,7 +11,6 @@ use bytes::Bytes;
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing_actix_web::RequestId;
-use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::audit::export::{self, ExportRequest, Exporter, Format};
@@ -19,6 +18,7 @@ use crate::audit::{checkpoints, report, rfc3339};
 use crate::config::ExportLimitOptions;
 use crate::db::DbPool;
 use crate::error::Error;
+use crate::ids::ModelVersionId;
 use crate::state::AppState;
 
 /// Largest piece of an export handed to the connection at once: how far a client gets ahead of
@@ -335,7 +335,7 @@ async fn compliance_report(
     query: web::Query<ReportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let actor = super::authenticate(&state, &http, request_id.to_string()).await?;
-    let id: Uuid = path
+    let id: ModelVersionId = path
         .parse()
         .map_err(|_| Error::invalid(format!("`{path}` is not a model version id")))?;
     let accept = http

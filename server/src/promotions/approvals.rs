@@ -6,7 +6,6 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
@@ -16,6 +15,7 @@ use crate::db::schema::{
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
+use crate::ids::{ApprovalId, ApprovalLinkId, ProjectId, PromotionId, UserId};
 use crate::models::{Model, ModelVersion};
 use crate::notify;
 use crate::projects::Role;
@@ -47,9 +47,9 @@ text_enum! {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = approvals)]
 pub struct Approval {
-    pub id: Uuid,
-    pub promotion_id: Uuid,
-    pub approver_id: Uuid,
+    pub id: ApprovalId,
+    pub promotion_id: PromotionId,
+    pub approver_id: UserId,
     pub decision: Verdict,
     pub comment: Option<String>,
     pub via: Via,
@@ -62,7 +62,7 @@ pub async fn decide(
     conn: &mut Conn,
     actor: &Actor,
     gate: &Gate<'_>,
-    promotion_id: Uuid,
+    promotion_id: PromotionId,
     verdict: Verdict,
     comment: Option<&str>,
     via: Via,
@@ -107,7 +107,7 @@ pub async fn decide(
     }
     diesel::insert_into(approvals::table)
         .values((
-            approvals::id.eq(Uuid::now_v7()),
+            approvals::id.eq(ApprovalId::generate()),
             approvals::promotion_id.eq(promotion.id),
             approvals::approver_id.eq(approver),
             approvals::decision.eq(verdict),
@@ -170,7 +170,7 @@ pub async fn decide(
     // another group since some approvals were given).
     let current = promotions::lock(conn, promotion.id).await?;
     let eligible = promotions::eligible_approvers(conn, &current).await?;
-    let approvers: Vec<Uuid> = approvals::table
+    let approvers: Vec<UserId> = approvals::table
         .filter(approvals::promotion_id.eq(promotion.id))
         .filter(approvals::decision.eq(Verdict::Approve))
         .select(approvals::approver_id)
@@ -183,7 +183,7 @@ pub async fn decide(
     if counted < current.required_approvals as i64 {
         if rechecked {
             // Approvers the new rules made eligible get their link now.
-            let linked: Vec<Uuid> = approval_links::table
+            let linked: Vec<UserId> = approval_links::table
                 .filter(approval_links::promotion_id.eq(promotion.id))
                 .select(approval_links::approver_id)
                 .load(conn)
@@ -219,13 +219,13 @@ pub async fn decide(
 /// A project member as the separation-of-duties rule sees them.
 #[derive(Debug, Clone)]
 pub struct Member {
-    pub user_id: Uuid,
+    pub user_id: UserId,
     pub email: String,
     pub role: Role,
     pub groups: Vec<String>,
     /// Who granted (or last changed) the role and groups; `None` when unknown (granted before
     /// granters were recorded).
-    pub granted_by: Option<Uuid>,
+    pub granted_by: Option<UserId>,
     pub granted_by_email: Option<String>,
     pub is_auditor: bool,
     pub is_admin: bool,
@@ -247,7 +247,7 @@ impl Member {
 #[derive(Debug, Clone)]
 pub struct Gatekeeping {
     pub project: String,
-    pub requester_id: Uuid,
+    pub requester_id: UserId,
     pub requester_email: String,
     pub approver_group: Option<String>,
 }
@@ -306,7 +306,11 @@ pub fn ineligibility(gate: &Gatekeeping, member: &Member) -> Option<String> {
 }
 
 /// The project's members (one of them when `only` is given), ordered by email.
-pub async fn members(conn: &mut Conn, project_id: Uuid, only: Option<Uuid>) -> Result<Vec<Member>> {
+pub async fn members(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    only: Option<UserId>,
+) -> Result<Vec<Member>> {
     let mut query = memberships::table
         .inner_join(users::table)
         .filter(memberships::project_id.eq(project_id))
@@ -325,9 +329,16 @@ pub async fn members(conn: &mut Conn, project_id: Uuid, only: Option<Uuid>) -> R
         query = query.filter(memberships::user_id.eq(user_id));
     }
     #[allow(clippy::type_complexity)]
-    let rows: Vec<(Uuid, String, Role, Vec<String>, Option<Uuid>, bool, bool)> =
-        query.load(conn).await?;
-    let granters: Vec<Uuid> = rows.iter().filter_map(|r| r.4).collect();
+    let rows: Vec<(
+        UserId,
+        String,
+        Role,
+        Vec<String>,
+        Option<UserId>,
+        bool,
+        bool,
+    )> = query.load(conn).await?;
+    let granters: Vec<UserId> = rows.iter().filter_map(|r| r.4).collect();
     let emails = crate::projects::emails_of(conn, &granters).await?;
     Ok(rows
         .into_iter()
@@ -346,14 +357,18 @@ pub async fn members(conn: &mut Conn, project_id: Uuid, only: Option<Uuid>) -> R
         .collect())
 }
 
-pub async fn member_of(conn: &mut Conn, project_id: Uuid, user_id: Uuid) -> Result<Option<Member>> {
+pub async fn member_of(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    user_id: UserId,
+) -> Result<Option<Member>> {
     Ok(members(conn, project_id, Some(user_id)).await?.pop())
 }
 
 /// The members who may decide on what `gate` describes (everyone the rule lets through).
 pub async fn eligible(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     gate: &Gatekeeping,
 ) -> Result<Vec<Member>> {
     Ok(members(conn, project_id, None)
@@ -382,7 +397,7 @@ pub async fn policy_approvals(
         .collect())
 }
 
-pub async fn of_promotions(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<(Approval, User)>> {
+pub async fn of_promotions(conn: &mut Conn, ids: &[PromotionId]) -> Result<Vec<(Approval, User)>> {
     Ok(approvals::table
         .inner_join(users::table)
         .filter(approvals::promotion_id.eq_any(ids))
@@ -400,9 +415,9 @@ struct LinkClaims {
     iss: String,
     aud: String,
     exp: i64,
-    jti: Uuid,
-    promotion_id: Uuid,
-    approver_id: Uuid,
+    jti: ApprovalLinkId,
+    promotion_id: PromotionId,
+    approver_id: UserId,
 }
 
 /// What an approval request mail is about: the promotion, its version and who asked.
@@ -428,7 +443,7 @@ pub async fn send_link(
         requester_email,
     } = *mail;
     let (approver_id, approver_email) = (approver.user_id, approver.email.as_str());
-    let jti = Uuid::now_v7();
+    let jti = ApprovalLinkId::generate();
     diesel::insert_into(approval_links::table)
         .values((
             approval_links::jti.eq(jti),
@@ -477,8 +492,8 @@ pub async fn send_link(
 
 /// What an approval link stands for, once its signature and expiry are checked.
 pub struct LinkTarget {
-    pub jti: Uuid,
-    pub promotion_id: Uuid,
+    pub jti: ApprovalLinkId,
+    pub promotion_id: PromotionId,
     pub approver: User,
     pub used_at: Option<DateTime<Utc>>,
 }
@@ -486,7 +501,7 @@ pub struct LinkTarget {
 /// Checks a link's signature, expiry and record; never changes anything (mail scanners GET links).
 pub async fn open_link(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Result<LinkTarget> {
     let claims: LinkClaims = keys.verify_for(token, LINK_AUDIENCE)?;
-    let row: Option<(Uuid, Uuid, Option<DateTime<Utc>>)> = approval_links::table
+    let row: Option<(PromotionId, UserId, Option<DateTime<Utc>>)> = approval_links::table
         .find(claims.jti)
         .select((
             approval_links::promotion_id,

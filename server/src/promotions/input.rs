@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::db::schema::{
     code_commits, dataset_versions, datasets, model_versions, projects as projects_table,
@@ -15,13 +14,14 @@ use crate::db::schema::{
 };
 use crate::db::Conn;
 use crate::error::Result;
-use crate::lineage::{self, Direction, NodeKind, NodeRef};
+use crate::ids::{CodeCommitId, DatasetVersionId, RunId, UserId};
+use crate::lineage::{self, Direction, NodeRef};
 use crate::models::{Model, ModelVersion};
 use crate::promotions::approvals;
 use crate::stages::{self, ARCHIVED};
 
 /// The last logged value of each metric of a run.
-async fn last_metrics(conn: &mut Conn, run_id: Uuid) -> Result<BTreeMap<String, f64>> {
+async fn last_metrics(conn: &mut Conn, run_id: RunId) -> Result<BTreeMap<String, f64>> {
     Ok(crate::runs::last_metrics(conn, &[run_id])
         .await?
         .into_iter()
@@ -40,21 +40,22 @@ async fn version_document(conn: &mut Conn, version: &ModelVersion) -> Result<Val
     }))
 }
 
-async fn dataset_documents(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Value>> {
-    let rows: Vec<(Uuid, String, i32, String, String, Vec<String>)> = dataset_versions::table
-        .inner_join(datasets::table)
-        .filter(dataset_versions::id.eq_any(ids))
-        .order(dataset_versions::id)
-        .select((
-            dataset_versions::id,
-            datasets::name,
-            dataset_versions::version,
-            dataset_versions::uri,
-            dataset_versions::sha256,
-            dataset_versions::tags,
-        ))
-        .load(conn)
-        .await?;
+async fn dataset_documents(conn: &mut Conn, ids: &[DatasetVersionId]) -> Result<Vec<Value>> {
+    let rows: Vec<(DatasetVersionId, String, i32, String, String, Vec<String>)> =
+        dataset_versions::table
+            .inner_join(datasets::table)
+            .filter(dataset_versions::id.eq_any(ids))
+            .order(dataset_versions::id)
+            .select((
+                dataset_versions::id,
+                datasets::name,
+                dataset_versions::version,
+                dataset_versions::uri,
+                dataset_versions::sha256,
+                dataset_versions::tags,
+            ))
+            .load(conn)
+            .await?;
     Ok(rows
         .into_iter()
         .map(|(id, name, version, uri, sha256, tags)| {
@@ -65,7 +66,7 @@ async fn dataset_documents(conn: &mut Conn, ids: &[Uuid]) -> Result<Vec<Value>> 
 
 /// Who asks, as the policy input needs them.
 pub struct Requester<'a> {
-    pub id: Option<Uuid>,
+    pub id: Option<UserId>,
     pub email: &'a str,
 }
 
@@ -130,24 +131,13 @@ pub async fn policy_input(
     };
     let upstream = lineage::walk(
         conn,
-        NodeRef {
-            kind: NodeKind::ModelVersion,
-            id: version.id,
-        },
+        NodeRef::ModelVersion(version.id),
         Direction::Upstream,
         lineage::MAX_DEPTH,
     )
     .await?;
-    let ids_of = |kind: NodeKind| -> Vec<Uuid> {
-        upstream
-            .nodes
-            .iter()
-            .filter(|n| n.kind == kind)
-            .map(|n| n.id)
-            .collect()
-    };
-    let dataset_ids = ids_of(NodeKind::DatasetVersion);
-    let commit_ids = ids_of(NodeKind::CodeCommit);
+    let dataset_ids: Vec<DatasetVersionId> = upstream.ids();
+    let commit_ids: Vec<CodeCommitId> = upstream.ids();
     let datasets_doc = dataset_documents(conn, &dataset_ids).await?;
     let commits: Vec<(String, String, bool, Option<String>)> = code_commits::table
         .filter(code_commits::id.eq_any(&commit_ids))
@@ -163,28 +153,23 @@ pub async fn policy_input(
     // Evaluation runs depend on the version: run —evaluated→ model_version (or any relation).
     let downstream = lineage::walk(
         conn,
-        NodeRef {
-            kind: NodeKind::ModelVersion,
-            id: version.id,
-        },
+        NodeRef::ModelVersion(version.id),
         Direction::Downstream,
         1,
     )
     .await?;
     let mut evaluations = Vec::new();
-    for edge in downstream
-        .edges
-        .iter()
-        .filter(|e| e.from().kind == NodeKind::Run)
-    {
-        let run_id = edge.from_id;
+    for edge in &downstream.edges {
+        let NodeRef::Run(run_id) = edge.from() else {
+            continue;
+        };
         let name: Option<String> = runs_table::table
             .find(run_id)
             .select(runs_table::name)
             .first(conn)
             .await?;
         let consumed = lineage::targets_of(conn, &[run_id], "consumed").await?;
-        let consumed: Vec<Uuid> = consumed.into_values().flatten().collect();
+        let consumed: Vec<DatasetVersionId> = consumed.into_values().flatten().collect();
         evaluations.push(json!({
             "run_id": run_id,
             "name": name,
@@ -223,7 +208,7 @@ pub async fn policy_input(
 }
 
 /// The dataset versions an input document names upstream (`lineage.datasets[*].id`).
-pub fn upstream_dataset_versions(input: &Value) -> Vec<Uuid> {
+pub fn upstream_dataset_versions(input: &Value) -> Vec<DatasetVersionId> {
     input
         .pointer("/lineage/datasets")
         .and_then(Value::as_array)
@@ -231,14 +216,14 @@ pub fn upstream_dataset_versions(input: &Value) -> Vec<Uuid> {
         .unwrap_or_default()
 }
 
-fn dataset_version_id(dataset: &Value) -> Option<Uuid> {
+fn dataset_version_id(dataset: &Value) -> Option<DatasetVersionId> {
     dataset.get("id")?.as_str()?.parse().ok()
 }
 
 /// Leaves in an input document only the upstream datasets `visible` accepts, and counts the
 /// others in `lineage.hidden_datasets`, so a reader of a promotion learns nothing about another
 /// project's data from it (not even a digest).
-pub fn hide_datasets(input: &mut Value, visible: impl Fn(Uuid) -> bool) {
+pub fn hide_datasets(input: &mut Value, visible: impl Fn(DatasetVersionId) -> bool) {
     let Some(lineage) = input.get_mut("lineage").and_then(Value::as_object_mut) else {
         return;
     };
@@ -257,7 +242,7 @@ mod tests {
 
     #[test]
     fn hidden_datasets_are_removed_and_counted() {
-        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let (a, b) = (DatasetVersionId::generate(), DatasetVersionId::generate());
         let mut input =
             json!({"lineage": {"datasets": [{"id": a, "sha256": "x"}, {"id": b, "sha256": "y"}]}});
         assert_eq!(upstream_dataset_versions(&input), vec![a, b]);

@@ -17,7 +17,6 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
@@ -27,7 +26,8 @@ use crate::db::schema::{
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
-use crate::lineage::{self, NodeKind, NodeRef};
+use crate::ids::{DeploymentId, ModelVersionId, ProjectId, PromotionId, UserId};
+use crate::lineage::{self, NodeRef};
 use crate::models::{Model, ModelVersion};
 use crate::notify;
 use crate::policy::{Decision, PolicyBundle};
@@ -55,12 +55,12 @@ text_enum! {
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = promotions)]
 pub struct Promotion {
-    pub id: Uuid,
-    pub project_id: Uuid,
-    pub model_version_id: Uuid,
+    pub id: PromotionId,
+    pub project_id: ProjectId,
+    pub model_version_id: ModelVersionId,
     pub stage: String,
     pub status: Status,
-    pub requested_by: Uuid,
+    pub requested_by: UserId,
     pub comment: Option<String>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
@@ -71,7 +71,7 @@ pub struct Promotion {
     pub policy_result: Value,
     pub required_approvals: i32,
     pub approver_group: Option<String>,
-    pub replaced_version_id: Option<Uuid>,
+    pub replaced_version_id: Option<ModelVersionId>,
 }
 
 /// What a promotion needs besides the database: the policies and the link signer.
@@ -82,7 +82,10 @@ pub struct Gate<'a> {
 }
 
 /// The model version with its model.
-async fn load_version(conn: &mut Conn, model_version_id: Uuid) -> Result<(ModelVersion, Model)> {
+async fn load_version(
+    conn: &mut Conn,
+    model_version_id: ModelVersionId,
+) -> Result<(ModelVersion, Model)> {
     model_versions::table
         .inner_join(models::table)
         .filter(model_versions::id.eq(model_version_id))
@@ -93,7 +96,7 @@ async fn load_version(conn: &mut Conn, model_version_id: Uuid) -> Result<(ModelV
         .ok_or_else(|| missing_version(model_version_id))
 }
 
-fn missing_version(id: Uuid) -> Error {
+fn missing_version(id: ModelVersionId) -> Error {
     Error::not_found(format!("no model version with id {id}"))
 }
 
@@ -102,7 +105,7 @@ pub async fn dry_run(
     conn: &mut Conn,
     actor: &Actor,
     policy: &PolicyBundle,
-    model_version_id: Uuid,
+    model_version_id: ModelVersionId,
     stage: &str,
 ) -> Result<(Value, Decision)> {
     let (version, model) = load_version(conn, model_version_id).await?;
@@ -126,7 +129,7 @@ pub async fn dry_run(
 /// there needed — so nobody empties `staging` or `production` alone (to `archived` or anywhere).
 pub async fn approval_floor(
     conn: &mut Conn,
-    project_id: Uuid,
+    project_id: ProjectId,
     version: &ModelVersion,
     stage: &stages::Stage,
 ) -> Result<i32> {
@@ -164,7 +167,7 @@ pub async fn request(
     conn: &mut Conn,
     actor: &Actor,
     gate: &Gate<'_>,
-    model_version_id: Uuid,
+    model_version_id: ModelVersionId,
     stage_name: &str,
     comment: Option<&str>,
 ) -> Result<Promotion> {
@@ -220,7 +223,7 @@ pub async fn request(
     };
     let promotion: Promotion = diesel::insert_into(promotions::table)
         .values((
-            promotions::id.eq(Uuid::now_v7()),
+            promotions::id.eq(PromotionId::generate()),
             promotions::project_id.eq(model.project_id),
             promotions::model_version_id.eq(version.id),
             promotions::stage.eq(&stage.name),
@@ -317,7 +320,7 @@ pub async fn eligible_approvers(
 }
 
 /// Locks a promotion row for a state change.
-pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Promotion> {
+pub async fn lock(conn: &mut Conn, id: PromotionId) -> Result<Promotion> {
     promotions::table
         .find(id)
         .select(Promotion::as_select())
@@ -328,7 +331,7 @@ pub async fn lock(conn: &mut Conn, id: Uuid) -> Result<Promotion> {
         .ok_or_else(|| Error::not_found(format!("no promotion with id {id}")))
 }
 
-pub async fn set_status(conn: &mut Conn, id: Uuid, status: Status) -> Result<Promotion> {
+pub async fn set_status(conn: &mut Conn, id: PromotionId, status: Status) -> Result<Promotion> {
     Ok(diesel::update(promotions::table.find(id))
         .set((
             promotions::status.eq(status),
@@ -366,7 +369,7 @@ pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Res
         }
     }
     set_stage(conn, actor, &model, &version, &promotion.stage).await?;
-    let deployment_id = Uuid::now_v7();
+    let deployment_id = DeploymentId::generate();
     diesel::insert_into(deployments::table)
         .values((
             deployments::id.eq(deployment_id),
@@ -382,14 +385,8 @@ pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Res
         .await?;
     lineage::record_new_node_edge(
         conn,
-        NodeRef {
-            kind: NodeKind::Deployment,
-            id: deployment_id,
-        },
-        NodeRef {
-            kind: NodeKind::ModelVersion,
-            id: version.id,
-        },
+        NodeRef::Deployment(deployment_id),
+        NodeRef::ModelVersion(version.id),
         "deploys",
     )
     .await?;
@@ -461,7 +458,7 @@ async fn set_stage(
 }
 
 /// Cancels a pending promotion (its requester, or a project admin).
-pub async fn cancel(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotion> {
+pub async fn cancel(conn: &mut Conn, actor: &Actor, id: PromotionId) -> Result<Promotion> {
     let promotion = lock(conn, id).await?;
     projects::authorize(conn, actor, promotion.project_id, Role::Viewer)
         .await
@@ -534,7 +531,7 @@ pub async fn expire_due(conn: &mut Conn) -> Result<usize> {
 }
 
 /// A promotion the caller may read.
-pub async fn get(conn: &mut Conn, actor: &Actor, id: Uuid) -> Result<Promotion> {
+pub async fn get(conn: &mut Conn, actor: &Actor, id: PromotionId) -> Result<Promotion> {
     let promotion = promotions::table
         .find(id)
         .select(Promotion::as_select())
@@ -556,7 +553,7 @@ pub async fn list(
     actor: &Actor,
     project: Option<&str>,
     status: Option<Status>,
-    before_id: Option<Uuid>,
+    before_id: Option<PromotionId>,
     limit: i64,
 ) -> Result<Vec<Promotion>> {
     let mut query = promotions::table
@@ -700,7 +697,7 @@ pub fn spawn_expiry(pool: crate::db::DbPool, every: Duration) {
 pub async fn emergency_archive(
     conn: &mut Conn,
     actor: &Actor,
-    model_version_id: Uuid,
+    model_version_id: ModelVersionId,
     reason: &str,
 ) -> Result<ModelVersion> {
     let (version, model) = load_version(conn, model_version_id).await?;

@@ -5,12 +5,12 @@ use diesel::sql_types::Jsonb;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::filter::ValueType;
 use super::sql::{encode_cursor, AttributeSpec, Rule, Search, Subject};
 use crate::db::Conn;
 use crate::error::Result;
+use crate::ids::ProjectId;
 use crate::models::ModelVersion;
 
 /// Model versions with their model (`v`, `m`), MLflow's attribute names first.
@@ -83,7 +83,7 @@ pub fn checked(
 /// whether another page follows.
 pub async fn search(
     conn: &mut Conn,
-    project_ids: &[Uuid],
+    project_ids: &[ProjectId],
     search: &Search,
 ) -> Result<(Vec<(ModelVersion, String)>, bool)> {
     let hits: Vec<Hit> = search

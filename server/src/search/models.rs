@@ -4,12 +4,12 @@ use diesel::sql_types::Jsonb;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::filter::ValueType;
 use super::sql::{encode_cursor, AttributeSpec, Rule, Search, Subject};
 use crate::db::Conn;
 use crate::error::Result;
+use crate::ids::ProjectId;
 use crate::models::Model;
 
 /// Models (`m`); they have no metrics or params of their own (their versions' runs do).
@@ -58,7 +58,7 @@ pub fn checked(
 /// another page follows.
 pub async fn search(
     conn: &mut Conn,
-    project_ids: &[Uuid],
+    project_ids: &[ProjectId],
     search: &Search,
 ) -> Result<(Vec<(Model, String)>, bool)> {
     let hits: Vec<Hit> = search

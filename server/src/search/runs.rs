@@ -5,12 +5,12 @@ use diesel::sql_types::Jsonb;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde_json::Value;
-use uuid::Uuid;
 
 use super::filter::ValueType;
 use super::sql::{encode_cursor, AttributeSpec, Bind, Rule, Search, Subject};
 use crate::db::Conn;
 use crate::error::Result;
+use crate::ids::ProjectId;
 use crate::runs::Run;
 
 /// The most projects one search may name.
@@ -83,7 +83,7 @@ pub fn checked(
 }
 
 /// Runs the search over the runs of `project_ids` (the caller's readable projects).
-pub async fn search(conn: &mut Conn, project_ids: &[Uuid], search: &Search) -> Result<Hits> {
+pub async fn search(conn: &mut Conn, project_ids: &[ProjectId], search: &Search) -> Result<Hits> {
     let hits: Vec<Hit> = search
         .statement(&RUNS, project_ids)
         .query()
@@ -99,7 +99,7 @@ pub async fn search(conn: &mut Conn, project_ids: &[Uuid], search: &Search) -> R
 }
 
 /// The statement's text and binds, for `EXPLAIN` in the tests that keep the plans honest.
-pub fn explainable(search: &Search, project_ids: &[Uuid]) -> (String, Vec<Bind>) {
+pub fn explainable(search: &Search, project_ids: &[ProjectId]) -> (String, Vec<Bind>) {
     let st = search.statement(&RUNS, project_ids);
     (st.sql, st.binds)
 }
@@ -107,6 +107,8 @@ pub fn explainable(search: &Search, project_ids: &[Uuid]) -> (String, Vec<Bind>)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::TypedId;
+    use uuid::Uuid;
 
     fn search(filter: &str, order: &[&str]) -> Result<Search> {
         let order: Vec<String> = order.iter().map(|s| s.to_string()).collect();
@@ -120,7 +122,7 @@ mod tests {
             &["params.`'; delete from runs` DESC"],
         )
         .unwrap()
-        .statement(&RUNS, &[Uuid::nil()]);
+        .statement(&RUNS, &[ProjectId::from_uuid(Uuid::nil())]);
         assert!(!st.sql.contains("drop"), "{}", st.sql);
         assert!(!st.sql.contains("delete"), "{}", st.sql);
         assert_eq!(st.binds.len(), 7, "{:?}", st.binds);

@@ -15,6 +15,7 @@ use super::filter::{
     SyntaxError, ValueType,
 };
 use crate::error::{Error, Result};
+use crate::ids::{ProjectId, TypedId};
 use crate::runs::RunStatus;
 
 /// The most order keys a search takes (the row id always breaks ties last).
@@ -161,9 +162,9 @@ impl Search {
     /// The statement: the rows of `project_ids` that match, in order, after the cursor, at most
     /// `limit + 1` of them (the extra one says that another page follows), each with the sort
     /// values its cursor is made of (column `sort_values`).
-    pub fn statement(&self, subject: &Subject, project_ids: &[Uuid]) -> Statement {
+    pub fn statement(&self, subject: &Subject, project_ids: &[ProjectId]) -> Statement {
         let mut st = Statement::default();
-        let projects = st.bind(Bind::Uuids(project_ids.to_vec()));
+        let projects = st.bind(Bind::Uuids(project_ids.iter().map(|p| p.uuid()).collect()));
         let mut joins = String::new();
         let mut sort_exprs = Vec::with_capacity(self.order.len());
         for (i, sort) in self.order.iter().enumerate() {
@@ -317,7 +318,8 @@ fn decode_cursor(cursor: &str, order: &[SortKey]) -> Result<Vec<Value>> {
     Ok(values)
 }
 
-/// One bound value of a statement.
+/// One bound value of a statement. Ids are plain UUIDs here: a cursor names a run, a model or a
+/// model version depending on the search, and the statement only compares them.
 #[derive(Debug, Clone)]
 pub enum Bind {
     Text(String),

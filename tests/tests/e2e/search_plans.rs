@@ -3,6 +3,7 @@
 //! metrics or params table. A dropped index or a statement that stops using one fails here
 //! loudly, long before a dashboard slows down.
 
+use custody_server::ids::{ProjectId, TypedId};
 use custody_server::search::runs::{checked, explainable};
 use custody_server::search::sql::Bind;
 use custody_tests::fixtures::create_project;
@@ -68,7 +69,7 @@ async fn searches_read_latest_values_through_indexes() {
     for (filter, order) in searches {
         let order: Vec<String> = order.iter().map(|s| s.to_string()).collect();
         let search = checked(Some(filter), &order, None, 50).unwrap();
-        let (statement, binds) = explainable(&search, &[project]);
+        let (statement, binds) = explainable(&search, &[ProjectId::from_uuid(project)]);
         let binds: Vec<Box<dyn ToSql + Sync + Send>> = binds.iter().map(as_sql).collect();
         let params: Vec<&(dyn ToSql + Sync)> = binds
             .iter()
