@@ -20,6 +20,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod labels;
 pub mod lineage;
 pub mod models;
 pub mod notify;

@@ -27,6 +27,8 @@ pub struct Model {
     /// The metric that ranks versions (policies compare it with the version in production).
     pub primary_metric: Option<String>,
     pub higher_is_better: bool,
+    /// Key/value labels (`labels::set_tag`).
+    pub tags: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
@@ -43,6 +45,8 @@ pub struct ModelVersion {
     pub created_at: DateTime<Utc>,
     /// SHA-256 of the canonical manifest of the version's files (see `artifacts::Manifest`).
     pub manifest_sha256: String,
+    /// Key/value labels (`labels::set_tag`).
+    pub tags: serde_json::Value,
 }
 
 /// Which metric ranks a model's versions, and in which direction.

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod code;
 mod datasets;
+mod labels;
 mod lineage;
 mod loaders;
 mod models;
@@ -64,6 +65,7 @@ pub struct Mutation(
     lineage::LineageMutation,
     artifacts::ArtifactMutation,
     promotions::PromotionMutation,
+    labels::LabelMutation,
 );
 
 pub type CustodySchema = Schema<Query, Mutation, EmptySubscription>;

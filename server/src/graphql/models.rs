@@ -1,4 +1,4 @@
-use async_graphql::{Context, Object, ID};
+use async_graphql::{Context, Json, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
@@ -33,6 +33,29 @@ impl ModelNode {
 
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+
+    /// Key/value labels: an object of strings.
+    async fn tags(&self) -> Json<serde_json::Value> {
+        Json(self.0.tags.clone())
+    }
+
+    /// The model's aliases and the version each names (governed ones through their stage).
+    async fn aliases(&self, ctx: &Context<'_>) -> GqlResult<Vec<super::labels::ModelAlias>> {
+        let model = self.0.clone().into_inner();
+        let found = read(ctx, |c| {
+            async move { crate::labels::aliases_of_model(c, &model).await }.scope_boxed()
+        })
+        .await?;
+        let mut aliases = Vec::with_capacity(found.len());
+        for (alias, version) in found {
+            let version = self.0.child(version).map_err(gql_error)?;
+            aliases.push(super::labels::ModelAlias {
+                alias,
+                model_version: ModelVersionNode(version),
+            });
+        }
+        Ok(aliases)
     }
 
     async fn primary_metric(&self) -> Option<&str> {
@@ -78,6 +101,29 @@ impl ModelVersionNode {
     /// The stage this version is in; null until it is first promoted.
     async fn stage(&self) -> Option<&str> {
         self.0.stage.as_deref()
+    }
+
+    /// Key/value labels: an object of strings.
+    async fn tags(&self) -> Json<serde_json::Value> {
+        Json(self.0.tags.clone())
+    }
+
+    /// The aliases naming this version, free and governed (a governed alias names the version
+    /// holding its stage), by name.
+    async fn aliases(&self, ctx: &Context<'_>) -> GqlResult<Vec<String>> {
+        let version = (*self.0).clone();
+        let project_id = self.0.project_id();
+        read(ctx, |c| {
+            async move {
+                let mut found = crate::labels::aliases_of(c, &[version], |_| project_id).await?;
+                Ok(found
+                    .pop_first()
+                    .map(|(_, aliases)| aliases)
+                    .unwrap_or_default())
+            }
+            .scope_boxed()
+        })
+        .await
     }
 
     async fn description(&self) -> Option<&str> {
@@ -150,17 +196,35 @@ impl ModelQuery {
         }
     }
 
+    /// One version of a model, by number (`version`) or by alias (`alias`: free, or governed
+    /// and naming the version that holds its stage); exactly one of the two.
     async fn model_version(
         &self,
         ctx: &Context<'_>,
         project: String,
         model: String,
-        version: i32,
+        version: Option<i32>,
+        alias: Option<String>,
     ) -> GqlResult<Option<ModelVersionNode>> {
         let actor = actor(ctx)?;
         let found = read(ctx, |c| {
             async move {
-                match models::find_version(c, actor, &project, &model, version).await {
+                let found = match (version, alias) {
+                    (Some(version), None) => {
+                        models::find_version(c, actor, &project, &model, version).await
+                    }
+                    (None, Some(alias)) => {
+                        match models::find(c, actor, &project, &model, Role::Viewer).await {
+                            Ok(model) => crate::labels::resolve(c, &model, &alias).await,
+                            Err(Error::NotFound(_)) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                        .transpose()
+                        .unwrap_or_else(|| Err(Error::not_found("no version has this alias")))
+                    }
+                    _ => return Err(Error::invalid("give exactly one of version and alias")),
+                };
+                match found {
                     Ok(v) => Ok(Some(v)),
                     Err(Error::NotFound(_)) => Ok(None),
                     Err(e) => Err(e),

@@ -32,6 +32,7 @@ mod cli;
 mod config_errors;
 mod governance;
 mod harness;
+mod labels;
 mod lifecycle;
 mod lineage;
 mod metric_history;
