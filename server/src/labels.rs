@@ -219,7 +219,7 @@ pub async fn governed_stage(
 /// alias: it moves when the promotion applies).
 pub enum AliasMove {
     Moved,
-    Requested(Promotion),
+    Requested(Box<Promotion>),
 }
 
 /// Points `alias` of the version's model at the version. CONTRIBUTOR or more. A governed alias
@@ -236,7 +236,7 @@ pub async fn set_alias(
     let (version, model) = version_with_model(conn, actor, version_id).await?;
     if let Some(stage) = governed_stage(conn, model.project_id, alias).await? {
         let promotion = promotions::request(conn, actor, gate, version_id, &stage, comment).await?;
-        return Ok(AliasMove::Requested(promotion));
+        return Ok(AliasMove::Requested(Box::new(promotion)));
     }
     let previous: Option<ModelVersionId> = model_aliases::table
         .find((model.id, alias))

@@ -599,3 +599,54 @@ pub async fn metric_history(
     }
     Ok(series)
 }
+
+/// The most runs one comparison takes.
+pub const MAX_COMPARED_RUNS: usize = 50;
+
+/// One key across compared runs: its value in each run (in the order the runs were given;
+/// `None` where a run lacks it) and whether the values differ.
+pub struct KeyAcross<T> {
+    pub key: String,
+    pub values: Vec<Option<T>>,
+    pub differs: bool,
+}
+
+/// Params and latest metrics of runs side by side, every key any of them has, by key.
+pub struct SideBySide {
+    pub params: Vec<KeyAcross<String>>,
+    pub metrics: Vec<KeyAcross<f64>>,
+}
+
+/// Lines up the params and latest metric values of `run_ids` (already authorized) by key.
+pub async fn side_by_side(conn: &mut Conn, run_ids: &[RunId]) -> Result<SideBySide> {
+    let column = |id: &RunId| run_ids.iter().position(|r| r == id);
+    let mut params: BTreeMap<String, Vec<Option<String>>> = BTreeMap::new();
+    for param in params_of(conn, run_ids).await? {
+        if let Some(i) = column(&param.run_id) {
+            params
+                .entry(param.key)
+                .or_insert_with(|| vec![None; run_ids.len()])[i] = Some(param.value);
+        }
+    }
+    let mut metrics: BTreeMap<String, Vec<Option<f64>>> = BTreeMap::new();
+    for metric in last_metrics(conn, run_ids).await? {
+        if let Some(i) = column(&metric.run_id) {
+            metrics
+                .entry(metric.key)
+                .or_insert_with(|| vec![None; run_ids.len()])[i] = Some(metric.value);
+        }
+    }
+    fn across<T: PartialEq>(rows: BTreeMap<String, Vec<Option<T>>>) -> Vec<KeyAcross<T>> {
+        rows.into_iter()
+            .map(|(key, values)| KeyAcross {
+                differs: values.windows(2).any(|w| w[0] != w[1]),
+                key,
+                values,
+            })
+            .collect()
+    }
+    Ok(SideBySide {
+        params: across(params),
+        metrics: across(metrics),
+    })
+}

@@ -547,3 +547,21 @@ def test_raw_errors_match_the_sdk(server):
     # The SDK's code is the server's extensions.code.
     doc = raw_graphql(server.url, server.admin_token, 'mutation { startRun(project: "nope-nope") { id } }')
     assert doc["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_search_runs_filters_orders_and_pages(admin, project):
+    runs = []
+    for i in range(7):
+        run = admin.start_run(project, name=f"r{i}")
+        admin.log_params(run["id"], {"depth": i % 2})
+        admin.log_metrics(run["id"], [{"key": "auc", "value": i / 10, "step": 1}])
+        runs.append(run["id"])
+    found = admin.search_runs("metrics.auc >= 0.2 and params.depth = '0'", projects=[project], order_by=["metrics.auc DESC"])
+    assert [r["name"] for r in found] == ["r6", "r4", "r2"]
+    # max_results caps the answer.
+    everything = admin.search_runs(projects=[project], order_by=["attributes.run_name"], max_results=5)
+    assert [r["name"] for r in everything] == ["r0", "r1", "r2", "r3", "r4"]
+    with pytest.raises(custody.CustodyError) as err:
+        admin.search_runs("metrics.auc >> 1", projects=[project])
+    assert err.value.code == "INVALID_INPUT"
+    assert "column 14" in str(err.value)

@@ -468,6 +468,49 @@ class Client:
         q = f"mutation($r: ID!, $s: RunStatus!) {{ finishRun(runId: $r, status: $s) {{ {RUN_FIELDS} }} }}"
         return self.graphql(q, {"r": run_id, "s": status.upper()})["finishRun"]
 
+    def search_runs(
+        self,
+        filter: Optional[str] = None,
+        *,
+        projects: Optional[Sequence[str]] = None,
+        order_by: Optional[Sequence[str]] = None,
+        max_results: int = 1000,
+    ) -> List[RunInfo]:
+        """Runs matching ``filter`` in MLflow's search syntax (``"metrics.auc > 0.9 and
+        params.depth = '6'"``; a metric means its latest value), in the named projects or every
+        project you may read, ordered by ``order_by`` keys as MLflow writes them
+        (``["metrics.auc DESC", "attributes.start_time"]``; then newest first). Pages through the
+        results, at most ``max_results`` runs. A bad filter raises ``CustodyError`` with code
+        ``INVALID_INPUT`` and the column of the bad token."""
+        order = []
+        for key in order_by or []:
+            parts = key.rsplit(" ", 1)
+            if len(parts) == 2 and parts[1].upper() in ("ASC", "DESC"):
+                order.append({"key": parts[0], "descending": parts[1].upper() == "DESC"})
+            else:
+                order.append({"key": key, "descending": False})
+        q = f"""query($p: [String!], $f: String, $o: [RunOrder!], $n: Int, $a: String) {{
+          searchRuns(projects: $p, filter: $f, orderBy: $o, first: $n, after: $a) {{
+            edges {{ cursor node {{ {RUN_FIELDS} }} }} pageInfo {{ hasNextPage }} }} }}"""
+        found: List[RunInfo] = []
+        after: Optional[str] = None
+        while len(found) < max_results:
+            page = self.graphql(
+                q,
+                {
+                    "p": list(projects) if projects is not None else None,
+                    "f": filter,
+                    "o": order,
+                    "n": min(100, max_results - len(found)),
+                    "a": after,
+                },
+            )["searchRuns"]
+            found.extend(edge["node"] for edge in page["edges"])
+            if not page["pageInfo"]["hasNextPage"] or not page["edges"]:
+                break
+            after = page["edges"][-1]["cursor"]
+        return found
+
     # ------------------------------------------------------------------ models
 
     def model(self, project: str, name: str) -> Optional[Model]:

@@ -419,6 +419,35 @@ impl Client {
             .map(|p| p.runs))
     }
 
+    /// One page of the runs matching `filter` (MLflow's search syntax, e.g. `metrics.auc > 0.9
+    /// and params.depth = '6'`) in `projects` (all readable ones when empty), ordered by
+    /// `order_by` keys (`metrics.auc`, with `true` for descending), after the cursor `after`.
+    pub async fn search_runs(
+        &self,
+        projects: &[String],
+        filter: Option<&str>,
+        order_by: &[(String, bool)],
+        first: Option<i64>,
+        after: Option<&str>,
+    ) -> Result<ops::search_runs::SearchRunsSearchRuns> {
+        let vars = ops::search_runs::Variables {
+            search_projects: opt_vec(projects),
+            filter: filter.map(Into::into),
+            order_by: Some(
+                order_by
+                    .iter()
+                    .map(|(key, descending)| ops::search_runs::RunOrder {
+                        key: key.clone(),
+                        descending: *descending,
+                    })
+                    .collect(),
+            ),
+            search_first: first,
+            search_after: after.map(Into::into),
+        };
+        Ok(self.execute::<ops::SearchRuns>(vars).await?.search_runs)
+    }
+
     pub async fn start_run(&self, project: &str, run: &NewRun) -> Result<Run> {
         let vars = ops::start_run::Variables {
             project: project.into(),

@@ -120,7 +120,7 @@ macro_rules! operations {
 operations! {
     "graphql/account.graphql" => [Me, GetProject, CreateProject, AddMember],
     "graphql/datasets.graphql" => [GetDataset, CreateDataset, RegisterDatasetVersion, RegisterCodeCommit],
-    "graphql/runs.graphql" => [GetRun, RunMetrics, ListRuns, StartRun, LogParams, LogMetrics, FinishRun],
+    "graphql/runs.graphql" => [GetRun, RunMetrics, ListRuns, SearchRuns, StartRun, LogParams, LogMetrics, FinishRun],
     "graphql/models.graphql" => [GetModel, GetModelVersion, CreateModel, RegisterModelVersion],
     "graphql/lineage.graphql" => [Lineage, LinkLineage],
     "graphql/promotions.graphql" => [

@@ -164,7 +164,7 @@ impl LabelMutation {
             AliasMove::Requested(promotion) => AliasChange {
                 alias,
                 moved: false,
-                promotion: Some(PromotionNode(readable(ctx, promotion).await?)),
+                promotion: Some(PromotionNode(readable(ctx, *promotion).await?)),
             },
         })
     }

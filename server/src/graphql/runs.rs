@@ -44,6 +44,32 @@ pub struct Metric {
     timestamp: DateTime<Utc>,
 }
 
+/// Runs side by side (`compareRuns`).
+#[derive(SimpleObject)]
+pub struct RunComparison {
+    /// The compared runs; `values` below are in this order.
+    runs: Vec<RunNode>,
+    params: Vec<ParamAcross>,
+    /// Latest values.
+    metrics: Vec<MetricAcross>,
+}
+
+/// One param key across the compared runs (null where a run lacks it).
+#[derive(SimpleObject)]
+pub struct ParamAcross {
+    key: String,
+    values: Vec<Option<String>>,
+    differs: bool,
+}
+
+/// One metric key's latest value across the compared runs (null where a run lacks it).
+#[derive(SimpleObject)]
+pub struct MetricAcross {
+    key: String,
+    values: Vec<Option<f64>>,
+    differs: bool,
+}
+
 /// A run the caller may read.
 pub struct RunNode(pub Readable<Run>);
 
@@ -235,6 +261,59 @@ impl RunQuery {
                     .collect(),
             })
             .collect())
+    }
+
+    /// Runs side by side for a compare view: the readable ones among `ids` (at most 50, in the
+    /// order given; others are left out as if they did not exist), every param and latest metric
+    /// any of them has, with each run's value and whether they differ. Each run's inputs and code
+    /// commit are fields of `runs`.
+    #[graphql(complexity = "ids.len().saturating_mul(child_complexity.max(1))")]
+    async fn compare_runs(&self, ctx: &Context<'_>, ids: Vec<ID>) -> GqlResult<RunComparison> {
+        if ids.len() > runs::MAX_COMPARED_RUNS {
+            return Err(gql_error(Error::invalid(format!(
+                "compareRuns takes at most {} runs",
+                runs::MAX_COMPARED_RUNS
+            ))));
+        }
+        let ids = parse_ids::<RunId>(&ids)?;
+        let found = loaders(ctx)
+            .load_many(ids.iter().copied().map(RunById))
+            .await
+            .map_err(|e| (*e).clone())?;
+        let ordered: Vec<Run> = ids
+            .iter()
+            .filter_map(|id| found.get(&RunById(*id)).cloned())
+            .collect();
+        let readable = readable_only(ctx, ordered).await?;
+        let mut seen = std::collections::HashSet::new();
+        let readable: Vec<Readable<Run>> =
+            readable.into_iter().filter(|r| seen.insert(r.id)).collect();
+        let run_ids: Vec<RunId> = readable.iter().map(|r| r.id).collect();
+        let lined_up = read(ctx, |c| {
+            async move { runs::side_by_side(c, &run_ids).await }.scope_boxed()
+        })
+        .await?;
+        Ok(RunComparison {
+            runs: readable.into_iter().map(RunNode).collect(),
+            params: lined_up
+                .params
+                .into_iter()
+                .map(|p| ParamAcross {
+                    key: p.key,
+                    values: p.values,
+                    differs: p.differs,
+                })
+                .collect(),
+            metrics: lined_up
+                .metrics
+                .into_iter()
+                .map(|m| MetricAcross {
+                    key: m.key,
+                    values: m.values,
+                    differs: m.differs,
+                })
+                .collect(),
+        })
     }
 
     async fn run(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<RunNode>> {

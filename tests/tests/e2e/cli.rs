@@ -1008,3 +1008,65 @@ async fn the_cli_verifies_an_export_offline_and_names_the_tampered_seq() {
     assert_fails(&r, 1, "ERROR");
     assert!(r.stdout.is_empty(), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_search_filters_orders_and_refuses_bad_filters() {
+    let env = TestEnv::start().await;
+    let (s, a) = (&env.server, &env.admin);
+    fixtures::create_project(s, a, "found").await;
+    for (name, auc) in [("low", 0.2), ("mid", 0.6), ("high", 0.9)] {
+        let run = fixtures::id(&fixtures::start_run(s, a, "found", name, None, &[]).await);
+        fixtures::log_metrics(
+            s,
+            a,
+            &run,
+            serde_json::json!([{ "key": "auc", "value": auc }]),
+        )
+        .await;
+    }
+    let cli = env_user(&env, a);
+    let out = cli
+        .json(&[
+            "runs",
+            "search",
+            "--project",
+            "found",
+            "--filter",
+            "metrics.auc > 0.5",
+            "--order-by",
+            "metrics.auc DESC",
+        ])
+        .await;
+    let names: Vec<&str> = out["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["high", "mid"], "{out}");
+    let out = cli
+        .json(&[
+            "runs",
+            "search",
+            "--limit",
+            "1",
+            "--order-by",
+            "attributes.run_name",
+        ])
+        .await;
+    assert_eq!(out["runs"][0]["name"], "high", "{out}");
+    assert_eq!(out["runs"].as_array().unwrap().len(), 1);
+
+    let failed = cli
+        .run(&["runs", "search", "--filter", "metrics.auc >> 1", "--json"])
+        .await;
+    let error = failed.error_json();
+    assert_eq!(error["error"]["code"], "INVALID_INPUT", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("column 14"),
+        "{error}"
+    );
+}

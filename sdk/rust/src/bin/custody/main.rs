@@ -173,6 +173,21 @@ enum RunsCommand {
     },
     /// A run's status, params, inputs, files and latest metrics.
     Show { run: String },
+    /// Runs matching a filter in MLflow's search syntax, e.g.
+    /// `--filter "metrics.auc > 0.9 and params.depth = '6'" --order-by "metrics.auc DESC"`.
+    Search {
+        /// A project to search (repeatable; default: every project you may read).
+        #[arg(long = "project")]
+        projects: Vec<String>,
+        #[arg(long)]
+        filter: Option<String>,
+        /// An order key, `metrics.auc`, `params.depth DESC`, `attributes.start_time` (repeatable).
+        #[arg(long = "order-by")]
+        order_by: Vec<String>,
+        /// At most this many runs (pages of 100 are fetched as needed).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -699,6 +714,58 @@ async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
             let done = c.finish_run(&run, status).await?;
             ui.print(&json!({"run": done}), || {
                 format!("Run {} is {}", done.id, done.status)
+            });
+        }
+        RunsCommand::Search {
+            projects,
+            filter,
+            order_by,
+            limit,
+        } => {
+            let order: Vec<(String, bool)> = order_by
+                .iter()
+                .map(|key| match key.rsplit_once(' ') {
+                    Some((k, dir)) if dir.eq_ignore_ascii_case("desc") => (k.to_owned(), true),
+                    Some((k, dir)) if dir.eq_ignore_ascii_case("asc") => (k.to_owned(), false),
+                    _ => (key.clone(), false),
+                })
+                .collect();
+            let mut found = Vec::new();
+            let mut after: Option<String> = None;
+            while found.len() < limit {
+                let first = (limit - found.len()).min(100) as i64;
+                let page = c
+                    .search_runs(
+                        &projects,
+                        filter.as_deref(),
+                        &order,
+                        Some(first),
+                        after.as_deref(),
+                    )
+                    .await?;
+                after = page.edges.last().map(|e| e.cursor.clone());
+                let more = page.page_info.has_next_page && after.is_some();
+                found.extend(page.edges.into_iter().map(|e| e.node));
+                if !more {
+                    break;
+                }
+            }
+            ui.print(&json!({ "runs": found }), || {
+                let mut text = String::new();
+                for run in &found {
+                    text.push_str(&format!(
+                        "{}  {:<10} {:<20} {}  {}\n",
+                        run.id,
+                        run.status,
+                        run.project.name,
+                        run.started_at,
+                        run.name.as_deref().unwrap_or("")
+                    ));
+                }
+                if found.is_empty() {
+                    text.push_str("no runs match\n");
+                }
+                text
             });
         }
         RunsCommand::Show { run } => {
