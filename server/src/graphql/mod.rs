@@ -340,7 +340,7 @@ mod tests {
             "dataset(project: String!, name: String!): Dataset",
             "run(id: ID!): Run",
             "model(project: String!, name: String!): Model",
-            "modelVersion(project: String!, model: String!, version: Int!): ModelVersion",
+            "modelVersion(project: String!, model: String!, version: Int, alias: String): ModelVersion",
             "lineage(node: NodeRef!, direction: LineageDirection!, depth: Int = 3): LineageGraph!",
             "createProject(name: String!, description: String): Project!",
             "logMetrics(runId: ID!, metrics: [MetricInput!]!): Int!",
