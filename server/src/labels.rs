@@ -6,7 +6,7 @@
 //! version holding that stage, so moving it *is* a promotion (policies, approvals, audit) and it
 //! never has a row of its own in `model_aliases`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use diesel::prelude::*;
 use diesel::sql_types::{Jsonb, Uuid as SqlUuid};
@@ -185,20 +185,9 @@ pub async fn set_tag(
     Ok(tags)
 }
 
-/// An alias name: as stage names, a lowercase letter then up to 63 lowercase letters, digits,
-/// `_` or `-` (the table's CHECK says the same).
+/// An alias name: as stage names (see [`crate::validate::slug`]).
 pub fn check_alias(alias: &str) -> Result<()> {
-    let mut chars = alias.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && alias.len() <= 64
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "alias `{alias}` is not valid: a lowercase letter, then up to 63 lowercase letters, digits, `_` or `-`"
-        )))
-    }
+    crate::validate::slug("alias", alias)
 }
 
 /// The stage a governed alias of the project follows, if the alias is governed.
@@ -233,7 +222,8 @@ pub async fn set_alias(
     comment: Option<&str>,
 ) -> Result<AliasMove> {
     check_alias(alias)?;
-    let (version, model) = version_with_model(conn, actor, version_id).await?;
+    let (version, model) =
+        crate::models::version_and_model_for(conn, actor, version_id, Role::Contributor).await?;
     if let Some(stage) = governed_stage(conn, model.project_id, alias).await? {
         let promotion = promotions::request(conn, actor, gate, version_id, &stage, comment).await?;
         return Ok(AliasMove::Requested(Box::new(promotion)));
@@ -397,6 +387,23 @@ pub async fn set_governed(
     Ok(())
 }
 
+/// The version `alias` names in model `model_name` of `project` (VIEWER). NOT_FOUND for a
+/// project or model the caller cannot see, and for an alias that names nothing (yet).
+pub async fn find_by_alias(
+    conn: &mut Conn,
+    actor: &Actor,
+    project: &str,
+    model_name: &str,
+    alias: &str,
+) -> Result<ModelVersion> {
+    let model = crate::models::find(conn, actor, project, model_name, Role::Viewer).await?;
+    resolve(conn, &model, alias).await?.ok_or_else(|| {
+        Error::not_found(format!(
+            "model `{model_name}` has no version with alias `{alias}`"
+        ))
+    })
+}
+
 /// The version an alias of a model names: a governed alias the version in its stage, a free
 /// alias its row. `None` when it names nothing (yet). The caller has authorized the model.
 pub async fn resolve(conn: &mut Conn, model: &Model, alias: &str) -> Result<Option<ModelVersion>> {
@@ -419,44 +426,35 @@ pub async fn resolve(conn: &mut Conn, model: &Model, alias: &str) -> Result<Opti
         .optional()?)
 }
 
-/// The aliases naming each of these versions (free ones and governed ones through their stage),
-/// sorted by name.
+/// The aliases naming each of these versions, free ones and governed ones (through the stage
+/// the version holds), sorted by name: two queries whatever the number of versions.
 pub async fn aliases_of(
     conn: &mut Conn,
-    versions: &[ModelVersion],
-    project_id_of: impl Fn(&ModelVersion) -> ProjectId,
-) -> Result<BTreeMap<ModelVersionId, Vec<String>>> {
-    let ids: Vec<ModelVersionId> = versions.iter().map(|v| v.id).collect();
-    let mut found: BTreeMap<ModelVersionId, Vec<String>> = BTreeMap::new();
-    let free: Vec<(ModelVersionId, String)> = model_aliases::table
-        .filter(model_aliases::model_version_id.eq_any(&ids))
+    version_ids: &[ModelVersionId],
+) -> Result<HashMap<ModelVersionId, Vec<String>>> {
+    let mut found: Vec<(ModelVersionId, String)> = model_aliases::table
+        .filter(model_aliases::model_version_id.eq_any(version_ids))
         .select((model_aliases::model_version_id, model_aliases::alias))
         .load(conn)
         .await?;
-    for (id, alias) in free {
-        found.entry(id).or_default().push(alias);
-    }
-    let project_ids: Vec<ProjectId> = versions.iter().map(&project_id_of).collect();
-    let governed: Vec<(ProjectId, String, String)> = governed_aliases::table
-        .filter(governed_aliases::project_id.eq_any(&project_ids))
-        .select((
-            governed_aliases::project_id,
-            governed_aliases::alias,
-            governed_aliases::stage,
-        ))
+    let governed: Vec<(ModelVersionId, String)> = model_versions::table
+        .inner_join(models::table)
+        .inner_join(
+            governed_aliases::table.on(governed_aliases::project_id
+                .eq(models::project_id)
+                .and(model_versions::stage.eq(governed_aliases::stage.nullable()))),
+        )
+        .filter(model_versions::id.eq_any(version_ids))
+        .select((model_versions::id, governed_aliases::alias))
         .load(conn)
         .await?;
-    for version in versions {
-        for (project_id, alias, stage) in &governed {
-            if *project_id == project_id_of(version) && version.stage.as_deref() == Some(stage) {
-                found.entry(version.id).or_default().push(alias.clone());
-            }
-        }
+    found.extend(governed);
+    found.sort();
+    let mut by_version: HashMap<ModelVersionId, Vec<String>> = HashMap::new();
+    for (id, alias) in found {
+        by_version.entry(id).or_default().push(alias);
     }
-    for aliases in found.values_mut() {
-        aliases.sort();
-    }
-    Ok(found)
+    Ok(by_version)
 }
 
 /// Every alias of a model with the version it names (governed aliases whose stage no version
@@ -484,26 +482,4 @@ pub async fn aliases_of_model(
     found.extend(governed);
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
-}
-
-/// A version and its model, the caller holding CONTRIBUTOR in their project (else NOT_FOUND as
-/// for a version that does not exist).
-async fn version_with_model(
-    conn: &mut Conn,
-    actor: &Actor,
-    version_id: ModelVersionId,
-) -> Result<(ModelVersion, Model)> {
-    let missing = || Error::not_found(format!("no model version with id {version_id}"));
-    let (version, model) = model_versions::table
-        .inner_join(models::table)
-        .filter(model_versions::id.eq(version_id))
-        .select((ModelVersion::as_select(), Model::as_select()))
-        .first::<(ModelVersion, Model)>(conn)
-        .await
-        .optional()?
-        .ok_or_else(missing)?;
-    projects::authorize(conn, actor, model.project_id, Role::Contributor)
-        .await
-        .map_err(projects::hiding(missing))?;
-    Ok((version, model))
 }

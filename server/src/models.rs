@@ -226,6 +226,40 @@ pub async fn register_version(
     Ok(version)
 }
 
+/// A model version with its model, by id.
+pub async fn version_and_model(
+    conn: &mut Conn,
+    id: ModelVersionId,
+) -> Result<(ModelVersion, Model)> {
+    model_versions::table
+        .inner_join(models::table)
+        .filter(model_versions::id.eq(id))
+        .select((ModelVersion::as_select(), Model::as_select()))
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(|| missing_version(id))
+}
+
+/// A model version with its model, the caller holding at least `needed` in its project; a
+/// caller who is not a member gets the NOT_FOUND of a version that does not exist.
+pub async fn version_and_model_for(
+    conn: &mut Conn,
+    actor: &Actor,
+    id: ModelVersionId,
+    needed: Role,
+) -> Result<(ModelVersion, Model)> {
+    let (version, model) = version_and_model(conn, id).await?;
+    projects::authorize(conn, actor, model.project_id, needed)
+        .await
+        .map_err(projects::hiding(|| missing_version(id)))?;
+    Ok((version, model))
+}
+
+fn missing_version(id: ModelVersionId) -> Error {
+    Error::not_found(format!("no model version with id {id}"))
+}
+
 /// One version by project name, model name and number, in one query; then the role check.
 pub async fn find_version(
     conn: &mut Conn,

@@ -149,9 +149,12 @@ pub async fn find_authorized(
     Ok(project)
 }
 
-/// The projects a search covers: those named (each must exist and be readable, else NOT_FOUND
-/// as for any project lookup), or, when none are named, every project the caller may read
-/// (server admins: all).
+/// The most projects one search may name.
+pub const MAX_NAMED_PROJECTS: usize = 100;
+
+/// The projects a search covers: those named (at most 100; each must exist and be readable, else
+/// NOT_FOUND as for any project lookup), or, when none are named, every project the caller may
+/// read (server admins: all).
 pub async fn readable_ids(
     conn: &mut Conn,
     actor: &Actor,
@@ -170,6 +173,11 @@ pub async fn readable_ids(
             .load(conn)
             .await?);
     };
+    if names.len() > MAX_NAMED_PROJECTS {
+        return Err(Error::invalid(format!(
+            "projects names at most {MAX_NAMED_PROJECTS} projects"
+        )));
+    }
     let found: Vec<(ProjectId, String)> = projects::table
         .filter(projects::name.eq_any(names))
         .select((projects::id, projects::name))

@@ -73,20 +73,6 @@ pub async fn find(conn: &mut Conn, project_id: ProjectId, name: &str) -> Result<
         .ok_or_else(|| Error::invalid(format!("unknown stage `{name}`")))
 }
 
-fn validate_name(name: &str) -> Result<()> {
-    let mut chars = name.chars();
-    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.len() <= 64
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "stage name `{name}` is not valid: lowercase letters, digits, `_` or `-`, starting with a letter"
-        )))
-    }
-}
-
 /// Adds a stage at `position` to a project the caller administers. Positions order the stages;
 /// two stages cannot share one.
 pub async fn add(
@@ -98,7 +84,7 @@ pub async fn add(
     requires_approval: bool,
 ) -> Result<Stage> {
     let project_name = &project.name;
-    validate_name(name)?;
+    crate::validate::slug("stage name", name)?;
     let existing = list(conn, project.id).await?;
     if existing.iter().any(|s| s.name == name) {
         return Err(Error::conflict(format!(

@@ -23,6 +23,22 @@ pub fn name(what: &str, value: &str) -> Result<()> {
     }
 }
 
+/// Stage names and aliases: a lowercase letter, then up to 63 lowercase letters, digits, `_` or
+/// `-` (the tables' CHECK constraints say the same).
+pub fn slug(what: &str, value: &str) -> Result<()> {
+    let mut chars = value.chars();
+    let ok = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && value.len() <= 64
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{what} `{value}` is not valid: lowercase letters, digits, `_` or `-`, starting with a letter (at most 64)"
+        )))
+    }
+}
+
 /// Free text: bounded, no NUL (PostgreSQL refuses it) and no control characters but newlines and tabs.
 pub fn text(what: &str, value: &str, max_len: usize) -> Result<()> {
     if value.len() > max_len {

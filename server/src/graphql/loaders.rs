@@ -55,6 +55,8 @@ pub struct ModelVersionById(pub ModelVersionId);
 pub struct ApprovalsOfPromotion(pub PromotionId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FilesOfModelVersion(pub ModelVersionId);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AliasesOfVersion(pub ModelVersionId);
 /// One page of a model's versions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VersionsOfModel(pub ModelId, pub VersionRange);
@@ -246,6 +248,22 @@ impl Loader<ParamsOfRun> for DbLoader {
             .await
             .map_err(fail)?;
         Ok(group(rows, |p| ParamsOfRun(p.run_id)))
+    }
+}
+
+impl Loader<AliasesOfVersion> for DbLoader {
+    type Value = Vec<String>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(&self, keys: &[AliasesOfVersion]) -> LoadResult<AliasesOfVersion, Vec<String>> {
+        let mut conn = self.conn().await?;
+        let found = crate::labels::aliases_of(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
+        Ok(found
+            .into_iter()
+            .map(|(id, aliases)| (AliasesOfVersion(id), aliases))
+            .collect())
     }
 }
 

@@ -2,7 +2,7 @@ use async_graphql::{Context, Json, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
-use super::loaders::{ModelById, RunById, VersionsOfModel};
+use super::loaders::{AliasesOfVersion, ModelById, RunById, VersionsOfModel};
 use super::runs::RunNode;
 use super::{
     actor, gql_error, list_cost, load, loaders, parse_id, read, readable, readable_child,
@@ -111,19 +111,11 @@ impl ModelVersionNode {
     /// The aliases naming this version, free and governed (a governed alias names the version
     /// holding its stage), by name.
     async fn aliases(&self, ctx: &Context<'_>) -> GqlResult<Vec<String>> {
-        let version = (*self.0).clone();
-        let project_id = self.0.project_id();
-        read(ctx, |c| {
-            async move {
-                let mut found = crate::labels::aliases_of(c, &[version], |_| project_id).await?;
-                Ok(found
-                    .pop_first()
-                    .map(|(_, aliases)| aliases)
-                    .unwrap_or_default())
-            }
-            .scope_boxed()
-        })
-        .await
+        Ok(loaders(ctx)
+            .load_one(AliasesOfVersion(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default())
     }
 
     async fn description(&self) -> Option<&str> {
@@ -214,13 +206,7 @@ impl ModelQuery {
                         models::find_version(c, actor, &project, &model, version).await
                     }
                     (None, Some(alias)) => {
-                        match models::find(c, actor, &project, &model, Role::Viewer).await {
-                            Ok(model) => crate::labels::resolve(c, &model, &alias).await,
-                            Err(Error::NotFound(_)) => Ok(None),
-                            Err(e) => Err(e),
-                        }
-                        .transpose()
-                        .unwrap_or_else(|| Err(Error::not_found("no version has this alias")))
+                        crate::labels::find_by_alias(c, actor, &project, &model, &alias).await
                     }
                     _ => return Err(Error::invalid("give exactly one of version and alias")),
                 };

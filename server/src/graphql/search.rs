@@ -1,10 +1,12 @@
 //! Search across readable projects: runs, model versions and models, with MLflow's filter
-//! syntax, sorted, a page at a time. The domain (`crate::search`) parses and builds the SQL; the
-//! resolvers pick the projects, and every hit becomes a node through the caller's access like
-//! any other.
+//! syntax, sorted, a page at a time. The domain (`crate::search`) parses and builds the SQL and
+//! `projects::readable_ids` picks the projects; every hit becomes a node through the caller's
+//! access like any other.
 
 use async_graphql::connection::{Connection, Edge};
-use async_graphql::{Context, InputObject, Object};
+use async_graphql::{Context, InputObject, Object, OutputType};
+use diesel::pg::Pg;
+use diesel::QueryableByName;
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::models::{ModelNode, ModelVersionNode};
@@ -13,8 +15,8 @@ use super::{
     actor, gql_error, list_cost, page_size, read, readable, readable_child, GqlResult,
     DEFAULT_PAGE_SIZE,
 };
-use crate::error::Error;
-use crate::search;
+use crate::search::sql::{self, Page, Search, Subject};
+use crate::search::{model_versions::MODEL_VERSIONS, models::MODELS, runs::RUNS};
 
 /// One key of a run search's order: `metrics.auc`, `params.depth`, `tags.team`,
 /// `attributes.start_time` (MLflow's key syntax; a metric sorts by its latest value). Rows
@@ -35,24 +37,82 @@ pub struct SearchOrder {
     pub descending: bool,
 }
 
-/// Order keys as the search language writes them (`metrics.auc DESC`).
-fn order_keys(keys: impl IntoIterator<Item = (String, bool)>) -> Vec<String> {
-    keys.into_iter()
-        .map(|(key, descending)| match descending {
-            true => format!("{key} DESC"),
-            false => key,
-        })
-        .collect()
+/// The arguments every search takes.
+struct Request {
+    projects: Option<Vec<String>>,
+    filter: Option<String>,
+    /// Order keys as the search language writes them (`metrics.auc DESC`).
+    order: Vec<String>,
+    first: Option<i32>,
+    after: Option<String>,
 }
 
-fn check_projects(projects: &Option<Vec<String>>) -> GqlResult<()> {
-    match projects {
-        Some(p) if p.len() > search::runs::MAX_PROJECTS => Err(gql_error(Error::invalid(format!(
-            "projects names at most {} projects",
-            search::runs::MAX_PROJECTS
-        )))),
-        _ => Ok(()),
+impl Request {
+    fn new(
+        projects: Option<Vec<String>>,
+        filter: Option<String>,
+        order: impl IntoIterator<Item = (String, bool)>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Self {
+        let order = order
+            .into_iter()
+            .map(|(key, descending)| {
+                if descending {
+                    format!("{key} DESC")
+                } else {
+                    key
+                }
+            })
+            .collect();
+        Request {
+            projects,
+            filter,
+            order,
+            first,
+            after,
+        }
     }
+}
+
+/// Checks the request, then runs it over the caller's readable projects; each hit becomes a
+/// node through `node` (which proves the caller may read it).
+async fn search<'a, T, N, F, Fut>(
+    ctx: &Context<'a>,
+    subject: &'static Subject,
+    request: Request,
+    node: F,
+) -> GqlResult<Connection<String, N>>
+where
+    T: QueryableByName<Pg> + Send + 'static,
+    N: OutputType,
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = GqlResult<N>>,
+{
+    let actor = actor(ctx)?;
+    let limit = page_size(request.first)?;
+    let search = Search::new(
+        subject,
+        request.filter.as_deref(),
+        &request.order,
+        request.after.as_deref(),
+        limit,
+    )
+    .map_err(gql_error)?;
+    let projects = request.projects;
+    let Page { rows, has_next } = read(ctx, |c| {
+        async move {
+            let project_ids = crate::projects::readable_ids(c, actor, projects.as_deref()).await?;
+            sql::page::<T>(c, subject, &project_ids, &search).await
+        }
+        .scope_boxed()
+    })
+    .await?;
+    let mut page = Connection::new(request.after.is_some(), has_next);
+    for (row, cursor) in rows {
+        page.edges.push(Edge::new(cursor, node(row).await?));
+    }
+    Ok(page)
 }
 
 #[derive(Default)]
@@ -75,32 +135,15 @@ impl SearchQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> GqlResult<Connection<String, RunNode>> {
-        let actor = actor(ctx)?;
-        check_projects(&projects)?;
-        let order = order_keys(
-            order_by
-                .unwrap_or_default()
-                .into_iter()
-                .map(|o| (o.key, o.descending)),
-        );
-        let limit = page_size(first)?;
-        let search = search::runs::checked(filter.as_deref(), &order, after.as_deref(), limit)
-            .map_err(gql_error)?;
-        let hits = read(ctx, |c| {
-            async move {
-                let project_ids =
-                    crate::projects::readable_ids(c, actor, projects.as_deref()).await?;
-                search::runs::search(c, &project_ids, &search).await
-            }
-            .scope_boxed()
+        let order = order_by
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (o.key, o.descending));
+        let request = Request::new(projects, filter, order, first, after);
+        search(ctx, &RUNS, request, |run| async move {
+            Ok(RunNode(readable(ctx, run).await?))
         })
-        .await?;
-        let mut page = Connection::new(after.is_some(), hits.has_next);
-        for (run, cursor) in hits.runs {
-            page.edges
-                .push(Edge::new(cursor, RunNode(readable(ctx, run).await?)));
-        }
-        Ok(page)
+        .await
     }
 
     /// Model versions matching a filter: `name = 'churn'` (the model), `version_number > 3`,
@@ -117,35 +160,15 @@ impl SearchQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> GqlResult<Connection<String, ModelVersionNode>> {
-        let actor = actor(ctx)?;
-        check_projects(&projects)?;
-        let order = order_keys(
-            order_by
-                .unwrap_or_default()
-                .into_iter()
-                .map(|o| (o.key, o.descending)),
-        );
-        let limit = page_size(first)?;
-        let search =
-            search::model_versions::checked(filter.as_deref(), &order, after.as_deref(), limit)
-                .map_err(gql_error)?;
-        let (hits, has_next) = read(ctx, |c| {
-            async move {
-                let project_ids =
-                    crate::projects::readable_ids(c, actor, projects.as_deref()).await?;
-                search::model_versions::search(c, &project_ids, &search).await
-            }
-            .scope_boxed()
+        let order = order_by
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (o.key, o.descending));
+        let request = Request::new(projects, filter, order, first, after);
+        search(ctx, &MODEL_VERSIONS, request, |version| async move {
+            Ok(ModelVersionNode(readable_child(ctx, version).await?))
         })
-        .await?;
-        let mut page = Connection::new(after.is_some(), has_next);
-        for (version, cursor) in hits {
-            page.edges.push(Edge::new(
-                cursor,
-                ModelVersionNode(readable_child(ctx, version).await?),
-            ));
-        }
-        Ok(page)
+        .await
     }
 
     /// Models matching a filter: `name LIKE 'churn%'`, `creation_timestamp`, `tags.<key>`;
@@ -160,31 +183,14 @@ impl SearchQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> GqlResult<Connection<String, ModelNode>> {
-        let actor = actor(ctx)?;
-        check_projects(&projects)?;
-        let order = order_keys(
-            order_by
-                .unwrap_or_default()
-                .into_iter()
-                .map(|o| (o.key, o.descending)),
-        );
-        let limit = page_size(first)?;
-        let search = search::models::checked(filter.as_deref(), &order, after.as_deref(), limit)
-            .map_err(gql_error)?;
-        let (hits, has_next) = read(ctx, |c| {
-            async move {
-                let project_ids =
-                    crate::projects::readable_ids(c, actor, projects.as_deref()).await?;
-                search::models::search(c, &project_ids, &search).await
-            }
-            .scope_boxed()
+        let order = order_by
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| (o.key, o.descending));
+        let request = Request::new(projects, filter, order, first, after);
+        search(ctx, &MODELS, request, |model| async move {
+            Ok(ModelNode(readable(ctx, model).await?))
         })
-        .await?;
-        let mut page = Connection::new(after.is_some(), has_next);
-        for (model, cursor) in hits {
-            page.edges
-                .push(Edge::new(cursor, ModelNode(readable(ctx, model).await?)));
-        }
-        Ok(page)
+        .await
     }
 }

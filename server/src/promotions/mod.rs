@@ -22,13 +22,13 @@ use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::auth::TokenKeys;
 use crate::db::schema::{
-    deployments, memberships, model_versions, models, projects as projects_table, promotions, users,
+    deployments, memberships, model_versions, projects as projects_table, promotions, users,
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
 use crate::ids::{DeploymentId, ModelVersionId, ProjectId, PromotionId, UserId};
 use crate::lineage::{self, NodeRef};
-use crate::models::{Model, ModelVersion};
+use crate::models::{self, Model, ModelVersion};
 use crate::notify;
 use crate::policy::{Decision, PolicyBundle};
 use crate::projects::{self, Role};
@@ -81,25 +81,6 @@ pub struct Gate<'a> {
     pub public_url: &'a str,
 }
 
-/// The model version with its model.
-async fn load_version(
-    conn: &mut Conn,
-    model_version_id: ModelVersionId,
-) -> Result<(ModelVersion, Model)> {
-    model_versions::table
-        .inner_join(models::table)
-        .filter(model_versions::id.eq(model_version_id))
-        .select((ModelVersion::as_select(), Model::as_select()))
-        .first(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| missing_version(model_version_id))
-}
-
-fn missing_version(id: ModelVersionId) -> Error {
-    Error::not_found(format!("no model version with id {id}"))
-}
-
 /// Evaluates the policies for a would-be promotion without recording anything.
 pub async fn dry_run(
     conn: &mut Conn,
@@ -108,10 +89,8 @@ pub async fn dry_run(
     model_version_id: ModelVersionId,
     stage: &str,
 ) -> Result<(Value, Decision)> {
-    let (version, model) = load_version(conn, model_version_id).await?;
-    projects::authorize(conn, actor, model.project_id, Role::Viewer)
-        .await
-        .map_err(projects::hiding(|| missing_version(model_version_id)))?;
+    let (version, model) =
+        models::version_and_model_for(conn, actor, model_version_id, Role::Viewer).await?;
     let stage = stages::find(conn, model.project_id, stage).await?;
     let requester = Requester {
         id: actor.user_id,
@@ -172,10 +151,8 @@ pub async fn request(
     comment: Option<&str>,
 ) -> Result<Promotion> {
     crate::validate::optional_text("comment", comment, 10_000)?;
-    let (version, model) = load_version(conn, model_version_id).await?;
-    projects::authorize(conn, actor, model.project_id, Role::Contributor)
-        .await
-        .map_err(projects::hiding(|| missing_version(model_version_id)))?;
+    let (version, model) =
+        models::version_and_model_for(conn, actor, model_version_id, Role::Contributor).await?;
     let requester = actor.user_id()?;
     let stage = stages::find(conn, model.project_id, stage_name).await?;
     if version.stage.as_deref() == Some(stage.name.as_str()) {
@@ -345,7 +322,7 @@ pub async fn set_status(conn: &mut Conn, id: PromotionId, status: Status) -> Res
 /// Applies a promotion whose gate is passed: the version takes the stage, the previous holder
 /// is archived, a deployment is recorded (a DEPLOYMENT lineage node), all audited.
 pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Result<Promotion> {
-    let (version, model) = load_version(conn, promotion.model_version_id).await?;
+    let (version, model) = models::version_and_model(conn, promotion.model_version_id).await?;
     // One applier per model and stage at a time, so a stage never holds two versions.
     diesel::sql_query(
         "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
@@ -591,7 +568,7 @@ pub async fn recheck(
     gate: &Gate<'_>,
     promotion: &Promotion,
 ) -> Result<Option<Decision>> {
-    let (version, model) = load_version(conn, promotion.model_version_id).await?;
+    let (version, model) = models::version_and_model(conn, promotion.model_version_id).await?;
     if version.manifest_sha256 != promotion.manifest_sha256 {
         return Err(Error::conflict(
             "the version's manifest changed since the request",
@@ -663,7 +640,7 @@ pub async fn recheck(
 
 /// The version and model behind a promotion (for pages and events).
 pub async fn subject(conn: &mut Conn, promotion: &Promotion) -> Result<(ModelVersion, Model)> {
-    load_version(conn, promotion.model_version_id).await
+    models::version_and_model(conn, promotion.model_version_id).await
 }
 
 /// Expires overdue promotions every `every` on this replica.
@@ -700,16 +677,15 @@ pub async fn emergency_archive(
     model_version_id: ModelVersionId,
     reason: &str,
 ) -> Result<ModelVersion> {
-    let (version, model) = load_version(conn, model_version_id).await?;
-    projects::authorize(conn, actor, model.project_id, Role::Admin)
-        .await
-        .map_err(|e| match e {
-            Error::Forbidden(_) => {
-                Error::forbidden("an emergency archive needs the admin role in the project")
-            }
-            Error::NotFound(_) => missing_version(model_version_id),
-            other => other,
-        })?;
+    let (version, model) =
+        models::version_and_model_for(conn, actor, model_version_id, Role::Admin)
+            .await
+            .map_err(|e| match e {
+                Error::Forbidden(_) => {
+                    Error::forbidden("an emergency archive needs the admin role in the project")
+                }
+                other => other,
+            })?;
     crate::validate::optional_text("reason", Some(reason), 10_000)?;
     let reason = reason.trim();
     if reason.is_empty() {

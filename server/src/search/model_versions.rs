@@ -1,17 +1,8 @@
 //! Model version search: by model name, version number, stage, alias, tag, and the metrics and
 //! params of the run that produced the version.
 
-use diesel::sql_types::Jsonb;
-use diesel::QueryableByName;
-use diesel_async::RunQueryDsl;
-use serde_json::Value;
-
 use super::filter::ValueType;
-use super::sql::{encode_cursor, AttributeSpec, Rule, Search, Subject};
-use crate::db::Conn;
-use crate::error::Result;
-use crate::ids::ProjectId;
-use crate::models::ModelVersion;
+use super::sql::{AttributeSpec, Rule, Subject};
 
 /// Model versions with their model (`v`, `m`), MLflow's attribute names first.
 pub static MODEL_VERSIONS: Subject = Subject {
@@ -60,42 +51,3 @@ pub static MODEL_VERSIONS: Subject = Subject {
         },
     ],
 };
-
-#[derive(QueryableByName)]
-struct Hit {
-    #[diesel(embed)]
-    version: ModelVersion,
-    #[diesel(sql_type = Jsonb)]
-    sort_values: Value,
-}
-
-/// Checks a model version search (see [`Search::new`]).
-pub fn checked(
-    filter: Option<&str>,
-    order_by: &[String],
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Search> {
-    Search::new(&MODEL_VERSIONS, filter, order_by, after, limit)
-}
-
-/// Runs the search over the versions of models in `project_ids`; each hit with its cursor, and
-/// whether another page follows.
-pub async fn search(
-    conn: &mut Conn,
-    project_ids: &[ProjectId],
-    search: &Search,
-) -> Result<(Vec<(ModelVersion, String)>, bool)> {
-    let hits: Vec<Hit> = search
-        .statement(&MODEL_VERSIONS, project_ids)
-        .query()
-        .load(conn)
-        .await?;
-    let has_next = hits.len() as i64 > search.limit();
-    let versions = hits
-        .into_iter()
-        .take(search.limit() as usize)
-        .map(|hit| (hit.version, encode_cursor(&hit.sort_values)))
-        .collect();
-    Ok((versions, has_next))
-}

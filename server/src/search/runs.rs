@@ -1,20 +1,9 @@
 //! Run search: filters on latest metric values, params, tags and attributes, over `runs`,
 //! `run_latest_metrics` and `run_params`.
 
-use diesel::sql_types::Jsonb;
-use diesel::QueryableByName;
-use diesel_async::RunQueryDsl;
-use serde_json::Value;
-
 use super::filter::ValueType;
-use super::sql::{encode_cursor, AttributeSpec, Bind, Rule, Search, Subject};
-use crate::db::Conn;
-use crate::error::Result;
+use super::sql::{AttributeSpec, Bind, Rule, Search, Subject};
 use crate::ids::ProjectId;
-use crate::runs::Run;
-
-/// The most projects one search may name.
-pub const MAX_PROJECTS: usize = 100;
 
 /// Runs, with MLflow's attribute names first.
 pub static RUNS: Subject = Subject {
@@ -58,46 +47,6 @@ pub static RUNS: Subject = Subject {
     ],
 };
 
-/// A page of runs and the cursor after each.
-pub struct Hits {
-    pub runs: Vec<(Run, String)>,
-    pub has_next: bool,
-}
-
-#[derive(QueryableByName)]
-struct Hit {
-    #[diesel(embed)]
-    run: Run,
-    #[diesel(sql_type = Jsonb)]
-    sort_values: Value,
-}
-
-/// Checks a run search (see [`Search::new`]).
-pub fn checked(
-    filter: Option<&str>,
-    order_by: &[String],
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Search> {
-    Search::new(&RUNS, filter, order_by, after, limit)
-}
-
-/// Runs the search over the runs of `project_ids` (the caller's readable projects).
-pub async fn search(conn: &mut Conn, project_ids: &[ProjectId], search: &Search) -> Result<Hits> {
-    let hits: Vec<Hit> = search
-        .statement(&RUNS, project_ids)
-        .query()
-        .load(conn)
-        .await?;
-    let has_next = hits.len() as i64 > search.limit();
-    let runs = hits
-        .into_iter()
-        .take(search.limit() as usize)
-        .map(|hit| (hit.run, encode_cursor(&hit.sort_values)))
-        .collect();
-    Ok(Hits { runs, has_next })
-}
-
 /// The statement's text and binds, for `EXPLAIN` in the tests that keep the plans honest.
 pub fn explainable(search: &Search, project_ids: &[ProjectId]) -> (String, Vec<Bind>) {
     let st = search.statement(&RUNS, project_ids);
@@ -110,9 +59,21 @@ mod tests {
     use crate::ids::TypedId;
     use uuid::Uuid;
 
+    use crate::error::Result;
+    use crate::search::sql::encode_cursor;
+
     fn search(filter: &str, order: &[&str]) -> Result<Search> {
         let order: Vec<String> = order.iter().map(|s| s.to_string()).collect();
         checked(Some(filter), &order, None, 50)
+    }
+
+    fn checked(
+        filter: Option<&str>,
+        order: &[String],
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Search> {
+        Search::new(&RUNS, filter, order, after, limit)
     }
 
     #[test]

@@ -6,7 +6,10 @@ use base64::Engine as _;
 use chrono::{DateTime, TimeZone, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{BoxedSqlQuery, SqlQuery};
-use diesel::sql_types::{Array, Float8, Int8, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::row::NamedRow;
+use diesel::sql_types::{Array, Float8, Int8, Jsonb, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -14,6 +17,7 @@ use super::filter::{
     check_operand, parse_filter, parse_order_key, Comparison, Entity, Key, Literal, Op, OrderKey,
     SyntaxError, ValueType,
 };
+use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::ids::{ProjectId, TypedId};
 use crate::runs::RunStatus;
@@ -155,10 +159,6 @@ impl Search {
         })
     }
 
-    pub fn limit(&self) -> i64 {
-        self.limit
-    }
-
     /// The statement: the rows of `project_ids` that match, in order, after the cursor, at most
     /// `limit + 1` of them (the extra one says that another page follows), each with the sort
     /// values its cursor is made of (column `sort_values`).
@@ -172,11 +172,7 @@ impl Search {
             let expr = match key.entity {
                 Entity::Metric | Entity::Param => {
                     let run = subject.run.expect("checked in Search::new");
-                    let table = if key.entity == Entity::Metric {
-                        "run_latest_metrics"
-                    } else {
-                        "run_params"
-                    };
+                    let table = table_of(key.entity);
                     let name = st.bind(Bind::Text(key.name.clone()));
                     joins.push_str(&format!(
                         " LEFT JOIN {table} s{i} ON s{i}.run_id = {run} AND s{i}.key = {name}"
@@ -255,6 +251,52 @@ impl Search {
         alternatives.push(format!("({})", equal_so_far.join(" AND ")));
         format!("({})", alternatives.join(" OR "))
     }
+}
+
+/// A page of search hits, each with the cursor after it.
+pub struct Page<T> {
+    pub rows: Vec<(T, String)>,
+    pub has_next: bool,
+}
+
+/// One row of a search's result: the searched row and its sort values (the cursor). Written
+/// out because diesel's derive does not take a type parameter in an embedded field.
+struct Hit<T> {
+    row: T,
+    sort_values: Value,
+}
+
+impl<T: QueryableByName<Pg>> QueryableByName<Pg> for Hit<T> {
+    fn build<'a>(row: &impl NamedRow<'a, Pg>) -> diesel::deserialize::Result<Self> {
+        Ok(Hit {
+            row: T::build(row)?,
+            sort_values: NamedRow::get::<Jsonb, Value>(row, "sort_values")?,
+        })
+    }
+}
+
+/// Runs `search` over the rows of `subject` in `project_ids` (the caller's readable projects).
+pub async fn page<T>(
+    conn: &mut Conn,
+    subject: &Subject,
+    project_ids: &[ProjectId],
+    search: &Search,
+) -> Result<Page<T>>
+where
+    T: QueryableByName<Pg> + Send + 'static,
+{
+    let hits: Vec<Hit<T>> = search
+        .statement(subject, project_ids)
+        .query()
+        .load(conn)
+        .await?;
+    let has_next = hits.len() as i64 > search.limit;
+    let rows = hits
+        .into_iter()
+        .take(search.limit as usize)
+        .map(|hit| (hit.row, encode_cursor(&hit.sort_values)))
+        .collect();
+    Ok(Page { rows, has_next })
 }
 
 /// What an order key sorts on, checked against the subject.
@@ -439,7 +481,7 @@ fn condition(
                 return Ok(format!("{column} {}", op.sql()));
             }
             match (attribute.rule, attribute.value_type) {
-                (Rule::RunStatus, _) => status_test(*op, value, at, st),
+                (Rule::RunStatus, _) => status_test(column, *op, value, at, st),
                 (Rule::Alias, _) => alias_test(key, *op, value, st),
                 (Rule::Plain, ValueType::Text) => Ok(text_test(column, *op, value, st)),
                 (Rule::Plain, ValueType::Number) => match value {
@@ -489,6 +531,7 @@ fn condition(
     }
 }
 
+/// The table of a run's latest metric values or of its params.
 fn table_of(entity: Entity) -> &'static str {
     if entity == Entity::Metric {
         "run_latest_metrics"
@@ -517,13 +560,14 @@ fn text_test(column: &str, op: Op, value: &Literal, st: &mut Statement) -> Strin
 }
 
 fn status_test(
+    column: &str,
     op: Op,
     value: &Literal,
     at: usize,
     st: &mut Statement,
 ) -> Result<String, SyntaxError> {
     if matches!(op, Op::Like | Op::ILike) {
-        return Ok(text_test("upper(r.status)", op, value, st));
+        return Ok(text_test(&format!("upper({column})"), op, value, st));
     }
     let statuses = texts(value)
         .into_iter()
@@ -543,8 +587,8 @@ fn status_test(
         .collect::<Result<Vec<String>, _>>()?;
     let list = st.bind(Bind::Texts(statuses));
     Ok(match op {
-        Op::Eq | Op::In => format!("r.status = ANY({list})"),
-        _ => format!("r.status <> ALL({list})"),
+        Op::Eq | Op::In => format!("{column} = ANY({list})"),
+        _ => format!("{column} <> ALL({list})"),
     })
 }
 

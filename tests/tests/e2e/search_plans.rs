@@ -4,8 +4,8 @@
 //! loudly, long before a dashboard slows down.
 
 use custody_server::ids::{ProjectId, TypedId};
-use custody_server::search::runs::{checked, explainable};
-use custody_server::search::sql::Bind;
+use custody_server::search::runs::{explainable, RUNS};
+use custody_server::search::sql::{Bind, Search};
 use custody_tests::fixtures::create_project;
 use custody_tests::seed::{seed_runs, RunSeed};
 use custody_tests::TestEnv;
@@ -68,7 +68,7 @@ async fn searches_read_latest_values_through_indexes() {
     ];
     for (filter, order) in searches {
         let order: Vec<String> = order.iter().map(|s| s.to_string()).collect();
-        let search = checked(Some(filter), &order, None, 50).unwrap();
+        let search = Search::new(&RUNS, Some(filter), &order, None, 50).unwrap();
         let (statement, binds) = explainable(&search, &[ProjectId::from_uuid(project)]);
         let binds: Vec<Box<dyn ToSql + Sync + Send>> = binds.iter().map(as_sql).collect();
         let params: Vec<&(dyn ToSql + Sync)> = binds
@@ -83,6 +83,10 @@ async fn searches_read_latest_values_through_indexes() {
         let mut found = Vec::new();
         nodes(&plan[0]["Plan"], &mut found);
         let what = format!("{filter:?} ordered by {order:?}:\n{plan:#}");
+        assert!(
+            found.iter().any(|(_, relation)| relation == "runs"),
+            "the plan was not read (no node reads runs): {what}"
+        );
         assert!(
             !found.iter().any(|(_, relation)| relation == "run_metrics"),
             "a search read the metric history: {what}"

@@ -277,3 +277,41 @@ async fn bad_searches_are_refused_with_their_column_and_change_nothing() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_searches_answer_only_readable_projects() {
+    let env = TestEnv::start().await;
+    let victim = env.issue_token("victim@example.com", false).await;
+    let run = seed(&env, &victim).await[0].clone();
+    create_model(&env.server, &victim, "search", "secret-model").await;
+    register_model_version(&env.server, &victim, "search", "secret-model", &run).await;
+    let outsider = env.issue_token("outsider@example.com", false).await;
+    create_project(&env.server, &outsider, "own").await;
+    create_model(&env.server, &outsider, "own", "mine").await;
+
+    let models = "query($p: [String!]) { searchModels(projects: $p) { edges { node { name } } } }";
+    let versions =
+        "query($p: [String!]) { searchModelVersions(projects: $p) { edges { node { id } } } }";
+    let d = env.gql_ok(&outsider, models, json!({})).await;
+    assert_eq!(
+        d["searchModels"]["edges"],
+        json!([{ "node": { "name": "mine" } }])
+    );
+    let d = env.gql_ok(&outsider, versions, json!({})).await;
+    assert_eq!(d["searchModelVersions"]["edges"], json!([]));
+    for query in [models, versions] {
+        env.assert_refused(&outsider, "NOT_FOUND", query, json!({ "p": ["search"] }))
+            .await;
+        let many: Vec<String> = (0..101).map(|i| format!("p{i}")).collect();
+        env.assert_refused(&outsider, "INVALID_INPUT", query, json!({ "p": many }))
+            .await;
+    }
+    // The victim sees its own.
+    let d = env
+        .gql_ok(&victim, versions, json!({ "p": ["search"] }))
+        .await;
+    assert_eq!(
+        d["searchModelVersions"]["edges"].as_array().unwrap().len(),
+        1
+    );
+}
