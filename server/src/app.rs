@@ -360,6 +360,7 @@ async fn serve_with_database(
     };
     notify::spawn_worker(pool.clone(), delivery, options.outbox_interval);
     promotions::spawn_expiry(pool.clone(), options.outbox_interval);
+    let events = crate::events::Hub::start(urls.runtime.clone(), pool.clone()).await?;
     tracing::info!(listen = %local, "custody-server listening; GraphiQL at http://{local}/graphql");
     http::run(
         AppState {
@@ -370,6 +371,7 @@ async fn serve_with_database(
             policy: Arc::new(policy),
             public_url,
             webhooks: outbound,
+            events,
         },
         HttpConfig {
             listener,

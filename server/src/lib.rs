@@ -17,6 +17,7 @@ pub mod config;
 pub mod datasets;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod ids;

@@ -346,6 +346,60 @@ pub async fn add_member(
     Ok((membership, user))
 }
 
+/// Removes a member from a project (project admins). The project's last admin stays: a project
+/// without one could never be administered again. Subscriptions of the removed member to the
+/// project end when this commits (they re-check on membership changes).
+pub async fn remove_member(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    email: &str,
+) -> Result<()> {
+    let project = find_authorized(conn, actor, project_name, Role::Admin).await?;
+    let email = auth::normalize_email(email)?;
+    let missing = || Error::not_found(format!("{email} is not a member of {project_name}"));
+    let user = auth::find_user_by_email(conn, &email)
+        .await?
+        .ok_or_else(missing)?;
+    // The project's admins are locked first, so two admins cannot remove each other at once.
+    let admins: Vec<UserId> = memberships::table
+        .filter(memberships::project_id.eq(project.id))
+        .filter(memberships::role.eq(Role::Admin))
+        .select(memberships::user_id)
+        .for_update()
+        .load(conn)
+        .await?;
+    let before: Membership = memberships::table
+        .find((project.id, user.id))
+        .select(Membership::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(missing)?;
+    if before.role == Role::Admin && admins.len() <= 1 {
+        return Err(Error::conflict(format!(
+            "{email} is the last admin of {project_name}; make another member admin first"
+        )));
+    }
+    diesel::delete(memberships::table.find((project.id, user.id)))
+        .execute(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "member.remove",
+            project_id: Some(project.id),
+            subject_kind: "user",
+            subject_id: user.id.to_string(),
+            before: Some(json!({"email": email, "role": before.role, "groups": before.groups})),
+            after: None,
+        },
+    )
+    .await
+}
+
 /// The email of each of these users.
 pub async fn emails_of(
     conn: &mut Conn,

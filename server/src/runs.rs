@@ -13,6 +13,7 @@ use crate::audit::{self, Change};
 use crate::db::schema::{run_metrics, run_params, runs};
 use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};
+use crate::events;
 use crate::ids::{CodeCommitId, DatasetVersionId, ProjectId, RunId, UserId};
 use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
@@ -315,30 +316,53 @@ pub async fn log_metrics(
     if keys.is_empty() {
         return Ok(0);
     }
+    // Subscribers of the run hear of the points when they commit (`events`); the payload is
+    // built here and sent only if some replica watches the run.
+    let (topic, announcement) = events::metrics_payload(
+        run_id,
+        keys.iter()
+            .zip(&values)
+            .zip(&steps)
+            .zip(&ats)
+            .map(|(((key, value), step), at)| events::Point {
+                key: key.clone(),
+                value: *value,
+                step: *step,
+                at: *at,
+            })
+            .collect(),
+    );
     // One prepared statement whatever the batch size: the arrays are unnested server-side, the
-    // points appended to the history, and each key's latest value (highest step, then time, then
-    // value) upserted into `run_latest_metrics`, which searches filter and sort on. An older
-    // point logged late leaves the latest value as it is.
+    // points appended to the history, each key's latest value (highest step, then time, then
+    // value) upserted into `run_latest_metrics`, which searches filter and sort on, and the
+    // points announced to the run's watchers. An older point logged late leaves the latest
+    // value as it is.
     diesel::sql_query(
         "WITH batch (key, value, step, at) AS (
              SELECT * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])
          ), history AS (
              INSERT INTO run_metrics (run_id, key, value, step, at)
              SELECT $1, key, value, step, at FROM batch
+         ), latest AS (
+             INSERT INTO run_latest_metrics AS latest (run_id, key, value, step, at)
+             SELECT DISTINCT ON (key) $1, key, value, step, at FROM batch
+             ORDER BY key, step DESC, at DESC, value DESC
+             ON CONFLICT (run_id, key) DO UPDATE
+             SET value = EXCLUDED.value, step = EXCLUDED.step, at = EXCLUDED.at
+             WHERE (EXCLUDED.step, EXCLUDED.at, EXCLUDED.value)
+                 > (latest.step, latest.at, latest.value)
          )
-         INSERT INTO run_latest_metrics AS latest (run_id, key, value, step, at)
-         SELECT DISTINCT ON (key) $1, key, value, step, at FROM batch
-         ORDER BY key, step DESC, at DESC, value DESC
-         ON CONFLICT (run_id, key) DO UPDATE
-         SET value = EXCLUDED.value, step = EXCLUDED.step, at = EXCLUDED.at
-         WHERE (EXCLUDED.step, EXCLUDED.at, EXCLUDED.value)
-             > (latest.step, latest.at, latest.value)",
+         SELECT pg_notify('custody_events', $7) FROM event_watches
+         WHERE topic = $6 AND expires_at > now()
+         LIMIT 1",
     )
     .bind::<SqlUuid, _>(run_id)
     .bind::<Array<Text>, _>(&keys)
     .bind::<Array<Float8>, _>(&values)
     .bind::<Array<Int8>, _>(&steps)
     .bind::<Array<Timestamptz>, _>(&ats)
+    .bind::<Text, _>(&topic)
+    .bind::<Text, _>(&announcement)
     .execute(conn)
     .await?;
     Ok(keys.len())
@@ -435,6 +459,42 @@ pub async fn metrics_of(
         .into_boxed();
     if let Some(key) = key {
         query = query.filter(run_metrics::key.eq(key.to_owned()));
+    }
+    Ok(query.load(conn).await?)
+}
+
+/// Where a read of a whole history stopped: the last point given (the history's order).
+pub type HistoryCursor = (String, i64, DateTime<Utc>);
+
+/// The next `limit` points of a run's history (all keys, or one) after `after`, ordered by key,
+/// step and time: a keyset read along the history's primary key, so reading a million points
+/// page by page costs the same per page (an offset would re-read everything before it).
+pub async fn metrics_after(
+    conn: &mut Conn,
+    run_id: RunId,
+    key: Option<&str>,
+    after: Option<&HistoryCursor>,
+    limit: i64,
+) -> Result<Vec<Metric>> {
+    let mut query = run_metrics::table
+        .filter(run_metrics::run_id.eq(run_id))
+        .order((run_metrics::key, run_metrics::step, run_metrics::at))
+        .limit(limit)
+        .select(Metric::as_select())
+        .into_boxed();
+    if let Some(key) = key {
+        query = query.filter(run_metrics::key.eq(key.to_owned()));
+    }
+    if let Some((key, step, at)) = after {
+        query = query.filter(
+            diesel::dsl::sql::<diesel::sql_types::Bool>("(key, step, at) > (")
+                .bind::<Text, _>(key.clone())
+                .sql(", ")
+                .bind::<Int8, _>(*step)
+                .sql(", ")
+                .bind::<Timestamptz, _>(*at)
+                .sql(")"),
+        );
     }
     Ok(query.load(conn).await?)
 }

@@ -19,6 +19,8 @@ pub struct AppState {
     pub public_url: String,
     /// Where webhooks may point (checked at registration and at every delivery).
     pub webhooks: crate::outbound::WebhookPolicy,
+    /// Live events of GraphQL subscriptions.
+    pub events: std::sync::Arc<crate::events::Hub>,
 }
 
 impl AppState {

@@ -117,6 +117,9 @@ class CustodyServer:
         self.log_path = log_path
         self.admin_token = ""
         self._owns_work = owns_work
+        # False for a second replica on another server's data directory: that server owns the
+        # private cluster and stops it.
+        self._stop_cluster = True
 
     @classmethod
     def start(
@@ -128,6 +131,7 @@ class CustodyServer:
         extra_args: Optional[List[str]] = None,
         timeout: float = 90.0,
         work_dir: Optional[str] = None,
+        stop_cluster: bool = True,
     ) -> "CustodyServer":
         """Starts a server (embedded PostgreSQL unless `database_url`) and waits until it serves."""
         binary = binary or find_server_bin()
@@ -150,6 +154,7 @@ class CustodyServer:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
             log.close()
             server = cls(binary, work, port, proc, log_path, owns)
+            server._stop_cluster = stop_cluster
             _LIVE.append(server)
             try:
                 server._wait_healthy(timeout)
@@ -208,7 +213,8 @@ class CustodyServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._stop_private_cluster()
+        if self._stop_cluster:
+            self._stop_private_cluster()
         if remove and self._owns_work:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

@@ -289,13 +289,32 @@ def test_many_metrics_all_arrive_in_batches(server, project):
     assert len(metrics_of(server, run.id)) == 5000
 
 
-def test_run_metrics_reads_a_history_longer_than_one_page(admin, project):
-    # The server answers at most 10,000 points per request; the SDK reads page after page.
+def test_run_metrics_reads_a_history_longer_than_one_page(server, admin, project):
+    # The bulk export streams the server's keyset pages of 10,000 points as one response.
     with custody.start_run(project, client=admin, git=False, flush_interval=30) as run:
         for step in range(10_500):
             run.log_metric("loss", 1.0 / (step + 1), step=step)
+        run.log_metric("acc", 0.5, step=0)
     got = admin.run_metrics(run.id, "loss")
     assert [m["step"] for m in got] == list(range(10_500))
+    assert got[-1]["value"] == pytest.approx(1.0 / 10_500)
+    everything = admin.run_metrics(run.id)
+    assert [m["key"] for m in everything] == ["acc"] + ["loss"] * 10_500
+    # The same points, written the same way, as a GraphQL page of `Run.metrics`.
+    page = admin.graphql('query($id: ID!) { run(id: $id) { metrics(first: 3) { key value step timestamp } } }',
+                         {"id": run.id})["run"]["metrics"]
+    assert everything[:3] == page
+
+    outsider = custody.Client(server.url, admin.graphql('mutation { issueToken(email: "history-outsider@example.com") }')["issueToken"])
+    with pytest.raises(custody.CustodyError) as err:
+        outsider.run_metrics(run.id)
+    assert err.value.code == "NOT_FOUND" and err.value.status == 404
+    with pytest.raises(custody.CustodyError) as err:
+        admin.run_metrics("not-a-run")
+    assert err.value.code == "INVALID_INPUT"
+    with pytest.raises(custody.CustodyError) as err:
+        custody.Client(server.url, "not-a-token").run_metrics(run.id)
+    assert err.value.code == "UNAUTHENTICATED"
 
 
 def test_metrics_flush_on_the_interval(server, admin, project):

@@ -250,7 +250,13 @@ async fn append(conn: &mut Conn, pending: Vec<Pending>) -> Result<()> {
         .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev_hash)))
         .execute(conn)
         .await?;
-    Ok(())
+    // Subscribers of the projects (`auditEvents`, `promotionEvents`, membership re-checks) hear
+    // of the entries when they commit.
+    let announced: Vec<(ProjectId, i64)> = entries
+        .iter()
+        .filter_map(|e| e.project_id.map(|p| (p, e.seq)))
+        .collect();
+    crate::events::announce_audit(conn, &announced).await
 }
 
 #[derive(Debug, Default, Clone)]

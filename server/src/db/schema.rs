@@ -390,6 +390,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Topics some replica has live subscribers for (`events`); unlogged.
+    event_watches (topic, replica) {
+        topic -> Text,
+        replica -> Uuid,
+        expires_at -> Timestamptz,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     api_tokens,
@@ -422,4 +431,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     approval_links,
     webhooks,
     outbox,
+    event_watches,
 );

@@ -16,9 +16,10 @@ mod readonly;
 mod runs;
 mod scalars;
 mod search;
+mod subscriptions;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{Context, EmptySubscription, ErrorExtensions, MergedObject, Schema, ID};
+use async_graphql::{Context, ErrorExtensions, MergedObject, Schema, ID};
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::scoped_futures::ScopedBoxFuture;
 use diesel_async::AsyncPgConnection;
@@ -31,6 +32,7 @@ use crate::ids::TypedId;
 use crate::state::AppState;
 
 pub use loaders::DbLoader;
+pub use subscriptions::SubscriptionSlots;
 
 /// The most a query may cost: every field costs 1 and a list field its page size times the cost
 /// of one element, so one page of 10,000 metric points fits, and aliases cannot multiply it.
@@ -68,19 +70,23 @@ pub struct Mutation(
     labels::LabelMutation,
 );
 
-pub type CustodySchema = Schema<Query, Mutation, EmptySubscription>;
+pub type CustodySchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
 /// The caller of one request: an authenticated actor, or why there is none.
 pub struct Caller(pub Result<Actor, Error>);
 
 pub fn build_schema(state: AppState) -> CustodySchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .data(state)
-        .extension(readonly::AuditorsReadOnly)
-        .limit_depth(12)
-        .limit_complexity(MAX_COMPLEXITY)
-        .limit_recursive_depth(32)
-        .finish()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        subscriptions::Subscription,
+    )
+    .data(state)
+    .extension(readonly::AuditorsReadOnly)
+    .limit_depth(12)
+    .limit_complexity(MAX_COMPLEXITY)
+    .limit_recursive_depth(32)
+    .finish()
 }
 
 /// The caller, for edges outside GraphQL that already authenticated.
@@ -93,9 +99,13 @@ pub fn caller_actor(caller: &Caller) -> Result<&Actor, Error> {
 
 /// The schema without state, for printing the SDL.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        Mutation::default(),
+        subscriptions::Subscription,
+    )
+    .finish()
+    .sdl()
 }
 
 pub fn loader(pool: DbPool) -> DataLoader<DbLoader> {

@@ -242,4 +242,19 @@ impl ProjectMutation {
             user,
         })
     }
+
+    /// Removes a member from a project (project admins; never its last admin). True when done.
+    async fn remove_member(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        email: String,
+    ) -> GqlResult<bool> {
+        let actor = actor(ctx)?;
+        transaction(ctx, |c| {
+            async move { projects::remove_member(c, actor, &project, &email).await }.scope_boxed()
+        })
+        .await?;
+        Ok(true)
+    }
 }

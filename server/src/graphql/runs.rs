@@ -38,10 +38,10 @@ pub struct Param {
 
 #[derive(SimpleObject)]
 pub struct Metric {
-    key: String,
-    value: f64,
-    step: i64,
-    timestamp: DateTime<Utc>,
+    pub(crate) key: String,
+    pub(crate) value: f64,
+    pub(crate) step: i64,
+    pub(crate) timestamp: DateTime<Utc>,
 }
 
 /// Runs side by side (`compareRuns`).

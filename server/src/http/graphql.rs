@@ -223,6 +223,7 @@ async fn graphiql() -> HttpResponse {
         .body(
             GraphiQLSource::build()
                 .endpoint("/graphql")
+                .subscription_endpoint("/graphql")
                 .title("Custody GraphiQL")
                 .finish(),
         )

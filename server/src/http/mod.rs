@@ -1,5 +1,6 @@
 //! The HTTP edge: the server, its middleware (request ids, masked logs, CORS, metrics) and the
-//! routes: GraphQL, health, metrics, artifact streams, approval pages and audit exports.
+//! routes: GraphQL (and its subscriptions over WebSocket), health, metrics, artifact streams,
+//! approval pages and audit exports.
 
 mod approve;
 mod artifacts;
@@ -7,8 +8,10 @@ mod error;
 mod export;
 mod graphql;
 mod health;
+mod history;
 mod logging;
 mod metrics;
+mod subscriptions;
 
 pub use export::ExportLimits;
 
@@ -106,10 +109,12 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .wrap(TracingLogger::<logging::MaskedRootSpan>::new())
             .configure(health::routes)
             .configure(metrics::routes)
+            .configure(subscriptions::routes)
             .configure(graphql::routes)
             .configure(artifacts::routes)
             .configure(approve::routes)
             .configure(export::routes)
+            .configure(history::routes)
     })
     .listen(config.listener)
     .context("serving on the listener")?;
