@@ -106,10 +106,34 @@ pub enum Event {
     Audit(Box<AuditEntry>),
 }
 
-/// The payload announcing points logged to a run (built before the statement that logs them,
-/// which sends it only if the run is watched).
-pub fn metrics_payload(run: RunId, points: Vec<Point>) -> (String, String) {
+/// The topic and payload announcing points logged to a run, given as the columns `logMetrics`
+/// binds (built before the statement that logs them, which sends it only if the run is watched).
+pub fn metrics_payload(
+    run: RunId,
+    keys: &[String],
+    values: &[f64],
+    steps: &[i64],
+    ats: &[DateTime<Utc>],
+) -> (String, String) {
     let topic = Topic::Run(run).to_string();
+    // A point takes at least this many bytes of JSON: a batch that cannot fit is not serialised
+    // only to be thrown away (the 1,000-point batches of bulk logging).
+    const MIN_POINT_JSON: usize = 50;
+    if keys.len() * MIN_POINT_JSON > MAX_PAYLOAD {
+        return (topic, truncated_payload(run));
+    }
+    let points = keys
+        .iter()
+        .zip(values)
+        .zip(steps)
+        .zip(ats)
+        .map(|(((key, value), step), at)| Point {
+            key: key.clone(),
+            value: *value,
+            step: *step,
+            at: *at,
+        })
+        .collect();
     let full = Notice::Metrics {
         run,
         points,
@@ -119,12 +143,16 @@ pub fn metrics_payload(run: RunId, points: Vec<Point>) -> (String, String) {
     if payload.len() <= MAX_PAYLOAD {
         return (topic, payload);
     }
+    (topic, truncated_payload(run))
+}
+
+fn truncated_payload(run: RunId) -> String {
     let truncated = Notice::Metrics {
         run,
         points: Vec::new(),
         truncated: true,
     };
-    (topic, serde_json::to_string(&truncated).unwrap_or_default())
+    serde_json::to_string(&truncated).unwrap_or_default()
 }
 
 /// Announces appended audit entries to the watchers of their projects, in the appending
@@ -455,17 +483,26 @@ mod tests {
     #[test]
     fn large_batches_are_announced_without_their_points() {
         let run = RunId::from_uuid(uuid::Uuid::now_v7());
-        let point = |i: i64| Point {
-            key: format!("loss_{i}"),
-            value: 0.5,
-            step: i,
-            at: Utc::now(),
+        let batch = |n: i64| {
+            let keys: Vec<String> = (0..n).map(|i| format!("loss_{i}")).collect();
+            let steps: Vec<i64> = (0..n).collect();
+            (
+                keys,
+                vec![0.5; n as usize],
+                steps,
+                vec![Utc::now(); n as usize],
+            )
         };
-        let (topic, small) = metrics_payload(run, (0..3).map(point).collect());
+        let (keys, values, steps, ats) = batch(3);
+        let (topic, small) = metrics_payload(run, &keys, &values, &steps, &ats);
         assert_eq!(topic, format!("run:{run}"));
         assert!(small.contains("loss_2") && small.contains("\"truncated\":false"));
-        let (_, large) = metrics_payload(run, (0..1000).map(point).collect());
-        assert!(large.len() < MAX_PAYLOAD, "{}", large.len());
-        assert!(large.contains("\"truncated\":true") && !large.contains("loss_"));
+        for size in [1000, 150] {
+            // 1,000 points are refused by their count, 150 by their serialised length.
+            let (keys, values, steps, ats) = batch(size);
+            let (_, large) = metrics_payload(run, &keys, &values, &steps, &ats);
+            assert!(large.len() < MAX_PAYLOAD, "{}", large.len());
+            assert!(large.contains("\"truncated\":true") && !large.contains("loss_"));
+        }
     }
 }

@@ -318,20 +318,7 @@ pub async fn log_metrics(
     }
     // Subscribers of the run hear of the points when they commit (`events`); the payload is
     // built here and sent only if some replica watches the run.
-    let (topic, announcement) = events::metrics_payload(
-        run_id,
-        keys.iter()
-            .zip(&values)
-            .zip(&steps)
-            .zip(&ats)
-            .map(|(((key, value), step), at)| events::Point {
-                key: key.clone(),
-                value: *value,
-                step: *step,
-                at: *at,
-            })
-            .collect(),
-    );
+    let (topic, announcement) = events::metrics_payload(run_id, &keys, &values, &steps, &ats);
     // One prepared statement whatever the batch size: the arrays are unnested server-side, the
     // points appended to the history, each key's latest value (highest step, then time, then
     // value) upserted into `run_latest_metrics`, which searches filter and sort on, and the
