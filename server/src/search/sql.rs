@@ -162,10 +162,17 @@ impl Search {
     /// The statement: the rows of `project_ids` that match, in order, after the cursor, at most
     /// `limit + 1` of them (the extra one says that another page follows), each with the sort
     /// values its cursor is made of (column `sort_values`).
+    ///
+    /// Ordered by a metric or param first, the statement is two ordered halves: the rows that
+    /// have the key, read along its `(key, value, run_id)` index from the right end and stopping
+    /// after one page, then those without it (NULLs sort last). One ordered LEFT JOIN would
+    /// instead look up the key for every matching row and sort them all (100,000 runs: 90 ms
+    /// instead of a few).
     pub fn statement(&self, subject: &Subject, project_ids: &[ProjectId]) -> Statement {
         let mut st = Statement::default();
         let projects = st.bind(Bind::Uuids(project_ids.iter().map(|p| p.uuid()).collect()));
-        let mut joins = String::new();
+        // Per order key: its join (metrics and params) and its expression.
+        let mut joins: Vec<Option<(&'static str, String)>> = Vec::with_capacity(self.order.len());
         let mut sort_exprs = Vec::with_capacity(self.order.len());
         for (i, sort) in self.order.iter().enumerate() {
             let key = &sort.key;
@@ -174,20 +181,25 @@ impl Search {
                     let run = subject.run.expect("checked in Search::new");
                     let table = table_of(key.entity);
                     let name = st.bind(Bind::Text(key.name.clone()));
-                    joins.push_str(&format!(
-                        " LEFT JOIN {table} s{i} ON s{i}.run_id = {run} AND s{i}.key = {name}"
-                    ));
+                    joins.push(Some((
+                        table,
+                        format!("s{i}.run_id = {run} AND s{i}.key = {name}"),
+                    )));
                     format!("s{i}.value")
                 }
                 Entity::Tag => {
+                    joins.push(None);
                     let name = st.bind(Bind::Text(key.name.clone()));
                     format!("({} ->> {name})", subject.tags)
                 }
-                Entity::Attribute => subject
-                    .attribute(key)
-                    .expect("checked in Search::new")
-                    .column
-                    .to_owned(),
+                Entity::Attribute => {
+                    joins.push(None);
+                    subject
+                        .attribute(key)
+                        .expect("checked in Search::new")
+                        .column
+                        .to_owned()
+                }
             };
             sort_exprs.push(expr);
         }
@@ -198,25 +210,91 @@ impl Search {
         if let Some(after) = &self.after {
             conditions.push(self.after_cursor(subject, after, &sort_exprs, &mut st));
         }
+        let direction = |key: &SortKey| if key.descending { "DESC" } else { "ASC" };
         let mut order: Vec<String> = sort_exprs
             .iter()
             .zip(&self.order)
-            .map(|(expr, key)| {
-                let direction = if key.descending { "DESC" } else { "ASC" };
-                format!("{expr} {direction} NULLS LAST")
-            })
+            .map(|(expr, key)| format!("{expr} {} NULLS LAST", direction(key)))
             .collect();
         order.push(format!("{} DESC", subject.id));
         let mut cursor_values = sort_exprs.clone();
         cursor_values.push(subject.id.to_owned());
         let limit = st.bind(Bind::Int(self.limit + 1));
+        let join_sql = |kind: &str, skip_first: bool| -> String {
+            joins
+                .iter()
+                .enumerate()
+                .skip(usize::from(skip_first))
+                .filter_map(|(i, join)| {
+                    join.as_ref()
+                        .map(|(table, on)| format!(" {kind} {table} s{i} ON {on}"))
+                })
+                .collect()
+        };
+        let select = |columns: &str, joins: &str, extra: &[String], order: &[String]| {
+            let mut all = conditions.clone();
+            all.extend_from_slice(extra);
+            format!(
+                "SELECT {}, jsonb_build_array({}) AS sort_values{columns} FROM {}{joins} WHERE {} ORDER BY {} LIMIT {limit}",
+                subject.row,
+                cursor_values.join(", "),
+                subject.from,
+                all.join(" AND "),
+                order.join(", "),
+            )
+        };
+        let Some(Some((table, on))) = <[_]>::first(&joins) else {
+            st.sql = select("", &join_sql("LEFT JOIN", false), &[], &order);
+            return st;
+        };
+        let first = &self.order[0];
+        let others = join_sql("LEFT JOIN", true);
+        // The first half: only rows with the key, in the index's own order (no NULLs here, so
+        // the NULLS placement that the index cannot promise is left out), from the cursor on.
+        let mut with_key_order = order.clone();
+        with_key_order[0] = format!("s0.value {}", direction(first));
+        let mut from_cursor = Vec::new();
+        if let Some(after) = &self.after {
+            match &after[0] {
+                Value::Null => from_cursor.push("FALSE".to_owned()),
+                value => {
+                    let bound = st.bind_json(first.value_type, value);
+                    let cmp = if first.descending { "<=" } else { ">=" };
+                    from_cursor.push(format!("s0.value {cmp} {bound}"));
+                }
+            }
+        }
+        let columns = |half: u8| {
+            let keys: String = sort_exprs
+                .iter()
+                .enumerate()
+                .map(|(i, expr)| format!(", {expr} AS search_k{i}"))
+                .collect();
+            format!(", {half} AS search_half{keys}, {} AS search_id", subject.id)
+        };
+        let with_key = select(
+            &columns(0),
+            &format!(" JOIN {table} s0 ON {on}{others}"),
+            &from_cursor,
+            &with_key_order,
+        );
+        let without_key = select(
+            &columns(1),
+            &format!(" LEFT JOIN {table} s0 ON {on}{others}"),
+            &["s0.run_id IS NULL".to_owned()],
+            &order,
+        );
+        let mut outer_order = vec!["search_half".to_owned()];
+        outer_order.extend(
+            self.order
+                .iter()
+                .enumerate()
+                .map(|(i, key)| format!("search_k{i} {} NULLS LAST", direction(key))),
+        );
+        outer_order.push("search_id DESC".to_owned());
         st.sql = format!(
-            "SELECT {}, jsonb_build_array({}) AS sort_values FROM {}{joins} WHERE {} ORDER BY {} LIMIT {limit}",
-            subject.row,
-            cursor_values.join(", "),
-            subject.from,
-            conditions.join(" AND "),
-            order.join(", "),
+            "SELECT * FROM (({with_key}) UNION ALL ({without_key})) hits ORDER BY {} LIMIT {limit}",
+            outer_order.join(", ")
         );
         st
     }

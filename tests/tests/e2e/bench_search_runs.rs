@@ -24,7 +24,13 @@ const SEARCH: &str = "query($f: String, $o: [RunOrder!], $a: String) {
       edges { cursor node { id name } } pageInfo { hasNextPage } } }";
 const HISTORY: &str = "query($r: [ID!]!) {
     metricHistory(runIds: $r, keys: [\"loss\"], maxPoints: 1000) { totalPoints points { step value } } }";
-const REQUESTS: usize = 300;
+/// Requests per measured query (after 20 warm-up requests); `BENCH_REQUESTS` overrides it.
+fn requests() -> usize {
+    std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300)
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)]
@@ -35,8 +41,9 @@ async fn measure(env: &TestEnv, what: &str, query: &str, vars: Value, check: imp
     for _ in 0..20 {
         check(&env.gql_ok(&env.admin, query, vars.clone()).await);
     }
-    let mut times = Vec::with_capacity(REQUESTS);
-    for _ in 0..REQUESTS {
+    let requests = requests();
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
         let started = Instant::now();
         let d = env.gql_ok(&env.admin, query, vars.clone()).await;
         times.push(started.elapsed());
@@ -44,7 +51,7 @@ async fn measure(env: &TestEnv, what: &str, query: &str, vars: Value, check: imp
     }
     times.sort();
     println!(
-        "CUSTODY_BENCH {what}: requests={REQUESTS} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        "CUSTODY_BENCH {what}: requests={requests} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
         percentile(&times, 0.5).as_secs_f64() * 1e3,
         percentile(&times, 0.99).as_secs_f64() * 1e3,
         times.last().unwrap().as_secs_f64() * 1e3,
