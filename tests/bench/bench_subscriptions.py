@@ -75,7 +75,7 @@ async def main_async(args: argparse.Namespace, server: CustodyServer) -> None:
     arrivals: List[tuple] = []
     warmed: set = set()
 
-    async def subscriber(index: int, run_id: str, ready: asyncio.Event, stop: asyncio.Event) -> None:
+    async def subscriber(index: int, run_id: str, ready: asyncio.Event) -> None:
         transport = WebsocketsTransport(
             url=url,
             init_payload={"Authorization": f"Bearer {tokens[index // PER_USER]}"},
@@ -84,13 +84,10 @@ async def main_async(args: argparse.Namespace, server: CustodyServer) -> None:
             ack_timeout=60,
         )
         async with Client(transport=transport) as session:
-            stream = session.subscribe(GraphQLRequest(RUN_UPDATES, variable_values={"id": run_id})).__aiter__()
+            stream = session.subscribe(GraphQLRequest(RUN_UPDATES, variable_values={"id": run_id}))
             ready.set()
-            while not stop.is_set():
-                try:
-                    item = await asyncio.wait_for(stream.__anext__(), 1.0)
-                except asyncio.TimeoutError:
-                    continue
+            # Read until cancelled: a timeout around the generator's next item would close it.
+            async for item in stream:
                 now = time.time()
                 for m in item["runUpdates"]["metrics"]:
                     if m["key"] == "sent":
@@ -98,12 +95,11 @@ async def main_async(args: argparse.Namespace, server: CustodyServer) -> None:
                     elif m["key"] == "warmup":
                         warmed.add(index)
 
-    stop = asyncio.Event()
     readies = [asyncio.Event() for _ in range(total)]
     tasks = []
     for i in range(total):
         run_id = active_run if i >= args.idle else idle_runs[i]
-        tasks.append(asyncio.create_task(subscriber(i, run_id, readies[i], stop)))
+        tasks.append(asyncio.create_task(subscriber(i, run_id, readies[i])))
         if i % 50 == 49:
             await asyncio.sleep(0.05)
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 300)
@@ -124,7 +120,8 @@ async def main_async(args: argparse.Namespace, server: CustodyServer) -> None:
         await asyncio.sleep(args.interval)
     await asyncio.sleep(2)
     rss_after = rss_mib(server.proc.pid)
-    stop.set()
+    for task in tasks:
+        task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
 
     from_send = [(now - sent) * 1000 for _, sent, now in arrivals]
