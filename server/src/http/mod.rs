@@ -217,6 +217,15 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| {
             Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
         })?;
+    authenticate_token(state, token, request_id).await
+}
+
+/// The actor a bearer token (without its `Bearer ` prefix) stands for, for this request.
+pub(crate) async fn authenticate_token(
+    state: &AppState,
+    token: &str,
+    request_id: String,
+) -> Result<Actor, Error> {
     let mut conn = state.pool.get().await?;
     let mut actor = auth::authenticate(&mut conn, &state.keys, token.trim()).await?;
     actor.request_id = Some(request_id);

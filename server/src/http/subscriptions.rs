@@ -25,7 +25,6 @@ use futures_util::StreamExt as _;
 use tracing_actix_web::RequestId;
 
 use crate::access::Access;
-use crate::auth;
 use crate::graphql::{loader, Caller, CustodySchema, SubscriptionSlots};
 use crate::state::AppState;
 
@@ -198,16 +197,9 @@ async fn connection_data(
                         "a bearer token is required: send {\"Authorization\": \"Bearer …\"} in connection_init",
                     )
                 })?;
-            let mut conn = state
-                .pool
-                .get()
+            super::authenticate_token(state, token, request_id)
                 .await
-                .map_err(|e| async_graphql::Error::new(e.to_string()))?;
-            let mut actor = auth::authenticate(&mut conn, &state.keys, token.trim())
-                .await
-                .map_err(|e| async_graphql::Error::new(e.to_string()))?;
-            actor.request_id = Some(request_id);
-            actor
+                .map_err(|e| async_graphql::Error::new(e.to_string()))?
         }
     };
     let slot = state
