@@ -23,6 +23,7 @@ pub mod http;
 pub mod ids;
 pub mod labels;
 pub mod lineage;
+pub mod metric_history;
 pub mod models;
 pub mod notify;
 pub mod outbound;

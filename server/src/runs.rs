@@ -1,6 +1,6 @@
 //! Runs: executions with immutable params, high-volume metrics, a status and their inputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::ids::{CodeCommitId, DatasetVersionId, ProjectId, RunId, UserId};
 use crate::lineage::{self, NodeRef};
+use crate::metric_history;
 use crate::projects::{self, Role};
 use crate::validate;
 
@@ -271,7 +272,16 @@ pub async fn log_params(
     Ok(run)
 }
 
-/// Appends a batch of metrics in one statement. Metrics are observations, not governance acts:
+/// A series' point count after a batch.
+#[derive(QueryableByName)]
+struct SeriesCount {
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = Int8)]
+    points: i64,
+}
+
+/// Appends a batch of metrics. Metrics are observations, not governance acts:
 /// no audit entry, so logging never queues on the audit chain. Values must be finite.
 pub async fn log_metrics(
     conn: &mut Conn,
@@ -319,39 +329,70 @@ pub async fn log_metrics(
     // Subscribers of the run hear of the points when they commit (`events`); the payload is
     // built here and sent only if some replica watches the run.
     let (topic, announcement) = events::metrics_payload(run_id, &keys, &values, &steps, &ats);
-    // One prepared statement whatever the batch size: the arrays are unnested server-side, the
-    // points appended to the history, each key's latest value (highest step, then time, then
-    // value) upserted into `run_latest_metrics`, which searches filter and sort on, and the
-    // points announced to the run's watchers. An older point logged late leaves the latest
-    // value as it is.
-    diesel::sql_query(
-        "WITH batch (key, value, step, at) AS (
-             SELECT * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])
-         ), history AS (
+    // Two prepared statements whatever the batch size. The first appends the points to the
+    // history (the arrays unnested server-side), upserts each key's latest value (highest step,
+    // then time, then value; an older point logged late leaves it as it is), first point and
+    // point count into `run_latest_metrics`, which searches filter and sort on, and announces the
+    // points to the run's watchers. It answers each key's new count, which numbers the batch's
+    // points for the chunk summaries charts read (`metric_history::record_chunks`). A concurrent
+    // batch of the same key waits on that row until this transaction commits, so numbers never
+    // collide; keys are upserted in one order, so two batches never deadlock.
+    let series = metric_history::BatchSeries::of(&keys, &values, &steps, &ats);
+    let counts: Vec<SeriesCount> = diesel::sql_query(
+        "WITH history AS (
              INSERT INTO run_metrics (run_id, key, value, step, at)
-             SELECT $1, key, value, step, at FROM batch
+             SELECT $1, * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])
          ), latest AS (
-             INSERT INTO run_latest_metrics AS latest (run_id, key, value, step, at)
-             SELECT DISTINCT ON (key) $1, key, value, step, at FROM batch
-             ORDER BY key, step DESC, at DESC, value DESC
+             INSERT INTO run_latest_metrics AS latest
+                 (run_id, key, points, value, step, at, earliest_value, earliest_step, earliest_at)
+             SELECT $1, * FROM unnest($6::text[], $7::int8[], $8::float8[], $9::int8[],
+                 $10::timestamptz[], $11::float8[], $12::int8[], $13::timestamptz[])
              ON CONFLICT (run_id, key) DO UPDATE
-             SET value = EXCLUDED.value, step = EXCLUDED.step, at = EXCLUDED.at
-             WHERE (EXCLUDED.step, EXCLUDED.at, EXCLUDED.value)
-                 > (latest.step, latest.at, latest.value)
+             SET points = latest.points + EXCLUDED.points,
+                 value = CASE WHEN (EXCLUDED.step, EXCLUDED.at, EXCLUDED.value)
+                     > (latest.step, latest.at, latest.value)
+                     THEN EXCLUDED.value ELSE latest.value END,
+                 at = CASE WHEN (EXCLUDED.step, EXCLUDED.at, EXCLUDED.value)
+                     > (latest.step, latest.at, latest.value)
+                     THEN EXCLUDED.at ELSE latest.at END,
+                 step = GREATEST(EXCLUDED.step, latest.step),
+                 earliest_value = CASE
+                     WHEN (EXCLUDED.earliest_step, EXCLUDED.earliest_at, EXCLUDED.earliest_value)
+                     < (latest.earliest_step, latest.earliest_at, latest.earliest_value)
+                     THEN EXCLUDED.earliest_value ELSE latest.earliest_value END,
+                 earliest_at = CASE
+                     WHEN (EXCLUDED.earliest_step, EXCLUDED.earliest_at, EXCLUDED.earliest_value)
+                     < (latest.earliest_step, latest.earliest_at, latest.earliest_value)
+                     THEN EXCLUDED.earliest_at ELSE latest.earliest_at END,
+                 earliest_step = LEAST(EXCLUDED.earliest_step, latest.earliest_step)
+             RETURNING key, points
+         ), announced AS (
+             SELECT pg_notify('custody_events', $15) FROM event_watches
+             WHERE topic = $14 AND expires_at > now()
+             LIMIT 1
          )
-         SELECT pg_notify('custody_events', $7) FROM event_watches
-         WHERE topic = $6 AND expires_at > now()
-         LIMIT 1",
+         -- The batch is never empty, so `latest` answers a row and the announcement runs.
+         SELECT key, points, (SELECT count(*) FROM announced) AS announced FROM latest",
     )
     .bind::<SqlUuid, _>(run_id)
     .bind::<Array<Text>, _>(&keys)
     .bind::<Array<Float8>, _>(&values)
     .bind::<Array<Int8>, _>(&steps)
     .bind::<Array<Timestamptz>, _>(&ats)
+    .bind::<Array<Text>, _>(&series.keys)
+    .bind::<Array<Int8>, _>(&series.points)
+    .bind::<Array<Float8>, _>(&series.latest_values)
+    .bind::<Array<Int8>, _>(&series.latest_steps)
+    .bind::<Array<Timestamptz>, _>(&series.latest_ats)
+    .bind::<Array<Float8>, _>(&series.earliest_values)
+    .bind::<Array<Int8>, _>(&series.earliest_steps)
+    .bind::<Array<Timestamptz>, _>(&series.earliest_ats)
     .bind::<Text, _>(&topic)
     .bind::<Text, _>(&announcement)
-    .execute(conn)
+    .load(conn)
     .await?;
+    let counts: HashMap<String, i64> = counts.into_iter().map(|c| (c.key, c.points)).collect();
+    metric_history::record_chunks(conn, run_id, &keys, &values, &steps, &ats, &counts).await?;
     Ok(keys.len())
 }
 
@@ -513,138 +554,6 @@ pub async fn last_metrics(conn: &mut Conn, run_ids: &[RunId]) -> Result<Vec<Metr
             at,
         })
         .collect())
-}
-
-/// Default, and bounds, of a `metric_history` request: most runs and keys it names, and most
-/// points it may answer in all.
-pub const DEFAULT_HISTORY_POINTS: i32 = 1_000;
-const HISTORY_MAX_RUNS: usize = 50;
-const HISTORY_MAX_KEYS: usize = 50;
-const HISTORY_MAX_TOTAL_POINTS: usize = 50_000;
-
-/// A checked request for chart series: the keys, and at most how many points per series.
-pub struct HistoryRequest {
-    keys: Vec<String>,
-    max_points: i32,
-}
-
-impl HistoryRequest {
-    /// Checks the bounds: 1 to 50 runs (`runs` named), 1 to 50 keys, 4 to 10,000 points per
-    /// series (default 1,000), and runs × keys × points ≤ 50,000.
-    pub fn new(runs: usize, keys: Vec<String>, max_points: Option<i32>) -> Result<Self> {
-        let max_points = max_points.unwrap_or(DEFAULT_HISTORY_POINTS);
-        if runs == 0 || runs > HISTORY_MAX_RUNS {
-            return Err(Error::invalid(format!(
-                "runIds must name 1 to {HISTORY_MAX_RUNS} runs"
-            )));
-        }
-        if keys.is_empty() || keys.len() > HISTORY_MAX_KEYS {
-            return Err(Error::invalid(format!(
-                "keys must name 1 to {HISTORY_MAX_KEYS} metric keys"
-            )));
-        }
-        if !(4..=10_000).contains(&max_points) {
-            return Err(Error::invalid(format!(
-                "maxPoints must be between 4 and 10000, got {max_points}"
-            )));
-        }
-        let total = runs * keys.len() * max_points as usize;
-        if total > HISTORY_MAX_TOTAL_POINTS {
-            return Err(Error::invalid(format!(
-                "runIds × keys × maxPoints is {total}; at most {HISTORY_MAX_TOTAL_POINTS} points per request"
-            )));
-        }
-        Ok(HistoryRequest { keys, max_points })
-    }
-}
-
-/// One metric of one run, as a chart needs it.
-pub struct Series {
-    pub run_id: RunId,
-    pub key: String,
-    /// How many points the whole history has.
-    pub total_points: i64,
-    /// Whether `points` is a downsampled selection.
-    pub downsampled: bool,
-    pub points: Vec<HistoryPoint>,
-}
-
-/// One point of a downsampled series, with the size of the whole series.
-#[derive(QueryableByName, Debug, Clone)]
-pub struct HistoryPoint {
-    #[diesel(sql_type = SqlUuid)]
-    pub run_id: RunId,
-    #[diesel(sql_type = Text)]
-    pub key: String,
-    #[diesel(sql_type = Int8)]
-    pub step: i64,
-    #[diesel(sql_type = Float8)]
-    pub value: f64,
-    #[diesel(sql_type = Timestamptz)]
-    pub at: DateTime<Utc>,
-    /// How many points the whole series has.
-    #[diesel(sql_type = Int8)]
-    pub total: i64,
-}
-
-/// The history of each (run, key) series in at most `max_points` points, ordered by step and
-/// time: a series that fits is answered whole; a longer one is cut into `(max_points - 2) / 2`
-/// buckets of consecutive points and keeps the lowest and highest point of each bucket plus the
-/// first and last point, so spikes survive downsampling (an average would hide them). One
-/// statement with bound parameters.
-pub async fn metric_history(
-    conn: &mut Conn,
-    run_ids: &[RunId],
-    request: &HistoryRequest,
-) -> Result<Vec<Series>> {
-    let max_points = i64::from(request.max_points);
-    let buckets = ((max_points - 2) / 2).max(1);
-    let points: Vec<HistoryPoint> = diesel::sql_query(
-        "WITH points AS (
-           SELECT run_id, key, step, value, at,
-                  row_number() OVER (PARTITION BY run_id, key ORDER BY step, at) - 1 AS i,
-                  count(*) OVER (PARTITION BY run_id, key) AS total
-           FROM run_metrics WHERE run_id = ANY($1) AND key = ANY($2)
-         ), bucketed AS (
-           SELECT *, (i * $4) / total AS bucket FROM points
-         ), ranked AS (
-           SELECT *,
-                  row_number() OVER (PARTITION BY run_id, key, bucket ORDER BY value, i) AS low,
-                  row_number() OVER (PARTITION BY run_id, key, bucket ORDER BY value DESC, i) AS high
-           FROM bucketed
-         )
-         SELECT run_id, key, step, value, at, total FROM ranked
-         WHERE total <= $3 OR low = 1 OR high = 1 OR i = 0 OR i = total - 1
-         ORDER BY run_id, key, step, at",
-    )
-    .bind::<Array<SqlUuid>, _>(run_ids)
-    .bind::<Array<Text>, _>(&request.keys)
-    .bind::<Int8, _>(max_points)
-    .bind::<Int8, _>(buckets)
-    .load(conn)
-    .await?;
-    // Rows come ordered by run and key: each change of either starts a series.
-    let mut series: Vec<Series> = Vec::new();
-    for point in points {
-        let continues = series
-            .last()
-            .is_some_and(|s| s.run_id == point.run_id && s.key == point.key);
-        if !continues {
-            series.push(Series {
-                run_id: point.run_id,
-                key: point.key.clone(),
-                total_points: point.total,
-                downsampled: point.total > max_points,
-                points: Vec::new(),
-            });
-        }
-        series
-            .last_mut()
-            .expect("a series is open")
-            .points
-            .push(point);
-    }
-    Ok(series)
 }
 
 /// The most runs one comparison takes.

@@ -45,9 +45,21 @@ pub async fn seed_runs(sql: &Client, project: &str, seed: &RunSeed) -> Uuid {
     .await
     .unwrap();
     sql.execute(
-        "INSERT INTO run_latest_metrics (run_id, key, value, step, at)
-         SELECT run_id, key, value, step, at FROM run_metrics m
+        "INSERT INTO run_latest_metrics
+             (run_id, key, value, step, at, points, earliest_value, earliest_step, earliest_at)
+         SELECT run_id, key, value, step, at, 1, value, step, at FROM run_metrics m
          JOIN runs r ON r.id = m.run_id WHERE r.project_id = $1",
+        &[&project_id],
+    )
+    .await
+    .unwrap();
+    // Each one-point series is chunk 0 at both chunk levels (`run_metric_chunks`).
+    sql.execute(
+        "INSERT INTO run_metric_chunks
+         SELECT run_id, key, level, 0, 1, value, step, at, value, step, at
+         FROM run_metrics m JOIN runs r ON r.id = m.run_id,
+              (VALUES (5::int2), (10::int2)) AS levels (level)
+         WHERE r.project_id = $1",
         &[&project_id],
     )
     .await

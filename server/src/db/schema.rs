@@ -118,6 +118,26 @@ diesel::table! {
         value -> Float8,
         step -> Int8,
         at -> Timestamptz,
+        points -> Int8,
+        earliest_value -> Float8,
+        earliest_step -> Int8,
+        earliest_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    run_metric_chunks (run_id, key, level, chunk) {
+        run_id -> Uuid,
+        key -> Text,
+        level -> Int2,
+        chunk -> Int8,
+        points -> Int4,
+        min_value -> Float8,
+        min_step -> Int8,
+        min_at -> Timestamptz,
+        max_value -> Float8,
+        max_step -> Int8,
+        max_at -> Timestamptz,
     }
 }
 
@@ -356,6 +376,7 @@ diesel::joinable!(runs -> code_commits (code_commit_id));
 diesel::joinable!(run_params -> runs (run_id));
 diesel::joinable!(model_aliases -> model_versions (model_version_id));
 diesel::joinable!(run_latest_metrics -> runs (run_id));
+diesel::joinable!(run_metric_chunks -> runs (run_id));
 diesel::joinable!(run_metrics -> runs (run_id));
 diesel::joinable!(models -> projects (project_id));
 diesel::joinable!(model_versions -> models (model_id));
@@ -432,4 +453,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     webhooks,
     outbox,
     event_watches,
+    run_metric_chunks,
 );

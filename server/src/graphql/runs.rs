@@ -13,6 +13,7 @@ use super::{
 use crate::access::Readable;
 use crate::error::Error;
 use crate::ids::{CodeCommitId, DatasetVersionId, RunId};
+use crate::metric_history;
 use crate::projects::Role;
 use crate::runs::{self, NewMetric, NewRun, Run, RunStatus};
 
@@ -204,7 +205,9 @@ pub struct MetricSeries {
 /// A history request costs a quarter of the points it may answer: four of the largest fit in
 /// one query, more aliases do not.
 fn history_cost(run_ids: &[ID], keys: &[String], max_points: Option<i32>) -> usize {
-    let points = max_points.unwrap_or(runs::DEFAULT_HISTORY_POINTS).max(1) as usize;
+    let points = max_points
+        .unwrap_or(metric_history::DEFAULT_HISTORY_POINTS)
+        .max(1) as usize;
     (run_ids.len() * keys.len()).saturating_mul(points) / 4
 }
 
@@ -227,8 +230,8 @@ impl RunQuery {
         keys: Vec<String>,
         max_points: Option<i32>,
     ) -> GqlResult<Vec<MetricSeries>> {
-        let request =
-            runs::HistoryRequest::new(run_ids.len(), keys, max_points).map_err(gql_error)?;
+        let request = metric_history::HistoryRequest::new(run_ids.len(), keys, max_points)
+            .map_err(gql_error)?;
         let ids = parse_ids::<RunId>(&run_ids)?;
         let found = loaders(ctx)
             .load_many(ids.into_iter().map(RunById))
@@ -240,7 +243,8 @@ impl RunQuery {
             .map(|run| run.id)
             .collect();
         let series = read(ctx, |c| {
-            async move { runs::metric_history(c, &readable, &request).await }.scope_boxed()
+            async move { metric_history::metric_history(c, &readable, &request).await }
+                .scope_boxed()
         })
         .await?;
         Ok(series

@@ -154,3 +154,107 @@ async fn only_readable_runs_answer_and_requests_are_bounded() {
         "{r}"
     );
 }
+
+/// 40,000 points of `loss` logged in batches of 1,000 whose steps do not arrive in order (the
+/// batch holding step 0 comes second), two of them at once, with a spike and a dip.
+async fn long_run(env: &TestEnv) -> String {
+    create_project(&env.server, &env.admin, "long").await;
+    let run = id(&start_run(&env.server, &env.admin, "long", "r", None, &[]).await);
+    let batch = |b: i64| -> Value {
+        let points: Vec<Value> = (b * 1000..(b + 1) * 1000)
+            .map(|step| {
+                let value = match step {
+                    23_456 => 1000.0,
+                    31_000 => -1000.0,
+                    _ => (step as f64 / 100.0).sin(),
+                };
+                json!({ "key": "loss", "value": value, "step": step })
+            })
+            .collect();
+        json!(points)
+    };
+    let order: Vec<i64> = std::iter::once(5)
+        .chain((0..40).filter(|&b| b != 5))
+        .collect();
+    for pair in order.chunks(2) {
+        let counts = tokio::join!(
+            log_metrics(&env.server, &env.admin, &run, batch(pair[0])),
+            log_metrics(&env.server, &env.admin, &run, batch(pair[1])),
+        );
+        assert_eq!(counts, (1000, 1000));
+    }
+    run
+}
+
+/// Long histories are answered from chunk summaries kept on write: the same promises as a
+/// short one (first and last point, every spike, at most maxPoints, ordered by step), whatever
+/// order and concurrency the points were logged in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_histories_keep_first_last_and_spikes() {
+    let env = TestEnv::start().await;
+    let run = long_run(&env).await;
+
+    // The summaries account for every point exactly once at both chunk sizes.
+    let sql = env.sql().await;
+    let rows = sql
+        .query(
+            "SELECT level, count(*), sum(points)::int8 FROM run_metric_chunks
+             WHERE run_id = $1::text::uuid GROUP BY level ORDER BY level",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    let levels: Vec<(i16, i64, i64)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(levels, vec![(5, 1250, 40_000), (10, 40, 40_000)]);
+
+    for max_points in [1000, 10] {
+        let d = env
+            .gql_ok(
+                &env.admin,
+                HISTORY,
+                json!({ "r": [run], "k": ["loss"], "m": max_points }),
+            )
+            .await;
+        let series = &d["metricHistory"][0];
+        assert_eq!(series["totalPoints"], 40_000, "{max_points}");
+        assert_eq!(series["downsampled"], true);
+        let points = series["points"].as_array().unwrap();
+        assert!(
+            points.len() <= max_points && points.len() >= max_points / 3,
+            "{max_points}: {} points",
+            points.len()
+        );
+        let steps: Vec<i64> = points.iter().map(|p| p["step"].as_i64().unwrap()).collect();
+        assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
+        assert_eq!(steps.first(), Some(&0), "the first point");
+        assert_eq!(steps.last(), Some(&39_999), "the last point");
+        let at = |step: i64| {
+            points
+                .iter()
+                .find(|p| p["step"] == step)
+                .map(|p| p["value"].as_f64().unwrap())
+        };
+        assert_eq!(
+            at(23_456),
+            Some(1000.0),
+            "the spike survives ({max_points})"
+        );
+        assert_eq!(at(31_000), Some(-1000.0), "the dip survives ({max_points})");
+    }
+
+    // The latest value searches see is still the highest step's, not the last batch's.
+    let latest = sql
+        .query_one(
+            "SELECT step, points FROM run_latest_metrics WHERE run_id = $1::text::uuid",
+            &[&run],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (latest.get::<_, i64>(0), latest.get::<_, i64>(1)),
+        (39_999, 40_000)
+    );
+}
