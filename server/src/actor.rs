@@ -2,8 +2,22 @@
 //! one; it is its own module so that `audit` (which records actors) and `auth` (which makes them
 //! from tokens, and audits token changes) do not import each other.
 
+use crate::db::text_enum;
 use crate::error::{Error, Result};
-use crate::ids::UserId;
+use crate::ids::{ProjectId, UserId};
+
+text_enum! {
+    // How the person behind a request proved who they are. Recorded with every approval and
+    // given to promotion policies (`input.approvals[*].auth_method`), so a policy can demand a
+    // stronger proof for a stage. `email_link`: the single-use link mailed to an approver, alone;
+    // `api_token`: a bearer token (a server-issued JWT or an access token).
+    #[derive(async_graphql::Enum)]
+    #[graphql(name = "AuthMethod")]
+    pub enum AuthMethod as "authentication method" {
+        EmailLink = "email_link",
+        ApiToken = "api_token",
+    }
+}
 
 /// Who is acting, and under which request.
 #[derive(Debug, Clone)]
@@ -13,11 +27,20 @@ pub struct Actor {
     pub is_admin: bool,
     /// Holds the server-wide auditor role: reads everything, changes nothing (unless also admin).
     pub is_auditor: bool,
+    /// Acting through a read-only token: every change is refused.
+    pub read_only: bool,
+    /// Acting through a token limited to this project: no other project is reachable, and no
+    /// server-wide role applies.
+    pub project_scope: Option<ProjectId>,
+    /// How the caller authenticated (`None`: the server itself).
+    pub auth: Option<AuthMethod>,
     pub request_id: Option<String>,
 }
 
 /// The refusal every change by a (non-admin) auditor gets.
 pub const AUDITORS_READ_ONLY: &str = "auditors are read-only";
+/// The refusal every change through a read-only token gets.
+pub const READ_ONLY_TOKEN: &str = "this token is read-only";
 
 impl Actor {
     /// The server itself or its command line acting outside any API request.
@@ -27,6 +50,9 @@ impl Actor {
             email: format!("system:{name}"),
             is_admin: true,
             is_auditor: false,
+            read_only: false,
+            project_scope: None,
+            auth: None,
             request_id: None,
         }
     }
@@ -45,11 +71,18 @@ impl Actor {
     /// calls it for every root mutation field (`graphql::readonly`), the other write edges
     /// (uploads, approval links) call it themselves.
     pub fn require_writer(&self) -> Result<()> {
-        if self.is_auditor && !self.is_admin {
+        if self.read_only {
+            Err(Error::forbidden(READ_ONLY_TOKEN))
+        } else if self.is_auditor && !self.is_admin {
             Err(Error::forbidden(AUDITORS_READ_ONLY))
         } else {
             Ok(())
         }
+    }
+
+    /// Whether the caller may reach this project at all (a project-limited token reaches one).
+    pub fn reaches(&self, project_id: ProjectId) -> bool {
+        self.project_scope.is_none_or(|scope| scope == project_id)
     }
 
     pub fn user_id(&self) -> Result<UserId> {

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use crate::actor::Actor;
+use crate::actor::{Actor, AuthMethod};
 use crate::audit::{self, Change};
 use crate::db::schema::{api_tokens, users};
 use crate::db::Conn;
@@ -280,8 +280,12 @@ pub async fn issue_token(
         .map_err(Error::internal)
 }
 
-/// Checks a bearer token and returns the actor it stands for.
+/// Checks a bearer token (an access token `cst_…`, or a JWT this server issued) and returns the
+/// actor it stands for.
 pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Result<Actor> {
+    if token.starts_with(crate::access_tokens::SECRET_PREFIX) {
+        return crate::access_tokens::authenticate(conn, token).await;
+    }
     let claims = jsonwebtoken::decode::<Claims>(token, &keys.decoding, &keys.validation)
         .map_err(|e| Error::Unauthenticated(format!("invalid bearer token: {e}")))?
         .claims;
@@ -311,6 +315,9 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
                 email,
                 is_admin,
                 is_auditor,
+                read_only: false,
+                project_scope: None,
+                auth: Some(AuthMethod::ApiToken),
                 request_id: None,
             })
         }

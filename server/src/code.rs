@@ -51,13 +51,16 @@ pub async fn register(conn: &mut Conn, actor: &Actor, new: NewCommit<'_>) -> Res
     validate::optional_text("message", new.message, 65_536)?;
     // Commits are shared, so any contributor of some project may register one.
     if !actor.is_admin {
-        let contributor: bool = diesel::select(diesel::dsl::exists(
-            memberships::table
-                .filter(memberships::user_id.eq(actor.user_id()?))
-                .filter(memberships::role.ne(Role::Viewer)),
-        ))
-        .get_result(conn)
-        .await?;
+        let mut memberships = memberships::table
+            .filter(memberships::user_id.eq(actor.user_id()?))
+            .filter(memberships::role.ne(Role::Viewer))
+            .into_boxed();
+        if let Some(scope) = actor.project_scope {
+            memberships = memberships.filter(memberships::project_id.eq(scope));
+        }
+        let contributor: bool = diesel::select(diesel::dsl::exists(memberships))
+            .get_result(conn)
+            .await?;
         if !contributor {
             return Err(Error::forbidden(
                 "registering code commits needs the contributor role in some project",

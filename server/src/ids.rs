@@ -110,6 +110,8 @@ typed_id! {
     ApprovalId as "approval";
     /// The id (`jti`) of an issued API token.
     TokenId as "token";
+    /// A personal access token or a service account's token (`cst_…`).
+    AccessTokenId as "access token";
     WebhookId as "webhook";
     /// An upload in progress (direct or multipart), before its object is committed.
     UploadId as "upload";

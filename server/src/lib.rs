@@ -7,6 +7,7 @@
 //! ARCHITECTURE.md at the repository root walks through it.
 
 pub mod access;
+pub mod access_tokens;
 pub mod actor;
 pub mod app;
 pub mod artifacts;
@@ -32,6 +33,7 @@ pub mod projects;
 pub mod promotions;
 pub mod runs;
 pub mod search;
+pub mod service_accounts;
 pub mod stages;
 pub mod state;
 pub mod templates;

@@ -16,8 +16,8 @@ use uuid::Uuid;
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{
-    code_commits, dataset_versions, datasets, deployments, lineage_edges, memberships,
-    model_versions, models, runs,
+    code_commits, dataset_versions, datasets, deployments, lineage_edges, model_versions, models,
+    runs,
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
@@ -398,19 +398,13 @@ pub async fn traverse(
 /// runs of another) and the edges between them, so a traversal never reveals what a project's
 /// members cannot see. Code commits are shared and always visible.
 async fn visible_to(conn: &mut Conn, actor: &Actor, graph: Graph) -> Result<Graph> {
-    if actor.is_admin {
+    if actor.is_admin && actor.project_scope.is_none() {
         return Ok(graph);
     }
-    let readable: HashSet<ProjectId> = match actor.user_id {
-        Some(user) => memberships::table
-            .filter(memberships::user_id.eq(user))
-            .select(memberships::project_id)
-            .load(conn)
-            .await?
-            .into_iter()
-            .collect(),
-        None => HashSet::new(),
-    };
+    let readable: HashSet<ProjectId> = projects::readable_ids(conn, actor, None)
+        .await?
+        .into_iter()
+        .collect();
     // Each node's project, kind by kind.
     let mut owner: Vec<(NodeRef, ProjectId)> = Vec::new();
     owner.extend(

@@ -58,6 +58,9 @@ pub async fn role_of(
     actor: &Actor,
     project_id: ProjectId,
 ) -> Result<Option<Role>> {
+    if !actor.reaches(project_id) {
+        return Ok(None);
+    }
     if actor.is_admin {
         return Ok(Some(Role::Admin));
     }
@@ -108,6 +111,11 @@ pub async fn roles_in(
     actor: &Actor,
     project_ids: &[ProjectId],
 ) -> Result<std::collections::HashMap<ProjectId, Role>> {
+    let project_ids: Vec<ProjectId> = project_ids
+        .iter()
+        .copied()
+        .filter(|id| actor.reaches(*id))
+        .collect();
     if actor.is_admin {
         return Ok(project_ids.iter().map(|id| (*id, Role::Admin)).collect());
     }
@@ -116,7 +124,7 @@ pub async fn roles_in(
     };
     let rows: Vec<(ProjectId, Role)> = memberships::table
         .filter(memberships::user_id.eq(user_id))
-        .filter(memberships::project_id.eq_any(project_ids))
+        .filter(memberships::project_id.eq_any(&project_ids))
         .select((memberships::project_id, memberships::role))
         .load(conn)
         .await?;
@@ -161,6 +169,12 @@ pub async fn readable_ids(
     names: Option<&[String]>,
 ) -> Result<Vec<ProjectId>> {
     let Some(names) = names else {
+        if let Some(scope) = actor.project_scope {
+            return Ok(match role_of(conn, actor, scope).await? {
+                Some(_) => vec![scope],
+                None => Vec::new(),
+            });
+        }
         if actor.is_admin {
             return Ok(projects::table.select(projects::id).load(conn).await?);
         }
@@ -211,6 +225,11 @@ pub async fn create(
     name: &str,
     description: Option<&str>,
 ) -> Result<Project> {
+    if actor.project_scope.is_some() {
+        return Err(Error::forbidden(
+            "a project-limited token cannot create projects",
+        ));
+    }
     validate::name("project name", name)?;
     let description = validate::optional_text("description", description, 10_000)?;
     let exists: bool = diesel::select(diesel::dsl::exists(
@@ -449,6 +468,9 @@ pub async fn memberships_visible_to(
         .offset(slice.offset)
         .select((Membership::as_select(), Project::as_select()))
         .into_boxed();
+    if let Some(scope) = viewer.project_scope {
+        query = query.filter(memberships::project_id.eq(scope));
+    }
     if !viewer.is_admin {
         let Some(viewer_id) = viewer.user_id else {
             return Ok(Vec::new());

@@ -584,3 +584,34 @@ def test_search_runs_filters_orders_and_pages(admin, project):
         admin.search_runs("metrics.auc >> 1", projects=[project])
     assert err.value.code == "INVALID_INPUT"
     assert "column 14" in str(err.value)
+
+
+def test_access_tokens_and_service_accounts_through_the_sdk(server, admin, project):
+    """A CI job logs through a service account's token; a read-only token reads and is refused
+    writes; revoked tokens stop working. All with the SDK's own Client."""
+    admin.create_service_account(project, "ci")
+    created = admin.create_service_account_token(project, "ci", "github-actions", expires_in="1d")
+    assert created["secret"].startswith("cst_")
+    assert created["token"]["project"]["name"] == project
+    ci = custody.Client(server.url, created["secret"])
+    run = ci.start_run(project, "nightly")
+    assert ci.run(run["id"])["name"] == "nightly"
+    with pytest.raises(custody.CustodyError) as refused:
+        ci.create_project(f"elsewhere-{project}")
+    assert refused.value.code == "FORBIDDEN"
+
+    reader_token = admin.create_access_token("dashboard", read_only=True, project=project)
+    reader = custody.Client(server.url, reader_token["secret"])
+    assert reader.run(run["id"])["id"] == run["id"]
+    with pytest.raises(custody.CustodyError) as refused:
+        reader.start_run(project, "nope")
+    assert refused.value.code == "FORBIDDEN"
+    listed = {t["name"]: t for t in admin.access_tokens()}
+    assert listed["dashboard"]["readOnly"] is True
+    assert listed["dashboard"]["lastUsedAt"] is not None
+    assert "secret" not in listed["dashboard"]
+
+    admin.revoke_access_token(reader_token["token"]["id"])
+    with pytest.raises(custody.CustodyError) as refused:
+        reader.run(run["id"])
+    assert refused.value.code == "UNAUTHENTICATED"

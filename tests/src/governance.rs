@@ -22,7 +22,7 @@ pub use crate::wait::wait_until;
 pub const PROMOTION_FIELDS: &str =
     "id status stage comment requiredApprovals approverGroup policyResult policyDigest
     manifestSha256 expiresAt decidedAt requestedBy { email }
-    approvals { approver { email } decision comment via at }
+    approvals { approver { email } decision comment via authMethod at }
     modelVersion { id version stage }";
 
 /// The outbox worker (and promotion expiry) runs every second in these tests.

@@ -106,11 +106,15 @@ pub fn parse_time(text: &str) -> std::result::Result<DateTime<Utc>, String> {
     ))
 }
 
-/// Whether the user behind `actor` holds the auditor role.
+/// Whether the user behind `actor` holds the auditor role (never through a project-limited
+/// token: it reaches one project only).
 pub async fn is_auditor(conn: &mut Conn, actor: &Actor) -> Result<bool> {
     let Some(user_id) = actor.user_id else {
         return Ok(false);
     };
+    if actor.project_scope.is_some() {
+        return Ok(false);
+    }
     Ok(users::table
         .find(user_id)
         .select(users::is_auditor)

@@ -340,12 +340,14 @@ async fn promotions_section(
         .load(conn)
         .await?;
     let ids: Vec<PromotionId> = rows.iter().map(|(r, _)| r.0).collect();
+    /// promotion, decision, comment, via, at, approver, auth method
     type Decision = (
         PromotionId,
         String,
         Option<String>,
         String,
         DateTime<Utc>,
+        String,
         String,
     );
     let decisions: Vec<Decision> = approvals::table
@@ -359,6 +361,7 @@ async fn promotions_section(
             approvals::via,
             approvals::at,
             users::email,
+            approvals::auth_method,
         ))
         .load(conn)
         .await?;
@@ -368,8 +371,8 @@ async fn promotions_section(
             let approvals: Vec<Value> = decisions
                 .iter()
                 .filter(|d| d.0 == pid)
-                .map(|(_, decision, comment, via, at, email)| {
-                    json!({"approver": email, "decision": decision, "comment": comment, "via": via, "at": rfc3339(*at)})
+                .map(|(_, decision, comment, via, at, email, auth_method)| {
+                    json!({"approver": email, "decision": decision, "comment": comment, "via": via, "auth_method": auth_method, "at": rfc3339(*at)})
                 })
                 .collect();
             json!({

@@ -8,6 +8,23 @@ diesel::table! {
         is_admin -> Bool,
         created_at -> Timestamptz,
         is_auditor -> Bool,
+        service_project_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    access_tokens (id) {
+        id -> Uuid,
+        name -> Text,
+        secret_sha256 -> Bytea,
+        user_id -> Uuid,
+        project_id -> Nullable<Uuid>,
+        read_only -> Bool,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -320,6 +337,7 @@ diesel::table! {
         comment -> Nullable<Text>,
         via -> Text,
         at -> Timestamptz,
+        auth_method -> Text,
     }
 }
 
@@ -367,6 +385,7 @@ diesel::joinable!(run_artifacts -> runs (run_id));
 diesel::joinable!(model_version_files -> model_versions (model_version_id));
 diesel::joinable!(pending_uploads -> runs (run_id));
 diesel::joinable!(api_tokens -> users (user_id));
+diesel::joinable!(access_tokens -> projects (project_id));
 diesel::joinable!(memberships -> projects (project_id));
 diesel::joinable!(memberships -> users (user_id));
 diesel::joinable!(datasets -> projects (project_id));
@@ -421,6 +440,7 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(
+    access_tokens,
     users,
     api_tokens,
     projects,

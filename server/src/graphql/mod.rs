@@ -1,6 +1,7 @@
 //! The GraphQL edge: one file per domain, merged into one schema. Resolvers parse, authorize
 //! through the domain services, and map errors; the rules live in the domain modules.
 
+mod access_tokens;
 mod artifacts;
 mod audit;
 mod auth;
@@ -45,6 +46,7 @@ pub(crate) const DEFAULT_PAGE_SIZE: i32 = 50;
 #[derive(MergedObject, Default)]
 pub struct Query(
     auth::AuthQuery,
+    access_tokens::AccessTokenQuery,
     projects::ProjectQuery,
     datasets::DatasetQuery,
     runs::RunQuery,
@@ -59,6 +61,7 @@ pub struct Query(
 #[derive(MergedObject, Default)]
 pub struct Mutation(
     auth::AuthMutation,
+    access_tokens::AccessTokenMutation,
     projects::ProjectMutation,
     datasets::DatasetMutation,
     code::CodeMutation,

@@ -12,6 +12,7 @@ use super::{
     readable_child, readable_only, state, transaction, GqlResult, DEFAULT_PAGE_SIZE,
 };
 use crate::access::Readable;
+use crate::actor::AuthMethod;
 use crate::error::Error;
 use crate::ids::{ModelVersionId, ProjectId, PromotionId};
 use crate::notify;
@@ -44,6 +45,8 @@ pub struct ApprovalNode {
     decision: Verdict,
     comment: Option<String>,
     via: Via,
+    /// How the approver proved who they were.
+    auth_method: AuthMethod,
     at: DateTime<Utc>,
 }
 
@@ -161,6 +164,7 @@ impl PromotionNode {
                 decision: a.decision,
                 comment: a.comment,
                 via: a.via,
+                auth_method: a.auth_method,
                 at: a.at,
             })
             .collect())

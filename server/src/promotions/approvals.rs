@@ -7,7 +7,7 @@ use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::actor::Actor;
+use crate::actor::{Actor, AuthMethod};
 use crate::audit::{self, Change};
 use crate::auth::{TokenKeys, User, ISSUER};
 use crate::db::schema::{
@@ -54,6 +54,7 @@ pub struct Approval {
     pub comment: Option<String>,
     pub via: Via,
     pub at: DateTime<Utc>,
+    pub auth_method: AuthMethod,
 }
 
 /// Records one approver's decision and, when the quorum is reached, applies the promotion (after
@@ -74,6 +75,9 @@ pub async fn decide(
     // The row lock serialises concurrent decisions on one promotion: the quorum is counted once.
     let promotion = promotions::lock(conn, promotion_id).await?;
     let approver = actor.user_id()?;
+    let auth_method = actor
+        .auth
+        .ok_or_else(|| Error::forbidden("only a person decides on a promotion"))?;
     let member = member_of(conn, promotion.project_id, approver).await?;
     let Some(member) = member else {
         return Err(Error::forbidden(
@@ -113,6 +117,7 @@ pub async fn decide(
             approvals::decision.eq(verdict),
             approvals::comment.eq(comment),
             approvals::via.eq(via),
+            approvals::auth_method.eq(auth_method),
         ))
         .execute(conn)
         .await?;
@@ -129,7 +134,7 @@ pub async fn decide(
             subject_id: promotion.id.to_string(),
             before: None,
             after: Some(
-                json!({"decision": verdict.as_str(), "comment": comment, "via": via.as_str()}),
+                json!({"decision": verdict.as_str(), "comment": comment, "via": via.as_str(), "auth_method": auth_method}),
             ),
         },
     )
@@ -392,7 +397,7 @@ pub async fn policy_approvals(
                 .iter()
                 .find(|m| m.user_id == u.id)
                 .and_then(|m| m.granted_by_email.clone());
-            json!({"email": u.email, "decision": a.decision, "granted_by": granted_by})
+            json!({"email": u.email, "decision": a.decision, "granted_by": granted_by, "auth_method": a.auth_method})
         })
         .collect())
 }
@@ -567,6 +572,9 @@ pub async fn decide_by_link(
         email: target.approver.email.clone(),
         is_admin: false,
         is_auditor,
+        read_only: false,
+        project_scope: None,
+        auth: Some(AuthMethod::EmailLink),
         request_id,
     };
     decide(
@@ -637,7 +645,7 @@ pub async fn page_view(
         .any(|(a, _)| a.approver_id == target.approver.id);
     let decisions: Vec<_> = decided_rows
         .into_iter()
-        .map(|(a, u)| json!({"approver": u.email, "decision": a.decision, "comment": a.comment, "via": a.via, "at": a.at.to_rfc3339()}))
+        .map(|(a, u)| json!({"approver": u.email, "decision": a.decision, "comment": a.comment, "via": a.via, "auth_method": a.auth_method, "at": a.at.to_rfc3339()}))
         .collect();
     let view = json!({
         "approver": target.approver.email,

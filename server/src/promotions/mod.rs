@@ -22,7 +22,7 @@ use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::auth::TokenKeys;
 use crate::db::schema::{
-    deployments, memberships, model_versions, projects as projects_table, promotions, users,
+    deployments, model_versions, projects as projects_table, promotions, users,
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
@@ -543,11 +543,9 @@ pub async fn list(
             let project = projects::find_authorized(conn, actor, name, Role::Viewer).await?;
             query = query.filter(promotions::project_id.eq(project.id));
         }
-        None if actor.is_admin => {}
+        None if actor.is_admin && actor.project_scope.is_none() => {}
         None => {
-            let mine = memberships::table
-                .filter(memberships::user_id.eq(actor.user_id()?))
-                .select(memberships::project_id);
+            let mine = projects::readable_ids(conn, actor, None).await?;
             query = query.filter(promotions::project_id.eq_any(mine));
         }
     }

@@ -521,6 +521,10 @@ async fn a_recheck_that_changes_a_pending_promotion_is_audited_and_sees_the_appr
             ),
         ]
     );
+    // ...and how each decider proved who they were (both decided with their API token).
+    for approval in input["approvals"].as_array().unwrap() {
+        assert_eq!(approval["auth_method"], "api_token", "{approval}");
+    }
     assert_eq!(input["current_stage"], Value::Null);
 }
 

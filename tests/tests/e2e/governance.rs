@@ -234,6 +234,7 @@ async fn production_needs_an_evaluation_dataset_then_two_approvers_approve_from_
     assert_eq!(now["approvals"].as_array().unwrap().len(), 1);
     assert_eq!(now["approvals"][0]["approver"]["email"], BOB);
     assert_eq!(now["approvals"][0]["via"], "EMAIL");
+    assert_eq!(now["approvals"][0]["authMethod"], "EMAIL_LINK");
     assert_eq!(now["approvals"][0]["decision"], "APPROVE");
     assert_eq!(now["approvals"][0]["comment"], "looks good");
     assert_eq!(stage_of(&env, &mv).await, None, "applied before the quorum");
@@ -890,6 +891,7 @@ async fn one_rejection_rejects_and_a_rejection_needs_a_reason() {
         "the holdout AUC is too low"
     );
     assert_eq!(rejected["approvals"][1]["via"], "API");
+    assert_eq!(rejected["approvals"][1]["authMethod"], "API_TOKEN");
     assert_eq!(stage_of(&env, &mv).await, None);
     assert_eq!(deployments_of(&env, &mv).await, 0);
 

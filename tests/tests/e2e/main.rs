@@ -13,6 +13,7 @@
 //! A new test file is a module here (`mod name;` below, the file `tests/tests/e2e/name.rs`);
 //! [`every_test_file_is_a_module_of_this_binary`] fails for a file anywhere else.
 
+mod access_tokens;
 mod api_happy_path;
 mod approval_page_browser;
 mod artifacts;

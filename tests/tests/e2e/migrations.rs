@@ -462,9 +462,11 @@ async fn enum_columns_refuse_unknown_values() {
                   manifest_sha256, policy_digest, policy_input, policy_result, required_approvals) \
                   VALUES ({u}, {u}, {u}, 'production', $V, {u}, now(), 'm', 'd', '{{}}', '{{}}', 0)")),
         ("approvals", "decision", "approve",
-         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via) VALUES ({u}, {u}, {u}, $V, 'web')")),
+         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via, auth_method) VALUES ({u}, {u}, {u}, $V, 'web', 'email_link')")),
         ("approvals", "via", "email",
-         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via) VALUES ({u}, {u}, {u}, 'approve', $V)")),
+         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via, auth_method) VALUES ({u}, {u}, {u}, 'approve', $V, 'email_link')")),
+        ("approvals", "auth_method", "api_token",
+         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via, auth_method) VALUES ({u}, {u}, {u}, 'approve', 'api', $V)")),
         ("lineage_edges", "from_kind", "run",
          format!("INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation) VALUES ({u}, $V, {u}, 'dataset_version', {u}, 'consumed')")),
         ("lineage_edges", "to_kind", "deployment",
