@@ -495,7 +495,7 @@ mod tests {
             "promotions": [{"id": "pr", "stage": "production", "status": "applied", "requested_by": "a@x", "comment": "go",
                 "created_at": "t", "decided_at": "t", "manifest_sha256": "ab", "policy_digest": "pd",
                 "policy_result": {"deny": []}, "required_approvals": 1, "approver_group": null,
-                "approvals": [{"approver": "b@x", "decision": "approve", "comment": null, "via": "email", "at": "t"}]}],
+                "approvals": [{"approver": "b@x", "decision": "approve", "comment": null, "via": "email", "auth_method": "email_link", "at": "t"}]}],
             "deployments": [{"id": "dep", "stage": "production", "created_at": "t"}],
             "audit": {"entries": [{"seq": 1, "prev_hash": "0", "hash": "1", "entry": {"action": "model_version.register",
                 "actor": "a@x", "at": "t"}, "chain": "ok"}], "truncated_to_newest": null,
@@ -512,6 +512,7 @@ mod tests {
                 && page.contains("pii")
                 && page.contains("b@x")
                 && page.contains("lr")
+                && page.contains("authenticated by email_link")
         );
         assert!(!page.contains("<b>me</b>"), "HTML must be escaped");
     }
