@@ -346,7 +346,7 @@ class Client:
 
     def access_tokens(self) -> List[Dict[str, Any]]:
         """The caller's own access tokens, newest first (without their secrets)."""
-        q = "{ accessTokens { id name readOnly createdAt expiresAt lastUsedAt revokedAt project { name } } }"
+        q = "query { accessTokens { id name readOnly createdAt expiresAt lastUsedAt revokedAt project { name } } }"
         return self.graphql(q)["accessTokens"]
 
     def revoke_access_token(self, token_id: str) -> None:
