@@ -170,6 +170,17 @@ pub async fn list_own(conn: &mut Conn, actor: &Actor) -> Result<Vec<AccessToken>
     list_of(conn, actor.user_id()?).await
 }
 
+/// A user's tokens, for that user or a server admin (acting with full powers); anyone else is
+/// refused: the list shows where a person has scripts running.
+pub async fn list_for(conn: &mut Conn, actor: &Actor, user_id: UserId) -> Result<Vec<AccessToken>> {
+    if actor.user_id != Some(user_id) && !actor.is_admin {
+        return Err(Error::forbidden(
+            "only the user and server admins see a user's access tokens",
+        ));
+    }
+    list_of(conn, user_id).await
+}
+
 /// The tokens acting as `user_id`, newest first.
 pub async fn list_of(conn: &mut Conn, user_id: UserId) -> Result<Vec<AccessToken>> {
     Ok(access_tokens::table

@@ -14,7 +14,7 @@ use crate::ids::AccessTokenId;
 use crate::projects::Role;
 use crate::service_accounts::{self, ServiceAccount};
 
-pub struct AccessTokenNode(AccessToken);
+pub struct AccessTokenNode(pub AccessToken);
 
 /// A personal access token or a service account's token. Its secret is never shown again
 /// after creation.

@@ -1,11 +1,13 @@
 use async_graphql::{Context, Object, ID};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
+use super::access_tokens::AccessTokenNode;
 use super::projects::MembershipNode;
 use super::{
     access, actor, gql_error, list_cost, parse_id, read, slice, state, transaction, GqlResult,
     DEFAULT_LIST_SIZE, MAX_LIST_SIZE,
 };
+use crate::access_tokens;
 use crate::auth::{self, User};
 use crate::ids::TokenId;
 use crate::projects;
@@ -25,6 +27,18 @@ impl UserNode {
     /// Server-wide administrator.
     async fn is_admin(&self) -> bool {
         self.0.is_admin
+    }
+
+    /// This user's access tokens, newest first (without secrets): for the user and server
+    /// admins, who may revoke them; FORBIDDEN for anyone else.
+    async fn access_tokens(&self, ctx: &Context<'_>) -> GqlResult<Vec<AccessTokenNode>> {
+        let caller = actor(ctx)?;
+        let user_id = self.0.id;
+        let tokens = read(ctx, |c| {
+            async move { access_tokens::list_for(c, caller, user_id).await }.scope_boxed()
+        })
+        .await?;
+        Ok(tokens.into_iter().map(AccessTokenNode).collect())
     }
 
     /// The memberships of this user in projects the caller may read (by project name): adding

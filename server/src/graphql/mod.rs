@@ -1,7 +1,7 @@
 //! The GraphQL edge: one file per domain, merged into one schema. Resolvers parse, authorize
 //! through the domain services, and map errors; the rules live in the domain modules.
 
-mod access_tokens;
+pub(crate) mod access_tokens;
 mod artifacts;
 mod audit;
 mod auth;

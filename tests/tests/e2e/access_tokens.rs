@@ -92,6 +92,19 @@ async fn personal_tokens_act_as_their_owner_until_revoked_or_expired() {
     env.assert_refused(&ana, "NOT_FOUND", CREATE, json!({ "n": "x", "p": "bobs" }))
         .await;
 
+    // A fellow member cannot list ana's tokens; a server admin can, and revoke them.
+    add_member(&env.server, &ana, "p", "bob@example.com", "VIEWER").await;
+    let theirs = "{ project(name: \"p\") { members { user { email accessTokens { id name } } } } }";
+    let r = env.gql(&bob, theirs, json!({})).await;
+    assert_eq!(r["errors"][0]["extensions"]["code"], "FORBIDDEN", "{r}");
+    let d = env.gql_ok(&env.admin, theirs, json!({})).await;
+    let members = d["project"]["members"].as_array().unwrap();
+    let ana_row = members
+        .iter()
+        .find(|m| m["user"]["email"] == "ana@example.com")
+        .unwrap();
+    assert_eq!(ana_row["user"]["accessTokens"][0]["id"], id.as_str(), "{d}");
+
     // Revoked: refused from then on; revoking again is a conflict.
     let d = env.gql_ok(&ana, REVOKE, json!({ "id": id })).await;
     assert!(d["revokeAccessToken"]["revokedAt"].is_string());
