@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::actor::{Actor, AuthMethod};
 use crate::audit::{self, Change};
-use crate::db::schema::{api_tokens, users};
+use crate::db::schema::{access_tokens, api_tokens, users};
 use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::ids::{TokenId, UserId};
@@ -361,6 +361,51 @@ pub async fn revoke_token(conn: &mut Conn, actor: &Actor, jti: TokenId) -> Resul
     )
     .await?;
     Ok(())
+}
+
+/// Revokes every token of a user at once — server-issued JWTs and access tokens alike (server
+/// admins; offboarding, or a leaked laptop). Answers how many were still valid.
+pub async fn revoke_all_tokens_of(conn: &mut Conn, actor: &Actor, email: &str) -> Result<usize> {
+    actor.require_admin()?;
+    let email = normalize_email(email)?;
+    let user = find_user_by_email(conn, &email)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no user with email {email}")))?;
+    let now = Utc::now();
+    let jwts = diesel::update(
+        api_tokens::table
+            .filter(api_tokens::user_id.eq(user.id))
+            .filter(api_tokens::revoked_at.is_null())
+            .filter(api_tokens::expires_at.gt(now)),
+    )
+    .set(api_tokens::revoked_at.eq(now))
+    .execute(conn)
+    .await?;
+    let access = diesel::update(
+        access_tokens::table
+            .filter(access_tokens::user_id.eq(user.id))
+            .filter(access_tokens::revoked_at.is_null())
+            .filter(access_tokens::expires_at.gt(now)),
+    )
+    .set(access_tokens::revoked_at.eq(now))
+    .execute(conn)
+    .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "user.revoke_tokens",
+            project_id: None,
+            subject_kind: "user",
+            subject_id: user.id.to_string(),
+            before: None,
+            after: Some(
+                json!({"email": user.email, "jwts_revoked": jwts, "access_tokens_revoked": access}),
+            ),
+        },
+    )
+    .await?;
+    Ok(jwts + access)
 }
 
 /// On a fresh installation: creates `admin@localhost` with the admin role and returns a token for

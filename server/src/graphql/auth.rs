@@ -117,6 +117,17 @@ impl AuthMutation {
         .await
     }
 
+    /// Revokes every token of a user (server-issued and access tokens); answers how many were
+    /// still valid. Server admins only.
+    async fn revoke_user_tokens(&self, ctx: &Context<'_>, email: String) -> GqlResult<i32> {
+        let actor = actor(ctx)?;
+        let revoked = transaction(ctx, |c| {
+            async move { auth::revoke_all_tokens_of(c, actor, &email).await }.scope_boxed()
+        })
+        .await?;
+        Ok(i32::try_from(revoked).unwrap_or(i32::MAX))
+    }
+
     /// Revokes a token by its `jti`; it is refused from then on. Server admins only.
     async fn revoke_token(&self, ctx: &Context<'_>, jti: ID) -> GqlResult<bool> {
         let actor = actor(ctx)?;

@@ -375,3 +375,51 @@ async fn service_accounts_act_in_their_project_only() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_admins_revoke_every_token_of_a_user_at_once() {
+    let env = TestEnv::start().await;
+    let jwt = env.issue_token("ana@example.com", false).await;
+    let (pat, _) = create_token(&env, &jwt, json!({ "n": "laptop" })).await;
+    let bob = env.issue_token("bob@example.com", false).await;
+    let revoke = "mutation($e: String!) { revokeUserTokens(email: $e) }";
+    let ana = json!({ "e": "ana@example.com" });
+
+    // Not an admin, not a user, not an address: refused, nothing changed.
+    env.assert_refused(&bob, "FORBIDDEN", revoke, ana.clone())
+        .await;
+    env.assert_refused(
+        &env.admin,
+        "NOT_FOUND",
+        revoke,
+        json!({ "e": "nobody@example.com" }),
+    )
+    .await;
+    env.assert_refused(
+        &env.admin,
+        "INVALID_INPUT",
+        revoke,
+        json!({ "e": "nobody" }),
+    )
+    .await;
+    for token in [&jwt, &pat] {
+        env.gql_ok(token, ME, json!({})).await;
+    }
+
+    let d = env.gql_ok(&env.admin, revoke, ana.clone()).await;
+    assert_eq!(d["revokeUserTokens"], 2);
+    for token in [&jwt, &pat] {
+        let r = env.gql(token, ME, json!({})).await;
+        assert_eq!(
+            r["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
+            "{r}"
+        );
+    }
+    // Bob's token is untouched; a second sweep finds nothing left.
+    env.gql_ok(&bob, ME, json!({})).await;
+    let d = env.gql_ok(&env.admin, revoke, ana).await;
+    assert_eq!(d["revokeUserTokens"], 0);
+    assert!(audit_actions(&env)
+        .await
+        .contains(&"user.revoke_tokens".to_owned()));
+}
