@@ -57,6 +57,17 @@ pub struct TokenRequest {
     pub read_only: bool,
 }
 
+impl TokenRequest {
+    /// `expires_in` like `30d` or `12h` (default 90 days); not read-only unless asked.
+    pub fn new(name: String, expires_in: Option<&str>, read_only: Option<bool>) -> Result<Self> {
+        Ok(TokenRequest {
+            name,
+            lifetime: crate::auth::parse_ttl(expires_in.unwrap_or(DEFAULT_LIFETIME))?,
+            read_only: read_only.unwrap_or(false),
+        })
+    }
+}
+
 /// A token just created, with the secret that is never shown again.
 pub struct Created {
     pub secret: String,
@@ -243,6 +254,30 @@ pub async fn revoke(conn: &mut Conn, actor: &Actor, id: AccessTokenId) -> Result
     )
     .await?;
     Ok(token)
+}
+
+/// Revokes every still-valid access token acting as `user_id` (the caller authorized and audits
+/// it); answers how many.
+pub async fn revoke_all_of(conn: &mut Conn, user_id: UserId, now: DateTime<Utc>) -> Result<usize> {
+    Ok(diesel::update(
+        access_tokens::table
+            .filter(access_tokens::user_id.eq(user_id))
+            .filter(access_tokens::revoked_at.is_null())
+            .filter(access_tokens::expires_at.gt(now)),
+    )
+    .set(access_tokens::revoked_at.eq(now))
+    .execute(conn)
+    .await?)
+}
+
+/// A service account's tokens, for admins of its project.
+pub async fn list_for_service_account(
+    conn: &mut Conn,
+    actor: &Actor,
+    account: &service_accounts::ServiceAccount,
+) -> Result<Vec<AccessToken>> {
+    projects::authorize(conn, actor, account.project_id, Role::Admin).await?;
+    list_of(conn, account.user_id).await
 }
 
 /// The actor an access-token secret stands for: refused when unknown, revoked or expired. A

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::actor::{Actor, AuthMethod};
 use crate::audit::{self, Change};
-use crate::db::schema::{access_tokens, api_tokens, users};
+use crate::db::schema::{api_tokens, users};
 use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::ids::{TokenId, UserId};
@@ -381,15 +381,7 @@ pub async fn revoke_all_tokens_of(conn: &mut Conn, actor: &Actor, email: &str) -
     .set(api_tokens::revoked_at.eq(now))
     .execute(conn)
     .await?;
-    let access = diesel::update(
-        access_tokens::table
-            .filter(access_tokens::user_id.eq(user.id))
-            .filter(access_tokens::revoked_at.is_null())
-            .filter(access_tokens::expires_at.gt(now)),
-    )
-    .set(access_tokens::revoked_at.eq(now))
-    .execute(conn)
-    .await?;
+    let access = crate::access_tokens::revoke_all_of(conn, user.id, now).await?;
     audit::record(
         conn,
         actor,

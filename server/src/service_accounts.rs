@@ -9,9 +9,10 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 
+use crate::access_tokens;
 use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::db::schema::{access_tokens as tokens, memberships, users};
+use crate::db::schema::{memberships, users};
 use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::ids::{ProjectId, UserId};
@@ -34,14 +35,16 @@ fn identity(project: &str, name: &str) -> String {
     format!("service:{project}/{name}")
 }
 
-/// Creates a service account in a project (project admins) with the VIEWER or CONTRIBUTOR role.
+/// Creates a service account in a project (project admins) with the VIEWER or CONTRIBUTOR role
+/// (default CONTRIBUTOR: what CI needs to log runs and register models).
 pub async fn create(
     conn: &mut Conn,
     actor: &Actor,
     project: &str,
     name: &str,
-    role: Role,
+    role: Option<Role>,
 ) -> Result<ServiceAccount> {
+    let role = role.unwrap_or(Role::Contributor);
     let project = projects::find_authorized(conn, actor, project, Role::Admin).await?;
     validate::slug("service account name", name)?;
     if role > Role::Contributor {
@@ -169,14 +172,7 @@ pub async fn remove(conn: &mut Conn, actor: &Actor, project: &str, name: &str) -
     diesel::delete(memberships::table.find((project.id, account.user_id)))
         .execute(conn)
         .await?;
-    let revoked = diesel::update(
-        tokens::table
-            .filter(tokens::user_id.eq(account.user_id))
-            .filter(tokens::revoked_at.is_null()),
-    )
-    .set(tokens::revoked_at.eq(Utc::now()))
-    .execute(conn)
-    .await?;
+    let revoked = access_tokens::revoke_all_of(conn, account.user_id, Utc::now()).await?;
     audit::record(
         conn,
         actor,

@@ -9,7 +9,6 @@ use super::loaders::ProjectById;
 use super::projects::ProjectNode;
 use super::{access, actor, gql_error, loaders, parse_id, read, transaction, GqlResult};
 use crate::access_tokens::{self, AccessToken, Created, TokenRequest};
-use crate::auth;
 use crate::ids::AccessTokenId;
 use crate::projects::Role;
 use crate::service_accounts::{self, ServiceAccount};
@@ -113,35 +112,14 @@ impl ServiceAccountNode {
     /// The account's tokens, newest first (project admins; others get FORBIDDEN).
     async fn tokens(&self, ctx: &Context<'_>) -> GqlResult<Vec<AccessTokenNode>> {
         let actor = actor(ctx)?;
-        let (project_id, user_id) = (self.0.project_id, self.0.user_id);
+        let account = &self.0;
         let tokens = read(ctx, |c| {
-            async move {
-                crate::projects::authorize(c, actor, project_id, Role::Admin).await?;
-                access_tokens::list_of(c, user_id).await
-            }
-            .scope_boxed()
+            async move { access_tokens::list_for_service_account(c, actor, account).await }
+                .scope_boxed()
         })
         .await?;
         Ok(tokens.into_iter().map(AccessTokenNode).collect())
     }
-}
-
-fn request(
-    name: String,
-    expires_in: Option<String>,
-    read_only: Option<bool>,
-) -> GqlResult<TokenRequest> {
-    let lifetime = auth::parse_ttl(
-        expires_in
-            .as_deref()
-            .unwrap_or(access_tokens::DEFAULT_LIFETIME),
-    )
-    .map_err(gql_error)?;
-    Ok(TokenRequest {
-        name,
-        lifetime,
-        read_only: read_only.unwrap_or(false),
-    })
 }
 
 #[derive(Default)]
@@ -190,7 +168,8 @@ impl AccessTokenMutation {
         project: Option<String>,
     ) -> GqlResult<NewAccessToken> {
         let actor = actor(ctx)?;
-        let request = request(name, expires_in, read_only)?;
+        let request =
+            TokenRequest::new(name, expires_in.as_deref(), read_only).map_err(gql_error)?;
         let created = transaction(ctx, |c| {
             async move {
                 access_tokens::create_personal(c, actor, request, project.as_deref()).await
@@ -223,7 +202,6 @@ impl AccessTokenMutation {
         role: Option<Role>,
     ) -> GqlResult<ServiceAccountNode> {
         let actor = actor(ctx)?;
-        let role = role.unwrap_or(Role::Contributor);
         let account = transaction(ctx, |c| {
             async move { service_accounts::create(c, actor, &project, &name, role).await }
                 .scope_boxed()
@@ -244,7 +222,8 @@ impl AccessTokenMutation {
         read_only: Option<bool>,
     ) -> GqlResult<NewAccessToken> {
         let actor = actor(ctx)?;
-        let request = request(name, expires_in, read_only)?;
+        let request =
+            TokenRequest::new(name, expires_in.as_deref(), read_only).map_err(gql_error)?;
         let created = transaction(ctx, |c| {
             async move {
                 access_tokens::create_for_service_account(c, actor, &project, &account, request)
