@@ -341,6 +341,7 @@ pub async fn authenticate(conn: &mut Conn, secret: &str) -> Result<Actor> {
         read_only,
         project_scope: project_id,
         auth: Some(AuthMethod::ApiToken),
+        signed_in_at: None,
         request_id: None,
     })
 }

@@ -2,6 +2,8 @@
 //! one; it is its own module so that `audit` (which records actors) and `auth` (which makes them
 //! from tokens, and audits token changes) do not import each other.
 
+use chrono::{DateTime, Utc};
+
 use crate::db::text_enum;
 use crate::error::{Error, Result};
 use crate::ids::{ProjectId, UserId};
@@ -10,12 +12,16 @@ text_enum! {
     // How the person behind a request proved who they are. Recorded with every approval and
     // given to promotion policies (`input.approvals[*].auth_method`), so a policy can demand a
     // stronger proof for a stage. `email_link`: the single-use link mailed to an approver, alone;
-    // `api_token`: a bearer token (a server-issued JWT or an access token).
+    // `api_token`: a bearer token (a server-issued JWT or an access token); `session_oidc` /
+    // `session_email`: a browser session signed in through the identity provider / through a
+    // mailed sign-in link.
     #[derive(async_graphql::Enum)]
     #[graphql(name = "AuthMethod")]
     pub enum AuthMethod as "authentication method" {
         EmailLink = "email_link",
         ApiToken = "api_token",
+        SessionOidc = "session_oidc",
+        SessionEmail = "session_email",
     }
 }
 
@@ -34,6 +40,9 @@ pub struct Actor {
     pub project_scope: Option<ProjectId>,
     /// How the caller authenticated (`None`: the server itself).
     pub auth: Option<AuthMethod>,
+    /// When the person behind a browser session last proved who they are (`None` outside
+    /// sessions): decisions that need a recent sign-in check it.
+    pub signed_in_at: Option<DateTime<Utc>>,
     pub request_id: Option<String>,
 }
 
@@ -53,6 +62,7 @@ impl Actor {
             read_only: false,
             project_scope: None,
             auth: None,
+            signed_in_at: None,
             request_id: None,
         }
     }

@@ -336,6 +336,13 @@ async fn serve_with_database(
         .unwrap_or_else(|| format!("http://{local}"))
         .trim_end_matches('/')
         .to_owned();
+    let sign_in = options.sign_in.build(&public_url)?;
+    tracing::info!(
+        oidc = sign_in.oidc.is_some(),
+        email_links = sign_in.email_links,
+        approvals = %sign_in.approvals.default,
+        "sign-in ready"
+    );
     let artifacts = Artifacts {
         store,
         max_size: options.artifacts.max_artifact_size,
@@ -372,6 +379,7 @@ async fn serve_with_database(
             public_url,
             webhooks: outbound,
             events,
+            sign_in: Arc::new(sign_in),
         },
         HttpConfig {
             listener,

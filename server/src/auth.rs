@@ -183,6 +183,18 @@ pub async fn find_user_by_email(conn: &mut Conn, email: &str) -> Result<Option<U
         .optional()?)
 }
 
+/// The groups the identity provider last gave a user (none for others).
+pub async fn idp_groups(conn: &mut Conn, user_id: Option<UserId>) -> Result<Vec<String>> {
+    let Some(user_id) = user_id else {
+        return Ok(Vec::new());
+    };
+    Ok(users::table
+        .find(user_id)
+        .select(users::idp_groups)
+        .first(conn)
+        .await?)
+}
+
 /// Returns the user with this email, creating it (and its audit entry) if missing.
 pub async fn ensure_user(conn: &mut Conn, actor: &Actor, email: &str) -> Result<User> {
     let email = normalize_email(email)?;
@@ -318,6 +330,7 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
                 read_only: false,
                 project_scope: None,
                 auth: Some(AuthMethod::ApiToken),
+                signed_in_at: None,
                 request_id: None,
             })
         }

@@ -213,6 +213,8 @@ pub struct ServeOptions {
     pub exports: ExportLimitOptions,
     #[command(flatten)]
     pub webhooks: WebhookOptions,
+    #[command(flatten)]
+    pub sign_in: SignInOptions,
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "CUSTODY_WORKERS")]
     pub workers: Option<usize>,
@@ -254,6 +256,125 @@ pub struct ExportLimitOptions {
     /// An export whose client reads nothing for this long is cut off, freeing its connection.
     #[arg(long, env = "CUSTODY_EXPORT_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub export_idle_timeout: std::time::Duration,
+}
+
+/// How people sign in from a browser, and what a decision on a promotion demands of them.
+#[derive(Args, Debug, Clone)]
+pub struct SignInOptions {
+    /// OpenID Connect issuer (e.g. https://keycloak.example/realms/corp); enables single sign-on.
+    #[arg(long, env = "CUSTODY_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The client id registered for Custody at the provider.
+    #[arg(long, env = "CUSTODY_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// The client's secret at the provider.
+    #[arg(long, env = "CUSTODY_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// Scopes asked of the provider (space-separated; `openid` is always asked).
+    #[arg(
+        long,
+        env = "CUSTODY_OIDC_SCOPES",
+        default_value = "openid email profile"
+    )]
+    pub oidc_scopes: String,
+    /// The ID-token claim that lists a person's groups (strings); they count as the person's
+    /// groups in every project for `approver_group`.
+    #[arg(long, env = "CUSTODY_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// Label of the single sign-on button.
+    #[arg(long, env = "CUSTODY_OIDC_LABEL", default_value = "single sign-on")]
+    pub oidc_label: String,
+    /// Email domains (comma-separated) whose people become users by signing in; unset: anyone
+    /// the identity provider vouches for (with OIDC), nobody new (with email sign-in alone).
+    #[arg(long, env = "CUSTODY_ALLOWED_DOMAINS", value_delimiter = ',')]
+    pub allowed_domains: Vec<String>,
+    /// Sign-in by mailed single-use link: `auto` (on unless OIDC is configured), `on`, `off`.
+    #[arg(long, env = "CUSTODY_EMAIL_SIGN_IN", default_value = "auto",
+          value_parser = ["auto", "on", "off"])]
+    pub email_sign_in: String,
+    /// A browser session ends after this long without a request.
+    #[arg(long, env = "CUSTODY_SESSION_IDLE_TIMEOUT", default_value = "8h", value_parser = parse_duration)]
+    pub session_idle_timeout: std::time::Duration,
+    /// A browser session ends this long after its sign-in, however active.
+    #[arg(long, env = "CUSTODY_SESSION_MAX_AGE", default_value = "7d", value_parser = parse_duration)]
+    pub session_max_age: std::time::Duration,
+    /// What deciding on a promotion needs by default (projects may choose): `link` (the mailed
+    /// link alone), `session` (a signed-in session of the approver), `auto` (`session` when OIDC
+    /// is configured).
+    #[arg(long, env = "CUSTODY_APPROVAL_SIGN_IN", default_value = "auto",
+          value_parser = ["auto", "link", "session"])]
+    pub approval_sign_in: String,
+    /// Where a decision needs a session, its sign-in must be at most this old (step-up).
+    #[arg(long, env = "CUSTODY_APPROVAL_RECENT_SIGN_IN", default_value = "15m", value_parser = parse_duration)]
+    pub approval_recent_sign_in: std::time::Duration,
+}
+
+impl SignInOptions {
+    /// The sign-in settings, checked: OIDC needs its issuer, client id and secret together.
+    pub fn build(&self, public_url: &str) -> anyhow::Result<crate::sign_in::SignIn> {
+        use crate::promotions::{ApprovalRules, ApprovalSignIn};
+        use crate::sign_in::oidc::{OidcSettings, Provider};
+        let oidc = match (&self.oidc_issuer, &self.oidc_client_id, &self.oidc_client_secret) {
+            (None, None, None) => None,
+            (Some(issuer), Some(client_id), Some(client_secret)) => {
+                url::Url::parse(issuer)
+                    .with_context(|| format!("CUSTODY_OIDC_ISSUER `{issuer}` is not a URL"))?;
+                let mut scopes = vec!["openid".to_owned()];
+                scopes.extend(
+                    self.oidc_scopes
+                        .split_whitespace()
+                        .filter(|s| *s != "openid")
+                        .map(str::to_owned),
+                );
+                Some(Provider::new(OidcSettings {
+                    issuer: issuer.clone(),
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    scopes,
+                    groups_claim: self.oidc_groups_claim.clone(),
+                    label: self.oidc_label.clone(),
+                    redirect_uri: format!("{public_url}/sign-in/oidc/callback"),
+                })?)
+            }
+            _ => anyhow::bail!(
+                "single sign-on needs CUSTODY_OIDC_ISSUER, CUSTODY_OIDC_CLIENT_ID and CUSTODY_OIDC_CLIENT_SECRET together"
+            ),
+        };
+        let with_oidc = oidc.is_some();
+        let email_links = match self.email_sign_in.as_str() {
+            "on" => true,
+            "off" => false,
+            _ => !with_oidc,
+        };
+        let default = match self.approval_sign_in.as_str() {
+            "link" => ApprovalSignIn::Link,
+            "session" => ApprovalSignIn::Session,
+            _ if with_oidc => ApprovalSignIn::Session,
+            _ => ApprovalSignIn::Link,
+        };
+        let allowed_domains = self
+            .allowed_domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+            .filter(|d| !d.is_empty())
+            .collect();
+        let chrono = |d: std::time::Duration| {
+            chrono::Duration::from_std(d).context("a sign-in duration is too long")
+        };
+        Ok(crate::sign_in::SignIn {
+            oidc,
+            email_links,
+            allowed_domains,
+            sessions: crate::sessions::SessionLimits {
+                idle: chrono(self.session_idle_timeout)?,
+                max_age: chrono(self.session_max_age)?,
+            },
+            approvals: ApprovalRules {
+                default,
+                recent_sign_in: chrono(self.approval_recent_sign_in)?,
+            },
+        })
+    }
 }
 
 #[derive(Args, Debug, Clone)]

@@ -113,6 +113,10 @@ typed_id! {
     /// A personal access token or a service account's token (`cst_…`).
     AccessTokenId as "access token";
     WebhookId as "webhook";
+    /// A browser session (its secret is in the cookie, never its id).
+    SessionId as "session";
+    /// A mailed sign-in link.
+    SignInLinkId as "sign-in link";
     /// An upload in progress (direct or multipart), before its object is committed.
     UploadId as "upload";
     /// A one-time approval link mailed to an approver (its `jti`).

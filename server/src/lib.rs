@@ -34,6 +34,8 @@ pub mod promotions;
 pub mod runs;
 pub mod search;
 pub mod service_accounts;
+pub mod sessions;
+pub mod sign_in;
 pub mod stages;
 pub mod state;
 pub mod templates;

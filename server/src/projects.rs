@@ -29,6 +29,18 @@ text_enum! {
     }
 }
 
+text_enum! {
+    // What deciding on a project's promotions needs of an approver: `LINK`, the mailed
+    // single-use link (or a token); `SESSION`, a browser session of the approver signed in
+    // recently (the link only opens the page).
+    #[derive(async_graphql::Enum)]
+    #[graphql(name = "ApprovalSignIn")]
+    pub enum ApprovalSignIn as "approval sign-in rule" {
+        Link = "link",
+        Session = "session",
+    }
+}
+
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
 #[diesel(table_name = projects)]
 pub struct Project {
@@ -36,6 +48,8 @@ pub struct Project {
     pub name: String,
     pub description: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The project's own approval sign-in rule (`None`: the server's).
+    pub approval_sign_in: Option<ApprovalSignIn>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable, Serialize)]
@@ -363,6 +377,39 @@ pub async fn add_member(
     )
     .await?;
     Ok((membership, user))
+}
+
+/// Sets what deciding on the project's promotions needs (project admins); `None` follows the
+/// server's setting.
+pub async fn set_approval_sign_in(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_name: &str,
+    rule: Option<ApprovalSignIn>,
+) -> Result<Project> {
+    let project = find_authorized(conn, actor, project_name, Role::Admin).await?;
+    if project.approval_sign_in == rule {
+        return Ok(project);
+    }
+    let updated: Project = diesel::update(projects::table.find(project.id))
+        .set(projects::approval_sign_in.eq(rule))
+        .returning(Project::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "project.approval_sign_in",
+            project_id: Some(project.id),
+            subject_kind: "project",
+            subject_id: project.id.to_string(),
+            before: Some(json!({"approval_sign_in": project.approval_sign_in})),
+            after: Some(json!({"approval_sign_in": rule})),
+        },
+    )
+    .await?;
+    Ok(updated)
 }
 
 /// Removes a member from a project (project admins). The project's last admin stays: a project

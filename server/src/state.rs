@@ -21,6 +21,8 @@ pub struct AppState {
     pub webhooks: crate::outbound::WebhookPolicy,
     /// Live events of GraphQL subscriptions.
     pub events: std::sync::Arc<crate::events::Hub>,
+    /// How people sign in from a browser, and what approvals demand of them.
+    pub sign_in: std::sync::Arc<crate::sign_in::SignIn>,
 }
 
 impl AppState {
@@ -29,6 +31,7 @@ impl AppState {
             policy: &self.policy,
             keys: &self.keys,
             public_url: &self.public_url,
+            approval_rules: self.sign_in.approvals,
         }
     }
 }

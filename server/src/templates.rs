@@ -40,6 +40,26 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     // Rendered and checked by `audit::report::tests`.
     (
+        "sign_in.html",
+        include_str!("../../web/templates/sign_in.html"),
+    ),
+    (
+        "sign_in_sent.html",
+        include_str!("../../web/templates/sign_in_sent.html"),
+    ),
+    (
+        "account.html",
+        include_str!("../../web/templates/account.html"),
+    ),
+    (
+        "email/sign_in.txt",
+        include_str!("../../web/templates/email/sign_in.txt"),
+    ),
+    (
+        "email/sign_in.html",
+        include_str!("../../web/templates/email/sign_in.html"),
+    ),
+    (
         "compliance_report.html",
         include_str!("../../web/templates/compliance_report.html"),
     ),
@@ -84,6 +104,12 @@ mod tests {
             "code_commits": [{"repository": "r", "commit": "c", "dirty": false}],
             "policy": {"deny": [], "required_approvals": 2}, "approvals": [{"approver": "c@x", "decision": "approve", "comment": null, "via": "email", "at": "t"}],
             "decided": false, "title": "t", "message": "m", "action": "/approve/t",
+            "sign_in_needed": null, "sign_in_url": "/sign-in", "signed_in": false,
+        });
+        let sign_in = json!({
+            "csrf": "c", "next": "/account", "oidc_label": "<b>ship</b>", "oidc_url": "/sign-in/oidc",
+            "email_links": true, "email": "<b>ship</b>@x", "minutes": 15, "method": "session_oidc",
+            "signed_in_at": "t", "groups": ["<b>ship</b>"], "is_admin": false, "link": "http://x/sign-in/email/s",
         });
         for (name, _) in TEMPLATES {
             if matches!(*name, "base.html" | "compliance_report.html") {
@@ -95,6 +121,8 @@ mod tests {
             });
             let context = if name.starts_with("email/emergency") {
                 &emergency
+            } else if name.contains("sign_in") || name.starts_with("account") {
+                &sign_in
             } else if name.starts_with("email/") {
                 &promotion
             } else {

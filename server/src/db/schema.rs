@@ -9,6 +9,35 @@ diesel::table! {
         created_at -> Timestamptz,
         is_auditor -> Bool,
         service_project_id -> Nullable<Uuid>,
+        idp_groups -> Array<Text>,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        secret_sha256 -> Bytea,
+        user_id -> Uuid,
+        method -> Text,
+        csrf_token -> Text,
+        signed_in_at -> Timestamptz,
+        last_seen_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        user_agent -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    sign_in_links (id) {
+        id -> Uuid,
+        secret_sha256 -> Bytea,
+        email -> Text,
+        browser_sha256 -> Bytea,
+        next_path -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -44,6 +73,7 @@ diesel::table! {
         name -> Text,
         description -> Nullable<Text>,
         created_at -> Timestamptz,
+        approval_sign_in -> Nullable<Text>,
     }
 }
 
@@ -380,6 +410,7 @@ diesel::joinable!(promotions -> model_versions (model_version_id));
 diesel::joinable!(promotions -> projects (project_id));
 diesel::joinable!(approvals -> promotions (promotion_id));
 diesel::joinable!(approvals -> users (approver_id));
+diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(webhooks -> projects (project_id));
 diesel::joinable!(run_artifacts -> runs (run_id));
 diesel::joinable!(model_version_files -> model_versions (model_version_id));
@@ -441,6 +472,8 @@ diesel::table! {
 
 diesel::allow_tables_to_appear_in_same_query!(
     access_tokens,
+    sessions,
+    sign_in_links,
     users,
     api_tokens,
     projects,

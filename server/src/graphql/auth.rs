@@ -128,6 +128,17 @@ impl AuthMutation {
         Ok(i32::try_from(revoked).unwrap_or(i32::MAX))
     }
 
+    /// Ends every browser session of a user at once; answers how many were open. Server admins
+    /// only.
+    async fn revoke_user_sessions(&self, ctx: &Context<'_>, email: String) -> GqlResult<i32> {
+        let actor = actor(ctx)?;
+        let revoked = transaction(ctx, |c| {
+            async move { crate::sessions::revoke_all_of(c, actor, &email).await }.scope_boxed()
+        })
+        .await?;
+        Ok(i32::try_from(revoked).unwrap_or(i32::MAX))
+    }
+
     /// Revokes a token by its `jti`; it is refused from then on. Server admins only.
     async fn revoke_token(&self, ctx: &Context<'_>, jti: ID) -> GqlResult<bool> {
         let actor = actor(ctx)?;

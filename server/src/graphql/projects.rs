@@ -15,7 +15,7 @@ use super::{
 use crate::access::Readable;
 use crate::auth::User;
 use crate::error::Error;
-use crate::projects::{self, Membership, Project, Role};
+use crate::projects::{self, ApprovalSignIn, Membership, Project, Role};
 use crate::{datasets, models, runs};
 
 /// A project the caller may read.
@@ -37,6 +37,19 @@ impl ProjectNode {
 
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
+    }
+
+    /// What deciding on this project's promotions needs: the project's own rule, or else the
+    /// server's (`approvalSignInIsDefault`).
+    async fn approval_sign_in(&self, ctx: &Context<'_>) -> ApprovalSignIn {
+        self.0
+            .approval_sign_in
+            .unwrap_or(super::state(ctx).sign_in.approvals.default)
+    }
+
+    /// Whether `approvalSignIn` is the server's setting (the project has not chosen one).
+    async fn approval_sign_in_is_default(&self) -> bool {
+        self.0.approval_sign_in.is_none()
     }
 
     /// Members by email: `first` (default 100, at most 1000) after skipping `offset`.
@@ -203,6 +216,24 @@ impl ProjectMutation {
         let actor = actor(ctx)?;
         let project = transaction(ctx, |c| {
             async move { projects::create(c, actor, &name, description.as_deref()).await }
+                .scope_boxed()
+        })
+        .await?;
+        Ok(ProjectNode(readable(ctx, project).await?))
+    }
+
+    /// Sets what deciding on the project's promotions needs (project admins): `SESSION`, a
+    /// recent browser sign-in of the approver; `LINK`, the mailed link alone; null, the
+    /// server's setting.
+    async fn set_approval_sign_in(
+        &self,
+        ctx: &Context<'_>,
+        project: String,
+        rule: Option<ApprovalSignIn>,
+    ) -> GqlResult<ProjectNode> {
+        let actor = actor(ctx)?;
+        let project = transaction(ctx, |c| {
+            async move { projects::set_approval_sign_in(c, actor, &project, rule).await }
                 .scope_boxed()
         })
         .await?;

@@ -10,12 +10,12 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing_actix_web::RequestId;
 
+use super::pages::page;
 use crate::db::Conn;
 use crate::error::Error;
 use crate::promotions::approvals::{self, Verdict};
 use crate::promotions::Status;
 use crate::state::AppState;
-use crate::templates;
 
 const CSRF_COOKIE: &str = "custody_csrf";
 
@@ -23,20 +23,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(show).service(decide);
 }
 
-fn page(status: StatusCode, template: &str, context: serde_json::Value) -> HttpResponse {
-    match templates::render(template, &context) {
-        Ok(html) => HttpResponse::build(status)
-            .content_type("text/html; charset=utf-8")
-            .insert_header(("cache-control", "no-store"))
-            .body(html),
-        Err(e) => {
-            tracing::error!(error = ?e, "rendering {template}");
-            HttpResponse::InternalServerError().body("internal error")
-        }
-    }
+fn refused(err: &Error) -> HttpResponse {
+    refused_with(err, None)
 }
 
-fn refused(err: &Error) -> HttpResponse {
+fn refused_with(err: &Error, sign_in_url: Option<&str>) -> HttpResponse {
     if let Error::Internal(cause) = err {
         tracing::error!(error = ?cause, "internal error on an approval page");
     }
@@ -54,26 +45,53 @@ fn refused(err: &Error) -> HttpResponse {
     page(
         status,
         "approve_refused.html",
-        json!({"title": title, "message": err.to_string()}),
+        json!({"title": title, "message": err.to_string(), "sign_in_url": sign_in_url}),
     )
 }
 
+/// Where an approver signs in to come back to this link's page.
+fn sign_in_url(token: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::from("/sign-in?"))
+        .append_pair("next", &format!("/approve/{token}"))
+        .finish()
+}
+
 #[get("/approve/{token}")]
-async fn show(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+async fn show(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    token: web::Path<String>,
+) -> HttpResponse {
+    let session = match super::current_session(&state, &http).await {
+        Ok(session) => session.map(|s| s.actor),
+        Err(e) => return refused(&e),
+    };
     let mut pooled = match state.pool.get().await {
         Ok(c) => c,
         Err(e) => return refused(&e.into()),
     };
     let conn: &mut Conn = &mut pooled;
+    let gate = state.gate();
     let view = async {
         let target = approvals::open_link(conn, &state.keys, &token).await?;
-        approvals::page_view(conn, &target).await
+        let (promotion, view) = approvals::page_view(conn, &target).await?;
+        // The approver's own session, if this browser holds one: the page says what a decision
+        // from here would record, or that signing in must come first.
+        let own = session.filter(|s| s.user_id == Some(target.approver.id));
+        let rule = approvals::sign_in_rule(conn, &gate, promotion.project_id).await?;
+        let as_link = approvals::link_actor(&target);
+        let sign_in_needed =
+            approvals::sign_in_refusal(rule, gate.approval_rules, own.as_ref().unwrap_or(&as_link));
+        Ok::<_, Error>((promotion, view, own.is_some(), sign_in_needed))
     }
     .await;
-    let (promotion, mut view) = match view {
+    let (promotion, mut view, signed_in, sign_in_needed) = match view {
         Ok(v) => v,
         Err(e) => return refused(&e),
     };
+    view["signed_in"] = json!(signed_in);
+    view["sign_in_needed"] = json!(sign_in_needed);
+    view["sign_in_url"] = json!(sign_in_url(&token));
     if promotion.status != Status::Pending {
         return refused(&Error::conflict(format!(
             "This promotion is {}; it no longer waits for decisions.",
@@ -118,6 +136,10 @@ async fn decide(
             "The form's security check failed (open the link again and decide from that page).",
         ));
     }
+    let session = match super::current_session(&state, &http).await {
+        Ok(session) => session.map(|s| s.actor),
+        Err(e) => return refused(&e),
+    };
     let Ok(verdict) = form.decision.parse::<Verdict>() else {
         return refused(&Error::invalid(format!(
             "unknown decision `{}`",
@@ -137,11 +159,21 @@ async fn decide(
     let conn: &mut Conn = &mut pooled;
     let gate = state.gate();
     let token = token.into_inner();
+    let back = sign_in_url(&token);
     let request_id = Some(request_id.to_string());
+    let session = session.as_ref();
     let outcome = crate::audit::transaction(conn, |c| {
         async move {
-            approvals::decide_by_link(c, &gate, &token, verdict, comment.as_deref(), request_id)
-                .await
+            approvals::decide_by_link(
+                c,
+                &gate,
+                &token,
+                verdict,
+                comment.as_deref(),
+                session,
+                request_id,
+            )
+            .await
         }
         .scope_boxed()
     })
@@ -167,6 +199,8 @@ async fn decide(
                 json!({"title": title, "message": message, "status": promotion.status.as_str().to_uppercase()}),
             )
         }
+        // Most often a missing or stale sign-in: the refusal offers the way back.
+        Err(e @ Error::Forbidden(_)) => refused_with(&e, Some(&back)),
         Err(e) => refused(&e),
     }
 }

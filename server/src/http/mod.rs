@@ -11,6 +11,8 @@ mod health;
 mod history;
 mod logging;
 mod metrics;
+mod pages;
+mod sign_in;
 mod subscriptions;
 
 pub use export::ExportLimits;
@@ -113,6 +115,7 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .configure(graphql::routes)
             .configure(artifacts::routes)
             .configure(approve::routes)
+            .configure(sign_in::routes)
             .configure(export::routes)
             .configure(history::routes)
     })
@@ -198,18 +201,23 @@ fn pool_metrics(registry: &prometheus::Registry, pool: crate::db::DbPool) -> any
     Ok(())
 }
 
-/// The actor behind `Authorization: Bearer <token>`.
+/// The actor behind `Authorization: Bearer <token>`, or else behind the browser's session
+/// cookie. A session's request that may change something (anything but GET and HEAD) must echo
+/// the session's CSRF value in `X-CSRF-Token`: the cookie alone, which a browser attaches to
+/// requests any page makes, never suffices.
 pub(crate) async fn authenticate(
     state: &AppState,
     http: &actix_web::HttpRequest,
     request_id: String,
 ) -> Result<Actor, Error> {
-    let header = http
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .ok_or_else(|| {
-            Error::Unauthenticated("a bearer token is required (Authorization: Bearer …)".into())
-        })?;
+    let Some(header) = http.headers().get(actix_web::http::header::AUTHORIZATION) else {
+        return match http.cookie(crate::sessions::COOKIE) {
+            Some(cookie) => authenticate_session(state, http, cookie.value(), request_id).await,
+            None => Err(Error::Unauthenticated(
+                "a bearer token is required (Authorization: Bearer …), or sign in".into(),
+            )),
+        };
+    };
     let token = header
         .to_str()
         .ok()
@@ -218,6 +226,48 @@ pub(crate) async fn authenticate(
             Error::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
         })?;
     authenticate_token(state, token, request_id).await
+}
+
+/// The header a session's state-changing API requests carry (its value: `session_csrf`).
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+
+async fn authenticate_session(
+    state: &AppState,
+    http: &actix_web::HttpRequest,
+    secret: &str,
+    request_id: String,
+) -> Result<Actor, Error> {
+    let mut conn = state.pool.get().await?;
+    let session = crate::sessions::authenticate(&mut conn, state.sign_in.sessions, secret).await?;
+    let safe = matches!(*http.method(), Method::GET | Method::HEAD);
+    let echoed = http
+        .headers()
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if !safe && echoed != Some(session.csrf_token.as_str()) {
+        return Err(Error::Unauthenticated(
+            "a signed-in browser's request must carry its X-CSRF-Token header (cross-site request refused)".into(),
+        ));
+    }
+    let mut actor = session.actor;
+    actor.request_id = Some(request_id);
+    Ok(actor)
+}
+
+/// The browser's session, if it has a valid one (pages that work signed in or not).
+pub(crate) async fn current_session(
+    state: &AppState,
+    http: &actix_web::HttpRequest,
+) -> Result<Option<crate::sessions::Authenticated>, Error> {
+    let Some(cookie) = http.cookie(crate::sessions::COOKIE) else {
+        return Ok(None);
+    };
+    let mut conn = state.pool.get().await?;
+    match crate::sessions::authenticate(&mut conn, state.sign_in.sessions, cookie.value()).await {
+        Ok(session) => Ok(Some(session)),
+        Err(Error::Unauthenticated(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// The actor a bearer token (without its `Bearer ` prefix) stands for, for this request.

@@ -19,7 +19,7 @@ use crate::ids::{ApprovalId, ApprovalLinkId, ProjectId, PromotionId, UserId};
 use crate::models::{Model, ModelVersion};
 use crate::notify;
 use crate::projects::Role;
-use crate::promotions::{self, Gate, Promotion, Status};
+use crate::promotions::{self, ApprovalRules, ApprovalSignIn, Gate, Promotion, Status};
 
 const LINK_AUDIENCE: &str = "custody-approval";
 
@@ -84,6 +84,10 @@ pub async fn decide(
             "only members of the project can decide on its promotions",
         ));
     };
+    let rule = sign_in_rule(conn, gate, promotion.project_id).await?;
+    if let Some(why) = sign_in_refusal(rule, gate.approval_rules, actor) {
+        return Err(Error::forbidden(why));
+    }
     if promotion.status != Status::Pending {
         return Err(Error::conflict(format!(
             "the promotion is {}; decisions no longer apply",
@@ -310,6 +314,46 @@ pub fn ineligibility(gate: &Gatekeeping, member: &Member) -> Option<String> {
     None
 }
 
+/// What deciding on a project's promotions demands: the project's own rule, or the server's.
+pub async fn sign_in_rule(
+    conn: &mut Conn,
+    gate: &Gate<'_>,
+    project_id: ProjectId,
+) -> Result<ApprovalSignIn> {
+    let own: Option<ApprovalSignIn> = crate::db::schema::projects::table
+        .find(project_id)
+        .select(crate::db::schema::projects::approval_sign_in)
+        .first(conn)
+        .await?;
+    Ok(own.unwrap_or(gate.approval_rules.default))
+}
+
+/// Why `actor` may not decide under `rule` (`None`: they may). A `session` rule takes a browser
+/// session signed in recently (step-up): neither the mailed link alone nor a bearer token.
+pub fn sign_in_refusal(
+    rule: ApprovalSignIn,
+    rules: ApprovalRules,
+    actor: &Actor,
+) -> Option<String> {
+    if rule == ApprovalSignIn::Link {
+        return None;
+    }
+    let minutes = rules.recent_sign_in.num_minutes().max(1);
+    let in_session = matches!(
+        actor.auth,
+        Some(AuthMethod::SessionOidc | AuthMethod::SessionEmail)
+    );
+    match actor.signed_in_at {
+        Some(at) if in_session && Utc::now() - at <= rules.recent_sign_in => None,
+        Some(_) if in_session => Some(format!(
+            "deciding on this project's promotions needs a sign-in within the last {minutes} minutes: sign in again, then decide"
+        )),
+        _ => Some(format!(
+            "deciding on this project's promotions needs you to be signed in (within the last {minutes} minutes), not only the link or a token: sign in, then decide"
+        )),
+    }
+}
+
 /// The project's members (one of them when `only` is given), ordered by email.
 pub async fn members(
     conn: &mut Conn,
@@ -328,6 +372,7 @@ pub async fn members(
             memberships::granted_by,
             users::is_auditor,
             users::is_admin,
+            users::idp_groups,
         ))
         .into_boxed();
     if let Some(user_id) = only {
@@ -342,21 +387,28 @@ pub async fn members(
         Option<UserId>,
         bool,
         bool,
+        Vec<String>,
     )> = query.load(conn).await?;
     let granters: Vec<UserId> = rows.iter().filter_map(|r| r.4).collect();
     let emails = crate::projects::emails_of(conn, &granters).await?;
     Ok(rows
         .into_iter()
         .map(
-            |(user_id, email, role, groups, granted_by, is_auditor, is_admin)| Member {
-                user_id,
-                email,
-                role,
-                groups,
-                granted_by,
-                granted_by_email: granted_by.and_then(|g| emails.get(&g).cloned()),
-                is_auditor,
-                is_admin,
+            |(user_id, email, role, mut groups, granted_by, is_auditor, is_admin, idp_groups)| {
+                // The identity provider's groups count in every project, like the membership's.
+                groups.extend(idp_groups);
+                groups.sort();
+                groups.dedup();
+                Member {
+                    user_id,
+                    email,
+                    role,
+                    groups,
+                    granted_by,
+                    granted_by_email: granted_by.and_then(|g| emails.get(&g).cloned()),
+                    is_auditor,
+                    is_admin,
+                }
             },
         )
         .collect())
@@ -539,13 +591,34 @@ pub async fn open_link(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Result
     })
 }
 
+/// The approver as the link alone proves them (no server-wide role: a link decides on one
+/// promotion, nothing else).
+pub fn link_actor(target: &LinkTarget) -> Actor {
+    Actor {
+        user_id: Some(target.approver.id),
+        email: target.approver.email.clone(),
+        is_admin: false,
+        is_auditor: false,
+        read_only: false,
+        project_scope: None,
+        auth: Some(AuthMethod::EmailLink),
+        signed_in_at: None,
+        request_id: None,
+    }
+}
+
 /// The decision posted from a link's page: the link is used up in the same transaction.
+///
+/// `session` is the browser's signed-in session, if any: when it is the link's approver's, the
+/// decision is theirs as signed in (and counts where the project demands a session); anyone
+/// else's session is ignored and the link alone speaks.
 pub async fn decide_by_link(
     conn: &mut Conn,
     gate: &Gate<'_>,
     token: &str,
     verdict: Verdict,
     comment: Option<&str>,
+    session: Option<&Actor>,
     request_id: Option<String>,
 ) -> Result<Promotion> {
     let target = open_link(conn, gate.keys, token).await?;
@@ -567,15 +640,17 @@ pub async fn decide_by_link(
         .select(users::is_auditor)
         .first(conn)
         .await?;
-    let actor = Actor {
-        user_id: Some(target.approver.id),
-        email: target.approver.email.clone(),
-        is_admin: false,
-        is_auditor,
-        read_only: false,
-        project_scope: None,
-        auth: Some(AuthMethod::EmailLink),
-        request_id,
+    let actor = match session {
+        Some(session) if session.user_id == Some(target.approver.id) => Actor {
+            is_admin: false,
+            request_id,
+            ..session.clone()
+        },
+        _ => Actor {
+            is_auditor,
+            request_id,
+            ..link_actor(&target)
+        },
     };
     decide(
         conn,

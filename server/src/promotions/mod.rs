@@ -6,6 +6,8 @@
 //! the document the policies evaluate.
 
 pub mod approvals;
+
+pub use crate::projects::ApprovalSignIn;
 mod input;
 
 pub use input::{hide_datasets, policy_input, upstream_dataset_versions, Requester};
@@ -79,6 +81,17 @@ pub struct Gate<'a> {
     pub policy: &'a PolicyBundle,
     pub keys: &'a TokenKeys,
     pub public_url: &'a str,
+    pub approval_rules: ApprovalRules,
+}
+
+/// What deciding on a promotion demands of approvers, server-wide; a project may choose its own
+/// rule (`projects::set_approval_sign_in`).
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalRules {
+    /// The rule of projects that have not chosen one.
+    pub default: ApprovalSignIn,
+    /// Under the `session` rule, how recent the approver's sign-in must be.
+    pub recent_sign_in: chrono::Duration,
 }
 
 /// Evaluates the policies for a would-be promotion without recording anything.

@@ -467,6 +467,13 @@ async fn enum_columns_refuse_unknown_values() {
          format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via, auth_method) VALUES ({u}, {u}, {u}, 'approve', $V, 'email_link')")),
         ("approvals", "auth_method", "api_token",
          format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via, auth_method) VALUES ({u}, {u}, {u}, 'approve', 'api', $V)")),
+        ("approvals", "auth_method", "session_oidc",
+         format!("INSERT INTO approvals (id, promotion_id, approver_id, decision, via, auth_method) VALUES ({u}, {u}, {u}, 'approve', 'web', $V)")),
+        ("sessions", "method", "email",
+         format!("INSERT INTO sessions (id, secret_sha256, user_id, method, csrf_token, signed_in_at, last_seen_at, expires_at) \
+                  VALUES ({u}, sha256('s'), {u}, $V, 'c', now(), now(), now())")),
+        ("projects", "approval_sign_in", "session",
+         "INSERT INTO projects (id, name, approval_sign_in) VALUES (gen_random_uuid(), 'p', $V)".to_string()),
         ("lineage_edges", "from_kind", "run",
          format!("INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation) VALUES ({u}, $V, {u}, 'dataset_version', {u}, 'consumed')")),
         ("lineage_edges", "to_kind", "deployment",
