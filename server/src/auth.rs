@@ -195,7 +195,8 @@ pub async fn idp_groups(conn: &mut Conn, user_id: Option<UserId>) -> Result<Vec<
         .await?)
 }
 
-/// Returns the user with this email, creating it (and its audit entry) if missing.
+/// Returns the user with this email, creating it (and its audit entry) if missing; a new user
+/// takes up the open invitations of its address.
 pub async fn ensure_user(conn: &mut Conn, actor: &Actor, email: &str) -> Result<User> {
     let email = normalize_email(email)?;
     if let Some(user) = find_user_by_email(conn, &email).await? {
@@ -219,6 +220,7 @@ pub async fn ensure_user(conn: &mut Conn, actor: &Actor, email: &str) -> Result<
         },
     )
     .await?;
+    crate::invitations::accept_open(conn, actor, &user).await?;
     Ok(user)
 }
 

@@ -113,6 +113,8 @@ typed_id! {
     /// A personal access token or a service account's token (`cst_…`).
     AccessTokenId as "access token";
     WebhookId as "webhook";
+    /// An invitation to join a project.
+    InvitationId as "invitation";
     /// A browser session (its secret is in the cookie, never its id).
     SessionId as "session";
     /// A mailed sign-in link.

@@ -22,6 +22,7 @@ pub mod events;
 pub mod graphql;
 pub mod http;
 pub mod ids;
+pub mod invitations;
 pub mod labels;
 pub mod lineage;
 pub mod metric_history;

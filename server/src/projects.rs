@@ -310,7 +310,13 @@ pub async fn add_member(
     }
     groups.sort();
     groups.dedup();
-    let user = auth::ensure_user(conn, actor, email).await?;
+    let email = auth::normalize_email(email)?;
+    // Adding a member never creates an account: an unknown address is invited instead.
+    let user = auth::find_user_by_email(conn, &email).await?.ok_or_else(|| {
+        Error::not_found(format!(
+            "{email} has no account yet: invite them with inviteMember (they join when they first sign in)"
+        ))
+    })?;
     let before: Option<Membership> = memberships::table
         .find((project.id, user.id))
         .select(Membership::as_select())

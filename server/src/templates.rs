@@ -60,6 +60,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/email/sign_in.html"),
     ),
     (
+        "email/invitation.txt",
+        include_str!("../../web/templates/email/invitation.txt"),
+    ),
+    (
+        "email/invitation.html",
+        include_str!("../../web/templates/email/invitation.html"),
+    ),
+    (
         "compliance_report.html",
         include_str!("../../web/templates/compliance_report.html"),
     ),
@@ -110,6 +118,7 @@ mod tests {
             "csrf": "c", "next": "/account", "oidc_label": "<b>ship</b>", "oidc_url": "/sign-in/oidc",
             "email_links": true, "email": "<b>ship</b>@x", "minutes": 15, "method": "session_oidc",
             "signed_in_at": "t", "groups": ["<b>ship</b>"], "is_admin": false, "link": "http://x/sign-in/email/s",
+            "project": "<b>ship</b>", "role": "viewer", "inviter": "a@x", "expires_at": "t",
         });
         for (name, _) in TEMPLATES {
             if matches!(*name, "base.html" | "compliance_report.html") {
@@ -121,7 +130,10 @@ mod tests {
             });
             let context = if name.starts_with("email/emergency") {
                 &emergency
-            } else if name.contains("sign_in") || name.starts_with("account") {
+            } else if name.contains("sign_in")
+                || name.starts_with("account")
+                || name.contains("invitation")
+            {
                 &sign_in
             } else if name.starts_with("email/") {
                 &promotion

@@ -12,6 +12,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+import uuid
+
 import pytest
 
 import custody
@@ -127,6 +129,23 @@ def test_duplicate_project_is_conflict(admin, project):
     with pytest.raises(custody.CustodyError) as err:
         admin.create_project(project)
     assert err.value.code == "CONFLICT"
+
+
+def test_unknown_addresses_are_invited_and_join_when_their_account_is_created(server, admin, project):
+    email = f"newcomer-{uuid.uuid4().hex[:6]}@example.com"
+    with pytest.raises(custody.CustodyError) as err:
+        admin.add_member(project, email, "VIEWER")
+    assert err.value.code == "NOT_FOUND" and "inviteMember" in str(err.value)
+    invitation = admin.invite_member(project, email, "viewer", groups=["reviewers"])
+    assert invitation["email"] == email and invitation["role"] == "VIEWER"
+    # The account comes to be (here: a server admin issues the newcomer a token): they join.
+    token = admin.graphql("mutation($e: String!) { issueToken(email: $e) }", {"e": email})["issueToken"]
+    newcomer = custody.Client(server.url, token)
+    joined = newcomer.graphql(
+        "query($p: String!) { project(name: $p) { name members { user { email } role groups } } }", {"p": project}
+    )["project"]
+    mine = [m for m in joined["members"] if m["user"]["email"] == email]
+    assert mine == [{"user": {"email": email}, "role": "VIEWER", "groups": ["reviewers"]}]
 
 
 def test_viewer_cannot_start_runs(server, admin, project):

@@ -261,8 +261,8 @@ def test_outsiders_cannot_subscribe_to_a_project_or_its_runs(server, admin, proj
 
 def test_a_removed_member_stops_hearing(server, admin, project):
     email = f"viewer-{uuid.uuid4().hex[:6]}@example.com"
-    admin.add_member(project, email, "VIEWER")
     viewer = token_for(admin, email)
+    admin.add_member(project, email, "VIEWER")
 
     async def scenario() -> None:
         async with live(server, viewer) as subscribe:

@@ -16,7 +16,21 @@ pub async fn create_project(s: &Server, token: &str, name: &str) -> Value {
     d["createProject"].clone()
 }
 
+/// Makes sure `email` has an account, the way a server admin does (`token issue` creates it):
+/// people in tests exist before they are added (inviting people without an account is
+/// `invitations.rs`'s subject).
+pub async fn ensure_account(s: &Server, email: &str) {
+    s.issue_token(email, false).await;
+}
+
+/// Adds `email` (given an account first) to `project` with `role`, as `token`.
 pub async fn add_member(s: &Server, token: &str, project: &str, email: &str, role: &str) -> Value {
+    ensure_account(s, email).await;
+    add_account(s, token, project, email, role).await
+}
+
+/// Adds `email`, who has an account, to `project` with `role`, as `token`.
+pub async fn add_account(s: &Server, token: &str, project: &str, email: &str, role: &str) -> Value {
     let d = s
         .gql_ok(
             token,
@@ -190,7 +204,7 @@ pub async fn member_token(
     role: &str,
 ) -> String {
     let t = s.issue_token(email, false).await;
-    add_member(s, admin_token, project, email, role).await;
+    add_account(s, admin_token, project, email, role).await;
     t
 }
 

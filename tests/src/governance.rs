@@ -190,6 +190,7 @@ pub async fn add_member_with_groups(
     role: &str,
     groups: &[&str],
 ) -> Value {
+    fixtures::ensure_account(s, email).await;
     let d = s
         .gql_ok(
             token,

@@ -310,11 +310,23 @@ class Client:
 
     def add_member(self, project: str, email: str, role: str, groups: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         """Adds a member (or changes a member's role and groups); ``role`` is VIEWER,
-        CONTRIBUTOR, APPROVER or ADMIN."""
+        CONTRIBUTOR, APPROVER or ADMIN. The person must have an account (``NOT_FOUND``
+        otherwise): :meth:`invite_member` invites someone who has none."""
         q = """mutation($p: String!, $e: String!, $r: Role!, $g: [String!]) {
           addMember(project: $p, email: $e, role: $r, groups: $g) { role groups user { id email } } }"""
         return self.graphql(q, {"p": project, "e": email, "r": role.upper(), "g": list(groups) if groups else None})[
             "addMember"
+        ]
+
+    def invite_member(
+        self, project: str, email: str, role: str, groups: Optional[Sequence[str]] = None
+    ) -> Dict[str, Any]:
+        """Invites an address without an account to a project (project admins); the invitee is
+        mailed and joins with this role and these groups when they first sign in."""
+        q = """mutation($p: String!, $e: String!, $r: Role!, $g: [String!]) {
+          inviteMember(project: $p, email: $e, role: $r, groups: $g) { id email role groups expiresAt } }"""
+        return self.graphql(q, {"p": project, "e": email, "r": role.upper(), "g": list(groups) if groups else None})[
+            "inviteMember"
         ]
 
     def remove_member(self, project: str, email: str) -> None:

@@ -14,6 +14,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    invitations (id) {
+        id -> Uuid,
+        project_id -> Uuid,
+        email -> Text,
+        role -> Text,
+        groups -> Array<Text>,
+        invited_by -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        accepted_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         id -> Uuid,
         secret_sha256 -> Bytea,
@@ -411,6 +426,7 @@ diesel::joinable!(promotions -> projects (project_id));
 diesel::joinable!(approvals -> promotions (promotion_id));
 diesel::joinable!(approvals -> users (approver_id));
 diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(invitations -> projects (project_id));
 diesel::joinable!(webhooks -> projects (project_id));
 diesel::joinable!(run_artifacts -> runs (run_id));
 diesel::joinable!(model_version_files -> model_versions (model_version_id));
@@ -474,6 +490,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     access_tokens,
     sessions,
     sign_in_links,
+    invitations,
     users,
     api_tokens,
     projects,

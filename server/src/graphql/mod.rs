@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod code;
 mod datasets;
+mod invitations;
 mod labels;
 mod lineage;
 mod loaders;
@@ -71,6 +72,7 @@ pub struct Mutation(
     artifacts::ArtifactMutation,
     promotions::PromotionMutation,
     labels::LabelMutation,
+    invitations::InvitationMutation,
 );
 
 pub type CustodySchema = Schema<Query, Mutation, subscriptions::Subscription>;

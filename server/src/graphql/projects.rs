@@ -73,6 +73,23 @@ impl ProjectNode {
             .collect()
     }
 
+    /// Open invitations, by email (project admins; FORBIDDEN for other members).
+    async fn invitations(
+        &self,
+        ctx: &Context<'_>,
+    ) -> GqlResult<Vec<super::invitations::InvitationNode>> {
+        let actor = actor(ctx)?;
+        let id = self.0.id;
+        let open = read(ctx, |c| {
+            async move { crate::invitations::open_for_project(c, actor, id).await }.scope_boxed()
+        })
+        .await?;
+        Ok(open
+            .into_iter()
+            .map(super::invitations::InvitationNode)
+            .collect())
+    }
+
     /// Datasets by name: `first` (default 100, at most 1000) after skipping `offset`.
     #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
     async fn datasets(
@@ -240,7 +257,8 @@ impl ProjectMutation {
         Ok(ProjectNode(readable(ctx, project).await?))
     }
 
-    /// Adds a member, or changes a member's role and groups (project admins). Creates the user if needed.
+    /// Adds a member, or changes a member's role and groups (project admins). The person must
+    /// have an account (NOT_FOUND otherwise): `inviteMember` invites someone without one.
     async fn add_member(
         &self,
         ctx: &Context<'_>,

@@ -55,7 +55,10 @@ pub async fn request(
         return Ok(browser);
     };
     let known = auth::find_user_by_email(conn, &email).await?.is_some();
-    if !known && !sign_in.may_join(&email, &Proof::EmailLink) {
+    if !known
+        && !sign_in.may_join(&email, &Proof::EmailLink)
+        && !crate::invitations::is_invited(conn, &email).await?
+    {
         return Ok(browser);
     }
     let now = Utc::now();

@@ -53,7 +53,8 @@ impl SignIn {
         }
     }
 
-    /// The user behind a proven address: found, or created when `may_join` lets them in. A
+    /// The user behind a proven address: found, or created when `may_join` lets them in or an
+    /// open invitation awaits them (the new user then joins the inviting projects). A
     /// provider's groups replace the ones it gave last time (audited: they decide who may
     /// approve).
     pub async fn admit(&self, conn: &mut Conn, email: &str, proof: Proof) -> Result<User> {
@@ -61,12 +62,14 @@ impl SignIn {
         let system = Actor::system("sign-in");
         let user = match auth::find_user_by_email(conn, &email).await? {
             Some(user) => user,
-            None if self.may_join(&email, &proof) => {
+            None if self.may_join(&email, &proof)
+                || crate::invitations::is_invited(conn, &email).await? =>
+            {
                 auth::ensure_user(conn, &system, &email).await?
             }
             None => {
                 return Err(Error::forbidden(format!(
-                    "{email} has no account here; ask an administrator to add you"
+                    "{email} has no account here; ask a project administrator to invite you"
                 )))
             }
         };

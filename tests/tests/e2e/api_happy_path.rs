@@ -159,7 +159,15 @@ async fn full_happy_path() {
     let project_id = id(&p);
     assert!(audit(&sql).await > n, "createProject wrote no audit entry");
 
-    // addMember creates the user if missing.
+    // addMember adds people who have an account (an unknown address is invited instead).
+    env.assert_refused(
+        &alice,
+        "NOT_FOUND",
+        "mutation { addMember(project: \"fraud\", email: \"bob@example.com\", role: CONTRIBUTOR) { role } }",
+        json!({}),
+    )
+    .await;
+    let bob = env.issue_token("bob@example.com", false).await;
     let n = audit(&sql).await;
     let m = env
         .gql_ok(
@@ -174,7 +182,6 @@ async fn full_happy_path() {
         json!({ "role": "CONTRIBUTOR", "groups": ["model-risk"], "user": { "email": "bob@example.com" } })
     );
     assert!(audit(&sql).await > n, "addMember wrote no audit entry");
-    let bob = env.issue_token("bob@example.com", false).await;
 
     // Datasets and versions (auto-numbered from 1), one derived from the other.
     let n = audit(&sql).await;

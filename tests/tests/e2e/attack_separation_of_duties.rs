@@ -55,6 +55,7 @@ async fn grant(
     role: &str,
     groups: &[&str],
 ) -> String {
+    custody_tests::fixtures::ensure_account(s, email).await;
     let d = s
         .gql_ok(
             token,

@@ -34,6 +34,7 @@ mod compare_runs;
 mod config_errors;
 mod governance;
 mod harness;
+mod invitations;
 mod labels;
 mod lifecycle;
 mod lineage;
