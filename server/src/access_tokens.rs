@@ -114,6 +114,35 @@ pub async fn create_for_service_account(
     insert(conn, actor, account.user_id, Some(project.id), request).await
 }
 
+/// The short-lived token a command-line login holds (`device_login`), acting as `actor`'s user
+/// with their full rights, like the browser session that approved the login.
+pub async fn create_for_login(
+    conn: &mut Conn,
+    actor: &Actor,
+    name: &str,
+    lifetime: Duration,
+) -> Result<Created> {
+    let request = TokenRequest {
+        name: name.to_owned(),
+        lifetime,
+        read_only: false,
+    };
+    insert(conn, actor, actor.user_id()?, None, request).await
+}
+
+/// Revokes one token without the owner's request (a rotated login's previous token).
+pub async fn retire(conn: &mut Conn, id: AccessTokenId) -> Result<()> {
+    diesel::update(
+        access_tokens::table
+            .find(id)
+            .filter(access_tokens::revoked_at.is_null()),
+    )
+    .set(access_tokens::revoked_at.eq(Utc::now()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 fn refuse_limited(actor: &Actor) -> Result<()> {
     if actor.read_only || actor.project_scope.is_some() {
         return Err(Error::forbidden(

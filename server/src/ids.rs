@@ -115,6 +115,10 @@ typed_id! {
     WebhookId as "webhook";
     /// An invitation to join a project.
     InvitationId as "invitation";
+    /// A command-line login by device flow.
+    DeviceLoginId as "device login";
+    /// A refresh token (and, for its family, the chain of its rotations).
+    RefreshTokenId as "refresh token";
     /// A browser session (its secret is in the cookie, never its id).
     SessionId as "session";
     /// A mailed sign-in link.

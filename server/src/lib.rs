@@ -17,6 +17,7 @@ pub mod code;
 pub mod config;
 pub mod datasets;
 pub mod db;
+pub mod device_login;
 pub mod error;
 pub mod events;
 pub mod graphql;

@@ -60,6 +60,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/email/sign_in.html"),
     ),
     (
+        "device.html",
+        include_str!("../../web/templates/device.html"),
+    ),
+    (
+        "device_done.html",
+        include_str!("../../web/templates/device_done.html"),
+    ),
+    (
         "email/invitation.txt",
         include_str!("../../web/templates/email/invitation.txt"),
     ),
@@ -119,6 +127,7 @@ mod tests {
             "email_links": true, "email": "<b>ship</b>@x", "minutes": 15, "method": "session_oidc",
             "signed_in_at": "t", "groups": ["<b>ship</b>"], "is_admin": false, "link": "http://x/sign-in/email/s",
             "project": "<b>ship</b>", "role": "viewer", "inviter": "a@x", "expires_at": "t",
+            "code": "BCDF-GHJK", "client": "<b>ship</b>", "approved": true,
         });
         for (name, _) in TEMPLATES {
             if matches!(*name, "base.html" | "compliance_report.html") {
@@ -133,6 +142,7 @@ mod tests {
             } else if name.contains("sign_in")
                 || name.starts_with("account")
                 || name.contains("invitation")
+                || name.starts_with("device")
             {
                 &sign_in
             } else if name.starts_with("email/") {

@@ -121,6 +121,25 @@ impl Cli {
         }
     }
 
+    /// Starts `custody ARGS…` with stdout and stderr piped, for a command that waits on
+    /// something the test does meanwhile (`login`'s device flow).
+    pub fn spawn(&self, args: &[&str]) -> tokio::process::Child {
+        let mut cmd = tokio::process::Command::new(cli_bin());
+        cmd.args(args)
+            .env("HOME", self.home.path())
+            .env("XDG_CONFIG_HOME", self.config_home())
+            .env_remove("CUSTODY_URL")
+            .env_remove("CUSTODY_TOKEN")
+            .env_remove("CUSTODY_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("running custody {args:?}: {e}"))
+    }
+
     /// `custody ARGS… --json`, asserting success; answers the JSON on stdout.
     pub async fn json(&self, args: &[&str]) -> Value {
         let mut all: Vec<&str> = args.to_vec();

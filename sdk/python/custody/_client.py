@@ -5,18 +5,23 @@ Only the standard library is used: one keep-alive ``http.client`` connection per
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
 import os
+import re
 import ssl
 import tempfile
 import threading
 import urllib.parse
+from datetime import datetime, timedelta, timezone
 from typing import (
     IO,
     Any,
+    Callable,
     Dict,
+    Iterator,
     List,
     Mapping,
     Optional,
@@ -24,6 +29,11 @@ from typing import (
     Tuple,
     Union,
 )
+
+try:
+    import fcntl
+except ImportError:  # Windows: renewals are then not serialized between processes
+    fcntl = None  # type: ignore[assignment]
 
 from ._errors import CustodyError
 from ._types import (
@@ -48,6 +58,8 @@ __all__ = ["Client", "DEFAULT_URL"]
 DEFAULT_URL = "http://127.0.0.1:8080"
 USER_AGENT = "custody-python/0.1.0"
 _CHUNK = 1 << 20
+# A stored access token this close to its expiry is renewed before use, so it cannot lapse in flight.
+_RENEW_MARGIN = timedelta(seconds=60)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -134,6 +146,7 @@ class _Transport:
         self.prefix = parsed.path.rstrip("/")
         self.token = token
         self.timeout = timeout
+        self.login: Optional[_StoredLogin] = None
         self._local = threading.local()
 
     def _connection(self) -> Tuple[http.client.HTTPConnection, bool]:
@@ -171,10 +184,38 @@ class _Transport:
         body: Union[None, bytes, IO[bytes]] = None,
         headers: Optional[Mapping[str, str]] = None,
         sink: Optional[IO[bytes]] = None,
+        refused: Optional[Callable[[bytes], bool]] = None,
     ) -> Tuple[int, http.client.HTTPMessage, bytes]:
         """Sends one request; answers status, headers and body (or streams the body into
         ``sink`` when given and the status is 2xx). Retries once on a stale keep-alive
-        connection."""
+        connection.
+
+        With a stored, refreshable login, renews the token first when it is about to expire, and
+        renews it and sends again once when the server refuses it (HTTP 401, or ``refused(body)``
+        for answers that carry the refusal inside): it may have been revoked or expired early."""
+        login = self.login
+        if login is None:
+            return self._send(method, path, body, headers, sink)
+        if login.due():
+            login.renew(self, None)
+        token = self.token
+        start = body.tell() if hasattr(body, "tell") else None  # type: ignore[union-attr]
+        status, msg, data = self._send(method, path, body, headers, sink)
+        if status == 401 or (refused is not None and refused(data)):
+            login.renew(self, token)
+            if start is not None:
+                body.seek(start)  # type: ignore[union-attr]
+            status, msg, data = self._send(method, path, body, headers, sink)
+        return status, msg, data
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        body: Union[None, bytes, IO[bytes]],
+        headers: Optional[Mapping[str, str]],
+        sink: Optional[IO[bytes]],
+    ) -> Tuple[int, http.client.HTTPMessage, bytes]:
         target = self.prefix + path
         start = body.tell() if hasattr(body, "tell") else None  # type: ignore[union-attr]
         for attempt in (0, 1):
@@ -239,11 +280,18 @@ class Client:
     """
 
     def __init__(self, url: Optional[str] = None, token: Optional[str] = None, *, timeout: float = 60.0) -> None:
-        stored = _stored_login()
+        path, stored = _stored_login()
         url = url or os.environ.get("CUSTODY_URL") or stored.get("url") or DEFAULT_URL
+        login = None
         if token is None:
-            token = os.environ.get("CUSTODY_TOKEN") or stored.get("token")
+            token = os.environ.get("CUSTODY_TOKEN")
+            if not token:
+                token = stored.get("token")
+                # Only the CLI's device-flow login is renewable; explicit tokens are used as given.
+                if token and path and stored.get("refresh_token"):
+                    login = _StoredLogin(path, stored, stored.get("url") or url, timeout)
         self._t = _Transport(url, token.strip() if token else None, timeout)
+        self._t.login = login
 
     @property
     def url(self) -> str:
@@ -266,7 +314,9 @@ class Client:
         return self._post_graphql(body)
 
     def _post_graphql(self, body: bytes) -> Dict[str, Any]:
-        status, _, data = self._t.request("POST", "/graphql", body, {"Content-Type": "application/json"})
+        status, _, data = self._t.request(
+            "POST", "/graphql", body, {"Content-Type": "application/json"}, refused=_graphql_refused
+        )
         try:
             doc = json.loads(data.decode("utf-8"))
         except ValueError:
@@ -773,24 +823,199 @@ class Client:
         return self.graphql(q, {"k": kind, "o": owner_id, "p": path})["artifactDownloadUrl"]
 
 
-def _stored_login() -> Dict[str, str]:
-    """``{"url", "token"}`` written by the CLI's ``custody login``, or {} (missing or unreadable)."""
+def _config_path() -> Optional[str]:
+    """Where ``custody login`` keeps the login, or None when there is no home to keep it in."""
     path = os.environ.get("CUSTODY_CONFIG")
     if not path:
         base = os.environ.get("XDG_CONFIG_HOME") or (
             os.path.join(os.path.expanduser("~"), ".config") if os.path.expanduser("~") != "~" else ""
         )
         if not base:
-            return {}
+            return None
         path = os.path.join(base, "custody", "config.json")
+    return path
+
+
+def _read_config(path: str) -> Dict[str, Any]:
+    """The config file's JSON object, or {} (missing or unreadable)."""
     try:
         with open(path, encoding="utf-8") as f:
             doc = json.load(f)
     except (OSError, ValueError):
         return {}
-    if not isinstance(doc, dict):
-        return {}
-    return {k: v for k, v in doc.items() if k in ("url", "token") and isinstance(v, str) and v.strip()}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _stored_login() -> Tuple[Optional[str], Dict[str, str]]:
+    """The config's path and ``{"url", "token"}`` written by the CLI's ``custody login`` (with
+    ``refresh_token`` and ``expires_at`` after a device-flow login), or {}."""
+    path = _config_path()
+    doc = _read_config(path) if path else {}
+    keys = ("url", "token", "refresh_token", "expires_at")
+    return path, {k: v for k, v in doc.items() if k in keys and isinstance(v, str) and v.strip()}
+
+
+def _parse_time(value: Any) -> Optional[datetime]:
+    """An RFC 3339 time such as ``2026-12-03T05:00:00Z``, or None. Fractions are dropped
+    (``fromisoformat`` of Python < 3.11 reads neither ``Z`` nor nanoseconds)."""
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?", str(value).strip(), re.I)
+    if not m:
+        return None
+    offset = m.group(2) if m.group(2) not in (None, "Z", "z") else "+00:00"
+    try:
+        return datetime.fromisoformat(m.group(1).upper() + offset)
+    except ValueError:
+        return None
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextlib.contextmanager
+def _config_locked(path: str) -> Iterator[None]:
+    """Holds an exclusive lock on ``<config>.lock`` (POSIX only; elsewhere nothing)."""
+    fd = None
+    if fcntl is not None:
+        try:
+            fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            if fd is not None:
+                os.close(fd)
+            fd = None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _write_config(path: str, doc: Mapping[str, Any]) -> None:
+    """Replaces the config atomically: a reader sees the old login or the new one, never half of
+    one, and a crash cannot leave a rotated (used-up) refresh token as the only one on disk."""
+    # mkstemp creates the file with mode 0600, so the secrets are never readable by others.
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(json.dumps(doc, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = ""
+    finally:
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def _graphql_refused(data: bytes) -> bool:
+    """Whether a GraphQL answer refuses the caller itself (every error UNAUTHENTICATED): the
+    server answers that with HTTP 200, so the transport cannot tell by the status."""
+    if b"UNAUTHENTICATED" not in data:
+        return False
+    try:
+        errors = json.loads(data.decode("utf-8")).get("errors")
+        return bool(errors) and all(e["extensions"]["code"] == "UNAUTHENTICATED" for e in errors)
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return False
+
+
+class _StoredLogin:
+    """The CLI's device-flow login: an access token for an hour, renewed with a refresh token.
+
+    Refresh tokens rotate (each works once), and the server revokes the whole login when a used
+    one is presented again. So a renewal must never race another one with the same refresh
+    token: threads take a lock, processes (parallel jobs, the CLI itself) a lock file, and
+    whoever comes second adopts what the first one wrote to the config instead of refreshing.
+    """
+
+    def __init__(self, path: str, stored: Mapping[str, str], url: str, timeout: float) -> None:
+        self.path = path
+        self.config_url = stored.get("url")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.refresh_token = stored["refresh_token"]
+        self.expires_at = _parse_time(stored.get("expires_at"))
+        self._lock = threading.Lock()
+
+    def due(self) -> bool:
+        """Whether the access token expires within the margin (never, without ``expires_at``:
+        then only a refusal renews it)."""
+        return self.expires_at is not None and self.expires_at - datetime.now(timezone.utc) <= _RENEW_MARGIN
+
+    def renew(self, t: _Transport, refused: Optional[str]) -> None:
+        """Renews ``t.token`` if it is due, or if it is still ``refused`` (the token a request was
+        refused with). Raises UNAUTHENTICATED when the login can no longer be renewed."""
+        with self._lock:
+            if refused is not None and t.token != refused:
+                return  # another thread renewed it meanwhile
+            if refused is None and not self.due():
+                return
+            with _config_locked(self.path):
+                doc = _read_config(self.path)
+                # A config for another server (a new `custody login`) is not this login's to
+                # adopt or overwrite.
+                ours = bool(doc) and doc.get("url") == self.config_url
+                theirs = doc.get("refresh_token")
+                renewed = isinstance(theirs, str) and theirs != self.refresh_token and isinstance(doc.get("token"), str)
+                if ours and renewed:
+                    # Another process renewed first: our refresh token is used up, its successor is here.
+                    self._adopt(t, doc["token"], theirs, _parse_time(doc.get("expires_at")))
+                    if t.token != refused and not self.due():
+                        return
+                token, refresh_token, expires_at = self._refresh()
+                self._adopt(t, token, refresh_token, expires_at)
+                if ours:
+                    doc.update(token=token, refresh_token=refresh_token)
+                    if expires_at is not None:
+                        doc["expires_at"] = _rfc3339(expires_at)
+                    else:
+                        doc.pop("expires_at", None)
+                    _write_config(self.path, doc)
+
+    def _adopt(self, t: _Transport, token: str, refresh_token: str, expires_at: Optional[datetime]) -> None:
+        t.token = token.strip()
+        self.refresh_token = refresh_token
+        self.expires_at = expires_at
+
+    def _refresh(self) -> Tuple[str, str, Optional[datetime]]:
+        """``POST /api/device/token`` with ``grant_type=refresh_token``: a new access token, the
+        refresh token's successor and the new expiry."""
+        now = datetime.now(timezone.utc)
+        form = urllib.parse.urlencode({"grant_type": "refresh_token", "refresh_token": self.refresh_token}).encode()
+        # No bearer token on this request: the refresh token is the credential.
+        t = _Transport(self.url, None, self.timeout)
+        try:
+            status, _, data = t.request(
+                "POST", "/api/device/token", form, {"Content-Type": "application/x-www-form-urlencoded"}
+            )
+        finally:
+            t.close()
+        try:
+            doc = json.loads(data.decode("utf-8"))
+        except ValueError:
+            doc = None
+        if status == 400 and isinstance(doc, dict) and doc.get("error") == "invalid_grant":
+            why = doc.get("error_description") or "the refresh token is no longer valid"
+            raise CustodyError(
+                f"the stored login in {self.path} has expired or was revoked ({why}): "
+                f"run `custody login --url {self.url}` again",
+                "UNAUTHENTICATED",
+                status=status,
+            )
+        if status != 200:
+            raise _http_error(status, data, "renewing the stored login")
+        if not isinstance(doc, dict) or not isinstance(doc.get("access_token"), str):
+            raise CustodyError("the token endpoint answered no access_token", "INVALID_RESPONSE", status=status)
+        refresh_token = doc.get("refresh_token")
+        if not isinstance(refresh_token, str) or not refresh_token:
+            refresh_token = self.refresh_token  # not rotated this time: the old one stays valid
+        expires_in = doc.get("expires_in")
+        expires_at = now + timedelta(seconds=expires_in) if isinstance(expires_in, (int, float)) else None
+        return doc["access_token"], refresh_token, expires_at
 
 
 def _param_value(value: Any) -> str:

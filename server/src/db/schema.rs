@@ -29,6 +29,37 @@ diesel::table! {
 }
 
 diesel::table! {
+    device_logins (id) {
+        id -> Uuid,
+        device_code_sha256 -> Bytea,
+        user_code -> Text,
+        client_name -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        last_polled_at -> Nullable<Timestamptz>,
+        decided_by -> Nullable<Uuid>,
+        decided_at -> Nullable<Timestamptz>,
+        approved -> Nullable<Bool>,
+        redeemed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (id) {
+        id -> Uuid,
+        family_id -> Uuid,
+        secret_sha256 -> Bytea,
+        user_id -> Uuid,
+        access_token_id -> Uuid,
+        client_name -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     sessions (id) {
         id -> Uuid,
         secret_sha256 -> Bytea,
@@ -491,6 +522,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     sessions,
     sign_in_links,
     invitations,
+    device_logins,
+    refresh_tokens,
     users,
     api_tokens,
     projects,

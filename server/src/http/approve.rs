@@ -51,9 +51,7 @@ fn refused_with(err: &Error, sign_in_url: Option<&str>) -> HttpResponse {
 
 /// Where an approver signs in to come back to this link's page.
 fn sign_in_url(token: &str) -> String {
-    url::form_urlencoded::Serializer::new(String::from("/sign-in?"))
-        .append_pair("next", &format!("/approve/{token}"))
-        .finish()
+    super::pages::with_query("/sign-in", "next", &format!("/approve/{token}"))
 }
 
 #[get("/approve/{token}")]

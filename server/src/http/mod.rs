@@ -4,6 +4,7 @@
 
 mod approve;
 mod artifacts;
+mod device;
 mod error;
 mod export;
 mod graphql;
@@ -116,6 +117,7 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .configure(artifacts::routes)
             .configure(approve::routes)
             .configure(sign_in::routes)
+            .configure(device::routes)
             .configure(export::routes)
             .configure(history::routes)
     })

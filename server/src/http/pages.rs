@@ -53,3 +53,11 @@ pub(crate) fn see_other(location: &str) -> HttpResponse {
         .insert_header(("cache-control", "no-store"))
         .finish()
 }
+
+/// `path?name=value`, the value form-encoded.
+pub(crate) fn with_query(path: &str, name: &str, value: &str) -> String {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair(name, value)
+        .finish();
+    format!("{path}?{query}")
+}

@@ -94,9 +94,7 @@ struct NextQuery {
 async fn sign_in_page(state: web::Data<AppState>, query: web::Query<NextQuery>) -> HttpResponse {
     let next = safe_next(query.next.as_deref());
     let csrf = random_value();
-    let oidc_url = url::form_urlencoded::Serializer::new(String::from("/sign-in/oidc?"))
-        .append_pair("next", &next)
-        .finish();
+    let oidc_url = super::pages::with_query("/sign-in/oidc", "next", &next);
     let context = json!({
         "next": next,
         "csrf": csrf,

@@ -30,6 +30,7 @@ mod bench_concurrent_writers;
 mod bench_model_version_reads;
 mod bench_search_runs;
 mod cli;
+mod cli_login;
 mod compare_runs;
 mod config_errors;
 mod governance;

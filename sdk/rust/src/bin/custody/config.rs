@@ -12,6 +12,12 @@ use crate::ui::CliError;
 pub struct Config {
     pub url: Option<String>,
     pub token: Option<String>,
+    /// A device-flow login's refresh token: renews `token` when it runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// When `token` runs out (device-flow logins; a token given by hand has none here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 pub fn config_path() -> Result<PathBuf, CliError> {
@@ -91,17 +97,64 @@ fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether a stored login's token runs out within a minute.
+fn expiring(config: &Config) -> bool {
+    config
+        .expires_at
+        .is_some_and(|at| at <= chrono::Utc::now() + chrono::Duration::seconds(60))
+}
+
+/// An exclusive lock on `<config>.lock`, held until dropped.
+fn lock(path: &Path) -> Result<std::fs::File, CliError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let fail = |e: std::io::Error| CliError::other(format!("locking {}: {e}", lock_path.display()));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let file = options.open(&lock_path).map_err(fail)?;
+    file.lock().map_err(fail)?;
+    Ok(file)
+}
+
 /// Where the URL and token come from: `CUSTODY_URL` / `CUSTODY_TOKEN` override the stored login.
-pub fn credentials() -> Result<(String, String), CliError> {
+/// A stored device-flow login whose token runs out within a minute is renewed first (and the
+/// renewed tokens are stored).
+pub async fn credentials() -> Result<(String, String), CliError> {
     let path = config_path()?;
-    let stored = load(&path)?;
+    let mut stored = load(&path)?;
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let url = env("CUSTODY_URL").or(stored.url);
-    let token = env("CUSTODY_TOKEN").or(stored.token);
-    match (url, token) {
+    let url = env("CUSTODY_URL").or(stored.url.clone());
+    if let (Some(token), Some(url)) = (env("CUSTODY_TOKEN"), &url) {
+        return Ok((url.clone(), token));
+    }
+    if expiring(&stored) && stored.refresh_token.is_some() {
+        // Refresh tokens work once: a second process (the Python SDK, a parallel job) renewing
+        // from the same file at the same moment would end the login. One renews at a time,
+        // under `<config>.lock` (the SDK takes the same lock), and re-reads what the other wrote.
+        let _lock = lock(&path)?;
+        stored = load(&path)?;
+        if let (true, Some(refresh), Some(stored_url)) = (
+            expiring(&stored),
+            stored.refresh_token.clone(),
+            stored.url.clone(),
+        ) {
+            let renewed = crate::device::refresh(&stored_url, &refresh).await?;
+            stored.token = Some(renewed.token);
+            stored.refresh_token = Some(renewed.refresh_token);
+            stored.expires_at = Some(renewed.expires_at);
+            save(&path, &stored)?;
+        }
+    }
+    match (url, stored.token) {
         (Some(url), Some(token)) => Ok((url, token)),
         _ => Err(CliError::unauthenticated("not logged in").hint(
-            "run `custody login --url URL --token TOKEN` (get a token with `custody-server token issue --email EMAIL`), or set CUSTODY_URL and CUSTODY_TOKEN",
+            "run `custody login --url URL` (or `--token TOKEN` with a token from `custody-server token issue --email EMAIL`), or set CUSTODY_URL and CUSTODY_TOKEN",
         )),
     }
 }

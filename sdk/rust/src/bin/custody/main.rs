@@ -5,6 +5,7 @@
 //! (conflict, invalid input, policy denied), 1 anything else.
 
 mod config;
+mod device;
 mod tree;
 mod ui;
 
@@ -22,8 +23,9 @@ use crate::ui::{exit, human_bytes, CliError, Ui};
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 other error, 2 usage, 3 not found, 4 unauthenticated or forbidden,
 5 refused (conflict, invalid input, policy denied).
-Login: `custody login` stores URL and token in $XDG_CONFIG_HOME/custody/config.json
-(~/.config/custody/config.json); CUSTODY_URL and CUSTODY_TOKEN override it.";
+Login: `custody login --url URL` (approve the code it shows in a signed-in browser) stores URL
+and tokens in $XDG_CONFIG_HOME/custody/config.json (~/.config/custody/config.json, mode 0600);
+CUSTODY_URL and CUSTODY_TOKEN override it.";
 
 #[derive(Parser)]
 #[command(name = "custody", version, about = "The Custody model registry from the command line", after_help = AFTER_HELP)]
@@ -37,12 +39,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Store the server URL and a bearer token (checked against the server first).
+    /// Log in: without --token, approve a code in a signed-in browser (OAuth device flow; the
+    /// short-lived token and its refresh token are stored); with --token, store that token.
     Login {
         #[arg(long)]
         url: String,
         #[arg(long)]
-        token: String,
+        token: Option<String>,
     },
     /// Forget the stored login.
     Logout,
@@ -403,14 +406,14 @@ fn main() {
     std::process::exit(code);
 }
 
-fn client() -> Result<Client, CliError> {
-    let (url, token) = config::credentials()?;
+async fn client() -> Result<Client, CliError> {
+    let (url, token) = config::credentials().await?;
     Ok(Client::new(&url, Some(&token))?)
 }
 
 async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
     match command {
-        Command::Login { url, token } => login(ui, &url, &token).await,
+        Command::Login { url, token } => login(ui, &url, token.as_deref()).await,
         Command::Logout => {
             let path = config::config_path()?;
             let existed = path.exists();
@@ -428,7 +431,7 @@ async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
             Ok(())
         }
         Command::Whoami => {
-            let c = client()?;
+            let c = client().await?;
             let me = c.me().await?;
             ui.print(&json!({"url": c.url(), "me": me}), || {
                 let mut text = format!(
@@ -491,8 +494,23 @@ async fn run(command: Command, ui: Ui) -> Result<(), CliError> {
     }
 }
 
-async fn login(ui: Ui, url: &str, token: &str) -> Result<(), CliError> {
-    let c = Client::new(url, Some(token))?;
+async fn login(ui: Ui, url: &str, token: Option<&str>) -> Result<(), CliError> {
+    let url = url.trim().trim_end_matches('/');
+    let (token, refresh_token, expires_at) = match token {
+        Some(token) => (token.trim().to_owned(), None, None),
+        None => {
+            let tokens = device::login(url, |link, code| {
+                eprintln!("To log in, open {link}\nand approve the code {code} (it expires in 10 minutes).");
+            })
+            .await?;
+            (
+                tokens.token,
+                Some(tokens.refresh_token),
+                Some(tokens.expires_at),
+            )
+        }
+    };
+    let c = Client::new(url, Some(&token))?;
     let me = c.me().await.map_err(|e| {
         CliError::from(e).or_hint("nothing was stored; check the URL and the token")
     })?;
@@ -501,7 +519,9 @@ async fn login(ui: Ui, url: &str, token: &str) -> Result<(), CliError> {
         &path,
         &config::Config {
             url: Some(c.url().to_owned()),
-            token: Some(token.trim().to_owned()),
+            token: Some(token),
+            refresh_token,
+            expires_at,
         },
     )?;
     ui.print(
@@ -519,7 +539,7 @@ async fn login(ui: Ui, url: &str, token: &str) -> Result<(), CliError> {
 }
 
 async fn projects(ui: Ui, command: ProjectsCommand) -> Result<(), CliError> {
-    let c = client()?;
+    let c = client().await?;
     match command {
         ProjectsCommand::List => {
             let me = c.me().await?;
@@ -579,7 +599,7 @@ async fn register_dataset(ui: Ui, registration: DatasetRegistration) -> Result<(
                 .hint("give an existing file or directory"),
         );
     }
-    let c = client()?;
+    let c = client().await?;
     let local = path.to_path_buf();
     let digest = tokio::task::spawn_blocking(move || custody::digest::local_digest(&local))
         .await
@@ -628,7 +648,7 @@ async fn register_dataset(ui: Ui, registration: DatasetRegistration) -> Result<(
 }
 
 async fn runs(ui: Ui, command: RunsCommand) -> Result<(), CliError> {
-    let c = client()?;
+    let c = client().await?;
     match command {
         RunsCommand::Start {
             project,
@@ -852,7 +872,7 @@ async fn artifacts(ui: Ui, command: ArtifactsCommand) -> Result<(), CliError> {
                     .map(str::to_owned)
                     .ok_or_else(|| CliError::usage("the file name is not UTF-8; give --path"))?,
             };
-            let c = client()?;
+            let c = client().await?;
             let options = TransferOptions {
                 progress: ui.progress(),
                 multipart_threshold,
@@ -882,7 +902,7 @@ async fn artifacts(ui: Ui, command: ArtifactsCommand) -> Result<(), CliError> {
                 OwnerKind::Run => Owner::Run(id),
                 OwnerKind::ModelVersion => Owner::ModelVersion(id),
             };
-            let c = client()?;
+            let c = client().await?;
             let options = TransferOptions {
                 progress: ui.progress(),
                 ..Default::default()
@@ -912,7 +932,7 @@ async fn register_model(
     artifact_path: Option<&str>,
     description: Option<&str>,
 ) -> Result<(), CliError> {
-    let c = client()?;
+    let c = client().await?;
     if c.model(project, model).await?.is_none() {
         c.create_model(project, model, &NewModel::default()).await?;
     }
@@ -999,7 +1019,7 @@ fn deny_reasons(p: &custody::Promotion) -> Vec<String> {
 }
 
 async fn promote(ui: Ui, command: PromoteCommand) -> Result<(), CliError> {
-    let c = client()?;
+    let c = client().await?;
     let promotion = match command {
         PromoteCommand::Request {
             model_version_id,
@@ -1066,7 +1086,7 @@ async fn lineage(
         Direction::Up => LineageDirection::Upstream,
         Direction::Down => LineageDirection::Downstream,
     };
-    let c = client()?;
+    let c = client().await?;
     let graph = c
         .lineage(&NodeRef::new(kind, id), direction, Some(depth))
         .await?;
@@ -1077,7 +1097,7 @@ async fn lineage(
 }
 
 async fn audit_export(ui: Ui, args: ExportArgs) -> Result<(), CliError> {
-    let c = client()?;
+    let c = client().await?;
     let mut query: Vec<(&str, String)> = vec![(
         "format",
         match args.format {
