@@ -69,6 +69,8 @@ async fn every_operation_end_to_end() {
         "development, staging, production, archived"
     );
     assert!(admin.project("no-such").await.unwrap().is_none());
+    // People have accounts before they are added (an unknown address would be invited).
+    env.issue_token("ann@example.com", false).await;
     let member = admin
         .add_member(
             "nlp",
@@ -410,6 +412,7 @@ async fn every_operation_end_to_end() {
     assert_eq!(dev.status, PromotionStatus::Applied);
     // Another project admin asks: Ann's approver role was granted by the server admin, and an
     // approver the requester appointed would not count (separation of duties).
+    env.issue_token("lead@example.com", false).await;
     admin
         .add_member("nlp", "lead@example.com", Role::Admin, &[])
         .await
@@ -544,11 +547,11 @@ async fn errors_carry_the_server_codes() {
         .await
         .unwrap_err();
     assert!(e.is(ErrorCode::Unauthenticated), "{e}");
+    let viewer = client(&env, &env.issue_token("viewer@example.com", false).await);
     admin
         .add_member("p", "viewer@example.com", Role::Viewer, &[])
         .await
         .unwrap();
-    let viewer = client(&env, &env.issue_token("viewer@example.com", false).await);
     let e = viewer
         .log_metrics(&run.id, &[MetricPoint::new("x", 1.0, None)])
         .await
