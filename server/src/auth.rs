@@ -183,6 +183,14 @@ pub async fn find_user_by_email(conn: &mut Conn, email: &str) -> Result<Option<U
         .optional()?)
 }
 
+/// The user with this (normalised) email, or NOT_FOUND.
+pub async fn existing_user(conn: &mut Conn, email: &str) -> Result<User> {
+    let email = normalize_email(email)?;
+    find_user_by_email(conn, &email)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no user with email {email}")))
+}
+
 /// The groups the identity provider last gave a user (none for others).
 pub async fn idp_groups(conn: &mut Conn, user_id: Option<UserId>) -> Result<Vec<String>> {
     let Some(user_id) = user_id else {
@@ -382,10 +390,7 @@ pub async fn revoke_token(conn: &mut Conn, actor: &Actor, jti: TokenId) -> Resul
 /// admins; offboarding, or a leaked laptop). Answers how many were still valid.
 pub async fn revoke_all_tokens_of(conn: &mut Conn, actor: &Actor, email: &str) -> Result<usize> {
     actor.require_admin()?;
-    let email = normalize_email(email)?;
-    let user = find_user_by_email(conn, &email)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("no user with email {email}")))?;
+    let user = existing_user(conn, email).await?;
     let now = Utc::now();
     let jwts = diesel::update(
         api_tokens::table

@@ -11,6 +11,7 @@ pub mod access_tokens;
 pub mod actor;
 pub mod app;
 pub mod artifacts;
+pub mod assets;
 pub mod audit;
 pub mod auth;
 pub mod code;

@@ -187,7 +187,9 @@ pub async fn authenticate(
             "this session has expired; sign in again".into(),
         ));
     }
-    if now - last_seen_at >= LAST_SEEN_RESOLUTION {
+    // Written at most once a minute, but often enough that activity always keeps a session
+    // with a short idle timeout alive.
+    if now - last_seen_at >= LAST_SEEN_RESOLUTION.min(limits.idle / 2) {
         diesel::update(sessions::table.find(id))
             .set(sessions::last_seen_at.eq(now))
             .execute(conn)
@@ -244,10 +246,7 @@ pub async fn end(conn: &mut Conn, actor: &Actor, id: SessionId) -> Result<()> {
 /// Answers how many were open.
 pub async fn revoke_all_of(conn: &mut Conn, actor: &Actor, email: &str) -> Result<usize> {
     actor.require_admin()?;
-    let email = crate::auth::normalize_email(email)?;
-    let user = crate::auth::find_user_by_email(conn, &email)
-        .await?
-        .ok_or_else(|| Error::not_found(format!("no user with email {email}")))?;
+    let user = crate::auth::existing_user(conn, email).await?;
     let now = Utc::now();
     let revoked = diesel::update(
         sessions::table

@@ -76,6 +76,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/email/invitation.html"),
     ),
     (
+        "ui/layout.html",
+        include_str!("../../web/templates/ui/layout.html"),
+    ),
+    (
+        "ui/home.html",
+        include_str!("../../web/templates/ui/home.html"),
+    ),
+    (
+        "ui/project.html",
+        include_str!("../../web/templates/ui/project.html"),
+    ),
+    (
+        "ui/run.html",
+        include_str!("../../web/templates/ui/run.html"),
+    ),
+    (
         "compliance_report.html",
         include_str!("../../web/templates/compliance_report.html"),
     ),
@@ -92,8 +108,10 @@ fn engine() -> &'static tera::Tera {
     })
 }
 
+/// Renders a template; every page's context also holds `assets` (the static files' URLs).
 pub fn render(name: &str, context: &Value) -> Result<String> {
-    let context = tera::Context::from_value(context.clone()).map_err(Error::internal)?;
+    let mut context = tera::Context::from_value(context.clone()).map_err(Error::internal)?;
+    context.insert("assets", &crate::assets::urls());
     engine()
         .render(name, &context)
         .map_err(|e| Error::internal(anyhow::anyhow!("rendering {name}: {e:?}")))
@@ -130,14 +148,32 @@ mod tests {
             "code": "BCDF-GHJK", "client": "<b>ship</b>", "approved": true,
         });
         for (name, _) in TEMPLATES {
-            if matches!(*name, "base.html" | "compliance_report.html") {
+            if matches!(
+                *name,
+                "base.html" | "compliance_report.html" | "ui/layout.html"
+            ) {
                 continue;
             }
             let emergency = json!({
                 "project": "p", "model": "churn", "version": 3, "from_stage": "production",
                 "by": "a@x", "reason": "<b>leak</b>", "cancelled": 1, "manifest_sha256": "ab",
             });
-            let context = if name.starts_with("email/emergency") {
+            let ui = json!({
+                "me": {"email": "a@x", "memberships": [{"role": "ADMIN", "project": {"name": "<b>ship</b>", "description": null}}]},
+                "csrf": "c", "signed_in_as": "a@x", "filter": "<b>ship</b>", "next_page": "/projects/p?after=x",
+                "promotions": {"edges": [{"node": {"stage": "production", "createdAt": "t", "requestedBy": {"email": "a@x"},
+                    "modelVersion": {"version": 2, "model": {"name": "<b>ship</b>"}, "run": {"project": {"name": "p"}}}}}]},
+                "project": {"name": "p", "description": "<b>ship</b>"},
+                "searchRuns": {"edges": [{"node": {"id": "r", "name": "<b>ship</b>", "status": "RUNNING", "startedAt": "t", "endedAt": null}}],
+                    "pageInfo": {"hasNextPage": true, "endCursor": "x"}},
+                "run": {"id": "r", "name": "<b>ship</b>", "status": "FINISHED", "startedAt": "t", "endedAt": "t", "tags": {},
+                    "project": {"name": "p"}, "params": [{"key": "k", "value": "<b>ship</b>"}], "artifacts": [{"path": "m/<b>ship</b>", "size": 1}],
+                    "inputs": [{"version": 1, "dataset": {"name": "d"}}], "codeCommit": {"repository": "r", "commit": "c"}},
+                "compareRuns": {"metrics": [{"key": "auc", "values": [0.9]}]},
+            });
+            let context = if name.starts_with("ui/") {
+                &ui
+            } else if name.starts_with("email/emergency") {
                 &emergency
             } else if name.contains("sign_in")
                 || name.starts_with("account")

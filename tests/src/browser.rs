@@ -250,3 +250,16 @@ impl Drop for Browser {
         self.kill_everything();
     }
 }
+
+/// The text of the element `#id` once it is on the page (waiting up to 20 s), panicking with
+/// what is missing otherwise.
+pub async fn text_of(c: &Client, id: &str) -> String {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(fantoccini::Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("no #{id} on the page: {e}"))
+        .text()
+        .await
+        .unwrap()
+}

@@ -116,3 +116,48 @@ pub async fn session_gql(
     }
     request.send().await.unwrap().json().await.unwrap()
 }
+
+/// Signs `email` in by mailed link in a real browser (the sign-in page's form, then the link
+/// from the mail, in that same browser); the browser ends on `next`.
+pub async fn sign_in_in_browser(
+    c: &fantoccini::Client,
+    s: &Server,
+    smtp: &SmtpServer,
+    email: &str,
+    next: &str,
+) {
+    use fantoccini::Locator;
+    let before = smtp.messages_to(email).len();
+    c.goto(&s.url(&format!("/sign-in?next={}", urlencode(next))))
+        .await
+        .unwrap();
+    c.find(Locator::Id("email"))
+        .await
+        .unwrap()
+        .send_keys(email)
+        .await
+        .unwrap();
+    c.find(Locator::Id("send-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    crate::browser::text_of(c, "sent").await;
+    let mail = crate::wait_until(
+        &format!("a sign-in mail to {email}"),
+        Duration::from_secs(30),
+        || async { smtp.messages_to(email).into_iter().nth(before) },
+    )
+    .await;
+    c.goto(&sign_in_link(&mail)).await.unwrap();
+}
+
+fn urlencode(text: &str) -> String {
+    reqwest::Url::parse_with_params("http://x/", &[("v", text)])
+        .unwrap()
+        .query()
+        .unwrap()
+        .trim_start_matches("v=")
+        .to_owned()
+}

@@ -9,7 +9,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::pages::{page, refusal, see_other};
-use crate::db::Conn;
 use crate::device_login::{self, display_user_code, Answer};
 use crate::error::Error;
 use crate::state::AppState;
@@ -48,13 +47,8 @@ struct CodeRequest {
 
 #[post("/api/device/code")]
 async fn device_code(state: web::Data<AppState>, form: web::Form<CodeRequest>) -> HttpResponse {
-    let mut pooled = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return server_error(&e.into()),
-    };
-    let conn: &mut Conn = &mut pooled;
     let (public_url, name) = (&state.public_url, form.client_name.as_deref());
-    let started = crate::audit::transaction(conn, |c| {
+    let started = super::transaction(&state, |c| {
         async move { device_login::start(c, public_url, name).await }.scope_boxed()
     })
     .await;
@@ -101,12 +95,7 @@ async fn token(state: web::Data<AppState>, form: web::Form<TokenRequest>) -> Htt
             )
         }
     };
-    let mut pooled = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return server_error(&e.into()),
-    };
-    let conn: &mut Conn = &mut pooled;
-    let answer: Answer = crate::audit::transaction(conn, |c| {
+    let answer: Answer = super::transaction(&state, |c| {
         async move {
             match grant {
                 Ok(code) => device_login::poll(c, &code).await,
@@ -212,13 +201,8 @@ async fn decide(
         "deny" => false,
         _ => return refused(&Error::forbidden("unknown decision")),
     };
-    let mut pooled = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return refused(&e.into()),
-    };
-    let conn: &mut Conn = &mut pooled;
     let (actor, code) = (&session.actor, form.code.as_str());
-    let decided = crate::audit::transaction(conn, |c| {
+    let decided = super::transaction(&state, |c| {
         async move { device_login::decide(c, actor, code, approve).await }.scope_boxed()
     })
     .await;

@@ -15,6 +15,7 @@ mod metrics;
 mod pages;
 mod sign_in;
 mod subscriptions;
+mod ui;
 
 pub use export::ExportLimits;
 
@@ -118,6 +119,7 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .configure(approve::routes)
             .configure(sign_in::routes)
             .configure(device::routes)
+            .configure(ui::routes)
             .configure(export::routes)
             .configure(history::routes)
     })
@@ -254,6 +256,22 @@ async fn authenticate_session(
     let mut actor = session.actor;
     actor.request_id = Some(request_id);
     Ok(actor)
+}
+
+/// Runs one command in one transaction (with its audit entries) on a connection of the pool:
+/// what the pages' handlers do after reading their form.
+pub(crate) async fn transaction<'a, T, F>(state: &AppState, command: F) -> Result<T, Error>
+where
+    T: Send + 'a,
+    F: for<'r> FnOnce(
+            &'r mut crate::db::Conn,
+        )
+            -> diesel_async::scoped_futures::ScopedBoxFuture<'a, 'r, Result<T, Error>>
+        + Send
+        + 'a,
+{
+    let mut conn = state.pool.get().await?;
+    crate::audit::transaction(&mut conn, command).await
 }
 
 /// The browser's session, if it has a valid one (pages that work signed in or not).

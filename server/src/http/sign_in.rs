@@ -11,7 +11,6 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::pages::{page, private_cookie, refusal, see_other};
-use crate::db::Conn;
 use crate::error::Error;
 use crate::sessions::{self, SignInMethod, Started};
 use crate::sign_in::{email_link, oidc, safe_next, Proof};
@@ -138,13 +137,8 @@ async fn ask_for_link(
         ));
     }
     let next = safe_next(form.next.as_deref());
-    let mut pooled = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return refused(&e.into()),
-    };
-    let conn: &mut Conn = &mut pooled;
     let (sign_in, public_url, email) = (&state.sign_in, &state.public_url, form.email.trim());
-    let asked = crate::audit::transaction(conn, |c| {
+    let asked = super::transaction(&state, |c| {
         async move { email_link::request(c, sign_in, public_url, email, &next).await }.scope_boxed()
     })
     .await;
@@ -180,14 +174,9 @@ async fn open_link(
         .cookie(email_link::BROWSER_COOKIE)
         .map(|c| c.value().to_owned());
     let user_agent = user_agent(&http);
-    let mut pooled = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return refused(&e.into()),
-    };
-    let conn: &mut Conn = &mut pooled;
     let sign_in = &state.sign_in;
     let secret = secret.into_inner();
-    let opened = crate::audit::transaction(conn, |c| {
+    let opened = super::transaction(&state, |c| {
         async move {
             let (user, next) = email_link::redeem(c, sign_in, &secret, browser.as_deref()).await?;
             let started = sessions::start(
@@ -292,13 +281,8 @@ async fn oidc_callback(
         Err(e) => return refused(&e),
     };
     let user_agent = user_agent(&http);
-    let mut pooled = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return refused(&e.into()),
-    };
-    let conn: &mut Conn = &mut pooled;
     let sign_in = &state.sign_in;
-    let started = crate::audit::transaction(conn, |c| {
+    let started = super::transaction(&state, |c| {
         async move {
             let proof = Proof::Oidc {
                 groups: identity.groups,
@@ -349,13 +333,8 @@ async fn sign_out(
             "The form's security check failed: sign out from a page of this server.",
         ));
     }
-    let mut pooled = match state.pool.get().await {
-        Ok(c) => c,
-        Err(e) => return refused(&e.into()),
-    };
-    let conn: &mut Conn = &mut pooled;
     let (actor, id) = (&session.actor, session.id);
-    let ended = crate::audit::transaction(conn, |c| {
+    let ended = super::transaction(&state, |c| {
         async move { sessions::end(c, actor, id).await }.scope_boxed()
     })
     .await;

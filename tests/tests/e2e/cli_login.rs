@@ -52,6 +52,22 @@ async fn finish(child: tokio::process::Child) -> (i32, Value) {
     )
 }
 
+/// Posts a decision on a login's code from `browser`'s session, with `csrf` as its form value.
+async fn decide(
+    browser: &reqwest::Client,
+    s: &custody_tests::Server,
+    code: &str,
+    decision: &str,
+    csrf: &str,
+) -> reqwest::Response {
+    browser
+        .post(s.url("/device"))
+        .form(&[("code", code), ("decision", decision), ("csrf", csrf)])
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn token_endpoint(s: &custody_tests::Server, form: &[(&str, &str)]) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(s.url("/api/device/token"))
@@ -79,27 +95,9 @@ async fn the_command_line_logs_in_by_device_flow_and_its_login_renews_and_ends()
     assert!(location.starts_with("/sign-in?next="), "{location}");
     let sql = env.sql().await;
     let before = Snapshot::take(&sql).await;
-    let forged = browser
-        .post(s.url("/device"))
-        .form(&[
-            ("code", code.as_str()),
-            ("decision", "approve"),
-            ("csrf", "guess"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let forged = decide(&browser, s, &code, "approve", "guess").await;
     assert_eq!(forged.status(), 403);
-    let anonymous = cookie_client()
-        .post(s.url("/device"))
-        .form(&[
-            ("code", code.as_str()),
-            ("decision", "approve"),
-            ("csrf", ""),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let anonymous = decide(&cookie_client(), s, &code, "approve", "").await;
     assert_eq!(anonymous.status(), 303);
     Snapshot::take(&sql)
         .await
@@ -116,16 +114,7 @@ async fn the_command_line_logs_in_by_device_flow_and_its_login_renews_and_ends()
         .unwrap();
     assert!(page.contains(&code), "{page}");
     let csrf = hidden_value(&page, "csrf");
-    let done = browser
-        .post(s.url("/device"))
-        .form(&[
-            ("code", code.as_str()),
-            ("decision", "approve"),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let done = decide(&browser, s, &code, "approve", &csrf).await;
     assert_eq!(done.status(), 200);
     let (status, out) = finish(child).await;
     assert_eq!(status, 0, "{out}");
@@ -143,16 +132,7 @@ async fn the_command_line_logs_in_by_device_flow_and_its_login_renews_and_ends()
     assert!(first_token.starts_with("cst_") && first_refresh.starts_with("csr_"));
     assert_eq!(cli.json(&["whoami"]).await["me"]["email"], ANA);
     // The code is used: the same approval cannot be had twice.
-    let again = browser
-        .post(s.url("/device"))
-        .form(&[
-            ("code", code.as_str()),
-            ("decision", "approve"),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let again = decide(&browser, s, &code, "approve", &csrf).await;
     assert_eq!(again.status(), 404);
 
     // When the token runs out the command line renews it (and the refresh token rotates).
@@ -245,16 +225,7 @@ async fn the_command_line_logs_in_by_device_flow_and_its_login_renews_and_ends()
         .await
         .unwrap();
     let csrf = hidden_value(&page, "csrf");
-    browser
-        .post(s.url("/device"))
-        .form(&[
-            ("code", code.as_str()),
-            ("decision", "deny"),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    decide(&browser, s, &code, "deny", &csrf).await;
     let (status, _) = finish(child).await;
     assert_eq!(status, 4, "a denied login exits as unauthenticated");
     assert!(!other.config_file().exists());

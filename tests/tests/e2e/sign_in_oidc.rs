@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use custody_tests::browser::Browser;
+use custody_tests::browser::{text_of, Browser};
 use custody_tests::fixtures::{self, id};
 use custody_tests::governance::*;
 use custody_tests::oidc::{answer_for, OidcProvider};
@@ -32,17 +32,6 @@ async fn oidc_env(args: &[&str]) -> (TestEnv, SmtpServer, OidcProvider) {
     let env = start_env(&all, &vars).await;
     let idp = OidcProvider::start(reserved, &env.server.url("")).await;
     (env, smtp, idp)
-}
-
-async fn text_of(c: &Client, id: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("no #{id} on the page: {e}"))
-        .text()
-        .await
-        .unwrap()
 }
 
 /// Signs `login` in from Custody's sign-in page, through the provider's login form, and waits

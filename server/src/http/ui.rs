@@ -1,0 +1,226 @@
+//! The web UI, served by the server itself: pages rendered with tera whose data comes through
+//! the public GraphQL API (run in-process as the signed-in person, so a page shows exactly what
+//! their own dashboard could), and the static files they link. Nothing here is readable without
+//! a session: every page sends an anonymous visitor to sign in and back.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::pages::{page, refusal, see_other, with_query};
+use crate::error::Error;
+use crate::graphql::{execute_as, CustodySchema};
+use crate::sessions::Authenticated;
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(home)
+        .service(project)
+        .service(run)
+        .service(asset);
+}
+
+/// Runs of a project per page of its table.
+const RUNS_PER_PAGE: i64 = 50;
+
+/// The session behind a page, or the redirect that signs the visitor in and brings them back.
+async fn signed_in(state: &AppState, http: &HttpRequest) -> Result<Authenticated, HttpResponse> {
+    match super::current_session(state, http).await {
+        Ok(Some(session)) => Ok(session),
+        Ok(None) => {
+            let here = match http.uri().path_and_query() {
+                Some(pq) => pq.as_str().to_owned(),
+                None => "/".to_owned(),
+            };
+            Err(see_other(&with_query("/sign-in", "next", &here)))
+        }
+        Err(e) => Err(refused(&e)),
+    }
+}
+
+fn refused(e: &Error) -> HttpResponse {
+    if let Error::Internal(cause) = e {
+        tracing::error!(error = ?cause, "internal error on a page");
+    }
+    let (status, title) = match e {
+        Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+        Error::Forbidden(_) | Error::Unauthenticated(_) => {
+            (StatusCode::FORBIDDEN, "You cannot see this")
+        }
+        Error::InvalidInput(_) | Error::TooLarge(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Please try again shortly"),
+        Error::Conflict(_) | Error::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
+        }
+    };
+    refusal(status, title, &e.to_string())
+}
+
+/// A page's data: the GraphQL answer's `data`, or its first error as the domain error it was.
+async fn query(
+    schema: &CustodySchema,
+    state: &AppState,
+    session: &Authenticated,
+    document: &str,
+    variables: Value,
+) -> Result<Value, Error> {
+    let response = execute_as(
+        schema,
+        &state.pool,
+        session.actor.clone(),
+        document,
+        variables,
+    )
+    .await;
+    if let Some(error) = response.errors.first() {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .map(|c| c.to_string().trim_matches('"').to_owned());
+        let message = error.message.clone();
+        return Err(match code.as_deref() {
+            Some("NOT_FOUND") => Error::NotFound(message),
+            Some("FORBIDDEN") => Error::Forbidden(message),
+            Some("UNAUTHENTICATED") => Error::Unauthenticated(message),
+            Some("INVALID_INPUT") => Error::InvalidInput(message),
+            Some("UNAVAILABLE") => Error::Unavailable(message),
+            _ => Error::Internal(anyhow::anyhow!("a page's query failed: {message}")),
+        });
+    }
+    response.data.into_json().map_err(Error::internal)
+}
+
+/// What every page's layout shows: who is signed in, and the sign-out form's CSRF value.
+fn layout(session: &Authenticated, mut context: Value) -> Value {
+    context["signed_in_as"] = json!(session.actor.email);
+    context["csrf"] = json!(session.csrf_token);
+    context
+}
+
+const HOME: &str = "query($first: Int!) {
+  me { email memberships(first: 200) { role project { name description } } }
+  promotions(status: PENDING, first: $first) { edges { node {
+    id stage createdAt requestedBy { email }
+    modelVersion { version model { name } run { project { name } } } } } }
+}";
+
+#[get("/")]
+async fn home(
+    state: web::Data<AppState>,
+    schema: web::Data<CustodySchema>,
+    http: HttpRequest,
+) -> HttpResponse {
+    let session = match signed_in(&state, &http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    match query(&schema, &state, &session, HOME, json!({"first": 20})).await {
+        Ok(data) => page(StatusCode::OK, "ui/home.html", layout(&session, data)),
+        Err(e) => refused(&e),
+    }
+}
+
+const PROJECT: &str = "query($p: String!, $filter: String, $first: Int!, $after: String) {
+  project(name: $p) { name description }
+  searchRuns(projects: [$p], filter: $filter, first: $first, after: $after) {
+    edges { node { id name status startedAt endedAt } }
+    pageInfo { hasNextPage endCursor } }
+}";
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    filter: Option<String>,
+    after: Option<String>,
+}
+
+#[get("/projects/{name}")]
+async fn project(
+    state: web::Data<AppState>,
+    schema: web::Data<CustodySchema>,
+    http: HttpRequest,
+    name: web::Path<String>,
+    params: web::Query<RunsQuery>,
+) -> HttpResponse {
+    let session = match signed_in(&state, &http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    let filter = params
+        .filter
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty());
+    let variables = json!({"p": name.as_str(), "filter": filter, "first": RUNS_PER_PAGE, "after": params.after});
+    let mut context = match query(&schema, &state, &session, PROJECT, variables).await {
+        Ok(data) if data["project"].is_null() => {
+            return refused(&Error::not_found(format!("no project named `{name}`")))
+        }
+        Ok(data) => data,
+        // A filter that does not parse: the page says why, with the filter to fix.
+        Err(Error::InvalidInput(why)) if filter.is_some() => {
+            json!({"project": {"name": name.as_str()}, "filter_error": why})
+        }
+        Err(e) => return refused(&e),
+    };
+    context["filter"] = json!(filter.unwrap_or(""));
+    if let Some(cursor) = context["searchRuns"]["pageInfo"]["endCursor"].as_str() {
+        let mut next = url::form_urlencoded::Serializer::new(String::new());
+        if let Some(filter) = filter {
+            next.append_pair("filter", filter);
+        }
+        next.append_pair("after", cursor);
+        context["next_page"] = json!(format!("/projects/{}?{}", name.as_str(), next.finish()));
+    }
+    page(StatusCode::OK, "ui/project.html", layout(&session, context))
+}
+
+const RUN: &str = "query($id: ID!) {
+  run(id: $id) { id name status startedAt endedAt tags project { name }
+    params { key value } artifacts { path size }
+    inputs { version dataset { name } }
+    codeCommit { repository commit } }
+  compareRuns(ids: [$id]) { metrics { key values } }
+}";
+
+#[get("/runs/{id}")]
+async fn run(
+    state: web::Data<AppState>,
+    schema: web::Data<CustodySchema>,
+    http: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    let session = match signed_in(&state, &http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    match query(&schema, &state, &session, RUN, json!({"id": id.as_str()})).await {
+        Ok(data) if data["run"].is_null() => refused(&Error::not_found("no such run")),
+        Ok(data) => page(StatusCode::OK, "ui/run.html", layout(&session, data)),
+        Err(e) => refused(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct Version {
+    v: Option<String>,
+}
+
+/// A static file; immutable for a year when asked for by its current version.
+#[get("/static/{name}")]
+async fn asset(name: web::Path<String>, version: web::Query<Version>) -> HttpResponse {
+    let Some((asset, current)) = crate::assets::find(&name) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let cache = if version.v.as_deref() == Some(current) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    HttpResponse::Ok()
+        .content_type(asset.content_type)
+        .insert_header(("cache-control", cache))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .body(asset.bytes)
+}
