@@ -88,6 +88,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/ui/project.html"),
     ),
     (
+        "ui/approvals.html",
+        include_str!("../../web/templates/ui/approvals.html"),
+    ),
+    (
+        "ui/decided.html",
+        include_str!("../../web/templates/ui/decided.html"),
+    ),
+    (
         "ui/run.html",
         include_str!("../../web/templates/ui/run.html"),
     ),
@@ -170,6 +178,13 @@ mod tests {
                     "project": {"name": "p"}, "params": [{"key": "k", "value": "<b>ship</b>"}], "artifacts": [{"path": "m/<b>ship</b>", "size": 1}],
                     "inputs": [{"version": 1, "dataset": {"name": "d"}}], "codeCommit": {"repository": "r", "commit": "c"}},
                 "compareRuns": {"metrics": [{"key": "auc", "values": [0.9]}]},
+                "decide": [{"id": "p1", "stage": "staging", "comment": "<b>ship</b>", "createdAt": "t", "expiresAt": "t",
+                    "requiredApprovals": 1, "approverGroup": null, "policyResult": {"deny": []}, "requestedBy": {"email": "a@x"},
+                    "approvals": [{"approver": {"email": "b@x"}, "decision": "approve"}],
+                    "modelVersion": {"version": 1, "model": {"name": "m"}, "run": {"id": "r", "name": null, "project": {"name": "p"}}}}],
+                "others": [{"stage": "production", "decisionBlockedBy": "<b>ship</b>",
+                    "modelVersion": {"version": 2, "model": {"name": "m"}}}],
+                "decision": "approve", "promotion": {"stage": "staging", "status": "APPLIED"},
             });
             let context = if name.starts_with("ui/") {
                 &ui

@@ -151,6 +151,17 @@ impl PromotionNode {
             .ok_or_else(|| gql_error(Error::not_found("requester is gone")))
     }
 
+    /// Whether the caller may decide on this promotion now, as this request is authenticated
+    /// (role, group, separation of duties, the project's sign-in rule, not yet decided).
+    async fn viewer_can_decide(&self, ctx: &Context<'_>) -> GqlResult<bool> {
+        Ok(self.blocked(ctx).await?.is_none())
+    }
+
+    /// Why the caller may not decide on this promotion now (null when they may).
+    async fn decision_blocked_by(&self, ctx: &Context<'_>) -> GqlResult<Option<String>> {
+        self.blocked(ctx).await
+    }
+
     async fn approvals(&self, ctx: &Context<'_>) -> GqlResult<Vec<ApprovalNode>> {
         let rows = loaders(ctx)
             .load_one(ApprovalsOfPromotion(self.0.id))
@@ -168,6 +179,29 @@ impl PromotionNode {
                 at: a.at,
             })
             .collect())
+    }
+}
+
+impl PromotionNode {
+    /// Why the caller may not decide now, or `None` (`approvals::check_decider`, read-only).
+    async fn blocked(&self, ctx: &Context<'_>) -> GqlResult<Option<String>> {
+        let actor = actor(ctx)?;
+        let state = state(ctx);
+        let promotion: &Promotion = &self.0;
+        read(ctx, |c| {
+            async move {
+                let gate = state.gate();
+                match approvals::check_decider(c, actor, &gate, promotion).await {
+                    Ok(_) => Ok(None),
+                    Err(
+                        e @ (Error::Forbidden(_) | Error::Conflict(_) | Error::Unauthenticated(_)),
+                    ) => Ok(Some(e.to_string())),
+                    Err(e) => Err(e),
+                }
+            }
+            .scope_boxed()
+        })
+        .await
     }
 }
 

@@ -4,7 +4,7 @@
 //! a session: every page sends an anonymous visitor to sign in and back.
 
 use actix_web::http::StatusCode;
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -16,6 +16,8 @@ use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(home)
+        .service(inbox)
+        .service(decide)
         .service(project)
         .service(run)
         .service(asset);
@@ -118,6 +120,98 @@ async fn home(
     };
     match query(&schema, &state, &session, HOME, json!({"first": 20})).await {
         Ok(data) => page(StatusCode::OK, "ui/home.html", layout(&session, data)),
+        Err(e) => refused(&e),
+    }
+}
+
+const INBOX: &str = "query($first: Int!) {
+  promotions(status: PENDING, first: $first) { edges { node {
+    id stage comment createdAt expiresAt requiredApprovals approverGroup policyResult
+    viewerCanDecide decisionBlockedBy requestedBy { email }
+    approvals { approver { email } decision comment }
+    modelVersion { id version model { name } run { id name project { name } } } } } }
+}";
+
+/// Pending promotions of the person's projects, those they may decide first, each with its
+/// decision form.
+#[get("/approvals")]
+async fn inbox(
+    state: web::Data<AppState>,
+    schema: web::Data<CustodySchema>,
+    http: HttpRequest,
+) -> HttpResponse {
+    let session = match signed_in(&state, &http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    match query(&schema, &state, &session, INBOX, json!({"first": 100})).await {
+        Ok(data) => {
+            let pending = data["promotions"]["edges"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let (mine, others): (Vec<Value>, Vec<Value>) = pending
+                .into_iter()
+                .map(|e| e["node"].clone())
+                .partition(|p| p["viewerCanDecide"] == json!(true));
+            let context = json!({"decide": mine, "others": others});
+            page(
+                StatusCode::OK,
+                "ui/approvals.html",
+                layout(&session, context),
+            )
+        }
+        Err(e) => refused(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DecisionForm {
+    #[serde(default)]
+    decision: String,
+    comment: Option<String>,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// A decision from the inbox: the session's own (its CSRF value), through the API's mutation.
+#[post("/approvals/{id}")]
+async fn decide(
+    state: web::Data<AppState>,
+    schema: web::Data<CustodySchema>,
+    http: HttpRequest,
+    id: web::Path<String>,
+    form: web::Form<DecisionForm>,
+) -> HttpResponse {
+    let session = match signed_in(&state, &http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    if form.csrf != session.csrf_token {
+        return refused(&Error::forbidden(
+            "the form's security check failed: decide from the inbox page of this server",
+        ));
+    }
+    let comment = form
+        .comment
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
+    let document = match form.decision.as_str() {
+        "approve" => "mutation($id: ID!, $c: String) { decided: approvePromotion(id: $id, comment: $c) { status stage } }",
+        "reject" => "mutation($id: ID!, $c: String!) { decided: rejectPromotion(id: $id, comment: $c) { status stage } }",
+        other => return refused(&Error::invalid(format!("unknown decision `{other}`"))),
+    };
+    let variables = json!({"id": id.as_str(), "c": comment});
+    match query(&schema, &state, &session, document, variables).await {
+        Ok(data) => page(
+            StatusCode::OK,
+            "ui/decided.html",
+            layout(
+                &session,
+                json!({"decision": form.decision, "promotion": data["decided"]}),
+            ),
+        ),
         Err(e) => refused(&e),
     }
 }

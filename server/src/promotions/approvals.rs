@@ -57,23 +57,16 @@ pub struct Approval {
     pub auth_method: AuthMethod,
 }
 
-/// Records one approver's decision and, when the quorum is reached, applies the promotion (after
-/// re-checking manifest and policy). One rejection rejects.
-pub async fn decide(
+/// Whether `actor` may decide on `promotion` now (the how of their authentication, for the
+/// record), or why not: FORBIDDEN for who they are (not a member, the wrong role or group, the
+/// requester or their appointee, a sign-in the project's rule does not accept), CONFLICT for the
+/// promotion's state (decided, expired, already decided by them). Changes nothing.
+pub async fn check_decider(
     conn: &mut Conn,
     actor: &Actor,
     gate: &Gate<'_>,
-    promotion_id: PromotionId,
-    verdict: Verdict,
-    comment: Option<&str>,
-    via: Via,
-) -> Result<Promotion> {
-    crate::validate::optional_text("comment", comment, 10_000)?;
-    if verdict == Verdict::Reject && comment.is_none_or(|c| c.trim().is_empty()) {
-        return Err(Error::invalid("a rejection needs a comment saying why"));
-    }
-    // The row lock serialises concurrent decisions on one promotion: the quorum is counted once.
-    let promotion = promotions::lock(conn, promotion_id).await?;
+    promotion: &Promotion,
+) -> Result<AuthMethod> {
     let approver = actor.user_id()?;
     let auth_method = actor
         .auth
@@ -97,7 +90,7 @@ pub async fn decide(
     if promotion.expires_at <= Utc::now() {
         return Err(Error::conflict("the promotion request has expired"));
     }
-    let gatekeeping = Gatekeeping::of(conn, &promotion).await?;
+    let gatekeeping = Gatekeeping::of(conn, promotion).await?;
     if let Some(why) = ineligibility(&gatekeeping, &member) {
         return Err(Error::forbidden(why));
     }
@@ -113,6 +106,28 @@ pub async fn decide(
             "you have already decided on this promotion",
         ));
     }
+    Ok(auth_method)
+}
+
+/// Records one approver's decision and, when the quorum is reached, applies the promotion (after
+/// re-checking manifest and policy). One rejection rejects.
+pub async fn decide(
+    conn: &mut Conn,
+    actor: &Actor,
+    gate: &Gate<'_>,
+    promotion_id: PromotionId,
+    verdict: Verdict,
+    comment: Option<&str>,
+    via: Via,
+) -> Result<Promotion> {
+    crate::validate::optional_text("comment", comment, 10_000)?;
+    if verdict == Verdict::Reject && comment.is_none_or(|c| c.trim().is_empty()) {
+        return Err(Error::invalid("a rejection needs a comment saying why"));
+    }
+    // The row lock serialises concurrent decisions on one promotion: the quorum is counted once.
+    let promotion = promotions::lock(conn, promotion_id).await?;
+    let auth_method = check_decider(conn, actor, gate, &promotion).await?;
+    let approver = actor.user_id()?;
     diesel::insert_into(approvals::table)
         .values((
             approvals::id.eq(ApprovalId::generate()),

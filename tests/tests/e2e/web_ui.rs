@@ -177,3 +177,84 @@ async fn a_signed_in_person_finds_a_run_by_filter_and_opens_it() {
         .unwrap()
         .starts_with("text/css"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_decides_from_the_inbox_and_the_requester_cannot() {
+    use custody_tests::governance::{promotion, request, Fixture, REQUESTER};
+    use custody_tests::sign_in::{hidden_value, sign_in_by_email};
+    const BOB: &str = "bob@example.com";
+    let (env, smtp) = start_env_with_smtp(&[]).await;
+    let s = &env.server;
+    let f = Fixture::build(&env, &[BOB]).await;
+    let v1 = f.version(s, &[("auc", 0.9)]).await;
+    let p1 = id(&request(s, &f.requester, &v1, "staging", Some("first cut")).await);
+
+    // The requester sees it among the others, with the reason she cannot decide.
+    let alice = sign_in_by_email(s, &smtp, REQUESTER).await;
+    let page = alice
+        .get(s.url("/approvals"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"nothing-to-decide\""), "{page}");
+    assert!(
+        page.contains("cannot decide on their own promotion"),
+        "{page}"
+    );
+    // A decision posted without the page's CSRF value changes nothing.
+    let sql = env.sql().await;
+    let before = custody_tests::Snapshot::take(&sql).await;
+    let forged = alice
+        .post(s.url(&format!("/approvals/{p1}")))
+        .form(&[("decision", "approve"), ("csrf", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    // ... nor does her own, with it: she requested it.
+    let csrf = hidden_value(&page, "csrf");
+    let own = alice
+        .post(s.url(&format!("/approvals/{p1}")))
+        .form(&[("decision", "approve"), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 403);
+    custody_tests::Snapshot::take(&sql)
+        .await
+        .assert_unchanged(&before, "refused inbox decisions");
+
+    // Bob decides in the browser, signed in: recorded as a session signed in by email.
+    let browser = Browser::start().await;
+    let c = browser.client();
+    c.set_window_size(1280, 900).await.unwrap();
+    sign_in_in_browser(c, s, &smtp, BOB, "/approvals").await;
+    let section = text_of(c, &format!("promotion-{p1}")).await;
+    assert!(
+        section.contains("churn v1 to staging") && section.contains("first cut"),
+        "{section}"
+    );
+    screenshot(c, "approvals").await;
+    c.find(Locator::Id(&format!("comment-{p1}")))
+        .await
+        .unwrap()
+        .send_keys("Looks right.")
+        .await
+        .unwrap();
+    c.find(Locator::Id(&format!("approve-{p1}")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(text_of(c, "outcome").await, "Approved");
+    assert_eq!(text_of(c, "status").await, "APPLIED");
+    browser.close().await;
+    let p = promotion(s, &env.admin, &p1).await;
+    assert_eq!(p["status"], "APPLIED");
+    assert_eq!(p["approvals"][0]["authMethod"], "SESSION_EMAIL");
+    assert_eq!(p["approvals"][0]["comment"], "Looks right.");
+}
