@@ -117,17 +117,10 @@ pub async fn session_gql(
     request.send().await.unwrap().json().await.unwrap()
 }
 
-/// Signs `email` in by mailed link in a real browser (the sign-in page's form, then the link
-/// from the mail, in that same browser); the browser ends on `next`.
-pub async fn sign_in_in_browser(
-    c: &fantoccini::Client,
-    s: &Server,
-    smtp: &SmtpServer,
-    email: &str,
-    next: &str,
-) {
+/// Asks for a sign-in link for `email` in a real browser (the sign-in page's form), going to
+/// `next`; waits for the "check your mail" page.
+pub async fn ask_in_browser(c: &fantoccini::Client, s: &Server, email: &str, next: &str) {
     use fantoccini::Locator;
-    let before = smtp.messages_to(email).len();
     c.goto(&s.url(&format!("/sign-in?next={}", urlencode(next))))
         .await
         .unwrap();
@@ -144,6 +137,19 @@ pub async fn sign_in_in_browser(
         .await
         .unwrap();
     crate::browser::text_of(c, "sent").await;
+}
+
+/// Signs `email` in by mailed link in a real browser (the sign-in page's form, then the link
+/// from the mail, in that same browser); the browser ends on `next`.
+pub async fn sign_in_in_browser(
+    c: &fantoccini::Client,
+    s: &Server,
+    smtp: &SmtpServer,
+    email: &str,
+    next: &str,
+) {
+    let before = smtp.messages_to(email).len();
+    ask_in_browser(c, s, email, next).await;
     let mail = crate::wait_until(
         &format!("a sign-in mail to {email}"),
         Duration::from_secs(30),

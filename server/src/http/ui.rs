@@ -94,6 +94,29 @@ async fn query(
     response.data.into_json().map_err(Error::internal)
 }
 
+/// A page: the session (or the sign-in redirect), the page's query run as the person, then
+/// `view` shapes the answer into the template's context.
+async fn show(
+    state: &AppState,
+    schema: &CustodySchema,
+    http: &HttpRequest,
+    template: &str,
+    (document, variables): (&str, Value),
+    view: impl FnOnce(Value) -> Result<Value, Error>,
+) -> HttpResponse {
+    let session = match signed_in(state, http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    match query(schema, state, &session, document, variables)
+        .await
+        .and_then(view)
+    {
+        Ok(context) => page(StatusCode::OK, template, layout(&session, context)),
+        Err(e) => refused(&e),
+    }
+}
+
 /// What every page's layout shows: who is signed in, and the sign-out form's CSRF value.
 fn layout(session: &Authenticated, mut context: Value) -> Value {
     context["signed_in_as"] = json!(session.actor.email);
@@ -114,14 +137,8 @@ async fn home(
     schema: web::Data<CustodySchema>,
     http: HttpRequest,
 ) -> HttpResponse {
-    let session = match signed_in(&state, &http).await {
-        Ok(s) => s,
-        Err(redirect) => return redirect,
-    };
-    match query(&schema, &state, &session, HOME, json!({"first": 20})).await {
-        Ok(data) => page(StatusCode::OK, "ui/home.html", layout(&session, data)),
-        Err(e) => refused(&e),
-    }
+    let request = (HOME, json!({"first": 20}));
+    show(&state, &schema, &http, "ui/home.html", request, Ok).await
 }
 
 const INBOX: &str = "query($first: Int!) {
@@ -140,12 +157,14 @@ async fn inbox(
     schema: web::Data<CustodySchema>,
     http: HttpRequest,
 ) -> HttpResponse {
-    let session = match signed_in(&state, &http).await {
-        Ok(s) => s,
-        Err(redirect) => return redirect,
-    };
-    match query(&schema, &state, &session, INBOX, json!({"first": 100})).await {
-        Ok(data) => {
+    let request = (INBOX, json!({"first": 100}));
+    show(
+        &state,
+        &schema,
+        &http,
+        "ui/approvals.html",
+        request,
+        |data| {
             let pending = data["promotions"]["edges"]
                 .as_array()
                 .cloned()
@@ -154,15 +173,10 @@ async fn inbox(
                 .into_iter()
                 .map(|e| e["node"].clone())
                 .partition(|p| p["viewerCanDecide"] == json!(true));
-            let context = json!({"decide": mine, "others": others});
-            page(
-                StatusCode::OK,
-                "ui/approvals.html",
-                layout(&session, context),
-            )
-        }
-        Err(e) => refused(&e),
-    }
+            Ok(json!({"decide": mine, "others": others}))
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -285,15 +299,15 @@ async fn run(
     http: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    let session = match signed_in(&state, &http).await {
-        Ok(s) => s,
-        Err(redirect) => return redirect,
-    };
-    match query(&schema, &state, &session, RUN, json!({"id": id.as_str()})).await {
-        Ok(data) if data["run"].is_null() => refused(&Error::not_found("no such run")),
-        Ok(data) => page(StatusCode::OK, "ui/run.html", layout(&session, data)),
-        Err(e) => refused(&e),
-    }
+    let request = (RUN, json!({"id": id.as_str()}));
+    show(&state, &schema, &http, "ui/run.html", request, |data| {
+        if data["run"].is_null() {
+            Err(Error::not_found("no such run"))
+        } else {
+            Ok(data)
+        }
+    })
+    .await
 }
 
 #[derive(Deserialize)]

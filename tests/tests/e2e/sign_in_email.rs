@@ -9,7 +9,7 @@ use custody_tests::browser::{text_of, Browser};
 use custody_tests::fixtures::id;
 use custody_tests::governance::*;
 use custody_tests::sign_in::{
-    ask_for_link, cookie_client, session_csrf, session_gql, sign_in_by_email, sign_in_link,
+    self, ask_for_link, cookie_client, session_csrf, session_gql, sign_in_by_email, sign_in_link,
 };
 use custody_tests::Snapshot;
 use fantoccini::{Client, Locator};
@@ -18,25 +18,14 @@ use serde_json::json;
 const BEN: &str = "ben@example.com";
 const NOBODY: &str = "nobody@example.com";
 
+/// Asks for a link from the sign-in page, which offers no single sign-on without a provider.
 async fn ask_in_browser(c: &Client, s: &custody_tests::Server, email: &str) {
-    c.goto(&s.url("/sign-in?next=/account")).await.unwrap();
+    c.goto(&s.url("/sign-in")).await.unwrap();
     assert!(
         c.find(Locator::Id("sign-in-oidc")).await.is_err(),
         "no single sign-on without a provider"
     );
-    c.find(Locator::Id("email"))
-        .await
-        .unwrap()
-        .send_keys(email)
-        .await
-        .unwrap();
-    c.find(Locator::Id("send-link"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert_eq!(text_of(c, "sent").await, "Check your mail");
+    sign_in::ask_in_browser(c, s, email, "/account").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
