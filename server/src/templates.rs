@@ -96,6 +96,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/ui/decided.html"),
     ),
     (
+        "ui/audit.html",
+        include_str!("../../web/templates/ui/audit.html"),
+    ),
+    (
         "ui/run.html",
         include_str!("../../web/templates/ui/run.html"),
     ),
@@ -185,6 +189,9 @@ mod tests {
                 "others": [{"stage": "production", "decisionBlockedBy": "<b>ship</b>",
                     "modelVersion": {"version": 2, "model": {"name": "m"}}}],
                 "decision": "approve", "promotion": {"stage": "staging", "status": "APPLIED"},
+                "auditLog": {"edges": [{"node": {"seq": 1, "at": "t", "actor": "<b>ship</b>", "action": "run.start", "subjectKind": "run", "subjectId": "r"}}],
+                    "pageInfo": {"hasNextPage": true, "endCursor": "x"}},
+                "export_jsonl": "/api/audit/export?format=jsonl", "export_csv": "/api/audit/export?format=csv", "action": "",
             });
             let context = if name.starts_with("ui/") {
                 &ui

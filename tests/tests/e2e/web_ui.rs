@@ -1,6 +1,7 @@
 //! The web UI in real headless Chromium: nothing without signing in; home lists the person's
 //! projects and pending promotions; a project's runs table filters with the search syntax and
-//! pages; a run shows its params, latest metrics and artifacts; every page carries the strict
+//! pages; a run shows its params, latest metrics and artifacts; the audit log filters and exports;
+//! approvers decide from the inbox; every page carries the strict
 //! Content-Security-Policy; outsiders get "not found". Screenshots of each page (1280 px wide)
 //! go to `target/ui-screenshots/` for review.
 
@@ -123,6 +124,53 @@ async fn a_signed_in_person_finds_a_run_by_filter_and_opens_it() {
     );
     assert!(text_of(c, "params").await.contains("model"));
     screenshot(c, "run").await;
+
+    // The project's audit log, filtered by action, and its export with the same session.
+    c.find(Locator::Id("nav-audit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(c, "audit").await.contains("project.create"));
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .as_str()
+        .ends_with("/audit?project=churn"));
+    let entries = rows(c, "audit").await;
+    assert!(
+        entries.iter().any(|r| r.contains("project.create")),
+        "{entries:?}"
+    );
+    screenshot(c, "audit").await;
+    c.goto(&s.url("/audit?project=churn&action=project.create"))
+        .await
+        .unwrap();
+    assert_eq!(rows(c, "audit").await.len(), 1);
+    let export = c
+        .find(Locator::Id("export-jsonl"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let cookie = c
+        .get_named_cookie("custody_session")
+        .await
+        .unwrap()
+        .value()
+        .to_owned();
+    let exported = reqwest::Client::new()
+        .get(s.url(&export))
+        .header("cookie", format!("custody_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exported.status(), 200, "{export}");
+    assert!(exported.text().await.unwrap().contains("project.create"));
 
     // Another project answers like a missing one.
     c.goto(&s.url("/projects/secret")).await.unwrap();
