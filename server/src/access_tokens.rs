@@ -7,13 +7,10 @@
 //! stays one indexed lookup). The `cst_` prefix tells it from the server's JWTs
 //! (`auth::issue_token`) and lets secret scanners recognise it.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::actor::{Actor, AuthMethod};
 use crate::audit::{self, Change};
@@ -22,6 +19,7 @@ use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::ids::{AccessTokenId, ProjectId, UserId};
 use crate::projects::{self, Role};
+use crate::secrets::{digest, random_secret};
 use crate::service_accounts;
 use crate::validate;
 
@@ -72,10 +70,6 @@ impl TokenRequest {
 pub struct Created {
     pub secret: String,
     pub token: AccessToken,
-}
-
-fn digest(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
 }
 
 /// A person's own token, acting as them; limited to `project` (by name) when given, which the
@@ -164,10 +158,7 @@ async fn insert(
         return Err(Error::invalid("a token needs a name"));
     }
     validate::text("token name", name, 100)?;
-    let secret = format!(
-        "{SECRET_PREFIX}{}",
-        URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-    );
+    let secret = format!("{SECRET_PREFIX}{}", random_secret());
     let now = Utc::now();
     let token: AccessToken = diesel::insert_into(access_tokens::table)
         .values((

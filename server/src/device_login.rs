@@ -8,14 +8,11 @@
 //! token, the previous one revoked). A used refresh token presented again means a copy is in
 //! other hands: its whole family is revoked, and so is the access token it last minted.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::access_tokens;
 use crate::actor::{Actor, AuthMethod};
@@ -24,6 +21,7 @@ use crate::db::schema::{device_logins, refresh_tokens, users};
 use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::ids::{AccessTokenId, DeviceLoginId, RefreshTokenId, UserId};
+use crate::secrets::{digest, random_secret};
 
 /// How long a device code waits for the person.
 pub const CODE_LIFETIME: Duration = Duration::minutes(10);
@@ -39,14 +37,6 @@ const MAX_PENDING: i64 = 1000;
 const REFRESH_PREFIX: &str = "csr_";
 /// Letters of user codes: no vowels (no words) and none that read alike.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
-
-fn digest(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
-fn random_secret() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
 
 fn user_code() -> String {
     (0..8)

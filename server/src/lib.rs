@@ -36,6 +36,7 @@ pub mod projects;
 pub mod promotions;
 pub mod runs;
 pub mod search;
+pub mod secrets;
 pub mod service_accounts;
 pub mod sessions;
 pub mod sign_in;

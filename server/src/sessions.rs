@@ -7,13 +7,10 @@
 //! `X-CSRF-Token` header): the cookie alone, which the browser sends by itself, never changes
 //! anything.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::actor::{Actor, AuthMethod};
 use crate::audit::{self, Change};
@@ -22,6 +19,7 @@ use crate::db::schema::{sessions, users};
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
 use crate::ids::{SessionId, UserId};
+use crate::secrets::{digest, random_secret};
 
 /// The cookie that carries a session's secret.
 pub const COOKIE: &str = "custody_session";
@@ -62,14 +60,6 @@ pub struct Started {
     pub expires_at: DateTime<Utc>,
 }
 
-fn digest(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
-fn random_value() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
 /// Starts a session for a person who has just proved who they are.
 pub async fn start(
     conn: &mut Conn,
@@ -80,7 +70,7 @@ pub async fn start(
 ) -> Result<Started> {
     let now = Utc::now();
     let id = SessionId::generate();
-    let secret = random_value();
+    let secret = random_secret();
     let expires_at = now + limits.max_age;
     // A user agent is the client's to choose: keep a readable prefix, not whatever it sent.
     let user_agent: Option<String> = user_agent.map(|ua| ua.chars().take(200).collect());
@@ -90,7 +80,7 @@ pub async fn start(
             sessions::secret_sha256.eq(digest(&secret)),
             sessions::user_id.eq(user.id),
             sessions::method.eq(method),
-            sessions::csrf_token.eq(random_value()),
+            sessions::csrf_token.eq(random_secret()),
             sessions::signed_in_at.eq(now),
             sessions::last_seen_at.eq(now),
             sessions::expires_at.eq(expires_at),

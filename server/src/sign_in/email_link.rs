@@ -6,13 +6,10 @@
 //!
 //! Asking answers the same whatever the address, so the form does not tell who has an account.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::{Proof, SignIn};
 use crate::auth::{self, User};
@@ -21,6 +18,7 @@ use crate::db::Conn;
 use crate::error::{Error, Result};
 use crate::ids::SignInLinkId;
 use crate::notify;
+use crate::secrets::{digest, random_secret};
 
 /// The cookie of the browser that asked for a link.
 pub const BROWSER_COOKIE: &str = "custody_sign_in";
@@ -29,14 +27,6 @@ pub const LIFETIME: Duration = Duration::minutes(15);
 /// Links one address may be sent within `LIFETIME`: a form anyone can post must not become a
 /// way to flood someone's mailbox.
 const MAX_RECENT_LINKS: i64 = 5;
-
-fn digest(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
-}
-
-fn random_value() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
 
 /// Asks for a link to `email`. Returns the value for the asking browser's cookie, whether or not
 /// a mail went out (unknown addresses, addresses over their rate, and malformed ones alike).
@@ -50,7 +40,7 @@ pub async fn request(
     if !sign_in.email_links {
         return Err(Error::forbidden("sign-in by email is not enabled here"));
     }
-    let browser = random_value();
+    let browser = random_secret();
     let Ok(email) = auth::normalize_email(email) else {
         return Ok(browser);
     };
@@ -73,7 +63,7 @@ pub async fn request(
         return Ok(browser);
     }
     let id = SignInLinkId::generate();
-    let secret = random_value();
+    let secret = random_secret();
     diesel::insert_into(sign_in_links::table)
         .values((
             sign_in_links::id.eq(id),

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{TokenKeys, ISSUER};
 use crate::error::{Error, Result};
+use crate::secrets::random_secret;
 
 /// The cookie that carries a sign-in in progress.
 pub const LOGIN_COOKIE: &str = "custody_oidc";
@@ -122,10 +123,6 @@ struct TokenResponse {
     error_description: Option<String>,
 }
 
-fn random_value() -> String {
-    URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
-}
-
 fn unauthenticated(message: impl Into<String>) -> Error {
     Error::Unauthenticated(message.into())
 }
@@ -200,7 +197,7 @@ impl Provider {
     /// Begins a sign-in that returns to `next`.
     pub async fn start(&self, keys: &TokenKeys, next: &str) -> Result<LoginStart> {
         let (metadata, _) = self.discovered(false).await?;
-        let (state, nonce, verifier) = (random_value(), random_value(), random_value());
+        let (state, nonce, verifier) = (random_secret(), random_secret(), random_secret());
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         let cookie = keys.sign_for(&LoginClaims {
             iss: ISSUER.into(),

@@ -186,6 +186,31 @@ async fn sessions_end_when_idle_or_revoked_and_allowed_domains_let_newcomers_in(
     assert_eq!(r.status(), 303, "an idle session still answers");
     outbox_settled(&env).await;
     assert!(smtp.messages_to("eve@elsewhere.example").is_empty());
+
+    // Cookies are HttpOnly everywhere, and Secure once the server is reached over https.
+    let cookie_of = |r: &reqwest::Response| r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let plain = cookie_client().get(s.url("/sign-in")).send().await.unwrap();
+    let plain = cookie_of(&plain);
+    assert!(
+        plain.contains("HttpOnly") && !plain.contains("Secure"),
+        "{plain}"
+    );
+    let mut https = s.start_replica().await;
+    https.extra_env.push((
+        "CUSTODY_PUBLIC_URL".into(),
+        "https://custody.example".into(),
+    ));
+    https.restart().await;
+    let behind_tls = cookie_client()
+        .get(https.url("/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    let behind_tls = cookie_of(&behind_tls);
+    assert!(
+        behind_tls.contains("HttpOnly") && behind_tls.contains("Secure"),
+        "{behind_tls}"
+    );
 }
 
 const SET_RULE: &str = "mutation($p: String!, $r: ApprovalSignIn) {
