@@ -1,0 +1,167 @@
+//! The web UI, served by the server itself: pages rendered with tera whose data comes through
+//! the public GraphQL API (run in-process as the signed-in person, so a page shows exactly what
+//! their own dashboard could), and the static files they link. Nothing here is readable without
+//! a session: every page sends an anonymous visitor to sign in and back.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::pages::{page, refusal, see_other, with_query};
+use crate::error::Error;
+use crate::graphql::{execute_as, CustodySchema};
+use crate::sessions::Authenticated;
+use crate::state::AppState;
+
+mod approvals;
+mod audit;
+mod runs;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(home).service(asset);
+    approvals::routes(cfg);
+    runs::routes(cfg);
+    audit::routes(cfg);
+}
+
+/// The session behind a page, or the redirect that signs the visitor in and brings them back.
+pub(super) async fn signed_in(
+    state: &AppState,
+    http: &HttpRequest,
+) -> Result<Authenticated, HttpResponse> {
+    match super::current_session(state, http).await {
+        Ok(Some(session)) => Ok(session),
+        Ok(None) => {
+            let here = match http.uri().path_and_query() {
+                Some(pq) => pq.as_str().to_owned(),
+                None => "/".to_owned(),
+            };
+            Err(see_other(&with_query("/sign-in", "next", &here)))
+        }
+        Err(e) => Err(refused(&e)),
+    }
+}
+
+pub(super) fn refused(e: &Error) -> HttpResponse {
+    if let Error::Internal(cause) = e {
+        tracing::error!(error = ?cause, "internal error on a page");
+    }
+    let (status, title) = match e {
+        Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not found"),
+        Error::Forbidden(_) | Error::Unauthenticated(_) => {
+            (StatusCode::FORBIDDEN, "You cannot see this")
+        }
+        Error::InvalidInput(_) | Error::TooLarge(_) => (StatusCode::BAD_REQUEST, "Bad request"),
+        Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Please try again shortly"),
+        Error::Conflict(_) | Error::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
+        }
+    };
+    refusal(status, title, &e.to_string())
+}
+
+/// A page's data: the GraphQL answer's `data`, or its first error as the domain error it was.
+pub(super) async fn query(
+    schema: &CustodySchema,
+    state: &AppState,
+    session: &Authenticated,
+    document: &str,
+    variables: Value,
+) -> Result<Value, Error> {
+    let response = execute_as(
+        schema,
+        &state.pool,
+        session.actor.clone(),
+        document,
+        variables,
+    )
+    .await;
+    if let Some(error) = response.errors.first() {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .map(|c| c.to_string().trim_matches('"').to_owned());
+        let message = error.message.clone();
+        return Err(match code.as_deref() {
+            Some("NOT_FOUND") => Error::NotFound(message),
+            Some("FORBIDDEN") => Error::Forbidden(message),
+            Some("UNAUTHENTICATED") => Error::Unauthenticated(message),
+            Some("INVALID_INPUT") => Error::InvalidInput(message),
+            Some("UNAVAILABLE") => Error::Unavailable(message),
+            _ => Error::Internal(anyhow::anyhow!("a page's query failed: {message}")),
+        });
+    }
+    response.data.into_json().map_err(Error::internal)
+}
+
+/// A page: the session (or the sign-in redirect), the page's query run as the person, then
+/// `view` shapes the answer into the template's context.
+pub(super) async fn show(
+    state: &AppState,
+    schema: &CustodySchema,
+    http: &HttpRequest,
+    template: &str,
+    (document, variables): (&str, Value),
+    view: impl FnOnce(Value) -> Result<Value, Error>,
+) -> HttpResponse {
+    let session = match signed_in(state, http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    match query(schema, state, &session, document, variables)
+        .await
+        .and_then(view)
+    {
+        Ok(context) => page(StatusCode::OK, template, layout(&session, context)),
+        Err(e) => refused(&e),
+    }
+}
+
+/// What every page's layout shows: who is signed in, and the sign-out form's CSRF value.
+pub(super) fn layout(session: &Authenticated, mut context: Value) -> Value {
+    context["signed_in_as"] = json!(session.actor.email);
+    context["csrf"] = json!(session.csrf_token);
+    context
+}
+
+const HOME: &str = "query($first: Int!) {
+  me { email memberships(first: 200) { role project { name description } } }
+  promotions(status: PENDING, first: $first) { edges { node {
+    id stage createdAt requestedBy { email }
+    modelVersion { version model { name } run { project { name } } } } } }
+}";
+
+#[get("/")]
+async fn home(
+    state: web::Data<AppState>,
+    schema: web::Data<CustodySchema>,
+    http: HttpRequest,
+) -> HttpResponse {
+    let request = (HOME, json!({"first": 20}));
+    show(&state, &schema, &http, "ui/home.html", request, Ok).await
+}
+
+#[derive(Deserialize)]
+struct Version {
+    v: Option<String>,
+}
+
+/// A static file; immutable for a year when asked for by its current version.
+#[get("/static/{name}")]
+async fn asset(name: web::Path<String>, version: web::Query<Version>) -> HttpResponse {
+    let Some((asset, current)) = crate::assets::find(&name) else {
+        return HttpResponse::NotFound().finish();
+    };
+    let cache = if version.v.as_deref() == Some(current) {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    HttpResponse::Ok()
+        .content_type(asset.content_type)
+        .insert_header(("cache-control", cache))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .body(asset.bytes)
+}
