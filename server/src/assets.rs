@@ -43,11 +43,15 @@ pub fn find(name: &str) -> Option<(&'static Asset, &'static str)> {
     known().get(name).map(|k| (k.asset, k.version.as_str()))
 }
 
-/// Every asset's versioned URL, by a template-friendly key (`custody.css` → `css`).
+/// Every asset's versioned URL, by a template-friendly key: the name with `_` for each dot
+/// or dash (`custody.css` → `custody_css`, `runs-table.js` → `runs_table_js`).
 pub fn urls() -> serde_json::Value {
-    let url = |name: &str| {
-        let (_, version) = find(name).expect("a built-in asset");
-        format!("/static/{name}?v={version}")
-    };
-    serde_json::json!({ "css": url("custody.css") })
+    known()
+        .iter()
+        .map(|(name, k)| {
+            let key = name.replace(['.', '-'], "_");
+            (key, format!("/static/{name}?v={}", k.version).into())
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
