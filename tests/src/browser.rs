@@ -263,3 +263,24 @@ pub async fn text_of(c: &Client, id: &str) -> String {
         .await
         .unwrap()
 }
+
+/// A screenshot of the page as it is, for review: `target/ui-screenshots/<name>.png`.
+pub async fn screenshot(c: &Client, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = c.screenshot().await.expect("a screenshot");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// The text of each body row of the table with this id.
+pub async fn rows(c: &Client, table: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in c
+        .find_all(fantoccini::Locator::Css(&format!("#{table} tbody tr")))
+        .await
+        .unwrap()
+    {
+        out.push(row.text().await.unwrap());
+    }
+    out
+}

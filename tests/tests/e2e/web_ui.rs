@@ -5,7 +5,7 @@
 //! Content-Security-Policy; outsiders get "not found". Screenshots of each page (1280 px wide)
 //! go to `target/ui-screenshots/` for review.
 
-use custody_tests::browser::{text_of, Browser};
+use custody_tests::browser::{rows, screenshot, text_of, Browser};
 use custody_tests::fixtures::*;
 use custody_tests::governance::start_env_with_smtp;
 use custody_tests::sign_in::{cookie_client, sign_in_in_browser};
@@ -13,25 +13,6 @@ use fantoccini::{Client, Locator};
 use serde_json::json;
 
 const ANA: &str = "ana@example.com";
-
-async fn screenshot(c: &Client, name: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ui-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    let png = c.screenshot().await.expect("a screenshot");
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-}
-
-async fn rows(c: &Client, table: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for row in c
-        .find_all(Locator::Css(&format!("#{table} tbody tr")))
-        .await
-        .unwrap()
-    {
-        out.push(row.text().await.unwrap());
-    }
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_in_person_finds_a_run_by_filter_and_opens_it() {
