@@ -9,7 +9,7 @@ use custody_tests::browser::{rows, screenshot, text_of, Browser};
 use custody_tests::fixtures::*;
 use custody_tests::governance::start_env_with_smtp;
 use custody_tests::sign_in::{cookie_client, sign_in_in_browser};
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 use serde_json::json;
 
 const ANA: &str = "ana@example.com";
