@@ -13,11 +13,34 @@ pub struct Asset {
     pub bytes: &'static [u8],
 }
 
-const ASSETS: &[Asset] = &[Asset {
-    name: "custody.css",
-    content_type: "text/css; charset=utf-8",
-    bytes: include_bytes!("../../web/static/custody.css"),
-}];
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "custody.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/static/custody.css"),
+    },
+    Asset {
+        name: "charts.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/charts.js"),
+    },
+    Asset {
+        name: "filter-keys.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/filter-keys.js"),
+    },
+    // uPlot 1.6.31 (MIT, web/static/uplot.LICENSE), vendored as published on npm.
+    Asset {
+        name: "uplot.js",
+        content_type: "text/javascript; charset=utf-8",
+        bytes: include_bytes!("../../web/static/uplot.js"),
+    },
+    Asset {
+        name: "uplot.css",
+        content_type: "text/css; charset=utf-8",
+        bytes: include_bytes!("../../web/static/uplot.css"),
+    },
+];
 
 struct Known {
     asset: &'static Asset,

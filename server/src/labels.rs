@@ -22,6 +22,7 @@ use crate::ids::{ModelId, ModelVersionId, ProjectId, RunId, TypedId};
 use crate::models::{Model, ModelVersion};
 use crate::projects::{self, Role};
 use crate::promotions::{self, Gate, Promotion};
+use crate::run_keys::{self, KeyKind};
 
 /// Most tags one object holds, longest key and value.
 pub const MAX_TAGS: usize = 100;
@@ -161,6 +162,9 @@ pub async fn set_tag(
         .bind::<Jsonb, _>(json!(tags))
         .execute(conn)
         .await?;
+    if let (Tagged::Run(_), Some(_), None) = (target, value, &before) {
+        run_keys::record(conn, row.project_id, KeyKind::Tag, [key]).await?;
+    }
     let action = match (target, value.is_some()) {
         (Tagged::Run(_), true) => "run.tag.set",
         (Tagged::Run(_), false) => "run.tag.delete",

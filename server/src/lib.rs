@@ -34,6 +34,7 @@ pub mod outbound;
 pub mod policy;
 pub mod projects;
 pub mod promotions;
+pub mod run_keys;
 pub mod runs;
 pub mod search;
 pub mod secrets;

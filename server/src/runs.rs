@@ -18,6 +18,7 @@ use crate::ids::{CodeCommitId, DatasetVersionId, ProjectId, RunId, UserId};
 use crate::lineage::{self, NodeRef};
 use crate::metric_history;
 use crate::projects::{self, Role};
+use crate::run_keys::{self, KeyKind};
 use crate::validate;
 
 /// Largest `logMetrics` batch; bigger batches are refused whole.
@@ -121,6 +122,8 @@ pub async fn start(
         .returning(Run::as_returning())
         .get_result(conn)
         .await?;
+    let tag_keys = tags.as_object().into_iter().flat_map(|t| t.keys());
+    run_keys::record(conn, project.id, KeyKind::Tag, tag_keys.map(String::as_str)).await?;
     let this = NodeRef::Run(run.id);
     if let Some(commit) = commit {
         lineage::record_new_node_edge(conn, this, commit, "ran").await?;
@@ -256,6 +259,13 @@ pub async fn log_params(
         .values(&rows)
         .execute(conn)
         .await?;
+    run_keys::record(
+        conn,
+        run.project_id,
+        KeyKind::Param,
+        wanted.keys().map(String::as_str),
+    )
+    .await?;
     audit::record(
         conn,
         actor,
@@ -279,6 +289,8 @@ struct SeriesCount {
     key: String,
     #[diesel(sql_type = Int8)]
     points: i64,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    new_key: bool,
 }
 
 /// Appends a batch of metrics. Metrics are observations, not governance acts:
@@ -365,14 +377,15 @@ pub async fn log_metrics(
                      < (latest.earliest_step, latest.earliest_at, latest.earliest_value)
                      THEN EXCLUDED.earliest_at ELSE latest.earliest_at END,
                  earliest_step = LEAST(EXCLUDED.earliest_step, latest.earliest_step)
-             RETURNING key, points
+             -- A row just inserted (xmax 0) is the run's first point of that key.
+             RETURNING key, points, xmax = 0 AS new_key
          ), announced AS (
              SELECT pg_notify('custody_events', $15) FROM event_watches
              WHERE topic = $14 AND expires_at > now()
              LIMIT 1
          )
          -- The batch is never empty, so `latest` answers a row and the announcement runs.
-         SELECT key, points, (SELECT count(*) FROM announced) AS announced FROM latest",
+         SELECT key, points, new_key, (SELECT count(*) FROM announced) AS announced FROM latest",
     )
     .bind::<SqlUuid, _>(run_id)
     .bind::<Array<Text>, _>(&keys)
@@ -391,6 +404,9 @@ pub async fn log_metrics(
     .bind::<Text, _>(&announcement)
     .load(conn)
     .await?;
+    // Keys new to the run may be new to its project: the steady state (known keys) skips this.
+    let new_keys = counts.iter().filter(|c| c.new_key).map(|c| c.key.as_str());
+    run_keys::record(conn, run.project_id, KeyKind::Metric, new_keys).await?;
     let counts: HashMap<String, i64> = counts.into_iter().map(|c| (c.key, c.points)).collect();
     metric_history::record_chunks(conn, run_id, &keys, &values, &steps, &ats, &counts).await?;
     Ok(keys.len())

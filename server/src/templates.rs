@@ -104,6 +104,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/ui/run.html"),
     ),
     (
+        "ui/compare.html",
+        include_str!("../../web/templates/ui/compare.html"),
+    ),
+    (
         "compliance_report.html",
         include_str!("../../web/templates/compliance_report.html"),
     ),
@@ -116,8 +120,40 @@ fn engine() -> &'static tera::Tera {
         tera.add_raw_templates(TEMPLATES.iter().copied())
             .expect("the built-in templates parse (checked by templates::tests)");
         tera.autoescape_on(vec![".html"]);
+        tera.register_filter("num", number);
+        tera.register_filter("when", moment);
         tera
     })
+}
+
+/// `{{ x | num }}`: a number as people read it (at most six significant digits: 0.83, not
+/// 0.8299999999999998); anything else as it is.
+fn number(value: &Value, _: &std::collections::HashMap<String, Value>) -> tera::Result<Value> {
+    Ok(match value.as_f64() {
+        Some(x) if value.is_f64() && x.is_finite() && x != 0.0 => {
+            let digits = (5 - x.abs().log10().floor() as i32).clamp(0, 12) as usize;
+            let text = format!("{x:.digits$}");
+            let text = if text.contains('.') {
+                text.trim_end_matches('0').trim_end_matches('.').to_owned()
+            } else {
+                text
+            };
+            Value::String(text)
+        }
+        _ => value.clone(),
+    })
+}
+
+/// `{{ t | when }}`: an RFC 3339 time as `2026-12-03 07:32 UTC`; anything else as it is.
+fn moment(value: &Value, _: &std::collections::HashMap<String, Value>) -> tera::Result<Value> {
+    Ok(value
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| {
+            let utc = t.with_timezone(&chrono::Utc);
+            Value::String(utc.format("%Y-%m-%d %H:%M UTC").to_string())
+        })
+        .unwrap_or_else(|| value.clone()))
 }
 
 /// Renders a template; every page's context also holds `assets` (the static files' URLs).
@@ -133,6 +169,20 @@ pub fn render(name: &str, context: &Value) -> Result<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn numbers_and_times_read_well() {
+        let none = std::collections::HashMap::new();
+        let num = |v: Value| number(&v, &none).unwrap();
+        assert_eq!(num(json!(0.8299999999999998)), json!("0.83"));
+        assert_eq!(num(json!(0.000333333333)), json!("0.000333333"));
+        assert_eq!(num(json!(123456.789)), json!("123457"));
+        assert_eq!(num(json!(-2.5)), json!("-2.5"));
+        assert_eq!(num(json!(7)), json!(7));
+        assert_eq!(num(json!("x")), json!("x"));
+        let when = moment(&json!("2026-12-03T07:32:05.585455+00:00"), &none).unwrap();
+        assert_eq!(when, json!("2026-12-03 07:32 UTC"));
+    }
 
     #[test]
     fn every_template_renders() {
@@ -170,7 +220,19 @@ mod tests {
                 "project": "p", "model": "churn", "version": 3, "from_stage": "production",
                 "by": "a@x", "reason": "<b>leak</b>", "cancelled": 1, "manifest_sha256": "ab",
             });
-            let ui = json!({
+            // The runs table and compare pages' own keys (one json! would be too deep a macro).
+            let runs_ui = json!({
+                "offered": ["metrics.<b>ship</b>"], "columns": "metrics.a", "order": "metrics.a", "desc": true,
+                "headers": [{"key": "metrics.<b>ship</b>", "sorted": "ascending", "sort_url": "/projects/p?order=a", "remove_url": "/projects/p"}],
+                "runs": [{"id": "r", "name": "<b>ship</b>", "status": "FINISHED", "startedAt": "t", "cells": [0.5, "<b>ship</b>", null],
+                    "project": {"name": "p"}, "codeCommit": null, "inputs": [{"version": 1, "dataset": {"name": "<b>ship</b>"}}]}],
+                "first_page": "/projects/p", "after": true, "chart_keys": ["<b>ship</b>"], "run_ids": ["r"], "run_names": ["<b>ship</b>"],
+                "params": [{"key": "<b>ship</b>", "values": ["<b>ship</b>", null], "differs": true}],
+                "metrics": [{"key": "<b>ship</b>", "values": [0.5, null], "differs": false}],
+                "only_differences": false, "all_url": "/compare?runs=a", "diff_url": "/compare?runs=a&diff=1",
+                "tags": [{"key": "<b>ship</b>", "value": "<b>ship</b>"}]
+            });
+            let mut ui = json!({
                 "me": {"email": "a@x", "memberships": [{"role": "ADMIN", "project": {"name": "<b>ship</b>", "description": null}}]},
                 "csrf": "c", "signed_in_as": "a@x", "filter": "<b>ship</b>", "next_page": "/projects/p?after=x",
                 "promotions": {"edges": [{"node": {"stage": "production", "createdAt": "t", "requestedBy": {"email": "a@x"},
@@ -179,8 +241,10 @@ mod tests {
                 "searchRuns": {"edges": [{"node": {"id": "r", "name": "<b>ship</b>", "status": "RUNNING", "startedAt": "t", "endedAt": null}}],
                     "pageInfo": {"hasNextPage": true, "endCursor": "x"}},
                 "run": {"id": "r", "name": "<b>ship</b>", "status": "FINISHED", "startedAt": "t", "endedAt": "t", "tags": {},
-                    "project": {"name": "p"}, "params": [{"key": "k", "value": "<b>ship</b>"}], "artifacts": [{"path": "m/<b>ship</b>", "size": 1}],
-                    "inputs": [{"version": 1, "dataset": {"name": "d"}}], "codeCommit": {"repository": "r", "commit": "c"}},
+                    "project": {"name": "p"}, "params": [{"key": "k", "value": "<b>ship</b>"}], "artifacts": [{"path": "m/<b>ship</b>", "size": 1, "sha256": "ab"}],
+                    "inputs": [{"version": 1, "sha256": "ab", "dataset": {"name": "d", "project": {"name": "p"}}}],
+                    "codeCommit": {"repository": "r", "commit": "c", "branch": "<b>ship</b>", "dirty": true},
+                    "latestMetrics": [{"key": "<b>ship</b>", "value": 0.9, "step": 3}]},
                 "compareRuns": {"metrics": [{"key": "auc", "values": [0.9]}]},
                 "decide": [{"id": "p1", "stage": "staging", "comment": "<b>ship</b>", "createdAt": "t", "expiresAt": "t",
                     "requiredApprovals": 1, "approverGroup": null, "policyResult": {"deny": []}, "requestedBy": {"email": "a@x"},
@@ -193,6 +257,9 @@ mod tests {
                     "pageInfo": {"hasNextPage": true, "endCursor": "x"}},
                 "export_jsonl": "/api/audit/export?format=jsonl", "export_csv": "/api/audit/export?format=csv", "action": "",
             });
+            if let (Some(ui), Some(extra)) = (ui.as_object_mut(), runs_ui.as_object()) {
+                ui.extend(extra.clone());
+            }
             let context = if name.starts_with("ui/") {
                 &ui
             } else if name.starts_with("email/emergency") {

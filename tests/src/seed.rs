@@ -72,6 +72,17 @@ pub async fn seed_runs(sql: &Client, project: &str, seed: &RunSeed) -> Uuid {
     )
     .await
     .unwrap();
+    // The keys the runs used, as the statements that log them record them (`run_keys`).
+    sql.execute(
+        "INSERT INTO run_keys (project_id, key)
+         SELECT $1, 'metrics.m' || k FROM generate_series(0, $2::bigint - 1) k
+         UNION ALL SELECT $1, 'params.p' || k FROM generate_series(0, $3::bigint - 1) k
+         UNION ALL SELECT $1, 'tags.team'
+         ON CONFLICT DO NOTHING",
+        &[&project_id, &seed.metrics, &seed.params],
+    )
+    .await
+    .unwrap();
     sql.batch_execute("ANALYZE").await.unwrap();
     project_id
 }

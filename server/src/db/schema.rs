@@ -205,6 +205,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    run_keys (project_id, key) {
+        project_id -> Uuid,
+        key -> Text,
+    }
+}
+
+diesel::table! {
     run_latest_metrics (run_id, key) {
         run_id -> Uuid,
         key -> Text,
@@ -472,6 +479,7 @@ diesel::joinable!(runs -> projects (project_id));
 diesel::joinable!(runs -> code_commits (code_commit_id));
 diesel::joinable!(run_params -> runs (run_id));
 diesel::joinable!(model_aliases -> model_versions (model_version_id));
+diesel::joinable!(run_keys -> projects (project_id));
 diesel::joinable!(run_latest_metrics -> runs (run_id));
 diesel::joinable!(run_metric_chunks -> runs (run_id));
 diesel::joinable!(run_metrics -> runs (run_id));
@@ -535,6 +543,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     run_params,
     model_aliases,
     governed_aliases,
+    run_keys,
     run_latest_metrics,
     run_metrics,
     models,

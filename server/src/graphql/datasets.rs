@@ -35,6 +35,17 @@ impl DatasetNode {
         self.0.created_at
     }
 
+    /// The project the dataset belongs to (a run may consume datasets of other projects).
+    async fn project(&self, ctx: &Context<'_>) -> GqlResult<super::projects::ProjectNode> {
+        let found = load(
+            ctx,
+            super::loaders::ProjectById(self.0.project_id),
+            "project",
+        )
+        .await?;
+        Ok(super::projects::ProjectNode(readable(ctx, found).await?))
+    }
+
     /// Versions, oldest first: `first` (default 100, at most 1000) numbered after `after`.
     #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
     async fn versions(

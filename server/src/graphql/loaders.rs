@@ -42,6 +42,8 @@ pub struct RunById(pub RunId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ParamsOfRun(pub RunId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LatestMetricsOfRun(pub RunId);
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct InputsOfRun(pub RunId);
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ModelById(pub ModelId);
@@ -248,6 +250,22 @@ impl Loader<ParamsOfRun> for DbLoader {
             .await
             .map_err(fail)?;
         Ok(group(rows, |p| ParamsOfRun(p.run_id)))
+    }
+}
+
+impl Loader<LatestMetricsOfRun> for DbLoader {
+    type Value = Vec<runs::Metric>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(
+        &self,
+        keys: &[LatestMetricsOfRun],
+    ) -> LoadResult<LatestMetricsOfRun, Vec<runs::Metric>> {
+        let mut conn = self.conn().await?;
+        let rows = runs::last_metrics(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
+        Ok(group(rows, |m| LatestMetricsOfRun(m.run_id)))
     }
 }
 

@@ -16,7 +16,7 @@ use crate::access::Readable;
 use crate::auth::User;
 use crate::error::Error;
 use crate::projects::{self, ApprovalSignIn, Membership, Project, Role};
-use crate::{datasets, models, runs};
+use crate::{datasets, models, run_keys, runs};
 
 /// A project the caller may read.
 pub struct ProjectNode(pub Readable<Project>);
@@ -88,6 +88,30 @@ impl ProjectNode {
             .into_iter()
             .map(super::invitations::InvitationNode)
             .collect())
+    }
+
+    /// Keys the project's runs have used, in the search syntax (`metrics.auc`, `params.depth`,
+    /// `tags.team`), in byte order: those starting with `prefix` (all when absent), at most
+    /// `first` (default 100, at most 1000). For choosing columns and completing filters.
+    async fn run_keys(
+        &self,
+        ctx: &Context<'_>,
+        prefix: Option<String>,
+        first: Option<i32>,
+    ) -> GqlResult<Vec<String>> {
+        let first = first.map_or(run_keys::DEFAULT_KEYS, i64::from);
+        if !(1..=run_keys::MAX_KEYS).contains(&first) {
+            return Err(gql_error(Error::invalid(format!(
+                "first must be 1 to {}",
+                run_keys::MAX_KEYS
+            ))));
+        }
+        let id = self.0.id;
+        let prefix = prefix.unwrap_or_default();
+        read(ctx, |c| {
+            async move { run_keys::list(c, id, &prefix, first).await }.scope_boxed()
+        })
+        .await
     }
 
     /// Datasets by name: `first` (default 100, at most 1000) after skipping `offset`.

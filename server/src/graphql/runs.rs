@@ -4,7 +4,9 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::code::CodeCommitNode;
 use super::datasets::DatasetVersionNode;
-use super::loaders::{CodeCommitById, InputsOfRun, ParamsOfRun, ProjectById, RunById};
+use super::loaders::{
+    CodeCommitById, InputsOfRun, LatestMetricsOfRun, ParamsOfRun, ProjectById, RunById,
+};
 use super::projects::ProjectNode;
 use super::{
     actor, gql_error, list_cost, load, loaders, parse_id, parse_ids, read, readable, readable_only,
@@ -128,6 +130,30 @@ impl RunNode {
             .map(|p| Param {
                 key: p.key,
                 value: p.value,
+            })
+            .collect())
+    }
+
+    /// Each metric's latest value (highest step, then time), by key: of the given `keys` only,
+    /// or all. What the runs table shows in its metric columns.
+    async fn latest_metrics(
+        &self,
+        ctx: &Context<'_>,
+        keys: Option<Vec<String>>,
+    ) -> GqlResult<Vec<Metric>> {
+        let rows = loaders(ctx)
+            .load_one(LatestMetricsOfRun(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .filter(|m| keys.as_ref().is_none_or(|keys| keys.contains(&m.key)))
+            .map(|m| Metric {
+                key: m.key,
+                value: m.value,
+                step: m.step,
+                timestamp: m.at,
             })
             .collect())
     }

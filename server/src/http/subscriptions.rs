@@ -10,7 +10,10 @@
 //!
 //! The caller authenticates with a bearer token in the upgrade request's `Authorization`
 //! header or in the `connection_init` payload (`{"Authorization": "Bearer …"}`, what browser
-//! clients can send).
+//! clients can send). The web UI's pages use the browser's session instead: its cookie on the
+//! upgrade request of a page of this server (same `Origin`), and the session's CSRF value in the
+//! payload (`{"csrf": "…"}`), which only a page of this server can read — so another site's
+//! page cannot subscribe with a visitor's session.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use tracing_actix_web::RequestId;
 
 use crate::access::Access;
 use crate::graphql::{loader, Caller, CustodySchema, SubscriptionSlots};
+use crate::sessions::Authenticated;
 use crate::state::AppState;
 
 /// The one subprotocol served.
@@ -81,6 +85,11 @@ async fn upgrade(
         },
         None => None,
     };
+    // A browser session counts only for a page of this server (cross-site WebSocket hijacking).
+    let cookie_session = match header_actor {
+        None if same_origin(&http) => super::current_session(&state, &http).await.ok().flatten(),
+        _ => None,
+    };
     let (mut response, session, messages) = actix_ws::handle(&http, body)?;
     response
         .headers_mut()
@@ -95,6 +104,7 @@ async fn upgrade(
         state,
         schema,
         header_actor,
+        cookie_session,
         request_id.to_string(),
         session,
         messages,
@@ -106,6 +116,7 @@ async fn serve(
     state: Arc<AppState>,
     schema: CustodySchema,
     header_actor: Option<crate::actor::Actor>,
+    cookie_session: Option<Authenticated>,
     request_id: String,
     mut session: actix_ws::Session,
     mut messages: actix_ws::AggregatedMessageStream,
@@ -116,7 +127,8 @@ async fn serve(
     let on_init = {
         let initialised = initialised.clone();
         move |payload: serde_json::Value| async move {
-            let data = connection_data(&state, header_actor, &payload, request_id).await?;
+            let data =
+                connection_data(&state, header_actor, cookie_session, &payload, request_id).await?;
             initialised.store(true, Ordering::SeqCst);
             Ok(data)
         }
@@ -177,17 +189,46 @@ fn close(code: u16, reason: &str) -> CloseReason {
     }
 }
 
+/// Whether the upgrade comes from a page of this server: its `Origin` names the host it was
+/// sent to. (Browsers always send `Origin` on WebSocket upgrades; other clients authenticate
+/// with tokens, not cookies.)
+fn same_origin(http: &HttpRequest) -> bool {
+    let origin = http.headers().get("origin").and_then(|v| v.to_str().ok());
+    let host = http.headers().get("host").and_then(|v| v.to_str().ok());
+    match (origin.and_then(|o| url::Url::parse(o).ok()), host) {
+        (Some(origin), Some(host)) => {
+            let authority = match origin.port() {
+                Some(port) => format!("{}:{port}", origin.host_str().unwrap_or_default()),
+                None => origin.host_str().unwrap_or_default().to_owned(),
+            };
+            authority.eq_ignore_ascii_case(host)
+        }
+        _ => false,
+    }
+}
+
 /// What every operation of the connection sees: the caller (from the upgrade header, else the
-/// init payload), its access, a loader, and the connection's subscription and user limits.
+/// init payload's token, else the page's session with its CSRF value), its access, a loader,
+/// and the connection's subscription and user limits.
 async fn connection_data(
     state: &AppState,
     header_actor: Option<crate::actor::Actor>,
+    cookie_session: Option<Authenticated>,
     payload: &serde_json::Value,
     request_id: String,
 ) -> async_graphql::Result<Data> {
-    let actor = match header_actor {
-        Some(actor) => actor,
-        None => {
+    let page_csrf = payload.get("csrf").and_then(|v| v.as_str());
+    let actor = match (header_actor, cookie_session) {
+        (Some(actor), _) => actor,
+        (None, Some(session)) if page_csrf.is_some() => {
+            if page_csrf != Some(session.csrf_token.as_str()) {
+                return Err(async_graphql::Error::new(
+                    "the page's security check failed: reload the page",
+                ));
+            }
+            session.actor
+        }
+        (None, _) => {
             let token = ["Authorization", "authorization"]
                 .iter()
                 .find_map(|key| payload.get(key).and_then(|v| v.as_str()))

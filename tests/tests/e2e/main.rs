@@ -80,3 +80,5 @@ fn every_test_file_is_a_module_of_this_binary() {
         "{undeclared:?} in tests/tests/e2e/ are not declared in main.rs (`mod name;`): they never run"
     );
 }
+mod bench_ui_pages;
+mod web_ui_runs;
