@@ -568,6 +568,8 @@ const NODE_H: i64 = 56;
 const COL_GAP: i64 = 64;
 const ROW_GAP: i64 = 18;
 const MARGIN: i64 = 12;
+/// Room beside the outer columns for their expand and collapse controls.
+const MARGIN_X: i64 = 30;
 /// Characters of a name that fit in a node's box.
 const LABEL_CHARS: usize = 24;
 
@@ -659,7 +661,7 @@ impl LineageView {
         let mut tallest = 0;
         for (layer, keys) in &mut layers {
             keys.sort_by_key(|k| (k.kind.clone(), label(&nodes[k]).0));
-            let x = MARGIN + (layer - first) * (NODE_W + COL_GAP);
+            let x = MARGIN_X + (layer - first) * (NODE_W + COL_GAP);
             let mut column = Vec::new();
             for (row, key) in keys.iter().enumerate() {
                 let y = MARGIN + row as i64 * (NODE_H + ROW_GAP);
@@ -700,7 +702,7 @@ impl LineageView {
                 }))
             })
             .collect();
-        let width = MARGIN * 2 + (layers.len() as i64).max(1) * (NODE_W + COL_GAP) - COL_GAP;
+        let width = MARGIN_X * 2 + (layers.len() as i64).max(1) * (NODE_W + COL_GAP) - COL_GAP;
         let height = MARGIN * 2 + tallest.max(1) * (NODE_H + ROW_GAP) - ROW_GAP;
         json!({
             "width": width,
