@@ -302,6 +302,22 @@ async fn web_ui_models_from_models_to_lineage_dataset_and_an_approved_promotion(
         "{dv:?}"
     );
     screenshot(c, "dataset").await;
+    // The same explorer centres on a dataset version: downstream, its run and the model version.
+    click(c, Locator::Css("#v1 a[href^='/lineage/']")).await;
+    assert!(text_of(c, "lineage-title").await.contains("features v1"));
+    let around = rows(c, "lineage-nodes").await;
+    for (place, name) in [
+        ("1 step upstream", "raw v1"),
+        ("1 step downstream", "run train"),
+        ("2 steps downstream", "churn v1"),
+    ] {
+        assert!(
+            around
+                .iter()
+                .any(|r| r.starts_with(place) && r.contains(name)),
+            "{name} is not {place}: {around:?}"
+        );
+    }
     c.goto(&s.url("/projects/p/datasets")).await.unwrap();
     let datasets = rows(c, "datasets").await;
     assert!(

@@ -419,7 +419,7 @@ async fn request_promotion(
     state: web::Data<AppState>,
     schema: web::Data<CustodySchema>,
     http: HttpRequest,
-    path: web::Path<(String, String, i32)>,
+    _path: web::Path<(String, String, i32)>,
     form: web::Form<PromotionForm>,
 ) -> HttpResponse {
     let session = match signed_in(&state, &http).await {
@@ -431,18 +431,12 @@ async fn request_promotion(
             "the form's security check failed: request promotions from the version page of this server",
         ));
     }
-    let (p, m, n) = path.into_inner();
     let comment = form
         .comment
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty());
     let variables = json!({"v": form.version_id, "s": form.stage, "c": comment});
-    let back = format!(
-        "/projects/{}/models/{}/versions/{n}",
-        encode(&p),
-        encode(&m)
-    );
     // The mutation's error code decides the page: a conflict (say, a request already waiting
     // for that stage) is the person's to resolve, not a server failure.
     let response = execute_as(
@@ -472,6 +466,19 @@ async fn request_promotion(
         Ok(data) => data,
         Err(e) => return refused(&Error::internal(e)),
     };
+    // Back to the version the promotion is of, as the API names it (the form's id decides which
+    // version is asked for; the URL it was posted to only groups the route).
+    let version = &data["requested"]["modelVersion"];
+    let back = format!(
+        "/projects/{}/models/{}/versions/{}",
+        encode(
+            version["run"]["project"]["name"]
+                .as_str()
+                .unwrap_or_default()
+        ),
+        encode(version["model"]["name"].as_str().unwrap_or_default()),
+        version["version"]
+    );
     page(
         StatusCode::OK,
         "ui/promotion_requested.html",
@@ -771,8 +778,6 @@ impl LineageView {
             "focus_url": focus_url,
             "expand_url": expand,
             "collapse_url": collapse,
-            "distance": layer.abs(),
-            "side": side.map(Side::word),
             "x": x,
             "y": y,
             "text_x": x + 10,
