@@ -291,6 +291,7 @@ mod tests {
         context["history"] = json!([{"stage": ship, "status": "PENDING", "createdAt": "t", "decidedAt": null,
             "requestedBy": {"email": ship}, "modelVersion": {"version": 1},
             "approvals": [{"approver": {"email": ship}, "decision": "APPROVE"}]}]);
+        context["history_truncated"] = json!(true);
         context["version"] = version;
         context["model_url"] = json!("/m");
         context["version_url"] = json!("/m/versions/1");

@@ -650,6 +650,39 @@ async fn web_ui_models_api_fields_cross_projects_only_where_readable() {
             .await;
         assert_eq!(code, "NOT_FOUND");
     }
+    // Promotions narrowed to a model or a version, within what the caller may read.
+    request(s, &f.requester, &t.version, "development", None).await;
+    let of = "query($p: String, $m: String, $v: ID) { promotions(project: $p, model: $m, modelVersionId: $v) {
+      edges { node { stage status modelVersion { id } } } } }";
+    let of_churn = s
+        .gql_ok(&f.requester, of, json!({"p": "p", "m": "churn"}))
+        .await;
+    assert_eq!(
+        of_churn["promotions"]["edges"],
+        json!([{"node": {"stage": "development", "status": "APPLIED", "modelVersion": {"id": t.version}}}])
+    );
+    let of_other = s
+        .gql_ok(&f.requester, of, json!({"p": "p", "m": "no-such-model"}))
+        .await;
+    assert_eq!(of_other["promotions"]["edges"], json!([]));
+    let of_version = s.gql_ok(&f.requester, of, json!({"v": t.version})).await;
+    assert_eq!(
+        of_version["promotions"]["edges"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.gql_err_code(&f.requester, of, json!({"m": "churn"}))
+            .await,
+        "INVALID_INPUT"
+    );
+    // Olga names p's version: she learns nothing, with or without naming the project.
+    let olgas = s.gql_ok(&olga, of, json!({"v": t.version})).await;
+    assert_eq!(olgas["promotions"]["edges"], json!([]));
+    let code = s
+        .gql_err_code(&olga, of, json!({"p": "p", "v": t.version}))
+        .await;
+    assert!(code == "NOT_FOUND" || code == "FORBIDDEN", "{code}");
+
     let hidden = s.gql(&olga, consumers, json!({})).await;
     assert!(
         hidden["data"]["dataset"].is_null(),

@@ -167,10 +167,11 @@ const MODEL: &str = "query($p: String!, $m: String!, $first: Int!, $after: Int) 
     aliases { alias modelVersion { version } }
     versions(first: $first, after: $after) { id version stage aliases tags createdAt
       run { id name } } }
-  promotions(project: $p, first: 100) { edges { node {
+  promotions(project: $p, model: $m, first: 100) { edges { node {
     id status stage comment createdAt decidedAt requiredApprovals requestedBy { email }
     approvals { approver { email } decision at }
-    modelVersion { version model { name } } } } }
+    modelVersion { version } } }
+    pageInfo { hasNextPage } }
 }";
 
 #[derive(Deserialize)]
@@ -214,13 +215,11 @@ async fn model(
             let next = (versions.len() as i32 == VERSIONS_PER_PAGE)
                 .then(|| versions.last().map(|v| v["version"].clone()))
                 .flatten();
-            // The stage history of this model among the project's latest promotions.
             let history: Vec<Value> = data["promotions"]["edges"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|e| e["node"].clone())
-                .filter(|n| n["modelVersion"]["model"]["name"] == model["name"])
                 .collect();
             Ok(json!({
                 "project": data["project"],
@@ -228,6 +227,7 @@ async fn model(
                 "versions": versions,
                 "next_after": next,
                 "history": history,
+                "history_truncated": data["promotions"]["pageInfo"]["hasNextPage"],
             }))
         },
     )
@@ -244,9 +244,6 @@ const VERSION: &str = "query($p: String!, $m: String!, $v: Int!) {
     artifacts { path size sha256 }
     model { name aliases { alias modelVersion { version } } }
     run { id name status project { name } codeCommit { repository commit dirty } } }
-  promotions(project: $p, first: 100) { edges { node {
-    id status stage createdAt decidedAt requestedBy { email }
-    modelVersion { id } } } }
 }";
 
 /// What every lineage node answers, for drawing and linking it.
@@ -284,8 +281,8 @@ async fn model_version(
     }
 }
 
-/// The version page's data. Two documents: the dry-runs and the lineage need the version's id
-/// and the project's stages, which the first one finds from the page's URL.
+/// The version page's data. Two documents: the dry-runs, the lineage and the promotions need the
+/// version's id and the project's stages, which the first one finds from the page's URL.
 async fn version_context(
     schema: &CustodySchema,
     state: &AppState,
@@ -311,13 +308,15 @@ async fn version_context(
         .cloned()
         .unwrap_or_default();
 
-    // One dry-run per stage (aliased `d0`, `d1`, … with the stage names as variables), and
-    // the version's lineage both ways.
+    // One dry-run per stage (aliased `d0`, `d1`, … with the stage names as variables), the
+    // version's lineage both ways, and its promotions.
     let focus = json!({"kind": "MODEL_VERSION", "id": id});
-    let mut variables =
-        json!({"id": id, "focus": focus, "up": VERSION_PAGE_UP, "down": VERSION_PAGE_DOWN});
+    let mut variables = json!({
+        "p": p, "id": id, "focus": focus, "up": VERSION_PAGE_UP, "down": VERSION_PAGE_DOWN,
+    });
     let mut params = vec![
-        "$id: ID!".to_owned(),
+        "$p: String!".to_owned(),
+        "$id: ID!".into(),
         "$focus: NodeRef!".into(),
         "$up: Int!".into(),
         "$down: Int!".into(),
@@ -325,6 +324,9 @@ async fn version_context(
     let mut fields = vec![
         "up: lineage(node: $focus, direction: UPSTREAM, depth: $up) { ...G }".to_owned(),
         "down: lineage(node: $focus, direction: DOWNSTREAM, depth: $down) { ...G }".into(),
+        "promotions(project: $p, modelVersionId: $id, first: 100) { edges { node {
+           id status stage createdAt decidedAt requestedBy { email } } } }"
+            .into(),
     ];
     for (i, stage) in stages.iter().enumerate() {
         params.push(format!("$s{i}: String!"));
@@ -353,12 +355,11 @@ async fn version_context(
             })
         })
         .collect();
-    let promotions: Vec<Value> = data["promotions"]["edges"]
+    let promotions: Vec<Value> = more["promotions"]["edges"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|e| e["node"].clone())
-        .filter(|node| node["modelVersion"]["id"] == version["id"])
         .collect();
     let view = LineageView {
         focus: NodeKey::new("MODEL_VERSION", &id),
