@@ -533,6 +533,32 @@ pub async fn targets_of<F: NodeId + Ord, T: NodeId>(
     Ok(map)
 }
 
+/// The sources of kind `F` of `… —relation→ to` edges for many nodes of kind `T` at once (the
+/// reverse of [`targets_of`]: e.g. the runs that consumed dataset versions).
+pub async fn sources_of<T: NodeId + Ord, F: NodeId>(
+    conn: &mut Conn,
+    to_ids: &[T],
+    relation: &str,
+) -> Result<BTreeMap<T, Vec<F>>> {
+    let to_ids: Vec<Uuid> = to_ids.iter().map(|id| id.uuid()).collect();
+    let rows: Vec<(Uuid, Uuid)> = lineage_edges::table
+        .filter(lineage_edges::to_kind.eq(T::KIND))
+        .filter(lineage_edges::to_id.eq_any(to_ids))
+        .filter(lineage_edges::relation.eq(relation))
+        .filter(lineage_edges::from_kind.eq(F::KIND))
+        .order(lineage_edges::id.asc())
+        .select((lineage_edges::to_id, lineage_edges::from_id))
+        .load(conn)
+        .await?;
+    let mut map: BTreeMap<T, Vec<F>> = BTreeMap::new();
+    for (to, from) in rows {
+        map.entry(T::from_uuid(to))
+            .or_default()
+            .push(F::from_uuid(from));
+    }
+    Ok(map)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,11 +113,48 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The model, version, lineage and dataset pages (`http::ui::models`), rendered by their own
+/// test with their own context.
+const MODEL_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "ui/models.html",
+        include_str!("../../web/templates/ui/models.html"),
+    ),
+    (
+        "ui/model.html",
+        include_str!("../../web/templates/ui/model.html"),
+    ),
+    (
+        "ui/model_version.html",
+        include_str!("../../web/templates/ui/model_version.html"),
+    ),
+    (
+        "ui/promotion_requested.html",
+        include_str!("../../web/templates/ui/promotion_requested.html"),
+    ),
+    (
+        "ui/lineage_graph.html",
+        include_str!("../../web/templates/ui/lineage_graph.html"),
+    ),
+    (
+        "ui/lineage.html",
+        include_str!("../../web/templates/ui/lineage.html"),
+    ),
+    (
+        "ui/datasets.html",
+        include_str!("../../web/templates/ui/datasets.html"),
+    ),
+    (
+        "ui/dataset.html",
+        include_str!("../../web/templates/ui/dataset.html"),
+    ),
+];
+
 fn engine() -> &'static tera::Tera {
     static ENGINE: OnceLock<tera::Tera> = OnceLock::new();
     ENGINE.get_or_init(|| {
         let mut tera = tera::Tera::default();
-        tera.add_raw_templates(TEMPLATES.iter().copied())
+        tera.add_raw_templates(TEMPLATES.iter().chain(MODEL_TEMPLATES).copied())
             .expect("the built-in templates parse (checked by templates::tests)");
         tera.autoescape_on(vec![".html"]);
         tera.register_filter("num", number);
@@ -281,6 +318,74 @@ mod tests {
                     || name.ends_with(".txt"),
                 "{name} must escape HTML"
             );
+        }
+    }
+
+    #[test]
+    fn model_pages_render_and_escape() {
+        let ship = "<b>ship</b>";
+        let node = json!({
+            "dom_id": "node-1", "kind": "run", "kind_slug": "run", "name": ship, "short": ship,
+            "href": "/runs/1", "focus": false, "focus_url": "/lineage/run/1?up=2&down=1",
+            "expand_url": "/lineage/x?expand=up:run:1", "collapse_url": "/lineage/x", "distance": 1,
+            "side": "up", "x": 1, "y": 1, "text_x": 1, "kind_y": 1, "name_y": 1, "control_x": 1, "control_y": 1,
+        });
+        let graph = json!({
+            "width": 10, "height": 10, "node_w": 1, "node_h": 1, "nodes": [node],
+            "columns": [{"layer": -1, "heading": "1 step upstream", "nodes": [node]}],
+            "edges": [{"path": "M0,0", "relation": ship, "from": ship, "to": ship}],
+        });
+        let version = json!({
+            "id": "v", "version": 1, "stage": ship, "aliases": [ship], "tag_list": [ship],
+            "description": ship, "createdAt": "t", "manifestSha256": "ab",
+            "artifacts": [{"path": ship, "size": 1, "sha256": "ab"}],
+            "model": {"name": ship}, "run": {"id": "r", "name": ship, "status": "FINISHED",
+                "codeCommit": {"repository": ship, "commit": "c", "dirty": true}},
+        });
+        let mut context = json!({
+            "csrf": "c", "signed_in_as": "a@x",
+            "project": {"name": ship, "description": ship, "stages": [],
+                "datasets": [{"name": ship, "description": ship, "createdAt": "t"}]},
+            "models": [{"name": ship, "description": ship, "tag_list": [ship],
+                "latest": [{"version": 1, "stage": ship}],
+                "aliases": [{"alias": ship, "modelVersion": {"version": 1}}]}],
+            "model": {"name": ship, "description": ship, "createdAt": "t", "primaryMetric": ship,
+                "higherIsBetter": true, "tag_list": [ship], "aliases": [{"alias": ship, "modelVersion": {"version": 1}}]},
+            "versions": [{"version": 1, "stage": ship, "aliases": [ship], "tag_list": [ship], "createdAt": "t",
+                "run": {"id": "r", "name": ship}}],
+            "next_after": 100,
+        });
+        context["history"] = json!([{"stage": ship, "status": "PENDING", "createdAt": "t", "decidedAt": null,
+            "requestedBy": {"email": ship}, "modelVersion": {"version": 1},
+            "approvals": [{"approver": {"email": ship}, "decision": "APPROVE"}]}]);
+        context["history_truncated"] = json!(true);
+        context["version"] = version;
+        context["model_url"] = json!("/m");
+        context["version_url"] = json!("/m/versions/1");
+        context["dry_runs"] = json!([{"stage": ship, "requires_approval": true, "current": false,
+            "decision": {"deny": [ship], "requiredApprovals": 1, "approverGroup": ship}}]);
+        context["promotions"] = json!([{"stage": ship, "status": "DENIED", "requestedBy": {"email": ship},
+            "createdAt": "t", "decidedAt": null}]);
+        context["graph"] = graph;
+        context["lineage_url"] = json!("/lineage/model_version/v");
+        context["promotion"] = json!({"status": "DENIED", "stage": ship, "requiredApprovals": 1,
+            "approverGroup": ship, "expiresAt": "t", "policyResult": {"deny": [ship]},
+            "modelVersion": {"version": 1, "stage": null, "model": {"name": ship}}});
+        context["back"] = json!("/m/versions/1");
+        context["focus"] = json!({"name": ship, "kind": "run", "href": "/runs/r"});
+        context["up"] = json!({"depth": 1, "fewer": "/l?up=0", "more": "/l?up=2"});
+        context["down"] = json!({"depth": 1, "fewer": null, "more": "/l?down=2"});
+        context["expanded"] = json!(1);
+        context["max_expanded"] = json!(10);
+        context["reset"] = json!("/l");
+        context["dataset"] = json!({"id": "d", "name": ship, "description": ship, "createdAt": "t",
+            "project": {"name": ship},
+            "versions": [{"id": "dv", "version": 1, "uri": ship, "sha256": "ab", "sizeBytes": 1, "tags": [ship],
+                "derivedFrom": [{"version": 1, "dataset": {"name": ship, "project": {"name": ship}}}],
+                "consumedBy": [{"id": "r", "name": ship, "project": {"name": "other"}}]}]});
+        for (name, _) in MODEL_TEMPLATES {
+            let out = render(name, &context).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(!out.contains(ship), "{name} must escape HTML");
         }
     }
 }

@@ -2,7 +2,11 @@ use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
-use super::loaders::{DatasetById, VersionsOfDataset};
+use super::loaders::{
+    ConsumersOfDatasetVersion, DatasetById, ParentsOfDatasetVersion, ProjectById, VersionsOfDataset,
+};
+use super::projects::ProjectNode;
+use super::runs::RunNode;
 use super::scalars::Sha256;
 use super::{
     actor, gql_error, list_cost, load, loaders, parse_ids, read, readable, readable_child,
@@ -35,15 +39,10 @@ impl DatasetNode {
         self.0.created_at
     }
 
-    /// The project the dataset belongs to (a run may consume datasets of other projects).
-    async fn project(&self, ctx: &Context<'_>) -> GqlResult<super::projects::ProjectNode> {
-        let found = load(
-            ctx,
-            super::loaders::ProjectById(self.0.project_id),
-            "project",
-        )
-        .await?;
-        Ok(super::projects::ProjectNode(readable(ctx, found).await?))
+    /// The project the dataset belongs to (readable, as the dataset is).
+    async fn project(&self, ctx: &Context<'_>) -> GqlResult<ProjectNode> {
+        let found = load(ctx, ProjectById(self.0.project_id), "project").await?;
+        Ok(ProjectNode(readable(ctx, found).await?))
     }
 
     /// Versions, oldest first: `first` (default 100, at most 1000) numbered after `after`.
@@ -101,6 +100,30 @@ impl DatasetVersionNode {
     async fn dataset(&self, ctx: &Context<'_>) -> GqlResult<DatasetNode> {
         let found = load(ctx, DatasetById(self.0.dataset_id), "dataset").await?;
         Ok(DatasetNode(readable(ctx, found).await?))
+    }
+
+    /// The versions this one was derived from that the caller may read (they may belong to
+    /// other projects; versions of projects the caller cannot read are left out).
+    async fn derived_from(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetVersionNode>> {
+        let rows = loaders(ctx)
+            .load_one(ParentsOfDatasetVersion(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        let rows = readable_versions(ctx, rows).await?;
+        Ok(rows.into_iter().map(DatasetVersionNode).collect())
+    }
+
+    /// The runs that consumed this version that the caller may read (runs of other projects
+    /// may consume it; those of projects the caller cannot read are left out).
+    async fn consumed_by(&self, ctx: &Context<'_>) -> GqlResult<Vec<RunNode>> {
+        let rows = loaders(ctx)
+            .load_one(ConsumersOfDatasetVersion(self.0.id))
+            .await
+            .map_err(|e| (*e).clone())?
+            .unwrap_or_default();
+        let rows = super::readable_only(ctx, rows).await?;
+        Ok(rows.into_iter().map(RunNode).collect())
     }
 }
 

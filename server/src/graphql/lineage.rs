@@ -1,8 +1,13 @@
-use async_graphql::{Context, InputObject, Object, SimpleObject, ID};
+use async_graphql::{ComplexObject, Context, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
-use super::{actor, parse_id, read, transaction, GqlResult};
+use super::code::CodeCommitNode;
+use super::datasets::{readable_versions, DatasetVersionNode};
+use super::loaders::{CodeCommitById, DatasetVersionById, ModelById, ModelVersionById, RunById};
+use super::models::ModelVersionNode;
+use super::runs::RunNode;
+use super::{actor, gql_error, loaders, parse_id, read, readable_only, transaction, GqlResult};
 use crate::ids::{CodeCommitId, DatasetVersionId, DeploymentId, ModelVersionId, RunId};
 use crate::lineage::{self, Direction, Edge, NodeKind, NodeRef};
 
@@ -27,9 +32,12 @@ impl NodeRefInput {
 }
 
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct LineageNode {
     kind: NodeKind,
     id: ID,
+    #[graphql(skip)]
+    node: NodeRef,
 }
 
 impl From<NodeRef> for LineageNode {
@@ -37,7 +45,73 @@ impl From<NodeRef> for LineageNode {
         LineageNode {
             kind: node.kind(),
             id: ID(node.uuid().to_string()),
+            node,
         }
+    }
+}
+
+/// What a node is, for drawing it (names, versions, links): each field answers the entity when
+/// the node is of its kind and the caller may read it, else null. Every one is authorized here,
+/// where it is resolved, not trusted from the traversal that found the node.
+#[ComplexObject]
+impl LineageNode {
+    async fn run(&self, ctx: &Context<'_>) -> GqlResult<Option<RunNode>> {
+        let NodeRef::Run(id) = self.node else {
+            return Ok(None);
+        };
+        let found = loaders(ctx)
+            .load_one(RunById(id))
+            .await
+            .map_err(|e| (*e).clone())?;
+        let readable = readable_only(ctx, found.into_iter().collect()).await?;
+        Ok(readable.into_iter().next().map(RunNode))
+    }
+
+    async fn dataset_version(&self, ctx: &Context<'_>) -> GqlResult<Option<DatasetVersionNode>> {
+        let NodeRef::DatasetVersion(id) = self.node else {
+            return Ok(None);
+        };
+        let found = loaders(ctx)
+            .load_one(DatasetVersionById(id))
+            .await
+            .map_err(|e| (*e).clone())?;
+        let readable = readable_versions(ctx, found.into_iter().collect()).await?;
+        Ok(readable.into_iter().next().map(DatasetVersionNode))
+    }
+
+    async fn model_version(&self, ctx: &Context<'_>) -> GqlResult<Option<ModelVersionNode>> {
+        let NodeRef::ModelVersion(id) = self.node else {
+            return Ok(None);
+        };
+        let Some(version) = loaders(ctx)
+            .load_one(ModelVersionById(id))
+            .await
+            .map_err(|e| (*e).clone())?
+        else {
+            return Ok(None);
+        };
+        let model = loaders(ctx)
+            .load_one(ModelById(version.model_id))
+            .await
+            .map_err(|e| (*e).clone())?;
+        match readable_only(ctx, model.into_iter().collect()).await?.pop() {
+            Some(model) => Ok(Some(ModelVersionNode(
+                model.child(version).map_err(gql_error)?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Code commits are shared between projects: any caller who reached one may read it.
+    async fn code_commit(&self, ctx: &Context<'_>) -> GqlResult<Option<CodeCommitNode>> {
+        let NodeRef::CodeCommit(id) = self.node else {
+            return Ok(None);
+        };
+        let found = loaders(ctx)
+            .load_one(CodeCommitById(id))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(found.map(CodeCommitNode))
     }
 }
 

@@ -62,6 +62,12 @@ pub struct AliasesOfVersion(pub ModelVersionId);
 /// One page of a model's versions.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VersionsOfModel(pub ModelId, pub VersionRange);
+/// The dataset versions a dataset version was derived from (its `derived_from` edges).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ParentsOfDatasetVersion(pub DatasetVersionId);
+/// The runs that consumed a dataset version (their `consumed` edges).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConsumersOfDatasetVersion(pub DatasetVersionId);
 
 type LoadResult<K, V> = Result<HashMap<K, V>, Arc<async_graphql::Error>>;
 
@@ -310,6 +316,73 @@ impl Loader<InputsOfRun> for DbLoader {
                     .filter_map(|id| versions.get(id).cloned())
                     .collect();
                 (InputsOfRun(run), list)
+            })
+            .collect())
+    }
+}
+
+impl Loader<ParentsOfDatasetVersion> for DbLoader {
+    type Value = Vec<DatasetVersion>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(
+        &self,
+        keys: &[ParentsOfDatasetVersion],
+    ) -> LoadResult<ParentsOfDatasetVersion, Vec<DatasetVersion>> {
+        let mut conn = self.conn().await?;
+        let edges: std::collections::BTreeMap<DatasetVersionId, Vec<DatasetVersionId>> =
+            lineage::targets_of(&mut conn, &raw(keys, |k| k.0), "derived_from")
+                .await
+                .map_err(fail)?;
+        let ids: Vec<DatasetVersionId> = edges.values().flatten().copied().collect();
+        let versions: HashMap<DatasetVersionId, DatasetVersion> =
+            datasets::versions_by_id(&mut conn, &ids)
+                .await
+                .map_err(fail)?
+                .into_iter()
+                .map(|v| (v.id, v))
+                .collect();
+        Ok(edges
+            .into_iter()
+            .map(|(child, parents)| {
+                let list = parents
+                    .iter()
+                    .filter_map(|id| versions.get(id).cloned())
+                    .collect();
+                (ParentsOfDatasetVersion(child), list)
+            })
+            .collect())
+    }
+}
+
+impl Loader<ConsumersOfDatasetVersion> for DbLoader {
+    type Value = Vec<Run>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(
+        &self,
+        keys: &[ConsumersOfDatasetVersion],
+    ) -> LoadResult<ConsumersOfDatasetVersion, Vec<Run>> {
+        let mut conn = self.conn().await?;
+        let edges: std::collections::BTreeMap<DatasetVersionId, Vec<RunId>> =
+            lineage::sources_of(&mut conn, &raw(keys, |k| k.0), "consumed")
+                .await
+                .map_err(fail)?;
+        let ids: Vec<RunId> = edges.values().flatten().copied().collect();
+        let runs: HashMap<RunId, Run> = runs::by_ids(&mut conn, &ids)
+            .await
+            .map_err(fail)?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        Ok(edges
+            .into_iter()
+            .map(|(version, consumers)| {
+                let list = consumers
+                    .iter()
+                    .filter_map(|id| runs.get(id).cloned())
+                    .collect();
+                (ConsumersOfDatasetVersion(version), list)
             })
             .collect())
     }

@@ -230,8 +230,11 @@ impl PromotionQuery {
         }
     }
 
-    /// Promotions, newest first: of one project, or of every project the caller belongs to.
+    /// Promotions, newest first: of one project, or of every project the caller belongs to;
+    /// `model` (with `project`) keeps one model's, `modelVersionId` one version's.
     #[graphql(complexity = "list_cost(first, DEFAULT_PAGE_SIZE, child_complexity)")]
+    // The arguments are the field's GraphQL arguments; async-graphql names them by these.
+    #[allow(clippy::too_many_arguments)]
     async fn promotions(
         &self,
         ctx: &Context<'_>,
@@ -239,21 +242,28 @@ impl PromotionQuery {
         status: Option<Status>,
         first: Option<i32>,
         after: Option<String>,
+        model: Option<String>,
+        model_version_id: Option<ID>,
     ) -> GqlResult<Connection<String, PromotionNode>> {
         let actor = actor(ctx)?;
         let limit = page_size(first)?;
         let after = after.map(|a| parse_cursor(&a)).transpose()?;
+        let version = model_version_id
+            .map(|id| parse_id::<ModelVersionId>(&id))
+            .transpose()?;
         let rows = read(ctx, |c| {
             async move {
-                promotions::list(
-                    c,
-                    actor,
-                    project.as_deref(),
-                    status,
-                    after,
-                    limit,
-                )
-                .await
+                let of = match (model.as_deref(), version) {
+                    (Some(_), Some(_)) => {
+                        return Err(Error::invalid(
+                            "give at most one of model and modelVersionId",
+                        ))
+                    }
+                    (Some(name), None) => Some(promotions::PromotionsOf::Model(name)),
+                    (None, Some(id)) => Some(promotions::PromotionsOf::Version(id)),
+                    (None, None) => None,
+                };
+                promotions::list(c, actor, project.as_deref(), of, status, after, limit).await
             }
             .scope_boxed()
         })

@@ -24,7 +24,8 @@ use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::auth::TokenKeys;
 use crate::db::schema::{
-    deployments, model_versions, projects as projects_table, promotions, users,
+    deployments, model_versions, models as models_table, projects as projects_table, promotions,
+    users,
 };
 use crate::db::{text_enum, Conn};
 use crate::error::{Error, Result};
@@ -542,6 +543,7 @@ pub async fn list(
     conn: &mut Conn,
     actor: &Actor,
     project: Option<&str>,
+    of: Option<PromotionsOf<'_>>,
     status: Option<Status>,
     before_id: Option<PromotionId>,
     limit: i64,
@@ -551,10 +553,28 @@ pub async fn list(
         .limit(limit + 1)
         .select(Promotion::as_select())
         .into_boxed();
+    match of {
+        // A model name means something only inside its project (checked below).
+        Some(PromotionsOf::Model(_)) if project.is_none() => {
+            return Err(Error::invalid("a model's promotions need its project"));
+        }
+        Some(PromotionsOf::Version(id)) => {
+            query = query.filter(promotions::model_version_id.eq(id));
+        }
+        _ => {}
+    }
     match project {
         Some(name) => {
             let project = projects::find_authorized(conn, actor, name, Role::Viewer).await?;
             query = query.filter(promotions::project_id.eq(project.id));
+            if let Some(PromotionsOf::Model(model)) = of {
+                let versions = model_versions::table
+                    .inner_join(models_table::table)
+                    .filter(models_table::project_id.eq(project.id))
+                    .filter(models_table::name.eq(model.to_owned()))
+                    .select(model_versions::id);
+                query = query.filter(promotions::model_version_id.eq_any(versions));
+            }
         }
         None if actor.is_admin && actor.project_scope.is_none() => {}
         None => {
@@ -569,6 +589,13 @@ pub async fn list(
         query = query.filter(promotions::id.lt(before));
     }
     Ok(query.load(conn).await?)
+}
+
+/// Narrows a list of promotions to one model (by name, in the listed project) or one version.
+#[derive(Debug, Clone, Copy)]
+pub enum PromotionsOf<'a> {
+    Model(&'a str),
+    Version(ModelVersionId),
 }
 
 /// Re-checks a pending promotion as an approval arrives: the manifest must be the

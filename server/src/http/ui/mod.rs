@@ -16,6 +16,7 @@ use crate::state::AppState;
 
 mod approvals;
 mod audit;
+mod models;
 mod runs;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -23,6 +24,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     approvals::routes(cfg);
     runs::routes(cfg);
     audit::routes(cfg);
+    models::routes(cfg);
 }
 
 /// The session behind a page, or the redirect that signs the visitor in and brings them back.
