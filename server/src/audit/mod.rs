@@ -55,7 +55,7 @@ pub struct Change<'a> {
     pub after: Option<Value>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = audit_log)]
 pub struct AuditEntry {
     pub seq: i64,
@@ -264,10 +264,21 @@ pub struct AuditFilter {
     pub project_id: Option<ProjectId>,
     pub subject_id: Option<String>,
     pub action: Option<String>,
+    /// Who acted: the entry's `actor` exactly (an email, `service:…`, `system:…`).
+    pub actor: Option<String>,
+    /// Entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Entries before this time.
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// One page of entries in ascending `seq`, after `after_seq`; fetches `limit + 1` so the caller
 /// knows whether another page follows.
+///
+/// A time range becomes a `seq` range first (entries are stamped under the chain lock, so time
+/// rises with seq): two probes of the `at` index, after which every filter runs on an index
+/// ordered by `seq` (`(project_id, seq)`, `(actor, seq)`, `(subject_id, seq)`), so a filtered
+/// page never reads other projects' entries or the whole period.
 pub async fn list(
     conn: &mut Conn,
     filter: &AuditFilter,
@@ -279,6 +290,28 @@ pub async fn list(
         .order(audit_log::seq.asc())
         .limit(limit + 1)
         .into_boxed();
+    if let Some(since) = filter.since {
+        let first: Option<i64> = audit_log::table
+            .filter(audit_log::at.ge(since))
+            .select(diesel::dsl::min(audit_log::seq))
+            .first(conn)
+            .await?;
+        let Some(first) = first else {
+            return Ok(Vec::new());
+        };
+        query = query.filter(audit_log::seq.ge(first));
+    }
+    if let Some(until) = filter.until {
+        let last: Option<i64> = audit_log::table
+            .filter(audit_log::at.lt(until))
+            .select(diesel::dsl::max(audit_log::seq))
+            .first(conn)
+            .await?;
+        let Some(last) = last else {
+            return Ok(Vec::new());
+        };
+        query = query.filter(audit_log::seq.le(last));
+    }
     if let Some(project) = filter.project_id {
         query = query.filter(audit_log::project_id.eq(project));
     }
@@ -288,10 +321,37 @@ pub async fn list(
     if let Some(action) = &filter.action {
         query = query.filter(audit_log::action.eq(action.clone()));
     }
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_log::actor.eq(actor.clone()));
+    }
     if let Some(after) = after_seq {
         query = query.filter(audit_log::seq.gt(after));
     }
     Ok(query.load(conn).await?)
+}
+
+/// The newest `limit` entries of these projects, newest first: the latest few of each project
+/// read backwards on `(project_id, seq)`, then merged, so the cost grows with the number of
+/// projects and `limit`, never with the size of their logs.
+pub async fn recent(
+    conn: &mut Conn,
+    project_ids: &[ProjectId],
+    limit: i64,
+) -> Result<Vec<AuditEntry>> {
+    if project_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<uuid::Uuid> = project_ids.iter().map(|p| p.uuid()).collect();
+    Ok(diesel::sql_query(
+        "SELECT e.* FROM unnest($1::uuid[]) AS p(id) \
+         CROSS JOIN LATERAL (SELECT * FROM audit_log a WHERE a.project_id = p.id \
+                             ORDER BY a.seq DESC LIMIT $2) e \
+         ORDER BY e.seq DESC LIMIT $2",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .load(conn)
+    .await?)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::{
 use crate::access::Readable;
 use crate::actor::AuthMethod;
 use crate::error::Error;
-use crate::ids::{ModelVersionId, ProjectId, PromotionId};
+use crate::ids::{ModelVersionId, ProjectId, PromotionId, WebhookId};
 use crate::notify;
 use crate::projects;
 use crate::promotions::approvals::{self, Verdict, Via};
@@ -67,6 +67,24 @@ pub struct Webhook {
     url: String,
     /// The HMAC-SHA256 key for `X-Custody-Signature`; shown once.
     secret: String,
+}
+
+/// A registered webhook as its project's admins list it (its secret was shown once).
+#[derive(SimpleObject)]
+pub struct ProjectWebhook {
+    pub id: ID,
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<notify::WebhookRow> for ProjectWebhook {
+    fn from(row: notify::WebhookRow) -> Self {
+        ProjectWebhook {
+            id: ID(row.id.to_string()),
+            url: row.url,
+            created_at: row.created_at,
+        }
+    }
 }
 
 /// A promotion the caller may read.
@@ -412,6 +430,18 @@ impl PromotionMutation {
             url,
             secret,
         })
+    }
+
+    /// Removes a webhook of the project (admins); calls already queued for it are dropped.
+    /// True when done.
+    async fn remove_webhook(&self, ctx: &Context<'_>, project: String, id: ID) -> GqlResult<bool> {
+        let actor = actor(ctx)?;
+        let id = parse_id::<WebhookId>(&id)?;
+        transaction(ctx, |c| {
+            async move { notify::remove_webhook(c, actor, &project, id).await }.scope_boxed()
+        })
+        .await?;
+        Ok(true)
     }
 
     /// The emergency path (project admins): moves the version to `archived` at once, cancels
