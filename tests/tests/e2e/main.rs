@@ -47,6 +47,7 @@ mod search_runs;
 mod sign_in_email;
 mod sign_in_oidc;
 mod web_ui;
+mod web_ui_admin;
 
 /// Every test source is a module of this binary: `tests/tests/` holds only `e2e/`, and every
 /// `e2e/*.rs` is declared in this file (a file that is not would silently never run).
