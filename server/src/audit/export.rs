@@ -453,26 +453,12 @@ async fn seq_window(
     let lo: Option<i64> = match from {
         None if head_seq >= 1 => Some(1),
         None => None,
-        Some(from) => {
-            audit_log::table
-                .filter(audit_log::at.ge(from))
-                .filter(audit_log::seq.le(head_seq))
-                .select(diesel::dsl::min(audit_log::seq))
-                .first(conn)
-                .await?
-        }
+        Some(from) => super::first_seq_from(conn, from, Some(head_seq)).await?,
     };
     let hi: Option<i64> = match to {
         None if head_seq >= 1 => Some(head_seq),
         None => None,
-        Some(to) => {
-            audit_log::table
-                .filter(audit_log::at.lt(to))
-                .filter(audit_log::seq.le(head_seq))
-                .select(diesel::dsl::max(audit_log::seq))
-                .first(conn)
-                .await?
-        }
+        Some(to) => super::last_seq_before(conn, to, Some(head_seq)).await?,
     };
     Ok(match (lo, hi) {
         (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),

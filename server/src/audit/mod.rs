@@ -291,23 +291,13 @@ pub async fn list(
         .limit(limit + 1)
         .into_boxed();
     if let Some(since) = filter.since {
-        let first: Option<i64> = audit_log::table
-            .filter(audit_log::at.ge(since))
-            .select(diesel::dsl::min(audit_log::seq))
-            .first(conn)
-            .await?;
-        let Some(first) = first else {
+        let Some(first) = first_seq_from(conn, since, None).await? else {
             return Ok(Vec::new());
         };
         query = query.filter(audit_log::seq.ge(first));
     }
     if let Some(until) = filter.until {
-        let last: Option<i64> = audit_log::table
-            .filter(audit_log::at.lt(until))
-            .select(diesel::dsl::max(audit_log::seq))
-            .first(conn)
-            .await?;
-        let Some(last) = last else {
+        let Some(last) = last_seq_before(conn, until, None).await? else {
             return Ok(Vec::new());
         };
         query = query.filter(audit_log::seq.le(last));
@@ -328,6 +318,43 @@ pub async fn list(
         query = query.filter(audit_log::seq.gt(after));
     }
     Ok(query.load(conn).await?)
+}
+
+/// The first entry at or after `from` (up to `head_seq`), if any: one step along the `at` index.
+/// Entries are stamped under the chain lock, so time never falls as seq rises; entries of one
+/// commit share their time, hence the tie on `seq`. (A `min(seq)` would read the whole rest of
+/// the log to find it.)
+pub async fn first_seq_from(
+    conn: &mut Conn,
+    from: DateTime<Utc>,
+    head_seq: Option<i64>,
+) -> Result<Option<i64>> {
+    let mut query = audit_log::table
+        .filter(audit_log::at.ge(from))
+        .order((audit_log::at.asc(), audit_log::seq.asc()))
+        .select(audit_log::seq)
+        .into_boxed();
+    if let Some(head) = head_seq {
+        query = query.filter(audit_log::seq.le(head));
+    }
+    Ok(query.first(conn).await.optional()?)
+}
+
+/// The last entry before `to` (up to `head_seq`), if any: one step back along the `at` index.
+pub async fn last_seq_before(
+    conn: &mut Conn,
+    to: DateTime<Utc>,
+    head_seq: Option<i64>,
+) -> Result<Option<i64>> {
+    let mut query = audit_log::table
+        .filter(audit_log::at.lt(to))
+        .order((audit_log::at.desc(), audit_log::seq.desc()))
+        .select(audit_log::seq)
+        .into_boxed();
+    if let Some(head) = head_seq {
+        query = query.filter(audit_log::seq.le(head));
+    }
+    Ok(query.first(conn).await.optional()?)
 }
 
 /// The newest `limit` entries of these projects, newest first: the latest few of each project

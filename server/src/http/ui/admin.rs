@@ -63,6 +63,14 @@ async fn project_admin(
                 return Err(Error::not_found(format!("no project named `{name}`")));
             }
             data["groups"] = json!(project_groups(&data["project"]["members"]));
+            // Service accounts are members too; they are managed in their own section.
+            if let Some(members) = data["project"]["members"].as_array_mut() {
+                members.retain(|m| {
+                    !m["user"]["email"]
+                        .as_str()
+                        .is_some_and(|e| e.starts_with("service:"))
+                });
+            }
             Ok(data)
         },
     )
