@@ -219,3 +219,23 @@ async fn compliance(
         Err(e) => refused(&e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::filter_time;
+
+    #[test]
+    fn filter_times_are_dates_rfc3339_or_zoneless_utc() {
+        let t = |s: &str| filter_time("from", Some(s)).unwrap().unwrap();
+        assert_eq!(t("2026-11-01"), "2026-11-01T00:00:00.000000Z");
+        assert_eq!(
+            t("2026-11-01T09:30:00+01:00"),
+            "2026-11-01T08:30:00.000000Z"
+        );
+        assert_eq!(t("2026-11-01T09:30"), "2026-11-01T09:30:00.000000Z");
+        assert_eq!(t("2026-11-01 09:30:15"), "2026-11-01T09:30:15.000000Z");
+        assert_eq!(filter_time("from", None).unwrap(), None);
+        let err = filter_time("until", Some("yesterday")).unwrap_err();
+        assert!(err.to_string().starts_with("until: "), "{err}");
+    }
+}
