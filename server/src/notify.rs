@@ -365,6 +365,68 @@ pub async fn add_webhook(
     Ok((id, secret))
 }
 
+/// A project's registered webhook as admins see it (the secret was shown once, at registration).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhooks)]
+pub struct WebhookRow {
+    pub id: WebhookId,
+    pub project_id: ProjectId,
+    pub url: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The webhooks of a project, oldest first (project admins; FORBIDDEN for other members,
+/// NOT_FOUND for anyone else).
+pub async fn webhooks_of(
+    conn: &mut Conn,
+    actor: &crate::actor::Actor,
+    project_id: ProjectId,
+) -> Result<Vec<WebhookRow>> {
+    crate::projects::authorize(conn, actor, project_id, crate::projects::Role::Admin).await?;
+    Ok(webhooks::table
+        .filter(webhooks::project_id.eq(project_id))
+        .order((webhooks::created_at, webhooks::id))
+        .select(WebhookRow::as_select())
+        .load(conn)
+        .await?)
+}
+
+/// Removes a project's webhook (project admins). Calls already queued for it are dropped by the
+/// delivery worker, which finds the webhook gone.
+pub async fn remove_webhook(
+    conn: &mut Conn,
+    actor: &crate::actor::Actor,
+    project_name: &str,
+    id: WebhookId,
+) -> Result<()> {
+    let project =
+        crate::projects::find_authorized(conn, actor, project_name, crate::projects::Role::Admin)
+            .await?;
+    let url: String = diesel::delete(
+        webhooks::table
+            .filter(webhooks::id.eq(id))
+            .filter(webhooks::project_id.eq(project.id)),
+    )
+    .returning(webhooks::url)
+    .get_result(conn)
+    .await
+    .optional()?
+    .ok_or_else(|| Error::not_found(format!("no webhook {id} in {project_name}")))?;
+    crate::audit::record(
+        conn,
+        actor,
+        crate::audit::Change {
+            action: "webhook.remove",
+            project_id: Some(project.id),
+            subject_kind: "webhook",
+            subject_id: id.to_string(),
+            before: Some(json!({"url": url})),
+            after: None,
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,6 +224,20 @@ pub async fn readable_ids(
     Ok(ids)
 }
 
+/// The projects the caller is a member of (server admins too: their own memberships, not every
+/// project), within a project-limited token's project.
+pub async fn member_ids(conn: &mut Conn, actor: &Actor) -> Result<Vec<ProjectId>> {
+    let Some(user_id) = actor.user_id else {
+        return Ok(Vec::new());
+    };
+    let ids: Vec<ProjectId> = memberships::table
+        .filter(memberships::user_id.eq(user_id))
+        .select(memberships::project_id)
+        .load(conn)
+        .await?;
+    Ok(ids.into_iter().filter(|id| actor.reaches(*id)).collect())
+}
+
 pub async fn by_ids(conn: &mut Conn, ids: &[ProjectId]) -> Result<Vec<Project>> {
     Ok(projects::table
         .filter(projects::id.eq_any(ids))

@@ -478,6 +478,31 @@ pub async fn list_in_project(
     Ok(query.load(conn).await?)
 }
 
+/// The runs `user_id` started, newest first, in the projects the caller may read (at most
+/// `limit`); only the user themself asks (FORBIDDEN for anyone else: what a colleague works on
+/// is theirs to show). Read on `(created_by, id)`.
+pub async fn started_by(
+    conn: &mut Conn,
+    actor: &Actor,
+    user_id: UserId,
+    limit: i64,
+) -> Result<Vec<Run>> {
+    if actor.user_id != Some(user_id) {
+        return Err(Error::forbidden(
+            "only the person themself sees the runs they started",
+        ));
+    }
+    let readable = projects::readable_ids(conn, actor, None).await?;
+    Ok(runs::table
+        .filter(runs::created_by.eq(user_id))
+        .filter(runs::project_id.eq_any(readable))
+        .order(runs::id.desc())
+        .limit(limit)
+        .select(Run::as_select())
+        .load(conn)
+        .await?)
+}
+
 pub async fn params_of(conn: &mut Conn, run_ids: &[RunId]) -> Result<Vec<Param>> {
     Ok(run_params::table
         .filter(run_params::run_id.eq_any(run_ids))

@@ -108,6 +108,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../web/templates/ui/compare.html"),
     ),
     (
+        "ui/admin.html",
+        include_str!("../../web/templates/ui/admin.html"),
+    ),
+    (
+        "ui/admin_done.html",
+        include_str!("../../web/templates/ui/admin_done.html"),
+    ),
+    (
+        "ui/tokens.html",
+        include_str!("../../web/templates/ui/tokens.html"),
+    ),
+    (
         "compliance_report.html",
         include_str!("../../web/templates/compliance_report.html"),
     ),
@@ -297,6 +309,31 @@ mod tests {
             if let (Some(ui), Some(extra)) = (ui.as_object_mut(), runs_ui.as_object()) {
                 ui.extend(extra.clone());
             }
+            // The administration pages, the home page's recent lists and the inbox's evidence.
+            let admin = json!({
+                "recentActivity": [{"seq": 1, "at": "t", "actor": "<b>ship</b>", "action": "run.start", "project": "p"}],
+                "groups": ["<b>ship</b>"], "done": true, "message": "<b>ship</b>", "secret": "s", "back": "/projects/p/admin",
+                "serviceAccounts": [{"name": "ci", "identity": "service:p/ci", "role": "CONTRIBUTOR", "createdAt": "t",
+                    "tokens": [{"id": "t", "name": "<b>ship</b>", "readOnly": true, "expiresAt": "t", "lastUsedAt": null, "revokedAt": null}]}],
+                "accessTokens": [{"id": "t", "name": "<b>ship</b>", "readOnly": false, "createdAt": "t", "expiresAt": "t",
+                    "lastUsedAt": null, "revokedAt": null, "project": null}],
+                "actor": "<b>ship</b>", "since": "", "until": "",
+            });
+            for (k, v) in admin.as_object().unwrap() {
+                ui[k] = v.clone();
+            }
+            ui["me"]["recentRuns"] = json!([{"id": "r", "name": "<b>ship</b>", "status": "RUNNING", "startedAt": "t", "project": {"name": "p"}}]);
+            ui["project"]["approvalSignIn"] = json!("LINK");
+            ui["project"]["approvalSignInIsDefault"] = json!(true);
+            ui["project"]["members"] =
+                json!([{"role": "ADMIN", "groups": ["<b>ship</b>"], "user": {"email": "a@x"}}]);
+            ui["project"]["invitations"] = json!([{"id": "i", "email": "<b>ship</b>@x", "role": "VIEWER", "groups": [], "expiresAt": "t", "invitedBy": null}]);
+            ui["project"]["webhooks"] =
+                json!([{"id": "w", "url": "https://x/<b>ship</b>", "createdAt": "t"}]);
+            ui["decide"][0]["evidence"] = json!({"metrics": [{"key": "auc", "candidate": 0.9, "current": 0.8, "primary": true, "verdict": "better"}],
+                "current_version": 2, "hidden_datasets": 1,
+                "datasets": [{"dataset": "<b>ship</b>", "version": 1, "sha256": "ab", "tags": ["pii"]}],
+                "code_commits": [{"repository": "r", "commit": "c", "dirty": true, "branch": "main"}]});
             let context = if name.starts_with("ui/") {
                 &ui
             } else if name.starts_with("email/emergency") {

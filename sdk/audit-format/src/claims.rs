@@ -22,6 +22,9 @@ pub struct Filters {
     pub project_id: Option<String>,
     pub subject: Option<String>,
     pub action: Option<String>,
+    /// Who acted (absent in manifests of exports without this filter, and before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
 }
 
 /// The claims of an export's signed manifest.

@@ -293,6 +293,8 @@ struct EntryView<'a> {
     project_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     subject_id: Cow<'a, str>,
+    #[serde(borrow)]
+    actor: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
@@ -689,6 +691,11 @@ fn outside_filter(view: &EntryView<'_>, (filters, lo, hi): &ManifestFilters) -> 
     if let Some(a) = &filters.action {
         if view.action != a.as_str() {
             wrong.push(format!("action {}", view.action));
+        }
+    }
+    if let Some(a) = &filters.actor {
+        if view.actor != a.as_str() {
+            wrong.push(format!("actor {}", view.actor));
         }
     }
     if let (Some(lo), Some(hi)) = (lo, hi) {

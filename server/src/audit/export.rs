@@ -44,6 +44,8 @@ pub struct ExportRequest {
     pub project: Option<String>,
     pub subject: Option<String>,
     pub action: Option<String>,
+    /// Who acted (the entry's `actor` exactly).
+    pub actor: Option<String>,
 }
 
 impl ExportRequest {
@@ -75,6 +77,7 @@ impl ExportRequest {
             project: text("project", project)?,
             subject: text("subject", subject)?,
             action: text("action", action)?,
+            actor: None,
         };
         if let (Some(from), Some(to)) = (request.from, request.to) {
             if from >= to {
@@ -89,7 +92,22 @@ impl ExportRequest {
     /// Whether entries inside the seq window are left out (then the export is a set of chain
     /// links rather than one contiguous piece of the chain).
     pub fn filtered(&self) -> bool {
-        self.project.is_some() || self.subject.is_some() || self.action.is_some()
+        self.project.is_some()
+            || self.subject.is_some()
+            || self.action.is_some()
+            || self.actor.is_some()
+    }
+
+    /// Keeps only the entries of this actor (`actor=` of `GET /api/audit/export`).
+    pub fn with_actor(mut self, actor: Option<&str>) -> Result<Self> {
+        self.actor = match actor.filter(|s| !s.is_empty()) {
+            Some(a) => {
+                crate::validate::text("actor", a, 1_000)?;
+                Some(a.to_owned())
+            }
+            None => None,
+        };
+        Ok(self)
     }
 }
 
@@ -215,6 +233,7 @@ struct Selection {
     project_id: Option<ProjectId>,
     subject: Option<String>,
     action: Option<String>,
+    actor: Option<String>,
     after_seq: i64,
     last_seq: i64,
 }
@@ -236,6 +255,9 @@ impl Selection {
         }
         if let Some(action) = &self.action {
             query = query.filter(audit_log::action.eq(action.clone()));
+        }
+        if let Some(actor) = &self.actor {
+            query = query.filter(audit_log::actor.eq(actor.clone()));
         }
         let rows: Vec<AuditEntry> = query.load(conn).await?;
         self.after_seq = rows.last().map_or(self.last_seq, |e| e.seq);
@@ -307,6 +329,7 @@ impl Exporter {
             project_id: self.project_id,
             subject: self.request.subject.clone(),
             action: self.request.action.clone(),
+            actor: self.request.actor.clone(),
             after_seq: lo - 1,
             last_seq: hi,
         };
@@ -396,6 +419,7 @@ impl Exporter {
                 project_id: self.project_id.map(|p| p.to_string()),
                 subject: self.request.subject.clone(),
                 action: self.request.action.clone(),
+                actor: self.request.actor.clone(),
             },
             filtered: self.request.filtered(),
             window_first_seq: self.window.map(|w| w.0),
@@ -429,26 +453,12 @@ async fn seq_window(
     let lo: Option<i64> = match from {
         None if head_seq >= 1 => Some(1),
         None => None,
-        Some(from) => {
-            audit_log::table
-                .filter(audit_log::at.ge(from))
-                .filter(audit_log::seq.le(head_seq))
-                .select(diesel::dsl::min(audit_log::seq))
-                .first(conn)
-                .await?
-        }
+        Some(from) => super::first_seq_from(conn, from, Some(head_seq)).await?,
     };
     let hi: Option<i64> = match to {
         None if head_seq >= 1 => Some(head_seq),
         None => None,
-        Some(to) => {
-            audit_log::table
-                .filter(audit_log::at.lt(to))
-                .filter(audit_log::seq.le(head_seq))
-                .select(diesel::dsl::max(audit_log::seq))
-                .first(conn)
-                .await?
-        }
+        Some(to) => super::last_seq_before(conn, to, Some(head_seq)).await?,
     };
     Ok(match (lo, hi) {
         (Some(lo), Some(hi)) if lo <= hi => Some((lo, hi)),

@@ -55,7 +55,7 @@ pub struct Change<'a> {
     pub after: Option<Value>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = audit_log)]
 pub struct AuditEntry {
     pub seq: i64,
@@ -264,10 +264,21 @@ pub struct AuditFilter {
     pub project_id: Option<ProjectId>,
     pub subject_id: Option<String>,
     pub action: Option<String>,
+    /// Who acted: the entry's `actor` exactly (an email, `service:…`, `system:…`).
+    pub actor: Option<String>,
+    /// Entries at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Entries before this time.
+    pub until: Option<DateTime<Utc>>,
 }
 
 /// One page of entries in ascending `seq`, after `after_seq`; fetches `limit + 1` so the caller
 /// knows whether another page follows.
+///
+/// A time range becomes a `seq` range first (entries are stamped under the chain lock, so time
+/// rises with seq): two probes of the `at` index, after which every filter runs on an index
+/// ordered by `seq` (`(project_id, seq)`, `(actor, seq)`, `(subject_id, seq)`), so a filtered
+/// page never reads other projects' entries or the whole period.
 pub async fn list(
     conn: &mut Conn,
     filter: &AuditFilter,
@@ -279,6 +290,18 @@ pub async fn list(
         .order(audit_log::seq.asc())
         .limit(limit + 1)
         .into_boxed();
+    if let Some(since) = filter.since {
+        let Some(first) = first_seq_from(conn, since, None).await? else {
+            return Ok(Vec::new());
+        };
+        query = query.filter(audit_log::seq.ge(first));
+    }
+    if let Some(until) = filter.until {
+        let Some(last) = last_seq_before(conn, until, None).await? else {
+            return Ok(Vec::new());
+        };
+        query = query.filter(audit_log::seq.le(last));
+    }
     if let Some(project) = filter.project_id {
         query = query.filter(audit_log::project_id.eq(project));
     }
@@ -288,10 +311,74 @@ pub async fn list(
     if let Some(action) = &filter.action {
         query = query.filter(audit_log::action.eq(action.clone()));
     }
+    if let Some(actor) = &filter.actor {
+        query = query.filter(audit_log::actor.eq(actor.clone()));
+    }
     if let Some(after) = after_seq {
         query = query.filter(audit_log::seq.gt(after));
     }
     Ok(query.load(conn).await?)
+}
+
+/// The first entry at or after `from` (up to `head_seq`), if any: one step along the `at` index.
+/// Entries are stamped under the chain lock, so time never falls as seq rises; entries of one
+/// commit share their time, hence the tie on `seq`. (A `min(seq)` would read the whole rest of
+/// the log to find it.)
+pub async fn first_seq_from(
+    conn: &mut Conn,
+    from: DateTime<Utc>,
+    head_seq: Option<i64>,
+) -> Result<Option<i64>> {
+    let mut query = audit_log::table
+        .filter(audit_log::at.ge(from))
+        .order((audit_log::at.asc(), audit_log::seq.asc()))
+        .select(audit_log::seq)
+        .into_boxed();
+    if let Some(head) = head_seq {
+        query = query.filter(audit_log::seq.le(head));
+    }
+    Ok(query.first(conn).await.optional()?)
+}
+
+/// The last entry before `to` (up to `head_seq`), if any: one step back along the `at` index.
+pub async fn last_seq_before(
+    conn: &mut Conn,
+    to: DateTime<Utc>,
+    head_seq: Option<i64>,
+) -> Result<Option<i64>> {
+    let mut query = audit_log::table
+        .filter(audit_log::at.lt(to))
+        .order((audit_log::at.desc(), audit_log::seq.desc()))
+        .select(audit_log::seq)
+        .into_boxed();
+    if let Some(head) = head_seq {
+        query = query.filter(audit_log::seq.le(head));
+    }
+    Ok(query.first(conn).await.optional()?)
+}
+
+/// The newest `limit` entries of these projects, newest first: the latest few of each project
+/// read backwards on `(project_id, seq)`, then merged, so the cost grows with the number of
+/// projects and `limit`, never with the size of their logs.
+pub async fn recent(
+    conn: &mut Conn,
+    project_ids: &[ProjectId],
+    limit: i64,
+) -> Result<Vec<AuditEntry>> {
+    if project_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<uuid::Uuid> = project_ids.iter().map(|p| p.uuid()).collect();
+    Ok(diesel::sql_query(
+        "SELECT e.* FROM unnest($1::uuid[]) AS p(id) \
+         CROSS JOIN LATERAL (SELECT * FROM audit_log a WHERE a.project_id = p.id \
+                             ORDER BY a.seq DESC LIMIT $2) e \
+         ORDER BY e.seq DESC LIMIT $2",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+    .bind::<diesel::sql_types::BigInt, _>(limit)
+    .load(conn)
+    .await?)
 }
 
 #[cfg(test)]

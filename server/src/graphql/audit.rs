@@ -74,16 +74,29 @@ pub struct AuditQuery;
 #[Object]
 impl AuditQuery {
     /// The audit log in ascending `seq`. With `project`, readable by the project's members;
-    /// without, by server admins only.
+    /// without, by server admins only. Filters: `subjectId`, `action` and `actor` (the entry's
+    /// actor exactly, e.g. an email) match exactly; `since` (inclusive) and `until` (exclusive)
+    /// bound the time.
+    #[allow(clippy::too_many_arguments)]
     async fn audit_log(
         &self,
         ctx: &Context<'_>,
         project: Option<String>,
         subject_id: Option<ID>,
         action: Option<String>,
+        #[graphql(name = "actor")] acted_by: Option<String>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
         first: Option<i32>,
         after: Option<String>,
     ) -> GqlResult<Connection<String, AuditEntryNode>> {
+        if let (Some(since), Some(until)) = (since, until) {
+            if since >= until {
+                return Err(gql_error(Error::invalid(
+                    "`since` must be before `until` (since is inclusive, until exclusive)",
+                )));
+            }
+        }
         let actor = actor(ctx)?;
         let limit = page_size(first)?;
         let after_seq = after
@@ -109,6 +122,9 @@ impl AuditQuery {
                     project_id,
                     subject_id: subject_id.map(|s| s.0),
                     action,
+                    actor: acted_by,
+                    since,
+                    until,
                 };
                 audit::list(c, &filter, after_seq, limit).await
             }
@@ -122,5 +138,32 @@ impl AuditQuery {
             |e| e.seq.to_string(),
             AuditEntryNode,
         ))
+    }
+
+    /// The newest entries of the projects the caller is a member of (server admins too: their
+    /// own projects), newest first: `first` (default 10, at most 100).
+    #[graphql(complexity = "super::list_cost(first, 10, child_complexity)")]
+    async fn recent_activity(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+    ) -> GqlResult<Vec<AuditEntryNode>> {
+        let actor = actor(ctx)?;
+        let limit = i64::from(first.unwrap_or(10));
+        if !(1..=i64::from(super::MAX_PAGE_SIZE)).contains(&limit) {
+            return Err(gql_error(Error::invalid(format!(
+                "`first` must be between 1 and {}",
+                super::MAX_PAGE_SIZE
+            ))));
+        }
+        let rows = read(ctx, |c| {
+            async move {
+                let projects = projects::member_ids(c, actor).await?;
+                audit::recent(c, &projects, limit).await
+            }
+            .scope_boxed()
+        })
+        .await?;
+        Ok(rows.into_iter().map(AuditEntryNode).collect())
     }
 }

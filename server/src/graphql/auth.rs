@@ -41,6 +41,34 @@ impl UserNode {
         Ok(tokens.into_iter().map(AccessTokenNode).collect())
     }
 
+    /// The runs this user started, newest first, in projects the caller may read: `first`
+    /// (default 10, at most 100). The user themself only; FORBIDDEN for anyone else.
+    #[graphql(complexity = "list_cost(first, 10, child_complexity)")]
+    async fn recent_runs(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+    ) -> GqlResult<Vec<super::runs::RunNode>> {
+        let caller = actor(ctx)?;
+        let limit = i64::from(first.unwrap_or(10));
+        if !(1..=i64::from(super::MAX_PAGE_SIZE)).contains(&limit) {
+            return Err(gql_error(crate::error::Error::invalid(format!(
+                "`first` must be between 1 and {}",
+                super::MAX_PAGE_SIZE
+            ))));
+        }
+        let user_id = self.0.id;
+        let rows = read(ctx, |c| {
+            async move { crate::runs::started_by(c, caller, user_id, limit).await }.scope_boxed()
+        })
+        .await?;
+        Ok(super::readable_only(ctx, rows)
+            .await?
+            .into_iter()
+            .map(super::runs::RunNode)
+            .collect())
+    }
+
     /// The memberships of this user in projects the caller may read (by project name): adding
     /// someone to a project shows nothing about their other projects. `first` (default 100, at
     /// most 1000) after skipping `offset`.

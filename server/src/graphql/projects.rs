@@ -114,6 +114,20 @@ impl ProjectNode {
         .await
     }
 
+    /// The project's webhooks, oldest first (project admins; FORBIDDEN for other members).
+    async fn webhooks(
+        &self,
+        ctx: &Context<'_>,
+    ) -> GqlResult<Vec<super::promotions::ProjectWebhook>> {
+        let actor = actor(ctx)?;
+        let id = self.0.id;
+        let rows = read(ctx, |c| {
+            async move { crate::notify::webhooks_of(c, actor, id).await }.scope_boxed()
+        })
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// Datasets by name: `first` (default 100, at most 1000) after skipping `offset`.
     #[graphql(complexity = "list_cost(first, DEFAULT_LIST_SIZE, child_complexity)")]
     async fn datasets(

@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::auth::UserNode;
-use super::loaders::{ApprovalsOfPromotion, ModelVersionById, UserById};
+use super::loaders::{
+    ApprovalsOfPromotion, DatasetById, DatasetVersionById, ModelVersionById, UserById,
+};
 use super::models::ModelVersionNode;
 use super::scalars::Sha256;
 use super::{
@@ -14,7 +16,7 @@ use super::{
 use crate::access::Readable;
 use crate::actor::AuthMethod;
 use crate::error::Error;
-use crate::ids::{ModelVersionId, ProjectId, PromotionId};
+use crate::ids::{DatasetVersionId, ModelVersionId, ProjectId, PromotionId, WebhookId};
 use crate::notify;
 use crate::projects;
 use crate::promotions::approvals::{self, Verdict, Via};
@@ -67,6 +69,24 @@ pub struct Webhook {
     url: String,
     /// The HMAC-SHA256 key for `X-Custody-Signature`; shown once.
     secret: String,
+}
+
+/// A registered webhook as its project's admins list it (its secret was shown once).
+#[derive(SimpleObject)]
+pub struct ProjectWebhook {
+    pub id: ID,
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<notify::WebhookRow> for ProjectWebhook {
+    fn from(row: notify::WebhookRow) -> Self {
+        ProjectWebhook {
+            id: ID(row.id.to_string()),
+            url: row.url,
+            created_at: row.created_at,
+        }
+    }
 }
 
 /// A promotion the caller may read.
@@ -424,6 +444,18 @@ impl PromotionMutation {
         })
     }
 
+    /// Removes a webhook of the project (admins); calls already queued for it are dropped.
+    /// True when done.
+    async fn remove_webhook(&self, ctx: &Context<'_>, project: String, id: ID) -> GqlResult<bool> {
+        let actor = actor(ctx)?;
+        let id = parse_id::<WebhookId>(&id)?;
+        transaction(ctx, |c| {
+            async move { notify::remove_webhook(c, actor, &project, id).await }.scope_boxed()
+        })
+        .await?;
+        Ok(true)
+    }
+
     /// The emergency path (project admins): moves the version to `archived` at once, cancels
     /// its pending promotions, audits the reason and mails the project's approvers.
     async fn emergency_archive(
@@ -472,10 +504,23 @@ async fn redacted_input(
     if ids.is_empty() {
         return Ok(input);
     }
-    let projects = read(ctx, |c| {
-        async move { crate::datasets::projects_of_versions(c, &ids).await }.scope_boxed()
-    })
-    .await?;
+    // Through the request's loaders, so a list of promotions (the inbox asks for up to 100)
+    // looks their datasets up in one batch instead of one query each.
+    let versions = loaders(ctx)
+        .load_many(ids.iter().map(|id| DatasetVersionById(*id)))
+        .await
+        .map_err(|e| (*e).clone())?;
+    let datasets = loaders(ctx)
+        .load_many(versions.values().map(|v| DatasetById(v.dataset_id)))
+        .await
+        .map_err(|e| (*e).clone())?;
+    let projects: std::collections::HashMap<DatasetVersionId, ProjectId> = versions
+        .values()
+        .filter_map(|v| {
+            let dataset = datasets.get(&DatasetById(v.dataset_id))?;
+            Some((v.id, dataset.project_id))
+        })
+        .collect();
     let project_ids: Vec<ProjectId> = projects.values().copied().collect();
     let readable = super::access(ctx)?
         .readable_projects(&project_ids)

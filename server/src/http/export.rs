@@ -131,6 +131,7 @@ struct ExportQuery {
     project: Option<String>,
     subject: Option<String>,
     action: Option<String>,
+    actor: Option<String>,
 }
 
 /// `GET /api/audit/export`: the log of a period as JSON Lines or CSV with the signed manifest
@@ -158,7 +159,8 @@ async fn export_log(
         q.project.as_deref(),
         q.subject.as_deref(),
         q.action.as_deref(),
-    )?;
+    )?
+    .with_actor(q.actor.as_deref())?;
     let mut conn = limits.pool.get().await.map_err(Error::from)?;
     let project = export::authorize_export(&mut conn, &actor, request.project.as_deref()).await?;
     let mut exporter = Exporter::begin(

@@ -47,6 +47,7 @@ mod search_runs;
 mod sign_in_email;
 mod sign_in_oidc;
 mod web_ui;
+mod web_ui_admin;
 mod web_ui_models;
 
 /// Every test source is a module of this binary: `tests/tests/` holds only `e2e/`, and every

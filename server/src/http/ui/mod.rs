@@ -14,6 +14,7 @@ use crate::graphql::{execute_as, CustodySchema};
 use crate::sessions::Authenticated;
 use crate::state::AppState;
 
+mod admin;
 mod approvals;
 mod audit;
 mod models;
@@ -25,6 +26,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     runs::routes(cfg);
     audit::routes(cfg);
     models::routes(cfg);
+    admin::routes(cfg);
 }
 
 /// The session behind a page, or the redirect that signs the visitor in and brings them back.
@@ -56,9 +58,8 @@ pub(super) fn refused(e: &Error) -> HttpResponse {
         }
         Error::InvalidInput(_) | Error::TooLarge(_) => (StatusCode::BAD_REQUEST, "Bad request"),
         Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "Please try again shortly"),
-        Error::Conflict(_) | Error::Internal(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong")
-        }
+        Error::Conflict(_) => (StatusCode::CONFLICT, "This could not be done"),
+        Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
     };
     refusal(status, title, &e.to_string())
 }
@@ -92,6 +93,9 @@ pub(super) async fn query(
             Some("UNAUTHENTICATED") => Error::Unauthenticated(message),
             Some("INVALID_INPUT") => Error::InvalidInput(message),
             Some("UNAVAILABLE") => Error::Unavailable(message),
+            // The API's refusal of a change that no longer applies (the last admin, a
+            // duplicate, a denied promotion): the person reads its reason.
+            Some("CONFLICT") | Some("POLICY_DENIED") => Error::Conflict(message),
             _ => Error::Internal(anyhow::anyhow!("a page's query failed: {message}")),
         });
     }
@@ -128,12 +132,17 @@ pub(super) fn layout(session: &Authenticated, mut context: Value) -> Value {
     context
 }
 
-const HOME: &str = "query($first: Int!) {
-  me { email memberships(first: 200) { role project { name description } } }
+const HOME: &str = "query($first: Int!, $recent: Int!) {
+  me { email memberships(first: 200) { role project { id name description } }
+       recentRuns(first: $recent) { id name status startedAt project { name } } }
+  recentActivity(first: $recent) { seq at actor action subjectKind subjectId projectId }
   promotions(status: PENDING, first: $first) { edges { node {
     id stage createdAt requestedBy { email }
     modelVersion { version model { name } run { project { name } } } } } }
 }";
+
+/// How many of the person's runs and of their projects' audit entries the home page shows.
+const HOME_RECENT: i64 = 10;
 
 #[get("/")]
 async fn home(
@@ -141,8 +150,34 @@ async fn home(
     schema: web::Data<CustodySchema>,
     http: HttpRequest,
 ) -> HttpResponse {
-    let request = (HOME, json!({"first": 20}));
-    show(&state, &schema, &http, "ui/home.html", request, Ok).await
+    let request = (HOME, json!({"first": 20, "recent": HOME_RECENT}));
+    show(
+        &state,
+        &schema,
+        &http,
+        "ui/home.html",
+        request,
+        |mut data| {
+            // Entries name their project by id; the person's memberships name them.
+            let names: std::collections::HashMap<String, Value> = data["me"]["memberships"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| {
+                    let p = &m["project"];
+                    Some((p["id"].as_str()?.to_owned(), p["name"].clone()))
+                })
+                .collect();
+            if let Some(entries) = data["recentActivity"].as_array_mut() {
+                for e in entries {
+                    let name = e["projectId"].as_str().and_then(|id| names.get(id));
+                    e["project"] = name.cloned().unwrap_or(Value::Null);
+                }
+            }
+            Ok(data)
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]

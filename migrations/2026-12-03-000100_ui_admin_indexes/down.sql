@@ -1,0 +1,2 @@
+DROP INDEX audit_log_actor_idx;
+DROP INDEX runs_created_by_idx;
