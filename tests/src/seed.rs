@@ -75,9 +75,9 @@ pub async fn seed_runs(sql: &Client, project: &str, seed: &RunSeed) -> Uuid {
     // The keys the runs used, as the statements that log them record them (`run_keys`).
     sql.execute(
         "INSERT INTO run_keys (project_id, key)
-         SELECT $1, 'metrics.m' || k FROM generate_series(0, $2::bigint - 1) k
-         UNION ALL SELECT $1, 'params.p' || k FROM generate_series(0, $3::bigint - 1) k
-         UNION ALL SELECT $1, 'tags.team'
+         SELECT $1::uuid, 'metrics.m' || k FROM generate_series(0, $2::bigint - 1) k
+         UNION ALL SELECT $1::uuid, 'params.p' || k FROM generate_series(0, $3::bigint - 1) k
+         UNION ALL SELECT $1::uuid, 'tags.team'
          ON CONFLICT DO NOTHING",
         &[&project_id, &seed.metrics, &seed.params],
     )

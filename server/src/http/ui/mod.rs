@@ -17,6 +17,8 @@ use crate::state::AppState;
 mod admin;
 mod approvals;
 mod audit;
+mod datasets;
+mod lineage;
 mod models;
 mod runs;
 
@@ -26,6 +28,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     runs::routes(cfg);
     audit::routes(cfg);
     models::routes(cfg);
+    lineage::routes(cfg);
+    datasets::routes(cfg);
     admin::routes(cfg);
 }
 
@@ -201,4 +205,69 @@ async fn asset(name: web::Path<String>, version: web::Query<Version>) -> HttpRes
         .insert_header(("cache-control", cache))
         .insert_header(("x-content-type-options", "nosniff"))
         .body(asset.bytes)
+}
+
+/// Runs a page's query; a project (or anything in it) the person may not read is "not found",
+/// never "forbidden", so a page tells an outsider nothing about what exists.
+pub(super) async fn read_hiding(
+    schema: &CustodySchema,
+    state: &AppState,
+    session: &Authenticated,
+    document: &str,
+    variables: Value,
+) -> Result<Value, Error> {
+    query(schema, state, session, document, variables)
+        .await
+        .map_err(|e| match e {
+            Error::Forbidden(_) => Error::not_found("not found"),
+            other => other,
+        })
+}
+
+pub(super) fn found(value: &Value, what: &str) -> Result<(), Error> {
+    if value.is_null() {
+        Err(Error::not_found(format!("no such {what}")))
+    } else {
+        Ok(())
+    }
+}
+
+/// `show` for pages of a project's things: what the person may not read is "not found".
+pub(super) async fn show_hiding<F>(
+    state: &AppState,
+    schema: &CustodySchema,
+    http: &HttpRequest,
+    template: &str,
+    (document, variables): (&str, Value),
+    view: F,
+) -> HttpResponse
+where
+    F: FnOnce(Value) -> Result<Value, Error>,
+{
+    let session = match signed_in(state, http).await {
+        Ok(s) => s,
+        Err(redirect) => return redirect,
+    };
+    match read_hiding(schema, state, &session, document, variables)
+        .await
+        .and_then(view)
+    {
+        Ok(context) => page(StatusCode::OK, template, layout(&session, context)),
+        Err(e) => refused(&e),
+    }
+}
+
+/// Versions of a model, and of a dataset, per page of their tables.
+pub(super) const VERSIONS_PER_PAGE: i32 = 100;
+
+#[derive(Deserialize)]
+pub(super) struct VersionsPage {
+    pub(super) after: Option<i32>,
+}
+
+/// A path segment, percent-encoded.
+pub(super) fn encode(segment: &str) -> String {
+    url::form_urlencoded::byte_serialize(segment.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
