@@ -55,9 +55,12 @@ async fn bench_ui_pages() {
         started.elapsed().as_secs_f64()
     );
     // Two runs logged through the API, with 1,000-point histories, to open and compare.
+    create_dataset(s, &ana, "bench", "features").await;
+    let features =
+        id(&register_dataset_version(s, &ana, "bench", "features", &"ab".repeat(32), &[]).await);
     let mut ids = Vec::new();
     for name in ["a", "b"] {
-        let run = id(&start_run(s, &ana, "bench", name, None, &[]).await);
+        let run = id(&start_run(s, &ana, "bench", name, None, &[features.as_str()]).await);
         log_params(s, &ana, &run, &[("p0", "v1"), ("depth", name)]).await;
         let points: Vec<_> = (0..1000)
             .map(|step| json!({"key": "m0", "value": 1.0 / f64::from(step + 1), "step": step}))
@@ -65,6 +68,10 @@ async fn bench_ui_pages() {
         log_metrics(s, &ana, &run, json!(points)).await;
         ids.push(run);
     }
+    // A model version of the first run, for the model, version and lineage pages.
+    finish_run(s, &ana, &ids[0], "FINISHED").await;
+    create_model(s, &ana, "bench", "churn").await;
+    register_model_version(s, &ana, "bench", "churn", &ids[0]).await;
     sql.batch_execute("VACUUM ANALYZE").await.unwrap();
     let browser = sign_in_by_email(s, &smtp, ANA).await;
 
@@ -77,6 +84,14 @@ async fn bench_ui_pages() {
         ),
         ("run", format!("/runs/{}", ids[0])),
         ("compare", format!("/compare?runs={}&runs={}", ids[0], ids[1])),
+        ("lineage of a run", format!("/lineage/run/{}", ids[0])),
+        ("models", "/projects/bench/models".to_owned()),
+        ("model", "/projects/bench/models/churn".to_owned()),
+        ("model version", "/projects/bench/models/churn/versions/1".to_owned()),
+        ("datasets", "/projects/bench/datasets".to_owned()),
+        ("dataset", "/projects/bench/datasets/features".to_owned()),
+        ("project admin", "/projects/bench/admin".to_owned()),
+        ("own tokens", "/account/tokens".to_owned()),
         ("approvals inbox", "/approvals".to_owned()),
         ("audit", "/audit?project=bench".to_owned()),
     ];
