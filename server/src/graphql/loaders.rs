@@ -297,28 +297,42 @@ impl Loader<InputsOfRun> for DbLoader {
 
     async fn load(&self, keys: &[InputsOfRun]) -> LoadResult<InputsOfRun, Vec<DatasetVersion>> {
         let mut conn = self.conn().await?;
-        let edges = lineage::targets_of(&mut conn, &raw(keys, |k| k.0), "consumed")
-            .await
-            .map_err(fail)?;
-        let ids: Vec<DatasetVersionId> = edges.values().flatten().copied().collect();
-        let versions: HashMap<DatasetVersionId, DatasetVersion> =
-            datasets::versions_by_id(&mut conn, &ids)
-                .await
-                .map_err(fail)?
-                .into_iter()
-                .map(|v| (v.id, v))
-                .collect();
-        Ok(edges
+        let found = versions_along(&mut conn, &raw(keys, |k| k.0), "consumed").await?;
+        Ok(found
             .into_iter()
-            .map(|(run, inputs)| {
-                let list = inputs
-                    .iter()
-                    .filter_map(|id| versions.get(id).cloned())
-                    .collect();
-                (InputsOfRun(run), list)
-            })
+            .map(|(run, list)| (InputsOfRun(run), list))
             .collect())
     }
+}
+
+/// The dataset versions that `from` nodes point at along `relation` edges, per node, in edge
+/// order (versions since deleted are left out).
+async fn versions_along<F: lineage::NodeId + Ord + Copy>(
+    conn: &mut crate::db::Conn,
+    from: &[F],
+    relation: &str,
+) -> Result<Vec<(F, Vec<DatasetVersion>)>, Arc<async_graphql::Error>> {
+    let edges: std::collections::BTreeMap<F, Vec<DatasetVersionId>> =
+        lineage::targets_of(conn, from, relation)
+            .await
+            .map_err(fail)?;
+    let ids: Vec<DatasetVersionId> = edges.values().flatten().copied().collect();
+    let versions: HashMap<DatasetVersionId, DatasetVersion> = datasets::versions_by_id(conn, &ids)
+        .await
+        .map_err(fail)?
+        .into_iter()
+        .map(|v| (v.id, v))
+        .collect();
+    Ok(edges
+        .into_iter()
+        .map(|(node, targets)| {
+            let list = targets
+                .iter()
+                .filter_map(|id| versions.get(id).cloned())
+                .collect();
+            (node, list)
+        })
+        .collect())
 }
 
 impl Loader<ParentsOfDatasetVersion> for DbLoader {
@@ -330,27 +344,10 @@ impl Loader<ParentsOfDatasetVersion> for DbLoader {
         keys: &[ParentsOfDatasetVersion],
     ) -> LoadResult<ParentsOfDatasetVersion, Vec<DatasetVersion>> {
         let mut conn = self.conn().await?;
-        let edges: std::collections::BTreeMap<DatasetVersionId, Vec<DatasetVersionId>> =
-            lineage::targets_of(&mut conn, &raw(keys, |k| k.0), "derived_from")
-                .await
-                .map_err(fail)?;
-        let ids: Vec<DatasetVersionId> = edges.values().flatten().copied().collect();
-        let versions: HashMap<DatasetVersionId, DatasetVersion> =
-            datasets::versions_by_id(&mut conn, &ids)
-                .await
-                .map_err(fail)?
-                .into_iter()
-                .map(|v| (v.id, v))
-                .collect();
-        Ok(edges
+        let found = versions_along(&mut conn, &raw(keys, |k| k.0), "derived_from").await?;
+        Ok(found
             .into_iter()
-            .map(|(child, parents)| {
-                let list = parents
-                    .iter()
-                    .filter_map(|id| versions.get(id).cloned())
-                    .collect();
-                (ParentsOfDatasetVersion(child), list)
-            })
+            .map(|(child, parents)| (ParentsOfDatasetVersion(child), parents))
             .collect())
     }
 }
