@@ -68,6 +68,8 @@ pub async fn list(
     prefix: &str,
     first: i64,
 ) -> Result<Vec<String>> {
+    // The longest key is a 250-character metric, param or tag key behind its kind.
+    crate::validate::text("prefix", prefix, 260)?;
     // `key >= prefix` walks the primary key from the prefix on; the LIKE (its wildcards
     // escaped) stops at the first key past it.
     let pattern = format!(

@@ -121,6 +121,18 @@ async fn a_person_chooses_columns_sorts_completes_keys_and_compares_runs() {
         json!(["metrics.auc", "metrics.loss"])
     );
 
+    // A prefix longer than any key is refused, not scanned for.
+    let long = s
+        .gql(
+            &ana,
+            "query($p: String!) { project(name: \"churn\") { runKeys(prefix: $p) } }",
+            json!({"p": "m".repeat(300)}),
+        )
+        .await;
+    assert_eq!(
+        long["errors"][0]["extensions"]["code"], "INVALID_INPUT",
+        "{long}"
+    );
     let browser = Browser::start().await;
     let c = browser.client();
     c.set_window_size(1280, 900).await.unwrap();

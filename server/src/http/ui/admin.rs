@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
-use super::{layout, query, refused, show, signed_in};
+use super::{form_session, layout, query, refused, show};
 use crate::error::Error;
 use crate::graphql::CustodySchema;
 use crate::http::pages::page;
@@ -340,15 +340,10 @@ async fn run(
     action: Action,
     back: &str,
 ) -> HttpResponse {
-    let session = match signed_in(state, http).await {
+    let session = match form_session(state, http, form.get("csrf").map(String::as_str)).await {
         Ok(s) => s,
-        Err(redirect) => return redirect,
+        Err(refusal) => return refusal,
     };
-    if form.get("csrf").map(String::as_str) != Some(session.csrf_token.as_str()) {
-        return refused(&Error::forbidden(
-            "the form's security check failed: nothing was changed; use the forms of this server's pages",
-        ));
-    }
     let outcome = match action.variables {
         Ok(variables) => query(schema, state, &session, action.document, variables).await,
         Err(e) => Err(e),

@@ -5,7 +5,7 @@ use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{layout, query, refused, show, signed_in};
+use super::{form_session, layout, query, refused, show};
 use crate::error::Error;
 use crate::graphql::CustodySchema;
 use crate::http::pages::page;
@@ -124,15 +124,10 @@ async fn decide(
     id: web::Path<String>,
     form: web::Form<DecisionForm>,
 ) -> HttpResponse {
-    let session = match signed_in(&state, &http).await {
+    let session = match form_session(&state, &http, Some(&form.csrf)).await {
         Ok(s) => s,
-        Err(redirect) => return redirect,
+        Err(refusal) => return refusal,
     };
-    if form.csrf != session.csrf_token {
-        return refused(&Error::forbidden(
-            "the form's security check failed: decide from the inbox page of this server",
-        ));
-    }
     let comment = form
         .comment
         .as_deref()

@@ -4,7 +4,7 @@
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{found, show_hiding, VersionsPage, VERSIONS_PER_PAGE};
+use super::{found, next_versions_page, show_hiding, VersionsPage, VERSIONS_PER_PAGE};
 use crate::graphql::CustodySchema;
 use crate::state::AppState;
 
@@ -67,9 +67,7 @@ async fn dataset(
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            let next = (versions.len() as i32 == VERSIONS_PER_PAGE)
-                .then(|| versions.last().map(|v| v["version"].clone()))
-                .flatten();
+            let next = next_versions_page(&versions);
             Ok(json!({"dataset": data["dataset"], "next_after": next}))
         },
     )

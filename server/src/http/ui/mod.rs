@@ -51,6 +51,22 @@ pub(super) async fn signed_in(
     }
 }
 
+/// The session behind a posted form, or the answer that refuses it: the sign-in redirect, or
+/// 403 when the form does not carry the session's CSRF value (a form of another site).
+pub(super) async fn form_session(
+    state: &AppState,
+    http: &HttpRequest,
+    csrf: Option<&str>,
+) -> Result<Authenticated, HttpResponse> {
+    let session = signed_in(state, http).await?;
+    if csrf != Some(session.csrf_token.as_str()) {
+        return Err(refused(&Error::forbidden(
+            "the form's security check failed: nothing was changed; use the forms of this server's pages",
+        )));
+    }
+    Ok(session)
+}
+
 pub(super) fn refused(e: &Error) -> HttpResponse {
     if let Error::Internal(cause) = e {
         tracing::error!(error = ?cause, "internal error on a page");
@@ -259,6 +275,14 @@ where
 
 /// Versions of a model, and of a dataset, per page of their tables.
 pub(super) const VERSIONS_PER_PAGE: i32 = 100;
+
+/// Where the next page of a versions table starts: a full page means another may follow, and
+/// versions are numbered, so it starts after the last one shown.
+pub(super) fn next_versions_page(versions: &[Value]) -> Option<Value> {
+    (versions.len() as i32 == VERSIONS_PER_PAGE)
+        .then(|| versions.last().map(|v| v["version"].clone()))
+        .flatten()
+}
 
 #[derive(Deserialize)]
 pub(super) struct VersionsPage {

@@ -16,12 +16,12 @@ use super::lineage::{
     graph_fragment, LineageView, NodeKey, Side, VERSION_PAGE_DOWN, VERSION_PAGE_UP,
 };
 use super::{
-    encode, found, layout, read_hiding, refused, show_hiding, signed_in, VersionsPage,
-    VERSIONS_PER_PAGE,
+    encode, form_session, found, layout, next_versions_page, query, read_hiding, refused,
+    show_hiding, signed_in, VersionsPage, VERSIONS_PER_PAGE,
 };
 use crate::error::Error;
-use crate::graphql::{execute_as, CustodySchema};
-use crate::http::pages::{page, refusal};
+use crate::graphql::CustodySchema;
+use crate::http::pages::page;
 use crate::sessions::Authenticated;
 use crate::state::AppState;
 
@@ -147,11 +147,7 @@ async fn model(
                     v
                 })
                 .collect();
-            // A full page means another may follow: versions are numbered, so it starts after
-            // the last one shown.
-            let next = (versions.len() as i32 == VERSIONS_PER_PAGE)
-                .then(|| versions.last().map(|v| v["version"].clone()))
-                .flatten();
+            let next = next_versions_page(&versions);
             let history: Vec<Value> = data["promotions"]["edges"]
                 .as_array()
                 .into_iter()
@@ -347,49 +343,21 @@ async fn request_promotion(
     _path: web::Path<(String, String, i32)>,
     form: web::Form<PromotionForm>,
 ) -> HttpResponse {
-    let session = match signed_in(&state, &http).await {
+    let session = match form_session(&state, &http, Some(&form.csrf)).await {
         Ok(s) => s,
-        Err(redirect) => return redirect,
+        Err(refusal) => return refusal,
     };
-    if form.csrf.is_empty() || form.csrf != session.csrf_token {
-        return refused(&Error::forbidden(
-            "the form's security check failed: request promotions from the version page of this server",
-        ));
-    }
     let comment = form
         .comment
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty());
     let variables = json!({"v": form.version_id, "s": form.stage, "c": comment});
-    // The mutation's error code decides the page: a conflict (say, a request already waiting
-    // for that stage) is the person's to resolve, not a server failure.
-    let response = execute_as(
-        &schema,
-        &state.pool,
-        session.actor.clone(),
-        REQUEST,
-        variables,
-    )
-    .await;
-    if let Some(error) = response.errors.first() {
-        let code = error
-            .extensions
-            .as_ref()
-            .and_then(|e| e.get("code"))
-            .map(|c| c.to_string().trim_matches('"').to_owned());
-        let (status, title) = match code.as_deref() {
-            Some("CONFLICT") => (StatusCode::CONFLICT, "Not requested"),
-            Some("INVALID_INPUT") => (StatusCode::BAD_REQUEST, "Not requested"),
-            Some("FORBIDDEN") => (StatusCode::FORBIDDEN, "You cannot request this"),
-            Some("NOT_FOUND") => (StatusCode::NOT_FOUND, "Not found"),
-            _ => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
-        };
-        return refusal(status, title, &error.message);
-    }
-    let data = match response.data.into_json() {
+    // A refusal (a request already waiting for that stage, a role that may not ask) is the
+    // API's message on its own status, as on every page.
+    let data = match query(&schema, &state, &session, REQUEST, variables).await {
         Ok(data) => data,
-        Err(e) => return refused(&Error::internal(e)),
+        Err(e) => return refused(&e),
     };
     // Back to the version the promotion is of, as the API names it (the form's id decides which
     // version is asked for; the URL it was posted to only groups the route).
