@@ -253,17 +253,3 @@ pub async fn by_ids(conn: &mut Conn, ids: &[DatasetId]) -> Result<Vec<Dataset>> 
         .load(conn)
         .await?)
 }
-
-/// The project of each of these dataset versions (missing ids are absent).
-pub async fn projects_of_versions(
-    conn: &mut Conn,
-    version_ids: &[DatasetVersionId],
-) -> Result<std::collections::HashMap<DatasetVersionId, ProjectId>> {
-    let rows: Vec<(DatasetVersionId, ProjectId)> = dataset_versions::table
-        .inner_join(datasets::table)
-        .filter(dataset_versions::id.eq_any(version_ids))
-        .select((dataset_versions::id, datasets::project_id))
-        .load(conn)
-        .await?;
-    Ok(rows.into_iter().collect())
-}
