@@ -28,6 +28,7 @@ pub mod invitations;
 pub mod labels;
 pub mod lineage;
 pub mod metric_history;
+pub mod mlflow;
 pub mod models;
 pub mod notify;
 pub mod outbound;

@@ -48,6 +48,8 @@ pub struct Run {
     pub created_by: UserId,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// When MLflow's `delete_run` hid it (the record stays; `restore_run` clears it).
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Queryable, Selectable)]

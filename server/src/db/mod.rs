@@ -14,6 +14,8 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
 pub type Conn = AsyncPgConnection;
 pub type DbPool = Pool<AsyncPgConnection>;
+/// A connection checked out of the pool.
+pub type PooledConn = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
 /// One slice of an ordered list: at most `limit` rows after skipping `offset`. Every list a
 /// client can ask for is read in slices, so no answer grows with the data.

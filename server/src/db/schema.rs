@@ -120,6 +120,8 @@ diesel::table! {
         description -> Nullable<Text>,
         created_at -> Timestamptz,
         approval_sign_in -> Nullable<Text>,
+        mlflow_name -> Nullable<Text>,
+        mlflow_tags -> Jsonb,
     }
 }
 
@@ -183,6 +185,7 @@ diesel::table! {
         created_by -> Uuid,
         started_at -> Timestamptz,
         ended_at -> Nullable<Timestamptz>,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -458,6 +461,50 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    mlflow_logged_models (id) {
+        id -> Text,
+        project_id -> Uuid,
+        run_id -> Uuid,
+        name -> Text,
+        model_type -> Nullable<Text>,
+        status -> Text,
+        params -> Jsonb,
+        tags -> Jsonb,
+        created_by -> Uuid,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    mlflow_run_outputs (run_id, logged_model_id) {
+        run_id -> Uuid,
+        logged_model_id -> Text,
+        step -> Int8,
+    }
+}
+
+diesel::table! {
+    mlflow_datasets (dataset_version_id) {
+        dataset_version_id -> Uuid,
+        name -> Text,
+        digest -> Text,
+        source_type -> Text,
+        source -> Text,
+        schema -> Nullable<Text>,
+        profile -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    mlflow_run_inputs (run_id, dataset_version_id) {
+        run_id -> Uuid,
+        dataset_version_id -> Uuid,
+        tags -> Jsonb,
+    }
+}
+
 diesel::joinable!(project_stages -> projects (project_id));
 diesel::joinable!(promotions -> model_versions (model_version_id));
 diesel::joinable!(promotions -> projects (project_id));
@@ -487,6 +534,10 @@ diesel::joinable!(models -> projects (project_id));
 diesel::joinable!(model_versions -> models (model_id));
 diesel::joinable!(model_versions -> runs (run_id));
 diesel::joinable!(deployments -> model_versions (model_version_id));
+diesel::joinable!(mlflow_logged_models -> runs (run_id));
+diesel::joinable!(mlflow_run_outputs -> mlflow_logged_models (logged_model_id));
+diesel::joinable!(mlflow_datasets -> dataset_versions (dataset_version_id));
+diesel::joinable!(mlflow_run_inputs -> dataset_versions (dataset_version_id));
 
 diesel::table! {
     audit_checkpoints (id) {
@@ -566,4 +617,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     outbox,
     event_watches,
     run_metric_chunks,
+    mlflow_logged_models,
+    mlflow_run_outputs,
+    mlflow_datasets,
+    mlflow_run_inputs,
 );

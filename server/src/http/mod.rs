@@ -116,6 +116,7 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .configure(subscriptions::routes)
             .configure(graphql::routes)
             .configure(artifacts::routes)
+            .configure(crate::mlflow::routes)
             .configure(approve::routes)
             .configure(sign_in::routes)
             .configure(device::routes)

@@ -1,0 +1,54 @@
+//! Pieces of MLflow's JSON objects shared by every part of the API: times in milliseconds since
+//! the epoch, tags as `[{key, value}]`, and the `mlflow-artifacts:` URIs Custody hands out.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A time as MLflow writes it: milliseconds since the epoch.
+pub fn millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// A time MLflow sent (milliseconds since the epoch), if it is one.
+pub fn from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+/// A tag, param or other key/value pair as MLflow sends and answers it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A `{key: value}` JSON object of strings (how Custody stores tags) as MLflow's list.
+pub fn key_values(object: &Value) -> Vec<KeyValue> {
+    object
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| KeyValue {
+            key: key.clone(),
+            value: value.as_str().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
+/// MLflow's list as a map (a later pair wins, as MLflow's own stores do).
+pub fn to_map(pairs: &[KeyValue]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone()))
+        .collect()
+}
+
+/// Where the client sends and fetches an owner's files: through this server's
+/// `mlflow-artifacts` API, which maps the path's first two segments back to the owner
+/// (`runs/<id>`, `logged-models/<id>`, `model-versions/<id>`).
+pub fn artifact_uri(owner_kind: &str, owner_id: &str) -> String {
+    format!("mlflow-artifacts:/{owner_kind}/{owner_id}")
+}
