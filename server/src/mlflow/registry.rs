@@ -181,6 +181,9 @@ fn choose<T>(name: &str, mut found: Vec<(T, String)>) -> Result<Option<(T, Strin
     }
 }
 
+/// The most projects a refusal names.
+const MAX_NAMED: usize = 5;
+
 /// The project a new model of a bare name goes to: the caller's one writable project.
 fn only_writable(name: &str, mut writable: Vec<String>) -> Result<String> {
     writable.sort();
@@ -191,12 +194,18 @@ fn only_writable(name: &str, mut writable: Vec<String>) -> Result<String> {
              models in no project; write `<project>{SEPARATOR}{name}` with a project where you \
              are a contributor"
         ))),
-        _ => Err(Error::invalid(format!(
-            "cannot tell which project registered model `{name}` belongs to: you may create \
-             models in {}; write `<project>{SEPARATOR}{name}`, e.g. `{}`",
-            writable.join(", "),
-            qualified(&writable[0], name)
-        ))),
+        n => {
+            // Name a few: the point is the qualified form, not the caller's whole membership.
+            let mut some = writable[..n.min(MAX_NAMED)].join(", ");
+            if n > MAX_NAMED {
+                some.push_str(&format!(" and {} more", n - MAX_NAMED));
+            }
+            Err(Error::invalid(format!(
+                "cannot tell which project registered model `{name}` belongs to: you may create \
+                 models in {some}; write `<project>{SEPARATOR}{name}`, e.g. `{}`",
+                qualified(&writable[0], name)
+            )))
+        }
     }
 }
 
@@ -922,8 +931,9 @@ static REGISTERED_VERSIONS: Subject = Subject {
             rule: Rule::Plain,
         },
         AttributeSpec {
+            // As answered: `None`, or the stage capitalized (`Staging`); see `stage_to_wire`.
             names: &["current_stage", "stage"],
-            column: "v.stage",
+            column: "coalesce(upper(left(v.stage, 1)) || substr(v.stage, 2), 'None')",
             value_type: ValueType::Text,
             rule: Rule::Plain,
         },
@@ -1457,6 +1467,9 @@ mod tests {
             .to_string();
         assert!(several.contains("growth, risk"), "{several}");
         assert!(several.contains("growth~churn"), "{several}");
+        let many: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+        let many = only_writable("churn", many).unwrap_err().to_string();
+        assert!(many.contains("p0, p1, p2, p3, p4 and 3 more"), "{many}");
     }
 
     #[test]
@@ -1573,6 +1586,7 @@ mod tests {
             "name='churn' and run_id='0d57990698b84273b43add0c13e53abb'",
             "name = 'risk~churn' and version_number > 1",
             "alias = 'champion'",
+            "current_stage = 'Staging'",
         ] {
             assert!(
                 Search::new(&REGISTERED_VERSIONS, Some(filter), &[], None, 10).is_ok(),
