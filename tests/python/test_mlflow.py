@@ -56,6 +56,9 @@ class Flow:
         git(self.repo, "init", "-q", "-b", "main")
         git(self.repo, "add", ".")
         git(self.repo, "commit", "-q", "-m", "training code")
+        # The client reports the remote's URL as the repository (credentials stripped).
+        self.remote = f"https://git.example.com/ml/{uuid.uuid4().hex[:8]}.git"
+        git(self.repo, "remote", "add", "origin", self.remote)
         self.commit = git(self.repo, "rev-parse", "HEAD")
         self.script = script
         self.result_path = os.path.join(tmp, "result.json")
@@ -129,7 +132,7 @@ def test_fluent_flow_lands_in_custody_with_commit_dataset_artifacts_and_audit(se
     assert {m["key"]: m["value"] for m in run["latestMetrics"]} == result["metrics"]
     # The commit MLflow's client read from the checkout is the run's code commit node.
     assert run["codeCommit"]["commit"] == flow.commit
-    assert run["codeCommit"]["repository"] == f"file://{flow.repo}"
+    assert run["codeCommit"]["repository"] == flow.remote
     assert run["codeCommit"]["branch"] == "main" and run["codeCommit"]["dirty"] is False
     # The pandas dataset is a Custody dataset version the run consumed, named by its source.
     (version,) = run["inputs"]
@@ -167,3 +170,65 @@ def test_client_flow_searches_pages_deletes_and_restores(server, tmp):
     # Deleted and restored: the run is there, not deleted.
     for run_id in result["run_ids"]:
         assert admin_gql(server, RUN, {"id": run_id})["run"]["deletedAt"] is None
+
+
+MODEL_VERSION = """query($p: String!, $m: String!, $v: Int!) { modelVersion(project: $p, model: $m, version: $v) {
+  id version stage aliases artifacts { path sha256 size } run { id } model { name }
+} }"""
+
+
+def lineage_upstream(server, kind: str, node_id: str) -> dict:
+    return admin_gql(server, LINEAGE, {"node": {"kind": kind, "id": node_id}, "direction": "UPSTREAM"})["lineage"]
+
+
+def test_sklearn_log_model_registers_a_version_that_loads_back(server, tmp):
+    flow = Flow(server, tmp, "flow_b_sklearn.py")
+    result = flow.run()
+    run = admin_gql(server, RUN, {"id": result["run_id"]})["run"]
+    project = run["project"]["name"]
+    version = admin_gql(server, MODEL_VERSION, {"p": project, "m": result["model_name"], "v": 1})["modelVersion"]
+    assert version["run"]["id"] == run["id"]
+    # The version's files are the logged model's, with their digests; the model loads from them.
+    paths = {a["path"] for a in version["artifacts"]}
+    assert "MLmodel" in paths and any(p.startswith("model.") for p in paths), paths
+    # Lineage from the version back to the commit the training code ran at.
+    up = lineage_upstream(server, "MODEL_VERSION", version["id"])
+    assert {"kind": "RUN", "id": run["id"]} in up["nodes"]
+    assert {"kind": "CODE_COMMIT", "id": run["codeCommit"]["id"]} in up["nodes"]
+    assert run["codeCommit"]["commit"] == flow.commit
+    actions = [e["action"] for e in audit_actions(server, project)]
+    for action in ("logged_model.create", "model.create", "model_version.register"):
+        assert action in actions, (action, actions)
+
+
+def test_autolog_records_params_metrics_dataset_and_model(server, tmp):
+    flow = Flow(server, tmp, "flow_c_autolog.py")
+    result = flow.run()
+    run = admin_gql(server, RUN, {"id": result["run_id"]})["run"]
+    assert run["status"] == "FINISHED"
+    assert {p["key"] for p in run["params"]} >= {"C", "max_iter"}
+    assert any(m["key"].startswith("training_") for m in run["latestMetrics"])
+    assert run["inputs"], "autolog logs the training data as an input"
+    assert run["codeCommit"]["commit"] == flow.commit
+
+
+def test_registry_flow_versions_aliases_stages_and_refusals(server, tmp):
+    flow = Flow(server, tmp, "flow_e_registry.py")
+    result = flow.run()
+    first = admin_gql(server, RUN, {"id": result["run_ids"][0]})["run"]
+    project = first["project"]["name"]
+    versions = [admin_gql(server, MODEL_VERSION, {"p": project, "m": result["model_name"], "v": v})["modelVersion"]
+                for v in (1, 2, 3)]
+    # Stages and aliases as the flow left them, in Custody's own terms.
+    assert [v["stage"] for v in versions] == ["archived", None, None]
+    assert versions[1]["aliases"] == ["champion"]
+    # Each version comes from its run, whose commit is the checkout's.
+    for version, run_id in zip(versions, (result["run_ids"][0], result["run_ids"][1], result["run_ids"][1])):
+        assert version["run"]["id"] == run_id
+        up = lineage_upstream(server, "MODEL_VERSION", version["id"])
+        assert {"kind": "RUN", "id": run_id} in up["nodes"]
+    assert first["codeCommit"]["commit"] == flow.commit
+    actions = [e["action"] for e in audit_actions(server, project)]
+    for action in ("model.tag.set", "model_version.tag.set", "model_version.tag.delete", "model.alias.set",
+                   "model.alias.delete", "promotion.request", "promotion.deny", "promotion.apply"):
+        assert action in actions, (action, actions)

@@ -33,6 +33,7 @@ def team(server, tmp):
     owner = issue_token(server, owner_email)
     approver = issue_token(server, approver_email)
     os.environ["MLFLOW_TRACKING_TOKEN"] = owner
+    mlflow.set_tracking_uri(server.url)
     client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
     experiment_id = client.create_experiment(f"/Teams/gov-{uuid.uuid4().hex[:8]}")
     run = client.create_run(experiment_id, run_name="train")
@@ -47,7 +48,8 @@ def team(server, tmp):
     client.set_terminated(run.info.run_id)
     project = admin_gql(server, "query($id: ID!) { run(id: $id) { project { name } } }", {"id": run.info.run_id})
     project = project["run"]["project"]["name"]
-    custody.Client(server.url, owner).add_member(project, approver_email, "APPROVER")
+    # An admin appoints the approver: one the requester appointed may not approve their requests.
+    custody.Client(server.url, server.admin_token).add_member(project, approver_email, "APPROVER")
     name = f"gov-{uuid.uuid4().hex[:6]}"
     client.create_registered_model(name)
     version = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
@@ -123,7 +125,8 @@ def test_a_governed_alias_moves_only_by_promotion(server, team):
 def test_registered_versions_keep_their_files(server, team, tmp):
     client, name = team["client"], team["name"]
     uri = client.get_model_version_download_uri(name, "1")
-    files = sorted(a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=uri))
+    # (The client lists a URI through its parent folder: paths start with the version's id.)
+    files = sorted(a.path.rsplit("/", 1)[-1] for a in mlflow.artifacts.list_artifacts(artifact_uri=uri))
     assert files == ["MLmodel", "weights.bin"], files
     path = os.path.join(tmp, "other.bin")
     with open(path, "wb") as f:
@@ -133,7 +136,7 @@ def test_registered_versions_keep_their_files(server, team, tmp):
     with pytest.raises(Exception) as refused:
         get_artifact_repository(uri).log_artifact(path)
     assert "403" in str(refused.value) or "never change" in str(refused.value)
-    assert sorted(a.path for a in mlflow.artifacts.list_artifacts(artifact_uri=uri)) == files
+    assert sorted(a.path.rsplit("/", 1)[-1] for a in mlflow.artifacts.list_artifacts(artifact_uri=uri)) == files
     # Deleting a version or a model is refused: Custody keeps every version.
     for delete in (lambda: client.delete_model_version(name, "1"), lambda: client.delete_registered_model(name)):
         with pytest.raises(MlflowException) as kept:
