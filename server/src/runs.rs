@@ -453,6 +453,68 @@ pub async fn finish(
     Ok(finished)
 }
 
+/// Renames a run (CONTRIBUTOR); the name is a label, so an ended run may be renamed too.
+pub async fn rename(conn: &mut Conn, actor: &Actor, run_id: RunId, name: &str) -> Result<Run> {
+    validate::text("run name", name, 256)?;
+    let run = lock(conn, actor, run_id, true).await?;
+    if run.name.as_deref() == Some(name) {
+        return Ok(run);
+    }
+    let renamed: Run = diesel::update(runs::table.find(run_id))
+        .set(runs::name.eq(name))
+        .returning(Run::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "run.rename",
+            project_id: Some(run.project_id),
+            subject_kind: "run",
+            subject_id: run.id.to_string(),
+            before: Some(json!({"name": run.name})),
+            after: Some(json!({"name": renamed.name})),
+        },
+    )
+    .await?;
+    Ok(renamed)
+}
+
+/// Hides a run from MLflow's searches (`deleted`) or brings it back; CONTRIBUTOR. The run and
+/// everything it logged stay: a governance record is never erased, and a model version
+/// registered from a run keeps its lineage whatever happens to the run's visibility.
+pub async fn set_deleted(
+    conn: &mut Conn,
+    actor: &Actor,
+    run_id: RunId,
+    deleted: bool,
+) -> Result<Run> {
+    let run = lock(conn, actor, run_id, true).await?;
+    if run.deleted_at.is_some() == deleted {
+        return Ok(run);
+    }
+    let changed: Run = diesel::update(runs::table.find(run_id))
+        .set(runs::deleted_at.eq(deleted.then(Utc::now)))
+        .returning(Run::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: if deleted { "run.delete" } else { "run.restore" },
+            project_id: Some(run.project_id),
+            subject_kind: "run",
+            subject_id: run.id.to_string(),
+            before: Some(json!({"deleted_at": run.deleted_at})),
+            after: Some(json!({"deleted_at": changed.deleted_at})),
+        },
+    )
+    .await?;
+    Ok(changed)
+}
+
 pub async fn by_ids(conn: &mut Conn, ids: &[RunId]) -> Result<Vec<Run>> {
     Ok(runs::table
         .filter(runs::id.eq_any(ids))

@@ -2,7 +2,8 @@
 //! name is the MLflow name it was created under (`/Shared/churn`, kept in `projects.mlflow_name`)
 //! or else the project's name. Creating an experiment creates a project (the caller becomes its
 //! admin, as with `createProject`); MLflow's experiment tags are the project's `mlflow_tags`.
-//! Experiments are never deleted or renamed here: a project outlives its runs' tooling.
+//! Renaming an experiment changes only the name MLflow shows (ADMIN); experiments are never
+//! deleted here: a project, its runs, models and audit trail outlive one client's bookkeeping.
 
 use std::collections::BTreeMap;
 
@@ -41,7 +42,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/experiments/delete", web::post().to(not_deletable))
         .route("/experiments/restore", web::post().to(not_deletable))
-        .route("/experiments/update", web::post().to(not_renamable));
+        .route("/experiments/update", web::post().to(rename));
 }
 
 /// MLflow's default experiment (`"0"`, where a run goes when no experiment is set) is the
@@ -148,35 +149,9 @@ async fn find_by_name(conn: &mut Conn, actor: &Actor, name: &str) -> Result<Expe
     Ok(experiment)
 }
 
-/// The project name an experiment name becomes: itself when it is a valid project name, else a
-/// slug of it (`/Shared/churn v2` → `shared-churn-v2`).
-fn project_name_for(experiment_name: &str) -> String {
-    if validate::name("project name", experiment_name).is_ok() {
-        return experiment_name.to_owned();
-    }
-    let mut slug = String::new();
-    for c in experiment_name.chars() {
-        if c.is_ascii_alphanumeric() || (!slug.is_empty() && matches!(c, '.' | '_')) {
-            slug.push(c.to_ascii_lowercase());
-        } else if !slug.is_empty() && !slug.ends_with('-') {
-            slug.push('-');
-        }
-    }
-    let slug: String = slug
-        .trim_end_matches(['-', '.', '_'])
-        .chars()
-        .take(120)
-        .collect();
-    if slug.is_empty() {
-        "experiment".to_owned()
-    } else {
-        slug
-    }
-}
-
 /// A free project name for an experiment name: its slug, then the slug with `-2`, `-3`, ….
 async fn free_project_name(conn: &mut Conn, experiment_name: &str) -> Result<String> {
-    let base = project_name_for(experiment_name);
+    let base = wire::name_for(experiment_name, "experiment");
     for n in 1..=100 {
         let candidate = if n == 1 {
             base.clone()
@@ -259,6 +234,50 @@ async fn create_experiment(
     )
     .await?;
     Ok(Ok(of_project(conn, project.id).await?))
+}
+
+/// Gives the experiment another MLflow name; the project keeps its own name (tokens, policies
+/// and links refer to it). ADMIN.
+async fn rename_experiment(
+    conn: &mut Conn,
+    actor: &Actor,
+    experiment_id: &str,
+    new_name: &str,
+) -> Result<Result<(), MlflowError>> {
+    if new_name.trim().is_empty() {
+        return Ok(Err(MlflowError::invalid(
+            "Invalid experiment name: an experiment name must be a non-empty string",
+        )));
+    }
+    validate::text("experiment name", new_name, MAX_NAME_BYTES)?;
+    let experiment = find(conn, actor, experiment_id, Role::Admin).await?;
+    if experiment.experiment_name() == new_name {
+        return Ok(Ok(()));
+    }
+    if lookup_name(conn, new_name).await?.is_some() {
+        return Ok(Err(MlflowError::already_exists(format!(
+            "Experiment '{new_name}' already exists."
+        ))));
+    }
+    let mlflow_name = (new_name != experiment.name).then_some(new_name);
+    diesel::update(projects::table.find(experiment.id))
+        .set(projects::mlflow_name.eq(mlflow_name))
+        .execute(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "experiment.rename",
+            project_id: Some(experiment.id),
+            subject_kind: "project",
+            subject_id: experiment.id.to_string(),
+            before: Some(json!({"experiment_name": experiment.experiment_name()})),
+            after: Some(json!({"experiment_name": new_name})),
+        },
+    )
+    .await?;
+    Ok(Ok(()))
 }
 
 /// Sets (`Some`) or deletes (`None`) one experiment tag. CONTRIBUTOR or more.
@@ -540,28 +559,18 @@ async fn not_deletable(_call: Call) -> Reply {
     ))
 }
 
-async fn not_renamable(_call: Call) -> Reply {
-    Err(MlflowError::invalid(
-        "Custody does not rename experiments: an experiment is a Custody project, whose name \
-         other systems (policies, tokens, links) refer to",
-    ))
+#[derive(Deserialize)]
+struct RenameArgs {
+    experiment_id: Option<String>,
+    new_name: Option<String>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn experiment_names_become_project_names() {
-        assert_eq!(project_name_for("churn"), "churn");
-        assert_eq!(project_name_for("Churn_v2.1"), "Churn_v2.1");
-        assert_eq!(project_name_for("/Shared/churn"), "shared-churn");
-        assert_eq!(
-            project_name_for("/Users/ada@example.com/churn v2"),
-            "users-ada-example.com-churn-v2"
-        );
-        assert_eq!(project_name_for("///"), "experiment");
-        assert!(validate::name("p", &project_name_for("/Ünïcode/名前/x")).is_ok());
-        assert!(project_name_for(&"/a".repeat(400)).len() <= 120);
-    }
+async fn rename(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
+    let a: RenameArgs = args(&http, &body)?;
+    let id = required(a.experiment_id, "experiment_id")?;
+    let new_name = required(a.new_name, "new_name")?;
+    let actor = &call.actor;
+    call.write(|c| rename_experiment(c, actor, &id, &new_name).scope_boxed())
+        .await??;
+    ok(json!({}))
 }

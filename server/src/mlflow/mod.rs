@@ -43,6 +43,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(unsupported)),
         );
     }
+    for path in [
+        "/api/3.0/mlflow/server-info",
+        "/ajax-api/3.0/mlflow/server-info",
+    ] {
+        cfg.route(path, web::get().to(server_info));
+    }
     for prefix in [
         "/api/2.0/mlflow-artifacts",
         "/ajax-api/2.0/mlflow-artifacts",
@@ -53,6 +59,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .default_service(web::to(unsupported)),
         );
     }
+}
+
+/// How this server is set up, as the MLflow client asks before some calls (public in MLflow
+/// too): no MLflow store of its own, no workspaces, uploads and downloads through this server in
+/// one request each (no multipart or presigned transfers).
+async fn server_info() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "store_type": null,
+        "workspaces_enabled": false,
+        "trace_archival_enabled": false,
+        "multipart_uploads_enabled": false,
+        "multipart_downloads_enabled": false,
+        "presigned_upload_run_id_supported": false,
+        "presigned_upload_model_id_supported": false,
+        "features_enabled": {"gateway": false},
+    }))
 }
 
 /// What MLflow answers for an endpoint it does not have, with the reason that this one is missing.

@@ -52,3 +52,46 @@ pub fn to_map(pairs: &[KeyValue]) -> BTreeMap<String, String> {
 pub fn artifact_uri(owner_kind: &str, owner_id: &str) -> String {
     format!("mlflow-artifacts:/{owner_kind}/{owner_id}")
 }
+
+/// A Custody name (project, dataset: letters, digits, `.`, `_`, `-`) for a name MLflow users
+/// write: itself when it is one, else a slug of it (`/Shared/churn v2` → `shared-churn-v2`;
+/// `fallback` when nothing is left).
+pub fn name_for(mlflow_name: &str, fallback: &str) -> String {
+    if crate::validate::name("name", mlflow_name).is_ok() {
+        return mlflow_name.to_owned();
+    }
+    let mut slug = String::new();
+    for c in mlflow_name.chars() {
+        if c.is_ascii_alphanumeric() || (!slug.is_empty() && matches!(c, '.' | '_')) {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug: String = slug.chars().take(120).collect();
+    let slug = slug.trim_end_matches(['-', '.', '_']);
+    if slug.is_empty() {
+        fallback.to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mlflow_names_become_custody_names() {
+        assert_eq!(name_for("churn", "x"), "churn");
+        assert_eq!(name_for("Churn_v2.1", "x"), "Churn_v2.1");
+        assert_eq!(name_for("/Shared/churn", "x"), "shared-churn");
+        assert_eq!(
+            name_for("/Users/ada@example.com/churn v2", "x"),
+            "users-ada-example.com-churn-v2"
+        );
+        assert_eq!(name_for("///", "experiment"), "experiment");
+        assert!(crate::validate::name("p", &name_for("/Ünïcode/名前/x", "x")).is_ok());
+        assert!(name_for(&"/a".repeat(400), "x").len() <= 120);
+    }
+}

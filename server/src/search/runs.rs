@@ -44,6 +44,13 @@ pub static RUNS: Subject = Subject {
             value_type: ValueType::Time,
             rule: Rule::Plain,
         },
+        // MLflow's soft delete: `active` or `deleted`.
+        AttributeSpec {
+            names: &["lifecycle_stage"],
+            column: "(CASE WHEN r.deleted_at IS NULL THEN 'active' ELSE 'deleted' END)",
+            value_type: ValueType::Text,
+            rule: Rule::Plain,
+        },
     ],
 };
 
