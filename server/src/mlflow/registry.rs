@@ -885,18 +885,25 @@ static REGISTERED_MODELS: Subject = Subject {
             },
         },
         AttributeSpec {
-            names: &[
-                "creation_timestamp",
-                "last_updated_timestamp",
-                "timestamp",
-                "created",
-            ],
+            names: &["creation_timestamp", "created"],
             column: "m.created_at",
+            value_type: ValueType::Time,
+            rule: Rule::Plain,
+        },
+        AttributeSpec {
+            // As answered: the newest version's creation (a version is never older than its
+            // model).
+            names: &["last_updated_timestamp", "timestamp"],
+            column: "coalesce((SELECT max(x.created_at) FROM model_versions x \
+                     WHERE x.model_id = m.id), m.created_at)",
             value_type: ValueType::Time,
             rule: Rule::Plain,
         },
     ],
 };
+
+/// MLflow's order of registered models when the search names none.
+const MODELS_ORDER: &str = "name ASC";
 
 /// Model versions as MLflow's version search sees them (plus Custody's stage, alias and the
 /// source run's metrics and params).
@@ -1361,10 +1368,15 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
     let a: SearchArgs = args(&http, &body)?;
     let limit = page_size(a.max_results, MODELS_DEFAULT, MODELS_MAX)?;
     let filter = without_prompt_clause(a.filter.as_deref());
+    let order = if a.order_by.is_empty() {
+        vec![MODELS_ORDER.to_owned()]
+    } else {
+        a.order_by
+    };
     let search = Search::new(
         &REGISTERED_MODELS,
         filter.as_deref(),
-        &a.order_by,
+        &order,
         a.page_token.as_deref().filter(|t| !t.is_empty()),
         limit,
     )?;
@@ -1593,6 +1605,11 @@ mod tests {
                 "{filter}"
             );
         }
+        let order = [
+            "last_updated_timestamp DESC".to_owned(),
+            MODELS_ORDER.to_owned(),
+        ];
+        assert!(Search::new(&REGISTERED_MODELS, None, &order, None, 1).is_ok());
         let order = ["version_number DESC".to_owned()];
         assert!(Search::new(&REGISTERED_VERSIONS, None, &order, None, 1).is_ok());
         let st = Search::new(
