@@ -22,7 +22,7 @@ import pytest
 
 from helpers import git, raw_graphql
 
-mlflow = pytest.importorskip("mlflow")
+import mlflow  # noqa: E402  (installed by .ci/run; a missing client fails, never skips)
 
 FLOWS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlflow_flows")
 
@@ -232,3 +232,32 @@ def test_registry_flow_versions_aliases_stages_and_refusals(server, tmp):
     for action in ("model.tag.set", "model_version.tag.set", "model_version.tag.delete", "model.alias.set",
                    "model.alias.delete", "promotion.request", "promotion.deny", "promotion.apply"):
         assert action in actions, (action, actions)
+
+
+def test_bare_model_names_go_to_the_project_being_trained_in(server, tmp):
+    import custody
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    flow = Flow(server, tmp, "flow_b_sklearn.py")
+    # The person may also write to another project: the bare name in log_model still resolves,
+    # to the project of the run it is logged from.
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    custody.Client(server.url, flow.token).create_project(other, "a second project")
+    result = flow.run()
+    project = admin_gql(server, RUN, {"id": result["run_id"]})["run"]["project"]["name"]
+    assert admin_gql(server, MODEL_VERSION, {"p": project, "m": result["model_name"], "v": 1})["modelVersion"]
+    # Outside any run, a new bare name is ambiguous: refused, naming the qualified form, which works.
+    os.environ["MLFLOW_TRACKING_TOKEN"] = flow.token
+    try:
+        client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+        with pytest.raises(MlflowException) as refused:
+            client.create_registered_model("fresh-name")
+        assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert f"{other}~fresh-name" in refused.value.message or f"{project}~fresh-name" in refused.value.message
+        client.create_registered_model(f"{other}~fresh-name")
+        assert client.get_registered_model(f"{other}~fresh-name").name == f"{other}~fresh-name"
+        # Now the bare name names one model: it resolves.
+        assert client.get_registered_model("fresh-name").name == "fresh-name"
+    finally:
+        del os.environ["MLFLOW_TRACKING_TOKEN"]

@@ -12,8 +12,9 @@
 //!   the one model of that name among the projects the caller may read (several: refused with
 //!   INVALID_PARAMETER_VALUE naming the qualified forms).
 //! - Creating a registered model with a bare name that names no readable model creates it in
-//!   the caller's one project where they are CONTRIBUTOR or more (none or several: refused, naming
-//!   the qualified form). A name that names an existing model answers RESOURCE_ALREADY_EXISTS,
+//!   the caller's one project where they are CONTRIBUTOR or more; among several, in the one
+//!   project where the caller has running runs (`log_model(…, registered_model_name=…)` runs
+//!   inside a run); otherwise refused, naming the qualified form. A name that names an existing model answers RESOURCE_ALREADY_EXISTS,
 //!   which the client's `register_model` reads as "go on and add a version".
 //!
 //! Answers carry the name as the caller wrote it; search results, which have none, carry the
@@ -286,6 +287,9 @@ async fn creation_target(conn: &mut Conn, actor: &Actor, name: Name<'_>) -> Resu
             };
             let roles = projects::roles_in(conn, actor, &ids).await?;
             ids.retain(|id| roles.get(id).is_some_and(|r| *r >= Role::Contributor));
+            if ids.len() > 1 {
+                ids = training_in(conn, actor, ids).await?;
+            }
             let names = projects::by_ids(conn, &ids)
                 .await?
                 .into_iter()
@@ -294,6 +298,33 @@ async fn creation_target(conn: &mut Conn, actor: &Actor, name: Name<'_>) -> Resu
             only_writable(model, names).map(Target::CreateIn)
         }
     }
+}
+
+/// Narrows the caller's writable projects to the one they are training in now — the project of
+/// their only running runs — when there is one: `log_model(…, registered_model_name=…)`
+/// registers from inside a run, so a person in several projects need not qualify the name
+/// there. Otherwise (no running run, or running runs in several projects) all of them stay,
+/// and the refusal asks for the qualified name.
+async fn training_in(
+    conn: &mut Conn,
+    actor: &Actor,
+    writable: Vec<ProjectId>,
+) -> Result<Vec<ProjectId>> {
+    use crate::db::schema::runs;
+    let Some(user_id) = actor.user_id else {
+        return Ok(writable);
+    };
+    let training: Vec<ProjectId> = runs::table
+        .filter(runs::created_by.eq(user_id))
+        .filter(runs::status.eq(crate::runs::RunStatus::Running))
+        .filter(runs::deleted_at.is_null())
+        .filter(runs::project_id.eq_any(&writable))
+        .select(runs::project_id)
+        .distinct()
+        .limit(2)
+        .load(conn)
+        .await?;
+    Ok(if training.len() == 1 { training } else { writable })
 }
 
 // ---- MLflow's objects ----
