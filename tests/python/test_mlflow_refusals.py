@@ -218,3 +218,81 @@ def test_an_ended_run_is_sealed(server, tmp):
     assert_refused(status, body, 400, "INVALID_STATE", "takes no more metrics")
     doc = raw_graphql(server.url, server.admin_token, "query($id: ID!) { run(id: $id) { status metrics { key } } }", {"id": run})
     assert doc["data"]["run"] == {"status": "FINISHED", "metrics": []}
+
+
+def put(server, token, path: str, data: bytes):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(server.url + path, data=data, headers=headers, method="PUT")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def registered(server, owner):
+    """The owner's run holds `model/MLmodel`, registered as version 1 of a model."""
+    token, run = owner["token"], owner["run_id"]
+    status, body = put(server, token, f"/api/2.0/mlflow-artifacts/artifacts/runs/{run}/model/MLmodel", b"flavors: {}\n")
+    assert status == 200, body
+    name = f"guarded-{uuid.uuid4().hex[:6]}"
+    assert call(server, token, "POST", "/api/2.0/mlflow/registered-models/create", {"name": name})[0] == 200
+    status, body = call(server, token, "POST", "/api/2.0/mlflow/model-versions/create",
+                        {"name": name, "source": f"runs:/{run}/model", "run_id": run})
+    assert status == 200, body
+    return {"name": name, "qualified": f"{owner['project']}~{name}", "run_id": run}
+
+
+def test_outsiders_reach_no_registered_model_version_or_file(server, owner, registered):
+    outsider = issue_token(server, f"outsider-{uuid.uuid4().hex[:8]}@example.com")
+    before = snapshot(server, owner)
+    run = registered["run_id"]
+    for name in (registered["name"], registered["qualified"]):
+        for method, path, body in (
+            ("GET", f"/api/2.0/mlflow/registered-models/get?name={name}", None),
+            ("GET", f"/api/2.0/mlflow/model-versions/get?name={name}&version=1", None),
+            ("GET", f"/api/2.0/mlflow/model-versions/get-download-uri?name={name}&version=1", None),
+            ("POST", "/api/2.0/mlflow/model-versions/transition-stage", {"name": name, "version": "1", "stage": "Archived"}),
+            ("POST", "/api/2.0/mlflow/registered-models/alias", {"name": name, "alias": "mine", "version": "1"}),
+            ("POST", "/api/2.0/mlflow/model-versions/create", {"name": name, "source": f"runs:/{run}/model", "run_id": run}),
+            ("POST", "/api/2.0/mlflow/registered-models/set-tag", {"name": name, "key": "k", "value": "v"}),
+        ):
+            status, answer = call(server, outsider, method, path, body)
+            assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+    # Searches find nothing of the owner's.
+    status, answer = call(server, outsider, "GET", f"/api/2.0/mlflow/model-versions/search?filter=name%3D'{registered['name']}'")
+    assert status == 200 and not answer.get("model_versions"), answer
+    status, answer = call(server, outsider, "GET", "/api/2.0/mlflow/registered-models/search")
+    assert registered["name"] not in json.dumps(answer)
+    # Files: neither listed, read nor written.
+    status, answer = call(server, outsider, "GET", f"/api/2.0/mlflow-artifacts/artifacts?path=runs/{run}/model")
+    assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+    status, answer = call(server, outsider, "GET", f"/api/2.0/mlflow-artifacts/artifacts/runs/{run}/model/MLmodel")
+    assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+    status, answer = put(server, outsider, f"/api/2.0/mlflow-artifacts/artifacts/runs/{run}/model/MLmodel", b"evil")
+    assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+    status, answer = put(server, None, f"/api/2.0/mlflow-artifacts/artifacts/runs/{run}/x.bin", b"anonymous")
+    assert_refused(status, answer, 401, "UNAUTHENTICATED")
+    assert snapshot(server, owner) == before
+
+
+def test_artifact_paths_that_escape_or_rewrite_are_refused(server, owner, registered):
+    token, run = owner["token"], registered["run_id"]
+    before = snapshot(server, owner)
+    for path in (f"runs/{run}/a/%2E%2E/%2E%2E/etc/passwd", f"runs/{run}/a//b", f"elsewhere/{run}/x", "runs/not-an-id/x"):
+        status, answer = put(server, token, f"/api/2.0/mlflow-artifacts/artifacts/{path}", b"x")
+        assert_refused(status, answer, 400, "INVALID_PARAMETER_VALUE")
+    # A registered version's files never change, not even through its own owner.
+    status, body = call(server, token, "GET", f"/api/2.0/mlflow/model-versions/get-download-uri?name={registered['name']}&version=1")
+    assert status == 200
+    version_root = body["artifact_uri"].removeprefix("mlflow-artifacts:/")
+    status, answer = put(server, token, f"/api/2.0/mlflow-artifacts/artifacts/{version_root}/MLmodel", b"swapped")
+    assert_refused(status, answer, 403, "PERMISSION_DENIED", "never change")
+    status, answer = call(server, token, "DELETE", f"/api/2.0/mlflow-artifacts/artifacts/runs/{run}/model/MLmodel")
+    assert status == 403, answer
+    req = urllib.request.Request(f"{server.url}/api/2.0/mlflow-artifacts/artifacts/{version_root}/MLmodel",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.read() == b"flavors: {}\n"
+    assert snapshot(server, owner) == before
