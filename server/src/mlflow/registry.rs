@@ -324,7 +324,11 @@ async fn training_in(
         .limit(2)
         .load(conn)
         .await?;
-    Ok(if training.len() == 1 { training } else { writable })
+    Ok(if training.len() == 1 {
+        training
+    } else {
+        writable
+    })
 }
 
 // ---- MLflow's objects ----
