@@ -176,21 +176,6 @@ async fn free_project_name(conn: &mut Conn, experiment_name: &str) -> Result<Str
     )))
 }
 
-fn check_tags(tags: &[KeyValue]) -> Result<BTreeMap<String, String>> {
-    for tag in tags {
-        labels::check_key(&tag.key)?;
-        validate::text("tag value", &tag.value, 5_000)?;
-    }
-    let tags = wire::to_map(tags);
-    if tags.len() > labels::MAX_TAGS {
-        return Err(Error::invalid(format!(
-            "an experiment holds at most {} tags",
-            labels::MAX_TAGS
-        )));
-    }
-    Ok(tags)
-}
-
 /// Creates the experiment's project; the experiment name is kept when it is not the project's.
 async fn create_experiment(
     conn: &mut Conn,
@@ -204,7 +189,7 @@ async fn create_experiment(
         )));
     }
     validate::text("experiment name", name, MAX_NAME_BYTES)?;
-    let tags = check_tags(tags)?;
+    let tags = wire::checked_tags(tags, "an experiment")?;
     if lookup_name(conn, name).await?.is_some() {
         return Ok(Err(MlflowError::already_exists(format!(
             "Experiment '{name}' already exists."

@@ -267,21 +267,6 @@ fn check_params(params: &[KeyValue]) -> Result<BTreeMap<String, String>> {
     Ok(wanted)
 }
 
-fn check_tags(tags: &[KeyValue]) -> Result<BTreeMap<String, String>> {
-    for tag in tags {
-        labels::check_key(&tag.key)?;
-        validate::text("tag value", &tag.value, 5_000)?;
-    }
-    let tags = wire::to_map(tags);
-    if tags.len() > labels::MAX_TAGS {
-        return Err(Error::invalid(format!(
-            "a logged model holds at most {} tags",
-            labels::MAX_TAGS
-        )));
-    }
-    Ok(tags)
-}
-
 fn as_map(value: &Value) -> Result<BTreeMap<String, String>> {
     serde_json::from_value(value.clone())
         .map_err(|e| Error::internal(anyhow::anyhow!("logged model labels: {e}")))
@@ -351,7 +336,7 @@ async fn create_model(
     let model_type =
         validate::optional_text("model_type", new.model_type, 500)?.filter(|t| !t.is_empty());
     let params = check_params(new.params)?;
-    let tags = check_tags(new.tags)?;
+    let tags = wire::checked_tags(new.tags, "a logged model")?;
     let run_id = source_run(conn, actor, &experiment, new.source_run_id, &name).await?;
     let model: LoggedModel = diesel::insert_into(mlflow_logged_models::table)
         .values((
@@ -707,7 +692,7 @@ struct TagsArgs {
 
 async fn set_tags(call: Call, id: web::Path<String>, http: HttpRequest, body: web::Bytes) -> Reply {
     let a: TagsArgs = args(&http, &body)?;
-    let changes: BTreeMap<String, Option<String>> = check_tags(&a.tags)?
+    let changes: BTreeMap<String, Option<String>> = wire::checked_tags(&a.tags, "a logged model")?
         .into_iter()
         .map(|(k, v)| (k, Some(v)))
         .collect();

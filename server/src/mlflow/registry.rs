@@ -557,19 +557,6 @@ async fn answer_names(
 
 // ---- the domain side of each request ----
 
-fn check_tags(tags: &[KeyValue]) -> Result<()> {
-    if tags.len() > labels::MAX_TAGS {
-        return Err(Error::invalid(format!(
-            "at most {} tags at once",
-            labels::MAX_TAGS
-        )));
-    }
-    for tag in tags {
-        labels::check_key(&tag.key)?;
-    }
-    Ok(())
-}
-
 /// Creates a registered model (a Custody model) with its tags; an existing one of that name is
 /// RESOURCE_ALREADY_EXISTS.
 async fn create_registered(
@@ -580,7 +567,7 @@ async fn create_registered(
     tags: &[KeyValue],
 ) -> Result<std::result::Result<Registered, MlflowError>> {
     let parsed = Name::parse(name)?;
-    check_tags(tags)?;
+    wire::checked_tags(tags, "a registered model")?;
     let project = match creation_target(conn, actor, parsed).await? {
         Target::Exists => {
             return Ok(Err(MlflowError::already_exists(format!(
@@ -760,7 +747,7 @@ async fn register(
     actor: &Actor,
     new: NewVersion<'_>,
 ) -> Result<(Registered, ModelVersion)> {
-    check_tags(new.tags)?;
+    wire::checked_tags(new.tags, "a model version")?;
     let source = Source::parse(new.source)?;
     let registered = resolve(conn, actor, new.name, Role::Contributor).await?;
     let (run, path, logged) = source_files(conn, actor, &source).await?;

@@ -37,7 +37,6 @@ use crate::projects::{self, Role};
 use crate::runs::{self as custody_runs, NewMetric, NewRun, Run, RunStatus};
 use crate::search::runs::RUNS;
 use crate::search::sql::{self, Page, Search};
-use crate::validate;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/runs/create", web::post().to(create))
@@ -193,20 +192,6 @@ async fn one_to_wire(conn: &mut Conn, run: Run) -> Result<Value> {
         .expect("one run in, one out"))
 }
 
-fn check_tags(tags: &BTreeMap<String, String>) -> Result<()> {
-    for (key, value) in tags {
-        labels::check_key(key)?;
-        validate::text("tag value", value, 5_000)?;
-    }
-    if tags.len() > labels::MAX_TAGS {
-        return Err(Error::invalid(format!(
-            "a run holds at most {} tags",
-            labels::MAX_TAGS
-        )));
-    }
-    Ok(())
-}
-
 /// The code commit MLflow's client reported in the run's tags, registered (or found).
 async fn reported_commit(
     conn: &mut Conn,
@@ -252,7 +237,6 @@ async fn create_run(
     run_name: Option<&str>,
     tags: BTreeMap<String, String>,
 ) -> Result<Value> {
-    check_tags(&tags)?;
     let experiment = experiments::find(conn, actor, experiment_id, Role::Contributor).await?;
     let name = run_name
         .filter(|n| !n.is_empty())
@@ -482,7 +466,7 @@ struct CreateArgs {
 async fn create(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let a: CreateArgs = args(&http, &body)?;
     let experiment_id = required(a.experiment_id, "experiment_id")?;
-    let tags = wire::to_map(&a.tags);
+    let tags = wire::checked_tags(&a.tags, "a run")?;
     let actor = &call.actor;
     let run = call
         .write(|c| create_run(c, actor, &experiment_id, a.run_name.as_deref(), tags).scope_boxed())

@@ -46,6 +46,26 @@ pub fn to_map(pairs: &[KeyValue]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// MLflow's tags held to Custody's label rules (key characters, value size, how many), as a map;
+/// `holder` names what holds them in the refusal ("an experiment").
+pub fn checked_tags(
+    tags: &[KeyValue],
+    holder: &str,
+) -> crate::error::Result<BTreeMap<String, String>> {
+    for tag in tags {
+        crate::labels::check_key(&tag.key)?;
+        crate::validate::text("tag value", &tag.value, 5_000)?;
+    }
+    let tags = to_map(tags);
+    if tags.len() > crate::labels::MAX_TAGS {
+        return Err(crate::error::Error::invalid(format!(
+            "{holder} holds at most {} tags",
+            crate::labels::MAX_TAGS
+        )));
+    }
+    Ok(tags)
+}
+
 /// Where the client sends and fetches an owner's files: through this server's
 /// `mlflow-artifacts` API, which maps the path's first two segments back to the owner
 /// (`runs/<id>`, `logged-models/<id>`, `model-versions/<id>`).
