@@ -487,3 +487,44 @@ pub async fn aliases_of_model(
     found.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(found)
 }
+
+/// Every alias of each of these models with the number of the version it names (governed
+/// aliases whose stage no version holds are left out), sorted by alias: two queries whatever the
+/// number of models. The caller has authorized the models.
+pub async fn aliases_of_models(
+    conn: &mut Conn,
+    model_ids: &[ModelId],
+) -> Result<HashMap<ModelId, Vec<(String, i32)>>> {
+    let mut found: Vec<(ModelId, String, i32)> = model_aliases::table
+        .inner_join(model_versions::table)
+        .filter(model_aliases::model_id.eq_any(model_ids))
+        .select((
+            model_aliases::model_id,
+            model_aliases::alias,
+            model_versions::version,
+        ))
+        .load(conn)
+        .await?;
+    let governed: Vec<(ModelId, String, i32)> = model_versions::table
+        .inner_join(models::table)
+        .inner_join(
+            governed_aliases::table.on(governed_aliases::project_id
+                .eq(models::project_id)
+                .and(model_versions::stage.eq(governed_aliases::stage.nullable()))),
+        )
+        .filter(model_versions::model_id.eq_any(model_ids))
+        .select((
+            model_versions::model_id,
+            governed_aliases::alias,
+            model_versions::version,
+        ))
+        .load(conn)
+        .await?;
+    found.extend(governed);
+    found.sort();
+    let mut by_model: HashMap<ModelId, Vec<(String, i32)>> = HashMap::new();
+    for (model, alias, version) in found {
+        by_model.entry(model).or_default().push((alias, version));
+    }
+    Ok(by_model)
+}

@@ -339,3 +339,89 @@ pub async fn versions_by_id(conn: &mut Conn, ids: &[ModelVersionId]) -> Result<V
         .load(conn)
         .await?)
 }
+
+/// Sets a model's description (`None` clears it); CONTRIBUTOR. The text it already has changes
+/// nothing and records nothing.
+pub async fn set_description(
+    conn: &mut Conn,
+    actor: &Actor,
+    model_id: ModelId,
+    description: Option<&str>,
+) -> Result<Model> {
+    let description = validate::optional_text("description", description, 10_000)?;
+    let missing = || Error::not_found(format!("no model with id {model_id}"));
+    let model: Model = models::table
+        .find(model_id)
+        .select(Model::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?
+        .ok_or_else(missing)?;
+    projects::authorize(conn, actor, model.project_id, Role::Contributor)
+        .await
+        .map_err(projects::hiding(missing))?;
+    if model.description.as_deref() == description {
+        return Ok(model);
+    }
+    let updated: Model = diesel::update(models::table.find(model_id))
+        .set(models::description.eq(description))
+        .returning(Model::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "model.describe",
+            project_id: Some(model.project_id),
+            subject_kind: "model",
+            subject_id: model.id.to_string(),
+            before: Some(json!({ "description": model.description })),
+            after: Some(json!({ "description": updated.description })),
+        },
+    )
+    .await?;
+    Ok(updated)
+}
+
+/// Sets a model version's description (`None` clears it); CONTRIBUTOR. The description is
+/// commentary: the version's files, manifest and source run never change. The text it already
+/// has changes nothing and records nothing.
+pub async fn set_version_description(
+    conn: &mut Conn,
+    actor: &Actor,
+    version_id: ModelVersionId,
+    description: Option<&str>,
+) -> Result<ModelVersion> {
+    let description = validate::optional_text("description", description, 10_000)?;
+    let (_, model) = version_and_model_for(conn, actor, version_id, Role::Contributor).await?;
+    let version: ModelVersion = model_versions::table
+        .find(version_id)
+        .select(ModelVersion::as_select())
+        .for_update()
+        .first(conn)
+        .await?;
+    if version.description.as_deref() == description {
+        return Ok(version);
+    }
+    let updated: ModelVersion = diesel::update(model_versions::table.find(version_id))
+        .set(model_versions::description.eq(description))
+        .returning(ModelVersion::as_returning())
+        .get_result(conn)
+        .await?;
+    audit::record(
+        conn,
+        actor,
+        Change {
+            action: "model_version.describe",
+            project_id: Some(model.project_id),
+            subject_kind: "model_version",
+            subject_id: version.id.to_string(),
+            before: Some(json!({ "description": version.description })),
+            after: Some(json!({ "description": updated.description })),
+        },
+    )
+    .await?;
+    Ok(updated)
+}

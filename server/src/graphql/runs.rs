@@ -98,6 +98,12 @@ impl RunNode {
         self.0.ended_at
     }
 
+    /// When the run was deleted through MLflow's API (hidden from MLflow's searches; the
+    /// record stays and can be restored), if it is.
+    async fn deleted_at(&self) -> Option<DateTime<Utc>> {
+        self.0.deleted_at
+    }
+
     async fn tags(&self) -> Json<serde_json::Value> {
         Json(self.0.tags.clone())
     }

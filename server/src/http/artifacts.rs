@@ -26,13 +26,14 @@ const SHA256_HEADER: &str = "x-custody-sha256";
 /// raw request target. The router's own decoding is lossy (bytes that are not UTF-8 become U+FFFD),
 /// which would store a name other than the one sent instead of refusing it.
 fn artifact_path(http: &HttpRequest) -> Result<String, Error> {
-    let raw = http
-        .uri()
-        .path()
-        .splitn(6, '/')
-        .nth(5)
-        .unwrap_or_default()
-        .as_bytes();
+    let raw = http.uri().path().splitn(6, '/').nth(5).unwrap_or_default();
+    percent_decode(raw)
+}
+
+/// Percent-decodes a raw path strictly: an escape becomes its byte, a `%` that does not start
+/// one stays as it is, and the result must be UTF-8 (refused otherwise, never replaced).
+pub(crate) fn percent_decode(raw: &str) -> Result<String, Error> {
+    let raw = raw.as_bytes();
     let mut bytes = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -158,7 +159,8 @@ async fn download_by_link(
     stream_file(&state, &http, &file, Some(&claims.name)).await
 }
 
-async fn stream_file(
+/// Streams a stored file as the answer, honouring `Range` (206 with `Content-Range`).
+pub(crate) async fn stream_file(
     state: &AppState,
     http: &HttpRequest,
     file: &ArtifactFile,

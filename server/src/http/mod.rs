@@ -17,6 +17,7 @@ mod sign_in;
 mod subscriptions;
 mod ui;
 
+pub(crate) use artifacts::{percent_decode, stream_file};
 pub use export::ExportLimits;
 
 use std::net::TcpListener;

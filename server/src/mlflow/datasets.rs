@@ -76,7 +76,11 @@ impl Description {
         validate::text("dataset source_type", &description.source_type, 36)?;
         validate::text("dataset source", &description.source, 65_535)?;
         validate::optional_text("dataset schema", description.schema.as_deref(), 1_048_575)?;
-        validate::optional_text("dataset profile", description.profile.as_deref(), 16_777_215)?;
+        validate::optional_text(
+            "dataset profile",
+            description.profile.as_deref(),
+            16_777_215,
+        )?;
         if description.name.trim().is_empty() || description.digest.trim().is_empty() {
             return Err(MlflowError::invalid(
                 "a dataset needs a non-empty name and digest",
@@ -218,8 +222,7 @@ async fn record_inputs(
             crate::labels::check_key(&tag.key)?;
             validate::text("input tag value", &tag.value, 5_000)?;
         }
-        let version =
-            version_for(conn, actor, &project_name, run.project_id, &description).await?;
+        let version = version_for(conn, actor, &project_name, run.project_id, &description).await?;
         let edge_exists: bool = diesel::select(diesel::dsl::exists(
             lineage_edges::table
                 .filter(lineage_edges::from_id.eq(run_id.uuid()))
@@ -245,13 +248,18 @@ async fn record_inputs(
                 mlflow_run_inputs::dataset_version_id.eq(version),
                 mlflow_run_inputs::tags.eq(&tags),
             ))
-            .on_conflict((mlflow_run_inputs::run_id, mlflow_run_inputs::dataset_version_id))
+            .on_conflict((
+                mlflow_run_inputs::run_id,
+                mlflow_run_inputs::dataset_version_id,
+            ))
             .do_update()
             .set(mlflow_run_inputs::tags.eq(&tags))
             .execute(conn)
             .await?;
-        logged.push(json!({"dataset_version_id": version, "name": description.name,
-                           "digest": description.digest, "tags": tags}));
+        logged.push(
+            json!({"dataset_version_id": version, "name": description.name,
+                           "digest": description.digest, "tags": tags}),
+        );
     }
     audit::record(
         conn,
@@ -283,8 +291,8 @@ pub async fn inputs_of(conn: &mut Conn, run_ids: &[RunId]) -> Result<HashMap<Run
     );
     let rows: Vec<Row> = mlflow_run_inputs::table
         .inner_join(
-            mlflow_datasets::table.on(mlflow_datasets::dataset_version_id
-                .eq(mlflow_run_inputs::dataset_version_id)),
+            mlflow_datasets::table
+                .on(mlflow_datasets::dataset_version_id.eq(mlflow_run_inputs::dataset_version_id)),
         )
         .filter(mlflow_run_inputs::run_id.eq_any(run_ids))
         .order((mlflow_run_inputs::run_id, mlflow_datasets::name))
@@ -385,8 +393,14 @@ mod tests {
     fn a_description_is_its_version_and_names_its_data() {
         let a = described("d854b730", r#"{"uri": "s3://bucket/churn.csv"}"#);
         assert_eq!(a.uri(), "s3://bucket/churn.csv");
-        assert_eq!(a.sha256(), described("d854b730", r#"{"uri": "s3://bucket/churn.csv"}"#).sha256());
-        assert_ne!(a.sha256(), described("00000000", r#"{"uri": "s3://bucket/churn.csv"}"#).sha256());
+        assert_eq!(
+            a.sha256(),
+            described("d854b730", r#"{"uri": "s3://bucket/churn.csv"}"#).sha256()
+        );
+        assert_ne!(
+            a.sha256(),
+            described("00000000", r#"{"uri": "s3://bucket/churn.csv"}"#).sha256()
+        );
         // The profile (row counts) does not make a new version; the source does.
         let mut b = a.clone();
         b.profile = None;

@@ -168,7 +168,10 @@ pub async fn to_wire(conn: &mut Conn, runs: &[Run]) -> Result<Vec<Value>> {
     Ok(runs
         .iter()
         .map(|run| {
-            let user = emails.get(&run.created_by).map(String::as_str).unwrap_or("");
+            let user = emails
+                .get(&run.created_by)
+                .map(String::as_str)
+                .unwrap_or("");
             json!({
                 "info": run_info(run, user),
                 "data": {
@@ -330,9 +333,9 @@ async fn set_run_tag(
 /// A param change refused as MLflow words it (INVALID_PARAMETER_VALUE), not as a state error.
 fn param_refusal(err: Error) -> Error {
     match err {
-        Error::Conflict(message) if message.contains("immutable") => Error::invalid(format!(
-            "Changing param values is not allowed. {message}"
-        )),
+        Error::Conflict(message) if message.contains("immutable") => {
+            Error::invalid(format!("Changing param values is not allowed. {message}"))
+        }
         other => other,
     }
 }
@@ -460,7 +463,10 @@ fn parse_history_token(token: &str) -> Result<(i64, DateTime<Utc>)> {
         .decode(token)
         .map_err(|_| bad())?;
     let (step, micros): (i64, i64) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-    Ok((step, DateTime::from_timestamp_micros(micros).ok_or_else(bad)?))
+    Ok((
+        step,
+        DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
+    ))
 }
 
 // ---- handlers ----
@@ -479,9 +485,7 @@ async fn create(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let tags = wire::to_map(&a.tags);
     let actor = &call.actor;
     let run = call
-        .write(|c| {
-            create_run(c, actor, &experiment_id, a.run_name.as_deref(), tags).scope_boxed()
-        })
+        .write(|c| create_run(c, actor, &experiment_id, a.run_name.as_deref(), tags).scope_boxed())
         .await?;
     ok(json!({"run": run}))
 }
@@ -597,8 +601,7 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
         .into_iter()
         .filter(|p| a.experiment_ids.iter().any(|e| *e == p.to_string()))
         .collect();
-    let Page { rows, has_next } =
-        sql::page::<Run>(&mut conn, &RUNS, &project_ids, &search).await?;
+    let Page { rows, has_next } = sql::page::<Run>(&mut conn, &RUNS, &project_ids, &search).await?;
     let next_page_token = if has_next {
         rows.last().map(|(_, cursor)| cursor.clone())
     } else {
@@ -738,7 +741,9 @@ async fn log_outputs(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let a: OutputsArgs = args(&http, &body)?;
     let run_id = run_id_of(a.run_id, None)?;
     if a.models.len() > 100 {
-        return Err(MlflowError::invalid("at most 100 model outputs per request"));
+        return Err(MlflowError::invalid(
+            "at most 100 model outputs per request",
+        ));
     }
     let outputs = a
         .models
@@ -810,7 +815,9 @@ async fn metric_history_bulk(call: Call, http: HttpRequest, body: web::Bytes) ->
     let a: BulkArgs = args(&http, &body)?;
     let key = required(a.metric_key, "metric_key")?;
     if a.run_ids.is_empty() {
-        return Err(MlflowError::invalid("Missing value for required parameter 'run_ids'"));
+        return Err(MlflowError::invalid(
+            "Missing value for required parameter 'run_ids'",
+        ));
     }
     let run_ids = a
         .run_ids

@@ -57,6 +57,13 @@ pub enum Rule {
     /// A model version's aliases, free or governed (follows its stage): `=` and `IN` only, not
     /// sortable.
     Alias,
+    /// A model name as MLflow's API writes it, bare or qualified with its project: a value
+    /// holding `separator` compares with `qualified` (the expression of
+    /// `<project><separator><model>`), any other with the attribute's column; sorts on the column.
+    QualifiedName {
+        qualified: &'static str,
+        separator: char,
+    },
 }
 
 impl Subject {
@@ -567,6 +574,15 @@ fn condition(
             match (attribute.rule, attribute.value_type) {
                 (Rule::RunStatus, _) => status_test(column, *op, value, at, st),
                 (Rule::Alias, _) => alias_test(key, *op, value, st),
+                (
+                    Rule::QualifiedName {
+                        qualified,
+                        separator,
+                    },
+                    _,
+                ) => Ok(qualified_name_test(
+                    column, qualified, separator, *op, value, st,
+                )),
                 (Rule::Plain, ValueType::Text) => Ok(text_test(column, *op, value, st)),
                 (Rule::Plain, ValueType::Number) => match value {
                     Literal::Number(n) => {
@@ -640,6 +656,40 @@ fn text_test(column: &str, op: Op, value: &Literal, st: &mut Statement) -> Strin
             format!("{column} {} {v}", op.sql())
         }
         _ => unreachable!("the parser checks text values"),
+    }
+}
+
+/// A name compared as written: bare values with the `bare` column, values holding the separator
+/// with the `qualified` expression; an IN list may mix both.
+fn qualified_name_test(
+    bare: &str,
+    qualified: &str,
+    separator: char,
+    op: Op,
+    value: &Literal,
+    st: &mut Statement,
+) -> String {
+    match (op, value) {
+        (Op::In | Op::NotIn, Literal::List(_)) => {
+            let (with, without): (Vec<String>, Vec<String>) = texts(value)
+                .into_iter()
+                .partition(|t| t.contains(separator));
+            let tests: Vec<String> = [(bare, without), (qualified, with)]
+                .into_iter()
+                .filter(|(_, names)| !names.is_empty())
+                .map(|(column, names)| {
+                    let list = Literal::List(names.into_iter().map(Literal::Text).collect());
+                    text_test(column, op, &list, st)
+                })
+                .collect();
+            if tests.is_empty() {
+                return text_test(bare, op, value, st);
+            }
+            let joiner = if op == Op::In { " OR " } else { " AND " };
+            format!("({})", tests.join(joiner))
+        }
+        (_, Literal::Text(t)) if t.contains(separator) => text_test(qualified, op, value, st),
+        _ => text_test(bare, op, value, st),
     }
 }
 

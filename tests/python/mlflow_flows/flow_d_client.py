@@ -124,14 +124,25 @@ page = client.search_experiments(max_results=1, order_by=["creation_time DESC"])
 assert len(page) == 1
 
 other = client.create_experiment(f"/Shared/churn-client-{suffix}-gone")
-client.delete_experiment(other)
-assert client.get_experiment(other).lifecycle_stage == "deleted"
-assert other not in [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-assert other in [e.experiment_id for e in client.search_experiments(view_type=ViewType.DELETED_ONLY)]
-client.restore_experiment(other)
+# Custody keeps experiments (they are projects): deleting one is refused with the reason, and
+# changes nothing.
+for call in (client.delete_experiment, client.restore_experiment):
+    try:
+        call(other)
+        raise AssertionError(f"{call.__name__} accepted")
+    except MlflowException as e:
+        assert e.error_code == "INVALID_PARAMETER_VALUE", e.error_code
+        assert "does not delete experiments" in e.message, e.message
 assert client.get_experiment(other).lifecycle_stage == "active"
+assert client.search_experiments(view_type=ViewType.DELETED_ONLY) == []
 client.rename_experiment(other, f"/Shared/churn-client-{suffix}-renamed")
 assert client.get_experiment(other).name == f"/Shared/churn-client-{suffix}-renamed"
+assert client.get_experiment_by_name(f"/Shared/churn-client-{suffix}-gone") is None
+try:
+    client.rename_experiment(other, exp_name)
+    raise AssertionError("rename onto an existing name accepted")
+except MlflowException as e:
+    assert e.error_code == "RESOURCE_ALREADY_EXISTS", e.error_code
 
 try:
     client.get_run("0" * 32)

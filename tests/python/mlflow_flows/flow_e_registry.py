@@ -119,21 +119,28 @@ except MlflowException as e:
     assert e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"), e.error_code
 
 assert [v.version for v in client.get_latest_versions(name)] == ["2"]
+# Custody holds promotions at its policies and approval gate: Staging needs an approval, so
+# the transition is requested and the version stays where it is; Production without an
+# evaluation dataset is denied with the policy's reason; Archived applies at once.
 mv = client.transition_model_version_stage(name, "1", "Staging")
-assert mv.current_stage == "Staging", mv.current_stage
-assert client.get_model_version(name, "1").current_stage == "Staging"
-assert [v.version for v in client.get_latest_versions(name, stages=["Staging"])] == ["1"]
+assert mv.current_stage == "None", mv.current_stage
+assert client.get_model_version(name, "1").current_stage == "None"
+try:
+    client.transition_model_version_stage(name, "2", "Production")
+    raise AssertionError("a promotion the policy denies was accepted")
+except MlflowException as e:
+    assert e.error_code == "PERMISSION_DENIED" and "evaluation dataset" in e.message, (e.error_code, e.message)
+mv = client.transition_model_version_stage(name, "1", "Archived")
+assert mv.current_stage == "Archived", mv.current_stage
+assert [v.version for v in client.get_latest_versions(name, stages=["Archived"])] == ["1"]
 assert sorted(v.version for v in client.get_latest_versions(name)) == ["1", "2"]
-client.transition_model_version_stage(name, "2", "Production")
-assert np.allclose(mlflow.sklearn.load_model(f"models:/{name}/Production").predict_proba(X), preds[1])
+assert np.allclose(mlflow.sklearn.load_model(f"models:/{name}/Archived").predict_proba(X), preds[0])
 assert np.allclose(mlflow.sklearn.load_model(f"models:/{name}/latest").predict_proba(X), preds[1])
 
 uris = [client.get_model_version_download_uri(name, v) for v in ("1", "2")]
-# Version 1's source is a runs:/ URI: MLflow hands it back as is; a server may resolve it instead.
-run0_model_uri = client.get_run(run_ids[0]).info.artifact_uri + "/model"
-assert uris[0] in (f"runs:/{run_ids[0]}/model", run0_model_uri), uris[0]
-# Version 2's source is models:/<logged model id>: its download URI is the logged model's location.
-assert uris[1] == mlflow.get_logged_model(logged_model_id).artifact_location, uris[1]
+# A registered version's files are its own (fixed at registration), wherever they came from.
+for uri in uris:
+    assert uri.startswith("mlflow-artifacts:/model-versions/"), uri
 files = {a.path.rsplit("/", 1)[-1] for a in mlflow.artifacts.list_artifacts(uris[1])}
 assert "MLmodel" in files, files
 assert {a.path for a in mlflow.artifacts.list_artifacts(f"models:/{name}/2")} >= {"MLmodel"}
@@ -144,20 +151,19 @@ v3 = mlflow.register_model(f"runs:/{run_ids[1]}/model", name)
 assert v3.version == "3" and v3.source == f"models:/{logged_model_id}", (v3.version, v3.source)
 assert np.allclose(mlflow.sklearn.load_model(f"models:/{name}/3").predict_proba(X), preds[1])
 
-# Rename and deletes on a throwaway model.
-tmp = f"churn-tmp-{suffix}"
-client.create_registered_model(tmp)
-client.create_model_version(tmp, source=f"models:/{logged_model_id}", model_id=logged_model_id)
-client.rename_registered_model(tmp, tmp + "-renamed")
-assert client.get_registered_model(tmp + "-renamed").latest_versions[0].version == "1"
-client.delete_model_version(tmp + "-renamed", "1")
-assert client.search_model_versions(f"name='{tmp}-renamed'") == []
-client.delete_registered_model(tmp + "-renamed")
-try:
-    client.get_registered_model(tmp + "-renamed")
-    raise AssertionError("deleted registered model still found")
-except MlflowException as e:
-    assert e.error_code == "RESOURCE_DOES_NOT_EXIST", e.error_code
+# Custody keeps every registered model and version: rename and deletes are refused with the
+# reason, and change nothing.
+for refused in (
+    lambda: client.rename_registered_model(name, name + "-renamed"),
+    lambda: client.delete_model_version(name, "3"),
+    lambda: client.delete_registered_model(name),
+):
+    try:
+        refused()
+        raise AssertionError("a rename or delete was accepted")
+    except MlflowException as e:
+        assert e.error_code == "PERMISSION_DENIED", (e.error_code, e.message)
+assert [v.version for v in client.search_model_versions(f"name='{name}'", order_by=["version_number"])] == ["1", "2", "3"]
 
 write_result(
     {
@@ -168,7 +174,7 @@ write_result(
         "logged_model_id": logged_model_id,
         "versions": ["1", "2", "3"],
         "aliases": {"champion": "2"},
-        "stages": {"1": "Staging", "2": "Production"},
+        "stages": {"1": "Archived"},
         "download_uris": uris,
     }
 )
