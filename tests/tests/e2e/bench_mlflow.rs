@@ -356,7 +356,10 @@ impl MlflowServer {
                 artifacts: artifacts.clone(),
             };
             match server.wait_healthy(Duration::from_secs(300)).await {
-                Ok(()) => return (server, started.elapsed()),
+                Ok(()) => {
+                    server.wait_workers(Duration::from_secs(120)).await;
+                    return (server, started.elapsed());
+                }
                 Err(e) => {
                     let text = server.log_text();
                     server.stop();
@@ -393,8 +396,53 @@ impl MlflowServer {
         }
     }
 
+    /// /health answers as soon as one worker is up: waits until all have started their
+    /// application, so that no measurement runs while workers are still starting.
+    async fn wait_workers(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (flag, _) = self.workers();
+            let ready = self
+                .log_text()
+                .matches("Application startup complete")
+                .count();
+            match flag.parse::<usize>() {
+                Ok(n) if ready >= n => return,
+                _ if Instant::now() > deadline => {
+                    println!("warning: {ready} of {flag} MLflow workers ready after {timeout:?}");
+                    return;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().expect("mlflow server is running").id()
+    }
+
+    /// Its processes: RSS (MiB) and what each is, e.g. `uvicorn …` or `huey_consumer …`.
+    fn processes(&self) -> Vec<String> {
+        process_tree(self.pid())
+            .into_iter()
+            .map(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                // The module or script run, without the interpreter's path.
+                let what = args
+                    .iter()
+                    .skip(1)
+                    .find(|a| !a.starts_with('-') && !a.contains("python"))
+                    .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+                    .unwrap_or_else(|| args.first().cloned().unwrap_or_default());
+                let rss = kb_field(&format!("/proc/{pid}/status"), "VmRSS:");
+                format!("{pid} {what} {:.0} MiB", mb(rss))
+            })
+            .collect()
     }
 
     fn log_text(&self) -> String {
@@ -1187,6 +1235,28 @@ async fn bench_mlflow() {
         seeds.push(s);
     }
 
+    // What each server burns doing nothing (MLflow's job consumers poll their queue).
+    let postmaster = postmaster_pid();
+    let idle: Vec<(&str, CpuMark)> = {
+        let before: Vec<CpuMark> = targets
+            .iter()
+            .map(|t| CpuMark::now(t.pid, postmaster))
+            .collect();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        targets
+            .iter()
+            .zip(before)
+            .map(|(t, b)| (t.name, CpuMark::now(t.pid, postmaster).since(b)))
+            .collect()
+    };
+    for (name, cpu) in &idle {
+        println!(
+            "idle {name:<8}: {:.2} CPU s in 5 s (PostgreSQL {:.2} CPU s meanwhile)",
+            cpu.server, cpu.postgres
+        );
+    }
+    println!("MLflow's processes: {}", mlflow.processes().join(", "));
+
     let scripts = work.path();
     let mut rows: Vec<Row> = Vec::new();
     let mut failures: Vec<String> = Vec::new();
@@ -1307,7 +1377,6 @@ async fn bench_mlflow() {
     );
     let mut upload: HashMap<&str, Vec<f64>> = HashMap::new();
     let mut upload_detail = Vec::new();
-    let postmaster = postmaster_pid();
     for round in 1..=2 {
         for (t, s) in targets.iter().zip(&seeds) {
             if !s.artifacts {
@@ -1433,6 +1502,7 @@ async fn bench_mlflow() {
             println!("      {d}");
         }
     }
+    let (_, workers_started) = mlflow.workers();
     println!(
         "(MLflow's CPU and memory are its whole tree: CLI, uvicorn, {workers_started} workers and the job consumers; \
          PostgreSQL's is the cluster's, which only the measured server used; MB = 10^6 bytes)"
