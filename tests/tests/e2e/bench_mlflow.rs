@@ -439,6 +439,14 @@ impl MlflowServer {
                     .find(|a| !a.starts_with('-') && !a.contains("python"))
                     .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
                     .unwrap_or_else(|| args.first().cloned().unwrap_or_default());
+                // uvicorn's workers and helper are started by multiprocessing's `spawn`.
+                let what = if what.contains("multiprocessing.spawn") {
+                    "uvicorn worker".to_owned()
+                } else if what.contains("resource_tracker") {
+                    "multiprocessing resource tracker".to_owned()
+                } else {
+                    what
+                };
                 let rss = kb_field(&format!("/proc/{pid}/status"), "VmRSS:");
                 format!("{pid} {what} {:.0} MiB", mb(rss))
             })
