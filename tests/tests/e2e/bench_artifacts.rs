@@ -38,7 +38,8 @@ impl Gen {
     }
 }
 
-fn make_file(path: &Path, len: u64) -> String {
+/// Writes `len` deterministic pseudo-random bytes to `path` (synced); answers their SHA-256 (hex).
+pub(crate) fn make_file(path: &Path, len: u64) -> String {
     use std::io::Write;
     let mut out = std::fs::File::create(path).unwrap();
     let mut g = Gen(0x0C05_70D1);
