@@ -133,6 +133,10 @@ def test_outsiders_find_nothing_and_change_nothing(server, owner):
         ("/api/2.0/mlflow/runs/create", {"experiment_id": exp}),
         ("/api/2.0/mlflow/experiments/set-experiment-tag", {"experiment_id": exp, "key": "k", "value": "v"}),
         ("/api/2.0/mlflow/experiments/update", {"experiment_id": exp, "new_name": "mine"}),
+        ("/api/2.0/mlflow/runs/log-inputs", {"run_id": run, "datasets": [{"dataset": {
+            "name": "stolen", "digest": "00ff00ff", "source_type": "s3", "source": "{}"}}]}),
+        ("/api/2.0/mlflow/runs/outputs", {"run_id": run, "models": []}),
+        ("/api/2.0/mlflow/logged-models", {"experiment_id": exp, "name": "mine", "source_run_id": run}),
     ):
         status, answer = call(server, outsider, "POST", path, body)
         assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
@@ -295,4 +299,33 @@ def test_artifact_paths_that_escape_or_rewrite_are_refused(server, owner, regist
                                  headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=60) as resp:
         assert resp.read() == b"flavors: {}\n"
+    assert snapshot(server, owner) == before
+
+
+def test_outsiders_reach_no_logged_model(server, owner):
+    token, run, exp = owner["token"], owner["run_id"], owner["experiment_id"]
+    status, body = call(server, token, "POST", "/api/2.0/mlflow/logged-models",
+                        {"experiment_id": exp, "name": "guarded-model", "source_run_id": run})
+    assert status == 200, body
+    model_id = body["model"]["info"]["model_id"]
+    outsider = issue_token(server, f"outsider-{uuid.uuid4().hex[:8]}@example.com")
+    before = snapshot(server, owner)
+    for method, path, req in (
+        ("GET", f"/api/2.0/mlflow/logged-models/{model_id}", None),
+        ("PATCH", f"/api/2.0/mlflow/logged-models/{model_id}", {"model_id": model_id, "status": "LOGGED_MODEL_READY"}),
+        ("PATCH", f"/api/2.0/mlflow/logged-models/{model_id}/tags", {"tags": [{"key": "k", "value": "v"}]}),
+        ("POST", f"/api/2.0/mlflow/logged-models/{model_id}/params", {"params": [{"key": "k", "value": "v"}]}),
+        ("POST", "/api/2.0/mlflow/logged-models/search", {"experiment_ids": [exp]}),
+    ):
+        status, answer = call(server, outsider, method, path, req)
+        assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+    status, answer = put(server, outsider, f"/api/2.0/mlflow-artifacts/artifacts/logged-models/{model_id}/MLmodel", b"x")
+    assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+    # A search naming more experiments than any caller needs is refused before any query.
+    status, answer = call(server, token, "POST", "/api/2.0/mlflow/runs/search",
+                          {"experiment_ids": [str(uuid.uuid4()) for _ in range(1001)]})
+    assert_refused(status, answer, 400, "INVALID_PARAMETER_VALUE", "at most 1000 experiments")
+    # The owner still reads it, unchanged.
+    status, answer = call(server, token, "GET", f"/api/2.0/mlflow/logged-models/{model_id}")
+    assert status == 200 and answer["model"]["info"]["model_id"] == model_id
     assert snapshot(server, owner) == before

@@ -360,6 +360,9 @@ static EXPERIMENTS: Subject = Subject {
 /// The most rows one MLflow search answers (MLflow's own default page of experiments and runs).
 pub const MAX_RESULTS: i64 = 1000;
 
+/// The most experiments one run or logged-model search names.
+pub const MAX_SEARCHED: usize = 1000;
+
 /// MLflow's `view_type`/`run_view_type`: which lifecycle stages a search returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 pub enum ViewType {

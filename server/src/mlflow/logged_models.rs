@@ -758,6 +758,12 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
             "Missing value for required parameter 'experiment_ids'",
         ));
     }
+    if a.experiment_ids.len() > experiments::MAX_SEARCHED {
+        return Err(MlflowError::invalid(format!(
+            "a search names at most {} experiments",
+            experiments::MAX_SEARCHED
+        )));
+    }
     if !a.datasets.is_empty() {
         return Err(MlflowError::invalid(
             "filtering logged models by dataset is not supported: a logged model's metrics \

@@ -50,7 +50,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/runs/set-tag", web::post().to(set_tag))
         .route("/runs/delete-tag", web::post().to(delete_tag))
         .route("/runs/log-batch", web::post().to(log_batch))
-        .route("/runs/log-model", web::post().to(log_model))
         .route("/runs/outputs", web::post().to(log_outputs))
         .route("/metrics/get-history", web::get().to(metric_history))
         .route(
@@ -369,7 +368,12 @@ async fn log_batch_of(
             tags.len()
         )));
     }
-    custody_runs::get(conn, actor, run_id, Role::Contributor).await?;
+    if metrics.is_empty() && params.is_empty() && tags.is_empty() {
+        // Nothing to log: still an error for a run the caller may not write, as MLflow answers.
+        custody_runs::get(conn, actor, run_id, Role::Contributor).await?;
+        return Ok(());
+    }
+    // Each function below authorizes the run itself.
     if !params.is_empty() {
         let params = params.into_iter().map(|p| (p.key, p.value)).collect();
         custody_runs::log_params(conn, actor, run_id, params)
@@ -577,13 +581,21 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
         a.page_token.as_deref().filter(|t| !t.is_empty()),
         limit,
     )?;
+    if a.experiment_ids.len() > experiments::MAX_SEARCHED {
+        return Err(MlflowError::invalid(format!(
+            "a search names at most {} experiments",
+            experiments::MAX_SEARCHED
+        )));
+    }
     let mut conn = call.conn().await?;
     // The experiments asked for that the caller may read; others (missing or not theirs) add
     // nothing, exactly alike.
+    let asked: std::collections::HashSet<&str> =
+        a.experiment_ids.iter().map(String::as_str).collect();
     let readable = projects::readable_ids(&mut conn, &call.actor, None).await?;
     let project_ids: Vec<_> = readable
         .into_iter()
-        .filter(|p| a.experiment_ids.iter().any(|e| *e == p.to_string()))
+        .filter(|p| asked.contains(p.to_string().as_str()))
         .collect();
     let Page { rows, has_next } = sql::page::<Run>(&mut conn, &RUNS, &project_ids, &search).await?;
     let next_page_token = if has_next {
@@ -692,18 +704,6 @@ async fn log_batch(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let actor = &call.actor;
     call.write(|c| log_batch_of(c, actor, run_id, metrics, a.params, a.tags).scope_boxed())
         .await?;
-    ok(json!({}))
-}
-
-/// MLflow 2's record of a model logged to a run (the `mlflow.log-model.history` tag). MLflow 3
-/// records logged models as their own objects (`logged_models`), so the run's record is only
-/// checked: the run must be one the caller may write.
-async fn log_model(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
-    let a: RunArgs = args(&http, &body)?;
-    let run_id = run_id_of(a.run_id, a.run_uuid)?;
-    let mut conn = call.conn().await?;
-    call.actor.require_writer()?;
-    custody_runs::get(&mut conn, &call.actor, run_id, Role::Contributor).await?;
     ok(json!({}))
 }
 
