@@ -303,7 +303,8 @@ pub async fn list_for_service_account(
 /// The actor an access-token secret stands for: refused when unknown, revoked or expired. A
 /// project-limited token holds no server-wide role (admin, auditor): it reaches its project
 /// with its owner's role there and nothing else.
-pub async fn authenticate(conn: &mut Conn, secret: &str) -> Result<Actor> {
+/// The actor an access token stands for, and when it expires.
+pub async fn authenticate(conn: &mut Conn, secret: &str) -> Result<(Actor, DateTime<Utc>)> {
     /// id, expires_at, revoked_at, last_used_at, project_id, read_only, user: id, email, is_admin, is_auditor
     type Row = (
         AccessTokenId,
@@ -353,7 +354,7 @@ pub async fn authenticate(conn: &mut Conn, secret: &str) -> Result<Actor> {
     }
     let (user_id, email, is_admin, is_auditor) = user;
     let full = project_id.is_none();
-    Ok(Actor {
+    let actor = Actor {
         user_id: Some(user_id),
         email,
         is_admin: is_admin && full,
@@ -363,5 +364,6 @@ pub async fn authenticate(conn: &mut Conn, secret: &str) -> Result<Actor> {
         auth: Some(AuthMethod::ApiToken),
         signed_in_at: None,
         request_id: None,
-    })
+    };
+    Ok((actor, expires_at))
 }

@@ -368,6 +368,7 @@ async fn serve_with_database(
     notify::spawn_worker(pool.clone(), delivery, options.outbox_interval);
     promotions::spawn_expiry(pool.clone(), options.outbox_interval);
     let events = crate::events::Hub::start(urls.runtime.clone(), pool.clone()).await?;
+    let metrics = crate::metric_queue::MetricQueue::start(pool.clone());
     tracing::info!(listen = %local, "custody-server listening; GraphiQL at http://{local}/graphql");
     http::run(
         AppState {
@@ -380,6 +381,7 @@ async fn serve_with_database(
             webhooks: outbound,
             events,
             sign_in: Arc::new(sign_in),
+            metrics,
         },
         HttpConfig {
             listener,

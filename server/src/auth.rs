@@ -303,8 +303,12 @@ pub async fn issue_token(
 }
 
 /// Checks a bearer token (an access token `cst_…`, or a JWT this server issued) and returns the
-/// actor it stands for.
-pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Result<Actor> {
+/// actor it stands for, and when the token expires.
+pub async fn authenticate(
+    conn: &mut Conn,
+    keys: &TokenKeys,
+    token: &str,
+) -> Result<(Actor, DateTime<Utc>)> {
     if token.starts_with(crate::access_tokens::SECRET_PREFIX) {
         return crate::access_tokens::authenticate(conn, token).await;
     }
@@ -332,7 +336,8 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
         .optional()?;
     match found {
         Some((user_id, email, is_admin, is_auditor, None)) if user_id.to_string() == claims.sub => {
-            Ok(Actor {
+            let expires_at = DateTime::from_timestamp(claims.exp, 0).unwrap_or_default();
+            let actor = Actor {
                 user_id: Some(user_id),
                 email,
                 is_admin,
@@ -342,7 +347,8 @@ pub async fn authenticate(conn: &mut Conn, keys: &TokenKeys, token: &str) -> Res
                 auth: Some(AuthMethod::ApiToken),
                 signed_in_at: None,
                 request_id: None,
-            })
+            };
+            Ok((actor, expires_at))
         }
         Some((_, _, _, _, Some(_))) => {
             Err(Error::Unauthenticated("this token has been revoked".into()))

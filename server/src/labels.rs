@@ -436,12 +436,8 @@ pub async fn aliases_of(
     conn: &mut Conn,
     version_ids: &[ModelVersionId],
 ) -> Result<HashMap<ModelVersionId, Vec<String>>> {
-    let mut found: Vec<(ModelVersionId, String)> = model_aliases::table
-        .filter(model_aliases::model_version_id.eq_any(version_ids))
-        .select((model_aliases::model_version_id, model_aliases::alias))
-        .load(conn)
-        .await?;
-    let governed: Vec<(ModelVersionId, String)> = model_versions::table
+    // Free aliases and governed ones (those of the version's stage), in one statement.
+    let governed = model_versions::table
         .inner_join(models::table)
         .inner_join(
             governed_aliases::table.on(governed_aliases::project_id
@@ -449,10 +445,13 @@ pub async fn aliases_of(
                 .and(model_versions::stage.eq(governed_aliases::stage.nullable()))),
         )
         .filter(model_versions::id.eq_any(version_ids))
-        .select((model_versions::id, governed_aliases::alias))
+        .select((model_versions::id, governed_aliases::alias));
+    let mut found: Vec<(ModelVersionId, String)> = model_aliases::table
+        .filter(model_aliases::model_version_id.eq_any(version_ids))
+        .select((model_aliases::model_version_id, model_aliases::alias))
+        .union_all(governed)
         .load(conn)
         .await?;
-    found.extend(governed);
     found.sort();
     let mut by_version: HashMap<ModelVersionId, Vec<String>> = HashMap::new();
     for (id, alias) in found {

@@ -35,11 +35,58 @@ const EXACT_UP_TO: i64 = 32_768;
 const FINE_LEVEL: i16 = 5;
 const COARSE_LEVEL: i16 = 10;
 
-/// One batch of points summarised per series (key), keys in byte order: how many points, the
-/// first (lowest step, then time, then value) and the latest (highest step, then time, then
-/// value). As arrays, for the statement that upserts `run_latest_metrics`.
+/// Points to append, as columns (one entry per point), of one run or several.
+#[derive(Default)]
+pub struct Points {
+    pub runs: Vec<RunId>,
+    pub keys: Vec<String>,
+    pub values: Vec<f64>,
+    pub steps: Vec<i64>,
+    pub ats: Vec<DateTime<Utc>>,
+}
+
+impl Points {
+    pub fn with_capacity(n: usize) -> Self {
+        Points {
+            runs: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            values: Vec::with_capacity(n),
+            steps: Vec::with_capacity(n),
+            ats: Vec::with_capacity(n),
+        }
+    }
+
+    pub fn push(&mut self, run: RunId, key: String, value: f64, step: i64, at: DateTime<Utc>) {
+        self.runs.push(run);
+        self.keys.push(key);
+        self.values.push(value);
+        self.steps.push(step);
+        self.ats.push(at);
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn point(&self, i: usize) -> Point {
+        Point {
+            step: self.steps[i],
+            value: self.values[i],
+            at: self.ats[i],
+        }
+    }
+}
+
+/// One batch of points summarised per series (run and key), in (run, key) order: how many
+/// points, the first (lowest step, then time, then value) and the latest (highest step, then
+/// time, then value). As arrays, for the statement that upserts `run_latest_metrics`.
 #[derive(Default)]
 pub struct BatchSeries {
+    pub runs: Vec<RunId>,
     pub keys: Vec<String>,
     pub points: Vec<i64>,
     pub latest_values: Vec<f64>,
@@ -51,16 +98,14 @@ pub struct BatchSeries {
 }
 
 impl BatchSeries {
-    pub fn of(keys: &[String], values: &[f64], steps: &[i64], ats: &[DateTime<Utc>]) -> Self {
-        // key → (count, earliest, latest)
-        let mut by_key: BTreeMap<&str, (i64, Point, Point)> = BTreeMap::new();
-        for (i, key) in keys.iter().enumerate() {
-            let point = Point {
-                step: steps[i],
-                value: values[i],
-                at: ats[i],
-            };
-            let entry = by_key.entry(key).or_insert((0, point, point));
+    pub fn of(batch: &Points) -> Self {
+        // (run, key) → (count, earliest, latest)
+        let mut by_series: BTreeMap<(RunId, &str), (i64, Point, Point)> = BTreeMap::new();
+        for (i, key) in batch.keys.iter().enumerate() {
+            let point = batch.point(i);
+            let entry = by_series
+                .entry((batch.runs[i], key))
+                .or_insert((0, point, point));
             entry.0 += 1;
             if point.along(&entry.1).is_lt() {
                 entry.1 = point;
@@ -70,7 +115,8 @@ impl BatchSeries {
             }
         }
         let mut series = BatchSeries::default();
-        for (key, (points, earliest, latest)) in by_key {
+        for ((run, key), (points, earliest, latest)) in by_series {
+            series.runs.push(run);
             series.keys.push(key.to_owned());
             series.points.push(points);
             series.latest_values.push(latest.value);
@@ -91,39 +137,37 @@ struct ChunkSummary {
     high: Point,
 }
 
-/// Folds a logged batch into the chunk summaries of its series. `counts` is each key's point
+/// Folds a logged batch into the chunk summaries of its series. `counts` is each series' point
 /// count including this batch (from the `run_latest_metrics` upsert), so the batch's points of a
-/// key are numbered `count - n … count - 1` in the order they were given. Computed here, upserted
-/// in one statement: a few dozen rows for a batch of 1,000 points.
+/// series are numbered `count - n … count - 1` in the order they were given. Computed here,
+/// upserted in one statement: a few dozen rows for a batch of 1,000 points.
 pub async fn record_chunks(
     conn: &mut Conn,
-    run_id: RunId,
-    keys: &[String],
-    values: &[f64],
-    steps: &[i64],
-    ats: &[DateTime<Utc>],
-    counts: &HashMap<String, i64>,
+    batch: &Points,
+    counts: &HashMap<(RunId, String), i64>,
 ) -> Result<()> {
-    let mut in_batch: HashMap<&str, i64> = HashMap::new();
-    for key in keys {
-        *in_batch.entry(key).or_default() += 1;
+    let mut in_batch: HashMap<(RunId, &str), i64> = HashMap::new();
+    for (run, key) in batch.runs.iter().zip(&batch.keys) {
+        *in_batch.entry((*run, key)).or_default() += 1;
     }
-    // The next number of each key's points.
-    let mut next: HashMap<&str, i64> = in_batch
+    // The next number of each series' points.
+    let mut next: HashMap<(RunId, &str), i64> = in_batch
         .iter()
-        .map(|(key, n)| (*key, counts.get(*key).copied().unwrap_or(*n) - n))
+        .map(|(&(run, key), n)| {
+            let count = counts.get(&(run, key.to_owned())).copied().unwrap_or(*n);
+            ((run, key), count - n)
+        })
         .collect();
-    let mut chunks: BTreeMap<(&str, i16, i64), ChunkSummary> = BTreeMap::new();
-    for (i, key) in keys.iter().enumerate() {
-        let number = next.get_mut(key.as_str()).expect("every key is counted");
-        let point = Point {
-            step: steps[i],
-            value: values[i],
-            at: ats[i],
-        };
+    let mut chunks: BTreeMap<(RunId, &str, i16, i64), ChunkSummary> = BTreeMap::new();
+    for (i, key) in batch.keys.iter().enumerate() {
+        let run = batch.runs[i];
+        let number = next
+            .get_mut(&(run, key.as_str()))
+            .expect("every series is counted");
+        let point = batch.point(i);
         for level in [FINE_LEVEL, COARSE_LEVEL] {
             let summary = chunks
-                .entry((key, level, *number >> level))
+                .entry((run, key, level, *number >> level))
                 .or_insert(ChunkSummary {
                     points: 0,
                     low: point,
@@ -140,16 +184,17 @@ pub async fn record_chunks(
         *number += 1;
     }
     let mut rows = ChunkRows::default();
-    for ((key, level, chunk), summary) in chunks {
-        rows.push(key, level, chunk, &summary);
+    for ((run, key, level, chunk), summary) in chunks {
+        rows.push(run, key, level, chunk, &summary);
     }
-    // Rows in (key, level, chunk) order: concurrent batches lock them in the same order.
+    // Rows in (run, key, level, chunk) order: concurrent batches lock them in the same order.
     diesel::sql_query(
         "INSERT INTO run_metric_chunks AS c
              (run_id, key, level, chunk, points, min_value, min_step, min_at,
               max_value, max_step, max_at)
-         SELECT $1, * FROM unnest($2::text[], $3::int2[], $4::int8[], $5::int4[], $6::float8[],
-             $7::int8[], $8::timestamptz[], $9::float8[], $10::int8[], $11::timestamptz[])
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::int4[],
+             $6::float8[], $7::int8[], $8::timestamptz[], $9::float8[], $10::int8[],
+             $11::timestamptz[])
          ON CONFLICT (run_id, key, level, chunk) DO UPDATE
          SET points = c.points + EXCLUDED.points,
              min_value = LEAST(c.min_value, EXCLUDED.min_value),
@@ -163,7 +208,7 @@ pub async fn record_chunks(
              max_at = CASE WHEN EXCLUDED.max_value > c.max_value
                  THEN EXCLUDED.max_at ELSE c.max_at END",
     )
-    .bind::<SqlUuid, _>(run_id)
+    .bind::<Array<SqlUuid>, _>(&rows.runs)
     .bind::<Array<Text>, _>(&rows.keys)
     .bind::<Array<Int2>, _>(&rows.levels)
     .bind::<Array<Int8>, _>(&rows.chunks)
@@ -182,6 +227,7 @@ pub async fn record_chunks(
 /// Chunk summaries as column arrays, for one `unnest`.
 #[derive(Default)]
 struct ChunkRows<'a> {
+    runs: Vec<RunId>,
     keys: Vec<&'a str>,
     levels: Vec<i16>,
     chunks: Vec<i64>,
@@ -195,7 +241,8 @@ struct ChunkRows<'a> {
 }
 
 impl<'a> ChunkRows<'a> {
-    fn push(&mut self, key: &'a str, level: i16, chunk: i64, summary: &ChunkSummary) {
+    fn push(&mut self, run: RunId, key: &'a str, level: i16, chunk: i64, summary: &ChunkSummary) {
+        self.runs.push(run);
         self.keys.push(key);
         self.levels.push(level);
         self.chunks.push(chunk);

@@ -72,22 +72,31 @@ pub async fn role_of(
     actor: &Actor,
     project_id: ProjectId,
 ) -> Result<Option<Role>> {
-    if !actor.reaches(project_id) {
-        return Ok(None);
-    }
-    if actor.is_admin {
-        return Ok(Some(Role::Admin));
+    if !actor.reaches(project_id) || actor.is_admin {
+        return Ok(role_given(actor, project_id, None));
     }
     let Some(user_id) = actor.user_id else {
         return Ok(None);
     };
-    let role: Option<Role> = memberships::table
+    let membership: Option<Role> = memberships::table
         .find((project_id, user_id))
         .select(memberships::role)
         .first(conn)
         .await
         .optional()?;
-    Ok(role)
+    Ok(role_given(actor, project_id, membership))
+}
+
+/// The caller's role in a project, given its membership row there (read by the caller, often
+/// joined to the object it is after): none outside its token's project, admin for server admins.
+pub fn role_given(actor: &Actor, project_id: ProjectId, membership: Option<Role>) -> Option<Role> {
+    if !actor.reaches(project_id) {
+        None
+    } else if actor.is_admin {
+        Some(Role::Admin)
+    } else {
+        membership
+    }
 }
 
 /// Refuses unless the caller holds at least `needed` in the project. A caller who is not a
@@ -99,7 +108,12 @@ pub async fn authorize(
     project_id: ProjectId,
     needed: Role,
 ) -> Result<()> {
-    match role_of(conn, actor, project_id).await? {
+    require(role_of(conn, actor, project_id).await?, needed)
+}
+
+/// [`authorize`] for a role already read.
+pub fn require(role: Option<Role>, needed: Role) -> Result<()> {
+    match role {
         Some(role) if role >= needed => Ok(()),
         Some(role) => Err(Error::forbidden(format!(
             "this needs the {} role in the project; you are {}",

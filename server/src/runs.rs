@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
-use crate::db::schema::{run_metrics, run_params, runs};
+use crate::db::schema::{memberships, run_metrics, run_params, runs};
 use crate::db::{text_enum, Conn, Slice};
 use crate::error::{Error, Result};
 use crate::events;
@@ -172,25 +172,35 @@ pub async fn get(conn: &mut Conn, actor: &Actor, run_id: RunId, needed: Role) ->
     Ok(run)
 }
 
-/// Locks the run row: `FOR UPDATE` for status changes, `FOR SHARE` for appends that must not
-/// race a finish.
+/// Locks the run row the caller may write: `FOR UPDATE` for status changes, `FOR SHARE` for
+/// appends that must not race a finish. Two statements, on every append: the run's project with
+/// the caller's membership there (unlocked, so an outsider never holds a lock on a run), then
+/// the run under its lock (its status as of the lock, whatever changed since the first read).
 async fn lock(conn: &mut Conn, actor: &Actor, run_id: RunId, exclusive: bool) -> Result<Run> {
-    get(conn, actor, run_id, Role::Contributor).await?;
-    let sql = if exclusive {
-        "SELECT 1 FROM runs WHERE id = $1 FOR UPDATE"
-    } else {
-        "SELECT 1 FROM runs WHERE id = $1 FOR SHARE"
-    };
-    diesel::sql_query(sql)
-        .bind::<SqlUuid, _>(run_id)
-        .execute(conn)
-        .await?;
-    // Re-read under the lock: the status may have changed since the unlocked read.
-    Ok(runs::table
-        .find(run_id)
-        .select(Run::as_select())
+    let found: Option<(ProjectId, Option<Role>)> = runs::table
+        .left_join(
+            memberships::table.on(memberships::project_id
+                .eq(runs::project_id)
+                .and(memberships::user_id.nullable().eq(actor.user_id))),
+        )
+        .filter(runs::id.eq(run_id))
+        .select((runs::project_id, memberships::role.nullable()))
         .first(conn)
-        .await?)
+        .await
+        .optional()?;
+    let missing = || Error::not_found(format!("no run with id {run_id}"));
+    let (project_id, membership) = found.ok_or_else(missing)?;
+    projects::require(
+        projects::role_given(actor, project_id, membership),
+        Role::Contributor,
+    )
+    .map_err(projects::hiding(missing))?;
+    let run = runs::table.find(run_id).select(Run::as_select());
+    Ok(if exclusive {
+        run.for_update().first(conn).await?
+    } else {
+        run.for_share().first(conn).await?
+    })
 }
 
 /// Sets params. A param is immutable: setting the same value again is a no-op, a different value
@@ -287,12 +297,29 @@ pub async fn log_params(
 /// A series' point count after a batch.
 #[derive(QueryableByName)]
 struct SeriesCount {
+    #[diesel(sql_type = SqlUuid)]
+    run_id: RunId,
     #[diesel(sql_type = Text)]
     key: String,
     #[diesel(sql_type = Int8)]
     points: i64,
     #[diesel(sql_type = diesel::sql_types::Bool)]
     new_key: bool,
+}
+
+/// Refuses a metric no run takes: an empty or over-long key, a non-finite value.
+pub fn check_metric(metric: &NewMetric) -> Result<()> {
+    if metric.key.is_empty() {
+        return Err(Error::invalid("metric keys must not be empty"));
+    }
+    validate::text("metric key", &metric.key, 250)?;
+    if !metric.value.is_finite() {
+        return Err(Error::invalid(format!(
+            "metric `{}` has a non-finite value",
+            metric.key
+        )));
+    }
+    Ok(())
 }
 
 /// Appends a batch of metrics. Metrics are observations, not governance acts:
@@ -309,58 +336,169 @@ pub async fn log_metrics(
             metrics.len()
         )));
     }
-    let now = Utc::now();
-    let mut keys = Vec::with_capacity(metrics.len());
-    let mut values = Vec::with_capacity(metrics.len());
-    let mut steps = Vec::with_capacity(metrics.len());
-    let mut ats = Vec::with_capacity(metrics.len());
-    for metric in metrics {
-        if metric.key.is_empty() {
-            return Err(Error::invalid("metric keys must not be empty"));
-        }
-        validate::text("metric key", &metric.key, 250)?;
-        if !metric.value.is_finite() {
-            return Err(Error::invalid(format!(
-                "metric `{}` has a non-finite value",
-                metric.key
-            )));
-        }
-        keys.push(metric.key);
-        values.push(metric.value);
-        steps.push(metric.step.unwrap_or(0));
-        ats.push(metric.at.unwrap_or(now));
-    }
+    metrics.iter().try_for_each(check_metric)?;
     let run = lock(conn, actor, run_id, false).await?;
     if run.status != RunStatus::Running {
-        return Err(Error::conflict(format!(
-            "run {run_id} is {} and takes no more metrics",
-            run.status
-        )));
+        return Err(not_running(&run));
     }
-    if keys.is_empty() {
+    if metrics.is_empty() {
         return Ok(0);
     }
-    // Subscribers of the run hear of the points when they commit (`events`); the payload is
-    // built here and sent only if some replica watches the run.
-    let (topic, announcement) = events::metrics_payload(run_id, &keys, &values, &steps, &ats);
-    // Two prepared statements whatever the batch size. The first appends the points to the
-    // history (the arrays unnested server-side), upserts each key's latest value (highest step,
-    // then time, then value; an older point logged late leaves it as it is), first point and
-    // point count into `run_latest_metrics`, which searches filter and sort on, and announces the
-    // points to the run's watchers. It answers each key's new count, which numbers the batch's
-    // points for the chunk summaries charts read (`metric_history::record_chunks`). A concurrent
-    // batch of the same key waits on that row until this transaction commits, so numbers never
-    // collide; keys are upserted in one order, so two batches never deadlock.
-    let series = metric_history::BatchSeries::of(&keys, &values, &steps, &ats);
+    let now = Utc::now();
+    let mut points = metric_history::Points::with_capacity(metrics.len());
+    for metric in metrics {
+        let at = metric.at.unwrap_or(now);
+        points.push(run_id, metric.key, metric.value, metric.step.unwrap_or(0), at);
+    }
+    let logged = points.len();
+    append_points(conn, &points, &HashMap::from([(run_id, run.project_id)])).await?;
+    Ok(logged)
+}
+
+fn not_running(run: &Run) -> Error {
+    Error::conflict(format!(
+        "run {} is {} and takes no more metrics",
+        run.id, run.status
+    ))
+}
+
+/// One metric one caller logs to one run: what concurrent single-metric requests are gathered
+/// into (`metric_queue`), checked with [`check_metric`] before.
+pub struct MetricCall {
+    pub actor: Actor,
+    pub run_id: RunId,
+    pub metric: NewMetric,
+}
+
+/// Logs many callers' metrics in one go: each call is authorized on its own (its caller may
+/// write the run, the run is running) and answered on its own; the accepted ones are written
+/// together, in the statements one batch takes. A refused call writes nothing. The outer error
+/// (the database failed) means none was written.
+pub async fn log_metric_calls(conn: &mut Conn, calls: &[MetricCall]) -> Result<Vec<Result<()>>> {
+    let mut run_ids: Vec<RunId> = calls.iter().map(|c| c.run_id).collect();
+    run_ids.sort();
+    run_ids.dedup();
+    // Authorize first, from an unlocked read: no caller locks a run it may not write.
+    let projects_of: HashMap<RunId, ProjectId> = runs::table
+        .filter(runs::id.eq_any(&run_ids))
+        .select((runs::id, runs::project_id))
+        .load(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut user_ids: Vec<UserId> = calls.iter().filter_map(|c| c.actor.user_id).collect();
+    user_ids.sort();
+    user_ids.dedup();
+    let mut project_ids: Vec<ProjectId> = projects_of.values().copied().collect();
+    project_ids.sort();
+    project_ids.dedup();
+    let roles: HashMap<(ProjectId, UserId), Role> = memberships::table
+        .filter(memberships::user_id.eq_any(&user_ids))
+        .filter(memberships::project_id.eq_any(&project_ids))
+        .select((memberships::project_id, memberships::user_id, memberships::role))
+        .load::<(ProjectId, UserId, Role)>(conn)
+        .await?
+        .into_iter()
+        .map(|(project, user, role)| ((project, user), role))
+        .collect();
+    let mut outcomes: Vec<Result<()>> = calls
+        .iter()
+        .map(|call| {
+            let missing = || Error::not_found(format!("no run with id {}", call.run_id));
+            let project = *projects_of.get(&call.run_id).ok_or_else(missing)?;
+            let membership = call
+                .actor
+                .user_id
+                .and_then(|user| roles.get(&(project, user)).copied());
+            projects::require(
+                projects::role_given(&call.actor, project, membership),
+                Role::Contributor,
+            )
+            .map_err(projects::hiding(missing))
+        })
+        .collect();
+    // Then the runs some call may write, under a share lock (a finish waits for these points).
+    let mut writable: Vec<RunId> = calls
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, outcome)| outcome.is_ok())
+        .map(|(call, _)| call.run_id)
+        .collect();
+    writable.sort();
+    writable.dedup();
+    let locked: HashMap<RunId, Run> = runs::table
+        .filter(runs::id.eq_any(&writable))
+        .order(runs::id)
+        .select(Run::as_select())
+        .for_share()
+        .load::<Run>(conn)
+        .await?
+        .into_iter()
+        .map(|run| (run.id, run))
+        .collect();
+    let now = Utc::now();
+    let mut points = metric_history::Points::with_capacity(calls.len());
+    for (call, outcome) in calls.iter().zip(outcomes.iter_mut()) {
+        if outcome.is_err() {
+            continue;
+        }
+        match locked.get(&call.run_id) {
+            Some(run) if run.status == RunStatus::Running => {
+                let m = &call.metric;
+                let at = m.at.unwrap_or(now);
+                points.push(run.id, m.key.clone(), m.value, m.step.unwrap_or(0), at);
+            }
+            Some(run) => *outcome = Err(not_running(run)),
+            None => *outcome = Err(Error::not_found(format!("no run with id {}", call.run_id))),
+        }
+    }
+    if !points.is_empty() {
+        append_points(conn, &points, &projects_of).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Writes points to runs already authorized and share-locked. Two prepared statements whatever
+/// the batch size and however many runs it spans. The first appends the points to the history
+/// (the arrays unnested server-side), upserts each series' (run and key) latest value (highest
+/// step, then time, then value; an older point logged late leaves it as it is), first point and
+/// point count into `run_latest_metrics`, which searches filter and sort on, and announces the
+/// points to each run's watchers. It answers each series' new count, which numbers the batch's
+/// points for the chunk summaries charts read (`metric_history::record_chunks`). A concurrent
+/// batch of the same series waits on that row until this transaction commits, so numbers never
+/// collide; series are upserted in one order, so two batches never deadlock.
+async fn append_points(
+    conn: &mut Conn,
+    points: &metric_history::Points,
+    projects_of: &HashMap<RunId, ProjectId>,
+) -> Result<()> {
+    // Subscribers of a run hear of its points when they commit (`events`); the payloads are
+    // built here and sent only for runs some replica watches.
+    let mut by_run: BTreeMap<RunId, Vec<usize>> = BTreeMap::new();
+    for (i, run) in points.runs.iter().enumerate() {
+        by_run.entry(*run).or_default().push(i);
+    }
+    let (mut topics, mut announcements) = (Vec::new(), Vec::new());
+    for (run, at) in &by_run {
+        let keys: Vec<String> = at.iter().map(|i| points.keys[*i].clone()).collect();
+        let values: Vec<f64> = at.iter().map(|i| points.values[*i]).collect();
+        let steps: Vec<i64> = at.iter().map(|i| points.steps[*i]).collect();
+        let ats: Vec<DateTime<Utc>> = at.iter().map(|i| points.ats[*i]).collect();
+        let (topic, announcement) = events::metrics_payload(*run, &keys, &values, &steps, &ats);
+        topics.push(topic);
+        announcements.push(announcement);
+    }
+    let series = metric_history::BatchSeries::of(points);
     let counts: Vec<SeriesCount> = diesel::sql_query(
         "WITH history AS (
              INSERT INTO run_metrics (run_id, key, value, step, at)
-             SELECT $1, * FROM unnest($2::text[], $3::float8[], $4::int8[], $5::timestamptz[])
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::int8[],
+                 $5::timestamptz[])
          ), latest AS (
              INSERT INTO run_latest_metrics AS latest
                  (run_id, key, points, value, step, at, earliest_value, earliest_step, earliest_at)
-             SELECT $1, * FROM unnest($6::text[], $7::int8[], $8::float8[], $9::int8[],
-                 $10::timestamptz[], $11::float8[], $12::int8[], $13::timestamptz[])
+             SELECT * FROM unnest($6::uuid[], $7::text[], $8::int8[], $9::float8[], $10::int8[],
+                 $11::timestamptz[], $12::float8[], $13::int8[], $14::timestamptz[])
              ON CONFLICT (run_id, key) DO UPDATE
              SET points = latest.points + EXCLUDED.points,
                  value = CASE WHEN (EXCLUDED.step, EXCLUDED.at, EXCLUDED.value)
@@ -380,20 +518,23 @@ pub async fn log_metrics(
                      THEN EXCLUDED.earliest_at ELSE latest.earliest_at END,
                  earliest_step = LEAST(EXCLUDED.earliest_step, latest.earliest_step)
              -- A row just inserted (xmax 0) is the run's first point of that key.
-             RETURNING key, points, xmax = 0 AS new_key
+             RETURNING run_id, key, points, xmax = 0 AS new_key
          ), announced AS (
-             SELECT pg_notify('custody_events', $15) FROM event_watches
-             WHERE topic = $14 AND expires_at > now()
-             LIMIT 1
+             SELECT pg_notify('custody_events', a.payload)
+             FROM unnest($15::text[], $16::text[]) AS a (topic, payload)
+             WHERE EXISTS (SELECT 1 FROM event_watches w
+                           WHERE w.topic = a.topic AND w.expires_at > now())
          )
-         -- The batch is never empty, so `latest` answers a row and the announcement runs.
-         SELECT key, points, new_key, (SELECT count(*) FROM announced) AS announced FROM latest",
+         -- The batch is never empty, so `latest` answers rows and the announcements run.
+         SELECT run_id, key, points, new_key, (SELECT count(*) FROM announced) AS announced
+         FROM latest",
     )
-    .bind::<SqlUuid, _>(run_id)
-    .bind::<Array<Text>, _>(&keys)
-    .bind::<Array<Float8>, _>(&values)
-    .bind::<Array<Int8>, _>(&steps)
-    .bind::<Array<Timestamptz>, _>(&ats)
+    .bind::<Array<SqlUuid>, _>(&points.runs)
+    .bind::<Array<Text>, _>(&points.keys)
+    .bind::<Array<Float8>, _>(&points.values)
+    .bind::<Array<Int8>, _>(&points.steps)
+    .bind::<Array<Timestamptz>, _>(&points.ats)
+    .bind::<Array<SqlUuid>, _>(&series.runs)
     .bind::<Array<Text>, _>(&series.keys)
     .bind::<Array<Int8>, _>(&series.points)
     .bind::<Array<Float8>, _>(&series.latest_values)
@@ -402,16 +543,26 @@ pub async fn log_metrics(
     .bind::<Array<Float8>, _>(&series.earliest_values)
     .bind::<Array<Int8>, _>(&series.earliest_steps)
     .bind::<Array<Timestamptz>, _>(&series.earliest_ats)
-    .bind::<Text, _>(&topic)
-    .bind::<Text, _>(&announcement)
+    .bind::<Array<Text>, _>(&topics)
+    .bind::<Array<Text>, _>(&announcements)
     .load(conn)
     .await?;
-    // Keys new to the run may be new to its project: the steady state (known keys) skips this.
-    let new_keys = counts.iter().filter(|c| c.new_key).map(|c| c.key.as_str());
-    run_keys::record(conn, run.project_id, KeyKind::Metric, new_keys).await?;
-    let counts: HashMap<String, i64> = counts.into_iter().map(|c| (c.key, c.points)).collect();
-    metric_history::record_chunks(conn, run_id, &keys, &values, &steps, &ats, &counts).await?;
-    Ok(keys.len())
+    // Keys new to a run may be new to its project: the steady state (known keys) skips this.
+    let mut new_keys: BTreeMap<ProjectId, Vec<&str>> = BTreeMap::new();
+    for count in counts.iter().filter(|c| c.new_key) {
+        if let Some(project) = projects_of.get(&count.run_id) {
+            new_keys.entry(*project).or_default().push(&count.key);
+        }
+    }
+    for (project, keys) in new_keys {
+        run_keys::record(conn, project, KeyKind::Metric, keys).await?;
+    }
+    let counts: HashMap<(RunId, String), i64> = counts
+        .into_iter()
+        .map(|c| ((c.run_id, c.key), c.points))
+        .collect();
+    metric_history::record_chunks(conn, points, &counts).await?;
+    Ok(())
 }
 
 pub async fn finish(

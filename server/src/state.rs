@@ -23,6 +23,8 @@ pub struct AppState {
     pub events: std::sync::Arc<crate::events::Hub>,
     /// How people sign in from a browser, and what approvals demand of them.
     pub sign_in: std::sync::Arc<crate::sign_in::SignIn>,
+    /// Where single-metric requests queue to be written together (group commit).
+    pub metrics: crate::metric_queue::MetricQueue,
 }
 
 impl AppState {

@@ -329,3 +329,59 @@ def test_outsiders_reach_no_logged_model(server, owner):
     status, answer = call(server, token, "GET", f"/api/2.0/mlflow/logged-models/{model_id}")
     assert status == 200 and answer["model"]["info"]["model_id"] == model_id
     assert snapshot(server, owner) == before
+
+
+def test_single_metrics_sent_together_are_each_authorized_and_answered(server, owner):
+    """Single-metric requests that arrive together are written together (group commit), yet
+    each is authorized and answered on its own: an outsider's, one to a finished run and one to
+    no run are refused in the middle of the owner's, whose every point lands exactly once."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    outsider = issue_token(server, f"outsider-{uuid.uuid4().hex[:8]}@example.com")
+    token, experiment = owner["token"], owner["experiment_id"]
+    runs = {}
+    for name in ("together", "finished"):
+        status, body = call(server, token, "POST", "/api/2.0/mlflow/runs/create",
+                            {"experiment_id": experiment, "run_name": name})
+        assert status == 200, body
+        runs[name] = body["run"]["info"]["run_id"]
+    status, body = call(server, token, "POST", "/api/2.0/mlflow/runs/update",
+                        {"run_id": runs["finished"], "status": "FINISHED"})
+    assert status == 200, body
+    before = snapshot(server, owner)
+
+    sends = [("owner", token, runs["together"], step) for step in range(80)]
+    sends += [("outsider", outsider, runs["together"], 1000 + i) for i in range(20)]
+    sends += [("outsider", outsider, owner["run_id"], 2000 + i) for i in range(20)]
+    sends += [("finished", token, runs["finished"], 3000 + i) for i in range(20)]
+    sends += [("missing", token, str(uuid.uuid4()), 4000 + i) for i in range(10)]
+    random.Random(7).shuffle(sends)
+
+    def send(item):
+        who, tok, run, step = item
+        status, body = call(server, tok, "POST", "/api/2.0/mlflow/runs/log-metric",
+                            {"run_id": run, "key": "c", "value": step + 0.5, "timestamp": 1,
+                             "step": step})
+        return who, status, body
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        answers = list(pool.map(send, sends))
+    expected = {"owner": (200, None), "outsider": (404, "RESOURCE_DOES_NOT_EXIST"),
+                "finished": (400, "INVALID_STATE"), "missing": (404, "RESOURCE_DOES_NOT_EXIST")}
+    for who, status, body in answers:
+        assert (status, body.get("error_code")) == expected[who], (who, status, body)
+
+    status, body = call(server, token, "GET",
+                        f"/api/2.0/mlflow/metrics/get-history?run_id={runs['together']}&metric_key=c")
+    assert status == 200, body
+    assert sorted((m["step"], m["value"]) for m in body["metrics"]) == [
+        (step, step + 0.5) for step in range(80)]
+    status, body = call(server, token, "GET",
+                        f"/api/2.0/mlflow/metrics/get-history?run_id={runs['finished']}&metric_key=c")
+    assert status == 200 and body.get("metrics", []) == [], body
+    # The latest value searches read counts every point once.
+    latest = admin_gql(server, "query($id: ID!) { run(id: $id) { latestMetrics { key value step } } }",
+                       {"id": runs["together"]})["run"]["latestMetrics"]
+    assert latest == [{"key": "c", "value": 79.5, "step": 79}], latest
+    assert snapshot(server, owner) == before

@@ -154,20 +154,31 @@ where
         }
         return outcome;
     }
-    PENDING
+    let (value, touched_credentials) = PENDING
         .scope(RefCell::new(Vec::new()), async move {
             conn.transaction(|c| {
                 async move {
                     let value = command(&mut *c).await?;
                     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+                    let touched_credentials = pending.iter().any(|p| {
+                        crate::token_cache::CREDENTIAL_SUBJECTS.contains(&p.subject_kind.as_str())
+                    });
+                    if touched_credentials {
+                        crate::token_cache::credentials_changed();
+                    }
                     append(c, pending).await?;
-                    Ok(value)
+                    Ok::<_, crate::error::Error>((value, touched_credentials))
                 }
                 .scope_boxed()
             })
             .await
         })
-        .await
+        .await?;
+    if touched_credentials {
+        // Committed: tokens verified while it was in flight are not trusted either.
+        crate::token_cache::credentials_changed();
+    }
+    Ok(value)
 }
 
 fn in_transaction(conn: &mut Conn) -> bool {

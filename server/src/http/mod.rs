@@ -298,8 +298,17 @@ pub(crate) async fn authenticate_token(
     token: &str,
     request_id: String,
 ) -> Result<Actor, Error> {
-    let mut conn = state.pool.get().await?;
-    let mut actor = auth::authenticate(&mut conn, &state.keys, token.trim()).await?;
+    let token = token.trim();
+    let mut actor = match crate::token_cache::get(token) {
+        Some(actor) => actor,
+        None => {
+            let lookup = crate::token_cache::Lookup::start();
+            let mut conn = state.pool.get().await?;
+            let (actor, expires_at) = auth::authenticate(&mut conn, &state.keys, token).await?;
+            lookup.remember(token, &actor, expires_at);
+            actor
+        }
+    };
     actor.request_id = Some(request_id);
     Ok(actor)
 }

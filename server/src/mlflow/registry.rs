@@ -53,7 +53,7 @@ use super::request::{args, lenient, ok, required, Call, MlflowError, Reply};
 use super::wire::{self, KeyValue};
 use crate::actor::Actor;
 use crate::db::schema::{
-    model_versions, models as models_table, projects as projects_table, users,
+    memberships, model_versions, models as models_table, projects as projects_table, users,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -221,15 +221,35 @@ struct Registered {
 
 /// The models named `model` in projects the caller may read (a project-limited token: its one
 /// project), with their projects' names.
-async fn candidates(conn: &mut Conn, actor: &Actor, model: &str) -> Result<Vec<(Model, String)>> {
-    let readable = projects::readable_ids(conn, actor, None).await?;
-    Ok(models_table::table
+async fn candidates(
+    conn: &mut Conn,
+    actor: &Actor,
+    model: &str,
+) -> Result<Vec<((Model, Role), String)>> {
+    // One statement for what bare names need on every registry request: the models of the name,
+    // their projects' names and the caller's membership there; those it cannot read drop out.
+    let found: Vec<(Model, String, Option<Role>)> = models_table::table
         .inner_join(projects_table::table)
+        .left_join(
+            memberships::table.on(memberships::project_id
+                .eq(models_table::project_id)
+                .and(memberships::user_id.nullable().eq(actor.user_id))),
+        )
         .filter(models_table::name.eq(model))
-        .filter(models_table::project_id.eq_any(readable))
-        .select((Model::as_select(), projects_table::name))
+        .select((
+            Model::as_select(),
+            projects_table::name,
+            memberships::role.nullable(),
+        ))
         .load(conn)
-        .await?)
+        .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(model, project, membership)| {
+            let role = projects::role_given(actor, model.project_id, membership)?;
+            Some(((model, role), project))
+        })
+        .collect())
 }
 
 /// The model a registered-model name means, the caller holding at least `needed` in its
@@ -248,10 +268,9 @@ async fn resolve(conn: &mut Conn, actor: &Actor, name: &str, needed: Role) -> Re
         }
         Name::Bare(model) => {
             let found = candidates(conn, actor, model).await?;
-            let (found, project) = choose(model, found)?.ok_or_else(|| missing_model(name))?;
-            projects::authorize(conn, actor, found.project_id, needed)
-                .await
-                .map_err(projects::hiding(|| missing_model(name)))?;
+            let ((found, role), project) =
+                choose(model, found)?.ok_or_else(|| missing_model(name))?;
+            projects::require(Some(role), needed).map_err(projects::hiding(|| missing_model(name)))?;
             Ok(Registered {
                 model: found,
                 project,
@@ -516,14 +535,13 @@ async fn one_model_wire(conn: &mut Conn, registered: &Registered) -> Result<Valu
 /// model of that name, qualified where one does.
 async fn answer_names(
     conn: &mut Conn,
-    actor: &Actor,
+    readable: &[ProjectId],
     found: &[Model],
 ) -> Result<HashMap<ModelId, String>> {
     let names: Vec<&str> = found.iter().map(|m| m.name.as_str()).collect();
-    let readable = projects::readable_ids(conn, actor, None).await?;
     let homes: Vec<(String, ProjectId)> = models_table::table
         .filter(models_table::name.eq_any(&names))
-        .filter(models_table::project_id.eq_any(&readable))
+        .filter(models_table::project_id.eq_any(readable))
         .select((models_table::name, models_table::project_id))
         .load(conn)
         .await?;
@@ -536,11 +554,15 @@ async fn answer_names(
         .filter(|m| count.get(m.name.as_str()).is_some_and(|n| *n > 1))
         .map(|m| m.project_id)
         .collect();
-    let project_names: HashMap<ProjectId, String> = projects::by_ids(conn, &ambiguous)
-        .await?
-        .into_iter()
-        .map(|p| (p.id, p.name))
-        .collect();
+    let project_names: HashMap<ProjectId, String> = if ambiguous.is_empty() {
+        HashMap::new()
+    } else {
+        projects::by_ids(conn, &ambiguous)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p.name))
+            .collect()
+    };
     Ok(found
         .iter()
         .map(|m| {
@@ -1406,7 +1428,7 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
     let project_ids = projects::readable_ids(&mut conn, &call.actor, None).await?;
     let page = sql::page::<Model>(&mut conn, &REGISTERED_MODELS, &project_ids, &search).await?;
     let found: Vec<Model> = page.rows.iter().map(|(m, _)| m.clone()).collect();
-    let names = answer_names(&mut conn, &call.actor, &found).await?;
+    let names = answer_names(&mut conn, &project_ids, &found).await?;
     let named: Vec<(Model, String)> = found
         .into_iter()
         .map(|m| {
@@ -1438,7 +1460,7 @@ async fn search_versions(call: Call, http: HttpRequest, body: web::Bytes) -> Rep
     model_ids.sort();
     model_ids.dedup();
     let owners = models::by_ids(&mut conn, &model_ids).await?;
-    let names = answer_names(&mut conn, &call.actor, &owners).await?;
+    let names = answer_names(&mut conn, &project_ids, &owners).await?;
     let named: Vec<(ModelVersion, String)> = page
         .rows
         .iter()

@@ -1,0 +1,1 @@
+DROP INDEX models_name;
