@@ -166,13 +166,14 @@ pub async fn record_chunks(
             .expect("every series is counted");
         let point = batch.point(i);
         for level in [FINE_LEVEL, COARSE_LEVEL] {
-            let summary = chunks
-                .entry((run, key, level, *number >> level))
-                .or_insert(ChunkSummary {
-                    points: 0,
-                    low: point,
-                    high: point,
-                });
+            let summary =
+                chunks
+                    .entry((run, key, level, *number >> level))
+                    .or_insert(ChunkSummary {
+                        points: 0,
+                        low: point,
+                        high: point,
+                    });
             summary.points += 1;
             if point.value < summary.low.value {
                 summary.low = point;

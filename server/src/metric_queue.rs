@@ -78,8 +78,10 @@ async fn write_batches(pool: DbPool, receiver: Arc<Mutex<mpsc::Receiver<Queued>>
             batch.into_iter().map(|q| (q.call, q.answer)).unzip();
         let written = async {
             let mut conn = pool.get().await?;
-            audit::transaction(&mut conn, |c| runs::log_metric_calls(c, &calls).scope_boxed())
-                .await
+            audit::transaction(&mut conn, |c| {
+                runs::log_metric_calls(c, &calls).scope_boxed()
+            })
+            .await
         }
         .await;
         match written {
@@ -103,6 +105,8 @@ async fn write_batches(pool: DbPool, receiver: Arc<Mutex<mpsc::Receiver<Queued>>
 fn same_for_each(e: &Error) -> Error {
     match e {
         Error::Unavailable(m) => Error::Unavailable(m.clone()),
-        other => Error::internal(anyhow::anyhow!("writing a batch of metrics failed: {other}")),
+        other => Error::internal(anyhow::anyhow!(
+            "writing a batch of metrics failed: {other}"
+        )),
     }
 }

@@ -348,7 +348,13 @@ pub async fn log_metrics(
     let mut points = metric_history::Points::with_capacity(metrics.len());
     for metric in metrics {
         let at = metric.at.unwrap_or(now);
-        points.push(run_id, metric.key, metric.value, metric.step.unwrap_or(0), at);
+        points.push(
+            run_id,
+            metric.key,
+            metric.value,
+            metric.step.unwrap_or(0),
+            at,
+        );
     }
     let logged = points.len();
     append_points(conn, &points, &HashMap::from([(run_id, run.project_id)])).await?;
@@ -395,7 +401,11 @@ pub async fn log_metric_calls(conn: &mut Conn, calls: &[MetricCall]) -> Result<V
     let roles: HashMap<(ProjectId, UserId), Role> = memberships::table
         .filter(memberships::user_id.eq_any(&user_ids))
         .filter(memberships::project_id.eq_any(&project_ids))
-        .select((memberships::project_id, memberships::user_id, memberships::role))
+        .select((
+            memberships::project_id,
+            memberships::user_id,
+            memberships::role,
+        ))
         .load::<(ProjectId, UserId, Role)>(conn)
         .await?
         .into_iter()

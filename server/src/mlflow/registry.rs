@@ -270,7 +270,8 @@ async fn resolve(conn: &mut Conn, actor: &Actor, name: &str, needed: Role) -> Re
             let found = candidates(conn, actor, model).await?;
             let ((found, role), project) =
                 choose(model, found)?.ok_or_else(|| missing_model(name))?;
-            projects::require(Some(role), needed).map_err(projects::hiding(|| missing_model(name)))?;
+            projects::require(Some(role), needed)
+                .map_err(projects::hiding(|| missing_model(name)))?;
             Ok(Registered {
                 model: found,
                 project,
