@@ -95,15 +95,8 @@ mod tests {
 
     fn actor(email: &str) -> Actor {
         Actor {
-            user_id: None,
             email: email.to_owned(),
-            is_admin: false,
-            is_auditor: false,
-            read_only: false,
-            project_scope: None,
-            auth: None,
-            signed_in_at: None,
-            request_id: None,
+            ..Actor::system("test")
         }
     }
 
