@@ -16,6 +16,7 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 
 use crate::db::Conn;
+use crate::db::Prepared;
 use crate::error::{Error, Result};
 use crate::ids::RunId;
 
@@ -189,8 +190,9 @@ pub async fn record_chunks(
         rows.push(run, key, level, chunk, &summary);
     }
     // Rows in (run, key, level, chunk) order: concurrent batches lock them in the same order.
-    diesel::sql_query(
-        "INSERT INTO run_metric_chunks AS c
+    Prepared(
+        diesel::sql_query(
+            "INSERT INTO run_metric_chunks AS c
              (run_id, key, level, chunk, points, min_value, min_step, min_at,
               max_value, max_step, max_at)
          SELECT * FROM unnest($1::uuid[], $2::text[], $3::int2[], $4::int8[], $5::int4[],
@@ -208,18 +210,19 @@ pub async fn record_chunks(
                  THEN EXCLUDED.max_step ELSE c.max_step END,
              max_at = CASE WHEN EXCLUDED.max_value > c.max_value
                  THEN EXCLUDED.max_at ELSE c.max_at END",
+        )
+        .bind::<Array<SqlUuid>, _>(&rows.runs)
+        .bind::<Array<Text>, _>(&rows.keys)
+        .bind::<Array<Int2>, _>(&rows.levels)
+        .bind::<Array<Int8>, _>(&rows.chunks)
+        .bind::<Array<Int4>, _>(&rows.points)
+        .bind::<Array<Float8>, _>(&rows.min_values)
+        .bind::<Array<Int8>, _>(&rows.min_steps)
+        .bind::<Array<Timestamptz>, _>(&rows.min_ats)
+        .bind::<Array<Float8>, _>(&rows.max_values)
+        .bind::<Array<Int8>, _>(&rows.max_steps)
+        .bind::<Array<Timestamptz>, _>(&rows.max_ats),
     )
-    .bind::<Array<SqlUuid>, _>(&rows.runs)
-    .bind::<Array<Text>, _>(&rows.keys)
-    .bind::<Array<Int2>, _>(&rows.levels)
-    .bind::<Array<Int8>, _>(&rows.chunks)
-    .bind::<Array<Int4>, _>(&rows.points)
-    .bind::<Array<Float8>, _>(&rows.min_values)
-    .bind::<Array<Int8>, _>(&rows.min_steps)
-    .bind::<Array<Timestamptz>, _>(&rows.min_ats)
-    .bind::<Array<Float8>, _>(&rows.max_values)
-    .bind::<Array<Int8>, _>(&rows.max_steps)
-    .bind::<Array<Timestamptz>, _>(&rows.max_ats)
     .execute(conn)
     .await?;
     Ok(())
@@ -371,13 +374,13 @@ struct SeriesEnds {
 }
 
 async fn series_of(conn: &mut Conn, run_ids: &[RunId], keys: &[String]) -> Result<Vec<SeriesEnds>> {
-    Ok(diesel::sql_query(
+    Ok(Prepared(diesel::sql_query(
         "SELECT run_id, key, points, earliest_value, earliest_step, earliest_at, value, step, at
          FROM run_latest_metrics WHERE run_id = ANY($1) AND key = ANY($2)",
     )
     .bind::<Array<SqlUuid>, _>(run_ids)
     .bind::<Array<Text>, _>(keys)
-    .load(conn)
+    ).load(conn)
     .await?)
 }
 
@@ -408,7 +411,7 @@ async fn bucketed_points(
     }
     let run_ids: Vec<RunId> = series.iter().map(|s| s.run_id).collect();
     let keys: Vec<&str> = series.iter().map(|s| s.key.as_str()).collect();
-    let rows: Vec<SeriesPoint> = diesel::sql_query(
+    let rows: Vec<SeriesPoint> = Prepared(diesel::sql_query(
         "WITH points AS (
            SELECT m.run_id, m.key, step, value, at,
                   row_number() OVER (PARTITION BY m.run_id, m.key ORDER BY step, at) - 1 AS i,
@@ -431,7 +434,7 @@ async fn bucketed_points(
     .bind::<Array<Text>, _>(&keys)
     .bind::<Int8, _>(i64::from(request.max_points))
     .bind::<Int8, _>(request.buckets() as i64)
-    .load(conn)
+    ).load(conn)
     .await?;
     // Rows come ordered by run and key: each change of either starts a series.
     let mut answered: Vec<Series> = Vec::new();
@@ -521,7 +524,7 @@ async fn from_chunks(
         let keys: Vec<&str> = at_level.iter().map(|s| s.key.as_str()).collect();
         // `= ANY` on each column keeps the read on the primary key whatever the planner thinks
         // of the arrays; the pairs the arrays cross into are dropped below.
-        let found: Vec<Chunk> = diesel::sql_query(
+        let found: Vec<Chunk> = Prepared(diesel::sql_query(
             "SELECT run_id, key, chunk, min_value, min_step, min_at, max_value, max_step, max_at
              FROM run_metric_chunks
              WHERE run_id = ANY($1) AND key = ANY($2) AND level = $3",
@@ -529,7 +532,7 @@ async fn from_chunks(
         .bind::<Array<SqlUuid>, _>(&run_ids)
         .bind::<Array<Text>, _>(&keys)
         .bind::<Int2, _>(chosen)
-        .load(conn)
+        ).load(conn)
         .await?;
         let wanted: HashSet<(RunId, &str)> = at_level
             .iter()

@@ -9,7 +9,7 @@ use crate::actor::Actor;
 use crate::artifacts;
 use crate::audit::{self, Change};
 use crate::db::schema::{model_versions, models, projects as projects_table, runs};
-use crate::db::{Conn, Slice, VersionRange};
+use crate::db::{Conn, Prepared, Slice, VersionRange};
 use crate::error::{Error, Result};
 use crate::ids::{ModelId, ModelVersionId, ProjectId, RunId, UserId};
 use crate::lineage::{self, NodeRef};
@@ -166,10 +166,12 @@ pub async fn register_version(
         Some(_) => {}
     }
     // Lock the model so concurrent registrations number their versions one after the other.
-    diesel::sql_query("SELECT 1 FROM models WHERE id = $1 FOR UPDATE")
-        .bind::<diesel::sql_types::Uuid, _>(model.id)
-        .execute(conn)
-        .await?;
+    Prepared(
+        diesel::sql_query("SELECT 1 FROM models WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::Uuid, _>(model.id),
+    )
+    .execute(conn)
+    .await?;
     let last: Option<i32> = model_versions::table
         .filter(model_versions::model_id.eq(model.id))
         .select(diesel::dsl::max(model_versions::version))

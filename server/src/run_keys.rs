@@ -11,6 +11,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::db::schema::run_keys;
 use crate::db::Conn;
+use crate::db::Prepared;
 use crate::error::Result;
 use crate::ids::ProjectId;
 
@@ -50,12 +51,14 @@ pub async fn record<'k>(
     if qualified.is_empty() {
         return Ok(());
     }
-    diesel::sql_query(
-        "INSERT INTO run_keys (project_id, key) SELECT $1, unnest($2::text[])
+    Prepared(
+        diesel::sql_query(
+            "INSERT INTO run_keys (project_id, key) SELECT $1, unnest($2::text[])
          ON CONFLICT DO NOTHING",
+        )
+        .bind::<SqlUuid, _>(project_id)
+        .bind::<Array<Text>, _>(&qualified),
     )
-    .bind::<SqlUuid, _>(project_id)
-    .bind::<Array<Text>, _>(&qualified)
     .execute(conn)
     .await?;
     Ok(())

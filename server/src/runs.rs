@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{memberships, run_metrics, run_params, runs};
-use crate::db::{text_enum, Conn, Slice};
+use crate::db::{text_enum, Conn, Prepared, Slice};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::ids::{CodeCommitId, DatasetVersionId, ProjectId, RunId, UserId};
@@ -499,8 +499,9 @@ async fn append_points(
         announcements.push(announcement);
     }
     let series = metric_history::BatchSeries::of(points);
-    let counts: Vec<SeriesCount> = diesel::sql_query(
-        "WITH history AS (
+    let counts: Vec<SeriesCount> = Prepared(
+        diesel::sql_query(
+            "WITH history AS (
              INSERT INTO run_metrics (run_id, key, value, step, at)
              SELECT * FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::int8[],
                  $5::timestamptz[])
@@ -538,23 +539,24 @@ async fn append_points(
          -- The batch is never empty, so `latest` answers rows and the announcements run.
          SELECT run_id, key, points, new_key, (SELECT count(*) FROM announced) AS announced
          FROM latest",
+        )
+        .bind::<Array<SqlUuid>, _>(&points.runs)
+        .bind::<Array<Text>, _>(&points.keys)
+        .bind::<Array<Float8>, _>(&points.values)
+        .bind::<Array<Int8>, _>(&points.steps)
+        .bind::<Array<Timestamptz>, _>(&points.ats)
+        .bind::<Array<SqlUuid>, _>(&series.runs)
+        .bind::<Array<Text>, _>(&series.keys)
+        .bind::<Array<Int8>, _>(&series.points)
+        .bind::<Array<Float8>, _>(&series.latest_values)
+        .bind::<Array<Int8>, _>(&series.latest_steps)
+        .bind::<Array<Timestamptz>, _>(&series.latest_ats)
+        .bind::<Array<Float8>, _>(&series.earliest_values)
+        .bind::<Array<Int8>, _>(&series.earliest_steps)
+        .bind::<Array<Timestamptz>, _>(&series.earliest_ats)
+        .bind::<Array<Text>, _>(&topics)
+        .bind::<Array<Text>, _>(&announcements),
     )
-    .bind::<Array<SqlUuid>, _>(&points.runs)
-    .bind::<Array<Text>, _>(&points.keys)
-    .bind::<Array<Float8>, _>(&points.values)
-    .bind::<Array<Int8>, _>(&points.steps)
-    .bind::<Array<Timestamptz>, _>(&points.ats)
-    .bind::<Array<SqlUuid>, _>(&series.runs)
-    .bind::<Array<Text>, _>(&series.keys)
-    .bind::<Array<Int8>, _>(&series.points)
-    .bind::<Array<Float8>, _>(&series.latest_values)
-    .bind::<Array<Int8>, _>(&series.latest_steps)
-    .bind::<Array<Timestamptz>, _>(&series.latest_ats)
-    .bind::<Array<Float8>, _>(&series.earliest_values)
-    .bind::<Array<Int8>, _>(&series.earliest_steps)
-    .bind::<Array<Timestamptz>, _>(&series.earliest_ats)
-    .bind::<Array<Text>, _>(&topics)
-    .bind::<Array<Text>, _>(&announcements)
     .load(conn)
     .await?;
     // Keys new to a run may be new to its project: the steady state (known keys) skips this.

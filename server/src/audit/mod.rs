@@ -38,6 +38,7 @@ use serde_json::Value;
 use crate::actor::Actor;
 use crate::db::schema::{audit_head, audit_log};
 use crate::db::Conn;
+use crate::db::Prepared;
 use crate::error::Result;
 use crate::ids::{ProjectId, TypedId};
 
@@ -380,14 +381,16 @@ pub async fn recent(
         return Ok(Vec::new());
     }
     let ids: Vec<uuid::Uuid> = project_ids.iter().map(|p| p.uuid()).collect();
-    Ok(diesel::sql_query(
-        "SELECT e.* FROM unnest($1::uuid[]) AS p(id) \
+    Ok(Prepared(
+        diesel::sql_query(
+            "SELECT e.* FROM unnest($1::uuid[]) AS p(id) \
          CROSS JOIN LATERAL (SELECT * FROM audit_log a WHERE a.project_id = p.id \
                              ORDER BY a.seq DESC LIMIT $2) e \
          ORDER BY e.seq DESC LIMIT $2",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
+        .bind::<diesel::sql_types::BigInt, _>(limit),
     )
-    .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids)
-    .bind::<diesel::sql_types::BigInt, _>(limit)
     .load(conn)
     .await?)
 }

@@ -6,6 +6,9 @@ pub mod schema;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::QueryResult;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -273,6 +276,34 @@ pub async fn migrate(urls: &DatabaseUrls) -> anyhow::Result<Vec<String>> {
         Ok(applied)
     })
     .await?
+}
+
+/// A raw SQL statement whose text is a constant of the code (every value bound), prepared once
+/// per connection and reused, as diesel's typed queries are. diesel never caches `sql_query`
+/// (it cannot know the text is not built from input), so each execution paid PostgreSQL's
+/// parse and plan and an extra round trip to prepare. Never wrap SQL built per request: each
+/// distinct text would stay in every connection's statement cache.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared<Q>(pub Q);
+
+impl<Q: QueryFragment<Pg>> QueryFragment<Pg> for Prepared<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _: &Pg) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> QueryId for Prepared<Q> {
+    type QueryId = ();
+    // No static id: the cache keys the statement by its text and bind types.
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for Prepared<Q> {
+    type SqlType = Q::SqlType;
 }
 
 /// A pool of at most `max_size` connections; a request waits at most `wait` for one, then is

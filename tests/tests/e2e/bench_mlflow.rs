@@ -12,7 +12,9 @@
 //! `/var/tmp/custody-venv/bin/mlflow` (`pip install mlflow==3.17.2 psycopg2-binary`), else
 //! `mlflow` on PATH, or `CUSTODY_BENCH_MLFLOW=/path/to/mlflow`. `CUSTODY_BENCH_SECONDS` (default
 //! 15) and `CUSTODY_BENCH_MIB` (default 256) change the duration of each measurement and the
-//! size of the uploaded file.
+//! size of the uploaded file. `CUSTODY_BENCH_PERF=<dir>` records a system-wide `perf` profile of
+//! each measurement into `<dir>/<workload>-<server>.data` (`perf report -i … --sort comm,sym`
+//! splits the server, PostgreSQL and wrk).
 //!
 //! One database per server in the same cluster: Custody's is cloned from the migrated template,
 //! MLflow's starts empty and `mlflow server` (default workers, `--serve-artifacts`) creates its
@@ -232,6 +234,22 @@ impl CpuMark {
             client: self.client - before.client,
         }
     }
+}
+
+/// With `CUSTODY_BENCH_PERF=<dir>`: a system-wide `perf record` for the next `seconds`.
+fn perf_record(name: &str, seconds: u64) -> Option<Child> {
+    let dir = PathBuf::from(std::env::var_os("CUSTODY_BENCH_PERF")?);
+    std::fs::create_dir_all(&dir).expect("the perf output folder");
+    let out = dir.join(format!("{name}.data"));
+    let child = Command::new("perf")
+        .args(["record", "-a", "-g", "-F", "499", "-o"])
+        .arg(&out)
+        .args(["--", "sleep", &seconds.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("CUSTODY_BENCH_PERF needs `perf` on PATH");
+    Some(child)
 }
 
 fn which(prog: &str) -> Option<PathBuf> {
@@ -1303,7 +1321,11 @@ async fn bench_mlflow() {
                 &file,
             )
             .await;
+            let profile = perf_record(&format!("{workload:?}-{}", t.name), seconds);
             let m = run_wrk(t, &lua(workload, t, s, 2), connections, seconds, &file).await;
+            if let Some(mut perf) = profile {
+                let _ = perf.wait();
+            }
             let rows_after = t.metric_rows().await;
             println!("{}", describe(t.name, &m, unit, per_request));
             for (what, r) in [("warm-up", &warm), ("measurement", &m)] {
