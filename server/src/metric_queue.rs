@@ -51,8 +51,7 @@ impl MetricQueue {
         MetricQueue { sender }
     }
 
-    /// Logs one metric (checked with `runs::check_metric`) and answers once it is committed,
-    /// or why it was refused.
+    /// Logs one metric and answers once it is committed, or why it was refused.
     pub async fn log(&self, call: MetricCall) -> Result<()> {
         let (answer, answered) = oneshot::channel();
         self.sender

@@ -308,7 +308,7 @@ struct SeriesCount {
 }
 
 /// Refuses a metric no run takes: an empty or over-long key, a non-finite value.
-pub fn check_metric(metric: &NewMetric) -> Result<()> {
+fn check_metric(metric: &NewMetric) -> Result<()> {
     if metric.key.is_empty() {
         return Err(Error::invalid("metric keys must not be empty"));
     }
@@ -369,15 +369,16 @@ fn not_running(run: &Run) -> Error {
 }
 
 /// One metric one caller logs to one run: what concurrent single-metric requests are gathered
-/// into (`metric_queue`), checked with [`check_metric`] before.
+/// into (`metric_queue`).
 pub struct MetricCall {
     pub actor: Actor,
     pub run_id: RunId,
     pub metric: NewMetric,
 }
 
-/// Logs many callers' metrics in one go: each call is authorized on its own (its caller may
-/// write the run, the run is running) and answered on its own; the accepted ones are written
+/// Logs many callers' metrics in one go: each call is checked and authorized on its own (a
+/// finite value under a valid key, a caller who may write the run, a running run) and answered
+/// on its own; the accepted ones are written
 /// together, in the statements one batch takes. A refused call writes nothing. The outer error
 /// (the database failed) means none was written.
 pub async fn log_metric_calls(conn: &mut Conn, calls: &[MetricCall]) -> Result<Vec<Result<()>>> {
@@ -414,6 +415,8 @@ pub async fn log_metric_calls(conn: &mut Conn, calls: &[MetricCall]) -> Result<V
     let mut outcomes: Vec<Result<()>> = calls
         .iter()
         .map(|call| {
+            call.actor.require_writer()?;
+            check_metric(&call.metric)?;
             let missing = || Error::not_found(format!("no run with id {}", call.run_id));
             let project = *projects_of.get(&call.run_id).ok_or_else(missing)?;
             let membership = call

@@ -73,20 +73,7 @@ impl Browser {
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .process_group(0);
-            // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
-            // async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(
-                        libc::PR_SET_PDEATHSIG,
-                        libc::SIGTERM as libc::c_ulong,
-                        0,
-                        0,
-                        0,
-                    );
-                    Ok(())
-                });
-            }
+            crate::die_with_parent(&mut cmd, libc::SIGTERM);
             let child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawning {}: {e}", chromedriver.display()));

@@ -146,3 +146,26 @@ pub fn commit_sha(seed: &str) -> String {
 pub fn random_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+/// Makes the child of `cmd` get `signal` should this test process die without stopping it (a
+/// panicking test, a killed `cargo test`): no server, driver or cluster outlives its test.
+pub fn die_with_parent(cmd: &mut std::process::Command, signal: libc::c_int) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0);
+            Ok(())
+        });
+    }
+}
+
+/// The machine's load averages (1, 5 and 15 minutes), as benchmarks print them next to figures.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -129,20 +129,7 @@ impl PgCluster {
         let out = std::fs::File::create(&initdb_log)?;
         let mut initdb = pg_command(bin_dir, "initdb", as_postgres);
         if !as_postgres {
-            // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
-            // async-signal-safe.
-            unsafe {
-                initdb.pre_exec(|| {
-                    libc::prctl(
-                        libc::PR_SET_PDEATHSIG,
-                        libc::SIGKILL as libc::c_ulong,
-                        0,
-                        0,
-                        0,
-                    );
-                    Ok(())
-                });
-            }
+            crate::die_with_parent(&mut initdb, libc::SIGKILL);
         }
         let status = initdb
             .arg("-D")

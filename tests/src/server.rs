@@ -2,7 +2,7 @@
 //! stopping and restarting it, and running its CLI subcommands (`token issue`).
 
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -334,21 +334,7 @@ impl Server {
             }
             cmd.args(&self.extra_args);
             cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
-            // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
-            // async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    // Should this test process die without dropping us, the server gets SIGTERM.
-                    libc::prctl(
-                        libc::PR_SET_PDEATHSIG,
-                        libc::SIGTERM as libc::c_ulong,
-                        0,
-                        0,
-                        0,
-                    );
-                    Ok(())
-                });
-            }
+            crate::die_with_parent(&mut cmd, libc::SIGTERM);
             let child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));

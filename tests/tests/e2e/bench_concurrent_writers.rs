@@ -243,15 +243,6 @@ fn postgres_jiffies() -> u64 {
         .sum()
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 * p / 100.0).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i]
@@ -328,7 +319,7 @@ async fn bench_concurrent_writers() {
     let (busy0, total0) = cpu_jiffies();
     let server0 = process_jiffies(pid);
     let postgres0 = custody_tests::blocking(postgres_jiffies).await;
-    let load_before = loadavg();
+    let load_before = custody_tests::loadavg();
     let started = Instant::now();
     let until = started + Duration::from_secs(SECONDS);
     let handles: Vec<_> = writers
@@ -352,7 +343,7 @@ async fn bench_concurrent_writers() {
     let (busy1, total1) = cpu_jiffies();
     let server1 = process_jiffies(pid);
     let postgres1 = custody_tests::blocking(postgres_jiffies).await;
-    let load_after = loadavg();
+    let load_after = custody_tests::loadavg();
     let audit_after = count(&sql, "audit_log").await;
 
     let mutations = samples.len();

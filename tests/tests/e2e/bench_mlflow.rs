@@ -273,15 +273,6 @@ fn version_of(program: &Path, args: &[&str]) -> String {
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 // ---------------------------------------------------------------------------------------------
 // The MLflow server
 
@@ -347,23 +338,7 @@ impl MlflowServer {
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out);
-            // SAFETY: the closure runs in the forked child before exec; prctl is
-            // async-signal-safe.
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(|| {
-                    // Should this test process die without dropping the guard, MLflow's CLI gets
-                    // SIGTERM (it then stops its workers).
-                    libc::prctl(
-                        libc::PR_SET_PDEATHSIG,
-                        libc::SIGTERM as libc::c_ulong,
-                        0,
-                        0,
-                        0,
-                    );
-                    Ok(())
-                });
-            }
+            custody_tests::die_with_parent(&mut cmd, libc::SIGTERM);
             let child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
@@ -1019,7 +994,7 @@ async fn run_wrk(
 ) -> Measured {
     std::fs::write(file, script).unwrap();
     let postmaster = postmaster_pid();
-    let load = loadavg();
+    let load = custody_tests::loadavg();
     let before = CpuMark::now(t.pid, postmaster);
     let out = tokio::process::Command::new("wrk")
         .args([
@@ -1159,7 +1134,7 @@ async fn bench_mlflow() {
     println!(
         "machine        : {} CPUs ({cpu_model}), load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg()
+        custody_tests::loadavg()
     );
     println!(
         "custody-server : {} ({})",
