@@ -259,8 +259,23 @@ pub async fn screenshot(c: &Client, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
 }
 
-/// The text of each body row of the table with this id.
+/// Waits until the browser is on a page whose URL contains `fragment` (after a form's submit or
+/// a click on a link), so that nothing is read from the page being left.
+pub async fn wait_for_url(c: &Client, fragment: &str) {
+    crate::wait_until(
+        &format!("a page at a URL with {fragment}"),
+        Duration::from_secs(20),
+        || async {
+            let url = c.current_url().await.ok()?;
+            url.as_str().contains(fragment).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The text of each body row of the table with this id, once the table is on the page.
 pub async fn rows(c: &Client, table: &str) -> Vec<String> {
+    text_of(c, table).await;
     let mut out = Vec::new();
     for row in c
         .find_all(fantoccini::Locator::Css(&format!("#{table} tbody tr")))

@@ -5,7 +5,7 @@
 //! Content-Security-Policy; outsiders get "not found". Screenshots of each page (1280 px wide)
 //! go to `target/ui-screenshots/` for review.
 
-use custody_tests::browser::{rows, screenshot, text_of, Browser};
+use custody_tests::browser::{rows, screenshot, text_of, wait_for_url, Browser};
 use custody_tests::fixtures::*;
 use custody_tests::governance::start_env_with_smtp;
 use custody_tests::sign_in::{cookie_client, sign_in_in_browser};
@@ -79,6 +79,7 @@ async fn a_signed_in_person_finds_a_run_by_filter_and_opens_it() {
         .click()
         .await
         .unwrap();
+    wait_for_url(c, "filter=").await;
     let found = rows(c, "runs").await;
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].starts_with("best"));

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use custody_tests::browser::{rows, screenshot, text_of, Browser};
+use custody_tests::browser::{rows, screenshot, text_of, wait_for_url, Browser};
 use custody_tests::fixtures::*;
 use custody_tests::governance::{outbox_settled, start_env_with_smtp};
 use custody_tests::sign_in::{hidden_value, session_csrf, sign_in_by_email, sign_in_in_browser};
@@ -52,26 +52,6 @@ async fn choose(c: &Client, select: &str, value: &str) {
         .select_by_value(value)
         .await
         .unwrap();
-}
-
-/// Waits until the browser is on a page whose URL contains `fragment` (after a form's submit),
-/// so that nothing is read from the page being left.
-async fn wait_for_url(c: &Client, fragment: &str) {
-    custody_tests::wait_until(
-        &format!("a page at a URL with {fragment}"),
-        Duration::from_secs(20),
-        || async {
-            let url = c.current_url().await.ok()?;
-            url.as_str().contains(fragment).then_some(())
-        },
-    )
-    .await;
-}
-
-/// The rows of a table once the page that has it is there.
-async fn rows_of(c: &Client, table: &str) -> Vec<String> {
-    text_of(c, table).await;
-    rows(c, table).await
 }
 
 /// The outcome page's heading and message after a form.
@@ -130,7 +110,7 @@ async fn a_project_admin_manages_the_project_and_their_tokens_in_the_browser() {
         "{message}"
     );
     click(c, "back").await;
-    let members = rows_of(c, "member-list").await;
+    let members = rows(c, "member-list").await;
     assert_eq!(members.len(), 2, "{members:?}");
     assert!(members[1].contains(BOB), "{members:?}");
     choose(c, "member-role-2", "APPROVER").await;
@@ -254,7 +234,7 @@ async fn a_project_admin_manages_the_project_and_their_tokens_in_the_browser() {
         .await;
     assert_eq!(code, "FORBIDDEN");
     click(c, "back").await;
-    let tokens = rows_of(c, "token-list").await;
+    let tokens = rows(c, "token-list").await;
     assert_eq!(tokens.len(), 1, "{tokens:?}");
     assert!(
         tokens[0].contains("laptop") && tokens[0].contains("churn"),
@@ -540,7 +520,7 @@ async fn the_audit_log_filters_by_actor_and_time_and_exports_the_same_selection(
     type_into(c, "audit-actor", BOB).await;
     click(c, "apply-audit-filter").await;
     wait_for_url(c, "actor=bob").await;
-    let bobs = rows_of(c, "audit").await;
+    let bobs = rows(c, "audit").await;
     assert!(bobs.len() >= 2, "{bobs:?}");
     assert!(bobs.iter().all(|r| r.contains(BOB)), "{bobs:?}");
 
@@ -549,7 +529,7 @@ async fn the_audit_log_filters_by_actor_and_time_and_exports_the_same_selection(
     type_into(c, "audit-since", &boundary).await;
     click(c, "apply-audit-filter").await;
     wait_for_url(c, "since=").await;
-    let anas = rows_of(c, "audit").await;
+    let anas = rows(c, "audit").await;
     assert!(anas.iter().all(|r| r.contains(ANA)), "{anas:?}");
     assert!(anas.iter().any(|r| r.contains("run.start")), "{anas:?}");
     assert!(
@@ -611,7 +591,7 @@ async fn the_audit_log_filters_by_actor_and_time_and_exports_the_same_selection(
     )))
     .await
     .unwrap();
-    let early = rows_of(c, "audit").await;
+    let early = rows(c, "audit").await;
     assert!(
         early.iter().any(|r| r.contains("project.create")),
         "{early:?}"
@@ -700,7 +680,7 @@ async fn home_shows_recent_runs_and_activity_and_the_inbox_the_evidence() {
     let c = browser.client();
     c.set_window_size(1280, 900).await.unwrap();
     sign_in_in_browser(c, s, &smtp, BOB, "/approvals").await;
-    let metrics = rows_of(c, &format!("metrics-{p2}")).await;
+    let metrics = rows(c, &format!("metrics-{p2}")).await;
     assert_eq!(metrics.len(), 1, "{metrics:?}");
     assert!(
         metrics[0].contains("auc")

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use custody_tests::browser::{rows, screenshot, text_of, Browser};
+use custody_tests::browser::{rows, screenshot, text_of, wait_for_url, Browser};
 use custody_tests::fixtures::*;
 use custody_tests::governance::start_env_with_smtp;
 use custody_tests::sign_in::sign_in_in_browser;
@@ -246,11 +246,7 @@ async fn a_person_chooses_columns_sorts_completes_keys_and_compares_runs() {
         "metrics.loss < 0.03"
     );
     click(c, "#apply-filter").await;
-    wait_until("the filtered page", Duration::from_secs(20), || async {
-        let url = c.current_url().await.ok()?;
-        url.as_str().contains("filter=metrics.loss").then_some(())
-    })
-    .await;
+    wait_for_url(c, "filter=metrics.loss").await;
     assert_eq!(rows(c, "runs").await.len(), 3);
     // A sort key that is not one is refused with the reason, on the page.
     c.goto(&s.url("/projects/churn?order=metrics.auc+sideways"))
