@@ -1,5 +1,9 @@
 use clap::Parser as _;
 
+/// See `Cargo.toml`: many small allocations per request, across the runtime's threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> std::process::ExitCode {
     let cli = custody_server::config::Cli::parse();

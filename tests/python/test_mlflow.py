@@ -259,5 +259,16 @@ def test_bare_model_names_go_to_the_project_being_trained_in(server, tmp):
         assert client.get_registered_model(f"{other}~fresh-name").name == f"{other}~fresh-name"
         # Now the bare name names one model: it resolves.
         assert client.get_registered_model("fresh-name").name == "fresh-name"
+        # A name that two readable projects hold is answered qualified by searches, bare or not.
+        model = result["model_name"]
+        [only] = client.search_model_versions(f"name='{model}'")
+        assert only.name == model and "@" in only.user_id, only
+        client.create_registered_model(f"{other}~{model}")
+        for written in (model, f"{project}~{model}"):
+            [found] = client.search_model_versions(f"name='{written}'")
+            assert (found.name, found.version, found.user_id) == (f"{project}~{model}", "1", only.user_id)
+        assert sorted(m.name for m in client.search_registered_models(f"name='{model}'")) == sorted(
+            [f"{project}~{model}", f"{other}~{model}"]
+        )
     finally:
         del os.environ["MLFLOW_TRACKING_TOKEN"]

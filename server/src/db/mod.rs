@@ -282,7 +282,8 @@ pub async fn migrate(urls: &DatabaseUrls) -> anyhow::Result<Vec<String>> {
 /// per connection and reused, as diesel's typed queries are. diesel never caches `sql_query`
 /// (it cannot know the text is not built from input), so each execution paid PostgreSQL's
 /// parse and plan and an extra round trip to prepare. Never wrap SQL built per request: each
-/// distinct text would stay in every connection's statement cache.
+/// distinct text would stay in every connection's statement cache (searches, whose text is
+/// built, admit a bounded set of texts: `search::sql::MAX_PREPARED_SHAPES`).
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared<Q>(pub Q);
 

@@ -100,7 +100,7 @@ where
     )
     .map_err(gql_error)?;
     let projects = request.projects;
-    let Page { rows, has_next } = read(ctx, |c| {
+    let found: Page<T> = read(ctx, |c| {
         async move {
             let project_ids = crate::projects::readable_ids(c, actor, projects.as_deref()).await?;
             sql::page::<T>(c, subject, &project_ids, &search).await
@@ -108,8 +108,8 @@ where
         .scope_boxed()
     })
     .await?;
-    let mut page = Connection::new(request.after.is_some(), has_next);
-    for (row, cursor) in rows {
+    let mut page = Connection::new(request.after.is_some(), found.has_next);
+    for (row, cursor) in found.with_cursors() {
         page.edges.push(Edge::new(cursor, node(row).await?));
     }
     Ok(page)

@@ -26,7 +26,7 @@ use crate::ids::ProjectId;
 use crate::labels;
 use crate::projects::{self as custody_projects, Role};
 use crate::search::filter::ValueType;
-use crate::search::sql::{self, AttributeSpec, Page, Rule, Search, Subject};
+use crate::search::sql::{self, AttributeSpec, Rule, Search, Subject};
 use crate::validate;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -499,16 +499,10 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     }
     let mut conn = call.conn().await?;
     let project_ids = custody_projects::readable_ids(&mut conn, &call.actor, None).await?;
-    let Page { rows, has_next } =
-        sql::page::<Experiment>(&mut conn, &EXPERIMENTS, &project_ids, &search).await?;
-    let next_page_token = if has_next {
-        rows.last().map(|(_, cursor)| cursor.clone())
-    } else {
-        None
-    };
+    let page = sql::page::<Experiment>(&mut conn, &EXPERIMENTS, &project_ids, &search).await?;
     ok(SearchAnswer {
-        experiments: rows.iter().map(|(e, _)| e.to_wire()).collect(),
-        next_page_token,
+        experiments: page.rows.iter().map(Experiment::to_wire).collect(),
+        next_page_token: page.next_cursor(),
     })
 }
 

@@ -39,7 +39,7 @@ use crate::labels;
 use crate::projects::{self, Role};
 use crate::runs::{self, Metric, RunStatus};
 use crate::search::filter::ValueType;
-use crate::search::sql::{self, AttributeSpec, Page, Rule, Search, Subject};
+use crate::search::sql::{self, AttributeSpec, Rule, Search, Subject};
 use crate::validate;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -787,15 +787,10 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
                 .id,
         );
     }
-    let Page { rows, has_next } =
-        sql::page::<LoggedModel>(&mut conn, &LOGGED_MODELS, &project_ids, &search).await?;
-    let models: Vec<LoggedModel> = rows.iter().map(|(m, _)| m.clone()).collect();
-    let metrics = metrics_of(&mut conn, &models).await?;
-    let next_page_token = if has_next {
-        rows.last().map(|(_, cursor)| cursor.clone())
-    } else {
-        None
-    };
+    let page = sql::page::<LoggedModel>(&mut conn, &LOGGED_MODELS, &project_ids, &search).await?;
+    let models = &page.rows;
+    let metrics = metrics_of(&mut conn, models).await?;
+    let next_page_token = page.next_cursor();
     ok(SearchAnswer {
         models: models.iter().map(|m| m.to_wire_with(&metrics)).collect(),
         next_page_token,

@@ -63,7 +63,7 @@ use crate::models::{self, Model, ModelVersion};
 use crate::projects::{self, Role};
 use crate::promotions::{self, Gate, Promotion, Status as PromotionStatus};
 use crate::search::filter::ValueType;
-use crate::search::sql::{self, AttributeSpec, Page, Rule, Search, Subject};
+use crate::search::sql::{self, AttributeSpec, Rule, Search, Subject};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/registered-models/create", web::post().to(create_model))
@@ -383,42 +383,69 @@ fn source_of(run_id: RunId, artifact_path: Option<&str>) -> (String, Option<&str
     }
 }
 
-/// What a version's answer needs beyond its row.
-struct VersionContext<'a> {
+/// A version to answer and what its answer needs beyond its row (but its aliases).
+struct Answering<'a> {
+    version: &'a ModelVersion,
     name: &'a str,
     creator: Option<&'a str>,
-    aliases: &'a [String],
 }
 
-fn version_wire(version: &ModelVersion, context: &VersionContext<'_>) -> Value {
+/// A model version as MLflow answers it. Typed rather than a `json!` map: a search answers
+/// hundreds of these, and a map allocates every key of every one.
+#[derive(Serialize)]
+struct VersionWire {
+    name: String,
+    version: String,
+    creation_timestamp: i64,
+    last_updated_timestamp: i64,
+    user_id: String,
+    current_stage: String,
+    description: String,
+    source: String,
+    run_id: String,
+    status: &'static str,
+    run_link: &'static str,
+    tags: Vec<KeyValue>,
+    aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_id: Option<String>,
+    /// Why a stage transition waits (only in `transition-stage`'s answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_message: Option<String>,
+}
+
+fn version_wire(answering: &Answering<'_>, aliases: &[String]) -> VersionWire {
+    let version = answering.version;
     let (source, model_id) = source_of(version.run_id, version.artifact_path.as_deref());
-    let mut value = json!({
-        "name": context.name,
-        "version": version.version.to_string(),
-        "creation_timestamp": wire::millis(version.created_at),
-        "last_updated_timestamp": wire::millis(version.created_at),
-        "user_id": context.creator.unwrap_or_default(),
-        "current_stage": stage_to_wire(version.stage.as_deref()),
-        "description": version.description.as_deref().unwrap_or_default(),
-        "source": source,
-        "run_id": version.run_id.to_string(),
-        "status": "READY",
-        "run_link": "",
-        "tags": wire::key_values(&version.tags),
-        "aliases": context.aliases,
-    });
-    if let Some(model_id) = model_id {
-        value["model_id"] = json!(model_id);
+    VersionWire {
+        name: answering.name.to_owned(),
+        version: version.version.to_string(),
+        creation_timestamp: wire::millis(version.created_at),
+        last_updated_timestamp: wire::millis(version.created_at),
+        user_id: answering.creator.unwrap_or_default().to_owned(),
+        current_stage: stage_to_wire(version.stage.as_deref()),
+        description: version.description.clone().unwrap_or_default(),
+        source,
+        run_id: version.run_id.to_string(),
+        status: "READY",
+        run_link: "",
+        tags: wire::key_values(&version.tags),
+        aliases: aliases.to_vec(),
+        model_id: model_id.map(str::to_owned),
+        status_message: None,
     }
-    value
 }
 
-/// The answers of many versions, each with the name its model is answered by: two queries
-/// (creators, aliases) whatever their number.
-async fn version_wires(conn: &mut Conn, versions: &[(ModelVersion, String)]) -> Result<Vec<Value>> {
+/// The answers of many versions, each with the name its model is answered by (`name_of`): two
+/// queries (creators, aliases) whatever their number.
+async fn version_wires<'n>(
+    conn: &mut Conn,
+    versions: &[ModelVersion],
+    name_of: impl Fn(&ModelVersion) -> &'n str,
+) -> Result<Vec<VersionWire>> {
     let creators: Vec<UserId> = versions
         .iter()
-        .map(|(v, _)| v.created_by)
+        .map(|v| v.created_by)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -429,29 +456,37 @@ async fn version_wires(conn: &mut Conn, versions: &[(ModelVersion, String)]) -> 
         .await?
         .into_iter()
         .collect();
-    let ids: Vec<ModelVersionId> = versions.iter().map(|(v, _)| v.id).collect();
-    let aliases = labels::aliases_of(conn, &ids).await?;
-    Ok(versions
+    let answering: Vec<Answering<'_>> = versions
         .iter()
-        .map(|(version, name)| {
-            version_wire(
-                version,
-                &VersionContext {
-                    name,
-                    creator: emails.get(&version.created_by).map(String::as_str),
-                    aliases: aliases
-                        .get(&version.id)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default(),
-                },
-            )
+        .map(|version| Answering {
+            version,
+            name: name_of(version),
+            creator: emails.get(&version.created_by).map(String::as_str),
+        })
+        .collect();
+    answers(conn, &answering).await
+}
+
+/// The answers of versions whose names and creators are known: one query (aliases).
+async fn answers(conn: &mut Conn, answering: &[Answering<'_>]) -> Result<Vec<VersionWire>> {
+    let ids: Vec<ModelVersionId> = answering.iter().map(|a| a.version.id).collect();
+    let aliases = labels::aliases_of(conn, &ids).await?;
+    Ok(answering
+        .iter()
+        .map(|a| {
+            let of_version = aliases.get(&a.version.id).map(Vec::as_slice);
+            version_wire(a, of_version.unwrap_or_default())
         })
         .collect())
 }
 
-async fn one_version_wire(conn: &mut Conn, version: ModelVersion, name: &str) -> Result<Value> {
-    let mut wires = version_wires(conn, &[(version, name.to_owned())]).await?;
-    Ok(wires.pop().unwrap_or_default())
+async fn one_version_wire(
+    conn: &mut Conn,
+    version: ModelVersion,
+    name: &str,
+) -> Result<VersionWire> {
+    let mut wires = version_wires(conn, std::slice::from_ref(&version), |_| name).await?;
+    Ok(wires.pop().expect("one answer per version"))
 }
 
 /// The newest version of each stage (and of no stage) of these models, by model and version.
@@ -477,23 +512,13 @@ async fn model_wires(conn: &mut Conn, registered: &[(Model, String)]) -> Result<
     let names: HashMap<ModelId, &str> =
         registered.iter().map(|(m, n)| (m.id, n.as_str())).collect();
     let latest = latest_per_stage(conn, &ids).await?;
-    let latest_named: Vec<(ModelVersion, String)> = latest
-        .into_iter()
-        .map(|v| {
-            let name = names
-                .get(&v.model_id)
-                .copied()
-                .unwrap_or_default()
-                .to_owned();
-            (v, name)
-        })
-        .collect();
-    let mut latest_wires: HashMap<ModelId, Vec<Value>> = HashMap::new();
+    let wires = version_wires(conn, &latest, |v| {
+        names.get(&v.model_id).copied().unwrap_or_default()
+    })
+    .await?;
+    let mut latest_wires: HashMap<ModelId, Vec<VersionWire>> = HashMap::new();
     let mut newest: HashMap<ModelId, chrono::DateTime<chrono::Utc>> = HashMap::new();
-    for ((version, _), value) in latest_named
-        .iter()
-        .zip(version_wires(conn, &latest_named).await?)
-    {
+    for (version, value) in latest.iter().zip(wires) {
         latest_wires
             .entry(version.model_id)
             .or_default()
@@ -513,7 +538,7 @@ async fn model_wires(conn: &mut Conn, registered: &[(Model, String)]) -> Result<
                 "creation_timestamp": wire::millis(model.created_at),
                 "last_updated_timestamp": wire::millis(updated),
                 "tags": wire::key_values(&model.tags),
-                "latest_versions": latest_wires.get(&model.id).cloned().unwrap_or_default(),
+                "latest_versions": latest_wires.remove(&model.id).unwrap_or_default(),
                 "aliases": aliases.get(&model.id).into_iter().flatten().map(|(alias, version)| {
                     json!({"alias": alias, "version": version.to_string()})
                 }).collect::<Vec<_>>(),
@@ -953,9 +978,13 @@ const MODELS_ORDER: &str = "name ASC";
 /// Model versions as MLflow's version search sees them (plus Custody's stage, alias and the
 /// source run's metrics and params).
 static REGISTERED_VERSIONS: Subject = Subject {
-    from:
-        "model_versions v JOIN models m ON m.id = v.model_id JOIN projects p ON p.id = m.project_id",
-    row: "v.*",
+    from: "model_versions v JOIN models m ON m.id = v.model_id \
+           JOIN projects p ON p.id = m.project_id JOIN users u ON u.id = v.created_by",
+    // Everything the answer needs but the aliases, in the search's one statement (see
+    // `FoundVersion`).
+    row: "v.*, m.name AS found_model, p.name AS found_project, u.email AS found_creator, \
+          (SELECT count(*) FROM models h WHERE h.name = m.name AND h.project_id = ANY($1)) \
+          AS found_homes",
     id: "v.id",
     project: "m.project_id",
     tags: "v.tags",
@@ -1207,13 +1236,13 @@ async fn latest_versions(call: Call, http: HttpRequest, body: web::Bytes) -> Rep
     let wanted: Vec<Option<String>> = a.stages.iter().map(|s| stage_from_wire(s)).collect();
     let mut conn = call.conn().await?;
     let registered = resolve(&mut conn, &call.actor, &name, Role::Viewer).await?;
-    let latest: Vec<(ModelVersion, String)> = latest_per_stage(&mut conn, &[registered.model.id])
+    let latest: Vec<ModelVersion> = latest_per_stage(&mut conn, &[registered.model.id])
         .await?
         .into_iter()
         .filter(|v| wanted.is_empty() || wanted.contains(&v.stage))
-        .map(|v| (v, registered.name.clone()))
         .collect();
-    ok(json!({"model_versions": version_wires(&mut conn, &latest).await?}))
+    let wires = version_wires(&mut conn, &latest, |_| &registered.name).await?;
+    ok(json!({ "model_versions": wires }))
 }
 
 #[derive(Deserialize)]
@@ -1372,7 +1401,7 @@ async fn transition_stage(call: Call, http: HttpRequest, body: web::Bytes) -> Re
     let mut conn = call.conn().await?;
     let mut answer = one_version_wire(&mut conn, done.version, &done.registered.name).await?;
     if let Some(message) = done.promotion.as_ref().and_then(pending_message) {
-        answer["status_message"] = json!(message);
+        answer.status_message = Some(message);
     }
     ok(json!({"model_version": answer}))
 }
@@ -1394,19 +1423,40 @@ struct ModelsAnswer {
     next_page_token: Option<String>,
 }
 
-#[derive(Serialize)]
-struct VersionsAnswer {
-    model_versions: Vec<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    next_page_token: Option<String>,
+/// A version a search found, with its model's name, its project's, its creator's email and how
+/// many readable projects have a model of that name (`REGISTERED_VERSIONS.row`): a search of
+/// 100 versions is answered in two statements (this, and the aliases) instead of five.
+#[derive(QueryableByName)]
+struct FoundVersion {
+    #[diesel(embed)]
+    version: ModelVersion,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    found_model: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    found_project: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    found_creator: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    found_homes: i64,
 }
 
-fn next_token<T>(page: &Page<T>) -> Option<String> {
-    if page.has_next {
-        page.rows.last().map(|(_, cursor)| cursor.clone())
-    } else {
-        None
+impl FoundVersion {
+    /// Bare where no other readable project has a model of that name, else qualified (as
+    /// `answer_names` decides for registered models).
+    fn answered_name(&self) -> String {
+        if self.found_homes > 1 {
+            qualified(&self.found_project, &self.found_model)
+        } else {
+            self.found_model.clone()
+        }
     }
+}
+
+#[derive(Serialize)]
+struct VersionsAnswer {
+    model_versions: Vec<VersionWire>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
 }
 
 async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
@@ -1428,10 +1478,11 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
     let mut conn = call.conn().await?;
     let project_ids = projects::readable_ids(&mut conn, &call.actor, None).await?;
     let page = sql::page::<Model>(&mut conn, &REGISTERED_MODELS, &project_ids, &search).await?;
-    let found: Vec<Model> = page.rows.iter().map(|(m, _)| m.clone()).collect();
-    let names = answer_names(&mut conn, &project_ids, &found).await?;
-    let named: Vec<(Model, String)> = found
-        .into_iter()
+    let names = answer_names(&mut conn, &project_ids, &page.rows).await?;
+    let named: Vec<(Model, String)> = page
+        .rows
+        .iter()
+        .cloned()
         .map(|m| {
             let name = names.get(&m.id).cloned().unwrap_or_else(|| m.name.clone());
             (m, name)
@@ -1439,7 +1490,7 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
         .collect();
     ok(ModelsAnswer {
         registered_models: model_wires(&mut conn, &named).await?,
-        next_page_token: next_token(&page),
+        next_page_token: page.next_cursor(),
     })
 }
 
@@ -1456,25 +1507,21 @@ async fn search_versions(call: Call, http: HttpRequest, body: web::Bytes) -> Rep
     let mut conn = call.conn().await?;
     let project_ids = projects::readable_ids(&mut conn, &call.actor, None).await?;
     let page =
-        sql::page::<ModelVersion>(&mut conn, &REGISTERED_VERSIONS, &project_ids, &search).await?;
-    let mut model_ids: Vec<ModelId> = page.rows.iter().map(|(v, _)| v.model_id).collect();
-    model_ids.sort();
-    model_ids.dedup();
-    let owners = models::by_ids(&mut conn, &model_ids).await?;
-    let names = answer_names(&mut conn, &project_ids, &owners).await?;
-    let named: Vec<(ModelVersion, String)> = page
+        sql::page::<FoundVersion>(&mut conn, &REGISTERED_VERSIONS, &project_ids, &search).await?;
+    let names: Vec<String> = page.rows.iter().map(FoundVersion::answered_name).collect();
+    let answering: Vec<Answering<'_>> = page
         .rows
         .iter()
-        .map(|(v, _)| {
-            (
-                v.clone(),
-                names.get(&v.model_id).cloned().unwrap_or_default(),
-            )
+        .zip(&names)
+        .map(|(found, name)| Answering {
+            version: &found.version,
+            name,
+            creator: Some(&found.found_creator),
         })
         .collect();
     ok(VersionsAnswer {
-        model_versions: version_wires(&mut conn, &named).await?,
-        next_page_token: next_token(&page),
+        model_versions: answers(&mut conn, &answering).await?,
+        next_page_token: page.next_cursor(),
     })
 }
 

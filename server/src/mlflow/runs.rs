@@ -36,7 +36,7 @@ use crate::metric_history::{self, HistoryRequest};
 use crate::projects::{self, Role};
 use crate::runs::{self as custody_runs, NewMetric, NewRun, Run, RunStatus};
 use crate::search::runs::RUNS;
-use crate::search::sql::{self, Page, Search};
+use crate::search::sql::{self, Search};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/runs/create", web::post().to(create))
@@ -597,15 +597,9 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
         .into_iter()
         .filter(|p| asked.contains(p.to_string().as_str()))
         .collect();
-    let Page { rows, has_next } = sql::page::<Run>(&mut conn, &RUNS, &project_ids, &search).await?;
-    let next_page_token = if has_next {
-        rows.last().map(|(_, cursor)| cursor.clone())
-    } else {
-        None
-    };
-    let runs: Vec<Run> = rows.into_iter().map(|(run, _)| run).collect();
-    let mut answer = json!({"runs": to_wire(&mut conn, &runs).await?});
-    if let Some(token) = next_page_token {
+    let page = sql::page::<Run>(&mut conn, &RUNS, &project_ids, &search).await?;
+    let mut answer = json!({"runs": to_wire(&mut conn, &page.rows).await?});
+    if let Some(token) = page.next_cursor() {
         answer["next_page_token"] = json!(token);
     }
     ok(answer)

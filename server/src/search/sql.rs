@@ -2,6 +2,9 @@
 //! [`Subject`]): conditions, sort expressions, keyset cursors. User text only ever reaches
 //! PostgreSQL as bind parameters; the statement's text is assembled from fixed fragments.
 
+use std::collections::HashSet;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
 use base64::Engine as _;
 use chrono::{DateTime, TimeZone, Utc};
 use diesel::pg::Pg;
@@ -17,7 +20,7 @@ use super::filter::{
     check_operand, parse_filter, parse_order_key, Comparison, Entity, Key, Literal, Op, OrderKey,
     SyntaxError, ValueType,
 };
-use crate::db::Conn;
+use crate::db::{Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{ProjectId, TypedId};
 use crate::runs::RunStatus;
@@ -31,7 +34,8 @@ const MAX_CURSOR_CHARS: usize = 8_000;
 pub struct Subject {
     /// The rows, e.g. `runs r`.
     pub from: &'static str,
-    /// The searched row's columns in the result, e.g. `r.*`.
+    /// The searched row's columns in the result, e.g. `r.*` (and whatever else its answer needs
+    /// from the joined rows; `$1` is the caller's readable projects).
     pub row: &'static str,
     pub id: &'static str,
     pub project: &'static str,
@@ -177,6 +181,7 @@ impl Search {
     /// sort them all (100,000 runs: about 100 ms instead of a few).
     pub fn statement(&self, subject: &Subject, project_ids: &[ProjectId]) -> Statement {
         let mut st = Statement::default();
+        // Always `$1` (a subject's `row` may use it).
         let projects = st.bind(Bind::Uuids(project_ids.iter().map(|p| p.uuid()).collect()));
         // Per order key: its join (metrics and params) and its expression.
         let mut joins: Vec<Option<(&'static str, String)>> = Vec::with_capacity(self.order.len());
@@ -344,10 +349,28 @@ impl Search {
     }
 }
 
-/// A page of search hits, each with the cursor after it.
+/// A page of search hits. The cursor after a row is made from its sort values only when asked
+/// for: MLflow's answers carry one (after the last row), not one per row.
 pub struct Page<T> {
-    pub rows: Vec<(T, String)>,
+    pub rows: Vec<T>,
+    sort_values: Vec<Value>,
     pub has_next: bool,
+}
+
+impl<T> Page<T> {
+    /// The cursor of the next page (MLflow's `next_page_token`), if one follows.
+    pub fn next_cursor(&self) -> Option<String> {
+        self.has_next
+            .then(|| self.sort_values.last().map(encode_cursor))
+            .flatten()
+    }
+
+    /// Each row with the cursor after it (GraphQL's edges).
+    pub fn with_cursors(self) -> impl Iterator<Item = (T, String)> {
+        self.rows
+            .into_iter()
+            .zip(self.sort_values.iter().map(encode_cursor).collect::<Vec<_>>())
+    }
 }
 
 /// One row of a search's result: the searched row and its sort values (the cursor). Written
@@ -376,18 +399,49 @@ pub async fn page<T>(
 where
     T: QueryableByName<Pg> + Send + 'static,
 {
-    let hits: Vec<Hit<T>> = search
-        .statement(subject, project_ids)
-        .query()
-        .load(conn)
-        .await?;
+    let statement = search.statement(subject, project_ids);
+    let hits: Vec<Hit<T>> = if prepared_shape(&statement.sql) {
+        Prepared(statement.query()).load(conn).await?
+    } else {
+        statement.query().load(conn).await?
+    };
     let has_next = hits.len() as i64 > search.limit;
-    let rows = hits
+    let (rows, sort_values) = hits
         .into_iter()
         .take(search.limit as usize)
-        .map(|hit| (hit.row, encode_cursor(&hit.sort_values)))
-        .collect();
-    Ok(Page { rows, has_next })
+        .map(|hit| (hit.row, hit.sort_values))
+        .unzip();
+    Ok(Page {
+        rows,
+        sort_values,
+        has_next,
+    })
+}
+
+/// How many distinct search statements a process prepares (per connection).
+///
+/// A statement's text depends only on the search's shape — which keys, operators and order, never
+/// the values, which are bound — so the few shapes a dashboard or an MLflow client repeats are
+/// parsed and planned once per connection instead of on every call (a third of PostgreSQL's work
+/// in a search of 100 model versions). Shapes beyond the bound run unprepared, as any one-off
+/// query does: a caller inventing shapes cannot grow the connections' statement caches.
+const MAX_PREPARED_SHAPES: usize = 64;
+
+/// Whether this statement text is one of the process's prepared shapes (admitting it while
+/// there is room).
+fn prepared_shape(sql: &str) -> bool {
+    static SHAPES: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+    admit_shape(
+        &mut SHAPES.lock().unwrap_or_else(PoisonError::into_inner),
+        sql,
+    )
+}
+
+fn admit_shape(shapes: &mut HashSet<String>, sql: &str) -> bool {
+    if shapes.contains(sql) {
+        return true;
+    }
+    shapes.len() < MAX_PREPARED_SHAPES && shapes.insert(sql.to_owned())
 }
 
 /// What an order key sorts on, checked against the subject.
@@ -764,4 +818,44 @@ fn texts(value: &Literal) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::runs::RUNS;
+
+    #[test]
+    fn a_bounded_set_of_shapes_is_prepared() {
+        let mut shapes = HashSet::new();
+        let shape = |i: usize| format!("SELECT {i}");
+        for i in 0..MAX_PREPARED_SHAPES {
+            assert!(admit_shape(&mut shapes, &shape(i)), "shape {i} admitted");
+        }
+        assert!(!admit_shape(&mut shapes, &shape(MAX_PREPARED_SHAPES)));
+        assert!(admit_shape(&mut shapes, &shape(0)), "an admitted shape stays");
+        assert_eq!(shapes.len(), MAX_PREPARED_SHAPES);
+    }
+
+    #[test]
+    fn a_shape_is_the_same_text_whatever_the_values() {
+        let project = [ProjectId::from_uuid(Uuid::nil())];
+        let text = |filter: &str| {
+            Search::new(
+                &RUNS,
+                Some(filter),
+                &["metrics.auc DESC".to_owned()],
+                None,
+                10,
+            )
+            .unwrap()
+            .statement(&RUNS, &project)
+            .sql
+        };
+        assert_eq!(
+            text("params.model = 'a' and metrics.auc > 0.5"),
+            text("params.depth = 'b''c' and metrics.loss > 7")
+        );
+        assert_ne!(text("params.model = 'a'"), text("params.model != 'a'"));
+    }
 }

@@ -14,7 +14,8 @@
 //! 15) and `CUSTODY_BENCH_MIB` (default 256) change the duration of each measurement and the
 //! size of the uploaded file. `CUSTODY_BENCH_PERF=<dir>` records a system-wide `perf` profile of
 //! each measurement into `<dir>/<workload>-<server>.data` (`perf report -i … --sort comm,sym`
-//! splits the server, PostgreSQL and wrk).
+//! splits the server, PostgreSQL and wrk). `CUSTODY_BENCH_ONLY=search,upload` measures only the
+//! workloads named (`log-batch`, `log-metric`, `get`, `search`, `upload`).
 //!
 //! One database per server in the same cluster: Custody's is cloned from the migrated template,
 //! MLflow's starts empty and `mlflow server` (default workers, `--serve-artifacts`) creates its
@@ -85,6 +86,16 @@ impl Workload {
         }
     }
 
+    /// The workload's name in `CUSTODY_BENCH_ONLY`.
+    fn key(self) -> &'static str {
+        match self {
+            Workload::LogBatch => "log-batch",
+            Workload::LogMetric => "log-metric",
+            Workload::GetVersion => "get",
+            Workload::SearchVersions => "search",
+        }
+    }
+
     fn connections(self) -> usize {
         match self {
             Workload::LogBatch => 4,
@@ -114,6 +125,13 @@ impl Workload {
             _ => 0,
         }
     }
+}
+
+/// Whether the workload named `key` is measured: all of them, unless `CUSTODY_BENCH_ONLY` names
+/// some (`log-batch,log-metric,get,search,upload`), to iterate on one.
+fn chosen(key: &str) -> bool {
+    std::env::var("CUSTODY_BENCH_ONLY")
+        .map_or(true, |only| only.split(',').any(|k| k.trim() == key))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1269,6 +1287,9 @@ async fn bench_mlflow() {
         Workload::GetVersion,
         Workload::SearchVersions,
     ] {
+        if !chosen(workload.key()) {
+            continue;
+        }
         let connections = workload.connections();
         let (unit, per_request) = match workload {
             Workload::LogBatch => ("metrics/s", 1000.0),
@@ -1358,130 +1379,132 @@ async fn bench_mlflow() {
         });
     }
 
-    // (e) the upload.
-    let len = mib * MIB;
-    let big = work.path().join("big.bin");
-    let started = Instant::now();
-    let digest = crate::bench_artifacts::make_file(&big, len);
-    println!();
-    println!(
-        "---- (e) PUT mlflow-artifacts of a {mib} MiB file (made in {:.1} s, sha256 {digest}) ----",
-        started.elapsed().as_secs_f64()
-    );
-    let started = Instant::now();
-    let out = Command::new("sha256sum").arg(&big).output().unwrap();
-    let sha256sum = started.elapsed();
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with(&digest),
-        "sha256sum disagrees: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let mbps = |d: Duration| len as f64 / 1e6 / d.as_secs_f64();
-    println!(
-        "sha256sum       {:>7.0} MB/s ({:.2} s)",
-        mbps(sha256sum),
-        sha256sum.as_secs_f64()
-    );
-    let mut upload: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut upload_detail = Vec::new();
-    for round in 1..=2 {
-        for (t, s) in targets.iter().zip(&seeds) {
-            if !s.artifacts {
-                if round == 1 {
-                    println!(
-                        "{:<8} skipped: mlflow-artifacts uploads are not served",
-                        t.name
-                    );
+    if chosen("upload") {
+        // (e) the upload.
+        let len = mib * MIB;
+        let big = work.path().join("big.bin");
+        let started = Instant::now();
+        let digest = crate::bench_artifacts::make_file(&big, len);
+        println!();
+        println!(
+            "---- (e) PUT mlflow-artifacts of a {mib} MiB file (made in {:.1} s, sha256 {digest}) ----",
+            started.elapsed().as_secs_f64()
+        );
+        let started = Instant::now();
+        let out = Command::new("sha256sum").arg(&big).output().unwrap();
+        let sha256sum = started.elapsed();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&digest),
+            "sha256sum disagrees: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let mbps = |d: Duration| len as f64 / 1e6 / d.as_secs_f64();
+        println!(
+            "sha256sum       {:>7.0} MB/s ({:.2} s)",
+            mbps(sha256sum),
+            sha256sum.as_secs_f64()
+        );
+        let mut upload: HashMap<&str, Vec<f64>> = HashMap::new();
+        let mut upload_detail = Vec::new();
+        for round in 1..=2 {
+            for (t, s) in targets.iter().zip(&seeds) {
+                if !s.artifacts {
+                    if round == 1 {
+                        println!(
+                            "{:<8} skipped: mlflow-artifacts uploads are not served",
+                            t.name
+                        );
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let (run, root) = &s.upload_run;
-            let name = format!("big-{round}.bin");
-            let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{name}");
-            t.vacuum().await;
-            let (_, _, hwm0, _) = memory_kb(t.pid);
-            let before = CpuMark::now(t.pid, postmaster);
-            let (status, text, took) = t.upload(&path, &big, len).await;
-            let cpu = CpuMark::now(t.pid, postmaster).since(before);
-            let (rss, pss, hwm1, _) = memory_kb(t.pid);
-            assert!(
-                (200..300).contains(&status),
-                "{}: PUT {path} ({mib} MiB) answered {status}: {text}",
-                t.name
-            );
-            // What each server kept.
-            let kept = if t.name == "Custody" {
-                let sql = connect(&t.db_url).await;
-                let run_id = uuid::Uuid::parse_str(run).expect("Custody's run ids are UUIDs");
-                let row = sql
-                    .query_opt(
-                        "SELECT sha256, size_bytes FROM run_artifacts WHERE run_id = $1 AND path = $2",
-                        &[&run_id, &name],
-                    )
-                    .await
-                    .unwrap();
-                let Some(row) = row else {
-                    let paths: Vec<String> = sql
-                        .query(
-                            "SELECT path FROM run_artifacts WHERE run_id = $1",
-                            &[&run_id],
+                let (run, root) = &s.upload_run;
+                let name = format!("big-{round}.bin");
+                let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{name}");
+                t.vacuum().await;
+                let (_, _, hwm0, _) = memory_kb(t.pid);
+                let before = CpuMark::now(t.pid, postmaster);
+                let (status, text, took) = t.upload(&path, &big, len).await;
+                let cpu = CpuMark::now(t.pid, postmaster).since(before);
+                let (rss, pss, hwm1, _) = memory_kb(t.pid);
+                assert!(
+                    (200..300).contains(&status),
+                    "{}: PUT {path} ({mib} MiB) answered {status}: {text}",
+                    t.name
+                );
+                // What each server kept.
+                let kept = if t.name == "Custody" {
+                    let sql = connect(&t.db_url).await;
+                    let run_id = uuid::Uuid::parse_str(run).expect("Custody's run ids are UUIDs");
+                    let row = sql
+                        .query_opt(
+                            "SELECT sha256, size_bytes FROM run_artifacts WHERE run_id = $1 AND path = $2",
+                            &[&run_id, &name],
                         )
                         .await
-                        .unwrap()
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect();
-                    panic!("Custody recorded no artifact `{name}` for run {run} after PUT {path} answered {status} ({text}); the run's artifacts: {paths:?}");
+                        .unwrap();
+                    let Some(row) = row else {
+                        let paths: Vec<String> = sql
+                            .query(
+                                "SELECT path FROM run_artifacts WHERE run_id = $1",
+                                &[&run_id],
+                            )
+                            .await
+                            .unwrap()
+                            .iter()
+                            .map(|r| r.get(0))
+                            .collect();
+                        panic!("Custody recorded no artifact `{name}` for run {run} after PUT {path} answered {status} ({text}); the run's artifacts: {paths:?}");
+                    };
+                    let (sha, size): (String, i64) = (row.get(0), row.get(1));
+                    assert_eq!(
+                        (sha.as_str(), size as u64),
+                        (digest.as_str(), len),
+                        "the SHA-256 and size Custody recorded for {name}"
+                    );
+                    "SHA-256 recorded, equal to sha256sum's".to_owned()
+                } else {
+                    let stored = mlflow.artifacts.join(root).join(&name);
+                    let size = std::fs::metadata(&stored)
+                        .unwrap_or_else(|e| panic!("MLflow's copy {}: {e}", stored.display()))
+                        .len();
+                    assert_eq!(size, len, "the size of MLflow's copy {}", stored.display());
+                    "file stored, size checked (MLflow records no digest)".to_owned()
                 };
-                let (sha, size): (String, i64) = (row.get(0), row.get(1));
-                assert_eq!(
-                    (sha.as_str(), size as u64),
-                    (digest.as_str(), len),
-                    "the SHA-256 and size Custody recorded for {name}"
+                let line = format!(
+                    "{:<8} {:>7.0} MB/s ({:.2} s, round {round})   CPU s: server {:.1}  PostgreSQL {:.1}   RSS {:.0} MiB (PSS {:.0} MiB), peak RSS growth {:.1} MiB   {kept}",
+                    t.name,
+                    mbps(took),
+                    took.as_secs_f64(),
+                    cpu.server,
+                    cpu.postgres,
+                    mb(rss),
+                    mb(pss),
+                    mb(hwm1.saturating_sub(hwm0)),
                 );
-                "SHA-256 recorded, equal to sha256sum's".to_owned()
-            } else {
-                let stored = mlflow.artifacts.join(root).join(&name);
-                let size = std::fs::metadata(&stored)
-                    .unwrap_or_else(|e| panic!("MLflow's copy {}: {e}", stored.display()))
-                    .len();
-                assert_eq!(size, len, "the size of MLflow's copy {}", stored.display());
-                "file stored, size checked (MLflow records no digest)".to_owned()
-            };
-            let line = format!(
-                "{:<8} {:>7.0} MB/s ({:.2} s, round {round})   CPU s: server {:.1}  PostgreSQL {:.1}   RSS {:.0} MiB (PSS {:.0} MiB), peak RSS growth {:.1} MiB   {kept}",
-                t.name,
-                mbps(took),
-                took.as_secs_f64(),
-                cpu.server,
-                cpu.postgres,
-                mb(rss),
-                mb(pss),
-                mb(hwm1.saturating_sub(hwm0)),
-            );
-            println!("{line}");
-            upload_detail.push(line);
-            upload.entry(t.name).or_default().push(mbps(took));
+                println!("{line}");
+                upload_detail.push(line);
+                upload.entry(t.name).or_default().push(mbps(took));
+            }
         }
+        let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
+        let ml = upload.get("MLflow").map(mean);
+        let cu = upload.get("Custody").map(mean);
+        if let (Some(ml), Some(cu)) = (ml, cu) {
+            println!(
+                "ratio    {:.2}× (mean of 2 rounds; target ≥ 1×, hashing: {})",
+                cu / ml,
+                verdict(cu >= ml)
+            );
+        }
+        rows.push(Row {
+            workload: format!("(e) PUT mlflow-artifacts, {mib} MiB streamed (1 conn.)"),
+            unit: "MB/s",
+            mlflow: ml,
+            custody: cu,
+            target: 1.0,
+            detail: upload_detail,
+        });
     }
-    let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
-    let ml = upload.get("MLflow").map(mean);
-    let cu = upload.get("Custody").map(mean);
-    if let (Some(ml), Some(cu)) = (ml, cu) {
-        println!(
-            "ratio    {:.2}× (mean of 2 rounds; target ≥ 1×, hashing: {})",
-            cu / ml,
-            verdict(cu >= ml)
-        );
-    }
-    rows.push(Row {
-        workload: format!("(e) PUT mlflow-artifacts, {mib} MiB streamed (1 conn.)"),
-        unit: "MB/s",
-        mlflow: ml,
-        custody: cu,
-        target: 1.0,
-        detail: upload_detail,
-    });
 
     // The table.
     println!();
