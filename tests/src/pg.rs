@@ -191,6 +191,12 @@ rm -rf "$CUSTODY_PG_ROOT"
                 "full_page_writes=off",
                 "-c",
                 "max_connections=300",
+                // Per-statement counts and times, for the benchmarks' profiles (read only by a
+                // database that creates the extension).
+                "-c",
+                "shared_preload_libraries=pg_stat_statements",
+                "-c",
+                "pg_stat_statements.track_planning=on",
             ])
             .env("CUSTODY_PG_LOG", &log)
             .env("CUSTODY_PG_ROOT", &root)

@@ -41,6 +41,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use actix_web::{web, HttpRequest};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Uuid as SqlUuid};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
@@ -55,7 +56,7 @@ use crate::actor::Actor;
 use crate::db::schema::{
     memberships, model_versions, models as models_table, projects as projects_table, users,
 };
-use crate::db::Conn;
+use crate::db::{Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{ModelId, ModelVersionId, ProjectId, RunId, UserId};
 use crate::labels::{self, AliasMove, Tagged};
@@ -558,45 +559,46 @@ async fn one_model_wire(conn: &mut Conn, registered: &Registered) -> Result<Valu
 }
 
 /// The names search results are answered with: bare where no other readable project has a
-/// model of that name, qualified where one does.
+/// model of that name, qualified where one does. One statement, one row per distinct model.
 async fn answer_names(
     conn: &mut Conn,
     readable: &[ProjectId],
-    found: &[Model],
+    found: &[ModelId],
 ) -> Result<HashMap<ModelId, String>> {
-    let names: Vec<&str> = found.iter().map(|m| m.name.as_str()).collect();
-    let homes: Vec<(String, ProjectId)> = models_table::table
-        .filter(models_table::name.eq_any(&names))
-        .filter(models_table::project_id.eq_any(readable))
-        .select((models_table::name, models_table::project_id))
-        .load(conn)
-        .await?;
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for (name, _) in &homes {
-        *count.entry(name.as_str()).or_default() += 1;
+    #[derive(QueryableByName)]
+    struct Homes {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: ModelId,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        project: String,
+        /// Readable projects with a model of this name.
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        homes: i64,
     }
-    let ambiguous: Vec<ProjectId> = found
-        .iter()
-        .filter(|m| count.get(m.name.as_str()).is_some_and(|n| *n > 1))
-        .map(|m| m.project_id)
-        .collect();
-    let project_names: HashMap<ProjectId, String> = if ambiguous.is_empty() {
-        HashMap::new()
-    } else {
-        projects::by_ids(conn, &ambiguous)
-            .await?
-            .into_iter()
-            .map(|p| (p.id, p.name))
-            .collect()
-    };
-    Ok(found
-        .iter()
+    let mut ids = found.to_vec();
+    ids.sort();
+    ids.dedup();
+    let rows: Vec<Homes> = Prepared(
+        diesel::sql_query(
+            "SELECT m.id, m.name, p.name AS project, \
+               (SELECT count(*) FROM models h WHERE h.name = m.name AND h.project_id = ANY($2)) \
+               AS homes \
+             FROM models m JOIN projects p ON p.id = m.project_id WHERE m.id = ANY($1)",
+        )
+        .bind::<Array<SqlUuid>, _>(&ids)
+        .bind::<Array<SqlUuid>, _>(readable),
+    )
+    .load(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
         .map(|m| {
-            let name = match project_names.get(&m.project_id) {
-                Some(project) if count.get(m.name.as_str()).is_some_and(|n| *n > 1) => {
-                    qualified(project, &m.name)
-                }
-                _ => m.name.clone(),
+            let name = if m.homes > 1 {
+                qualified(&m.project, &m.name)
+            } else {
+                m.name
             };
             (m.id, name)
         })
@@ -937,8 +939,13 @@ fn pending_message(promotion: &Promotion) -> Option<String> {
 }
 
 /// Models as MLflow's registered-model search sees them.
+/// The qualified name of model `m` (`<project>~<model>`), for filters that write one. A subquery
+/// rather than a join: only such a filter pays for reading the project, not every search.
+const QUALIFIED_NAME: &str =
+    "((SELECT p.name FROM projects p WHERE p.id = m.project_id) || '~' || m.name)";
+
 static REGISTERED_MODELS: Subject = Subject {
-    from: "models m JOIN projects p ON p.id = m.project_id",
+    from: "models m",
     row: "m.*",
     id: "m.id",
     project: "m.project_id",
@@ -950,7 +957,7 @@ static REGISTERED_MODELS: Subject = Subject {
             column: "m.name",
             value_type: ValueType::Text,
             rule: Rule::QualifiedName {
-                qualified: "(p.name || '~' || m.name)",
+                qualified: QUALIFIED_NAME,
                 separator: SEPARATOR,
             },
         },
@@ -978,13 +985,11 @@ const MODELS_ORDER: &str = "name ASC";
 /// Model versions as MLflow's version search sees them (plus Custody's stage, alias and the
 /// source run's metrics and params).
 static REGISTERED_VERSIONS: Subject = Subject {
-    from: "model_versions v JOIN models m ON m.id = v.model_id \
-           JOIN projects p ON p.id = m.project_id JOIN users u ON u.id = v.created_by",
-    // Everything the answer needs but the aliases, in the search's one statement (see
-    // `FoundVersion`).
-    row: "v.*, m.name AS found_model, p.name AS found_project, u.email AS found_creator, \
-          (SELECT count(*) FROM models h WHERE h.name = m.name AND h.project_id = ANY($1)) \
-          AS found_homes",
+    // Only the versions and their models: a join per found row (its project, its creator) cost
+    // more than reading them once per distinct model and creator afterwards (`answer_names`,
+    // `version_wires`).
+    from: "model_versions v JOIN models m ON m.id = v.model_id",
+    row: "v.*",
     id: "v.id",
     project: "m.project_id",
     tags: "v.tags",
@@ -995,7 +1000,7 @@ static REGISTERED_VERSIONS: Subject = Subject {
             column: "m.name",
             value_type: ValueType::Text,
             rule: Rule::QualifiedName {
-                qualified: "(p.name || '~' || m.name)",
+                qualified: QUALIFIED_NAME,
                 separator: SEPARATOR,
             },
         },
@@ -1423,35 +1428,6 @@ struct ModelsAnswer {
     next_page_token: Option<String>,
 }
 
-/// A version a search found, with its model's name, its project's, its creator's email and how
-/// many readable projects have a model of that name (`REGISTERED_VERSIONS.row`): a search of
-/// 100 versions is answered in two statements (this, and the aliases) instead of five.
-#[derive(QueryableByName)]
-struct FoundVersion {
-    #[diesel(embed)]
-    version: ModelVersion,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    found_model: String,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    found_project: String,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    found_creator: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    found_homes: i64,
-}
-
-impl FoundVersion {
-    /// Bare where no other readable project has a model of that name, else qualified (as
-    /// `answer_names` decides for registered models).
-    fn answered_name(&self) -> String {
-        if self.found_homes > 1 {
-            qualified(&self.found_project, &self.found_model)
-        } else {
-            self.found_model.clone()
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct VersionsAnswer {
     model_versions: Vec<VersionWire>,
@@ -1478,7 +1454,8 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
     let mut conn = call.conn().await?;
     let project_ids = projects::readable_ids(&mut conn, &call.actor, None).await?;
     let page = sql::page::<Model>(&mut conn, &REGISTERED_MODELS, &project_ids, &search).await?;
-    let names = answer_names(&mut conn, &project_ids, &page.rows).await?;
+    let model_ids: Vec<ModelId> = page.rows.iter().map(|m| m.id).collect();
+    let names = answer_names(&mut conn, &project_ids, &model_ids).await?;
     let named: Vec<(Model, String)> = page
         .rows
         .iter()
@@ -1507,20 +1484,12 @@ async fn search_versions(call: Call, http: HttpRequest, body: web::Bytes) -> Rep
     let mut conn = call.conn().await?;
     let project_ids = projects::readable_ids(&mut conn, &call.actor, None).await?;
     let page =
-        sql::page::<FoundVersion>(&mut conn, &REGISTERED_VERSIONS, &project_ids, &search).await?;
-    let names: Vec<String> = page.rows.iter().map(FoundVersion::answered_name).collect();
-    let answering: Vec<Answering<'_>> = page
-        .rows
-        .iter()
-        .zip(&names)
-        .map(|(found, name)| Answering {
-            version: &found.version,
-            name,
-            creator: Some(&found.found_creator),
-        })
-        .collect();
+        sql::page::<ModelVersion>(&mut conn, &REGISTERED_VERSIONS, &project_ids, &search).await?;
+    let model_ids: Vec<ModelId> = page.rows.iter().map(|v| v.model_id).collect();
+    let names = answer_names(&mut conn, &project_ids, &model_ids).await?;
+    let name_of = |v: &ModelVersion| names.get(&v.model_id).map_or("", String::as_str);
     ok(VersionsAnswer {
-        model_versions: answers(&mut conn, &answering).await?,
+        model_versions: version_wires(&mut conn, &page.rows, name_of).await?,
         next_page_token: page.next_cursor(),
     })
 }

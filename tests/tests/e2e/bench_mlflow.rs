@@ -15,7 +15,7 @@
 //! size of the uploaded file. `CUSTODY_BENCH_PERF=<dir>` records a system-wide `perf` profile of
 //! each measurement into `<dir>/<workload>-<server>.data` (`perf report -i … --sort comm,sym`
 //! splits the server, PostgreSQL and wrk). `CUSTODY_BENCH_ONLY=search,upload` measures only the
-//! workloads named (`log-batch`, `log-metric`, `get`, `search`, `upload`).
+//! workloads named (`log-batch`, `log-metric`, `get`, `search`, `register`, `upload`).
 //!
 //! One database per server in the same cluster: Custody's is cloned from the migrated template,
 //! MLflow's starts empty and `mlflow server` (default workers, `--serve-artifacts`) creates its
@@ -31,6 +31,7 @@
 //! | (c) | `GET model-versions/get?name&version` over 4 models × 25 versions | 8 | ≥ 20× req/s |
 //! | (d) | `GET model-versions/search?filter=name='…'&max_results=100`, a model of 100 versions | 8 | ≥ 20× req/s |
 //! | (e) | `PUT mlflow-artifacts/artifacts/<run's artifact_uri>/big-N.bin`, 256 MiB streamed from a file by reqwest, twice | 1 | ≥ 1× MB/s (Custody hashes it: the recorded SHA-256 is checked) |
+//! | (f) | `POST model-versions/create` of a new model from a finished run's files, one request at a time (not wrk: each answer's version number is checked) | 1 | ≥ 20× versions/s (issue 16) |
 //!
 //! Reported per workload and server: throughput, p50/p99/max latency (wrk's), errors, CPU seconds
 //! of the server (MLflow: its whole process tree), of PostgreSQL and of wrk, and the server's
@@ -128,7 +129,7 @@ impl Workload {
 }
 
 /// Whether the workload named `key` is measured: all of them, unless `CUSTODY_BENCH_ONLY` names
-/// some (`log-batch,log-metric,get,search,upload`), to iterate on one.
+/// some (`log-batch,log-metric,get,search,register,upload`), to iterate on one.
 fn chosen(key: &str) -> bool {
     std::env::var("CUSTODY_BENCH_ONLY")
         .map_or(true, |only| only.split(',').any(|k| k.trim() == key))
@@ -556,6 +557,8 @@ struct Seed {
     /// Model versions created while seeding, and how long that took.
     versions_created: usize,
     versions_seconds: f64,
+    /// A finished run with model files, the source of the sequential registrations.
+    register_run: String,
 }
 
 impl Target {
@@ -688,6 +691,124 @@ impl Target {
     }
 }
 
+/// Issue 16's yardstick for (a): PostgreSQL's own `COPY` of rows like log-batch's (1,000 a
+/// statement, 10 keys × 100 steps, one connection per run) for `seconds`, into a table made
+/// `LIKE run_metrics INCLUDING ALL` (its index, no trigger, no summaries). Answers rows/s.
+async fn copy_baseline(db_url: &str, runs: &[String], seconds: u64) -> f64 {
+    use futures_util::SinkExt;
+    let sql = connect(db_url).await;
+    sql.batch_execute(
+        "DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE run_metrics INCLUDING ALL)",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the COPY baseline's table: {e}"));
+    let started = Instant::now();
+    let lanes: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            let (db_url, run) = (db_url.to_owned(), run.clone());
+            tokio::spawn(async move {
+                let sql = connect(&db_url).await;
+                let (mut rows, mut step) = (0u64, 0u64);
+                while started.elapsed() < Duration::from_secs(seconds) {
+                    let mut text = String::with_capacity(64 * 1000);
+                    for s in step..step + 100 {
+                        for k in 0..10 {
+                            text.push_str(&format!(
+                                "{run}\tmetric_{k}\t{}\t{s}\t2026-12-03 10:00:00+00\n",
+                                s as f64 * 0.001
+                            ));
+                        }
+                    }
+                    step += 100;
+                    let sink = sql
+                        .copy_in::<_, bytes::Bytes>(
+                            "COPY bench_copy (run_id, key, value, step, at) FROM STDIN",
+                        )
+                        .await
+                        .expect("COPY starts");
+                    let mut sink = std::pin::pin!(sink);
+                    sink.send(bytes::Bytes::from(text))
+                        .await
+                        .expect("COPY data");
+                    rows += sink.as_mut().finish().await.expect("COPY ends");
+                }
+                rows
+            })
+        })
+        .collect();
+    let mut rows = 0;
+    for lane in lanes {
+        rows += lane.await.expect("a COPY lane failed");
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    sql.batch_execute("DROP TABLE bench_copy").await.unwrap();
+    rate
+}
+
+/// Issue 16's yardstick for (e): `openssl speed -evp sha256` on 16 KiB blocks, in MB/s.
+fn openssl_sha256_mbps() -> Option<f64> {
+    let out = Command::new("openssl")
+        .args([
+            "speed", "-evp", "sha256", "-bytes", "16384", "-seconds", "2",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    // The last line: `sha256  <n>k` — thousands of bytes per second.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kbps: f64 = text
+        .lines()
+        .rev()
+        .find(|l| l.to_ascii_lowercase().starts_with("sha256"))?
+        .split_whitespace()
+        .last()?
+        .trim_end_matches('k')
+        .parse()
+        .ok()?;
+    Some(kbps / 1e3)
+}
+
+/// PostgreSQL's statement statistics of the cluster, reset before a measurement.
+async fn reset_statements(db_url: &str) {
+    let sql = connect(db_url).await;
+    sql.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("pg_stat_statements (the harness preloads it): {e}"));
+}
+
+/// The statements that took PostgreSQL's time since the reset, per request of the measurement:
+/// where a request's database time goes (parse and plan included).
+async fn top_statements(db_url: &str, requests: u64) -> Vec<String> {
+    let sql = connect(db_url).await;
+    let rows = sql
+        .query(
+            "SELECT calls, total_plan_time + total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') \
+             FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY 2 DESC LIMIT 6",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading pg_stat_statements: {e}"));
+    let requests = requests.max(1) as f64;
+    rows.iter()
+        .map(|r| {
+            let (calls, ms, rows, query): (i64, f64, i64, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3));
+            let query: String = query.chars().take(110).collect();
+            format!(
+                "  {:>6.3} ms/request  {:>5.2} calls/request  {:>6.1} µs/call  {:>6.1} rows/call  {query}",
+                ms / requests,
+                calls as f64 / requests,
+                ms * 1e3 / calls.max(1) as f64,
+                rows as f64 / calls.max(1) as f64,
+            )
+        })
+        .collect()
+}
+
 /// Seeds a target through the REST API: an experiment, the runs of the write workloads and of
 /// the upload, and the registry (a run with `model/MLmodel` per registered model, finished, then
 /// its versions: five models created at once, each model's versions one after the other).
@@ -775,6 +896,7 @@ async fn seed(t: &Arc<Target>) -> Seed {
     if !seed.registry {
         return seed;
     }
+    seed.register_run = sources.last().cloned().unwrap_or_default();
     let started = Instant::now();
     let mut lanes = Vec::new();
     for ((name, versions), run) in models.iter().cloned().zip(sources) {
@@ -809,6 +931,40 @@ async fn seed(t: &Arc<Target>) -> Seed {
         .map(|(n, _)| n.clone())
         .collect();
     seed
+}
+
+/// (f) Registration as a training script does it: one client, one request at a time, versions
+/// of a new model from one run's files, for `seconds`. Answers each request's latency.
+async fn register_sequentially(t: &Target, run: &str, seconds: u64) -> Vec<Duration> {
+    let name = "bench-register";
+    t.ok(
+        Method::POST,
+        "/api/2.0/mlflow/registered-models/create",
+        Some(json!({ "name": name })),
+    )
+    .await;
+    let body = json!({"name": name, "source": format!("runs:/{run}/model"), "run_id": run});
+    let started = Instant::now();
+    let mut took = Vec::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let one = Instant::now();
+        let r = t
+            .ok(
+                Method::POST,
+                "/api/2.0/mlflow/model-versions/create",
+                Some(body.clone()),
+            )
+            .await;
+        took.push(one.elapsed());
+        let got = &r["model_version"]["version"];
+        let expected = took.len();
+        assert!(
+            got == &json!(expected.to_string()) || got == &json!(expected),
+            "{}: model-versions/create answered version {got}, expected {expected}: {r}",
+            t.name
+        );
+    }
+    took
 }
 
 /// The same requests to both servers, checked once by hand before the load.
@@ -1317,6 +1473,7 @@ async fn bench_mlflow() {
                 &file,
             )
             .await;
+            reset_statements(&t.db_url).await;
             let profile = perf_record(&format!("{workload:?}-{}", t.name), seconds);
             let m = run_wrk(t, &lua(workload, t, s, 2), connections, seconds, &file).await;
             if let Some(mut perf) = profile {
@@ -1324,6 +1481,12 @@ async fn bench_mlflow() {
             }
             let rows_after = t.metric_rows().await;
             println!("{}", describe(t.name, &m, unit, per_request));
+            if t.name == "Custody" {
+                println!("PostgreSQL's time by statement (pg_stat_statements):");
+                for line in top_statements(&t.db_url, m.requests).await {
+                    println!("{line}");
+                }
+            }
             for (what, r) in [("warm-up", &warm), ("measurement", &m)] {
                 if r.errors + r.socket_errors + r.misses > 0 || r.requests == 0 {
                     failures.push(format!(
@@ -1366,16 +1529,34 @@ async fn bench_mlflow() {
                 verdict(cu / ml >= workload.target())
             );
         }
+        let mut detail: Vec<String> = ["MLflow", "Custody"]
+            .iter()
+            .filter_map(|n| results.get(n).map(|m| describe(n, m, unit, per_request)))
+            .collect();
+        if let (Workload::LogBatch, Some(cu), Some(custody)) = (
+            workload,
+            cu,
+            targets
+                .iter()
+                .zip(&seeds)
+                .find(|(t, _)| t.name == "Custody"),
+        ) {
+            let copy = copy_baseline(&custody.0.db_url, &custody.1.batch_runs, seconds).await;
+            let line = format!(
+                "COPY     {copy:>10.0} rows/s: PostgreSQL's own COPY of such rows (4 conn., 1,000 a statement, indexed like run_metrics); Custody writes {:.0} % of it (issue 16's target ≥ 75 %: {})",
+                cu / copy * 100.0,
+                verdict(cu >= copy * 0.75)
+            );
+            println!("{line}");
+            detail.push(line);
+        }
         rows.push(Row {
             workload: format!("{} ({connections} conn.)", workload.title()),
             unit,
             mlflow: ml,
             custody: cu,
             target: workload.target(),
-            detail: ["MLflow", "Custody"]
-                .iter()
-                .filter_map(|n| results.get(n).map(|m| describe(n, m, unit, per_request)))
-                .collect(),
+            detail,
         });
     }
 
@@ -1496,6 +1677,15 @@ async fn bench_mlflow() {
                 verdict(cu >= ml)
             );
         }
+        if let (Some(cu), Some(openssl)) = (cu, openssl_sha256_mbps()) {
+            let line = format!(
+                "openssl  {openssl:>7.0} MB/s: `openssl speed -evp sha256` (16 KiB blocks); Custody uploads at {:.0} % of it (issue 16's target ≥ 50 %: {})",
+                cu / openssl * 100.0,
+                verdict(cu >= openssl * 0.5)
+            );
+            println!("{line}");
+            upload_detail.push(line);
+        }
         rows.push(Row {
             workload: format!("(e) PUT mlflow-artifacts, {mib} MiB streamed (1 conn.)"),
             unit: "MB/s",
@@ -1503,6 +1693,60 @@ async fn bench_mlflow() {
             custody: cu,
             target: 1.0,
             detail: upload_detail,
+        });
+    }
+
+    if chosen("register") {
+        println!();
+        println!("---- (f) model-versions/create, one client, one request at a time ----");
+        let mut rates: HashMap<&str, f64> = HashMap::new();
+        let mut detail = Vec::new();
+        for (t, s) in targets.iter().zip(&seeds) {
+            if !s.registry {
+                continue;
+            }
+            t.vacuum().await;
+            let before = CpuMark::now(t.pid, postmaster);
+            let took = register_sequentially(t, &s.register_run, seconds).await;
+            let cpu = CpuMark::now(t.pid, postmaster).since(before);
+            let total: Duration = took.iter().sum();
+            let mut sorted = took.clone();
+            sorted.sort();
+            let at = |q: f64| {
+                sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)].as_secs_f64()
+                    * 1e3
+            };
+            let rate = took.len() as f64 / total.as_secs_f64();
+            let line = format!(
+                "{:<8} {rate:>10.0} versions/s {:>7} req in {:>5.1} s   p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms   CPU s: server {:>5.1}  PostgreSQL {:>5.1}",
+                t.name,
+                took.len(),
+                total.as_secs_f64(),
+                at(0.5),
+                at(0.99),
+                at(1.0),
+                cpu.server,
+                cpu.postgres,
+            );
+            println!("{line}");
+            detail.push(line);
+            rates.insert(t.name, rate);
+        }
+        let (ml, cu) = (rates.get("MLflow").copied(), rates.get("Custody").copied());
+        if let (Some(ml), Some(cu)) = (ml, cu) {
+            println!(
+                "ratio    {:.1}× (target ≥ 20×: {})",
+                cu / ml,
+                verdict(cu / ml >= 20.0)
+            );
+        }
+        rows.push(Row {
+            workload: "(f) model-versions/create, sequential (1 conn.)".to_owned(),
+            unit: "versions/s",
+            mlflow: ml,
+            custody: cu,
+            target: 20.0,
+            detail,
         });
     }
 
