@@ -1684,7 +1684,7 @@ mod tests {
         .statement(&REGISTERED_MODELS, &[]);
         assert!(
             st.sql
-                .contains("(m.name = ANY($2) OR (p.name || '~' || m.name) = ANY($3))"),
+                .contains(&format!("(m.name = ANY($2) OR {QUALIFIED_NAME} = ANY($3))")),
             "{}",
             st.sql
         );
