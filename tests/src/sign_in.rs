@@ -157,6 +157,22 @@ pub async fn sign_in_in_browser(
     )
     .await;
     c.goto(&sign_in_link(&mail)).await.unwrap();
+    // The link's page signs in by a form it submits itself: wait for the page it leads to, loaded,
+    // so that a test's first key or read reaches that page and not the one being left.
+    crate::wait_until(
+        &format!("the signed-in browser at {next}"),
+        Duration::from_secs(20),
+        || async {
+            let url = c.current_url().await.ok()?;
+            let at = match url.query() {
+                Some(query) if next.contains('?') => format!("{}?{query}", url.path()),
+                _ => url.path().to_owned(),
+            };
+            let loaded = c.execute("return document.readyState", vec![]).await.ok()?;
+            (at == next && loaded == "complete").then_some(())
+        },
+    )
+    .await;
 }
 
 fn urlencode(text: &str) -> String {
