@@ -15,8 +15,7 @@ use diesel::sql_types::{Array, Float8, Int2, Int4, Int8, Text, Timestamptz, Uuid
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 
-use crate::db::Conn;
-use crate::db::Prepared;
+use crate::db::{Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::RunId;
 

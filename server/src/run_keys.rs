@@ -10,8 +10,7 @@ use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 
 use crate::db::schema::run_keys;
-use crate::db::Conn;
-use crate::db::Prepared;
+use crate::db::{Conn, Prepared};
 use crate::error::Result;
 use crate::ids::ProjectId;
 

@@ -378,9 +378,8 @@ pub struct MetricCall {
 
 /// Logs many callers' metrics in one go: each call is checked and authorized on its own (a
 /// finite value under a valid key, a caller who may write the run, a running run) and answered
-/// on its own; the accepted ones are written
-/// together, in the statements one batch takes. A refused call writes nothing. The outer error
-/// (the database failed) means none was written.
+/// on its own; the accepted ones are written together, in the statements one batch takes. A
+/// refused call writes nothing. The outer error (the database failed) means none was written.
 pub async fn log_metric_calls(conn: &mut Conn, calls: &[MetricCall]) -> Result<Vec<Result<()>>> {
     let mut run_ids: Vec<RunId> = calls.iter().map(|c| c.run_id).collect();
     run_ids.sort();

@@ -37,8 +37,7 @@ use serde_json::Value;
 
 use crate::actor::Actor;
 use crate::db::schema::{audit_head, audit_log};
-use crate::db::Conn;
-use crate::db::Prepared;
+use crate::db::{Conn, Prepared};
 use crate::error::Result;
 use crate::ids::{ProjectId, TypedId};
 

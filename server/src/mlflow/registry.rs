@@ -938,12 +938,12 @@ fn pending_message(promotion: &Promotion) -> Option<String> {
     })
 }
 
-/// Models as MLflow's registered-model search sees them.
 /// The qualified name of model `m` (`<project>~<model>`), for filters that write one. A subquery
 /// rather than a join: only such a filter pays for reading the project, not every search.
 const QUALIFIED_NAME: &str =
     "((SELECT p.name FROM projects p WHERE p.id = m.project_id) || '~' || m.name)";
 
+/// Models as MLflow's registered-model search sees them.
 static REGISTERED_MODELS: Subject = Subject {
     from: "models m",
     row: "m.*",
@@ -1456,10 +1456,10 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
     let page = sql::page::<Model>(&mut conn, &REGISTERED_MODELS, &project_ids, &search).await?;
     let model_ids: Vec<ModelId> = page.rows.iter().map(|m| m.id).collect();
     let names = answer_names(&mut conn, &project_ids, &model_ids).await?;
+    let next_page_token = page.next_cursor();
     let named: Vec<(Model, String)> = page
         .rows
-        .iter()
-        .cloned()
+        .into_iter()
         .map(|m| {
             let name = names.get(&m.id).cloned().unwrap_or_else(|| m.name.clone());
             (m, name)
@@ -1467,7 +1467,7 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
         .collect();
     ok(ModelsAnswer {
         registered_models: model_wires(&mut conn, &named).await?,
-        next_page_token: page.next_cursor(),
+        next_page_token,
     })
 }
 
