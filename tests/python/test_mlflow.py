@@ -261,8 +261,15 @@ def test_bare_model_names_go_to_the_project_being_trained_in(server, tmp):
         assert client.get_registered_model("fresh-name").name == "fresh-name"
         # A name that two readable projects hold is answered qualified by searches, bare or not.
         model = result["model_name"]
+        # A model of that name in a project the person cannot read changes nothing they see
+        # (answering qualified would tell them it exists).
+        hidden = f"hidden-{uuid.uuid4().hex[:8]}"
+        admin = custody.Client(server.url, server.admin_token)
+        admin.create_project(hidden, "not the person's")
+        admin.create_model(hidden, model)
         [only] = client.search_model_versions(f"name='{model}'")
         assert only.name == model and "@" in only.user_id, only
+        assert [m.name for m in client.search_registered_models(f"name='{model}'")] == [model]
         client.create_registered_model(f"{other}~{model}")
         for written in (model, f"{project}~{model}"):
             [found] = client.search_model_versions(f"name='{written}'")
