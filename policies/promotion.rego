@@ -38,6 +38,14 @@ deny contains msg if {
 	msg := sprintf("commit %s of %s had uncommitted changes: only clean commits go beyond staging", [c.commit, c.repository])
 }
 
+# Data recalled after the fact (consent withdrawn, a licence breached) blocks every promotion of
+# what was built on it, except retiring it: archiving stays open so the version can be taken out.
+deny contains msg if {
+	input.target_stage != "archived"
+	some r in input.lineage.recalled
+	msg := sprintf("built on recalled data: %s version %d was recalled (%s)", [r.dataset, r.version, r.reason])
+}
+
 trained_on_pii if {
 	some d in input.lineage.datasets
 	"pii" in d.tags

@@ -131,3 +131,30 @@ test_replacing_the_production_holder_is_gated_as_moving_in if {
 	from_staging := object.union(clean_candidate, {"current_stage": "staging", "current_stage_requires_approval": true})
 	promotion.required_approvals == 2 with input as from_staging
 }
+
+recalled_candidate := object.union(clean_candidate, {"lineage": {
+	"datasets": clean_candidate.lineage.datasets,
+	"code_commits": clean_candidate.lineage.code_commits,
+	"recalled": [{"dataset_version_id": "d1", "dataset": "orders", "version": 3, "reason": "consent withdrawn"}],
+}})
+
+test_recalled_ancestor_denies_promotion if {
+	some msg in promotion.deny with input as recalled_candidate
+	contains(msg, "orders version 3 was recalled (consent withdrawn)")
+}
+
+test_recalled_ancestor_does_not_block_archiving if {
+	archiving := object.union(recalled_candidate, {"target_stage": "archived", "target_stage_position": 1000})
+	reasons := promotion.deny with input as archiving
+	every msg in reasons {
+		not contains(msg, "recalled")
+	}
+}
+
+test_no_recall_no_denial if {
+	lifted := object.union(recalled_candidate, {"lineage": {"recalled": []}})
+	reasons := promotion.deny with input as lifted
+	every msg in reasons {
+		not contains(msg, "recalled")
+	}
+}

@@ -200,6 +200,12 @@ impl InProject for crate::runs::Run {
     }
 }
 
+impl InProject for crate::jobs::Job {
+    fn project_id(&self) -> ProjectId {
+        self.project_id
+    }
+}
+
 impl InProject for crate::models::Model {
     fn project_id(&self) -> ProjectId {
         self.project_id

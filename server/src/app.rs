@@ -355,7 +355,28 @@ async fn serve_with_database(
         options.webhooks.webhook_allow_networks.clone(),
         options.webhooks.webhook_max_attempts,
     );
+    let openlineage_out = options.openlineage_emit_url.clone().map(|url| {
+        let host = url::Url::parse(&public_url)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| match u.port() {
+                    Some(port) => format!("{h}:{port}"),
+                    None => h.to_owned(),
+                })
+            })
+            .unwrap_or_else(|| "localhost".to_owned());
+        crate::openlineage::emit::Target {
+            url,
+            api_key: options.openlineage_emit_api_key.clone(),
+            namespace: format!("custody://{host}"),
+        }
+    });
+    if let Some(target) = &openlineage_out {
+        tracing::info!(url = %target.url, namespace = %target.namespace, "emitting OpenLineage events");
+        crate::openlineage::emit::configure(target.clone());
+    }
     let delivery = Delivery {
+        openlineage: openlineage_out,
         mail,
         from: options.mail_from.parse().map_err(|e| {
             anyhow::anyhow!(
@@ -382,6 +403,9 @@ async fn serve_with_database(
             events,
             sign_in: Arc::new(sign_in),
             metrics,
+            openlineage: Arc::new(crate::openlineage::Namespaces::new(
+                options.openlineage_namespaces.clone(),
+            )),
         },
         HttpConfig {
             listener,

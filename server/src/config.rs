@@ -226,6 +226,22 @@ pub struct ServeOptions {
     /// Directory of Rego promotion policies replacing the built-in bundle from policies/.
     #[arg(long, env = "CUSTODY_POLICIES")]
     pub policies: Option<PathBuf>,
+    /// OpenLineage namespaces and the projects their jobs and datasets go to, as PREFIX=PROJECT
+    /// (comma-separated; the longest matching prefix wins), e.g.
+    /// `postgres://warehouse=data-platform,airflow=pipelines`.
+    #[arg(
+        long = "openlineage-namespace",
+        env = "CUSTODY_OPENLINEAGE_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub openlineage_namespaces: Vec<crate::openlineage::NamespaceRule>,
+    /// Where to send Custody's own runs, dataset versions and model versions as OpenLineage
+    /// events (e.g. a Marquez instance's `http://marquez:5000/api/v1/lineage`); unset sends none.
+    #[arg(long, env = "CUSTODY_OPENLINEAGE_EMIT_URL")]
+    pub openlineage_emit_url: Option<url::Url>,
+    /// Bearer token (API key) for that endpoint.
+    #[arg(long, env = "CUSTODY_OPENLINEAGE_EMIT_API_KEY", hide_env_values = true)]
+    pub openlineage_emit_api_key: Option<String>,
     /// SMTP server for approval mails (smtp://user:pass@host:587?tls=required, smtps://host);
     /// unset writes .eml files to <data-dir>/outbox/.
     #[arg(long, env = "CUSTODY_SMTP_URL", hide_env_values = true)]

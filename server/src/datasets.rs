@@ -196,6 +196,7 @@ pub async fn register_version(
         },
     )
     .await?;
+    crate::openlineage::emit::dataset_version_registered(conn, version.id).await?;
     Ok(version)
 }
 

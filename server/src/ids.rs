@@ -128,6 +128,9 @@ typed_id! {
     /// A one-time approval link mailed to an approver (its `jti`).
     ApprovalLinkId as "approval link";
     LineageEdgeId as "lineage edge";
+    /// An OpenLineage job: a JOB lineage node.
+    JobId as "job";
+    DatasetRecallId as "dataset recall";
     /// A message waiting in the outbox (a webhook delivery or a mail).
     OutboxId as "outbox message";
     AuditCheckpointId as "audit checkpoint";

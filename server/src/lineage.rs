@@ -6,24 +6,24 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Integer, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 // Untyped ids only where the graph is polymorphic: an edge's ends and the recursive walks point
-// into five tables. `NodeRef` gives each end its typed id.
+// into six tables. `NodeRef` gives each end its typed id.
 use uuid::Uuid;
 
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{
-    code_commits, dataset_versions, datasets, deployments, lineage_edges, model_versions, models,
-    runs,
+    code_commits, dataset_versions, datasets, deployments, jobs, lineage_edges, model_versions,
+    models, runs,
 };
-use crate::db::{text_enum, Conn};
+use crate::db::{text_enum, Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{
-    CodeCommitId, DatasetVersionId, DeploymentId, LineageEdgeId, ModelVersionId, ProjectId, RunId,
-    TypedId,
+    CodeCommitId, DatasetVersionId, DeploymentId, JobId, LineageEdgeId, ModelVersionId, ProjectId,
+    RunId, TypedId,
 };
 use crate::projects::{self, Role};
 
@@ -39,10 +39,11 @@ text_enum! {
         Run = "run",
         ModelVersion = "model_version",
         Deployment = "deployment",
+        Job = "job",
     }
 }
 
-/// A node of the graph: a row of one of five tables, by its typed id. (The variants are in the
+/// A node of the graph: a row of one of six tables, by its typed id. (The variants are in the
 /// order of `NodeKind`, so nodes sort by kind, then id.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NodeRef {
@@ -51,6 +52,7 @@ pub enum NodeRef {
     Run(RunId),
     ModelVersion(ModelVersionId),
     Deployment(DeploymentId),
+    Job(JobId),
 }
 
 impl NodeRef {
@@ -62,6 +64,7 @@ impl NodeRef {
             NodeKind::Run => Self::Run(RunId::from_uuid(id)),
             NodeKind::ModelVersion => Self::ModelVersion(ModelVersionId::from_uuid(id)),
             NodeKind::Deployment => Self::Deployment(DeploymentId::from_uuid(id)),
+            NodeKind::Job => Self::Job(JobId::from_uuid(id)),
         }
     }
 
@@ -72,6 +75,7 @@ impl NodeRef {
             Self::Run(_) => NodeKind::Run,
             Self::ModelVersion(_) => NodeKind::ModelVersion,
             Self::Deployment(_) => NodeKind::Deployment,
+            Self::Job(_) => NodeKind::Job,
         }
     }
 
@@ -83,6 +87,7 @@ impl NodeRef {
             Self::Run(id) => id.uuid(),
             Self::ModelVersion(id) => id.uuid(),
             Self::Deployment(id) => id.uuid(),
+            Self::Job(id) => id.uuid(),
         }
     }
 }
@@ -112,6 +117,10 @@ impl NodeId for DeploymentId {
     const KIND: NodeKind = NodeKind::Deployment;
 }
 
+impl NodeId for JobId {
+    const KIND: NodeKind = NodeKind::Job;
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, async_graphql::Enum)]
 #[graphql(name = "LineageDirection")]
 pub enum Direction {
@@ -124,7 +133,7 @@ pub enum Direction {
 pub struct Edge {
     pub id: LineageEdgeId,
     pub from_kind: NodeKind,
-    // Untyped: an edge's ends are rows of any of the five node tables; `from()` and `to()` give
+    // Untyped: an edge's ends are rows of any of the six node tables; `from()` and `to()` give
     // them their type.
     pub from_id: Uuid,
     pub to_kind: NodeKind,
@@ -152,12 +161,17 @@ pub struct Graph {
 impl Graph {
     /// The ids of the graph's nodes of one kind, e.g. `graph.ids::<RunId>()`, in node order.
     pub fn ids<T: NodeId>(&self) -> Vec<T> {
-        self.nodes
-            .iter()
-            .filter(|n| n.kind() == T::KIND)
-            .map(|n| T::from_uuid(n.uuid()))
-            .collect()
+        ids_of(&self.nodes)
     }
+}
+
+/// The ids of the nodes of one kind, e.g. `ids_of::<RunId>(&nodes)`, in order.
+pub fn ids_of<T: NodeId>(nodes: &[NodeRef]) -> Vec<T> {
+    nodes
+        .iter()
+        .filter(|n| n.kind() == T::KIND)
+        .map(|n| T::from_uuid(n.uuid()))
+        .collect()
 }
 
 /// The project a node belongs to (`None` for code commits, which are shared), or NOT_FOUND.
@@ -197,6 +211,12 @@ pub async fn node_project(conn: &mut Conn, node: NodeRef) -> Result<Option<Proje
             .inner_join(model_versions::table.inner_join(models::table))
             .filter(deployments::id.eq(id))
             .select(models::project_id)
+            .first(conn)
+            .await
+            .optional()?,
+        NodeRef::Job(id) => jobs::table
+            .find(id)
+            .select(jobs::project_id)
             .first(conn)
             .await
             .optional()?,
@@ -266,6 +286,43 @@ async fn insert_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str
         .returning(Edge::as_returning())
         .get_result(conn)
         .await?)
+}
+
+/// Records `from —relation→ to` between nodes that may already have edges (lineage reported by
+/// a pipeline, where a run's later events add to it): nothing happens when the edge exists, and
+/// an edge that would close a cycle is refused with CONFLICT. Authorization and the audit entry
+/// are the caller's. Answers whether an edge was added.
+pub async fn connect(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<bool> {
+    let exists: bool = diesel::select(diesel::dsl::exists(
+        lineage_edges::table
+            .filter(lineage_edges::from_id.eq(from.uuid()))
+            .filter(lineage_edges::to_id.eq(to.uuid()))
+            .filter(lineage_edges::relation.eq(relation)),
+    ))
+    .get_result(conn)
+    .await?;
+    if exists {
+        return Ok(false);
+    }
+    if from.uuid() == to.uuid() {
+        return Err(Error::conflict(
+            "a node cannot depend on itself (that is a cycle)",
+        ));
+    }
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))")
+        .execute(conn)
+        .await?;
+    if reaches(conn, to.uuid(), from.uuid()).await? {
+        return Err(Error::conflict(format!(
+            "{} {} —{relation}→ {} {} would close a cycle in the lineage graph",
+            from.kind().as_str(),
+            from.uuid(),
+            to.kind().as_str(),
+            to.uuid()
+        )));
+    }
+    insert_edge(conn, from, to, relation).await?;
+    Ok(true)
 }
 
 /// An explicit edge `from —relation→ to` (from depends on to). Refuses an edge that would close a
@@ -376,6 +433,44 @@ async fn reaches(conn: &mut Conn, start: Uuid, target: Uuid) -> Result<bool> {
     Ok(row.reached)
 }
 
+/// Everything downstream of `start` within `depth` edges, nearest first, for a caller who may
+/// read `start` ("which models are built on this table?"), and the jobs those runs are runs of
+/// (the pipelines affected; a job is upstream of its runs, so no walk down reaches it). Readers
+/// filter the nodes by project.
+pub async fn impact(
+    conn: &mut Conn,
+    actor: &Actor,
+    start: NodeRef,
+    depth: i32,
+) -> Result<Vec<NodeRef>> {
+    check_depth(depth)?;
+    authorize_node(conn, actor, start, Role::Viewer).await?;
+    let mut nodes = descendants(conn, start, depth).await?;
+    let runs: Vec<RunId> = ids_of(&nodes);
+    let mut seen: HashSet<NodeRef> = nodes.iter().copied().collect();
+    for jobs in targets_of::<RunId, JobId>(conn, &runs, "run_of")
+        .await?
+        .into_values()
+    {
+        for job in jobs {
+            if seen.insert(NodeRef::Job(job)) {
+                nodes.push(NodeRef::Job(job));
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+fn check_depth(depth: i32) -> Result<()> {
+    if (0..=MAX_DEPTH).contains(&depth) {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "depth must be between 0 and {MAX_DEPTH}"
+        )))
+    }
+}
+
 /// Every node within `depth` edges of `start` in one direction, and the edges walked.
 pub async fn traverse(
     conn: &mut Conn,
@@ -384,11 +479,7 @@ pub async fn traverse(
     direction: Direction,
     depth: i32,
 ) -> Result<Graph> {
-    if !(0..=MAX_DEPTH).contains(&depth) {
-        return Err(Error::invalid(format!(
-            "depth must be between 0 and {MAX_DEPTH}"
-        )));
-    }
+    check_depth(depth)?;
     authorize_node(conn, actor, start, Role::Viewer).await?;
     let graph = walk(conn, start, direction, depth).await?;
     visible_to(conn, actor, graph).await
@@ -405,47 +496,7 @@ async fn visible_to(conn: &mut Conn, actor: &Actor, graph: Graph) -> Result<Grap
         .await?
         .into_iter()
         .collect();
-    // Each node's project, kind by kind.
-    let mut owner: Vec<(NodeRef, ProjectId)> = Vec::new();
-    owner.extend(
-        dataset_versions::table
-            .inner_join(datasets::table)
-            .filter(dataset_versions::id.eq_any(graph.ids::<DatasetVersionId>()))
-            .select((dataset_versions::id, datasets::project_id))
-            .load::<(DatasetVersionId, ProjectId)>(conn)
-            .await?
-            .into_iter()
-            .map(|(id, project)| (NodeRef::DatasetVersion(id), project)),
-    );
-    owner.extend(
-        runs::table
-            .filter(runs::id.eq_any(graph.ids::<RunId>()))
-            .select((runs::id, runs::project_id))
-            .load::<(RunId, ProjectId)>(conn)
-            .await?
-            .into_iter()
-            .map(|(id, project)| (NodeRef::Run(id), project)),
-    );
-    owner.extend(
-        model_versions::table
-            .inner_join(models::table)
-            .filter(model_versions::id.eq_any(graph.ids::<ModelVersionId>()))
-            .select((model_versions::id, models::project_id))
-            .load::<(ModelVersionId, ProjectId)>(conn)
-            .await?
-            .into_iter()
-            .map(|(id, project)| (NodeRef::ModelVersion(id), project)),
-    );
-    owner.extend(
-        deployments::table
-            .inner_join(model_versions::table.inner_join(models::table))
-            .filter(deployments::id.eq_any(graph.ids::<DeploymentId>()))
-            .select((deployments::id, models::project_id))
-            .load::<(DeploymentId, ProjectId)>(conn)
-            .await?
-            .into_iter()
-            .map(|(id, project)| (NodeRef::Deployment(id), project)),
-    );
+    let owner = owners(conn, &graph.nodes).await?;
     let hidden: HashSet<NodeRef> = owner
         .into_iter()
         .filter(|(_, project)| !readable.contains(project))
@@ -465,46 +516,154 @@ async fn visible_to(conn: &mut Conn, actor: &Actor, graph: Graph) -> Result<Grap
     })
 }
 
+/// The project of each of `nodes` that has one (code commits are shared and have none), kind by
+/// kind in one statement each; nodes that do not exist are left out.
+pub async fn owners(conn: &mut Conn, nodes: &[NodeRef]) -> Result<Vec<(NodeRef, ProjectId)>> {
+    let mut owner: Vec<(NodeRef, ProjectId)> = Vec::with_capacity(nodes.len());
+    owner.extend(
+        dataset_versions::table
+            .inner_join(datasets::table)
+            .filter(dataset_versions::id.eq_any(ids_of::<DatasetVersionId>(nodes)))
+            .select((dataset_versions::id, datasets::project_id))
+            .load::<(DatasetVersionId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::DatasetVersion(id), project)),
+    );
+    owner.extend(
+        runs::table
+            .filter(runs::id.eq_any(ids_of::<RunId>(nodes)))
+            .select((runs::id, runs::project_id))
+            .load::<(RunId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::Run(id), project)),
+    );
+    owner.extend(
+        model_versions::table
+            .inner_join(models::table)
+            .filter(model_versions::id.eq_any(ids_of::<ModelVersionId>(nodes)))
+            .select((model_versions::id, models::project_id))
+            .load::<(ModelVersionId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::ModelVersion(id), project)),
+    );
+    owner.extend(
+        deployments::table
+            .inner_join(model_versions::table.inner_join(models::table))
+            .filter(deployments::id.eq_any(ids_of::<DeploymentId>(nodes)))
+            .select((deployments::id, models::project_id))
+            .load::<(DeploymentId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::Deployment(id), project)),
+    );
+    owner.extend(
+        jobs::table
+            .filter(jobs::id.eq_any(ids_of::<JobId>(nodes)))
+            .select((jobs::id, jobs::project_id))
+            .load::<(JobId, ProjectId)>(conn)
+            .await?
+            .into_iter()
+            .map(|(id, project)| (NodeRef::Job(id), project)),
+    );
+    Ok(owner)
+}
+
 /// The traversal itself, without authorization (for server-side documents such as policy input).
+///
+/// Breadth first, one statement per level: each node is expanded once, at its shortest distance,
+/// however many paths reach it (a recursive CTE expands a node once per distinct depth it is
+/// reached at, which on a graph with fan-in and fan-out multiplies the work). Every edge leaving
+/// a node closer than `depth` is returned; those edges all end inside the walked set.
 pub async fn walk(
     conn: &mut Conn,
     start: NodeRef,
     direction: Direction,
     depth: i32,
 ) -> Result<Graph> {
-    // Walk node ids with their shortest distance, then take every edge leaving a node closer
-    // than `depth`; those edges all end inside the walked set.
-    let (near, far) = match direction {
-        Direction::Upstream => ("from_id", "to_id"),
-        Direction::Downstream => ("to_id", "from_id"),
+    let mut graph = Graph {
+        nodes: vec![start],
+        edges: Vec::new(),
     };
-    let sql = format!(
-        "WITH RECURSIVE walk(id, depth) AS (
-             SELECT $1::uuid, 0
-             UNION
-             SELECT e.{far}, w.depth + 1 FROM walk w JOIN lineage_edges e ON e.{near} = w.id
-             WHERE w.depth < $2
-         ),
-         frontier AS (SELECT id FROM walk WHERE depth < $2 GROUP BY id)
-         SELECT e.id, e.from_kind, e.from_id, e.to_kind, e.to_id, e.relation, e.created_at
-         FROM lineage_edges e JOIN frontier f ON e.{near} = f.id
-         ORDER BY e.id"
-    );
-    let edges: Vec<Edge> = diesel::sql_query(sql)
-        .bind::<SqlUuid, _>(start.uuid())
-        .bind::<Integer, _>(depth)
+    let mut seen = HashSet::from([start]);
+    let mut frontier = vec![start.uuid()];
+    for _ in 0..depth {
+        if frontier.is_empty() {
+            break;
+        }
+        let level = edges_leaving(conn, &frontier, direction).await?;
+        frontier.clear();
+        for edge in level {
+            let far = match direction {
+                Direction::Upstream => edge.to(),
+                Direction::Downstream => edge.from(),
+            };
+            if seen.insert(far) {
+                graph.nodes.push(far);
+                frontier.push(far.uuid());
+            }
+            graph.edges.push(edge);
+        }
+    }
+    graph.edges.sort_by_key(|e| e.id);
+    Ok(graph)
+}
+
+/// The edges leaving any of `nodes` in one direction (upstream: the edges they point along;
+/// downstream: the edges pointing at them).
+async fn edges_leaving(conn: &mut Conn, nodes: &[Uuid], direction: Direction) -> Result<Vec<Edge>> {
+    const UPSTREAM: &str = "SELECT id, from_kind, from_id, to_kind, to_id, relation, created_at
+         FROM lineage_edges WHERE from_id = ANY($1)";
+    const DOWNSTREAM: &str = "SELECT id, from_kind, from_id, to_kind, to_id, relation, created_at
+         FROM lineage_edges WHERE to_id = ANY($1)";
+    let sql = match direction {
+        Direction::Upstream => UPSTREAM,
+        Direction::Downstream => DOWNSTREAM,
+    };
+    Ok(
+        Prepared(diesel::sql_query(sql).bind::<Array<SqlUuid>, _>(nodes))
+            .load(conn)
+            .await?,
+    )
+}
+
+/// Everything downstream of `start` within `depth` edges (not `start` itself), each node once,
+/// nearest first. Nodes only: an impact report lists what descends, not every path to it.
+pub async fn descendants(conn: &mut Conn, start: NodeRef, depth: i32) -> Result<Vec<NodeRef>> {
+    #[derive(QueryableByName)]
+    struct Source {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        from_kind: NodeKind,
+        #[diesel(sql_type = SqlUuid)]
+        from_id: Uuid,
+    }
+    let mut seen = HashSet::from([start]);
+    let mut found = Vec::new();
+    let mut frontier = vec![start.uuid()];
+    for _ in 0..depth {
+        if frontier.is_empty() {
+            break;
+        }
+        let level: Vec<Source> = Prepared(
+            diesel::sql_query(
+                "SELECT DISTINCT from_kind, from_id FROM lineage_edges WHERE to_id = ANY($1)",
+            )
+            .bind::<Array<SqlUuid>, _>(&frontier),
+        )
         .load(conn)
         .await?;
-    let mut seen = HashSet::from([start]);
-    let mut nodes = vec![start];
-    for edge in &edges {
-        for n in [edge.from(), edge.to()] {
-            if seen.insert(n) {
-                nodes.push(n);
+        frontier.clear();
+        for source in level {
+            let node = NodeRef::new(source.from_kind, source.from_id);
+            if seen.insert(node) {
+                found.push(node);
+                frontier.push(node.uuid());
             }
         }
     }
-    Ok(Graph { nodes, edges })
+    Ok(found)
 }
 
 /// The targets of kind `T` of `from —relation→ …` edges for many nodes of kind `F` at once
@@ -574,7 +733,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip() {
-        assert_eq!(NodeKind::ALL.len(), 5);
+        assert_eq!(NodeKind::ALL.len(), 6);
         for kind in NodeKind::ALL {
             assert_eq!(kind.as_str().parse::<NodeKind>(), Ok(*kind));
         }

@@ -225,6 +225,18 @@ pub async fn register_version(
         },
     )
     .await?;
+    if crate::openlineage::emit::target().is_some() {
+        let run = crate::runs::by_ids(conn, &[run_id]).await?.pop();
+        if let Some(run) = run {
+            crate::openlineage::emit::model_version_registered(
+                conn,
+                &run,
+                &model.name,
+                version.version,
+            )
+            .await?;
+        }
+    }
     Ok(version)
 }
 

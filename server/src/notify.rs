@@ -74,11 +74,17 @@ pub async fn enqueue_webhooks(
     Ok(())
 }
 
+/// Queues an OpenLineage event for the configured endpoint (`openlineage::emit`).
+pub async fn enqueue_openlineage(conn: &mut Conn, event: Value) -> Result<()> {
+    insert(conn, OutboxKind::OpenLineage, json!({ "event": event })).await
+}
+
 text_enum! {
     // What an outbox row delivers (`outbox.kind`).
     enum OutboxKind as "outbox kind" {
         Email = "email",
         Webhook = "webhook",
+        OpenLineage = "openlineage",
     }
 }
 
@@ -136,6 +142,8 @@ pub struct Delivery {
     pub mail: MailTransport,
     pub from: Mailbox,
     pub webhooks: WebhookPolicy,
+    /// Where OpenLineage events go (`None`: none are queued).
+    pub openlineage: Option<crate::openlineage::emit::Target>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -180,7 +188,8 @@ pub async fn deliver_due(pool: &DbPool, delivery: &Delivery) -> Result<usize> {
                         Err(e) => {
                             let attempts = row.attempts + 1;
                             let error = format!("{e:#}");
-                            let gave_up = row.kind == OutboxKind::Webhook
+                            // Mails are retried until they go out; calls to other services give up.
+                            let gave_up = row.kind != OutboxKind::Email
                                 && attempts >= delivery.webhooks.max_attempts;
                             if gave_up {
                                 tracing::error!(outbox.id = %row.id, outbox.kind = %row.kind, attempts, error = %error, "delivery failed for good; the call is marked failed");
@@ -220,6 +229,26 @@ fn backoff(attempts: i32) -> chrono::Duration {
 async fn send(conn: &mut Conn, delivery: &Delivery, row: &OutboxRow) -> anyhow::Result<()> {
     match row.kind {
         OutboxKind::Email => send_mail(delivery, row).await,
+        OutboxKind::OpenLineage => {
+            let Some(target) = &delivery.openlineage else {
+                tracing::warn!(outbox.id = %row.id, "OpenLineage emission is no longer configured; dropping the event");
+                return Ok(());
+            };
+            let mut request = reqwest::Client::new()
+                .post(target.url.clone())
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&row.payload["event"])?);
+            if let Some(key) = &target.api_key {
+                request = request.bearer_auth(key);
+            }
+            let response = request.send().await.map_err(reqwest::Error::without_url)?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "the OpenLineage endpoint answered {}",
+                response.status()
+            );
+            Ok(())
+        }
         OutboxKind::Webhook => {
             let hook: WebhookId = serde_json::from_value(row.payload["webhook_id"].clone())?;
             let found: Option<(String, String)> = webhooks::table

@@ -152,6 +152,7 @@ pub async fn start(
         },
     )
     .await?;
+    crate::openlineage::emit::run_started(conn, &run, &inputs).await?;
     Ok(run)
 }
 
@@ -615,6 +616,7 @@ pub async fn finish(
         },
     )
     .await?;
+    crate::openlineage::emit::run_ended(conn, &finished).await?;
     Ok(finished)
 }
 

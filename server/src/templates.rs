@@ -38,6 +38,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "email/emergency_archive.html",
         include_str!("../../web/templates/email/emergency_archive.html"),
     ),
+    (
+        "email/dataset_recall.txt",
+        include_str!("../../web/templates/email/dataset_recall.txt"),
+    ),
+    (
+        "email/dataset_recall.html",
+        include_str!("../../web/templates/email/dataset_recall.html"),
+    ),
     // Rendered and checked by `audit::report::tests`.
     (
         "sign_in.html",
@@ -269,6 +277,10 @@ mod tests {
                 "project": "p", "model": "churn", "version": 3, "from_stage": "production",
                 "by": "a@x", "reason": "<b>leak</b>", "cancelled": 1, "manifest_sha256": "ab",
             });
+            let recall = json!({
+                "project": "p", "dataset": "<b>leak</b>", "version": 3, "reason": "<b>leak</b>",
+                "by": "a@x", "affected_model_versions": 2,
+            });
             // The runs table and compare pages' own keys (one json! would be too deep a macro).
             let runs_ui = json!({
                 "offered": ["metrics.<b>ship</b>"], "columns": "metrics.a", "order": "metrics.a", "desc": true,
@@ -338,6 +350,8 @@ mod tests {
                 &ui
             } else if name.starts_with("email/emergency") {
                 &emergency
+            } else if name.starts_with("email/dataset_recall") {
+                &recall
             } else if name.contains("sign_in")
                 || name.starts_with("account")
                 || name.contains("invitation")
@@ -378,6 +392,9 @@ mod tests {
             "artifacts": [{"path": ship, "size": 1, "sha256": "ab"}],
             "model": {"name": ship}, "run": {"id": "r", "name": ship, "status": "FINISHED",
                 "codeCommit": {"repository": ship, "commit": "c", "dirty": true}},
+            "recalledUpstream": [{"id": "d", "version": 2, "uri": ship,
+                "dataset": {"name": ship, "project": {"name": ship}},
+                "recall": {"reason": ship, "recalledAt": "t", "recalledBy": {"email": ship}}}],
         });
         let mut context = json!({
             "csrf": "c", "signed_in_as": "a@x",

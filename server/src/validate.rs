@@ -94,6 +94,30 @@ fn hex_digest(what: &str, value: &str, len: usize, any_case: bool) -> Result<Str
     }
 }
 
+/// A Custody name (project, dataset: letters, digits, `.`, `_`, `-`) for a name another tool
+/// uses (an MLflow experiment, an OpenLineage dataset): itself when it is one, else a slug of it (`/Shared/churn v2` → `shared-churn-v2`;
+/// `fallback` when nothing is left).
+pub fn name_for(foreign_name: &str, fallback: &str) -> String {
+    if name("name", foreign_name).is_ok() {
+        return foreign_name.to_owned();
+    }
+    let mut slug = String::new();
+    for c in foreign_name.chars() {
+        if c.is_ascii_alphanumeric() || (!slug.is_empty() && matches!(c, '.' | '_')) {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug: String = slug.chars().take(120).collect();
+    let slug = slug.trim_end_matches(['-', '.', '_']);
+    if slug.is_empty() {
+        fallback.to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +145,19 @@ mod tests {
         assert!(text("d", "line\nline\ttab", 100).is_ok());
         assert!(text("d", "nul\0", 100).is_err());
         assert!(text("d", "long", 3).is_err());
+    }
+
+    #[test]
+    fn foreign_names_become_custody_names() {
+        assert_eq!(name_for("churn", "x"), "churn");
+        assert_eq!(name_for("Churn_v2.1", "x"), "Churn_v2.1");
+        assert_eq!(name_for("/Shared/churn", "x"), "shared-churn");
+        assert_eq!(
+            name_for("/Users/ada@example.com/churn v2", "x"),
+            "users-ada-example.com-churn-v2"
+        );
+        assert_eq!(name_for("///", "experiment"), "experiment");
+        assert!(name("p", &name_for("/Ünïcode/名前/x", "x")).is_ok());
+        assert!(name_for(&"/a".repeat(400), "x").len() <= 120);
     }
 }

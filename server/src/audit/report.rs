@@ -213,10 +213,34 @@ async fn lineage_section(conn: &mut Conn, graph: &lineage::Graph) -> Result<Valu
     .into_iter()
     .map(|d| (d.id, d.name))
     .collect();
+    // Every recall of an upstream version, in force or lifted: the report records both decisions.
+    let version_ids: Vec<DatasetVersionId> = dataset_versions.iter().map(|v| v.id).collect();
+    let recalls = crate::recalls::of_versions(conn, &version_ids).await?;
+    let deciders: Vec<crate::ids::UserId> = recalls
+        .iter()
+        .flat_map(|r| std::iter::once(r.recalled_by).chain(r.lifted_by))
+        .collect();
+    let emails = crate::projects::emails_of(conn, &deciders).await?;
+    let mut recalls_of: BTreeMap<DatasetVersionId, Vec<Value>> = BTreeMap::new();
+    for r in recalls {
+        recalls_of
+            .entry(r.dataset_version_id)
+            .or_default()
+            .push(json!({
+                "reason": r.reason,
+                "recalled_by": emails.get(&r.recalled_by),
+                "recalled_at": rfc3339(r.recalled_at),
+                "in_force": r.in_force(),
+                "lifted_by": r.lifted_by.and_then(|u| emails.get(&u)),
+                "lifted_at": r.lifted_at.map(rfc3339),
+                "lift_reason": r.lift_reason,
+            }));
+    }
     let mut dataset_items: Vec<Value> = dataset_versions
         .iter()
         .map(|v| {
             json!({
+                "recalls": recalls_of.remove(&v.id).unwrap_or_default(),
                 "id": v.id,
                 "dataset": dataset_names.get(&v.dataset_id),
                 "version": v.version,
@@ -487,7 +511,9 @@ mod tests {
                 "manifest_sha256": "ab", "files": [{"path": "model.pt", "sha256": "cd", "size": 10}],
                 "source_run_id": "r", "created_at": "t", "created_by": "a@x"},
             "lineage": {"datasets": [{"id": "d", "dataset": "train", "version": 1, "uri": "s3://x", "sha256": "ef",
-                "size_bytes": 5, "tags": ["pii"], "created_at": "t"}],
+                "size_bytes": 5, "tags": ["pii"], "created_at": "t", "recalls": [{"reason": "<b>consent</b>",
+                "recalled_by": "s@x", "recalled_at": "t", "in_force": false, "lifted_by": "s@x",
+                "lifted_at": "t", "lift_reason": "rows removed"}]}],
                 "code_commits": [{"id": "c", "repository": "r", "commit": "abc", "branch": "main", "author": null, "message": null, "dirty": true}],
                 "runs": [{"id": "r", "name": "train", "status": "finished", "code_commit_id": "c", "started_at": "t", "ended_at": "t",
                     "tags": {}, "params": {"lr": "0.1"}, "metrics": {"auc": {"value": 0.9, "step": 3, "at": "t"}}}],
@@ -513,7 +539,9 @@ mod tests {
                 && page.contains("b@x")
                 && page.contains("lr")
                 && page.contains("authenticated by email_link")
+                && page.contains("lifted t by s@x: “rows removed”")
         );
         assert!(!page.contains("<b>me</b>"), "HTML must be escaped");
+        assert!(!page.contains("<b>consent</b>"), "HTML must be escaped");
     }
 }

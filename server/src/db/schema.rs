@@ -506,6 +506,11 @@ diesel::table! {
 }
 
 diesel::joinable!(project_stages -> projects (project_id));
+diesel::joinable!(jobs -> projects (project_id));
+diesel::joinable!(openlineage_runs -> runs (run_id));
+diesel::joinable!(openlineage_runs -> jobs (job_id));
+diesel::joinable!(openlineage_datasets -> datasets (dataset_id));
+diesel::joinable!(dataset_recalls -> dataset_versions (dataset_version_id));
 diesel::joinable!(promotions -> model_versions (model_version_id));
 diesel::joinable!(promotions -> projects (project_id));
 diesel::joinable!(approvals -> promotions (promotion_id));
@@ -576,6 +581,52 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    jobs (id) {
+        id -> Uuid,
+        project_id -> Uuid,
+        namespace -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    openlineage_runs (openlineage_run_id) {
+        openlineage_run_id -> Uuid,
+        run_id -> Uuid,
+        job_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    openlineage_datasets (namespace, name) {
+        namespace -> Text,
+        name -> Text,
+        dataset_id -> Uuid,
+    }
+}
+
+diesel::table! {
+    openlineage_events (sha256) {
+        sha256 -> Text,
+        received_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    dataset_recalls (id) {
+        id -> Uuid,
+        dataset_version_id -> Uuid,
+        reason -> Text,
+        recalled_by -> Uuid,
+        recalled_at -> Timestamptz,
+        lifted_by -> Nullable<Uuid>,
+        lifted_at -> Nullable<Timestamptz>,
+        lift_reason -> Nullable<Text>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     access_tokens,
     sessions,
@@ -621,4 +672,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     mlflow_run_outputs,
     mlflow_datasets,
     mlflow_run_inputs,
+    jobs,
+    openlineage_runs,
+    openlineage_datasets,
+    openlineage_events,
+    dataset_recalls,
 );

@@ -2,21 +2,24 @@ use async_graphql::{Context, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
+use super::auth::UserNode;
 use super::loaders::{
-    ConsumersOfDatasetVersion, DatasetById, ParentsOfDatasetVersion, ProjectById, VersionsOfDataset,
+    ConsumersOfDatasetVersion, DatasetById, ParentsOfDatasetVersion, ProjectById, UserById,
+    VersionsOfDataset,
 };
 use super::projects::ProjectNode;
 use super::runs::RunNode;
 use super::scalars::Sha256;
 use super::{
-    actor, gql_error, list_cost, load, loaders, parse_ids, read, readable, readable_child,
-    transaction, version_range, GqlResult, DEFAULT_LIST_SIZE,
+    actor, gql_error, list_cost, load, loaders, parse_id, parse_ids, read, readable,
+    readable_child, transaction, version_range, GqlResult, DEFAULT_LIST_SIZE,
 };
 use crate::access::Readable;
 use crate::datasets::{self, Dataset, DatasetVersion, NewVersion};
 use crate::error::Error;
 use crate::ids::DatasetVersionId;
 use crate::projects::Role;
+use crate::recalls::{self, Recall};
 
 /// A dataset the caller may read.
 pub struct DatasetNode(pub Readable<Dataset>);
@@ -114,6 +117,21 @@ impl DatasetVersionNode {
         Ok(rows.into_iter().map(DatasetVersionNode).collect())
     }
 
+    /// The recall in force on this version, if any: its data may not be used.
+    async fn recall(&self, ctx: &Context<'_>) -> GqlResult<Option<DatasetRecall>> {
+        let recalls = recalls_of(ctx, self.0.id).await?;
+        Ok(recalls
+            .into_iter()
+            .find(Recall::in_force)
+            .map(DatasetRecall))
+    }
+
+    /// Every recall of this version, in force or lifted, oldest first.
+    async fn recalls(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetRecall>> {
+        let recalls = recalls_of(ctx, self.0.id).await?;
+        Ok(recalls.into_iter().map(DatasetRecall).collect())
+    }
+
     /// The runs that consumed this version that the caller may read (runs of other projects
     /// may consume it; those of projects the caller cannot read are left out).
     async fn consumed_by(&self, ctx: &Context<'_>) -> GqlResult<Vec<RunNode>> {
@@ -124,6 +142,64 @@ impl DatasetVersionNode {
             .unwrap_or_default();
         let rows = super::readable_only(ctx, rows).await?;
         Ok(rows.into_iter().map(RunNode).collect())
+    }
+}
+
+async fn recalls_of(ctx: &Context<'_>, id: DatasetVersionId) -> GqlResult<Vec<Recall>> {
+    read(ctx, |c| {
+        async move { recalls::of_versions(c, &[id]).await }.scope_boxed()
+    })
+    .await
+}
+
+/// A recall of a dataset version (readable with the version), and its lifting.
+pub struct DatasetRecall(Recall);
+
+#[Object]
+impl DatasetRecall {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn reason(&self) -> &str {
+        &self.0.reason
+    }
+
+    async fn recalled_by(&self, ctx: &Context<'_>) -> GqlResult<Option<UserNode>> {
+        let user = loaders(ctx)
+            .load_one(UserById(self.0.recalled_by))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(user.map(UserNode))
+    }
+
+    async fn recalled_at(&self) -> DateTime<Utc> {
+        self.0.recalled_at
+    }
+
+    /// Whether the recall still holds (not lifted).
+    async fn in_force(&self) -> bool {
+        self.0.in_force()
+    }
+
+    async fn lifted_by(&self, ctx: &Context<'_>) -> GqlResult<Option<UserNode>> {
+        let Some(id) = self.0.lifted_by else {
+            return Ok(None);
+        };
+        let user = loaders(ctx)
+            .load_one(UserById(id))
+            .await
+            .map_err(|e| (*e).clone())?;
+        Ok(user.map(UserNode))
+    }
+
+    async fn lifted_at(&self) -> Option<DateTime<Utc>> {
+        self.0.lifted_at
+    }
+
+    /// Why the data may be used again.
+    async fn lift_reason(&self) -> Option<&str> {
+        self.0.lift_reason.as_deref()
     }
 }
 
@@ -154,6 +230,23 @@ impl DatasetQuery {
             Some(dataset) => Ok(Some(DatasetNode(readable(ctx, dataset).await?))),
             None => Ok(None),
         }
+    }
+
+    /// The dataset that stands for an OpenLineage dataset (by its namespace and name, as
+    /// pipelines report it), if the caller may read it.
+    async fn open_lineage_dataset(
+        &self,
+        ctx: &Context<'_>,
+        namespace: String,
+        name: String,
+    ) -> GqlResult<Option<DatasetNode>> {
+        let found = read(ctx, |c| {
+            async move { crate::openlineage::dataset_named(c, &namespace, &name).await }
+                .scope_boxed()
+        })
+        .await?;
+        let readable = super::readable_only(ctx, found.into_iter().collect()).await?;
+        Ok(readable.into_iter().next().map(DatasetNode))
     }
 }
 
@@ -210,6 +303,60 @@ impl DatasetMutation {
         .await?;
         Ok(DatasetVersionNode(readable_child(ctx, version).await?))
     }
+}
+
+#[derive(Default)]
+pub struct RecallMutation;
+
+#[Object]
+impl RecallMutation {
+    /// Recalls a dataset version (APPROVER or ADMIN of its project): its data may no longer be
+    /// used. Promotions of versions built on it are denied by the default policy, and the
+    /// projects downstream are notified. CONFLICT while a recall of it is in force.
+    async fn recall_dataset_version(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> GqlResult<DatasetVersionNode> {
+        let actor = actor(ctx)?;
+        let version_id = parse_id::<DatasetVersionId>(&id)?;
+        transaction(ctx, |c| {
+            async move { recalls::recall(c, actor, version_id, &reason).await }.scope_boxed()
+        })
+        .await?;
+        recalled_version(ctx, version_id).await
+    }
+
+    /// Lifts the recall in force on a dataset version (APPROVER or ADMIN of its project), saying
+    /// why its data may be used again. The recall stays in the version's history.
+    async fn lift_dataset_recall(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        reason: String,
+    ) -> GqlResult<DatasetVersionNode> {
+        let actor = actor(ctx)?;
+        let version_id = parse_id::<DatasetVersionId>(&id)?;
+        transaction(ctx, |c| {
+            async move { recalls::lift(c, actor, version_id, &reason).await }.scope_boxed()
+        })
+        .await?;
+        recalled_version(ctx, version_id).await
+    }
+}
+
+async fn recalled_version(
+    ctx: &Context<'_>,
+    id: DatasetVersionId,
+) -> GqlResult<DatasetVersionNode> {
+    let version = read(ctx, |c| {
+        async move { datasets::versions_by_id(c, &[id]).await }.scope_boxed()
+    })
+    .await?
+    .pop()
+    .ok_or_else(|| gql_error(Error::not_found(format!("no dataset version with id {id}"))))?;
+    Ok(DatasetVersionNode(readable_child(ctx, version).await?))
 }
 
 /// The versions the caller may read, in order; versions of unreadable projects are left out.

@@ -4,12 +4,23 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::code::CodeCommitNode;
 use super::datasets::{readable_versions, DatasetVersionNode};
-use super::loaders::{CodeCommitById, DatasetVersionById, ModelById, ModelVersionById, RunById};
+use super::loaders::{
+    CodeCommitById, DatasetVersionById, ModelById, ModelVersionById, ProjectById, RunById,
+};
 use super::models::ModelVersionNode;
+use super::projects::ProjectNode;
 use super::runs::RunNode;
-use super::{actor, gql_error, loaders, parse_id, read, readable_only, transaction, GqlResult};
-use crate::ids::{CodeCommitId, DatasetVersionId, DeploymentId, ModelVersionId, RunId};
+use super::{
+    actor, gql_error, load, loaders, parse_id, read, readable, readable_only, transaction,
+    GqlResult,
+};
+use crate::access::Readable;
+use crate::ids::{
+    CodeCommitId, DatasetVersionId, DeploymentId, JobId, ModelVersionId, RunId, TypedId as _,
+};
+use crate::jobs::{self, Job};
 use crate::lineage::{self, Direction, Edge, NodeKind, NodeRef};
+use crate::promotions::{self, Deployment};
 
 #[derive(InputObject)]
 #[graphql(name = "NodeRef")]
@@ -27,6 +38,7 @@ impl NodeRefInput {
             NodeKind::Run => NodeRef::Run(parse_id::<RunId>(id)?),
             NodeKind::ModelVersion => NodeRef::ModelVersion(parse_id::<ModelVersionId>(id)?),
             NodeKind::Deployment => NodeRef::Deployment(parse_id::<DeploymentId>(id)?),
+            NodeKind::Job => NodeRef::Job(parse_id::<JobId>(id)?),
         })
     }
 }
@@ -102,6 +114,18 @@ impl LineageNode {
         }
     }
 
+    async fn job(&self, ctx: &Context<'_>) -> GqlResult<Option<JobNode>> {
+        let NodeRef::Job(id) = self.node else {
+            return Ok(None);
+        };
+        let found = read(ctx, |c| {
+            async move { jobs::by_ids(c, &[id]).await }.scope_boxed()
+        })
+        .await?;
+        let readable = readable_only(ctx, found).await?;
+        Ok(readable.into_iter().next().map(JobNode))
+    }
+
     /// Code commits are shared between projects: any caller who reached one may read it.
     async fn code_commit(&self, ctx: &Context<'_>) -> GqlResult<Option<CodeCommitNode>> {
         let NodeRef::CodeCommit(id) = self.node else {
@@ -143,6 +167,109 @@ pub struct LineageGraph {
     edges: Vec<LineageEdge>,
 }
 
+/// A pipeline step OpenLineage reported (an Airflow task, a Spark job, a dbt model), readable by
+/// the caller.
+pub struct JobNode(pub Readable<Job>);
+
+#[Object(name = "Job")]
+impl JobNode {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    /// The OpenLineage namespace the job was reported in.
+    async fn namespace(&self) -> &str {
+        &self.0.namespace
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn project(&self, ctx: &Context<'_>) -> GqlResult<ProjectNode> {
+        let found = load(ctx, ProjectById(self.0.project_id), "project").await?;
+        Ok(ProjectNode(readable(ctx, found).await?))
+    }
+}
+
+/// A model version placed in a stage by an applied promotion.
+pub struct DeploymentNode {
+    deployment: Deployment,
+    model_version: ModelVersionNode,
+}
+
+#[Object(name = "Deployment")]
+impl DeploymentNode {
+    async fn id(&self) -> ID {
+        ID(self.deployment.id.to_string())
+    }
+
+    /// The stage the promotion placed the version in.
+    async fn stage(&self) -> &str {
+        &self.deployment.stage
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.deployment.created_at
+    }
+
+    async fn model_version(&self) -> &ModelVersionNode {
+        &self.model_version
+    }
+}
+
+/// Everything downstream of a node that the caller may read, by kind, nearest first: the answer
+/// to "which models, in which stages, are built on this?". Nodes of projects the caller cannot
+/// read are left out.
+#[derive(SimpleObject)]
+pub struct Impact {
+    node: LineageNode,
+    depth: i32,
+    dataset_versions: Vec<DatasetVersionNode>,
+    runs: Vec<RunNode>,
+    /// The jobs of the runs above: the pipelines affected.
+    jobs: Vec<JobNode>,
+    /// Each with its current `stage`; where it is deployed is in `deployments`.
+    model_versions: Vec<ModelVersionNode>,
+    /// Deployments of the model versions above (a deployment descends from its version).
+    deployments: Vec<DeploymentNode>,
+}
+
+/// The model versions (by id, in this order) whose model the caller may read.
+async fn readable_model_versions(
+    ctx: &Context<'_>,
+    ids: &[ModelVersionId],
+) -> GqlResult<Vec<ModelVersionNode>> {
+    let keys: Vec<ModelVersionById> = ids.iter().map(|id| ModelVersionById(*id)).collect();
+    let versions = loaders(ctx)
+        .load_many(keys)
+        .await
+        .map_err(|e| (*e).clone())?;
+    let model_keys: Vec<ModelById> = versions.values().map(|v| ModelById(v.model_id)).collect();
+    let models = loaders(ctx)
+        .load_many(model_keys)
+        .await
+        .map_err(|e| (*e).clone())?;
+    let models = readable_only(ctx, models.into_values().collect()).await?;
+    let models: std::collections::HashMap<_, _> = models.into_iter().map(|m| (m.id, m)).collect();
+    let mut nodes = Vec::new();
+    for id in ids {
+        let Some(version) = versions.get(&ModelVersionById(*id)) else {
+            continue;
+        };
+        if let Some(model) = models.get(&version.model_id) {
+            nodes.push(ModelVersionNode(
+                model.child(version.clone()).map_err(gql_error)?,
+            ));
+        }
+    }
+    Ok(nodes)
+}
+
 #[derive(Default)]
 pub struct LineageQuery;
 
@@ -169,6 +296,95 @@ impl LineageQuery {
             edges: graph.edges.into_iter().map(Into::into).collect(),
         })
     }
+}
+
+#[derive(Default)]
+pub struct ImpactQuery;
+
+#[Object]
+impl ImpactQuery {
+    /// Everything downstream of a node within `depth` steps (default and most: 50), grouped by
+    /// kind, with each model version's stage and deployments: "which production models descend
+    /// from this table?".
+    async fn impact(
+        &self,
+        ctx: &Context<'_>,
+        node: NodeRefInput,
+        depth: Option<i32>,
+    ) -> GqlResult<Impact> {
+        let actor = actor(ctx)?;
+        let start = node.parse()?;
+        let depth = depth.unwrap_or(lineage::MAX_DEPTH);
+        let (nodes, rows) = read(ctx, |c| {
+            async move {
+                let nodes = lineage::impact(c, actor, start, depth).await?;
+                let rows = ImpactRows {
+                    dataset_versions: crate::datasets::versions_by_id(
+                        c,
+                        &lineage::ids_of::<DatasetVersionId>(&nodes),
+                    )
+                    .await?,
+                    runs: crate::runs::by_ids(c, &lineage::ids_of::<RunId>(&nodes)).await?,
+                    jobs: jobs::by_ids(c, &lineage::ids_of::<JobId>(&nodes)).await?,
+                    deployments: promotions::deployments_by_ids(
+                        c,
+                        &lineage::ids_of::<DeploymentId>(&nodes),
+                    )
+                    .await?,
+                };
+                Ok((nodes, rows))
+            }
+            .scope_boxed()
+        })
+        .await?;
+        let in_order = |id: uuid::Uuid| nodes.iter().position(|n| n.uuid() == id);
+        let mut dataset_versions = readable_versions(ctx, rows.dataset_versions).await?;
+        dataset_versions.sort_by_key(|v| in_order(v.id.uuid()));
+        let mut runs = readable_only(ctx, rows.runs).await?;
+        runs.sort_by_key(|r| in_order(r.id.uuid()));
+        let mut jobs = readable_only(ctx, rows.jobs).await?;
+        jobs.sort_by_key(|j| in_order(j.id.uuid()));
+        let model_versions =
+            readable_model_versions(ctx, &lineage::ids_of::<ModelVersionId>(&nodes)).await?;
+        let deployed: Vec<ModelVersionId> = rows
+            .deployments
+            .iter()
+            .map(|d| d.model_version_id)
+            .collect();
+        let deployed_versions = readable_model_versions(ctx, &deployed).await?;
+        let mut deployments = Vec::new();
+        for deployment in rows.deployments {
+            let version = deployed_versions
+                .iter()
+                .find(|v| v.0.id == deployment.model_version_id);
+            if let Some(version) = version {
+                deployments.push(DeploymentNode {
+                    model_version: ModelVersionNode(version.0.clone()),
+                    deployment,
+                });
+            }
+        }
+        Ok(Impact {
+            node: start.into(),
+            depth,
+            dataset_versions: dataset_versions
+                .into_iter()
+                .map(DatasetVersionNode)
+                .collect(),
+            runs: runs.into_iter().map(RunNode).collect(),
+            jobs: jobs.into_iter().map(JobNode).collect(),
+            model_versions,
+            deployments,
+        })
+    }
+}
+
+/// The rows of an impact's nodes, kind by kind, before authorization.
+struct ImpactRows {
+    dataset_versions: Vec<crate::datasets::DatasetVersion>,
+    runs: Vec<crate::runs::Run>,
+    jobs: Vec<Job>,
+    deployments: Vec<Deployment>,
 }
 
 #[derive(Default)]

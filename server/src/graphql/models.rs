@@ -2,6 +2,7 @@ use async_graphql::{Context, Json, Object, ID};
 use chrono::{DateTime, Utc};
 use diesel_async::scoped_futures::ScopedFutureExt;
 
+use super::datasets::DatasetVersionNode;
 use super::loaders::{AliasesOfVersion, ModelById, RunById, VersionsOfModel};
 use super::runs::RunNode;
 use super::{
@@ -120,6 +121,18 @@ impl ModelVersionNode {
 
     async fn description(&self) -> Option<&str> {
         self.0.description.as_deref()
+    }
+
+    /// The dataset versions upstream of this version (any depth) under a recall in force, that
+    /// the caller may read: data this version was built on that may no longer be used.
+    async fn recalled_upstream(&self, ctx: &Context<'_>) -> GqlResult<Vec<DatasetVersionNode>> {
+        let node = crate::lineage::NodeRef::ModelVersion(self.0.id);
+        let versions = read(ctx, |c| {
+            crate::recalls::recalled_upstream(c, node).scope_boxed()
+        })
+        .await?;
+        let readable = super::datasets::readable_versions(ctx, versions).await?;
+        Ok(readable.into_iter().map(DatasetVersionNode).collect())
     }
 
     /// The path, among the source run's artifacts, this version was registered from.

@@ -18,6 +18,7 @@ mod subscriptions;
 mod ui;
 
 pub(crate) use artifacts::{percent_decode, stream_file};
+pub use error::ApiError;
 pub use export::ExportLimits;
 
 use std::net::TcpListener;
@@ -118,6 +119,7 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
             .configure(graphql::routes)
             .configure(artifacts::routes)
             .configure(crate::mlflow::routes)
+            .configure(crate::openlineage::routes)
             .configure(approve::routes)
             .configure(sign_in::routes)
             .configure(device::routes)

@@ -140,7 +140,7 @@ async fn version_for(
     project_id: crate::ids::ProjectId,
     description: &Description,
 ) -> Result<DatasetVersionId> {
-    let dataset_name = wire::name_for(&description.name, "dataset");
+    let dataset_name = crate::validate::name_for(&description.name, "dataset");
     let sha256 = description.sha256();
     let existing: Option<DatasetVersionId> = dataset_versions::table
         .inner_join(datasets::table)

@@ -151,7 +151,7 @@ async fn find_by_name(conn: &mut Conn, actor: &Actor, name: &str) -> Result<Expe
 
 /// A free project name for an experiment name: its slug, then the slug with `-2`, `-3`, ….
 async fn free_project_name(conn: &mut Conn, experiment_name: &str) -> Result<String> {
-    let base = wire::name_for(experiment_name, "experiment");
+    let base = crate::validate::name_for(experiment_name, "experiment");
     for n in 1..=100 {
         let candidate = if n == 1 {
             base.clone()

@@ -139,6 +139,7 @@ pub async fn policy_input(
     let dataset_ids: Vec<DatasetVersionId> = upstream.ids();
     let commit_ids: Vec<CodeCommitId> = upstream.ids();
     let datasets_doc = dataset_documents(conn, &dataset_ids).await?;
+    let recalled = crate::recalls::in_force_documents(conn, &dataset_ids).await?;
     let commits: Vec<(String, String, bool, Option<String>)> = code_commits::table
         .filter(code_commits::id.eq_any(&commit_ids))
         .order(code_commits::id)
@@ -199,6 +200,7 @@ pub async fn policy_input(
         "current": current,
         "lineage": {
             "datasets": datasets_doc,
+            "recalled": recalled,
             "code_commits": commits.into_iter().map(|(repository, commit, dirty, branch)| json!({
                 "repository": repository, "commit": commit, "dirty": dirty, "branch": branch,
             })).collect::<Vec<_>>(),
@@ -232,6 +234,20 @@ pub fn hide_datasets(input: &mut Value, visible: impl Fn(DatasetVersionId) -> bo
         let before = datasets.len();
         datasets.retain(|d| dataset_version_id(d).is_some_and(&visible));
         hidden = before - datasets.len();
+    }
+    // A recall names its dataset; one the reader may not see stays, without its name and reason
+    // (the promotion's denial rests on it), as an id only.
+    if let Some(recalled) = lineage.get_mut("recalled").and_then(Value::as_array_mut) {
+        for recall in recalled.iter_mut() {
+            let visible_recall = recall
+                .get("dataset_version_id")
+                .and_then(Value::as_str)
+                .and_then(|id| id.parse().ok())
+                .is_some_and(&visible);
+            if !visible_recall {
+                *recall = serde_json::json!({"hidden": true});
+            }
+        }
     }
     lineage.insert("hidden_datasets".into(), hidden.into());
 }

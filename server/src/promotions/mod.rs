@@ -55,6 +55,26 @@ text_enum! {
     }
 }
 
+/// A model version placed in a stage by an applied promotion (a DEPLOYMENT lineage node,
+/// `deployment —deploys→ model_version`).
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = deployments)]
+pub struct Deployment {
+    pub id: DeploymentId,
+    pub model_version_id: ModelVersionId,
+    pub stage: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn deployments_by_ids(conn: &mut Conn, ids: &[DeploymentId]) -> Result<Vec<Deployment>> {
+    Ok(deployments::table
+        .filter(deployments::id.eq_any(ids))
+        .order(deployments::created_at.desc())
+        .select(Deployment::as_select())
+        .load(conn)
+        .await?)
+}
+
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = promotions)]
 pub struct Promotion {

@@ -27,6 +27,7 @@ mod auth;
 mod bench_artifacts;
 mod bench_audit_export;
 mod bench_concurrent_writers;
+mod bench_lineage;
 mod bench_mlflow;
 mod bench_model_version_reads;
 mod bench_search_runs;

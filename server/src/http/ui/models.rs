@@ -176,7 +176,9 @@ const VERSION: &str = "query($p: String!, $m: String!, $v: Int!) {
     id version stage aliases tags description artifactPath createdAt manifestSha256
     artifacts { path size sha256 }
     model { name aliases { alias modelVersion { version } } }
-    run { id name status project { name } codeCommit { repository commit dirty } } }
+    run { id name status project { name } codeCommit { repository commit dirty } }
+    recalledUpstream { id version uri dataset { name project { name } }
+      recall { reason recalledAt recalledBy { email } } } }
 }";
 
 #[get("/projects/{p}/models/{m}/versions/{n}")]

@@ -1,0 +1,730 @@
+//! Applying one OpenLineage event to the registry, in the caller's transaction (the mapping is
+//! documented in the module above).
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::spec::EventKind;
+use super::Namespaces;
+use crate::actor::Actor;
+use crate::audit::{self, Change};
+use crate::code::{self, NewCommit};
+use crate::datasets::{self, Dataset, NewVersion};
+use crate::db::schema::{
+    dataset_versions, datasets as datasets_table, openlineage_datasets, openlineage_events,
+    openlineage_runs, runs as runs_table,
+};
+use crate::db::Conn;
+use crate::error::{Error, Result};
+use crate::ids::{CodeCommitId, DatasetVersionId, JobId, ProjectId, RunId};
+use crate::jobs::{self, Job};
+use crate::lineage::{self, NodeRef};
+use crate::projects::{self, Role};
+use crate::runs::{self, NewRun, RunStatus};
+
+// What Custody reads of an event (the schema has been checked; unknown facets are ignored).
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    pub event_time: DateTime<Utc>,
+    pub event_type: Option<EventType>,
+    pub run: Option<RunPart>,
+    pub job: Option<JobPart>,
+    #[serde(default)]
+    pub inputs: Vec<DatasetPart>,
+    #[serde(default)]
+    pub outputs: Vec<DatasetPart>,
+    pub dataset: Option<DatasetPart>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EventType {
+    Start,
+    Running,
+    Complete,
+    Abort,
+    Fail,
+    Other,
+}
+
+impl EventType {
+    /// The status a run ends in on this event, if it ends.
+    fn ends_as(self) -> Option<RunStatus> {
+        match self {
+            EventType::Complete => Some(RunStatus::Finished),
+            EventType::Fail => Some(RunStatus::Failed),
+            EventType::Abort => Some(RunStatus::Killed),
+            EventType::Start | EventType::Running | EventType::Other => None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPart {
+    pub run_id: Uuid,
+    #[serde(default)]
+    pub facets: RunFacets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RunFacets {
+    pub parent: Option<ParentFacet>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ParentFacet {
+    pub run: ParentRun,
+    pub job: JobName,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRun {
+    pub run_id: Uuid,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JobName {
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct JobPart {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub facets: JobFacets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFacets {
+    pub source_code_location: Option<SourceCodeLocation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceCodeLocation {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    pub repo_url: Option<String>,
+    pub version: Option<String>,
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DatasetPart {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub facets: DatasetFacets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DatasetFacets {
+    pub version: Option<VersionFacet>,
+    /// Custody's own facet: the SHA-256 of the dataset's content, when the producer knows it.
+    #[serde(rename = "custodyContentHash")]
+    pub content_hash: Option<ContentHashFacet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionFacet {
+    pub dataset_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ContentHashFacet {
+    pub sha256: String,
+}
+
+/// What an applied event did, as the endpoint answers it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    /// False when the same event had been applied before (nothing changed).
+    pub applied: bool,
+    pub job_id: Option<JobId>,
+    pub run_id: Option<RunId>,
+    pub inputs: Vec<DatasetVersionId>,
+    pub outputs: Vec<DatasetVersionId>,
+}
+
+/// A project events write into: its id and name (the domain functions take names).
+#[derive(Debug, Clone)]
+struct Target {
+    id: ProjectId,
+    name: String,
+}
+
+/// One event being applied: who sends it and how namespaces map to projects.
+pub struct Ingest<'a> {
+    pub actor: &'a Actor,
+    pub namespaces: &'a Namespaces,
+    /// The project named by the request (`?project=`), for namespaces no rule maps.
+    pub default_project: Option<&'a str>,
+}
+
+impl Ingest<'_> {
+    /// Applies `event` (already checked against the schema, of `kind`), once: a replay of an
+    /// applied event changes nothing.
+    pub async fn apply(
+        &self,
+        conn: &mut Conn,
+        raw: &Value,
+        kind: EventKind,
+        event: &Event,
+    ) -> Result<Outcome> {
+        let digest = custody_audit_format::canonical::sha256_hex(raw);
+        let first_time = diesel::insert_into(openlineage_events::table)
+            .values(openlineage_events::sha256.eq(&digest))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?
+            == 1;
+        let mut outcome = Outcome {
+            applied: first_time,
+            job_id: None,
+            run_id: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+        };
+        if !first_time {
+            return Ok(outcome);
+        }
+        let project = match kind {
+            EventKind::Run | EventKind::Job => {
+                let part = event
+                    .job
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid("the event has no job"))?;
+                let (job, target) = self.job(conn, &part.namespace, &part.name).await?;
+                outcome.job_id = Some(job.id);
+                if kind == EventKind::Run {
+                    self.run_event(conn, event, part, &job, &target, &mut outcome)
+                        .await?;
+                } else {
+                    for dataset in event.inputs.iter().chain(&event.outputs) {
+                        self.dataset(conn, dataset, &target).await?;
+                    }
+                }
+                target.id
+            }
+            EventKind::Dataset => {
+                let part = event
+                    .dataset
+                    .as_ref()
+                    .ok_or_else(|| Error::invalid("the event has no dataset"))?;
+                let target = self.project_for(conn, &part.namespace, None).await?;
+                let (dataset, home) = self.dataset(conn, part, &target).await?;
+                if let Some(identity) = declared_identity(part)? {
+                    let (version, _) = self.version(conn, &dataset, &home, part, identity).await?;
+                    outcome.outputs.push(version);
+                }
+                home.id
+            }
+        };
+        audit::record(
+            conn,
+            self.actor,
+            Change {
+                action: "openlineage.event",
+                project_id: Some(project),
+                subject_kind: "openlineage_event",
+                subject_id: digest,
+                before: None,
+                after: Some(json!({
+                    "event_type": event.event_type,
+                    "event_time": event.event_time,
+                    "job": event.job.as_ref().map(|j| json!({"namespace": j.namespace, "name": j.name})),
+                    "openlineage_run_id": event.run.as_ref().map(|r| r.run_id),
+                    "job_id": outcome.job_id,
+                    "run_id": outcome.run_id,
+                    "inputs": outcome.inputs,
+                    "outputs": outcome.outputs,
+                })),
+            },
+        )
+        .await?;
+        Ok(outcome)
+    }
+
+    /// A RunEvent: the run of the job (created on its first event), what it read and wrote, its
+    /// parent run, its code, and its state.
+    async fn run_event(
+        &self,
+        conn: &mut Conn,
+        event: &Event,
+        job_part: &JobPart,
+        job: &Job,
+        target: &Target,
+        outcome: &mut Outcome,
+    ) -> Result<()> {
+        let run_part = event
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the event has no run"))?;
+        let commit = self.commit(conn, job_part).await?;
+        let mut inputs = Vec::with_capacity(event.inputs.len());
+        for part in &event.inputs {
+            let (dataset, home) = self.dataset(conn, part, target).await?;
+            let version = match declared_identity(part)? {
+                Some(identity) => self.version(conn, &dataset, &home, part, identity).await?.0,
+                None => self.latest_or_external(conn, &dataset, &home, part).await?,
+            };
+            inputs.push(version);
+        }
+        let (run_id, created) = self
+            .run(conn, run_part.run_id, job, target, commit, &inputs)
+            .await?;
+        let this = NodeRef::Run(run_id);
+        if !created {
+            for input in &inputs {
+                lineage::connect(conn, this, NodeRef::DatasetVersion(*input), "consumed").await?;
+            }
+            if let Some(commit) = commit {
+                lineage::connect(conn, this, NodeRef::CodeCommit(commit), "ran").await?;
+                diesel::update(runs_table::table.find(run_id))
+                    .filter(runs_table::code_commit_id.is_null())
+                    .set(runs_table::code_commit_id.eq(commit))
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        if let Some(parent) = &run_part.facets.parent {
+            let (parent_job, parent_target) = self
+                .job(conn, &parent.job.namespace, &parent.job.name)
+                .await?;
+            let (parent_run, _) = self
+                .run(
+                    conn,
+                    parent.run.run_id,
+                    &parent_job,
+                    &parent_target,
+                    None,
+                    &[],
+                )
+                .await?;
+            if parent_run == run_id {
+                return Err(Error::invalid(
+                    "a run cannot be its own parent (/run/facets/parent)",
+                ));
+            }
+            lineage::connect(conn, this, NodeRef::Run(parent_run), "child_of").await?;
+        }
+        for part in &event.outputs {
+            let (dataset, home) = self.dataset(conn, part, target).await?;
+            let identity =
+                declared_identity(part)?.unwrap_or(Identity::ProducedBy(run_part.run_id));
+            let (version, new) = self.version(conn, &dataset, &home, part, identity).await?;
+            let node = NodeRef::DatasetVersion(version);
+            if new {
+                lineage::record_new_node_edge(conn, node, this, "produced_by").await?;
+            } else {
+                lineage::connect(conn, node, this, "produced_by").await?;
+            }
+            outcome.outputs.push(version);
+        }
+        if let Some(status) = event.event_type.and_then(EventType::ends_as) {
+            let current: RunStatus = runs_table::table
+                .find(run_id)
+                .select(runs_table::status)
+                .first(conn)
+                .await?;
+            // Events may arrive late or twice: a run that has ended keeps its first ending.
+            if current == RunStatus::Running {
+                runs::finish(conn, self.actor, run_id, status).await?;
+            }
+        }
+        outcome.run_id = Some(run_id);
+        outcome.inputs = inputs;
+        Ok(())
+    }
+
+    /// The project a namespace's jobs and datasets go to: the longest configured prefix rule,
+    /// else a project named like the namespace, else the request's project, else `fallback`.
+    /// The caller must be allowed to write there.
+    async fn project_for(
+        &self,
+        conn: &mut Conn,
+        namespace: &str,
+        fallback: Option<&Target>,
+    ) -> Result<Target> {
+        let named = match self.namespaces.project_for(namespace) {
+            Some(project) => Some(project.to_owned()),
+            None => {
+                let same_name = projects::find_by_name(conn, namespace).await.ok();
+                let readable = match &same_name {
+                    Some(p) => projects::authorize(conn, self.actor, p.id, Role::Viewer)
+                        .await
+                        .is_ok(),
+                    None => false,
+                };
+                if readable {
+                    Some(namespace.to_owned())
+                } else {
+                    self.default_project.map(str::to_owned)
+                }
+            }
+        };
+        match (named, fallback) {
+            (Some(name), _) => {
+                let project =
+                    projects::find_authorized(conn, self.actor, &name, Role::Contributor).await?;
+                Ok(Target {
+                    id: project.id,
+                    name: project.name,
+                })
+            }
+            (None, Some(fallback)) => Ok(fallback.clone()),
+            (None, None) => Err(Error::invalid(format!(
+                "OpenLineage namespace `{namespace}` maps to no project: configure a rule \
+                 (CUSTODY_OPENLINEAGE_NAMESPACES=PREFIX=PROJECT), name a project after it, or \
+                 send the events to /api/v1/lineage?project=NAME"
+            ))),
+        }
+    }
+
+    /// The job named in the event, recorded in its namespace's project on first sight; the
+    /// caller must be allowed to write in the job's project.
+    async fn job(&self, conn: &mut Conn, namespace: &str, name: &str) -> Result<(Job, Target)> {
+        if let Some(job) = jobs::find(conn, namespace, name).await? {
+            projects::authorize(conn, self.actor, job.project_id, Role::Contributor)
+                .await
+                .map_err(projects::hiding(|| {
+                    Error::not_found(format!(
+                        "job `{namespace}`/`{name}` belongs to a project you cannot write to"
+                    ))
+                }))?;
+            let project = projects::by_ids(conn, &[job.project_id])
+                .await?
+                .pop()
+                .ok_or_else(|| Error::not_found("the job's project is gone"))?;
+            let target = Target {
+                id: project.id,
+                name: project.name,
+            };
+            return Ok((job, target));
+        }
+        let target = self.project_for(conn, namespace, None).await?;
+        let job = jobs::create(conn, self.actor, target.id, namespace, name).await?;
+        Ok((job, target))
+    }
+
+    /// The run the client's `runId` names: found, or started as a run of `job` with its inputs
+    /// and code. Answers whether it was created now.
+    async fn run(
+        &self,
+        conn: &mut Conn,
+        openlineage_run_id: Uuid,
+        job: &Job,
+        target: &Target,
+        commit: Option<CodeCommitId>,
+        inputs: &[DatasetVersionId],
+    ) -> Result<(RunId, bool)> {
+        let known: Option<(RunId, JobId)> = openlineage_runs::table
+            .find(openlineage_run_id)
+            .select((openlineage_runs::run_id, openlineage_runs::job_id))
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some((run_id, job_id)) = known {
+            if job_id != job.id {
+                return Err(Error::conflict(format!(
+                    "run {openlineage_run_id} is a run of another job than `{}`/`{}`",
+                    job.namespace, job.name
+                )));
+            }
+            return Ok((run_id, false));
+        }
+        let name: String = job.name.chars().take(256).collect();
+        let run = runs::start(
+            conn,
+            self.actor,
+            &target.name,
+            NewRun {
+                name: Some(&name),
+                code_commit_id: commit,
+                inputs: inputs.to_vec(),
+                tags: Some(json!({
+                    "openlineage.job.namespace": job.namespace.chars().take(5000).collect::<String>(),
+                    "openlineage.job.name": job.name.chars().take(5000).collect::<String>(),
+                    "openlineage.runId": openlineage_run_id.to_string(),
+                })),
+            },
+        )
+        .await?;
+        diesel::insert_into(openlineage_runs::table)
+            .values((
+                openlineage_runs::openlineage_run_id.eq(openlineage_run_id),
+                openlineage_runs::run_id.eq(run.id),
+                openlineage_runs::job_id.eq(job.id),
+            ))
+            .execute(conn)
+            .await?;
+        lineage::record_new_node_edge(conn, NodeRef::Run(run.id), NodeRef::Job(job.id), "run_of")
+            .await?;
+        Ok((run.id, true))
+    }
+
+    /// The code commit a job's `sourceCodeLocation` facet names (git, with a full commit id).
+    /// Other systems' versions (an svn revision) are no commit Custody can record.
+    async fn commit(&self, conn: &mut Conn, job: &JobPart) -> Result<Option<CodeCommitId>> {
+        let Some(location) = &job.facets.source_code_location else {
+            return Ok(None);
+        };
+        let Some(version) = location.version.as_deref() else {
+            return Ok(None);
+        };
+        if !location.kind.eq_ignore_ascii_case("git")
+            || crate::validate::commit_sha(version).is_err()
+        {
+            return Ok(None);
+        }
+        let repository = location.repo_url.as_deref().unwrap_or(&location.url);
+        let commit = code::register(
+            conn,
+            self.actor,
+            NewCommit {
+                repository,
+                commit: version,
+                branch: location.branch.as_deref(),
+                author: None,
+                message: None,
+                dirty: false,
+            },
+        )
+        .await?;
+        Ok(Some(commit.id))
+    }
+
+    /// The Custody dataset standing for an OpenLineage dataset, and its project: found by
+    /// namespace and name wherever it lives (readable by the caller), or created in the
+    /// namespace's project (`fallback`: the job's).
+    async fn dataset(
+        &self,
+        conn: &mut Conn,
+        part: &DatasetPart,
+        fallback: &Target,
+    ) -> Result<(Dataset, Target)> {
+        let known: Option<Dataset> = openlineage_datasets::table
+            .inner_join(datasets_table::table)
+            .filter(openlineage_datasets::namespace.eq(&part.namespace))
+            .filter(openlineage_datasets::name.eq(&part.name))
+            .select(Dataset::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(dataset) = known {
+            let hidden = || {
+                Error::not_found(format!(
+                    "dataset `{}`/`{}` belongs to a project you cannot read",
+                    part.namespace, part.name
+                ))
+            };
+            projects::authorize(conn, self.actor, dataset.project_id, Role::Viewer)
+                .await
+                .map_err(projects::hiding(hidden))?;
+            let project = projects::by_ids(conn, &[dataset.project_id])
+                .await?
+                .pop()
+                .ok_or_else(hidden)?;
+            let target = Target {
+                id: project.id,
+                name: project.name,
+            };
+            return Ok((dataset, target));
+        }
+        for (what, value) in [
+            ("dataset namespace", &part.namespace),
+            ("dataset name", &part.name),
+        ] {
+            crate::validate::text(what, value, 1024)?;
+            if value.trim().is_empty() {
+                return Err(Error::invalid(format!("{what} must not be empty")));
+            }
+        }
+        let target = self
+            .project_for(conn, &part.namespace, Some(fallback))
+            .await?;
+        let name = dataset_name(conn, target.id, &part.namespace, &part.name).await?;
+        let about = format!("OpenLineage dataset {}", uri_of(part));
+        let dataset = datasets::create(conn, self.actor, &target.name, &name, Some(&about)).await?;
+        diesel::insert_into(openlineage_datasets::table)
+            .values((
+                openlineage_datasets::namespace.eq(&part.namespace),
+                openlineage_datasets::name.eq(&part.name),
+                openlineage_datasets::dataset_id.eq(dataset.id),
+            ))
+            .execute(conn)
+            .await?;
+        Ok((dataset, target))
+    }
+
+    /// The version of `dataset` with this identity: found, or registered (the caller must be
+    /// allowed to write in the dataset's project). Answers whether it was registered now.
+    async fn version(
+        &self,
+        conn: &mut Conn,
+        dataset: &Dataset,
+        home: &Target,
+        part: &DatasetPart,
+        identity: Identity,
+    ) -> Result<(DatasetVersionId, bool)> {
+        let sha256 = identity.sha256(part);
+        let existing: Option<DatasetVersionId> = dataset_versions::table
+            .filter(dataset_versions::dataset_id.eq(dataset.id))
+            .filter(dataset_versions::sha256.eq(&sha256))
+            .select(dataset_versions::id)
+            .first(conn)
+            .await
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok((id, false));
+        }
+        let uri = uri_of(part);
+        let version = datasets::register_version(
+            conn,
+            self.actor,
+            &home.name,
+            &dataset.name,
+            NewVersion {
+                uri: &uri,
+                sha256: &sha256,
+                size_bytes: None,
+                tags: identity.tags(),
+                derived_from: Vec::new(),
+            },
+        )
+        .await?;
+        Ok((version.id, true))
+    }
+
+    /// What a run reads when the event names no version: the dataset's latest version, or, for
+    /// a source no known job has written, one version standing for the data as found outside.
+    async fn latest_or_external(
+        &self,
+        conn: &mut Conn,
+        dataset: &Dataset,
+        home: &Target,
+        part: &DatasetPart,
+    ) -> Result<DatasetVersionId> {
+        let latest: Option<DatasetVersionId> = dataset_versions::table
+            .filter(dataset_versions::dataset_id.eq(dataset.id))
+            .order(dataset_versions::version.desc())
+            .select(dataset_versions::id)
+            .first(conn)
+            .await
+            .optional()?;
+        match latest {
+            Some(id) => Ok(id),
+            None => Ok(self
+                .version(conn, dataset, home, part, Identity::External)
+                .await?
+                .0),
+        }
+    }
+}
+
+/// What makes a dataset version the same version again.
+enum Identity {
+    /// The `version` facet's `datasetVersion` (a Delta or Iceberg version, a snapshot id).
+    Declared(String),
+    /// The `custodyContentHash` facet: the SHA-256 of the content itself.
+    Content(String),
+    /// No version given: one version per run that wrote it (by the client's runId).
+    ProducedBy(Uuid),
+    /// Read without a version, never written by a known run: the data as found outside.
+    External,
+}
+
+impl Identity {
+    /// The version's SHA-256: the content's, when given; else that of its identity, so the
+    /// same identity finds the same version again.
+    fn sha256(&self, part: &DatasetPart) -> String {
+        let identity = match self {
+            Identity::Content(sha256) => return sha256.clone(),
+            Identity::Declared(version) => json!({"version": version}),
+            Identity::ProducedBy(run) => json!({"produced_by_run": run}),
+            Identity::External => json!({"external": true}),
+        };
+        custody_audit_format::canonical::sha256_hex(&json!({
+            "openlineage_dataset": {"namespace": part.namespace, "name": part.name, "identity": identity}
+        }))
+    }
+
+    /// Tags that say how the version was identified.
+    fn tags(&self) -> Vec<String> {
+        let tag = match self {
+            Identity::Declared(_) => "openlineage-version",
+            Identity::Content(_) => "openlineage-content-hash",
+            Identity::ProducedBy(_) => "openlineage-run-output",
+            Identity::External => "openlineage-external",
+        };
+        vec![tag.to_owned()]
+    }
+}
+
+/// The identity an event declares for a dataset, if any: a content hash, else a version.
+fn declared_identity(part: &DatasetPart) -> Result<Option<Identity>> {
+    if let Some(hash) = &part.facets.content_hash {
+        let sha256 = crate::validate::sha256(&hash.sha256).map_err(|_| {
+            Error::invalid(format!(
+                "dataset `{}`/`{}`: facets.custodyContentHash.sha256 must be 64 hexadecimal characters",
+                part.namespace, part.name
+            ))
+        })?;
+        return Ok(Some(Identity::Content(sha256)));
+    }
+    Ok(part
+        .facets
+        .version
+        .as_ref()
+        .map(|v| Identity::Declared(v.dataset_version.clone())))
+}
+
+/// The dataset's URI by OpenLineage's naming convention: namespace, then name.
+fn uri_of(part: &DatasetPart) -> String {
+    let namespace = part.namespace.trim_end_matches('/');
+    let name = part.name.trim_start_matches('/');
+    format!("{namespace}/{name}")
+}
+
+/// A free Custody dataset name for an OpenLineage dataset: its namespace and name as a slug,
+/// made unique in the project with a digest of both when the slug is taken.
+async fn dataset_name(
+    conn: &mut Conn,
+    project_id: ProjectId,
+    namespace: &str,
+    name: &str,
+) -> Result<String> {
+    let slug = crate::validate::name_for(&format!("{namespace}/{name}"), "dataset");
+    let taken = |candidate: String| {
+        datasets_table::table
+            .filter(datasets_table::project_id.eq(project_id))
+            .filter(datasets_table::name.eq(candidate))
+    };
+    let slug_taken: bool = diesel::select(diesel::dsl::exists(taken(slug.clone())))
+        .get_result(conn)
+        .await?;
+    if !slug_taken {
+        return Ok(slug);
+    }
+    let digest = custody_audit_format::canonical::sha256_hex(&json!([namespace, name]));
+    let short: String = slug.chars().take(110).collect();
+    Ok(format!(
+        "{}-{}",
+        short.trim_end_matches(['-', '.', '_']),
+        &digest[..12]
+    ))
+}

@@ -1,0 +1,194 @@
+//! OpenLineage in: `POST /api/v1/lineage` takes the events pipelines already emit (Airflow,
+//! Spark, dbt, or any `openlineage-python` client), so lineage reaches past Custody's own SDK
+//! back to the source tables.
+//!
+//! Each event is checked against the published JSON schema (400 naming the field at fault), then
+//! applied in one transaction with its audit entry (`openlineage.event`), once: a replay of the
+//! same event is answered 200 and changes nothing. The mapping:
+//!
+//! - namespace → project: the longest configured prefix rule
+//!   (`CUSTODY_OPENLINEAGE_NAMESPACES=postgres://warehouse=data-platform,airflow=pipelines`),
+//!   else a project named like the namespace, else the request's `?project=NAME`; a dataset of
+//!   an unmapped namespace goes to its job's project. Anything else is refused. The token must
+//!   be allowed to write (CONTRIBUTOR) where something is recorded, and to read the datasets a
+//!   run reads from other projects.
+//! - job (namespace, name) → a JOB lineage node of that project, recorded on first sight.
+//! - run (`runId`) → a Custody run of the job (`run —run_of→ job`), named after the job, started
+//!   on its first event; COMPLETE / FAIL / ABORT end it as FINISHED / FAILED / KILLED (a run that
+//!   has ended keeps its first ending); START, RUNNING and OTHER add what they carry.
+//! - datasets (namespace, name) → one Custody dataset wherever they appear (created in their
+//!   namespace's project), and versions: the `version` facet's `datasetVersion`, or Custody's
+//!   `custodyContentHash` facet (`{"sha256": …}`, the content's SHA-256), identifies one; without
+//!   either an output is one version per producing run and an input is the dataset's latest
+//!   version (or, for a source no known job wrote, one "external" version). Inputs are
+//!   `run —consumed→ version`, outputs `version —produced_by→ run`; a Custody run that consumes
+//!   that version links up with the pipeline that made it.
+//! - `parent` run facet → `run —child_of→ parent run` (the parent recorded if unseen);
+//!   `sourceCodeLocation` job facet (git, full commit id) → the code commit node
+//!   (`run —ran→ commit`). `sourceCode` alone names no commit and is not recorded.
+//! - DatasetEvent → the dataset (and its version, when one is declared); JobEvent → the job and
+//!   its datasets.
+
+pub mod emit;
+mod ingest;
+mod spec;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use diesel_async::scoped_futures::ScopedFutureExt;
+use serde::Deserialize;
+use serde_json::Value;
+use tracing_actix_web::RequestId;
+
+use crate::error::Error;
+use crate::http::ApiError;
+use crate::state::AppState;
+
+pub use ingest::Outcome;
+
+/// The largest event taken (schema and column-lineage facets of wide tables are large).
+const MAX_EVENT: usize = 4 * 1024 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/v1/lineage")
+            .app_data(web::PayloadConfig::new(MAX_EVENT))
+            .route(web::post().to(receive)),
+    );
+}
+
+/// One rule of the namespace mapping: namespaces starting with `prefix` go to `project`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceRule {
+    pub prefix: String,
+    pub project: String,
+}
+
+impl std::str::FromStr for NamespaceRule {
+    type Err = String;
+
+    /// `PREFIX=PROJECT` (split at the last `=`: project names have none).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (prefix, project) = text
+            .rsplit_once('=')
+            .ok_or_else(|| format!("`{text}` is not PREFIX=PROJECT"))?;
+        if prefix.is_empty() {
+            return Err(format!("`{text}`: the namespace prefix is empty"));
+        }
+        crate::validate::name("project", project).map_err(|e| e.to_string())?;
+        Ok(NamespaceRule {
+            prefix: prefix.to_owned(),
+            project: project.to_owned(),
+        })
+    }
+}
+
+/// The configured namespace rules.
+#[derive(Debug, Clone, Default)]
+pub struct Namespaces {
+    /// Longest prefix first, so the most specific rule wins.
+    rules: Vec<NamespaceRule>,
+}
+
+impl Namespaces {
+    pub fn new(mut rules: Vec<NamespaceRule>) -> Self {
+        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        Namespaces { rules }
+    }
+
+    /// The project a rule sends `namespace` to.
+    pub fn project_for(&self, namespace: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .find(|rule| namespace.starts_with(&rule.prefix))
+            .map(|rule| rule.project.as_str())
+    }
+}
+
+/// The Custody dataset standing for the OpenLineage dataset `namespace`/`name`, if one does.
+pub async fn dataset_named(
+    conn: &mut crate::db::Conn,
+    namespace: &str,
+    name: &str,
+) -> crate::error::Result<Option<crate::datasets::Dataset>> {
+    use crate::db::schema::{datasets, openlineage_datasets};
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    Ok(openlineage_datasets::table
+        .inner_join(datasets::table)
+        .filter(openlineage_datasets::namespace.eq(namespace))
+        .filter(openlineage_datasets::name.eq(name))
+        .select(crate::datasets::Dataset::as_select())
+        .first(conn)
+        .await
+        .optional()?)
+}
+
+#[derive(Deserialize)]
+struct Destination {
+    /// The project for namespaces no rule maps.
+    project: Option<String>,
+}
+
+async fn receive(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    request_id: RequestId,
+    destination: web::Query<Destination>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let actor = crate::http::authenticate(&state, &http, request_id.to_string()).await?;
+    let raw: Value = serde_json::from_slice(&body)
+        .map_err(|e| Error::invalid(format!("the body is not a JSON document: {e}")))?;
+    let kind = spec::check(&raw)?;
+    let event: ingest::Event = serde_json::from_value(raw.clone())
+        .map_err(|e| Error::invalid(format!("the event cannot be read: {e}")))?;
+    let ingest = ingest::Ingest {
+        actor: &actor,
+        namespaces: &state.openlineage,
+        default_project: destination.project.as_deref(),
+    };
+    let outcome = crate::http::transaction(&state, |c| {
+        async move { ingest.apply(c, &raw, kind, &event).await }.scope_boxed()
+    })
+    .await?;
+    let mut answer = if outcome.applied {
+        HttpResponse::Created()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(answer.json(outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_prefix_wins() {
+        let namespaces = Namespaces::new(vec![
+            "postgres://=warehouse".parse().unwrap(),
+            "postgres://prod:5432=finance".parse().unwrap(),
+        ]);
+        assert_eq!(
+            namespaces.project_for("postgres://prod:5432"),
+            Some("finance")
+        );
+        assert_eq!(
+            namespaces.project_for("postgres://dev:5432"),
+            Some("warehouse")
+        );
+        assert_eq!(namespaces.project_for("s3://lake"), None);
+    }
+
+    #[test]
+    fn rules_are_checked() {
+        assert!("no-equals".parse::<NamespaceRule>().is_err());
+        assert!("=churn".parse::<NamespaceRule>().is_err());
+        assert!("s3://x=not a project".parse::<NamespaceRule>().is_err());
+        let rule: NamespaceRule = "a=b=churn".parse().unwrap();
+        assert_eq!(
+            (rule.prefix.as_str(), rule.project.as_str()),
+            ("a=b", "churn")
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! Load benchmark (not a timed test; ignored by default): lineage at a million edges.
+//!
+//! The graph (seeded in SQL, shaped as the server writes it): 2,000 jobs and ten layers of
+//! pipeline runs, 20,000 runs a layer. Each run is `run_of` its job, `consumed` three dataset
+//! versions of the layer before (its neighbours' outputs, so fan-in and fan-out are three) and
+//! `produced_by` one version; the first layer reads 20,000 source tables. 200,000 runs × 5
+//! edges = 1,000,000 edges. One more source, a reference table, is read by 500 runs of the
+//! first layer: about 10,000 nodes descend from it.
+//!
+//! Measured, one request at a time over HTTP (p50 / p99 / max):
+//! - `lineage` to depth 10, upstream from a random last-layer version and downstream from a
+//!   random source (a random start per request);
+//! - `impact` of the reference table (every descendant, grouped by kind);
+//! - OpenLineage ingest: 8 clients posting RunEvents (a new run of one of 100 jobs reading two
+//!   tables and writing one) for `BENCH_SECONDS` (default 10): events/s.
+//!
+//! ```text
+//! cargo build --release -p custody-server
+//! CUSTODY_SERVER_BIN=…/release/custody-server \
+//!   cargo test -p custody-tests --release --test e2e bench_lineage -- --ignored --nocapture
+//! ```
+//! Issue 15's targets on the 2-core machine: traversal p99 < 20 ms, impact < 200 ms, ingest
+//! ≥ 2,000 events/s.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use custody_tests::fixtures::*;
+use custody_tests::TestEnv;
+use serde_json::{json, Value};
+
+const LAYERS: i32 = 10;
+const WIDTH: i32 = 20_000;
+const HUB_READERS: i32 = 500;
+
+const LINEAGE: &str = "query($n: NodeRef!, $d: LineageDirection!) {
+    lineage(node: $n, direction: $d, depth: 10) { nodes { kind id } edges { relation from { id } to { id } } } }";
+const IMPACT: &str = "query($n: NodeRef!) { impact(node: $n) {
+    datasetVersions { id } runs { id } jobs { id } modelVersions { id stage } deployments { stage } } }";
+
+fn requests() -> usize {
+    std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)]
+}
+
+fn report(what: &str, mut times: Vec<Duration>, extra: &str) {
+    times.sort();
+    println!(
+        "CUSTODY_BENCH {what}: requests={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} {extra}",
+        times.len(),
+        percentile(&times, 0.5).as_secs_f64() * 1e3,
+        percentile(&times, 0.99).as_secs_f64() * 1e3,
+        times.last().unwrap().as_secs_f64() * 1e3,
+    );
+}
+
+/// A small deterministic generator for start nodes (no dependency for so little).
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: i32) -> i32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n as u64) as i32
+    }
+}
+
+/// The id the seed gives a node: `md5(<label>)` as a uuid, so edges name their ends without
+/// joins.
+async fn seeded_id(sql: &tokio_postgres::Client, label: &str) -> String {
+    sql.query_one("SELECT md5($1)::uuid::text", &[&label])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn seed(sql: &tokio_postgres::Client) {
+    let project: uuid::Uuid = sql
+        .query_one("SELECT id FROM projects WHERE name = 'bench'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let admin: uuid::Uuid = sql
+        .query_one("SELECT id FROM users WHERE email = 'admin@localhost'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    sql.execute(
+        "INSERT INTO jobs (id, project_id, namespace, name)
+         SELECT md5('job-' || k)::uuid, $1, 'bench', 'job-' || k FROM generate_series(0, 1999) k",
+        &[&project],
+    )
+    .await
+    .unwrap();
+    // Layer -1 holds the sources; `hub` is the reference table.
+    sql.execute(
+        "INSERT INTO datasets (id, project_id, name)
+         SELECT md5('ds-' || l)::uuid, $1, 'layer' || l FROM generate_series(-1, 9) l
+         UNION ALL SELECT md5('ds-hub')::uuid, $1, 'hub'",
+        &[&project],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "INSERT INTO dataset_versions (id, dataset_id, version, uri, sha256, created_by)
+         SELECT md5('dv-' || l || '-' || j)::uuid, md5('ds-' || l)::uuid, j + 1,
+                's3://bench/' || l || '/' || j, encode(sha256(('dv-' || l || '-' || j)::bytea), 'hex'), $1
+         FROM generate_series(-1, 9) l, generate_series(0, 19999) j
+         UNION ALL SELECT md5('dv-hub')::uuid, md5('ds-hub')::uuid, 1, 's3://bench/hub',
+                encode(sha256('hub'::bytea), 'hex'), $1",
+        &[&admin],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "INSERT INTO runs (id, project_id, name, status, created_by, started_at, ended_at)
+         SELECT md5('run-' || l || '-' || j)::uuid, $1, 'job-' || (j % 2000), 'finished', $2, now(), now()
+         FROM generate_series(0, 9) l, generate_series(0, 19999) j",
+        &[&project, &admin],
+    )
+    .await
+    .unwrap();
+    sql.batch_execute(
+        "INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation)
+         SELECT gen_random_uuid(), 'run', md5('run-' || l || '-' || j)::uuid, 'dataset_version',
+                md5('dv-' || (l - 1) || '-' || ((j - d + 20000) % 20000))::uuid, 'consumed'
+         FROM generate_series(0, 9) l, generate_series(0, 19999) j, generate_series(0, 2) d;
+         INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation)
+         SELECT gen_random_uuid(), 'dataset_version', md5('dv-' || l || '-' || j)::uuid, 'run',
+                md5('run-' || l || '-' || j)::uuid, 'produced_by'
+         FROM generate_series(0, 9) l, generate_series(0, 19999) j;
+         INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation)
+         SELECT gen_random_uuid(), 'run', md5('run-' || l || '-' || j)::uuid, 'job',
+                md5('job-' || (j % 2000))::uuid, 'run_of'
+         FROM generate_series(0, 9) l, generate_series(0, 19999) j;
+         INSERT INTO lineage_edges (id, from_kind, from_id, to_kind, to_id, relation)
+         SELECT gen_random_uuid(), 'run', md5('run-0-' || j)::uuid, 'dataset_version',
+                md5('dv-hub')::uuid, 'consumed'
+         FROM generate_series(0, 499) j;
+         VACUUM ANALYZE;",
+    )
+    .await
+    .unwrap();
+}
+
+/// One OpenLineage RunEvent: a new run of one of 100 jobs, reading two tables, writing one.
+fn ingest_event(n: usize) -> Value {
+    let table = |k: usize| json!({"namespace": "postgres://bench:5432", "name": format!("public.t{}", k % 1000)});
+    json!({
+        "eventType": "COMPLETE",
+        "eventTime": chrono::Utc::now().to_rfc3339(),
+        "producer": "https://github.com/example/bench",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+        "run": {"runId": uuid::Uuid::now_v7().to_string()},
+        "job": {"namespace": "bench-pipelines", "name": format!("ingest-{}", n % 100)},
+        "inputs": [table(n * 7), table(n * 7 + 3)],
+        "outputs": [table(n * 13 + 1)],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load benchmark: run with --release --ignored --nocapture"]
+async fn bench_lineage() {
+    let env = TestEnv::start().await;
+    create_project(&env.server, &env.admin, "bench").await;
+    let sql = env.sql().await;
+    let started = Instant::now();
+    seed(&sql).await;
+    let edges: i64 = sql
+        .query_one("SELECT count(*) FROM lineage_edges", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(edges >= 1_000_000, "{edges} edges");
+    println!(
+        "seeded {edges} edges in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Traversals to depth 10 from random starts, both directions.
+    let mut lcg = Lcg(42);
+    let mut ids = Vec::new();
+    for _ in 0..64 {
+        ids.push((
+            seeded_id(&sql, &format!("dv-9-{}", lcg.below(WIDTH))).await,
+            seeded_id(&sql, &format!("dv--1-{}", lcg.below(WIDTH))).await,
+        ));
+    }
+    for (direction, pick) in [("UPSTREAM", 0), ("DOWNSTREAM", 1)] {
+        let mut times = Vec::new();
+        let mut nodes = 0;
+        for i in 0..requests() + 20 {
+            let (last, source) = &ids[i % ids.len()];
+            let start = if pick == 0 { last } else { source };
+            let vars = json!({"n": {"kind": "DATASET_VERSION", "id": start}, "d": direction});
+            let began = Instant::now();
+            let d = env.gql_ok(&env.admin, LINEAGE, vars).await;
+            let took = began.elapsed();
+            nodes = d["lineage"]["nodes"].as_array().unwrap().len();
+            assert!(nodes > 20, "{direction}: {nodes} nodes");
+            if i >= 20 {
+                times.push(took);
+            }
+        }
+        report(
+            &format!("lineage {direction} depth 10"),
+            times,
+            &format!("nodes={nodes}"),
+        );
+    }
+
+    // Impact of the reference table.
+    let hub = seeded_id(&sql, "dv-hub").await;
+    let vars = json!({"n": {"kind": "DATASET_VERSION", "id": hub}});
+    let mut times = Vec::new();
+    let mut descendants = 0;
+    for i in 0..(requests() / 10).max(10) + 3 {
+        let began = Instant::now();
+        let d = env.gql_ok(&env.admin, IMPACT, vars.clone()).await;
+        let took = began.elapsed();
+        let impact = &d["impact"];
+        descendants = impact["runs"].as_array().unwrap().len()
+            + impact["datasetVersions"].as_array().unwrap().len();
+        if i >= 3 {
+            times.push(took);
+        }
+    }
+    let expected_runs: i32 = (0..LAYERS).map(|l| HUB_READERS + 2 * l).sum();
+    assert_eq!(
+        descendants as i32,
+        2 * expected_runs,
+        "descendants of the hub"
+    );
+    report(
+        "impact of the reference table",
+        times,
+        &format!("descendants={descendants}"),
+    );
+
+    // OpenLineage ingest: 8 clients for BENCH_SECONDS.
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let url = env.server.url("/api/v1/lineage?project=bench");
+    // First sight of every table and job outside the measurement.
+    for n in 0..1000 {
+        let answer = env
+            .server
+            .http
+            .post(&url)
+            .bearer_auth(&env.admin)
+            .json(&ingest_event(n))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+    }
+    let sent = Arc::new(AtomicUsize::new(1000));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let began = Instant::now();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (http, url, token, sent) = (
+            env.server.http.clone(),
+            url.clone(),
+            env.admin.clone(),
+            sent.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            let mut times = Vec::new();
+            while Instant::now() < deadline {
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                let event = ingest_event(n);
+                let t = Instant::now();
+                let answer = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&event)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
+                times.push(t.elapsed());
+            }
+            times
+        }));
+    }
+    let mut times = Vec::new();
+    for client in clients {
+        times.extend(client.await.unwrap());
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    let events = times.len();
+    report(
+        "OpenLineage ingest, 8 clients",
+        times,
+        &format!(
+            "events={events} events_per_s={:.0}",
+            events as f64 / elapsed
+        ),
+    );
+}
