@@ -206,6 +206,10 @@ def test_pipeline_lineage_reaches_from_model_version_to_first_source(server, pip
     assert {r["name"] for r in impact["runs"]} == {"etl.clean", "etl.featurize", "train"}
     assert {d["id"] for d in impact["datasetVersions"]} == {cleaned["id"], trained["features"]["id"]}
 
+    # The SDK asks the same.
+    sdk_impact = custody.Client(server.url, token).impact(("DATASET_VERSION", raw["id"]))
+    assert [(m["id"], m["stage"]) for m in sdk_impact["modelVersions"]] == [(trained["version"]["id"], "staging")]
+
     # An outsider learns nothing from the impact of the source table.
     outsider = p["people"]["outsider"][1]
     doc = raw_graphql(server.url, outsider, IMPACT, {"n": {"kind": "DATASET_VERSION", "id": raw["id"]}})

@@ -679,7 +679,7 @@ class Client:
 
     def link_lineage(self, from_node: NodeLike, to_node: NodeLike, relation: str) -> LineageEdge:
         """Records that ``from_node`` depends on ``to_node``; nodes are ``(kind, id)`` with kind
-        DATASET_VERSION, CODE_COMMIT, RUN, MODEL_VERSION or DEPLOYMENT."""
+        DATASET_VERSION, CODE_COMMIT, RUN, MODEL_VERSION, DEPLOYMENT or JOB."""
         q = f"""mutation($f: NodeRef!, $t: NodeRef!, $r: String!) {{
           linkLineage(from: $f, to: $t, relation: $r) {{ {EDGE_FIELDS} }} }}"""
         return self.graphql(q, {"f": _node(from_node), "t": _node(to_node), "r": relation})["linkLineage"]
@@ -689,6 +689,30 @@ class Client:
         q = f"""query($n: NodeRef!, $d: LineageDirection!, $k: Int) {{
           lineage(node: $n, direction: $d, depth: $k) {{ nodes {{ kind id }} edges {{ {EDGE_FIELDS} }} }} }}"""
         return self.graphql(q, {"n": _node(node), "d": direction.upper(), "k": depth})["lineage"]
+
+    def impact(self, node: NodeLike, depth: Optional[int] = None) -> Dict[str, Any]:
+        """Everything downstream of ``node`` you may read, by kind: ``datasetVersions``,
+        ``runs``, ``jobs`` (the pipelines whose runs are affected), ``modelVersions`` (with their
+        ``stage``) and ``deployments``."""
+        q = """query($n: NodeRef!, $k: Int) { impact(node: $n, depth: $k) {
+          depth datasetVersions { id version uri dataset { name project { name } } }
+          runs { id name status project { name } } jobs { id namespace name project { name } }
+          modelVersions { id version stage model { name } run { project { name } } }
+          deployments { id stage createdAt modelVersion { id version } } } }"""
+        return self.graphql(q, {"n": _node(node), "k": depth})["impact"]
+
+    def recall_dataset_version(self, dataset_version_id: str, reason: str) -> Dict[str, Any]:
+        """Recalls a dataset version (APPROVER or ADMIN of its project): its data may no longer
+        be used; promotions of what was built on it are denied by the default policy."""
+        q = """mutation($id: ID!, $r: String!) { recallDatasetVersion(id: $id, reason: $r) {
+          id version recall { id reason recalledAt inForce } } }"""
+        return self.graphql(q, {"id": dataset_version_id, "r": reason})["recallDatasetVersion"]
+
+    def lift_dataset_recall(self, dataset_version_id: str, reason: str) -> Dict[str, Any]:
+        """Lifts the recall in force on a dataset version, saying why its data may be used again."""
+        q = """mutation($id: ID!, $r: String!) { liftDatasetRecall(id: $id, reason: $r) {
+          id version recalls { id reason recalledAt inForce liftedAt liftReason } } }"""
+        return self.graphql(q, {"id": dataset_version_id, "r": reason})["liftDatasetRecall"]
 
     # ------------------------------------------------------------------ promotions
 

@@ -49,11 +49,7 @@ pub use ingest::Outcome;
 const MAX_EVENT: usize = 4 * 1024 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/api/v1/lineage")
-            .app_data(web::PayloadConfig::new(MAX_EVENT))
-            .route(web::post().to(receive)),
-    );
+    cfg.route("/api/v1/lineage", web::post().to(receive));
 }
 
 /// One rule of the namespace mapping: namespaces starting with `prefix` go to `project`.
@@ -129,16 +125,28 @@ struct Destination {
     project: Option<String>,
 }
 
+/// Authenticates first, then reads the body under [`MAX_EVENT`]: an anonymous caller never gets
+/// a body buffered.
 async fn receive(
     state: web::Data<AppState>,
     http: HttpRequest,
     request_id: RequestId,
     destination: web::Query<Destination>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = crate::http::authenticate(&state, &http, request_id.to_string()).await?;
+    let body = match crate::http::read_body(&http, payload, MAX_EVENT).await {
+        Ok(body) => body,
+        Err(crate::http::BodyRefusal::TooLarge) => {
+            return Err(
+                Error::TooLarge(format!("an event may be at most {MAX_EVENT} bytes")).into(),
+            )
+        }
+        Err(crate::http::BodyRefusal::Broken(why)) => return Err(Error::invalid(why).into()),
+    };
     let raw: Value = serde_json::from_slice(&body)
         .map_err(|e| Error::invalid(format!("the body is not a JSON document: {e}")))?;
+    drop(body);
     let kind = spec::check(&raw)?;
     let event: ingest::Event = serde_json::from_value(raw.clone())
         .map_err(|e| Error::invalid(format!("the event cannot be read: {e}")))?;

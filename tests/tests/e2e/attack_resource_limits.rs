@@ -230,6 +230,15 @@ async fn huge_bodies_are_refused_before_they_are_buffered() {
             vec![],
             401,
         ),
+        // OpenLineage events: an anonymous caller is refused before any byte is read, a token
+        // holder past the event limit (4 MiB).
+        ("POST", "/api/v1/lineage".into(), vec![json], 401),
+        (
+            "POST",
+            "/api/v1/lineage?project=bodies".into(),
+            vec![json, ("Authorization", bearer.as_str())],
+            413,
+        ),
     ];
     for (method, path, headers, status) in attacks {
         for chunked in [false, true] {

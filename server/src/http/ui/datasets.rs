@@ -41,6 +41,7 @@ async fn datasets(
 const DATASET: &str = "query($p: String!, $d: String!, $first: Int!, $after: Int) {
   dataset(project: $p, name: $d) { id name description createdAt project { name }
     versions(first: $first, after: $after) { id version uri sha256 sizeBytes tags createdAt
+      recall { reason recalledAt recalledBy { email } }
       derivedFrom { id version dataset { name project { name } } }
       consumedBy { id name status project { name } } } }
 }";

@@ -30,7 +30,8 @@ pub(super) const NODE_FIELDS: &str = "kind id
   run { id name status project { name } }
   datasetVersion { id version tags dataset { name project { name } } }
   modelVersion { id version stage model { name } run { project { name } } }
-  codeCommit { id repository commit dirty }";
+  codeCommit { id repository commit dirty }
+  job { namespace name }";
 
 pub(super) fn graph_fragment() -> String {
     format!(
@@ -76,6 +77,7 @@ impl NodeKey {
             "run" => "RUN",
             "model_version" => "MODEL_VERSION",
             "deployment" => "DEPLOYMENT",
+            "job" => "JOB",
             _ => return None,
         })
     }
@@ -361,8 +363,8 @@ pub(super) fn distances(
     dist
 }
 
-/// A node's name, kind in words, and the page it links to (none for code commits and
-/// deployments, which have no page).
+/// A node's name, kind in words, and the page it links to (none for code commits, deployments
+/// and jobs, which have no page).
 pub(super) fn label(node: &Value) -> (String, &'static str, Option<String>) {
     let short_id = node["id"]
         .as_str()
@@ -427,8 +429,14 @@ pub(super) fn label(node: &Value) -> (String, &'static str, Option<String>) {
             None,
         );
     }
+    if let Some(job) = node["job"].as_object() {
+        let name = job["name"].as_str().unwrap_or_default();
+        let namespace = job["namespace"].as_str().unwrap_or_default();
+        return (format!("job {namespace}/{name}"), "job", None);
+    }
     let kind = match node["kind"].as_str() {
         Some("DEPLOYMENT") => "deployment",
+        Some("JOB") => "job",
         Some("RUN") => "run",
         Some("DATASET_VERSION") => "dataset version",
         Some("MODEL_VERSION") => "model version",
