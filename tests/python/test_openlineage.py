@@ -22,7 +22,17 @@ from helpers import raw_graphql
 from test_mlflow import admin_gql, audit_actions, issue_token
 
 from openlineage.client import OpenLineageClient  # noqa: E402  (installed by .ci/run)
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState  # noqa: E402
+from openlineage.client.event_v2 import (  # noqa: E402
+    DatasetEvent,
+    InputDataset,
+    Job,
+    JobEvent,
+    OutputDataset,
+    Run,
+    RunEvent,
+    RunState,
+    StaticDataset,
+)
 from openlineage.client.facet_v2 import (  # noqa: E402
     dataset_version_dataset,
     parent_run,
@@ -293,6 +303,34 @@ def test_recall_of_a_source_denies_promotion_until_lifted(server, pipeline):
 
     actions = [e["action"] for e in audit_actions(server, p["pipelines"])]
     assert "dataset_version.recall" in actions and "dataset_version.lift_recall" in actions
+
+
+def test_dataset_and_job_events_record_datasets_versions_and_jobs(server, pipeline):
+    p = pipeline
+    client = ol_client(server, p["people"]["etl"][1], p["pipelines"])
+    wh = p["warehouse"]
+    snapshot = StaticDataset(namespace=wh, name="public.snapshots", facets={
+        "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion="2026-12-01")})
+    client.emit(DatasetEvent(eventTime=now(), producer=PRODUCER, dataset=snapshot))
+    client.emit(DatasetEvent(eventTime=now(), producer=PRODUCER, dataset=snapshot))
+    [version] = versions_of(server, p["people"]["etl"][1], wh, "public.snapshots")
+    assert version["tags"] == ["openlineage-version"]
+    client.emit(JobEvent(eventTime=now(), producer=PRODUCER, job=Job(namespace=p["namespace"], name="export"),
+                         inputs=[InputDataset(namespace=wh, name="public.snapshots")],
+                         outputs=[OutputDataset(namespace=wh, name="public.exports")]))
+    # The job's datasets are known (no version: nothing was written yet); its runs attach to it.
+    doc = raw_graphql(server.url, p["people"]["etl"][1], VERSIONS, {"ns": wh, "n": "public.exports"})
+    assert doc["data"]["openLineageDataset"]["versions"] == []
+    run_id = str(uuid.uuid4())
+    client.emit(event(RunState.COMPLETE, run_id, p["namespace"], "export",
+                      inputs=[InputDataset(namespace=wh, name="public.snapshots")],
+                      outputs=[OutputDataset(namespace=wh, name="public.exports")]))
+    [exported] = versions_of(server, p["people"]["etl"][1], wh, "public.exports")
+    doc = raw_graphql(server.url, p["people"]["etl"][1], LINEAGE, {
+        "n": {"kind": "DATASET_VERSION", "id": exported["id"]}, "d": "UPSTREAM", "k": 3})
+    nodes = doc["data"]["lineage"]["nodes"]
+    assert version["id"] in {n["id"] for n in nodes}
+    assert [n["job"]["name"] for n in nodes if n["kind"] == "JOB"] == ["export"]
 
 
 def post_event(server, token: str | None, body, project: str | None = None) -> requests.Response:
