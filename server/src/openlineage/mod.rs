@@ -87,7 +87,7 @@ pub struct Namespaces {
 
 impl Namespaces {
     pub fn new(mut rules: Vec<NamespaceRule>) -> Self {
-        rules.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        rules.sort_by_key(|rule| std::cmp::Reverse(rule.prefix.len()));
         Namespaces { rules }
     }
 
