@@ -337,7 +337,12 @@ impl ImpactQuery {
             .scope_boxed()
         })
         .await?;
-        let in_order = |id: uuid::Uuid| nodes.iter().position(|n| n.uuid() == id);
+        let position: std::collections::HashMap<uuid::Uuid, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.uuid(), i))
+            .collect();
+        let in_order = |id: uuid::Uuid| position.get(&id).copied();
         let mut dataset_versions = readable_versions(ctx, rows.dataset_versions).await?;
         dataset_versions.sort_by_key(|v| in_order(v.id.uuid()));
         let mut runs = readable_only(ctx, rows.runs).await?;
