@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{dataset_versions, datasets};
-use crate::db::{Conn, Slice, VersionRange};
+use crate::db::{Conn, Prepared, Slice, VersionRange};
 use crate::error::{Error, Result};
 use crate::ids::{DatasetId, DatasetVersionId, ProjectId, UserId};
 use crate::lineage::{self, NodeRef};
@@ -25,7 +25,7 @@ pub struct Dataset {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = dataset_versions)]
 pub struct DatasetVersion {
     pub id: DatasetVersionId,
@@ -240,11 +240,16 @@ pub async fn versions_by_id(
     conn: &mut Conn,
     ids: &[DatasetVersionId],
 ) -> Result<Vec<DatasetVersion>> {
-    Ok(dataset_versions::table
-        .filter(dataset_versions::id.eq_any(ids))
-        .select(DatasetVersion::as_select())
-        .load(conn)
-        .await?)
+    // Through `unnest`, as `runs::by_ids`: one primary-key probe per id, however many.
+    Ok(Prepared(
+        diesel::sql_query(
+            "SELECT v.* FROM unnest($1::uuid[]) AS wanted(id) \
+             JOIN dataset_versions v ON v.id = wanted.id",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids),
+    )
+    .load(conn)
+    .await?)
 }
 
 pub async fn by_ids(conn: &mut Conn, ids: &[DatasetId]) -> Result<Vec<Dataset>> {

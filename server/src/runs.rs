@@ -683,11 +683,17 @@ pub async fn set_deleted(
 }
 
 pub async fn by_ids(conn: &mut Conn, ids: &[RunId]) -> Result<Vec<Run>> {
-    Ok(runs::table
-        .filter(runs::id.eq_any(ids))
-        .select(Run::as_select())
-        .load(conn)
-        .await?)
+    // Joined to `unnest` rather than `id = ANY($1)`: the planner then probes the primary key once
+    // per id however many there are, where thousands of ids (an impact report) made it scan the
+    // table.
+    Ok(Prepared(
+        diesel::sql_query(
+            "SELECT runs.* FROM unnest($1::uuid[]) AS wanted(id) JOIN runs ON runs.id = wanted.id",
+        )
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids),
+    )
+    .load(conn)
+    .await?)
 }
 
 /// The runs of a project, newest first, after the cursor `before_id` (ids are time-ordered).

@@ -222,6 +222,7 @@ async fn bench_lineage() {
     // Impact of the reference table.
     let hub = seeded_id(&sql, "dv-hub").await;
     let vars = json!({"n": {"kind": "DATASET_VERSION", "id": hub}});
+    reset_statements(&sql).await;
     let mut times = Vec::new();
     let mut descendants = 0;
     for i in 0..(requests() / 10).max(10) + 3 {
@@ -241,11 +242,13 @@ async fn bench_lineage() {
         2 * expected_runs,
         "descendants of the hub"
     );
+    let impacts = times.len() + 3;
     report(
         "impact of the reference table",
         times,
         &format!("descendants={descendants}"),
     );
+    statement_profile(&sql, "impact", impacts).await;
 
     // OpenLineage ingest: 8 clients for BENCH_SECONDS.
     let seconds: u64 = std::env::var("BENCH_SECONDS")
@@ -266,6 +269,7 @@ async fn bench_lineage() {
             .unwrap();
         assert_eq!(answer.status(), 201, "{}", answer.text().await.unwrap());
     }
+    reset_statements(&sql).await;
     let sent = Arc::new(AtomicUsize::new(1000));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let began = Instant::now();
@@ -310,4 +314,53 @@ async fn bench_lineage() {
             events as f64 / elapsed
         ),
     );
+    statement_profile(&sql, "event", events).await;
+}
+
+async fn reset_statements(sql: &tokio_postgres::Client) {
+    sql.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT pg_stat_statements_reset()",
+    )
+    .await
+    .unwrap();
+}
+
+/// Where each request's database time went since the last reset (pg_stat_statements, preloaded
+/// by the test cluster).
+async fn statement_profile(sql: &tokio_postgres::Client, per: &str, events: usize) {
+    let this_db = "dbid = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let total = sql
+        .query_one(
+            &format!("SELECT sum(calls)::bigint, sum(total_exec_time) FROM pg_stat_statements WHERE {this_db}"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let (calls, ms): (i64, f64) = (total.get(0), total.get(1));
+    let events = events.max(1) as f64;
+    println!(
+        "PostgreSQL per {per}: {:.1} statements, {:.3} ms of execution; the top statements:",
+        calls as f64 / events,
+        ms / events
+    );
+    let rows = sql
+        .query(
+            &format!(
+                "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g')
+                 FROM pg_stat_statements WHERE {this_db} ORDER BY 2 DESC LIMIT 15"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        let (calls, ms, query): (i64, f64, String) = (row.get(0), row.get(1), row.get(2));
+        println!(
+            "  {:>7.3} ms/{per} {:>6.2} calls/{per} {:>7.1} µs/call  {}",
+            ms / events,
+            calls as f64 / events,
+            ms * 1e3 / calls.max(1) as f64,
+            query.chars().take(120).collect::<String>()
+        );
+    }
 }
