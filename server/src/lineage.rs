@@ -309,6 +309,14 @@ pub async fn connect(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str
             "a node cannot depend on itself (that is a cycle)",
         ));
     }
+    refuse_cycle(conn, from, to, relation).await?;
+    insert_edge(conn, from, to, relation).await?;
+    Ok(true)
+}
+
+/// Takes the lineage lock, so two concurrent edges cannot together close a cycle that neither
+/// sees alone, then refuses `from —relation→ to` with CONFLICT if `from` is upstream of `to`.
+async fn refuse_cycle(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<()> {
     diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))")
         .execute(conn)
         .await?;
@@ -321,8 +329,7 @@ pub async fn connect(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str
             to.uuid()
         )));
     }
-    insert_edge(conn, from, to, relation).await?;
-    Ok(true)
+    Ok(())
 }
 
 /// An explicit edge `from —relation→ to` (from depends on to). Refuses an edge that would close a
@@ -359,18 +366,7 @@ pub async fn link(
     if let (Some(_), Some(p)) = (from_project, to_project) {
         authorize_in(conn, actor, to, p, Role::Viewer).await?;
     }
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))")
-        .execute(conn)
-        .await?;
-    if reaches(conn, to.uuid(), from.uuid()).await? {
-        return Err(Error::conflict(format!(
-            "linking {} {} to {} {} would create a cycle in the lineage graph",
-            from.kind().as_str(),
-            from.uuid(),
-            to.kind().as_str(),
-            to.uuid()
-        )));
-    }
+    refuse_cycle(conn, from, to, relation).await?;
     let exists: bool = diesel::select(diesel::dsl::exists(
         lineage_edges::table
             .filter(lineage_edges::from_id.eq(from.uuid()))
