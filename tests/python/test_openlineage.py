@@ -287,6 +287,13 @@ def test_recall_of_a_source_denies_promotion_until_lifted(server, pipeline):
     reasons = " ".join(denied["policyResult"]["deny"])
     assert "was recalled (consent withdrawn for EU rows)" in reasons
 
+    # The signed compliance report of the version names the recall.
+    report = requests.get(f"{server.url}/api/compliance/{trained['version']['id']}",
+                          headers={"Authorization": f"Bearer {server.admin_token}"}, timeout=30)
+    assert report.status_code == 200, report.text
+    recalls = [r for d in report.json()["report"]["lineage"]["datasets"] for r in d["recalls"]]
+    assert [(r["reason"], r["in_force"]) for r in recalls] == [("consent withdrawn for EU rows", True)]
+
     # Lifting is a recorded decision; then the promotion goes through the gate again.
     doc = raw_graphql(server.url, p["people"]["scientist"][1], LIFT, {"id": raw["id"], "r": "rows removed"})
     assert doc["errors"][0]["extensions"]["code"] == "FORBIDDEN", doc
