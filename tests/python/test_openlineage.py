@@ -322,6 +322,13 @@ def test_dataset_and_job_events_record_datasets_versions_and_jobs(server, pipeli
     client.emit(DatasetEvent(eventTime=now(), producer=PRODUCER, dataset=snapshot))
     [version] = versions_of(server, p["people"]["etl"][1], wh, "public.snapshots")
     assert version["tags"] == ["openlineage-version"]
+    # A dataset already known is found wherever it lives, even from a client naming no project.
+    later = StaticDataset(namespace=wh, name="public.snapshots", facets={
+        "version": dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion="2026-12-02")})
+    ol_client(server, p["people"]["etl"][1]).emit(DatasetEvent(eventTime=now(), producer=PRODUCER, dataset=later))
+    versions = versions_of(server, p["people"]["etl"][1], wh, "public.snapshots")
+    assert [v["version"] for v in versions] == [1, 2]
+    version = versions[-1]  # what a run reading the table without a version facet reads
     client.emit(JobEvent(eventTime=now(), producer=PRODUCER, job=Job(namespace=p["namespace"], name="export"),
                          inputs=[InputDataset(namespace=wh, name="public.snapshots")],
                          outputs=[OutputDataset(namespace=wh, name="public.exports")]))

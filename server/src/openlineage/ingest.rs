@@ -215,7 +215,7 @@ impl Ingest<'_> {
                         .await?;
                 } else {
                     for dataset in event.inputs.iter().chain(&event.outputs) {
-                        self.dataset(conn, dataset, &target).await?;
+                        self.dataset(conn, dataset, Some(&target)).await?;
                     }
                 }
                 target.id
@@ -225,8 +225,9 @@ impl Ingest<'_> {
                     .dataset
                     .as_ref()
                     .ok_or_else(|| Error::invalid("the event has no dataset"))?;
-                let target = self.project_for(conn, &part.namespace, None).await?;
-                let (dataset, home) = self.dataset(conn, part, &target).await?;
+                // A dataset already known is found wherever it lives; a new one goes where its
+                // namespace maps (there is no job to fall back on).
+                let (dataset, home) = self.dataset(conn, part, None).await?;
                 if let Some(identity) = declared_identity(part)? {
                     let (version, _) = self.version(conn, &dataset, &home, part, identity).await?;
                     outcome.outputs.push(version);
@@ -277,7 +278,7 @@ impl Ingest<'_> {
         let commit = self.commit(conn, job_part).await?;
         let mut inputs = Vec::with_capacity(event.inputs.len());
         for part in &event.inputs {
-            let (dataset, home) = self.dataset(conn, part, target).await?;
+            let (dataset, home) = self.dataset(conn, part, Some(target)).await?;
             let version = match declared_identity(part)? {
                 Some(identity) => self.version(conn, &dataset, &home, part, identity).await?.0,
                 None => self.latest_or_external(conn, &dataset, &home, part).await?,
@@ -323,7 +324,7 @@ impl Ingest<'_> {
             lineage::connect(conn, this, NodeRef::Run(parent_run), "child_of").await?;
         }
         for part in &event.outputs {
-            let (dataset, home) = self.dataset(conn, part, target).await?;
+            let (dataset, home) = self.dataset(conn, part, Some(target)).await?;
             let identity =
                 declared_identity(part)?.unwrap_or(Identity::ProducedBy(run_part.run_id));
             let (version, new) = self.version(conn, &dataset, &home, part, identity).await?;
@@ -510,12 +511,12 @@ impl Ingest<'_> {
 
     /// The Custody dataset standing for an OpenLineage dataset, and its project: found by
     /// namespace and name wherever it lives (readable by the caller), or created in the
-    /// namespace's project (`fallback`: the job's).
+    /// namespace's project (`fallback`: the job's, if any).
     async fn dataset(
         &self,
         conn: &mut Conn,
         part: &DatasetPart,
-        fallback: &Target,
+        fallback: Option<&Target>,
     ) -> Result<(Dataset, Target)> {
         let known: Option<Dataset> = openlineage_datasets::table
             .inner_join(datasets_table::table)
@@ -555,7 +556,7 @@ impl Ingest<'_> {
             }
         }
         let target = self
-            .project_for(conn, &part.namespace, Some(fallback))
+            .project_for(conn, &part.namespace, fallback)
             .await?;
         let name = dataset_name(conn, target.id, &part.namespace, &part.name).await?;
         let about = format!("OpenLineage dataset {}", uri_of(part));
