@@ -555,9 +555,7 @@ impl Ingest<'_> {
                 return Err(Error::invalid(format!("{what} must not be empty")));
             }
         }
-        let target = self
-            .project_for(conn, &part.namespace, fallback)
-            .await?;
+        let target = self.project_for(conn, &part.namespace, fallback).await?;
         let name = dataset_name(conn, target.id, &part.namespace, &part.name).await?;
         let about = format!("OpenLineage dataset {}", uri_of(part));
         let dataset = datasets::create(conn, self.actor, &target.name, &name, Some(&about)).await?;
