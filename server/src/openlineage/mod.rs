@@ -43,8 +43,6 @@ use crate::error::Error;
 use crate::http::ApiError;
 use crate::state::AppState;
 
-pub use ingest::Outcome;
-
 /// The largest event taken (schema and column-lineage facets of wide tables are large).
 const MAX_EVENT: usize = 4 * 1024 * 1024;
 
