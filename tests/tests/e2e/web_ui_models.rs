@@ -689,3 +689,54 @@ async fn web_ui_models_api_fields_cross_projects_only_where_readable() {
         "an outsider reads p's dataset: {hidden}"
     );
 }
+
+/// A version built on recalled data says so at the top of its page (which dataset, who recalled
+/// it and why), the policy's answer for its next stage is the denial, and the dataset's page marks
+/// the recalled version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_ui_a_version_built_on_recalled_data_shows_the_recall() {
+    let (env, smtp) = start_env_with_smtp(&[]).await;
+    let s = &env.server;
+    let f = Fixture::build(&env, &[BOB]).await;
+    let t = trained_version(&env, &f).await;
+    // `raw` is two steps upstream of the version (features was derived from it).
+    s.gql_ok(
+        &env.admin,
+        "mutation($id: ID!) { recallDatasetVersion(id: $id, reason: \"consent withdrawn\") { id } }",
+        json!({"id": t.raw}),
+    )
+    .await;
+
+    let browser = Browser::start().await;
+    let c = browser.client();
+    c.set_window_size(1280, 900).await.unwrap();
+    sign_in_in_browser(
+        c,
+        s,
+        &smtp,
+        REQUESTER,
+        "/projects/p/models/churn/versions/1",
+    )
+    .await;
+    let panel = text_of(c, "recalled-upstream").await;
+    assert!(
+        panel.contains("Built on recalled data")
+            && panel.contains("raw version 1")
+            && panel.contains("admin@localhost")
+            && panel.contains("consent withdrawn"),
+        "{panel}"
+    );
+    let staging = text_of(c, "dry-run-staging").await;
+    assert!(
+        staging.contains("raw version 1 was recalled (consent withdrawn)"),
+        "{staging}"
+    );
+    screenshot(c, "model_version_recalled").await;
+
+    c.goto(&s.url("/projects/p/datasets/raw")).await.unwrap();
+    let versions = rows(c, "dataset-versions").await;
+    assert!(
+        versions[0].contains("recalled: consent withdrawn"),
+        "{versions:?}"
+    );
+}
