@@ -47,6 +47,15 @@ pub fn sign_in_link(mail: &ReceivedMail) -> String {
     link
 }
 
+/// The first sign-in mail to `email` after the first `before` mails: another mail (an approval
+/// request queued earlier) may arrive while the person signs in.
+fn next_sign_in_mail(smtp: &SmtpServer, email: &str, before: usize) -> Option<ReceivedMail> {
+    smtp.messages_to(email)
+        .into_iter()
+        .skip(before)
+        .find(|mail| mail.text().contains("/sign-in/email/"))
+}
+
 /// Asks for a sign-in link for `email` with `client` (its cookies bind the link), going to
 /// `next`; answers the page's text.
 pub async fn ask_for_link(client: &reqwest::Client, s: &Server, email: &str, next: &str) -> String {
@@ -79,7 +88,7 @@ pub async fn sign_in_by_email(s: &Server, smtp: &SmtpServer, email: &str) -> req
     let mail = crate::wait_until(
         &format!("a sign-in mail to {email}"),
         Duration::from_secs(30),
-        || async { smtp.messages_to(email).into_iter().nth(before) },
+        || async { next_sign_in_mail(smtp, email, before) },
     )
     .await;
     let r = client.get(sign_in_link(&mail)).send().await.unwrap();
@@ -153,7 +162,7 @@ pub async fn sign_in_in_browser(
     let mail = crate::wait_until(
         &format!("a sign-in mail to {email}"),
         Duration::from_secs(30),
-        || async { smtp.messages_to(email).into_iter().nth(before) },
+        || async { next_sign_in_mail(smtp, email, before) },
     )
     .await;
     c.goto(&sign_in_link(&mail)).await.unwrap();
