@@ -293,15 +293,7 @@ async fn insert_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str
 /// an edge that would close a cycle is refused with CONFLICT. Authorization and the audit entry
 /// are the caller's. Answers whether an edge was added.
 pub async fn connect(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<bool> {
-    let exists: bool = diesel::select(diesel::dsl::exists(
-        lineage_edges::table
-            .filter(lineage_edges::from_id.eq(from.uuid()))
-            .filter(lineage_edges::to_id.eq(to.uuid()))
-            .filter(lineage_edges::relation.eq(relation)),
-    ))
-    .get_result(conn)
-    .await?;
-    if exists {
+    if edge_exists(conn, from, to, relation).await? {
         return Ok(false);
     }
     if from.uuid() == to.uuid() {
@@ -312,6 +304,23 @@ pub async fn connect(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str
     refuse_cycle(conn, from, to, relation).await?;
     insert_edge(conn, from, to, relation).await?;
     Ok(true)
+}
+
+/// Whether the edge `from —relation→ to` is recorded.
+pub async fn edge_exists(
+    conn: &mut Conn,
+    from: NodeRef,
+    to: NodeRef,
+    relation: &str,
+) -> Result<bool> {
+    Ok(diesel::select(diesel::dsl::exists(
+        lineage_edges::table
+            .filter(lineage_edges::from_id.eq(from.uuid()))
+            .filter(lineage_edges::to_id.eq(to.uuid()))
+            .filter(lineage_edges::relation.eq(relation)),
+    ))
+    .get_result(conn)
+    .await?)
 }
 
 /// Takes the lineage lock, so two concurrent edges cannot together close a cycle that neither
@@ -367,14 +376,7 @@ pub async fn link(
         authorize_in(conn, actor, to, p, Role::Viewer).await?;
     }
     refuse_cycle(conn, from, to, relation).await?;
-    let exists: bool = diesel::select(diesel::dsl::exists(
-        lineage_edges::table
-            .filter(lineage_edges::from_id.eq(from.uuid()))
-            .filter(lineage_edges::to_id.eq(to.uuid()))
-            .filter(lineage_edges::relation.eq(relation)),
-    ))
-    .get_result(conn)
-    .await?;
+    let exists = edge_exists(conn, from, to, relation).await?;
     if exists {
         return Err(Error::conflict("this lineage edge already exists"));
     }

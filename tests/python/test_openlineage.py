@@ -398,6 +398,9 @@ def test_malformed_and_unauthorized_events_are_refused_and_change_nothing(server
     bad_type = dict(doc, eventType="DONE")
     answer = post_event(server, etl, bad_type, p["pipelines"])
     assert answer.status_code == 400 and "/eventType" in answer.json()["error"]["message"], answer.text
+    too_many = dict(doc, inputs=[{"namespace": p["warehouse"], "name": f"t{i}"} for i in range(1001)])
+    answer = post_event(server, etl, too_many, p["pipelines"])
+    assert answer.status_code == 400 and "at most 1000" in answer.json()["error"]["message"], answer.text
     answer = post_event(server, etl, "{not json", p["pipelines"])
     assert answer.status_code == 400, answer.text
     answer = post_event(server, None, doc, p["pipelines"])

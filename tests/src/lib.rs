@@ -12,6 +12,7 @@
 //!   sleeping a fixed time.
 
 pub mod audit;
+pub mod bench;
 pub mod browser;
 pub mod cli;
 pub mod db;

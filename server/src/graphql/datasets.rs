@@ -4,8 +4,8 @@ use diesel_async::scoped_futures::ScopedFutureExt;
 
 use super::auth::UserNode;
 use super::loaders::{
-    ConsumersOfDatasetVersion, DatasetById, ParentsOfDatasetVersion, ProjectById, UserById,
-    VersionsOfDataset,
+    ConsumersOfDatasetVersion, DatasetById, ParentsOfDatasetVersion, ProjectById,
+    RecallsOfDatasetVersion, UserById, VersionsOfDataset,
 };
 use super::projects::ProjectNode;
 use super::runs::RunNode;
@@ -145,11 +145,13 @@ impl DatasetVersionNode {
     }
 }
 
+/// A version's recalls, batched across the versions of one answer (a dataset page lists many).
 async fn recalls_of(ctx: &Context<'_>, id: DatasetVersionId) -> GqlResult<Vec<Recall>> {
-    read(ctx, |c| {
-        async move { recalls::of_versions(c, &[id]).await }.scope_boxed()
-    })
-    .await
+    Ok(loaders(ctx)
+        .load_one(RecallsOfDatasetVersion(id))
+        .await
+        .map_err(|e| (*e).clone())?
+        .unwrap_or_default())
 }
 
 /// A recall of a dataset version (readable with the version), and its lifting.

@@ -18,6 +18,7 @@ use crate::lineage;
 use crate::models::{self, Model, ModelVersion};
 use crate::projects::{self, Project};
 use crate::promotions::approvals::{self, Approval};
+use crate::recalls::{self, Recall};
 use crate::runs::{self, Param, Run};
 
 use super::gql_error;
@@ -68,6 +69,9 @@ pub struct ParentsOfDatasetVersion(pub DatasetVersionId);
 /// The runs that consumed a dataset version (their `consumed` edges).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConsumersOfDatasetVersion(pub DatasetVersionId);
+/// Every recall of a dataset version, in force or lifted, oldest first.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecallsOfDatasetVersion(pub DatasetVersionId);
 
 type LoadResult<K, V> = Result<HashMap<K, V>, Arc<async_graphql::Error>>;
 
@@ -349,6 +353,29 @@ impl Loader<ParentsOfDatasetVersion> for DbLoader {
             .into_iter()
             .map(|(child, parents)| (ParentsOfDatasetVersion(child), parents))
             .collect())
+    }
+}
+
+impl Loader<RecallsOfDatasetVersion> for DbLoader {
+    type Value = Vec<Recall>;
+    type Error = Arc<async_graphql::Error>;
+
+    async fn load(
+        &self,
+        keys: &[RecallsOfDatasetVersion],
+    ) -> LoadResult<RecallsOfDatasetVersion, Vec<Recall>> {
+        let mut conn = self.conn().await?;
+        let recalls = recalls::of_versions(&mut conn, &raw(keys, |k| k.0))
+            .await
+            .map_err(fail)?;
+        let mut by_version: HashMap<RecallsOfDatasetVersion, Vec<Recall>> = HashMap::new();
+        for recall in recalls {
+            by_version
+                .entry(RecallsOfDatasetVersion(recall.dataset_version_id))
+                .or_default()
+                .push(recall);
+        }
+        Ok(by_version)
     }
 }
 

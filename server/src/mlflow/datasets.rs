@@ -22,12 +22,10 @@ use super::wire::{self, KeyValue};
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::datasets::{self as custody_datasets, NewVersion};
-use crate::db::schema::{
-    dataset_versions, datasets, lineage_edges, mlflow_datasets, mlflow_run_inputs, projects,
-};
+use crate::db::schema::{dataset_versions, datasets, mlflow_datasets, mlflow_run_inputs, projects};
 use crate::db::Conn;
 use crate::error::{Error, Result};
-use crate::ids::{DatasetVersionId, RunId, TypedId as _};
+use crate::ids::{DatasetVersionId, RunId};
 use crate::lineage::{self, NodeRef};
 use crate::projects::Role;
 use crate::runs::{self as custody_runs, RunStatus};
@@ -223,15 +221,8 @@ async fn record_inputs(
             validate::text("input tag value", &tag.value, 5_000)?;
         }
         let version = version_for(conn, actor, &project_name, run.project_id, &description).await?;
-        let edge_exists: bool = diesel::select(diesel::dsl::exists(
-            lineage_edges::table
-                .filter(lineage_edges::from_id.eq(run_id.uuid()))
-                .filter(lineage_edges::to_id.eq(version.uuid()))
-                .filter(lineage_edges::relation.eq("consumed")),
-        ))
-        .get_result(conn)
-        .await?;
-        if !edge_exists {
+        let consumed = (NodeRef::Run(run_id), NodeRef::DatasetVersion(version));
+        if !lineage::edge_exists(conn, consumed.0, consumed.1, "consumed").await? {
             lineage::link(
                 conn,
                 actor,

@@ -26,6 +26,9 @@ use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
 use crate::runs::{self, NewRun, RunStatus};
 
+/// The most input and output datasets one event may name: each is a transaction's worth of work.
+const MAX_DATASETS: usize = 1_000;
+
 // What Custody reads of an event (the schema has been checked; unknown facets are ignored).
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +188,12 @@ impl Ingest<'_> {
         kind: EventKind,
         event: &Event,
     ) -> Result<Outcome> {
+        let datasets = event.inputs.len() + event.outputs.len();
+        if datasets > MAX_DATASETS {
+            return Err(Error::invalid(format!(
+                "an event names at most {MAX_DATASETS} input and output datasets; this one names {datasets}"
+            )));
+        }
         let digest = custody_audit_format::canonical::sha256_hex(raw);
         let first_time = diesel::insert_into(openlineage_events::table)
             .values(openlineage_events::sha256.eq(&digest))

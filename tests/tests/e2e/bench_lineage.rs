@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use custody_tests::bench::{percentile, requests};
 use custody_tests::fixtures::*;
 use custody_tests::TestEnv;
 use serde_json::{json, Value};
@@ -38,17 +39,6 @@ const LINEAGE: &str = "query($n: NodeRef!, $d: LineageDirection!) {
     lineage(node: $n, direction: $d, depth: 10) { nodes { kind id } edges { relation from { id } to { id } } } }";
 const IMPACT: &str = "query($n: NodeRef!) { impact(node: $n) {
     datasetVersions { id } runs { id } jobs { id } modelVersions { id stage } deployments { stage } } }";
-
-fn requests() -> usize {
-    std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(300)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)]
-}
 
 fn report(what: &str, mut times: Vec<Duration>, extra: &str) {
     times.sort();
@@ -199,7 +189,7 @@ async fn bench_lineage() {
     for (direction, pick) in [("UPSTREAM", 0), ("DOWNSTREAM", 1)] {
         let mut times = Vec::new();
         let mut nodes = 0;
-        for i in 0..requests() + 20 {
+        for i in 0..requests(300) + 20 {
             let (last, source) = &ids[i % ids.len()];
             let start = if pick == 0 { last } else { source };
             let vars = json!({"n": {"kind": "DATASET_VERSION", "id": start}, "d": direction});
@@ -226,7 +216,7 @@ async fn bench_lineage() {
     let mut times = Vec::new();
     let mut descendants = 0;
     let body = json!({"query": IMPACT, "variables": vars});
-    for i in 0..(requests() / 10).max(10) + 3 {
+    for i in 0..(requests(300) / 10).max(10) + 3 {
         // Timed to the last byte of the answer; the load generator's parsing of ~10,000 nodes
         // (a debug build) is not the server's latency.
         let began = Instant::now();

@@ -12,8 +12,9 @@
 //! ```
 //! Issue 11's targets on the 2-core machine: p99 < 50 ms for both the search and the history.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use custody_tests::bench::{percentile, requests};
 use custody_tests::fixtures::*;
 use custody_tests::seed::{seed_runs, RunSeed};
 use custody_tests::TestEnv;
@@ -24,24 +25,12 @@ const SEARCH: &str = "query($f: String, $o: [RunOrder!], $a: String) {
       edges { cursor node { id name } } pageInfo { hasNextPage } } }";
 const HISTORY: &str = "query($r: [ID!]!) {
     metricHistory(runIds: $r, keys: [\"loss\"], maxPoints: 1000) { totalPoints points { step value } } }";
-/// Requests per measured query (after 20 warm-up requests); `BENCH_REQUESTS` overrides it.
-fn requests() -> usize {
-    std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(300)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)]
-}
-
 /// Runs `query` REQUESTS times after 20 warm-up requests; checks each answer with `check`.
 async fn measure(env: &TestEnv, what: &str, query: &str, vars: Value, check: impl Fn(&Value)) {
     for _ in 0..20 {
         check(&env.gql_ok(&env.admin, query, vars.clone()).await);
     }
-    let requests = requests();
+    let requests = requests(300);
     let mut times = Vec::with_capacity(requests);
     for _ in 0..requests {
         let started = Instant::now();

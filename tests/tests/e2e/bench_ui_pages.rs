@@ -9,8 +9,9 @@
 //! ```
 //! Issue 13's target on the 2-core machine: under 100 ms for every page.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use custody_tests::bench::{percentile, requests};
 use custody_tests::fixtures::*;
 use custody_tests::governance::start_env_with_smtp;
 use custody_tests::seed::{seed_runs, RunSeed};
@@ -18,18 +19,6 @@ use custody_tests::sign_in::sign_in_by_email;
 use serde_json::json;
 
 const ANA: &str = "ana@example.com";
-
-/// Requests per page (after 10 warm-up requests); `BENCH_REQUESTS` overrides it.
-fn requests() -> usize {
-    std::env::var("BENCH_REQUESTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(100)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "load benchmark: run with --ignored --nocapture"]
@@ -105,7 +94,7 @@ async fn bench_ui_pages() {
         for _ in 0..10 {
             get().await;
         }
-        let requests = requests();
+        let requests = requests(100);
         let mut times = Vec::with_capacity(requests);
         for _ in 0..requests {
             let started = Instant::now();
