@@ -239,16 +239,18 @@ impl Drop for Browser {
 }
 
 /// The text of the element `#id` once it is on the page (waiting up to 20 s), panicking with
-/// what is missing otherwise.
+/// what is missing otherwise. An element that goes stale between finding and reading it (the page
+/// was replaced: a form's answer, a redirect) is looked up again on the new page.
 pub async fn text_of(c: &Client, id: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(fantoccini::Locator::Id(id))
-        .await
-        .unwrap_or_else(|e| panic!("no #{id} on the page: {e}"))
-        .text()
-        .await
-        .unwrap()
+    crate::wait_until(
+        &format!("#{id} on the page"),
+        Duration::from_secs(20),
+        || async {
+            let element = c.find(fantoccini::Locator::Id(id)).await.ok()?;
+            element.text().await.ok()
+        },
+    )
+    .await
 }
 
 /// A screenshot of the page as it is, for review: `target/ui-screenshots/<name>.png`.
@@ -275,14 +277,19 @@ pub async fn wait_for_url(c: &Client, fragment: &str) {
 
 /// The text of each body row of the table with this id, once the table is on the page.
 pub async fn rows(c: &Client, table: &str) -> Vec<String> {
-    text_of(c, table).await;
-    let mut out = Vec::new();
-    for row in c
-        .find_all(fantoccini::Locator::Css(&format!("#{table} tbody tr")))
-        .await
-        .unwrap()
-    {
-        out.push(row.text().await.unwrap());
-    }
-    out
+    crate::wait_until(
+        &format!("the rows of #{table}"),
+        Duration::from_secs(20),
+        || async {
+            c.find(fantoccini::Locator::Id(table)).await.ok()?;
+            let selector = format!("#{table} tbody tr");
+            let mut out = Vec::new();
+            // A row gone stale (the page was replaced while reading) reads the new page again.
+            for row in c.find_all(fantoccini::Locator::Css(&selector)).await.ok()? {
+                out.push(row.text().await.ok()?);
+            }
+            Some(out)
+        },
+    )
+    .await
 }
