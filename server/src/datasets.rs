@@ -240,11 +240,11 @@ pub async fn versions_by_id(
     conn: &mut Conn,
     ids: &[DatasetVersionId],
 ) -> Result<Vec<DatasetVersion>> {
-    // Through `unnest`, as `runs::by_ids`: one primary-key probe per id, however many.
+    // One primary-key probe per id, however many (see `runs::by_ids`).
     Ok(Prepared(
         diesel::sql_query(
-            "SELECT v.* FROM unnest($1::uuid[]) AS wanted(id) \
-             JOIN dataset_versions v ON v.id = wanted.id",
+            "SELECT v.* FROM unnest($1::uuid[]) AS wanted(id) CROSS JOIN LATERAL \
+             (SELECT * FROM dataset_versions d WHERE d.id = wanted.id OFFSET 0) v",
         )
         .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(ids),
     )

@@ -156,16 +156,17 @@ fn truncated_payload(run: RunId) -> String {
 }
 
 /// Announces appended audit entries to the watchers of their projects, in the appending
-/// transaction. `entries`: (project, seq) of each appended entry.
-pub async fn announce_audit(conn: &mut Conn, entries: &[(ProjectId, i64)]) -> Result<()> {
+/// transaction. `entries`: (project, seq) of each appended entry. The statement is sent when the
+/// answer is first polled, and the answer does not hold `conn` (the append pipelines it).
+pub fn announce_audit(
+    conn: &mut Conn,
+    entries: &[(ProjectId, i64)],
+) -> impl std::future::Future<Output = Result<()>> + Send + 'static {
     let mut ranges: HashMap<ProjectId, (i64, i64)> = HashMap::new();
     for &(project, seq) in entries {
         let range = ranges.entry(project).or_insert((seq, seq));
         range.0 = range.0.min(seq);
         range.1 = range.1.max(seq);
-    }
-    if ranges.is_empty() {
-        return Ok(());
     }
     let (topics, payloads): (Vec<String>, Vec<String>) = ranges
         .into_iter()
@@ -177,17 +178,25 @@ pub async fn announce_audit(conn: &mut Conn, entries: &[(ProjectId, i64)]) -> Re
             )
         })
         .unzip();
-    diesel::sql_query(
-        "SELECT pg_notify('custody_events', n.payload)
-         FROM unnest($1::text[], $2::text[]) AS n (topic, payload)
-         WHERE EXISTS (SELECT 1 FROM event_watches w
-                       WHERE w.topic = n.topic AND w.expires_at > now())",
-    )
-    .bind::<Array<Text>, _>(&topics)
-    .bind::<Array<Text>, _>(&payloads)
-    .execute(conn)
-    .await?;
-    Ok(())
+    let sent = (!topics.is_empty()).then(|| {
+        crate::db::Prepared(
+            diesel::sql_query(
+                "SELECT pg_notify('custody_events', n.payload)
+                 FROM unnest($1::text[], $2::text[]) AS n (topic, payload)
+                 WHERE EXISTS (SELECT 1 FROM event_watches w
+                               WHERE w.topic = n.topic AND w.expires_at > now())",
+            )
+            .bind::<Array<Text>, _>(topics)
+            .bind::<Array<Text>, _>(payloads),
+        )
+        .execute(conn)
+    });
+    async move {
+        if let Some(sent) = sent {
+            sent.await?;
+        }
+        Ok(())
+    }
 }
 
 /// One replica's subscribers and its LISTEN connection.

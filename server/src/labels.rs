@@ -431,11 +431,16 @@ pub async fn resolve(conn: &mut Conn, model: &Model, alias: &str) -> Result<Opti
 }
 
 /// The aliases naming each of these versions, free ones and governed ones (through the stage
-/// the version holds), sorted by name: two queries whatever the number of versions.
-pub async fn aliases_of(
+/// the version holds), sorted by name: one statement whatever the number of versions.
+///
+/// The statement is sent when the answer is first polled and the answer does not hold `conn`:
+/// a caller may await it together with other statements on the same connection, which then go
+/// to PostgreSQL in one pipeline (one round trip instead of one each).
+pub fn aliases_of(
     conn: &mut Conn,
-    version_ids: &[ModelVersionId],
-) -> Result<HashMap<ModelVersionId, Vec<String>>> {
+    version_ids: Vec<ModelVersionId>,
+) -> impl std::future::Future<Output = Result<HashMap<ModelVersionId, Vec<String>>>> + Send + 'static
+{
     // Free aliases and governed ones (those of the version's stage), in one statement.
     let governed = model_versions::table
         .inner_join(models::table)
@@ -444,20 +449,22 @@ pub async fn aliases_of(
                 .eq(models::project_id)
                 .and(model_versions::stage.eq(governed_aliases::stage.nullable()))),
         )
-        .filter(model_versions::id.eq_any(version_ids))
+        .filter(model_versions::id.eq_any(version_ids.clone()))
         .select((model_versions::id, governed_aliases::alias));
-    let mut found: Vec<(ModelVersionId, String)> = model_aliases::table
+    let found = model_aliases::table
         .filter(model_aliases::model_version_id.eq_any(version_ids))
         .select((model_aliases::model_version_id, model_aliases::alias))
         .union_all(governed)
-        .load(conn)
-        .await?;
-    found.sort();
-    let mut by_version: HashMap<ModelVersionId, Vec<String>> = HashMap::new();
-    for (id, alias) in found {
-        by_version.entry(id).or_default().push(alias);
+        .load::<(ModelVersionId, String)>(conn);
+    async move {
+        let mut found = found.await?;
+        found.sort();
+        let mut by_version: HashMap<ModelVersionId, Vec<String>> = HashMap::new();
+        for (id, alias) in found {
+            by_version.entry(id).or_default().push(alias);
+        }
+        Ok(by_version)
     }
-    Ok(by_version)
 }
 
 /// Every alias of a model with the version it names (governed aliases whose stage no version

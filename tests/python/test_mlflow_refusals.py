@@ -281,6 +281,32 @@ def test_outsiders_reach_no_registered_model_version_or_file(server, owner, regi
     assert snapshot(server, owner) == before
 
 
+def test_a_bare_name_means_the_callers_own_model(server, owner, registered):
+    """Another team registers a model of the same name: each caller's bare name answers the
+    version of the model it can read, never the other team's."""
+    other = issue_token(server, f"other-{uuid.uuid4().hex[:8]}@example.com")
+    status, body = call(server, other, "POST", "/api/2.0/mlflow/experiments/create",
+                        {"name": f"/Teams/other-{uuid.uuid4().hex[:6]}/same-name"})
+    assert status == 200, body
+    status, body = call(server, other, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": body["experiment_id"]})
+    assert status == 200, body
+    run = body["run"]["info"]["run_id"]
+    status, body = put(server, other, f"/api/2.0/mlflow-artifacts/artifacts/runs/{run}/model/MLmodel", b"flavors: {}\n")
+    assert status == 200, body
+    name = registered["name"]
+    assert call(server, other, "POST", "/api/2.0/mlflow/registered-models/create", {"name": name})[0] == 200
+    status, body = call(server, other, "POST", "/api/2.0/mlflow/model-versions/create",
+                        {"name": name, "source": f"runs:/{run}/model", "run_id": run})
+    assert status == 200, body
+    path = f"/api/2.0/mlflow/model-versions/get?name={name}&version=1"
+    status, mine = call(server, other, "GET", path)
+    assert status == 200 and mine["model_version"]["run_id"] == run, mine
+    status, theirs = call(server, owner["token"], "GET", path)
+    assert status == 200 and theirs["model_version"]["run_id"] == registered["run_id"], theirs
+    status, answer = call(server, other, "GET", f"/api/2.0/mlflow/model-versions/get?name={name}&version=2")
+    assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+
+
 def test_artifact_paths_that_escape_or_rewrite_are_refused(server, owner, registered):
     token, run = owner["token"], registered["run_id"]
     before = snapshot(server, owner)

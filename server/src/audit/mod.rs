@@ -250,24 +250,34 @@ async fn append(conn: &mut Conn, pending: Vec<Pending>) -> Result<()> {
         prev_hash = entry.hash.clone();
         entries.push(entry);
     }
-    // A statement binds at most 65,535 parameters: 12 a row.
-    for chunk in entries.chunks(1_000) {
-        diesel::insert_into(audit_log::table)
-            .values(chunk)
-            .execute(conn)
-            .await?;
-    }
-    diesel::update(audit_head::table)
-        .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev_hash)))
-        .execute(conn)
-        .await?;
     // Subscribers of the projects (`auditEvents`, `promotionEvents`, membership re-checks) hear
     // of the entries when they commit.
     let announced: Vec<(ProjectId, i64)> = entries
         .iter()
         .filter_map(|e| e.project_id.map(|p| (p, e.seq)))
         .collect();
-    crate::events::announce_audit(conn, &announced).await
+    // The head stays locked until commit, so every round trip from here on holds up every other
+    // writer: the inserts, the head's move and the announcement go out in one pipeline (one
+    // round trip; PostgreSQL runs them in order, and a failure fails the transaction).
+    // A statement binds at most 65,535 parameters: 12 a row.
+    let inserts: Vec<_> = entries
+        .chunks(1_000)
+        .map(|chunk| {
+            diesel::insert_into(audit_log::table)
+                .values(chunk)
+                .execute(conn)
+        })
+        .collect();
+    let head = diesel::update(audit_head::table)
+        .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev_hash)))
+        .execute(conn);
+    let announce = crate::events::announce_audit(conn, &announced);
+    let writes = async {
+        futures_util::future::try_join(futures_util::future::try_join_all(inserts), head).await?;
+        Ok(())
+    };
+    futures_util::future::try_join(writes, announce).await?;
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone)]

@@ -316,6 +316,20 @@ pub fn pool(database_url: &str, max_size: usize, wait: Duration) -> anyhow::Resu
     // restarted) fails the request that uses it, and is then dropped.
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
+    // No JIT compilation of statements: PostgreSQL compiles any statement its planner costs above
+    // `jit_above_cost`, and a lineage walk binding thousands of ids crosses it, to spend tens of
+    // milliseconds compiling what runs in a few (the worst `impact` answers came from it). Set on
+    // each new connection, so it holds against any server's configuration.
+    config.custom_setup = Box::new(|url| {
+        Box::pin(async move {
+            use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+            let mut conn = AsyncPgConnection::establish(url).await?;
+            conn.batch_execute("SET jit = off")
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            Ok(conn)
+        })
+    });
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder(manager)

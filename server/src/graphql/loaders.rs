@@ -285,7 +285,7 @@ impl Loader<AliasesOfVersion> for DbLoader {
 
     async fn load(&self, keys: &[AliasesOfVersion]) -> LoadResult<AliasesOfVersion, Vec<String>> {
         let mut conn = self.conn().await?;
-        let found = crate::labels::aliases_of(&mut conn, &raw(keys, |k| k.0))
+        let found = crate::labels::aliases_of(&mut conn, raw(keys, |k| k.0))
             .await
             .map_err(fail)?;
         Ok(found

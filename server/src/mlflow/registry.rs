@@ -222,14 +222,15 @@ struct Registered {
 
 /// The models named `model` in projects the caller may read (a project-limited token: its one
 /// project), with their projects' names.
-async fn candidates(
+fn candidates<'a>(
     conn: &mut Conn,
-    actor: &Actor,
-    model: &str,
-) -> Result<Vec<((Model, Role), String)>> {
+    actor: &'a Actor,
+    model: &'a str,
+) -> impl std::future::Future<Output = Result<Vec<((Model, Role), String)>>> + Send + 'a {
     // One statement for what bare names need on every registry request: the models of the name,
     // their projects' names and the caller's membership there; those it cannot read drop out.
-    let found: Vec<(Model, String, Option<Role>)> = models_table::table
+    // The answer does not hold `conn` (see `numbered_versions`).
+    let found = models_table::table
         .inner_join(projects_table::table)
         .left_join(
             memberships::table.on(memberships::project_id
@@ -242,15 +243,60 @@ async fn candidates(
             projects_table::name,
             memberships::role.nullable(),
         ))
-        .load(conn)
-        .await?;
-    Ok(found
-        .into_iter()
-        .filter_map(|(model, project, membership)| {
-            let role = projects::role_given(actor, model.project_id, membership)?;
-            Some(((model, role), project))
-        })
-        .collect())
+        .load::<(Model, String, Option<Role>)>(conn);
+    async move {
+        Ok(found
+            .await?
+            .into_iter()
+            .filter_map(|(model, project, membership)| {
+                let role = projects::role_given(actor, model.project_id, membership)?;
+                Some(((model, role), project))
+            })
+            .collect())
+    }
+}
+
+/// A version as `get` answers it: the row, its creator's email, its aliases.
+#[derive(QueryableByName)]
+struct NumberedVersion {
+    #[diesel(embed)]
+    version: ModelVersion,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    creator: Option<String>,
+    #[diesel(sql_type = Array<diesel::sql_types::Text>)]
+    aliases: Vec<String>,
+}
+
+/// The version numbered `number` of every model named `model`, with what answering it needs.
+/// Sent together with [`candidates`] (one round trip, two statements, where resolving and then
+/// answering took four): the caller keeps only the version of the model `candidates` authorized,
+/// so versions of models it may not read are read but never answered.
+fn numbered_versions(
+    conn: &mut Conn,
+    model: &str,
+    number: i32,
+) -> impl std::future::Future<Output = Result<Vec<NumberedVersion>>> + Send + 'static {
+    // The aliases as `labels::aliases_of` gives them: free ones and those governed through the
+    // version's stage, sorted by their bytes.
+    let found = Prepared(
+        diesel::sql_query(
+            "SELECT v.*, u.email AS creator, \
+               ARRAY(SELECT x.alias FROM \
+                       (SELECT a.alias FROM model_aliases a WHERE a.model_version_id = v.id \
+                        UNION ALL \
+                        SELECT g.alias FROM governed_aliases g \
+                        WHERE g.project_id = m.project_id AND g.stage = v.stage) x \
+                     ORDER BY x.alias COLLATE \"C\") AS aliases \
+             FROM models m \
+             JOIN model_versions v ON v.model_id = m.id AND v.version = $2 \
+             LEFT JOIN users u ON u.id = v.created_by \
+             WHERE m.name = $1",
+        )
+        .bind::<diesel::sql_types::Text, _>(model.to_owned())
+        .bind::<diesel::sql_types::Integer, _>(number),
+    )
+    .load::<NumberedVersion>(conn);
+    async move { Ok(found.await?) }
 }
 
 /// The model a registered-model name means, the caller holding at least `needed` in its
@@ -437,48 +483,70 @@ fn version_wire(answering: &Answering<'_>, aliases: &[String]) -> VersionWire {
     }
 }
 
-/// The answers of many versions, each with the name its model is answered by (`name_of`): two
-/// queries (creators, aliases) whatever their number.
-async fn version_wires<'n>(
+/// What answering versions needs beyond their rows and names: their creators' emails and their
+/// aliases.
+struct Extras {
+    emails: HashMap<UserId, String>,
+    aliases: HashMap<ModelVersionId, Vec<String>>,
+}
+
+/// The [`Extras`] of these versions: two statements, pipelined (one round trip); the answer does
+/// not hold `conn`, so a caller may await it together with a statement of its own.
+fn extras_of(
     conn: &mut Conn,
     versions: &[ModelVersion],
-    name_of: impl Fn(&ModelVersion) -> &'n str,
-) -> Result<Vec<VersionWire>> {
+) -> impl std::future::Future<Output = Result<Extras>> + Send + 'static {
     let creators: Vec<UserId> = versions
         .iter()
         .map(|v| v.created_by)
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let emails: HashMap<UserId, String> = users::table
-        .filter(users::id.eq_any(&creators))
+    let ids: Vec<ModelVersionId> = versions.iter().map(|v| v.id).collect();
+    let emails = users::table
+        .filter(users::id.eq_any(creators))
         .select((users::id, users::email))
-        .load::<(UserId, String)>(conn)
-        .await?
-        .into_iter()
-        .collect();
-    let answering: Vec<Answering<'_>> = versions
-        .iter()
-        .map(|version| Answering {
-            version,
-            name: name_of(version),
-            creator: emails.get(&version.created_by).map(String::as_str),
+        .load::<(UserId, String)>(conn);
+    let aliases = labels::aliases_of(conn, ids);
+    async move {
+        let emails = async { Ok(emails.await?) };
+        let (emails, aliases) = futures_util::future::try_join(emails, aliases).await?;
+        Ok(Extras {
+            emails: emails.into_iter().collect(),
+            aliases,
         })
-        .collect();
-    answers(conn, &answering).await
+    }
 }
 
-/// The answers of versions whose names and creators are known: one query (aliases).
-async fn answers(conn: &mut Conn, answering: &[Answering<'_>]) -> Result<Vec<VersionWire>> {
-    let ids: Vec<ModelVersionId> = answering.iter().map(|a| a.version.id).collect();
-    let aliases = labels::aliases_of(conn, &ids).await?;
-    Ok(answering
+/// The answers of versions, each with the name its model is answered by (`name_of`).
+fn wires_of<'n>(
+    versions: &[ModelVersion],
+    name_of: impl Fn(&ModelVersion) -> &'n str,
+    extras: &Extras,
+) -> Vec<VersionWire> {
+    versions
         .iter()
-        .map(|a| {
-            let of_version = aliases.get(&a.version.id).map(Vec::as_slice);
-            version_wire(a, of_version.unwrap_or_default())
+        .map(|version| {
+            let answering = Answering {
+                version,
+                name: name_of(version),
+                creator: extras.emails.get(&version.created_by).map(String::as_str),
+            };
+            let aliases = extras.aliases.get(&version.id).map(Vec::as_slice);
+            version_wire(&answering, aliases.unwrap_or_default())
         })
-        .collect())
+        .collect()
+}
+
+/// The answers of many versions, each with the name its model is answered by (`name_of`): one
+/// round trip (creators and aliases, pipelined) whatever their number.
+async fn version_wires<'n>(
+    conn: &mut Conn,
+    versions: &[ModelVersion],
+    name_of: impl Fn(&ModelVersion) -> &'n str,
+) -> Result<Vec<VersionWire>> {
+    let extras = extras_of(conn, versions).await?;
+    Ok(wires_of(versions, name_of, &extras))
 }
 
 async fn one_version_wire(
@@ -560,11 +628,11 @@ async fn one_model_wire(conn: &mut Conn, registered: &Registered) -> Result<Valu
 
 /// The names search results are answered with: bare where no other readable project has a
 /// model of that name, qualified where one does. One statement, one row per distinct model.
-async fn answer_names(
+fn answer_names(
     conn: &mut Conn,
     readable: &[ProjectId],
     found: &[ModelId],
-) -> Result<HashMap<ModelId, String>> {
+) -> impl std::future::Future<Output = Result<HashMap<ModelId, String>>> + Send + 'static {
     #[derive(QueryableByName)]
     struct Homes {
         #[diesel(sql_type = diesel::sql_types::Uuid)]
@@ -580,29 +648,31 @@ async fn answer_names(
     let mut ids = found.to_vec();
     ids.sort();
     ids.dedup();
-    let rows: Vec<Homes> = Prepared(
+    let rows = Prepared(
         diesel::sql_query(
             "SELECT m.id, m.name, p.name AS project, \
                (SELECT count(*) FROM models h WHERE h.name = m.name AND h.project_id = ANY($2)) \
                AS homes \
              FROM models m JOIN projects p ON p.id = m.project_id WHERE m.id = ANY($1)",
         )
-        .bind::<Array<SqlUuid>, _>(&ids)
-        .bind::<Array<SqlUuid>, _>(readable),
+        .bind::<Array<SqlUuid>, _>(ids)
+        .bind::<Array<SqlUuid>, _>(readable.to_vec()),
     )
-    .load(conn)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|m| {
-            let name = if m.homes > 1 {
-                qualified(&m.project, &m.name)
-            } else {
-                m.name
-            };
-            (m.id, name)
-        })
-        .collect())
+    .load::<Homes>(conn);
+    async move {
+        Ok(rows
+            .await?
+            .into_iter()
+            .map(|m| {
+                let name = if m.homes > 1 {
+                    qualified(&m.project, &m.name)
+                } else {
+                    m.name
+                };
+                (m.id, name)
+            })
+            .collect())
+    }
 }
 
 // ---- the domain side of each request ----
@@ -652,6 +722,14 @@ fn missing_version(name: &str, version: &str) -> Error {
     ))
 }
 
+fn version_number(version: &str) -> Result<i32> {
+    version.trim().parse().map_err(|_| {
+        Error::invalid(format!(
+            "Parameter 'version' must be an integer, got '{version}'."
+        ))
+    })
+}
+
 /// One version of a registered model, the caller holding at least `needed`.
 async fn resolve_version(
     conn: &mut Conn,
@@ -660,11 +738,7 @@ async fn resolve_version(
     version: &str,
     needed: Role,
 ) -> Result<(Registered, ModelVersion)> {
-    let number: i32 = version.trim().parse().map_err(|_| {
-        Error::invalid(format!(
-            "Parameter 'version' must be an integer, got '{version}'."
-        ))
-    })?;
+    let number = version_number(version)?;
     let registered = resolve(conn, actor, name, needed).await?;
     let found = model_versions::table
         .filter(model_versions::model_id.eq(registered.model.id))
@@ -1349,9 +1423,36 @@ async fn get_version(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let name = required(a.name, "name")?;
     let version = version_text(a.version)?;
     let mut conn = call.conn().await?;
-    let (registered, found) =
-        resolve_version(&mut conn, &call.actor, &name, &version, Role::Viewer).await?;
-    ok(json!({"model_version": one_version_wire(&mut conn, found, &registered.name).await?}))
+    let Name::Bare(model) = Name::parse(&name)? else {
+        let (registered, found) =
+            resolve_version(&mut conn, &call.actor, &name, &version, Role::Viewer).await?;
+        return ok(
+            json!({"model_version": one_version_wire(&mut conn, found, &registered.name).await?}),
+        );
+    };
+    // The common case, a bare name, in one round trip: the models of the name with the caller's
+    // roles, and their versions of that number.
+    let number = version_number(&version)?;
+    let found = candidates(&mut conn, &call.actor, model);
+    let versions = numbered_versions(&mut conn, model, number);
+    let (found, versions) = futures_util::future::try_join(found, versions).await?;
+    let ((registered, role), _) = choose(model, found)?.ok_or_else(|| missing_model(&name))?;
+    projects::require(Some(role), Role::Viewer)
+        .map_err(projects::hiding(|| missing_model(&name)))?;
+    let numbered = versions
+        .into_iter()
+        .find(|v| v.version.model_id == registered.id)
+        .ok_or_else(|| missing_version(&name, &version))?;
+    let extras = Extras {
+        emails: numbered
+            .creator
+            .map(|email| (numbered.version.created_by, email))
+            .into_iter()
+            .collect(),
+        aliases: HashMap::from([(numbered.version.id, numbered.aliases)]),
+    };
+    let mut wires = wires_of(std::slice::from_ref(&numbered.version), |_| &name, &extras);
+    ok(json!({"model_version": wires.pop()}))
 }
 
 async fn update_version(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
@@ -1486,10 +1587,13 @@ async fn search_versions(call: Call, http: HttpRequest, body: web::Bytes) -> Rep
     let page =
         sql::page::<ModelVersion>(&mut conn, &REGISTERED_VERSIONS, &project_ids, &search).await?;
     let model_ids: Vec<ModelId> = page.rows.iter().map(|v| v.model_id).collect();
-    let names = answer_names(&mut conn, &project_ids, &model_ids).await?;
+    // Names, creators and aliases in one round trip.
+    let names = answer_names(&mut conn, &project_ids, &model_ids);
+    let extras = extras_of(&mut conn, &page.rows);
+    let (names, extras) = futures_util::future::try_join(names, extras).await?;
     let name_of = |v: &ModelVersion| names.get(&v.model_id).map_or("", String::as_str);
     ok(VersionsAnswer {
-        model_versions: version_wires(&mut conn, &page.rows, name_of).await?,
+        model_versions: wires_of(&page.rows, name_of, &extras),
         next_page_token: page.next_cursor(),
     })
 }

@@ -1,6 +1,9 @@
 //! Applying one OpenLineage event to the registry, in the caller's transaction (the mapping is
 //! documented in the module above).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -15,8 +18,8 @@ use crate::audit::{self, Change};
 use crate::code::{self, NewCommit};
 use crate::datasets::{self, Dataset, NewVersion};
 use crate::db::schema::{
-    dataset_versions, datasets as datasets_table, openlineage_datasets, openlineage_events,
-    openlineage_runs, runs as runs_table,
+    dataset_versions, datasets as datasets_table, memberships, openlineage_datasets,
+    openlineage_events, openlineage_runs, projects as projects_table, runs as runs_table,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -172,13 +175,115 @@ struct Target {
 
 /// One event being applied: who sends it and how namespaces map to projects.
 pub struct Ingest<'a> {
-    pub actor: &'a Actor,
-    pub namespaces: &'a Namespaces,
+    actor: &'a Actor,
+    namespaces: &'a Namespaces,
     /// The project named by the request (`?project=`), for namespaces no rule maps.
-    pub default_project: Option<&'a str>,
+    default_project: Option<&'a str>,
+    /// The projects this event has touched: their names and the caller's role there, read once
+    /// per project and event (an event names its job and datasets, mostly of one project) rather
+    /// than once per object. Nothing the event does changes them.
+    projects: Mutex<HashMap<ProjectId, (String, Option<Role>)>>,
+    /// The Custody datasets of the OpenLineage datasets the event names, found in one statement
+    /// before it is applied (see [`Ingest::find_datasets`]).
+    datasets: Mutex<HashMap<(String, String), Dataset>>,
 }
 
-impl Ingest<'_> {
+impl<'a> Ingest<'a> {
+    pub fn new(
+        actor: &'a Actor,
+        namespaces: &'a Namespaces,
+        default_project: Option<&'a str>,
+    ) -> Self {
+        Ingest {
+            actor,
+            namespaces,
+            default_project,
+            projects: Mutex::default(),
+            datasets: Mutex::default(),
+        }
+    }
+
+    /// Finds the datasets standing for every OpenLineage dataset the event names, in one
+    /// statement (one lookup per dataset was most of an event's statements). Those not found
+    /// are looked up again, and created, one by one.
+    async fn find_datasets(&self, conn: &mut Conn, event: &Event) -> Result<()> {
+        let parts: Vec<&DatasetPart> = event
+            .inputs
+            .iter()
+            .chain(&event.outputs)
+            .chain(&event.dataset)
+            .collect();
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let namespaces: Vec<&str> = parts.iter().map(|p| p.namespace.as_str()).collect();
+        let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+        // Both lists match a few pairs the event does not name (its namespaces crossed with its
+        // names); the memo keeps exact pairs and they are never asked for.
+        let found: Vec<(String, String, Dataset)> = openlineage_datasets::table
+            .inner_join(datasets_table::table)
+            .filter(openlineage_datasets::namespace.eq_any(&namespaces))
+            .filter(openlineage_datasets::name.eq_any(&names))
+            .select((
+                openlineage_datasets::namespace,
+                openlineage_datasets::name,
+                Dataset::as_select(),
+            ))
+            .load(conn)
+            .await?;
+        let mut memo = self
+            .datasets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (namespace, name, dataset) in found {
+            memo.insert((namespace, name), dataset);
+        }
+        Ok(())
+    }
+
+    /// The project of an object the event names, the caller holding at least `needed` there;
+    /// `hidden` is the refusal when it holds no role at all.
+    async fn project_of(
+        &self,
+        conn: &mut Conn,
+        project_id: ProjectId,
+        needed: Role,
+        hidden: impl Fn() -> Error,
+    ) -> Result<Target> {
+        let known = self.memo().get(&project_id).cloned();
+        let (name, role) = match known {
+            Some(known) => known,
+            None => {
+                let found: Option<(String, Option<Role>)> = projects_table::table
+                    .left_join(
+                        memberships::table.on(memberships::project_id
+                            .eq(projects_table::id)
+                            .and(memberships::user_id.nullable().eq(self.actor.user_id))),
+                    )
+                    .filter(projects_table::id.eq(project_id))
+                    .select((projects_table::name, memberships::role.nullable()))
+                    .first(conn)
+                    .await
+                    .optional()?;
+                let (name, membership) = found.ok_or_else(&hidden)?;
+                let role = projects::role_given(self.actor, project_id, membership);
+                self.memo().insert(project_id, (name.clone(), role));
+                (name, role)
+            }
+        };
+        projects::require(role, needed).map_err(projects::hiding(hidden))?;
+        Ok(Target {
+            id: project_id,
+            name,
+        })
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, (String, Option<Role>)>> {
+        self.projects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Applies `event` (already checked against the schema, of `kind`), once: a replay of an
     /// applied event changes nothing.
     pub async fn apply(
@@ -211,6 +316,7 @@ impl Ingest<'_> {
         if !first_time {
             return Ok(outcome);
         }
+        self.find_datasets(conn, event).await?;
         let project = match kind {
             EventKind::Run | EventKind::Job => {
                 let part = event
@@ -346,11 +452,16 @@ impl Ingest<'_> {
             outcome.outputs.push(version);
         }
         if let Some(status) = event.event_type.and_then(EventType::ends_as) {
-            let current: RunStatus = runs_table::table
-                .find(run_id)
-                .select(runs_table::status)
-                .first(conn)
-                .await?;
+            // A run this event started is running.
+            let current = if created {
+                RunStatus::Running
+            } else {
+                runs_table::table
+                    .find(run_id)
+                    .select(runs_table::status)
+                    .first(conn)
+                    .await?
+            };
             // Events may arrive late or twice: a run that has ended keeps its first ending.
             if current == RunStatus::Running {
                 runs::finish(conn, self.actor, run_id, status).await?;
@@ -409,21 +520,14 @@ impl Ingest<'_> {
     /// caller must be allowed to write in the job's project.
     async fn job(&self, conn: &mut Conn, namespace: &str, name: &str) -> Result<(Job, Target)> {
         if let Some(job) = jobs::find(conn, namespace, name).await? {
-            projects::authorize(conn, self.actor, job.project_id, Role::Contributor)
-                .await
-                .map_err(projects::hiding(|| {
-                    Error::not_found(format!(
-                        "job `{namespace}`/`{name}` belongs to a project you cannot write to"
-                    ))
-                }))?;
-            let project = projects::by_ids(conn, &[job.project_id])
-                .await?
-                .pop()
-                .ok_or_else(|| Error::not_found("the job's project is gone"))?;
-            let target = Target {
-                id: project.id,
-                name: project.name,
+            let hidden = || {
+                Error::not_found(format!(
+                    "job `{namespace}`/`{name}` belongs to a project you cannot write to"
+                ))
             };
+            let target = self
+                .project_of(conn, job.project_id, Role::Contributor, hidden)
+                .await?;
             return Ok((job, target));
         }
         let target = self.project_for(conn, namespace, None).await?;
@@ -527,14 +631,23 @@ impl Ingest<'_> {
         part: &DatasetPart,
         fallback: Option<&Target>,
     ) -> Result<(Dataset, Target)> {
-        let known: Option<Dataset> = openlineage_datasets::table
-            .inner_join(datasets_table::table)
-            .filter(openlineage_datasets::namespace.eq(&part.namespace))
-            .filter(openlineage_datasets::name.eq(&part.name))
-            .select(Dataset::as_select())
-            .first(conn)
-            .await
-            .optional()?;
+        let remembered = self
+            .datasets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(part.namespace.clone(), part.name.clone()))
+            .cloned();
+        let known: Option<Dataset> = match remembered {
+            Some(dataset) => Some(dataset),
+            None => openlineage_datasets::table
+                .inner_join(datasets_table::table)
+                .filter(openlineage_datasets::namespace.eq(&part.namespace))
+                .filter(openlineage_datasets::name.eq(&part.name))
+                .select(Dataset::as_select())
+                .first(conn)
+                .await
+                .optional()?,
+        };
         if let Some(dataset) = known {
             let hidden = || {
                 Error::not_found(format!(
@@ -542,17 +655,9 @@ impl Ingest<'_> {
                     part.namespace, part.name
                 ))
             };
-            projects::authorize(conn, self.actor, dataset.project_id, Role::Viewer)
-                .await
-                .map_err(projects::hiding(hidden))?;
-            let project = projects::by_ids(conn, &[dataset.project_id])
-                .await?
-                .pop()
-                .ok_or_else(hidden)?;
-            let target = Target {
-                id: project.id,
-                name: project.name,
-            };
+            let target = self
+                .project_of(conn, dataset.project_id, Role::Viewer, hidden)
+                .await?;
             return Ok((dataset, target));
         }
         for (what, value) in [

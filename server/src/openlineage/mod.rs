@@ -148,11 +148,7 @@ async fn receive(
     let kind = spec::check(&raw)?;
     let event: ingest::Event = serde_json::from_value(raw.clone())
         .map_err(|e| Error::invalid(format!("the event cannot be read: {e}")))?;
-    let ingest = ingest::Ingest {
-        actor: &actor,
-        namespaces: &state.openlineage,
-        default_project: destination.project.as_deref(),
-    };
+    let ingest = ingest::Ingest::new(&actor, &state.openlineage, destination.project.as_deref());
     let outcome = crate::http::transaction(&state, |c| {
         async move { ingest.apply(c, &raw, kind, &event).await }.scope_boxed()
     })

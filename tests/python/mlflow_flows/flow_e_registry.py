@@ -110,6 +110,7 @@ for alias, i in (("champion", 0), ("challenger", 1)):
     assert np.array_equal(np.asarray(pyf.predict(X)), models[i].predict(X)), alias
 client.set_registered_model_alias(name, "champion", "2")  # moving an alias
 assert client.get_model_version_by_alias(name, "champion").version == "2"
+assert client.get_model_version(name, "2").aliases == ["challenger", "champion"]
 client.delete_registered_model_alias(name, "challenger")
 assert client.get_registered_model(name).aliases == {"champion": "2"}
 try:

@@ -255,6 +255,9 @@ async fn bench_lineage() {
         &format!("descendants={descendants}"),
     );
     statement_profile(&sql, "impact", impacts).await;
+    if std::env::var_os("BENCH_EXPLAIN").is_some() {
+        explain_fetches(&sql).await;
+    }
 
     // OpenLineage ingest: 8 clients for BENCH_SECONDS.
     let seconds: u64 = std::env::var("BENCH_SECONDS")
@@ -368,5 +371,36 @@ async fn statement_profile(sql: &tokio_postgres::Client, per: &str, events: usiz
             ms * 1e3 / calls.max(1) as f64,
             query.chars().take(120).collect::<String>()
         );
+    }
+}
+
+/// `BENCH_EXPLAIN=1`: the plans PostgreSQL picks for the set-at-a-time fetches of an impact
+/// answer (5,000 random runs), as the server's connections plan them.
+async fn explain_fetches(sql: &tokio_postgres::Client) {
+    let ids: Vec<uuid::Uuid> = sql
+        .query("SELECT id FROM runs ORDER BY random() LIMIT 5000", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    sql.batch_execute("SET jit = off").await.unwrap();
+    for statement in [
+        "SELECT DISTINCT e.to_id FROM unnest($1::uuid[]) AS run(id) \
+         JOIN lineage_edges e ON e.from_id = run.id WHERE e.relation = 'run_of'",
+        "SELECT runs.* FROM unnest($1::uuid[]) AS wanted(id) JOIN runs ON runs.id = wanted.id",
+        "SELECT DISTINCT j.to_id FROM unnest($1::uuid[]) AS run(id) CROSS JOIN LATERAL \
+         (SELECT e.to_id FROM lineage_edges e WHERE e.from_id = run.id AND e.relation = 'run_of' OFFSET 0) j",
+        "SELECT r.* FROM unnest($1::uuid[]) AS wanted(id) CROSS JOIN LATERAL \
+         (SELECT * FROM runs WHERE runs.id = wanted.id OFFSET 0) r",
+    ] {
+        let plan = sql
+            .query(&format!("EXPLAIN (ANALYZE, BUFFERS) {statement}"), &[&ids])
+            .await
+            .unwrap();
+        println!("{statement}");
+        for line in plan {
+            println!("    {}", line.get::<_, String>(0));
+        }
     }
 }
