@@ -432,9 +432,9 @@ async fn reaches(conn: &mut Conn, start: Uuid, target: Uuid) -> Result<bool> {
 }
 
 /// Everything downstream of `start` within `depth` edges, nearest first, for a caller who may
-/// read `start` ("which models are built on this table?"), and the jobs those runs are runs of
-/// (the pipelines affected; a job is upstream of its runs, so no walk down reaches it). Readers
-/// filter the nodes by project.
+/// read `start` ("which models are built on this table?"). Readers filter the nodes by project,
+/// and add the jobs of the runs found ([`jobs_of`]: the pipelines affected; a job is upstream of
+/// its runs, so no walk down reaches it).
 pub async fn impact(
     conn: &mut Conn,
     actor: &Actor,
@@ -443,19 +443,11 @@ pub async fn impact(
 ) -> Result<Vec<NodeRef>> {
     check_depth(depth)?;
     authorize_node(conn, actor, start, Role::Viewer).await?;
-    let mut nodes = descendants(conn, start, depth).await?;
-    let runs: Vec<RunId> = ids_of(&nodes);
-    let seen: HashSet<NodeRef> = nodes.iter().copied().collect();
-    for job in jobs_of(conn, &runs).await? {
-        if !seen.contains(&NodeRef::Job(job)) {
-            nodes.push(NodeRef::Job(job));
-        }
-    }
-    Ok(nodes)
+    descendants(conn, start, depth).await
 }
 
 /// The jobs runs are runs of (`run —run_of→ job`), each once.
-async fn jobs_of(conn: &mut Conn, runs: &[RunId]) -> Result<Vec<JobId>> {
+pub async fn jobs_of(conn: &mut Conn, runs: &[RunId]) -> Result<Vec<JobId>> {
     #[derive(QueryableByName)]
     struct Job {
         #[diesel(sql_type = SqlUuid)]

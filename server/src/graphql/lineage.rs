@@ -315,33 +315,60 @@ impl ImpactQuery {
         let actor = actor(ctx)?;
         let start = node.parse()?;
         let depth = depth.unwrap_or(lineage::MAX_DEPTH);
-        let (nodes, rows) = read(ctx, |c| {
-            async move {
-                let nodes = lineage::impact(c, actor, start, depth).await?;
-                let rows = ImpactRows {
-                    dataset_versions: crate::datasets::versions_by_id(
-                        c,
-                        &lineage::ids_of::<DatasetVersionId>(&nodes),
-                    )
-                    .await?,
-                    runs: crate::runs::by_ids(c, &lineage::ids_of::<RunId>(&nodes)).await?,
-                    jobs: jobs::by_ids(c, &lineage::ids_of::<JobId>(&nodes)).await?,
-                    deployments: promotions::deployments_by_ids(
-                        c,
-                        &lineage::ids_of::<DeploymentId>(&nodes),
-                    )
-                    .await?,
-                };
-                Ok((nodes, rows))
-            }
-            .scope_boxed()
+        let nodes = read(ctx, |c| {
+            async move { lineage::impact(c, actor, start, depth).await }.scope_boxed()
         })
         .await?;
-        let position: std::collections::HashMap<uuid::Uuid, usize> = nodes
+        // The rows of each kind on connections of their own, at once: thousands of runs and of
+        // versions are tens of milliseconds each that PostgreSQL can spend side by side.
+        let version_ids = &lineage::ids_of::<DatasetVersionId>(&nodes);
+        let run_ids = &lineage::ids_of::<RunId>(&nodes);
+        let deployment_ids = &lineage::ids_of::<DeploymentId>(&nodes);
+        let mut job_ids = lineage::ids_of::<JobId>(&nodes);
+        let walked_jobs = &job_ids.clone();
+        let (dataset_versions, runs, (jobs_of_runs, jobs, deployments)) =
+            futures_util::future::try_join3(
+                read(ctx, |c| {
+                    async move { crate::datasets::versions_by_id(c, version_ids).await }
+                        .scope_boxed()
+                }),
+                read(ctx, |c| {
+                    async move { crate::runs::by_ids(c, run_ids).await }.scope_boxed()
+                }),
+                read(ctx, |c| {
+                    async move {
+                        let of_runs = lineage::jobs_of(c, run_ids).await?;
+                        let mut all = walked_jobs.clone();
+                        all.extend(of_runs.iter().copied());
+                        let jobs = jobs::by_ids(c, &all).await?;
+                        let deployments = promotions::deployments_by_ids(c, deployment_ids).await?;
+                        Ok((of_runs, jobs, deployments))
+                    }
+                    .scope_boxed()
+                }),
+            )
+            .await?;
+        // Jobs reached by the walk keep their place; the jobs of its runs follow.
+        let mut listed: std::collections::HashSet<JobId> = job_ids.iter().copied().collect();
+        for job in jobs_of_runs {
+            if listed.insert(job) {
+                job_ids.push(job);
+            }
+        }
+        let rows = ImpactRows {
+            dataset_versions,
+            runs,
+            jobs,
+            deployments,
+        };
+        let mut position: std::collections::HashMap<uuid::Uuid, usize> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| (n.uuid(), i))
             .collect();
+        for (i, job) in job_ids.iter().enumerate() {
+            position.entry(job.uuid()).or_insert(nodes.len() + i);
+        }
         let in_order = |id: uuid::Uuid| position.get(&id).copied();
         let mut dataset_versions = readable_versions(ctx, rows.dataset_versions).await?;
         dataset_versions.sort_by_key(|v| in_order(v.id.uuid()));

@@ -11,8 +11,10 @@
 //! - `lineage` to depth 10, upstream from a random last-layer version and downstream from a
 //!   random source (a random start per request);
 //! - `impact` of the reference table (every descendant, grouped by kind);
-//! - OpenLineage ingest: 8 clients posting RunEvents (a new run of one of 100 jobs reading two
-//!   tables and writing one) for `BENCH_SECONDS` (default 10): events/s.
+//! - OpenLineage ingest: `BENCH_CLIENTS` (default 8) clients posting RunEvents (a new run of one
+//!   of 100 jobs reading two tables and writing one) for `BENCH_SECONDS` (default 10): events/s.
+//!
+//! `BENCH_EXPLAIN=1` also prints the plans of the impact's fetches by id.
 //!
 //! ```text
 //! cargo build --release -p custody-server
@@ -259,7 +261,7 @@ async fn bench_lineage() {
         explain_fetches(&sql).await;
     }
 
-    // OpenLineage ingest: 8 clients for BENCH_SECONDS.
+    // OpenLineage ingest: BENCH_CLIENTS (default 8) clients for BENCH_SECONDS.
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -283,7 +285,11 @@ async fn bench_lineage() {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let began = Instant::now();
     let mut clients = Vec::new();
-    for _ in 0..8 {
+    let clients_count: usize = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    for _ in 0..clients_count {
         let (http, url, token, sent) = (
             env.server.http.clone(),
             url.clone(),
@@ -316,7 +322,7 @@ async fn bench_lineage() {
     let elapsed = began.elapsed().as_secs_f64();
     let events = times.len();
     report(
-        "OpenLineage ingest, 8 clients",
+        &format!("OpenLineage ingest, {clients_count} clients"),
         times,
         &format!(
             "events={events} events_per_s={:.0}",
