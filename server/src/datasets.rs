@@ -15,7 +15,7 @@ use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
 use crate::validate;
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = datasets)]
 pub struct Dataset {
     pub id: DatasetId,

@@ -216,27 +216,37 @@ impl<'a> Ingest<'a> {
         if parts.is_empty() {
             return Ok(());
         }
+        #[derive(QueryableByName)]
+        struct Named {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            ol_namespace: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            ol_name: String,
+            #[diesel(embed)]
+            dataset: Dataset,
+        }
         let namespaces: Vec<&str> = parts.iter().map(|p| p.namespace.as_str()).collect();
         let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-        // Both lists match a few pairs the event does not name (its namespaces crossed with its
-        // names); the memo keeps exact pairs and they are never asked for.
-        let found: Vec<(String, String, Dataset)> = openlineage_datasets::table
-            .inner_join(datasets_table::table)
-            .filter(openlineage_datasets::namespace.eq_any(&namespaces))
-            .filter(openlineage_datasets::name.eq_any(&names))
-            .select((
-                openlineage_datasets::namespace,
-                openlineage_datasets::name,
-                Dataset::as_select(),
-            ))
-            .load(conn)
-            .await?;
+        // Exact (namespace, name) pairs: an event cannot make the lookup read more datasets
+        // than it names.
+        let found: Vec<Named> = crate::db::Prepared(
+            diesel::sql_query(
+                "SELECT o.namespace AS ol_namespace, o.name AS ol_name, d.*
+                 FROM unnest($1::text[], $2::text[]) AS w(namespace, name)
+                 JOIN openlineage_datasets o ON o.namespace = w.namespace AND o.name = w.name
+                 JOIN datasets d ON d.id = o.dataset_id",
+            )
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&namespaces)
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&names),
+        )
+        .load(conn)
+        .await?;
         let mut memo = self
             .datasets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (namespace, name, dataset) in found {
-            memo.insert((namespace, name), dataset);
+        for named in found {
+            memo.insert((named.ol_namespace, named.ol_name), named.dataset);
         }
         Ok(())
     }
