@@ -1,5 +1,3 @@
-DROP INDEX lineage_edges_to_idx;
-CREATE INDEX lineage_edges_to_idx ON lineage_edges (to_id);
 DELETE FROM outbox WHERE kind = 'openlineage';
 ALTER TABLE outbox DROP CONSTRAINT outbox_kind_check,
     ADD CONSTRAINT outbox_kind_check CHECK (kind IN ('email', 'webhook'));

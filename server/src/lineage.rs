@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Uuid as SqlUuid};
+use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 // Untyped ids only where the graph is polymorphic: an edge's ends and the recursive walks point
@@ -446,32 +446,19 @@ pub async fn impact(
     descendants(conn, start, depth).await
 }
 
-/// The jobs runs are runs of (`run —run_of→ job`), each once.
-pub async fn jobs_of(conn: &mut Conn, runs: &[RunId]) -> Result<Vec<JobId>> {
-    #[derive(QueryableByName)]
-    struct Job {
-        #[diesel(sql_type = SqlUuid)]
-        to_id: Uuid,
+/// The pipelines an impact affects: the jobs among `impacted` (in their order), then the jobs
+/// of its runs (`run —run_of→ job`), each once.
+pub async fn affected_jobs(conn: &mut Conn, impacted: &[NodeRef]) -> Result<Vec<JobId>> {
+    let mut jobs: Vec<JobId> = ids_of(impacted);
+    let mut listed: HashSet<JobId> = jobs.iter().copied().collect();
+    let runs: Vec<RunId> = ids_of(impacted);
+    for of_run in targets_of::<RunId, JobId>(conn, &runs, "run_of")
+        .await?
+        .into_values()
+    {
+        jobs.extend(of_run.into_iter().filter(|job| listed.insert(*job)));
     }
-    let runs: Vec<Uuid> = runs.iter().map(|r| r.uuid()).collect();
-    // One probe of the unique index (from_id, to_id, relation) per run, which holds every column
-    // read, however many runs (see `runs::by_ids`: joined plainly, 5,000 runs made the planner
-    // sort every `run_of` edge, 111 ms where the probes take 50). An id that is no job (an
-    // explicit link named `run_of` to another kind) finds no job when the jobs are read.
-    let jobs: Vec<Job> = Prepared(
-        diesel::sql_query(
-            "SELECT DISTINCT j.to_id FROM unnest($1::uuid[]) AS run(id) CROSS JOIN LATERAL
-             (SELECT e.to_id FROM lineage_edges e
-              WHERE e.from_id = run.id AND e.relation = 'run_of' OFFSET 0) j",
-        )
-        .bind::<Array<SqlUuid>, _>(&runs),
-    )
-    .load(conn)
-    .await?;
-    Ok(jobs
-        .into_iter()
-        .map(|j| JobId::from_uuid(j.to_id))
-        .collect())
+    Ok(jobs)
 }
 
 fn check_depth(depth: i32) -> Result<()> {
@@ -689,23 +676,8 @@ pub async fn targets_of<F: NodeId + Ord, T: NodeId>(
     from_ids: &[F],
     relation: &str,
 ) -> Result<BTreeMap<F, Vec<T>>> {
-    let from_ids: Vec<Uuid> = from_ids.iter().map(|id| id.uuid()).collect();
-    let rows: Vec<(Uuid, Uuid)> = lineage_edges::table
-        .filter(lineage_edges::from_kind.eq(F::KIND))
-        .filter(lineage_edges::from_id.eq_any(from_ids))
-        .filter(lineage_edges::relation.eq(relation))
-        .filter(lineage_edges::to_kind.eq(T::KIND))
-        .order(lineage_edges::id.asc())
-        .select((lineage_edges::from_id, lineage_edges::to_id))
-        .load(conn)
-        .await?;
-    let mut map: BTreeMap<F, Vec<T>> = BTreeMap::new();
-    for (from, to) in rows {
-        map.entry(F::from_uuid(from))
-            .or_default()
-            .push(T::from_uuid(to));
-    }
-    Ok(map)
+    let ends = edge_ends(conn, from_ids, End::From, relation, T::KIND).await?;
+    Ok(group(ends))
 }
 
 /// The sources of kind `F` of `… —relation→ to` edges for many nodes of kind `T` at once (the
@@ -715,23 +687,75 @@ pub async fn sources_of<T: NodeId + Ord, F: NodeId>(
     to_ids: &[T],
     relation: &str,
 ) -> Result<BTreeMap<T, Vec<F>>> {
-    let to_ids: Vec<Uuid> = to_ids.iter().map(|id| id.uuid()).collect();
-    let rows: Vec<(Uuid, Uuid)> = lineage_edges::table
-        .filter(lineage_edges::to_kind.eq(T::KIND))
-        .filter(lineage_edges::to_id.eq_any(to_ids))
-        .filter(lineage_edges::relation.eq(relation))
-        .filter(lineage_edges::from_kind.eq(F::KIND))
-        .order(lineage_edges::id.asc())
-        .select((lineage_edges::to_id, lineage_edges::from_id))
-        .load(conn)
-        .await?;
-    let mut map: BTreeMap<T, Vec<F>> = BTreeMap::new();
-    for (to, from) in rows {
-        map.entry(T::from_uuid(to))
-            .or_default()
-            .push(F::from_uuid(from));
+    let ends = edge_ends(conn, to_ids, End::To, relation, F::KIND).await?;
+    Ok(group(ends))
+}
+
+/// Which end of an edge the given nodes are.
+enum End {
+    From,
+    To,
+}
+
+/// The `relation` edges at the given end of each of `nodes` whose other end is of kind `other`,
+/// in the order they were recorded: (the given node, the other end).
+///
+/// One index probe per node, however many (an impact's thousands of runs): for `= ANY($1)`, and
+/// for a plain join to `unnest` alike, the planner costs probes above a pass over every edge, and
+/// with 5,000 runs it sorted every `run_of` edge (111 ms where the probes take 50). A lateral
+/// subquery kept from flattening (`OFFSET 0`) can only be probed.
+async fn edge_ends<N: NodeId + Ord>(
+    conn: &mut Conn,
+    nodes: &[N],
+    end: End,
+    relation: &str,
+    other: NodeKind,
+) -> Result<Vec<(Uuid, Uuid)>> {
+    #[derive(QueryableByName)]
+    struct Ends {
+        #[diesel(sql_type = SqlUuid)]
+        near: Uuid,
+        #[diesel(sql_type = SqlUuid)]
+        far: Uuid,
     }
-    Ok(map)
+    // Each node once: a node named twice would find its edges twice.
+    let mut ids: Vec<Uuid> = nodes.iter().map(|n| n.uuid()).collect();
+    ids.sort();
+    ids.dedup();
+    let sql = match end {
+        End::From => {
+            "SELECT x.from_id AS near, x.to_id AS far FROM unnest($1::uuid[]) AS n(id)
+             CROSS JOIN LATERAL (SELECT * FROM lineage_edges e WHERE e.from_id = n.id
+                 AND e.relation = $2 AND e.from_kind = $3 AND e.to_kind = $4 OFFSET 0) x
+             ORDER BY x.id"
+        }
+        End::To => {
+            "SELECT x.to_id AS near, x.from_id AS far FROM unnest($1::uuid[]) AS n(id)
+             CROSS JOIN LATERAL (SELECT * FROM lineage_edges e WHERE e.to_id = n.id
+                 AND e.relation = $2 AND e.to_kind = $3 AND e.from_kind = $4 OFFSET 0) x
+             ORDER BY x.id"
+        }
+    };
+    let rows: Vec<Ends> = Prepared(
+        diesel::sql_query(sql)
+            .bind::<Array<SqlUuid>, _>(&ids)
+            .bind::<Text, _>(relation)
+            .bind::<Text, _>(N::KIND.as_str())
+            .bind::<Text, _>(other.as_str()),
+    )
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.near, r.far)).collect())
+}
+
+fn group<K: NodeId + Ord, V: NodeId>(ends: Vec<(Uuid, Uuid)>) -> BTreeMap<K, Vec<V>> {
+    let mut map: BTreeMap<K, Vec<V>> = BTreeMap::new();
+    for (near, far) in ends {
+        map.entry(K::from_uuid(near))
+            .or_default()
+            .push(V::from_uuid(far));
+    }
+    map
 }
 
 #[cfg(test)]

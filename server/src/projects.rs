@@ -159,6 +159,27 @@ pub async fn roles_in(
     Ok(rows.into_iter().collect())
 }
 
+/// A project's name and the caller's role there (none: it may not see the project), in one
+/// statement; `None` when there is no such project.
+pub async fn name_and_role(
+    conn: &mut Conn,
+    actor: &Actor,
+    project_id: ProjectId,
+) -> Result<Option<(String, Option<Role>)>> {
+    let found: Option<(String, Option<Role>)> = projects::table
+        .left_join(
+            memberships::table.on(memberships::project_id
+                .eq(projects::id)
+                .and(memberships::user_id.nullable().eq(actor.user_id))),
+        )
+        .filter(projects::id.eq(project_id))
+        .select((projects::name, memberships::role.nullable()))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.map(|(name, membership)| (name, role_given(actor, project_id, membership))))
+}
+
 pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Project> {
     projects::table
         .filter(projects::name.eq(name))

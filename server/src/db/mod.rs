@@ -317,9 +317,9 @@ pub fn pool(database_url: &str, max_size: usize, wait: Duration) -> anyhow::Resu
     let mut config = ManagerConfig::default();
     config.recycling_method = RecyclingMethod::Fast;
     // No JIT compilation of statements: PostgreSQL compiles any statement its planner costs above
-    // `jit_above_cost`, and a lineage walk binding thousands of ids crosses it, to spend tens of
-    // milliseconds compiling what runs in a few (the worst `impact` answers came from it). Set on
-    // each new connection, so it holds against any server's configuration.
+    // `jit_above_cost`, which a statement binding thousands of ids (an impact report) can cross,
+    // and compiling costs tens of milliseconds that short statements never win back. Set on each
+    // new connection, so it holds whatever the database server's configuration.
     config.custom_setup = Box::new(|url| {
         Box::pin(async move {
             use diesel_async::{AsyncConnection, SimpleAsyncConnection};

@@ -324,9 +324,7 @@ impl ImpactQuery {
         let version_ids = &lineage::ids_of::<DatasetVersionId>(&nodes);
         let run_ids = &lineage::ids_of::<RunId>(&nodes);
         let deployment_ids = &lineage::ids_of::<DeploymentId>(&nodes);
-        let mut job_ids = lineage::ids_of::<JobId>(&nodes);
-        let walked_jobs = &job_ids.clone();
-        let (dataset_versions, runs, (jobs_of_runs, jobs, deployments)) =
+        let (dataset_versions, runs, (job_ids, jobs, deployments)) =
             futures_util::future::try_join3(
                 read(ctx, |c| {
                     async move { crate::datasets::versions_by_id(c, version_ids).await }
@@ -336,39 +334,31 @@ impl ImpactQuery {
                     async move { crate::runs::by_ids(c, run_ids).await }.scope_boxed()
                 }),
                 read(ctx, |c| {
+                    let nodes = &nodes;
                     async move {
-                        let of_runs = lineage::jobs_of(c, run_ids).await?;
-                        let mut all = walked_jobs.clone();
-                        all.extend(of_runs.iter().copied());
-                        let jobs = jobs::by_ids(c, &all).await?;
+                        let job_ids = lineage::affected_jobs(c, nodes).await?;
+                        let jobs = jobs::by_ids(c, &job_ids).await?;
                         let deployments = promotions::deployments_by_ids(c, deployment_ids).await?;
-                        Ok((of_runs, jobs, deployments))
+                        Ok((job_ids, jobs, deployments))
                     }
                     .scope_boxed()
                 }),
             )
             .await?;
-        // Jobs reached by the walk keep their place; the jobs of its runs follow.
-        let mut listed: std::collections::HashSet<JobId> = job_ids.iter().copied().collect();
-        for job in jobs_of_runs {
-            if listed.insert(job) {
-                job_ids.push(job);
-            }
-        }
         let rows = ImpactRows {
             dataset_versions,
             runs,
             jobs,
             deployments,
         };
-        let mut position: std::collections::HashMap<uuid::Uuid, usize> = nodes
+        // Nodes in the walk's order; jobs in `affected_jobs`' order (which keeps the walk's).
+        let position: std::collections::HashMap<uuid::Uuid, usize> = nodes
             .iter()
+            .map(|n| n.uuid())
+            .chain(job_ids.iter().map(|j| j.uuid()))
             .enumerate()
-            .map(|(i, n)| (n.uuid(), i))
+            .map(|(i, id)| (id, i))
             .collect();
-        for (i, job) in job_ids.iter().enumerate() {
-            position.entry(job.uuid()).or_insert(nodes.len() + i);
-        }
         let in_order = |id: uuid::Uuid| position.get(&id).copied();
         let mut dataset_versions = readable_versions(ctx, rows.dataset_versions).await?;
         dataset_versions.sort_by_key(|v| in_order(v.id.uuid()));

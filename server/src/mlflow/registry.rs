@@ -229,7 +229,7 @@ fn candidates<'a>(
 ) -> impl std::future::Future<Output = Result<Vec<((Model, Role), String)>>> + Send + 'a {
     // One statement for what bare names need on every registry request: the models of the name,
     // their projects' names and the caller's membership there; those it cannot read drop out.
-    // The answer does not hold `conn` (see `numbered_versions`).
+    // The answer does not hold `conn` (see `resolve_version`).
     let found = models_table::table
         .inner_join(projects_table::table)
         .left_join(
@@ -256,49 +256,6 @@ fn candidates<'a>(
     }
 }
 
-/// A version as `get` answers it: the row, its creator's email, its aliases.
-#[derive(QueryableByName)]
-struct NumberedVersion {
-    #[diesel(embed)]
-    version: ModelVersion,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    creator: Option<String>,
-    #[diesel(sql_type = Array<diesel::sql_types::Text>)]
-    aliases: Vec<String>,
-}
-
-/// The version numbered `number` of every model named `model`, with what answering it needs.
-/// Sent together with [`candidates`] (one round trip, two statements, where resolving and then
-/// answering took four): the caller keeps only the version of the model `candidates` authorized,
-/// so versions of models it may not read are read but never answered.
-fn numbered_versions(
-    conn: &mut Conn,
-    model: &str,
-    number: i32,
-) -> impl std::future::Future<Output = Result<Vec<NumberedVersion>>> + Send + 'static {
-    // The aliases as `labels::aliases_of` gives them: free ones and those governed through the
-    // version's stage, sorted by their bytes.
-    let found = Prepared(
-        diesel::sql_query(
-            "SELECT v.*, u.email AS creator, \
-               ARRAY(SELECT x.alias FROM \
-                       (SELECT a.alias FROM model_aliases a WHERE a.model_version_id = v.id \
-                        UNION ALL \
-                        SELECT g.alias FROM governed_aliases g \
-                        WHERE g.project_id = m.project_id AND g.stage = v.stage) x \
-                     ORDER BY x.alias COLLATE \"C\") AS aliases \
-             FROM models m \
-             JOIN model_versions v ON v.model_id = m.id AND v.version = $2 \
-             LEFT JOIN users u ON u.id = v.created_by \
-             WHERE m.name = $1",
-        )
-        .bind::<diesel::sql_types::Text, _>(model.to_owned())
-        .bind::<diesel::sql_types::Integer, _>(number),
-    )
-    .load::<NumberedVersion>(conn);
-    async move { Ok(found.await?) }
-}
-
 /// The model a registered-model name means, the caller holding at least `needed` in its
 /// project (an outsider gets the NOT_FOUND of a missing model).
 async fn resolve(conn: &mut Conn, actor: &Actor, name: &str, needed: Role) -> Result<Registered> {
@@ -315,17 +272,25 @@ async fn resolve(conn: &mut Conn, actor: &Actor, name: &str, needed: Role) -> Re
         }
         Name::Bare(model) => {
             let found = candidates(conn, actor, model).await?;
-            let ((found, role), project) =
-                choose(model, found)?.ok_or_else(|| missing_model(name))?;
-            projects::require(Some(role), needed)
-                .map_err(projects::hiding(|| missing_model(name)))?;
-            Ok(Registered {
-                model: found,
-                project,
-                name: name.to_owned(),
-            })
+            chosen(name, model, found, needed)
         }
     }
+}
+
+/// The model a bare name means among the `candidates`, the caller holding at least `needed`.
+fn chosen(
+    name: &str,
+    model: &str,
+    candidates: Vec<((Model, Role), String)>,
+    needed: Role,
+) -> Result<Registered> {
+    let ((found, role), project) = choose(model, candidates)?.ok_or_else(|| missing_model(name))?;
+    projects::require(Some(role), needed).map_err(projects::hiding(|| missing_model(name)))?;
+    Ok(Registered {
+        model: found,
+        project,
+        name: name.to_owned(),
+    })
 }
 
 /// Where a new model of this name goes, or the existing model it names.
@@ -739,6 +704,26 @@ async fn resolve_version(
     needed: Role,
 ) -> Result<(Registered, ModelVersion)> {
     let number = version_number(version)?;
+    if let Name::Bare(model) = Name::parse(name)? {
+        // The common case in one round trip: the models of the name with the caller's roles,
+        // and their versions of that number, of which only the chosen model's is kept (the
+        // others are read, never answered).
+        let found = candidates(conn, actor, model);
+        let numbered = model_versions::table
+            .inner_join(models_table::table)
+            .filter(models_table::name.eq(model.to_owned()))
+            .filter(model_versions::version.eq(number))
+            .select(ModelVersion::as_select())
+            .load::<ModelVersion>(conn);
+        let numbered = async { Ok(numbered.await?) };
+        let (found, numbered) = futures_util::future::try_join(found, numbered).await?;
+        let registered = chosen(name, model, found, needed)?;
+        let version = numbered
+            .into_iter()
+            .find(|v| v.model_id == registered.model.id)
+            .ok_or_else(|| missing_version(name, version))?;
+        return Ok((registered, version));
+    }
     let registered = resolve(conn, actor, name, needed).await?;
     let found = model_versions::table
         .filter(model_versions::model_id.eq(registered.model.id))
@@ -1423,36 +1408,9 @@ async fn get_version(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let name = required(a.name, "name")?;
     let version = version_text(a.version)?;
     let mut conn = call.conn().await?;
-    let Name::Bare(model) = Name::parse(&name)? else {
-        let (registered, found) =
-            resolve_version(&mut conn, &call.actor, &name, &version, Role::Viewer).await?;
-        return ok(
-            json!({"model_version": one_version_wire(&mut conn, found, &registered.name).await?}),
-        );
-    };
-    // The common case, a bare name, in one round trip: the models of the name with the caller's
-    // roles, and their versions of that number.
-    let number = version_number(&version)?;
-    let found = candidates(&mut conn, &call.actor, model);
-    let versions = numbered_versions(&mut conn, model, number);
-    let (found, versions) = futures_util::future::try_join(found, versions).await?;
-    let ((registered, role), _) = choose(model, found)?.ok_or_else(|| missing_model(&name))?;
-    projects::require(Some(role), Role::Viewer)
-        .map_err(projects::hiding(|| missing_model(&name)))?;
-    let numbered = versions
-        .into_iter()
-        .find(|v| v.version.model_id == registered.id)
-        .ok_or_else(|| missing_version(&name, &version))?;
-    let extras = Extras {
-        emails: numbered
-            .creator
-            .map(|email| (numbered.version.created_by, email))
-            .into_iter()
-            .collect(),
-        aliases: HashMap::from([(numbered.version.id, numbered.aliases)]),
-    };
-    let mut wires = wires_of(std::slice::from_ref(&numbered.version), |_| &name, &extras);
-    ok(json!({"model_version": wires.pop()}))
+    let (registered, found) =
+        resolve_version(&mut conn, &call.actor, &name, &version, Role::Viewer).await?;
+    ok(json!({"model_version": one_version_wire(&mut conn, found, &registered.name).await?}))
 }
 
 async fn update_version(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {

@@ -2,7 +2,7 @@
 //! documented in the module above).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -18,8 +18,8 @@ use crate::audit::{self, Change};
 use crate::code::{self, NewCommit};
 use crate::datasets::{self, Dataset, NewVersion};
 use crate::db::schema::{
-    dataset_versions, datasets as datasets_table, memberships, openlineage_datasets,
-    openlineage_events, openlineage_runs, projects as projects_table, runs as runs_table,
+    dataset_versions, datasets as datasets_table, openlineage_datasets, openlineage_events,
+    openlineage_runs, runs as runs_table,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
@@ -204,8 +204,8 @@ impl<'a> Ingest<'a> {
     }
 
     /// Finds the datasets standing for every OpenLineage dataset the event names, in one
-    /// statement (one lookup per dataset was most of an event's statements). Those not found
-    /// are looked up again, and created, one by one.
+    /// statement (one lookup per dataset was most of an event's statements). Those not found are
+    /// created as the event is applied.
     async fn find_datasets(&self, conn: &mut Conn, event: &Event) -> Result<()> {
         let parts: Vec<&DatasetPart> = event
             .inputs
@@ -241,10 +241,7 @@ impl<'a> Ingest<'a> {
         )
         .load(conn)
         .await?;
-        let mut memo = self
-            .datasets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut memo = self.datasets_memo();
         for named in found {
             memo.insert((named.ol_namespace, named.ol_name), named.dataset);
         }
@@ -260,25 +257,15 @@ impl<'a> Ingest<'a> {
         needed: Role,
         hidden: impl Fn() -> Error,
     ) -> Result<Target> {
-        let known = self.memo().get(&project_id).cloned();
+        let known = self.projects_memo().get(&project_id).cloned();
         let (name, role) = match known {
             Some(known) => known,
             None => {
-                let found: Option<(String, Option<Role>)> = projects_table::table
-                    .left_join(
-                        memberships::table.on(memberships::project_id
-                            .eq(projects_table::id)
-                            .and(memberships::user_id.nullable().eq(self.actor.user_id))),
-                    )
-                    .filter(projects_table::id.eq(project_id))
-                    .select((projects_table::name, memberships::role.nullable()))
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let (name, membership) = found.ok_or_else(&hidden)?;
-                let role = projects::role_given(self.actor, project_id, membership);
-                self.memo().insert(project_id, (name.clone(), role));
-                (name, role)
+                let found = projects::name_and_role(conn, self.actor, project_id)
+                    .await?
+                    .ok_or_else(&hidden)?;
+                self.projects_memo().insert(project_id, found.clone());
+                found
             }
         };
         projects::require(role, needed).map_err(projects::hiding(hidden))?;
@@ -288,10 +275,12 @@ impl<'a> Ingest<'a> {
         })
     }
 
-    fn memo(&self) -> std::sync::MutexGuard<'_, HashMap<ProjectId, (String, Option<Role>)>> {
-        self.projects
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn projects_memo(&self) -> MutexGuard<'_, HashMap<ProjectId, (String, Option<Role>)>> {
+        self.projects.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn datasets_memo(&self) -> MutexGuard<'_, HashMap<(String, String), Dataset>> {
+        self.datasets.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Applies `event` (already checked against the schema, of `kind`), once: a replay of an
@@ -641,23 +630,12 @@ impl<'a> Ingest<'a> {
         part: &DatasetPart,
         fallback: Option<&Target>,
     ) -> Result<(Dataset, Target)> {
-        let remembered = self
-            .datasets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        // Every dataset of the event was looked for before it was applied (`find_datasets`), and
+        // those it creates are remembered: what the memo lacks does not exist.
+        let known = self
+            .datasets_memo()
             .get(&(part.namespace.clone(), part.name.clone()))
             .cloned();
-        let known: Option<Dataset> = match remembered {
-            Some(dataset) => Some(dataset),
-            None => openlineage_datasets::table
-                .inner_join(datasets_table::table)
-                .filter(openlineage_datasets::namespace.eq(&part.namespace))
-                .filter(openlineage_datasets::name.eq(&part.name))
-                .select(Dataset::as_select())
-                .first(conn)
-                .await
-                .optional()?,
-        };
         if let Some(dataset) = known {
             let hidden = || {
                 Error::not_found(format!(
@@ -691,6 +669,8 @@ impl<'a> Ingest<'a> {
             ))
             .execute(conn)
             .await?;
+        self.datasets_memo()
+            .insert((part.namespace.clone(), part.name.clone()), dataset.clone());
         Ok((dataset, target))
     }
 
