@@ -206,6 +206,37 @@ pub async fn find_authorized(
     Ok(project)
 }
 
+/// The projects a caller may read, as a statement filters by them: a rule PostgreSQL applies in
+/// the statement itself where there is one, so a search does not first fetch the list (a round
+/// trip and a statement on every search).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readable {
+    /// Every project (a server admin without a project-limited token).
+    Every,
+    /// The projects this user is a member of.
+    MemberOf(UserId),
+    /// Exactly these.
+    Ids(Vec<ProjectId>),
+}
+
+/// Every project the caller may read: server admins all, members their projects, a
+/// project-limited token at most its project. Only the last needs a statement.
+pub async fn readable(conn: &mut Conn, actor: &Actor) -> Result<Readable> {
+    if let Some(scope) = actor.project_scope {
+        return Ok(Readable::Ids(match role_of(conn, actor, scope).await? {
+            Some(_) => vec![scope],
+            None => Vec::new(),
+        }));
+    }
+    if actor.is_admin {
+        return Ok(Readable::Every);
+    }
+    Ok(match actor.user_id {
+        Some(user_id) => Readable::MemberOf(user_id),
+        None => Readable::Ids(Vec::new()),
+    })
+}
+
 /// The most projects one search may name.
 pub const MAX_NAMED_PROJECTS: usize = 100;
 
@@ -218,23 +249,17 @@ pub async fn readable_ids(
     names: Option<&[String]>,
 ) -> Result<Vec<ProjectId>> {
     let Some(names) = names else {
-        if let Some(scope) = actor.project_scope {
-            return Ok(match role_of(conn, actor, scope).await? {
-                Some(_) => vec![scope],
-                None => Vec::new(),
-            });
-        }
-        if actor.is_admin {
-            return Ok(projects::table.select(projects::id).load(conn).await?);
-        }
-        let Some(user_id) = actor.user_id else {
-            return Ok(Vec::new());
-        };
-        return Ok(memberships::table
-            .filter(memberships::user_id.eq(user_id))
-            .select(memberships::project_id)
-            .load(conn)
-            .await?);
+        return Ok(match readable(conn, actor).await? {
+            Readable::Every => projects::table.select(projects::id).load(conn).await?,
+            Readable::MemberOf(user_id) => {
+                memberships::table
+                    .filter(memberships::user_id.eq(user_id))
+                    .select(memberships::project_id)
+                    .load(conn)
+                    .await?
+            }
+            Readable::Ids(ids) => ids,
+        });
     };
     if names.len() > MAX_NAMED_PROJECTS {
         return Err(Error::invalid(format!(

@@ -305,6 +305,13 @@ def test_a_bare_name_means_the_callers_own_model(server, owner, registered):
     assert status == 200 and theirs["model_version"]["run_id"] == registered["run_id"], theirs
     status, answer = call(server, other, "GET", f"/api/2.0/mlflow/model-versions/get?name={name}&version=2")
     assert_refused(status, answer, 404, "RESOURCE_DOES_NOT_EXIST")
+    # A search of the name answers each caller its own versions only, under the bare name (no
+    # other project it reads holds a model of that name).
+    search = f"/api/2.0/mlflow/model-versions/search?filter=name%3D'{name}'"
+    for token, run_id in ((other, run), (owner["token"], registered["run_id"])):
+        status, found = call(server, token, "GET", search)
+        assert status == 200, found
+        assert [(v["name"], v["run_id"]) for v in found["model_versions"]] == [(name, run_id)], found
 
 
 def test_artifact_paths_that_escape_or_rewrite_are_refused(server, owner, registered):

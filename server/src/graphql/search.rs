@@ -15,6 +15,7 @@ use super::{
     actor, gql_error, list_cost, page_size, read, readable, readable_child, GqlResult,
     DEFAULT_PAGE_SIZE,
 };
+use crate::projects::{readable_ids, Readable};
 use crate::search::sql::{self, Page, Search, Subject};
 use crate::search::{model_versions::MODEL_VERSIONS, models::MODELS, runs::RUNS};
 
@@ -102,8 +103,11 @@ where
     let projects = request.projects;
     let found: Page<T> = read(ctx, |c| {
         async move {
-            let project_ids = crate::projects::readable_ids(c, actor, projects.as_deref()).await?;
-            sql::page::<T>(c, subject, &project_ids, &search).await
+            let readable = match projects.as_deref() {
+                Some(named) => Readable::Ids(readable_ids(c, actor, Some(named)).await?),
+                None => crate::projects::readable(c, actor).await?,
+            };
+            sql::page::<T>(c, subject, &readable, &search).await
         }
         .scope_boxed()
     })

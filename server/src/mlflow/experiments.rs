@@ -498,8 +498,8 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
         });
     }
     let mut conn = call.conn().await?;
-    let project_ids = custody_projects::readable_ids(&mut conn, &call.actor, None).await?;
-    let page = sql::page::<Experiment>(&mut conn, &EXPERIMENTS, &project_ids, &search).await?;
+    let readable = custody_projects::readable(&mut conn, &call.actor).await?;
+    let page = sql::page::<Experiment>(&mut conn, &EXPERIMENTS, &readable, &search).await?;
     ok(SearchAnswer {
         experiments: page.rows.iter().map(Experiment::to_wire).collect(),
         next_page_token: page.next_cursor(),

@@ -787,7 +787,8 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
                 .id,
         );
     }
-    let page = sql::page::<LoggedModel>(&mut conn, &LOGGED_MODELS, &project_ids, &search).await?;
+    let readable = projects::Readable::Ids(project_ids);
+    let page = sql::page::<LoggedModel>(&mut conn, &LOGGED_MODELS, &readable, &search).await?;
     let models = &page.rows;
     let metrics = metrics_of(&mut conn, models).await?;
     let next_page_token = page.next_cursor();

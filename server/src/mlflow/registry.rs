@@ -41,7 +41,6 @@ use std::collections::{BTreeSet, HashMap};
 
 use actix_web::{web, HttpRequest};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, Uuid as SqlUuid};
 use diesel_async::scoped_futures::ScopedFutureExt;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
@@ -58,13 +57,13 @@ use crate::db::schema::{
 };
 use crate::db::{Conn, Prepared};
 use crate::error::{Error, Result};
-use crate::ids::{ModelId, ModelVersionId, ProjectId, RunId, UserId};
+use crate::ids::{ModelId, ModelVersionId, ProjectId, RunId, TypedId, UserId};
 use crate::labels::{self, AliasMove, Tagged};
 use crate::models::{self, Model, ModelVersion};
-use crate::projects::{self, Role};
+use crate::projects::{self, Readable, Role};
 use crate::promotions::{self, Gate, Promotion, Status as PromotionStatus};
 use crate::search::filter::ValueType;
-use crate::search::sql::{self, AttributeSpec, Rule, Search, Subject};
+use crate::search::sql::{self, AttributeSpec, Bind, Rule, Search, Statement, Subject};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/registered-models/create", web::post().to(create_model))
@@ -220,16 +219,27 @@ struct Registered {
     name: String,
 }
 
+/// A model of the name a caller wrote, in a project it may read.
+struct Candidate {
+    model: Model,
+    role: Role,
+    /// Its version of the number asked for, if one was asked for and it exists.
+    version: Option<ModelVersion>,
+}
+
 /// The models named `model` in projects the caller may read (a project-limited token: its one
-/// project), with their projects' names.
+/// project), with their projects' names and, when `number` is given, their version of that
+/// number.
 fn candidates<'a>(
     conn: &mut Conn,
     actor: &'a Actor,
     model: &'a str,
-) -> impl std::future::Future<Output = Result<Vec<((Model, Role), String)>>> + Send + 'a {
+    number: Option<i32>,
+) -> impl std::future::Future<Output = Result<Vec<(Candidate, String)>>> + Send + 'a {
     // One statement for what bare names need on every registry request: the models of the name,
-    // their projects' names and the caller's membership there; those it cannot read drop out.
-    // The answer does not hold `conn` (see `resolve_version`).
+    // their projects' names, the caller's membership there and the version asked for; those it
+    // cannot read drop out here, so a version of another team's model is read, never answered.
+    // The answer does not hold `conn` (a caller may pipeline it with other statements).
     let found = models_table::table
         .inner_join(projects_table::table)
         .left_join(
@@ -237,20 +247,33 @@ fn candidates<'a>(
                 .eq(models_table::project_id)
                 .and(memberships::user_id.nullable().eq(actor.user_id))),
         )
+        .left_join(
+            model_versions::table.on(model_versions::model_id
+                .eq(models_table::id)
+                .and(model_versions::version.nullable().eq(number))),
+        )
         .filter(models_table::name.eq(model))
         .select((
             Model::as_select(),
             projects_table::name,
             memberships::role.nullable(),
+            Option::<ModelVersion>::as_select(),
         ))
-        .load::<(Model, String, Option<Role>)>(conn);
+        .load::<(Model, String, Option<Role>, Option<ModelVersion>)>(conn);
     async move {
         Ok(found
             .await?
             .into_iter()
-            .filter_map(|(model, project, membership)| {
+            .filter_map(|(model, project, membership, version)| {
                 let role = projects::role_given(actor, model.project_id, membership)?;
-                Some(((model, role), project))
+                Some((
+                    Candidate {
+                        model,
+                        role,
+                        version,
+                    },
+                    project,
+                ))
             })
             .collect())
     }
@@ -271,26 +294,29 @@ async fn resolve(conn: &mut Conn, actor: &Actor, name: &str, needed: Role) -> Re
             })
         }
         Name::Bare(model) => {
-            let found = candidates(conn, actor, model).await?;
-            chosen(name, model, found, needed)
+            let found = candidates(conn, actor, model, None).await?;
+            Ok(chosen(name, model, found, needed)?.0)
         }
     }
 }
 
-/// The model a bare name means among the `candidates`, the caller holding at least `needed`.
+/// The candidate a bare name means, the caller holding at least `needed` there, with the
+/// version asked for (if any).
 fn chosen(
     name: &str,
     model: &str,
-    candidates: Vec<((Model, Role), String)>,
+    candidates: Vec<(Candidate, String)>,
     needed: Role,
-) -> Result<Registered> {
-    let ((found, role), project) = choose(model, candidates)?.ok_or_else(|| missing_model(name))?;
-    projects::require(Some(role), needed).map_err(projects::hiding(|| missing_model(name)))?;
-    Ok(Registered {
-        model: found,
+) -> Result<(Registered, Option<ModelVersion>)> {
+    let (found, project) = choose(model, candidates)?.ok_or_else(|| missing_model(name))?;
+    projects::require(Some(found.role), needed)
+        .map_err(projects::hiding(|| missing_model(name)))?;
+    let registered = Registered {
+        model: found.model,
         project,
         name: name.to_owned(),
-    })
+    };
+    Ok((registered, found.version))
 }
 
 /// Where a new model of this name goes, or the existing model it names.
@@ -309,7 +335,7 @@ async fn creation_target(conn: &mut Conn, actor: &Actor, name: Name<'_>) -> Resu
             }
         }
         Name::Bare(model) => {
-            if choose(model, candidates(conn, actor, model).await?)?.is_some() {
+            if choose(model, candidates(conn, actor, model, None).await?)?.is_some() {
                 return Ok(Target::Exists);
             }
             let member_of = projects::member_ids(conn, actor).await?;
@@ -595,7 +621,7 @@ async fn one_model_wire(conn: &mut Conn, registered: &Registered) -> Result<Valu
 /// model of that name, qualified where one does. One statement, one row per distinct model.
 fn answer_names(
     conn: &mut Conn,
-    readable: &[ProjectId],
+    readable: &Readable,
     found: &[ModelId],
 ) -> impl std::future::Future<Output = Result<HashMap<ModelId, String>>> + Send + 'static {
     #[derive(QueryableByName)]
@@ -610,20 +636,18 @@ fn answer_names(
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         homes: i64,
     }
-    let mut ids = found.to_vec();
+    let mut ids: Vec<uuid::Uuid> = found.iter().map(|id| id.uuid()).collect();
     ids.sort();
     ids.dedup();
-    let rows = Prepared(
-        diesel::sql_query(
-            "SELECT m.id, m.name, p.name AS project, \
-               (SELECT count(*) FROM models h WHERE h.name = m.name AND h.project_id = ANY($2)) \
-               AS homes \
-             FROM models m JOIN projects p ON p.id = m.project_id WHERE m.id = ANY($1)",
-        )
-        .bind::<Array<SqlUuid>, _>(ids)
-        .bind::<Array<SqlUuid>, _>(readable.to_vec()),
-    )
-    .load::<Homes>(conn);
+    let mut st = Statement::default();
+    let ids = st.bind(Bind::Uuids(ids));
+    let readable = st.readable("h.project_id", readable);
+    st.sql = format!(
+        "SELECT m.id, m.name, p.name AS project, \
+           (SELECT count(*) FROM models h WHERE h.name = m.name AND {readable}) AS homes \
+         FROM models m JOIN projects p ON p.id = m.project_id WHERE m.id = ANY({ids})"
+    );
+    let rows = Prepared(st.query()).load::<Homes>(conn);
     async move {
         Ok(rows
             .await?
@@ -705,24 +729,12 @@ async fn resolve_version(
 ) -> Result<(Registered, ModelVersion)> {
     let number = version_number(version)?;
     if let Name::Bare(model) = Name::parse(name)? {
-        // The common case in one round trip: the models of the name with the caller's roles,
-        // and their versions of that number, of which only the chosen model's is kept (the
-        // others are read, never answered).
-        let found = candidates(conn, actor, model);
-        let numbered = model_versions::table
-            .inner_join(models_table::table)
-            .filter(models_table::name.eq(model.to_owned()))
-            .filter(model_versions::version.eq(number))
-            .select(ModelVersion::as_select())
-            .load::<ModelVersion>(conn);
-        let numbered = async { Ok(numbered.await?) };
-        let (found, numbered) = futures_util::future::try_join(found, numbered).await?;
-        let registered = chosen(name, model, found, needed)?;
-        let version = numbered
-            .into_iter()
-            .find(|v| v.model_id == registered.model.id)
-            .ok_or_else(|| missing_version(name, version))?;
-        return Ok((registered, version));
+        // The common case in one statement: the models of the name with the caller's roles
+        // and their versions of that number.
+        let found = candidates(conn, actor, model, Some(number)).await?;
+        let (registered, found) = chosen(name, model, found, needed)?;
+        let found = found.ok_or_else(|| missing_version(name, version))?;
+        return Ok((registered, found));
     }
     let registered = resolve(conn, actor, name, needed).await?;
     let found = model_versions::table
@@ -1511,10 +1523,10 @@ async fn search_models(call: Call, http: HttpRequest, body: web::Bytes) -> Reply
         limit,
     )?;
     let mut conn = call.conn().await?;
-    let project_ids = projects::readable_ids(&mut conn, &call.actor, None).await?;
-    let page = sql::page::<Model>(&mut conn, &REGISTERED_MODELS, &project_ids, &search).await?;
+    let readable = projects::readable(&mut conn, &call.actor).await?;
+    let page = sql::page::<Model>(&mut conn, &REGISTERED_MODELS, &readable, &search).await?;
     let model_ids: Vec<ModelId> = page.rows.iter().map(|m| m.id).collect();
-    let names = answer_names(&mut conn, &project_ids, &model_ids).await?;
+    let names = answer_names(&mut conn, &readable, &model_ids).await?;
     let next_page_token = page.next_cursor();
     let named: Vec<(Model, String)> = page
         .rows
@@ -1541,12 +1553,12 @@ async fn search_versions(call: Call, http: HttpRequest, body: web::Bytes) -> Rep
         limit,
     )?;
     let mut conn = call.conn().await?;
-    let project_ids = projects::readable_ids(&mut conn, &call.actor, None).await?;
+    let readable = projects::readable(&mut conn, &call.actor).await?;
     let page =
-        sql::page::<ModelVersion>(&mut conn, &REGISTERED_VERSIONS, &project_ids, &search).await?;
+        sql::page::<ModelVersion>(&mut conn, &REGISTERED_VERSIONS, &readable, &search).await?;
     let model_ids: Vec<ModelId> = page.rows.iter().map(|v| v.model_id).collect();
     // Names, creators and aliases in one round trip.
-    let names = answer_names(&mut conn, &project_ids, &model_ids);
+    let names = answer_names(&mut conn, &readable, &model_ids);
     let extras = extras_of(&mut conn, &page.rows);
     let (names, extras) = futures_util::future::try_join(names, extras).await?;
     let name_of = |v: &ModelVersion| names.get(&v.model_id).map_or("", String::as_str);
@@ -1743,7 +1755,7 @@ mod tests {
             10,
         )
         .unwrap()
-        .statement(&REGISTERED_MODELS, &[]);
+        .statement(&REGISTERED_MODELS, &Readable::Ids(Vec::new()));
         assert!(
             st.sql
                 .contains(&format!("(m.name = ANY($2) OR {QUALIFIED_NAME} = ANY($3))")),

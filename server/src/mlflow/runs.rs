@@ -597,7 +597,8 @@ async fn search(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
         .into_iter()
         .filter(|p| asked.contains(p.to_string().as_str()))
         .collect();
-    let page = sql::page::<Run>(&mut conn, &RUNS, &project_ids, &search).await?;
+    let readable = projects::Readable::Ids(project_ids);
+    let page = sql::page::<Run>(&mut conn, &RUNS, &readable, &search).await?;
     let mut answer = json!({"runs": to_wire(&mut conn, &page.rows).await?});
     if let Some(token) = page.next_cursor() {
         answer["next_page_token"] = json!(token);

@@ -4,6 +4,7 @@
 use super::filter::ValueType;
 use super::sql::{AttributeSpec, Bind, Rule, Search, Subject};
 use crate::ids::ProjectId;
+use crate::projects::Readable;
 
 /// Runs, with MLflow's attribute names first.
 pub static RUNS: Subject = Subject {
@@ -56,7 +57,7 @@ pub static RUNS: Subject = Subject {
 
 /// The statement's text and binds, for `EXPLAIN` in the tests that keep the plans honest.
 pub fn explainable(search: &Search, project_ids: &[ProjectId]) -> (String, Vec<Bind>) {
-    let st = search.statement(&RUNS, project_ids);
+    let st = search.statement(&RUNS, &Readable::Ids(project_ids.to_vec()));
     (st.sql, st.binds)
 }
 
@@ -90,7 +91,10 @@ mod tests {
             &["params.`'; delete from runs` DESC"],
         )
         .unwrap()
-        .statement(&RUNS, &[ProjectId::from_uuid(Uuid::nil())]);
+        .statement(
+            &RUNS,
+            &Readable::Ids(vec![ProjectId::from_uuid(Uuid::nil())]),
+        );
         assert!(!st.sql.contains("drop"), "{}", st.sql);
         assert!(!st.sql.contains("delete"), "{}", st.sql);
         assert_eq!(st.binds.len(), 7, "{:?}", st.binds);
