@@ -14,6 +14,7 @@
 
 mod direct;
 mod local;
+mod offload;
 mod s3;
 pub mod store;
 mod sweep;

@@ -16,7 +16,7 @@
 //! is measured, the two servers alternating; the round with the median ratio is reported (the
 //! shared 2-core machine's speed drifts by a quarter within minutes, the same on both servers
 //! within a round). `CUSTODY_BENCH_PERF=<dir>` records a system-wide `perf` profile of
-//! each measurement into `<dir>/<workload>-<server>.data` (`perf report -i … --sort comm,sym`
+//! each measurement into `<dir>/<workload>-<server>-<round>.data` (`perf report -i … --sort comm,sym`
 //! splits the server, PostgreSQL and wrk). `CUSTODY_BENCH_ONLY=search,upload` measures only the
 //! workloads named (`log-batch`, `log-metric`, `get`, `search`, `register`, `upload`).
 //!
@@ -1518,15 +1518,22 @@ async fn bench_mlflow() {
                 let file = scripts.join(format!("{workload:?}-{}.lua", t.name));
                 let warm = run_wrk(
                     t,
-                    &lua(workload, t, s, 1),
+                    &lua(workload, t, s, 2 * round as u32 - 1),
                     connections,
                     WARMUP_SECONDS,
                     &file,
                 )
                 .await;
                 reset_statements(&t.db_url).await;
-                let profile = perf_record(&format!("{workload:?}-{}", t.name), seconds);
-                let m = run_wrk(t, &lua(workload, t, s, 2), connections, seconds, &file).await;
+                let profile = perf_record(&format!("{workload:?}-{}-{round}", t.name), seconds);
+                let m = run_wrk(
+                    t,
+                    &lua(workload, t, s, 2 * round as u32),
+                    connections,
+                    seconds,
+                    &file,
+                )
+                .await;
                 if let Some(mut perf) = profile {
                     let _ = perf.wait();
                 }
