@@ -1,5 +1,5 @@
 //! The local directory store (the embedded default): objects under `sha256/ab/cd/<hex>`, written
-//! while hashed, fsynced before they count.
+//! through a buffer while hashed, fsynced before they count.
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -7,8 +7,9 @@ use std::pin::Pin;
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
 
-use super::offload;
 use super::store::{check_size, object_key, staging_key, ByteRange, ByteStreamBox, Staged};
 use crate::error::{Error, Result};
 use crate::ids::UploadId;
@@ -171,22 +172,20 @@ where
 {
     let file = tokio::fs::File::create(path)
         .await
-        .map_err(Error::internal)?
-        .into_std()
-        .await;
-    // Received here, hashed and written on two other threads at the same time.
-    let mut writing = offload::write_to(file);
-    let mut hashing = offload::sha256();
+        .map_err(Error::internal)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = Sha256::new();
     let mut size = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| Error::invalid(format!("reading the upload failed: {e}")))?;
         size += chunk.len() as u64;
         check_size(size, max_size)?;
-        hashing.feed(chunk.clone()).await?;
-        writing.feed(chunk).await?;
+        hasher.update(&chunk);
+        out.write_all(&chunk).await.map_err(Error::internal)?;
     }
-    writing.finish().await?;
-    Ok((hashing.finish().await?, size))
+    out.flush().await.map_err(Error::internal)?;
+    out.into_inner().sync_all().await.map_err(Error::internal)?;
+    Ok((hex::encode(hasher.finalize()), size))
 }
 
 async fn sync_dir(dir: &Path) -> Result<()> {

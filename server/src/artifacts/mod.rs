@@ -14,7 +14,6 @@
 
 mod direct;
 mod local;
-mod offload;
 mod s3;
 pub mod store;
 mod sweep;

@@ -11,7 +11,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
-use super::offload;
 use super::store::{check_size, object_key, staging_key, ByteRange, ByteStreamBox, Staged};
 use crate::error::{Error, Result};
 use crate::ids::UploadId;
@@ -87,8 +86,7 @@ impl S3Store {
         S: Stream<Item = std::io::Result<Bytes>> + Unpin,
     {
         let key = self.key(&staging_key(upload_id));
-        // Hashed on another thread while the parts are received and sent.
-        let mut hashing = offload::sha256();
+        let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buffer = BytesMut::with_capacity(self.part_size);
         let mut multipart: Option<(String, Vec<CompletedPart>)> = None;
@@ -98,8 +96,8 @@ impl S3Store {
                     chunk.map_err(|e| Error::invalid(format!("reading the upload failed: {e}")))?;
                 size += chunk.len() as u64;
                 check_size(size, max_size)?;
+                hasher.update(&chunk);
                 buffer.extend_from_slice(&chunk);
-                hashing.feed(chunk).await?;
                 while buffer.len() >= self.part_size {
                     let part = buffer.split_to(self.part_size).freeze();
                     if multipart.is_none() {
@@ -152,7 +150,7 @@ impl S3Store {
         }
         Ok(Staged {
             upload_id,
-            sha256: hashing.finish().await?,
+            sha256: hex::encode(hasher.finalize()),
             size,
         })
     }
