@@ -358,11 +358,16 @@ async fn statement_profile(sql: &tokio_postgres::Client, per: &str, events: usiz
         calls as f64 / events,
         ms / events
     );
+    // `BENCH_STATEMENTS=40` lists every statement of an event, not only the top 15.
+    let shown: u32 = std::env::var("BENCH_STATEMENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(15);
     let rows = sql
         .query(
             &format!(
                 "SELECT calls, total_exec_time, regexp_replace(query, '\\s+', ' ', 'g')
-                 FROM pg_stat_statements WHERE {this_db} ORDER BY 2 DESC LIMIT 15"
+                 FROM pg_stat_statements WHERE {this_db} ORDER BY 2 DESC LIMIT {shown}"
             ),
             &[],
         )
