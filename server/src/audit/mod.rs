@@ -230,13 +230,16 @@ enum Then {
 
 /// Appends entries to the chain in order, then (`Then::Commit`) commits: locks the head, hashes
 /// each entry on its predecessor, then inserts them (one statement for up to 1,000), moves the
-/// head and commits in one pipeline. Their time is taken under the lock, so time never falls as `seq` rises (the seq
-/// window of an export period relies on it).
+/// head and commits in one pipeline. Their time is taken under the lock, so time never falls as
+/// `seq` rises (the seq window of an export period relies on it).
 ///
 /// The commit rides in the pipeline because the head is locked until commit: every round trip
 /// after the lock holds up every writer, and under load each one waits for CPU behind all the
-/// other backends (at 32 concurrent OpenLineage clients a separate COMMIT cut throughput by a
-/// third). Once the pipeline has run the transaction is over whatever it answered: a failed
+/// other backends (OpenLineage ingest, 8 clients: 358–368 → 396 events/s). The COMMIT reaches
+/// PostgreSQL after the writes: diesel-async hands a connection's statements out under one FIFO
+/// lock, in the order their futures are first polled (the order below), and sends each as soon
+/// as it has its statement; the COMMIT is never a cached statement (`sql_query`), so it cannot
+/// skip ahead. Once the pipeline has run the transaction is over whatever it answered: a failed
 /// statement aborted it and PostgreSQL answers the COMMIT by rolling back.
 async fn append(conn: &mut Conn, pending: Vec<Pending>, then: Then) -> Result<()> {
     if pending.is_empty() {

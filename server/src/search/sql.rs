@@ -170,9 +170,9 @@ impl Search {
         })
     }
 
-    /// The statement: the rows of the readable projects that match, in order, after the cursor, at most
-    /// `limit + 1` of them (the extra one says that another page follows), each with the sort
-    /// values its cursor is made of (column `sort_values`).
+    /// The statement: the rows of the readable projects that match, in order, after the cursor,
+    /// at most `limit + 1` of them (the extra one says that another page follows), each with the
+    /// sort values its cursor is made of (column `sort_values`).
     ///
     /// Ordered by a metric or param first, the statement is two ordered halves: the rows that
     /// have the key, read along its `(key, value, run_id)` index from the right end and stopping
