@@ -142,10 +142,7 @@ pub async fn register_version(
     tags.sort();
     tags.dedup();
     let dataset = find(conn, actor, project_name, dataset_name, Role::Contributor).await?;
-    for parent in &new.derived_from {
-        lineage::authorize_node(conn, actor, NodeRef::DatasetVersion(*parent), Role::Viewer)
-            .await?;
-    }
+    lineage::authorize_dataset_versions(conn, actor, &new.derived_from, Role::Viewer).await?;
     // Lock the dataset so concurrent registrations number their versions one after the other.
     diesel::sql_query("SELECT 1 FROM datasets WHERE id = $1 FOR UPDATE")
         .bind::<diesel::sql_types::Uuid, _>(dataset.id)

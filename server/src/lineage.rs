@@ -262,6 +262,70 @@ pub async fn authorize_node(
     }
 }
 
+/// [`authorize_node`] for many dataset versions at once: two statements however many there are
+/// (one per version was most of a run start's statements). The first version, in the order
+/// given, that is missing or in a project the caller cannot read is the one refused, answered
+/// like a missing version.
+pub async fn authorize_dataset_versions(
+    conn: &mut Conn,
+    actor: &Actor,
+    ids: &[DatasetVersionId],
+    needed: Role,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let found: std::collections::HashMap<DatasetVersionId, ProjectId> = dataset_versions::table
+        .inner_join(datasets::table)
+        .filter(dataset_versions::id.eq_any(ids))
+        .select((dataset_versions::id, datasets::project_id))
+        .load::<(DatasetVersionId, ProjectId)>(conn)
+        .await?
+        .into_iter()
+        .collect();
+    let mut homes: Vec<ProjectId> = found.values().copied().collect();
+    homes.sort();
+    homes.dedup();
+    let roles = projects::roles_in(conn, actor, &homes).await?;
+    for id in ids {
+        let node = NodeRef::DatasetVersion(*id);
+        let project = found.get(id).ok_or_else(|| missing_node(node))?;
+        projects::require(roles.get(project).copied(), needed)
+            .map_err(projects::hiding(|| missing_node(node)))?;
+    }
+    Ok(())
+}
+
+/// Records edges from a node created in this same transaction to each of `to`, in one statement.
+/// Such a node has no incoming edges yet, so no edge can close a cycle.
+pub async fn record_new_node_edges(
+    conn: &mut Conn,
+    from: NodeRef,
+    to: &[(NodeRef, &str)],
+) -> Result<()> {
+    if to.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = to
+        .iter()
+        .map(|(to, relation)| {
+            (
+                lineage_edges::id.eq(LineageEdgeId::generate()),
+                lineage_edges::from_kind.eq(from.kind()),
+                lineage_edges::from_id.eq(from.uuid()),
+                lineage_edges::to_kind.eq(to.kind()),
+                lineage_edges::to_id.eq(to.uuid()),
+                lineage_edges::relation.eq(*relation),
+            )
+        })
+        .collect();
+    diesel::insert_into(lineage_edges::table)
+        .values(rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Records an edge whose `from` node was created in this same transaction: such a node has no
 /// incoming edges yet, so the edge cannot close a cycle.
 pub async fn record_new_node_edge(

@@ -108,9 +108,7 @@ pub async fn start(
     let mut inputs = new.inputs;
     inputs.sort();
     inputs.dedup();
-    for input in &inputs {
-        lineage::authorize_node(conn, actor, NodeRef::DatasetVersion(*input), Role::Viewer).await?;
-    }
+    lineage::authorize_dataset_versions(conn, actor, &inputs, Role::Viewer).await?;
     let run: Run = diesel::insert_into(runs::table)
         .values((
             runs::id.eq(RunId::generate()),
@@ -127,13 +125,16 @@ pub async fn start(
     let tag_keys = tags.as_object().into_iter().flat_map(|t| t.keys());
     run_keys::record(conn, project.id, KeyKind::Tag, tag_keys.map(String::as_str)).await?;
     let this = NodeRef::Run(run.id);
-    if let Some(commit) = commit {
-        lineage::record_new_node_edge(conn, this, commit, "ran").await?;
-    }
-    for input in &inputs {
-        let input = NodeRef::DatasetVersion(*input);
-        lineage::record_new_node_edge(conn, this, input, "consumed").await?;
-    }
+    let edges: Vec<(NodeRef, &str)> = commit
+        .map(|commit| (commit, "ran"))
+        .into_iter()
+        .chain(
+            inputs
+                .iter()
+                .map(|i| (NodeRef::DatasetVersion(*i), "consumed")),
+        )
+        .collect();
+    lineage::record_new_node_edges(conn, this, &edges).await?;
     audit::record(
         conn,
         actor,

@@ -372,3 +372,95 @@ async fn list_fields_answer_bounded_pages_and_aliases_cannot_multiply_them() {
     let r = env.gql(&t, nested, json!({})).await;
     assert!(r["data"].is_null(), "{r}");
 }
+
+/// An outsider names the victim's dataset version among the inputs of a run, or as the parent of
+/// a version of their own (one check for all of them, see `lineage::authorize_dataset_versions`):
+/// refused exactly like a version that does not exist, wherever it sits in the list, and nothing
+/// is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outsider_cannot_consume_or_derive_from_anothers_dataset_version() {
+    let env = TestEnv::start().await;
+    let victim = victim(&env).await;
+    let outsider = env.issue_token("mallory@example.com", false).await;
+    create_project(&env.server, &outsider, "mine").await;
+    create_dataset(&env.server, &outsider, "mine", "own").await;
+    let own = id(&register_dataset_version(
+        &env.server,
+        &outsider,
+        "mine",
+        "own",
+        &sha256_hex("own"),
+        &[],
+    )
+    .await);
+    let missing = uuid::Uuid::now_v7().to_string();
+    let start =
+        "mutation($i: [ID!]) { startRun(project: \"mine\", name: \"r\", inputs: $i) { id } }";
+    let derive = "mutation($s: Sha256!, $f: [ID!]) { registerDatasetVersion(project: \"mine\", \
+        dataset: \"own\", uri: \"s3://x\", sha256: $s, derivedFrom: $f) { id } }";
+    let refusal = |d: &Value| {
+        d["errors"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (hidden, unknown) in [
+        (
+            vec![own.clone(), victim.dataset_version.clone()],
+            vec![own.clone(), missing.clone()],
+        ),
+        (
+            vec![victim.dataset_version.clone(), own.clone()],
+            vec![missing.clone(), own.clone()],
+        ),
+    ] {
+        let seen = env.gql(&outsider, start, json!({ "i": hidden })).await;
+        let blind = env.gql(&outsider, start, json!({ "i": unknown })).await;
+        assert_eq!(
+            refusal(&seen),
+            refusal(&blind).replace(&missing, &victim.dataset_version),
+            "{seen} / {blind}"
+        );
+        assert!(refusal(&seen).contains("no dataset version"), "{seen}");
+        let seen = env
+            .gql(
+                &outsider,
+                derive,
+                json!({ "s": sha256_hex("d"), "f": hidden }),
+            )
+            .await;
+        let blind = env
+            .gql(
+                &outsider,
+                derive,
+                json!({ "s": sha256_hex("d"), "f": unknown }),
+            )
+            .await;
+        assert_eq!(
+            refusal(&seen),
+            refusal(&blind).replace(&missing, &victim.dataset_version),
+            "{seen} / {blind}"
+        );
+    }
+    let sql = env.sql().await;
+    let created: i64 = sql
+        .query_one(
+            "SELECT (SELECT count(*) FROM runs r JOIN projects p ON p.id = r.project_id WHERE p.name = 'mine') \
+                  + (SELECT count(*) FROM dataset_versions v JOIN datasets d ON d.id = v.dataset_id \
+                     JOIN projects p ON p.id = d.project_id WHERE p.name = 'mine')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(created, 1, "only the outsider's own first version exists");
+    // The victim still consumes its own version.
+    let own_victim = env
+        .gql_ok(
+            &victim.token,
+            start.replace("mine", "victim").as_str(),
+            json!({ "i": [victim.dataset_version] }),
+        )
+        .await;
+    assert!(own_victim["startRun"]["id"].is_string(), "{own_victim}");
+}
