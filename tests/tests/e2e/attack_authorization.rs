@@ -414,33 +414,25 @@ async fn an_outsider_cannot_consume_or_derive_from_anothers_dataset_version() {
             vec![missing.clone(), own.clone()],
         ),
     ] {
-        let seen = env.gql(&outsider, start, json!({ "i": hidden })).await;
-        let blind = env.gql(&outsider, start, json!({ "i": unknown })).await;
-        assert_eq!(
-            refusal(&seen),
-            refusal(&blind).replace(&missing, &victim.dataset_version),
-            "{seen} / {blind}"
-        );
-        assert!(refusal(&seen).contains("no dataset version"), "{seen}");
-        let seen = env
-            .gql(
-                &outsider,
-                derive,
-                json!({ "s": sha256_hex("d"), "f": hidden }),
-            )
-            .await;
-        let blind = env
-            .gql(
-                &outsider,
-                derive,
-                json!({ "s": sha256_hex("d"), "f": unknown }),
-            )
-            .await;
-        assert_eq!(
-            refusal(&seen),
-            refusal(&blind).replace(&missing, &victim.dataset_version),
-            "{seen} / {blind}"
-        );
+        // The same version list as a run's inputs and as a new version's parents.
+        for (query, list, base) in [
+            (start, "i", json!({})),
+            (derive, "f", json!({ "s": sha256_hex("d") })),
+        ] {
+            let with = |ids: &Vec<String>| {
+                let mut vars = base.clone();
+                vars[list] = json!(ids);
+                vars
+            };
+            let seen = env.gql(&outsider, query, with(&hidden)).await;
+            let blind = env.gql(&outsider, query, with(&unknown)).await;
+            assert!(refusal(&seen).contains("no dataset version"), "{seen}");
+            assert_eq!(
+                refusal(&seen),
+                refusal(&blind).replace(&missing, &victim.dataset_version),
+                "{seen} / {blind}"
+            );
+        }
     }
     let sql = env.sql().await;
     let created: i64 = sql
