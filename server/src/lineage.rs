@@ -306,18 +306,9 @@ pub async fn record_new_node_edges(
     if to.is_empty() {
         return Ok(());
     }
-    let rows: Vec<_> = to
+    let rows: Vec<NewEdge<'_>> = to
         .iter()
-        .map(|(to, relation)| {
-            (
-                lineage_edges::id.eq(LineageEdgeId::generate()),
-                lineage_edges::from_kind.eq(from.kind()),
-                lineage_edges::from_id.eq(from.uuid()),
-                lineage_edges::to_kind.eq(to.kind()),
-                lineage_edges::to_id.eq(to.uuid()),
-                lineage_edges::relation.eq(*relation),
-            )
-        })
+        .map(|(to, relation)| new_edge(from, *to, relation))
         .collect();
     diesel::insert_into(lineage_edges::table)
         .values(rows)
@@ -337,16 +328,30 @@ pub async fn record_new_node_edge(
     insert_edge(conn, from, to, relation).await
 }
 
+/// The row of a new edge `from —relation→ to`.
+type NewEdge<'a> = (
+    diesel::dsl::Eq<lineage_edges::id, LineageEdgeId>,
+    diesel::dsl::Eq<lineage_edges::from_kind, NodeKind>,
+    diesel::dsl::Eq<lineage_edges::from_id, Uuid>,
+    diesel::dsl::Eq<lineage_edges::to_kind, NodeKind>,
+    diesel::dsl::Eq<lineage_edges::to_id, Uuid>,
+    diesel::dsl::Eq<lineage_edges::relation, &'a str>,
+);
+
+fn new_edge(from: NodeRef, to: NodeRef, relation: &str) -> NewEdge<'_> {
+    (
+        lineage_edges::id.eq(LineageEdgeId::generate()),
+        lineage_edges::from_kind.eq(from.kind()),
+        lineage_edges::from_id.eq(from.uuid()),
+        lineage_edges::to_kind.eq(to.kind()),
+        lineage_edges::to_id.eq(to.uuid()),
+        lineage_edges::relation.eq(relation),
+    )
+}
+
 async fn insert_edge(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<Edge> {
     Ok(diesel::insert_into(lineage_edges::table)
-        .values((
-            lineage_edges::id.eq(LineageEdgeId::generate()),
-            lineage_edges::from_kind.eq(from.kind()),
-            lineage_edges::from_id.eq(from.uuid()),
-            lineage_edges::to_kind.eq(to.kind()),
-            lineage_edges::to_id.eq(to.uuid()),
-            lineage_edges::relation.eq(relation),
-        ))
+        .values(new_edge(from, to, relation))
         .returning(Edge::as_returning())
         .get_result(conn)
         .await?)
@@ -497,8 +502,8 @@ async fn reaches(conn: &mut Conn, start: Uuid, target: Uuid) -> Result<bool> {
 
 /// Everything downstream of `start` within `depth` edges, nearest first, for a caller who may
 /// read `start` ("which models are built on this table?"). Readers filter the nodes by project,
-/// and add the jobs of the runs found ([`jobs_of`]: the pipelines affected; a job is upstream of
-/// its runs, so no walk down reaches it).
+/// and add the jobs of the runs found ([`affected_jobs`]: the pipelines affected; a job is
+/// upstream of its runs, so no walk down reaches it).
 pub async fn impact(
     conn: &mut Conn,
     actor: &Actor,
@@ -712,7 +717,7 @@ pub async fn descendants(conn: &mut Conn, start: NodeRef, depth: i32) -> Result<
         }
         let level: Vec<Source> = Prepared(
             diesel::sql_query(
-                // `= ANY`, unlike the fetches by id (`jobs_of`): a bitmap scan of the covering
+                // `= ANY`, unlike the fetches by id (`edge_ends`): a bitmap scan of the covering
                 // index (to_id) INCLUDE (from_kind, from_id) beat one probe per node of a wide
                 // frontier (56 against 77 ms over the 21 levels of a 10,000-node impact).
                 "SELECT DISTINCT from_kind, from_id FROM lineage_edges WHERE to_id = ANY($1)",

@@ -179,6 +179,8 @@ pub struct Ingest<'a> {
     namespaces: &'a Namespaces,
     /// The project named by the request (`?project=`), for namespaces no rule maps.
     default_project: Option<&'a str>,
+    // The memos sit behind mutexes, not cells: `apply` borrows the ingest across awaits of a
+    // future that must be `Send`, so the ingest must be `Sync`. Nothing contends for them.
     /// The projects this event has touched: their names and the caller's role there, read once
     /// per project and event (an event names its job and datasets, mostly of one project) rather
     /// than once per object. Nothing the event does changes them.

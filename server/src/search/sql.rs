@@ -902,6 +902,29 @@ mod tests {
     }
 
     #[test]
+    fn readable_projects_are_a_condition_of_the_statement() {
+        let user = crate::ids::UserId::from_uuid(Uuid::nil());
+        let project = crate::ids::ProjectId::from_uuid(Uuid::nil());
+        let mut st = Statement::default();
+        assert_eq!(st.readable("m.project_id", &Readable::Every), "TRUE");
+        assert!(st.binds.is_empty());
+        assert_eq!(
+            st.readable("m.project_id", &Readable::MemberOf(user)),
+            "m.project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"
+        );
+        assert_eq!(
+            st.readable("m.project_id", &Readable::Ids(vec![project])),
+            "m.project_id = ANY($2)"
+        );
+        assert_eq!(st.binds.len(), 2);
+        // An empty list stays a bound array: `= ANY('{}')` matches no row.
+        assert_eq!(
+            st.readable("m.project_id", &Readable::Ids(Vec::new())),
+            "m.project_id = ANY($3)"
+        );
+    }
+
+    #[test]
     fn a_shape_is_the_same_text_whatever_the_values() {
         let project = Readable::Ids(vec![crate::ids::ProjectId::from_uuid(Uuid::nil())]);
         let text = |filter: &str| {
