@@ -294,10 +294,18 @@ async fn serve_with_database(
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "database migrated");
     }
-    let pool = db::pool(&urls.runtime, options.db_pool_size, options.db_pool_timeout)?;
+    let workers = options.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    let pool = db::pool(
+        &urls.runtime,
+        options.db_pool_size,
+        workers,
+        options.db_pool_timeout,
+    )?;
     // Audit exports hold a connection for as long as their client reads: a pool of their own,
     // so that they can never take the connections every other request needs.
-    let export_pool = db::pool(
+    let export_pool = db::shared_pool(
         &urls.runtime,
         options.exports.export_pool_size,
         options.db_pool_timeout,
@@ -410,7 +418,7 @@ async fn serve_with_database(
         HttpConfig {
             listener,
             cors_origins: options.cors_origins,
-            workers: options.workers,
+            workers: Some(workers),
             graphql_max_body: options.graphql_max_body as usize,
             metrics_token: options.metrics_token,
             exports: http::ExportLimits::new(export_pool, &options.exports),

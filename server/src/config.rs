@@ -196,7 +196,8 @@ pub struct ServeOptions {
     /// Browser origins (dashboards) allowed to call the API, comma-separated.
     #[arg(long, env = "CUSTODY_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
-    /// Database connections per server process.
+    /// Database connections of the HTTP workers, shared out evenly among them (each worker keeps
+    /// its own share; background tasks keep one share more).
     #[arg(long, env = "CUSTODY_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
     /// How long a request waits for a free database connection before it is refused (503).

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use crate::audit::export::{self, ExportRequest, Exporter, Format};
 use crate::audit::{checkpoints, report, rfc3339};
 use crate::config::ExportLimitOptions;
-use crate::db::DbPool;
+use crate::db::SharedPool;
 use crate::error::Error;
 use crate::ids::ModelVersionId;
 use crate::state::AppState;
@@ -31,7 +31,7 @@ const PIECE: usize = 64 << 10;
 /// client that stops reading is cut off after the idle timeout, giving its connection back.
 #[derive(Clone)]
 pub struct ExportLimits {
-    pool: DbPool,
+    pool: SharedPool,
     running: Arc<Semaphore>,
     per_user: Arc<Mutex<HashMap<String, usize>>>,
     per_user_max: usize,
@@ -39,7 +39,7 @@ pub struct ExportLimits {
 }
 
 impl ExportLimits {
-    pub fn new(pool: DbPool, options: &ExportLimitOptions) -> Self {
+    pub fn new(pool: SharedPool, options: &ExportLimitOptions) -> Self {
         ExportLimits {
             pool,
             running: Arc::new(Semaphore::new(options.export_pool_size)),

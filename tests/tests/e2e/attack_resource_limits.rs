@@ -509,7 +509,19 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_gets_no_connection_is_refused_not_left_hanging() {
-    let env = start_env(&["--db-pool-size", "2", "--db-pool-timeout", "1s"], &[]).await;
+    // One worker: the pool is shared out among the workers, and this test holds all of one's.
+    let env = start_env(
+        &[
+            "--workers",
+            "1",
+            "--db-pool-size",
+            "2",
+            "--db-pool-timeout",
+            "1s",
+        ],
+        &[],
+    )
+    .await;
     let s = &env.server;
     // Hold every pooled connection: a lock on `users` blocks the token check of each request,
     // each holding its connection while it waits.
