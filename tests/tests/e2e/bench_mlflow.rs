@@ -1859,6 +1859,34 @@ async fn bench_mlflow() {
             println!("      {d}");
         }
     }
+    // Issue 16's memory row: the server's peak resident memory over every workload above (a
+    // process's VmHWM is its lifetime's peak).
+    let peaks: Vec<(&str, u64)> = targets
+        .iter()
+        .map(|t| (t.name, memory_kb(t.pid).2))
+        .collect();
+    let custody_peak = peaks
+        .iter()
+        .find(|(name, _)| *name == "Custody")
+        .map(|p| p.1);
+    println!(
+        "{:<62} {:>16} {:>16} {:>8} {:>8}  {}",
+        "server memory, peak resident over every workload",
+        peaks
+            .iter()
+            .find(|(name, _)| *name == "MLflow")
+            .map_or("n/a".to_owned(), |p| format!(
+                "{:.0} MiB",
+                p.1 as f64 / 1024.0
+            )),
+        custody_peak.map_or("n/a".to_owned(), |kb| format!(
+            "{:.0} MiB",
+            kb as f64 / 1024.0
+        )),
+        "",
+        "≤ 64 MB",
+        custody_peak.map_or("not measured", |kb| verdict(kb * 1024 <= 64_000_000))
+    );
     let (_, workers_started) = mlflow.workers();
     println!(
         "(MLflow's CPU and memory are its whole tree: CLI, uvicorn, {workers_started} workers and the job consumers; \
