@@ -150,12 +150,28 @@ pub async fn register_version(
     let description = validate::optional_text("description", description, 10_000)?;
     let artifact_path = validate::optional_text("artifactPath", artifact_path, 1024)?;
     let model = find(conn, actor, project_name, model_name, Role::Contributor).await?;
-    let run_project: Option<ProjectId> = runs::table
+    // The run's project, the model's lock (so concurrent registrations number their versions
+    // one after the other) and the model's last number, in one round trip: statements run in
+    // the order sent, so the number is read under the lock.
+    let run_project = runs::table
         .find(run_id)
         .select(runs::project_id)
-        .first(conn)
-        .await
-        .optional()?;
+        .first::<ProjectId>(conn);
+    let lock = Prepared(
+        diesel::sql_query("SELECT 1 FROM models WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::Uuid, _>(model.id),
+    )
+    .execute(conn);
+    let last = model_versions::table
+        .filter(model_versions::model_id.eq(model.id))
+        .select(diesel::dsl::max(model_versions::version))
+        .first::<Option<i32>>(conn);
+    let (run_project, _, last) = futures_util::future::try_join3(
+        async { Ok(run_project.await.optional()?) },
+        async { Ok::<_, Error>(lock.await?) },
+        async { Ok::<_, Error>(last.await?) },
+    )
+    .await?;
     match run_project {
         None => return Err(Error::not_found(format!("no run with id {run_id}"))),
         Some(p) if p != model.project_id => {
@@ -165,18 +181,6 @@ pub async fn register_version(
         }
         Some(_) => {}
     }
-    // Lock the model so concurrent registrations number their versions one after the other.
-    Prepared(
-        diesel::sql_query("SELECT 1 FROM models WHERE id = $1 FOR UPDATE")
-            .bind::<diesel::sql_types::Uuid, _>(model.id),
-    )
-    .execute(conn)
-    .await?;
-    let last: Option<i32> = model_versions::table
-        .filter(model_versions::model_id.eq(model.id))
-        .select(diesel::dsl::max(model_versions::version))
-        .first(conn)
-        .await?;
     let files = match artifact_path {
         Some(path) => artifacts::files_for_version(conn, run_id, path).await?,
         None => Vec::new(),

@@ -909,7 +909,12 @@ async fn register(
         )
         .await?;
     }
-    let version = reread(conn, version.id).await?;
+    // Tags changed the row after it was inserted.
+    let version = if new.tags.is_empty() {
+        version
+    } else {
+        reread(conn, version.id).await?
+    };
     Ok((registered, version))
 }
 
