@@ -252,6 +252,38 @@ async fn twenty_concurrent_mutations_one_chain() {
     assert_api_matches_table(&env, &entries).await;
 }
 
+/// Twelve versions of one model registered at once: each is numbered under the model's lock
+/// (`models::register_version` reads the last number in the same round trip as the lock), so
+/// none is refused and the numbers are 1 to 12 without a gap or a repeat, each with its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_one_model_number_its_versions_in_turn() {
+    let env = Arc::new(TestEnv::start().await);
+    let (s, a) = (&env.server, &env.admin);
+    create_project(s, a, "p").await;
+    create_model(s, a, "p", "m").await;
+    let run = id(&start_run(s, a, "p", "train", None, &[]).await);
+    finish_run(s, a, &run, "FINISHED").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let (env, run) = (env.clone(), run.clone());
+            tokio::spawn(async move {
+                register_model_version(&env.server, &env.admin, "p", "m", &run).await
+            })
+        })
+        .collect();
+    let (mut numbers, mut ids) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let version = task.await.expect("a concurrent registration failed");
+        numbers.push(version["version"].as_i64().expect("a version number"));
+        ids.push(id(&version));
+    }
+    numbers.sort();
+    assert_eq!(numbers, (1..=12).collect::<Vec<i64>>());
+    let entries = fetch_all(s, a, "").await;
+    verify_chain(&entries).unwrap_or_else(|e| panic!("audit chain broken: {e}"));
+    assert_one_entry_per_subject(&entries, &ids);
+}
+
 /// Two server processes (replicas) on one database, 40 concurrent mutations: still one chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_concurrent_mutations_one_chain() {
