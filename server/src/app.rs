@@ -398,6 +398,10 @@ async fn serve_with_database(
     promotions::spawn_expiry(pool.clone(), options.outbox_interval);
     let events = crate::events::Hub::start(urls.runtime.clone(), pool.clone()).await?;
     let metrics = crate::metric_queue::MetricQueue::start(pool.clone());
+    let openlineage_in = crate::openlineage::Ingestion::start(
+        pool.clone(),
+        crate::openlineage::Namespaces::new(options.openlineage_namespaces.clone()),
+    );
     tracing::info!(listen = %local, "custody-server listening; GraphiQL at http://{local}/graphql");
     http::run(
         AppState {
@@ -411,9 +415,7 @@ async fn serve_with_database(
             events,
             sign_in: Arc::new(sign_in),
             metrics,
-            openlineage: Arc::new(crate::openlineage::Namespaces::new(
-                options.openlineage_namespaces.clone(),
-            )),
+            openlineage: openlineage_in,
         },
         HttpConfig {
             listener,

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::ids::{JobId, ProjectId};
 use crate::validate;
 
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = jobs)]
 pub struct Job {
     pub id: JobId,

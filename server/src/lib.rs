@@ -22,6 +22,7 @@ pub mod device_login;
 pub mod error;
 pub mod events;
 pub mod graphql;
+pub mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod invitations;

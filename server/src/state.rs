@@ -25,8 +25,8 @@ pub struct AppState {
     pub sign_in: std::sync::Arc<crate::sign_in::SignIn>,
     /// Where single-metric requests queue to be written together (group commit).
     pub metrics: crate::metric_queue::MetricQueue,
-    /// Which project each OpenLineage namespace's jobs and datasets go to.
-    pub openlineage: std::sync::Arc<crate::openlineage::Namespaces>,
+    /// Where OpenLineage events queue to be applied together (group commit).
+    pub openlineage: crate::openlineage::Ingestion,
 }
 
 impl AppState {

@@ -72,6 +72,8 @@ pub async fn run(state: AppState, config: HttpConfig) -> anyhow::Result<()> {
         .build()
         .map_err(|e| anyhow::anyhow!("building metrics: {e}"))?;
     pool_metrics(&prometheus.registry, state.pool.clone())?;
+    crate::group_commit::register_metrics(&prometheus.registry)?;
+    crate::openlineage::register_metrics(&prometheus.registry)?;
     let scrape = metrics::Scrape {
         registry: prometheus.registry.clone(),
         token: config.metrics_token.clone(),

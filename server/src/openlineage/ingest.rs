@@ -1,14 +1,15 @@
 //! Applying one OpenLineage event to the registry, in the caller's transaction (the mapping is
 //! documented in the module above).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::spec::EventKind;
@@ -18,12 +19,12 @@ use crate::audit::{self, Change};
 use crate::code::{self, NewCommit};
 use crate::datasets::{self, Dataset, NewVersion};
 use crate::db::schema::{
-    dataset_versions, datasets as datasets_table, openlineage_datasets, openlineage_events,
-    openlineage_runs, runs as runs_table,
+    dataset_versions, datasets as datasets_table, openlineage_datasets, openlineage_runs,
+    runs as runs_table,
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
-use crate::ids::{CodeCommitId, DatasetVersionId, JobId, ProjectId, RunId};
+use crate::ids::{CodeCommitId, DatasetId, DatasetVersionId, JobId, ProjectId, RunId};
 use crate::jobs::{self, Job};
 use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
@@ -173,50 +174,72 @@ struct Target {
     name: String,
 }
 
-/// One event being applied: who sends it and how namespaces map to projects.
-pub struct Ingest<'a> {
-    actor: &'a Actor,
-    namespaces: &'a Namespaces,
-    /// The project named by the request (`?project=`), for namespaces no rule maps.
-    default_project: Option<&'a str>,
-    // The memos sit behind mutexes, not cells: `apply` borrows the ingest across awaits of a
-    // future that must be `Send`, so the ingest must be `Sync`. Nothing contends for them.
-    /// The projects this event has touched: their names and the caller's role there, read once
-    /// per project and event (an event names its job and datasets, mostly of one project) rather
-    /// than once per object. Nothing the event does changes them.
-    projects: Mutex<HashMap<ProjectId, (String, Option<Role>)>>,
-    /// The Custody datasets of the OpenLineage datasets the event names, found in one statement
-    /// before it is applied (see [`Ingest::find_datasets`]).
+/// What a batch of events finds before any of them is applied, in one round trip (see
+/// [`Known::find`]): which events are new, and the jobs, runs, datasets and latest dataset
+/// versions they name. Applying an event keeps it current: what an event records, the next
+/// event of the batch finds here. So what it lacks does not exist.
+#[derive(Default)]
+pub struct Known {
+    // Behind mutexes, not cells: events are applied in a future that must be `Send`, so this
+    // must be `Sync`. Nothing contends for them (events of a batch are applied one at a time).
+    /// The digests of the events not applied before (inserted into `openlineage_events` now).
+    fresh: Mutex<HashSet<String>>,
+    jobs: Mutex<HashMap<(String, String), Job>>,
+    /// The client's `runId` → the Custody run and its job.
+    runs: Mutex<HashMap<Uuid, (RunId, JobId)>>,
     datasets: Mutex<HashMap<(String, String), Dataset>>,
+    /// Each known dataset's latest version, for inputs named without one.
+    latest: Mutex<HashMap<DatasetId, DatasetVersionId>>,
 }
 
-impl<'a> Ingest<'a> {
-    pub fn new(
-        actor: &'a Actor,
-        namespaces: &'a Namespaces,
-        default_project: Option<&'a str>,
-    ) -> Self {
-        Ingest {
-            actor,
-            namespaces,
-            default_project,
-            projects: Mutex::default(),
-            datasets: Mutex::default(),
-        }
-    }
+/// Locks a memo (nothing holds one across an await, so a poisoned one is still consistent).
+fn memo<T>(memo: &Mutex<T>) -> MutexGuard<'_, T> {
+    memo.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
-    /// Finds the datasets standing for every OpenLineage dataset the event names, in one
-    /// statement (one lookup per dataset was most of an event's statements). Those not found are
-    /// created as the event is applied.
-    async fn find_datasets(&self, conn: &mut Conn, event: &Event) -> Result<()> {
-        let parts: Vec<&DatasetPart> = event
-            .inputs
-            .iter()
-            .chain(&event.outputs)
-            .chain(&event.dataset)
-            .collect();
-        if parts.is_empty() {
-            return Ok(());
+impl Known {
+    /// Records the events' digests (each event is applied once: a digest already recorded, or
+    /// twice in the batch, is a replay), finds everything they name and locks the datasets they
+    /// write, in five statements sent together (a lookup per object was most of an event's
+    /// statements).
+    pub async fn find(conn: &mut Conn, events: &[(&str, &Event)]) -> Result<Known> {
+        let digests: Vec<&str> = events.iter().map(|(digest, _)| *digest).collect();
+        let (mut job_namespaces, mut job_names, mut run_ids) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut namespaces, mut names) = (Vec::new(), Vec::new());
+        let (mut written_namespaces, mut written_names) = (Vec::new(), Vec::new());
+        for (_, event) in events {
+            let parent = event.run.as_ref().and_then(|r| r.facets.parent.as_ref());
+            for job in event
+                .job
+                .as_ref()
+                .map(|j| (&j.namespace, &j.name))
+                .into_iter()
+                .chain(parent.map(|p| (&p.job.namespace, &p.job.name)))
+            {
+                job_namespaces.push(job.0.as_str());
+                job_names.push(job.1.as_str());
+            }
+            run_ids.extend(event.run.as_ref().map(|r| r.run_id));
+            run_ids.extend(parent.map(|p| p.run.run_id));
+            for part in event
+                .inputs
+                .iter()
+                .chain(&event.outputs)
+                .chain(&event.dataset)
+            {
+                namespaces.push(part.namespace.as_str());
+                names.push(part.name.as_str());
+            }
+            for part in event.outputs.iter().chain(&event.dataset) {
+                written_namespaces.push(part.namespace.as_str());
+                written_names.push(part.name.as_str());
+            }
+        }
+        type Texts = diesel::sql_types::Array<diesel::sql_types::Text>;
+        #[derive(QueryableByName)]
+        struct Fresh {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            sha256: String,
         }
         #[derive(QueryableByName)]
         struct Named {
@@ -226,28 +249,127 @@ impl<'a> Ingest<'a> {
             ol_name: String,
             #[diesel(embed)]
             dataset: Dataset,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+            latest: Option<DatasetVersionId>,
         }
-        let namespaces: Vec<&str> = parts.iter().map(|p| p.namespace.as_str()).collect();
-        let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-        // Exact (namespace, name) pairs: an event cannot make the lookup read more datasets
-        // than it names.
-        let found: Vec<Named> = crate::db::Prepared(
+        // Sent together; they run in this order, in the caller's transaction. (Boxed: the
+        // futures of `load` are not `Send` for every lifetime the transaction's closure needs.)
+        let fresh = crate::db::Prepared(
             diesel::sql_query(
-                "SELECT o.namespace AS ol_namespace, o.name AS ol_name, d.*
-                 FROM unnest($1::text[], $2::text[]) AS w(namespace, name)
+                "INSERT INTO openlineage_events (sha256) SELECT unnest($1::text[])
+                 ON CONFLICT DO NOTHING RETURNING sha256",
+            )
+            .bind::<Texts, _>(&digests),
+        )
+        .load::<Fresh>(conn)
+        .boxed();
+        // Exact (namespace, name) pairs: an event cannot make a lookup read more objects than
+        // it names.
+        let datasets = crate::db::Prepared(
+            diesel::sql_query(
+                "SELECT o.namespace AS ol_namespace, o.name AS ol_name, d.*,
+                        (SELECT v.id FROM dataset_versions v WHERE v.dataset_id = d.id
+                         ORDER BY v.version DESC LIMIT 1) AS latest
+                 FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[])) AS w(namespace, name)
                  JOIN openlineage_datasets o ON o.namespace = w.namespace AND o.name = w.name
                  JOIN datasets d ON d.id = o.dataset_id",
             )
-            .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&namespaces)
-            .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&names),
+            .bind::<Texts, _>(&namespaces)
+            .bind::<Texts, _>(&names),
         )
-        .load(conn)
-        .await?;
-        let mut memo = self.datasets_memo();
-        for named in found {
-            memo.insert((named.ol_namespace, named.ol_name), named.dataset);
+        .load::<Named>(conn)
+        .boxed();
+        let jobs = crate::db::Prepared(
+            diesel::sql_query(
+                "SELECT j.* FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]))
+                   AS w(namespace, name)
+                 JOIN jobs j ON j.namespace = w.namespace AND j.name = w.name",
+            )
+            .bind::<Texts, _>(&job_namespaces)
+            .bind::<Texts, _>(&job_names),
+        )
+        .load::<Job>(conn)
+        .boxed();
+        let runs = openlineage_runs::table
+            .filter(openlineage_runs::openlineage_run_id.eq_any(&run_ids))
+            .select((
+                openlineage_runs::openlineage_run_id,
+                openlineage_runs::run_id,
+                openlineage_runs::job_id,
+            ))
+            .load::<(Uuid, RunId, JobId)>(conn)
+            .boxed();
+        // The datasets the batch may write a version of are locked now, in one order for every
+        // batch: registering a version locks its dataset until commit (versions are numbered
+        // in turn), and batches taking those locks event by event, in their own orders, could
+        // deadlock each other.
+        let numbering = crate::db::Prepared(
+            diesel::sql_query(
+                "SELECT d.id FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]))
+                   AS w(namespace, name)
+                 JOIN openlineage_datasets o ON o.namespace = w.namespace AND o.name = w.name
+                 JOIN datasets d ON d.id = o.dataset_id
+                 ORDER BY d.id FOR UPDATE OF d",
+            )
+            .bind::<Texts, _>(&written_namespaces)
+            .bind::<Texts, _>(&written_names),
+        )
+        .execute(conn)
+        .boxed();
+        let (fresh, datasets, jobs, runs, _) =
+            futures_util::future::try_join5(fresh, datasets, jobs, runs, numbering).await?;
+        let known = Known::default();
+        memo(&known.fresh).extend(fresh.into_iter().map(|f| f.sha256));
+        for named in datasets {
+            if let Some(latest) = named.latest {
+                memo(&known.latest).insert(named.dataset.id, latest);
+            }
+            memo(&known.datasets).insert((named.ol_namespace, named.ol_name), named.dataset);
         }
-        Ok(())
+        for job in jobs {
+            memo(&known.jobs).insert((job.namespace.clone(), job.name.clone()), job);
+        }
+        for (openlineage_run_id, run_id, job_id) in runs {
+            memo(&known.runs).insert(openlineage_run_id, (run_id, job_id));
+        }
+        Ok(known)
+    }
+
+    /// Whether the event with this digest is applied now: the first time it is asked.
+    fn first_time(&self, digest: &str) -> bool {
+        memo(&self.fresh).remove(digest)
+    }
+}
+
+/// One event being applied: who sends it and how namespaces map to projects.
+pub struct Ingest<'a> {
+    actor: &'a Actor,
+    namespaces: &'a Namespaces,
+    /// The project named by the request (`?project=`), for namespaces no rule maps.
+    default_project: Option<&'a str>,
+    /// What the event's batch knows.
+    known: &'a Known,
+    /// The projects this event has touched: their names and the caller's role there, read once
+    /// per project and event (an event names its job and datasets, mostly of one project) rather
+    /// than once per object. Nothing the event does changes them. (A mutex for the same reason
+    /// as [`Known`]'s.)
+    projects: Mutex<HashMap<ProjectId, (String, Option<Role>)>>,
+}
+
+impl<'a> Ingest<'a> {
+    pub fn new(
+        actor: &'a Actor,
+        namespaces: &'a Namespaces,
+        default_project: Option<&'a str>,
+        known: &'a Known,
+    ) -> Self {
+        Ingest {
+            actor,
+            namespaces,
+            default_project,
+            known,
+            projects: Mutex::default(),
+        }
     }
 
     /// The project of an object the event names, the caller holding at least `needed` there;
@@ -259,14 +381,14 @@ impl<'a> Ingest<'a> {
         needed: Role,
         hidden: impl Fn() -> Error,
     ) -> Result<Target> {
-        let known = self.projects_memo().get(&project_id).cloned();
+        let known = memo(&self.projects).get(&project_id).cloned();
         let (name, role) = match known {
             Some(known) => known,
             None => {
                 let found = projects::name_and_role(conn, self.actor, project_id)
                     .await?
                     .ok_or_else(&hidden)?;
-                self.projects_memo().insert(project_id, found.clone());
+                memo(&self.projects).insert(project_id, found.clone());
                 found
             }
         };
@@ -277,36 +399,16 @@ impl<'a> Ingest<'a> {
         })
     }
 
-    fn projects_memo(&self) -> MutexGuard<'_, HashMap<ProjectId, (String, Option<Role>)>> {
-        self.projects.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn datasets_memo(&self) -> MutexGuard<'_, HashMap<(String, String), Dataset>> {
-        self.datasets.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Applies `event` (already checked against the schema, of `kind`), once: a replay of an
     /// applied event changes nothing.
     pub async fn apply(
         &self,
         conn: &mut Conn,
-        raw: &Value,
+        digest: &str,
         kind: EventKind,
         event: &Event,
     ) -> Result<Outcome> {
-        let datasets = event.inputs.len() + event.outputs.len();
-        if datasets > MAX_DATASETS {
-            return Err(Error::invalid(format!(
-                "an event names at most {MAX_DATASETS} input and output datasets; this one names {datasets}"
-            )));
-        }
-        let digest = custody_audit_format::canonical::sha256_hex(raw);
-        let first_time = diesel::insert_into(openlineage_events::table)
-            .values(openlineage_events::sha256.eq(&digest))
-            .on_conflict_do_nothing()
-            .execute(conn)
-            .await?
-            == 1;
+        let first_time = self.known.first_time(digest);
         let mut outcome = Outcome {
             applied: first_time,
             job_id: None,
@@ -317,7 +419,6 @@ impl<'a> Ingest<'a> {
         if !first_time {
             return Ok(outcome);
         }
-        self.find_datasets(conn, event).await?;
         let project = match kind {
             EventKind::Run | EventKind::Job => {
                 let part = event
@@ -358,7 +459,7 @@ impl<'a> Ingest<'a> {
                 action: "openlineage.event",
                 project_id: Some(project),
                 subject_kind: "openlineage_event",
-                subject_id: digest,
+                subject_id: digest.to_owned(),
                 before: None,
                 after: Some(json!({
                     "event_type": event.event_type,
@@ -520,7 +621,10 @@ impl<'a> Ingest<'a> {
     /// The job named in the event, recorded in its namespace's project on first sight; the
     /// caller must be allowed to write in the job's project.
     async fn job(&self, conn: &mut Conn, namespace: &str, name: &str) -> Result<(Job, Target)> {
-        if let Some(job) = jobs::find(conn, namespace, name).await? {
+        let known = memo(&self.known.jobs)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned();
+        if let Some(job) = known {
             let hidden = || {
                 Error::not_found(format!(
                     "job `{namespace}`/`{name}` belongs to a project you cannot write to"
@@ -533,6 +637,7 @@ impl<'a> Ingest<'a> {
         }
         let target = self.project_for(conn, namespace, None).await?;
         let job = jobs::create(conn, self.actor, target.id, namespace, name).await?;
+        memo(&self.known.jobs).insert((namespace.to_owned(), name.to_owned()), job.clone());
         Ok((job, target))
     }
 
@@ -547,12 +652,7 @@ impl<'a> Ingest<'a> {
         commit: Option<CodeCommitId>,
         inputs: &[DatasetVersionId],
     ) -> Result<(RunId, bool)> {
-        let known: Option<(RunId, JobId)> = openlineage_runs::table
-            .find(openlineage_run_id)
-            .select((openlineage_runs::run_id, openlineage_runs::job_id))
-            .first(conn)
-            .await
-            .optional()?;
+        let known = memo(&self.known.runs).get(&openlineage_run_id).copied();
         if let Some((run_id, job_id)) = known {
             if job_id != job.id {
                 return Err(Error::conflict(format!(
@@ -589,6 +689,7 @@ impl<'a> Ingest<'a> {
             .await?;
         lineage::record_new_node_edge(conn, NodeRef::Run(run.id), NodeRef::Job(job.id), "run_of")
             .await?;
+        memo(&self.known.runs).insert(openlineage_run_id, (run.id, job.id));
         Ok((run.id, true))
     }
 
@@ -632,10 +733,9 @@ impl<'a> Ingest<'a> {
         part: &DatasetPart,
         fallback: Option<&Target>,
     ) -> Result<(Dataset, Target)> {
-        // Every dataset of the event was looked for before it was applied (`find_datasets`), and
-        // those it creates are remembered: what the memo lacks does not exist.
-        let known = self
-            .datasets_memo()
+        // Every dataset of the batch was looked for before it was applied (`Known::find`), and
+        // those it creates are remembered: what is not known does not exist.
+        let known = memo(&self.known.datasets)
             .get(&(part.namespace.clone(), part.name.clone()))
             .cloned();
         if let Some(dataset) = known {
@@ -671,7 +771,7 @@ impl<'a> Ingest<'a> {
             ))
             .execute(conn)
             .await?;
-        self.datasets_memo()
+        memo(&self.known.datasets)
             .insert((part.namespace.clone(), part.name.clone()), dataset.clone());
         Ok((dataset, target))
     }
@@ -712,6 +812,8 @@ impl<'a> Ingest<'a> {
             },
         )
         .await?;
+        // Registered last, so it is the dataset's latest.
+        memo(&self.known.latest).insert(dataset.id, version.id);
         Ok((version.id, true))
     }
 
@@ -724,13 +826,7 @@ impl<'a> Ingest<'a> {
         home: &Target,
         part: &DatasetPart,
     ) -> Result<DatasetVersionId> {
-        let latest: Option<DatasetVersionId> = dataset_versions::table
-            .filter(dataset_versions::dataset_id.eq(dataset.id))
-            .order(dataset_versions::version.desc())
-            .select(dataset_versions::id)
-            .first(conn)
-            .await
-            .optional()?;
+        let latest = memo(&self.known.latest).get(&dataset.id).copied();
         match latest {
             Some(id) => Ok(id),
             None => Ok(self
@@ -739,6 +835,17 @@ impl<'a> Ingest<'a> {
                 .0),
         }
     }
+}
+
+/// Refuses an event naming more datasets than one transaction should take.
+pub fn check_size(event: &Event) -> Result<()> {
+    let datasets = event.inputs.len() + event.outputs.len();
+    if datasets > MAX_DATASETS {
+        return Err(Error::invalid(format!(
+            "an event names at most {MAX_DATASETS} input and output datasets; this one names {datasets}"
+        )));
+    }
+    Ok(())
 }
 
 /// What makes a dataset version the same version again.

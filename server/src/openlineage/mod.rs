@@ -28,23 +28,43 @@
 //!   (`run —ran→ commit`). `sourceCode` alone names no commit and is not recorded.
 //! - DatasetEvent → the dataset (and its version, when one is declared); JobEvent → the job and
 //!   its datasets.
+//!
+//! Events sent at once share a transaction (`group_commit`): pipelines send many small events,
+//! and one transaction each queued them all behind the audit chain's append. A batch applies its
+//! events in the order they queued, exactly as one by one; if any of them fails, nothing of the
+//! batch is kept and each event is applied again on its own, so a bad event is refused alone and
+//! its neighbours are unaffected.
 
 pub mod emit;
 mod ingest;
 mod spec;
 
+use std::sync::{Arc, LazyLock};
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel_async::scoped_futures::ScopedFutureExt;
+use prometheus::IntCounter;
 use serde::Deserialize;
 use serde_json::Value;
 use tracing_actix_web::RequestId;
 
-use crate::error::Error;
+use crate::actor::Actor;
+use crate::audit;
+use crate::db::{Conn, DbPool};
+use crate::error::{Error, Result};
+use crate::group_commit::GroupCommit;
 use crate::http::ApiError;
 use crate::state::AppState;
 
 /// The largest event taken (schema and column-lineage facets of wide tables are large).
 const MAX_EVENT: usize = 4 * 1024 * 1024;
+
+/// The most events one transaction applies: enough to share the commit widely, few enough
+/// that the rows a batch locks (each output dataset's numbering) are not held for long.
+const MAX_GATHERED: usize = 32;
+
+/// Batches applied at once: one commits while the next is applied, so both cores stay busy.
+const WRITERS: usize = 4;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/v1/lineage", web::post().to(receive));
@@ -117,6 +137,111 @@ pub async fn dataset_named(
         .optional()?)
 }
 
+/// Batches of events that failed together and were applied again one by one.
+static REAPPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "custody_openlineage_batches_reapplied_total",
+        "batches of OpenLineage events that failed together and were applied again one by one",
+    )
+    .expect("a valid counter definition")
+});
+
+/// Puts the ingest's counters in the scrape (`GET /metrics`).
+pub fn register_metrics(registry: &prometheus::Registry) -> prometheus::Result<()> {
+    registry.register(Box::new(REAPPLIED.clone()))
+}
+
+/// Where received events queue to be applied (see the module's documentation).
+#[derive(Clone)]
+pub struct Ingestion {
+    queue: GroupCommit<Received, ingest::Outcome>,
+}
+
+/// An event checked against the schema, waiting to be applied.
+struct Received {
+    actor: Actor,
+    /// The project named by the request (`?project=`), for namespaces no rule maps.
+    project: Option<String>,
+    /// The SHA-256 of the event's canonical JSON: what makes a replay the same event.
+    digest: String,
+    kind: spec::EventKind,
+    event: ingest::Event,
+}
+
+/// Applies `events` in order in the caller's transaction (a batch, or one event on its own).
+async fn apply_in_order(
+    conn: &mut Conn,
+    namespaces: &Namespaces,
+    events: &[Received],
+) -> Result<Vec<ingest::Outcome>> {
+    let named: Vec<(&str, &ingest::Event)> = events
+        .iter()
+        .map(|e| (e.digest.as_str(), &e.event))
+        .collect();
+    let known = ingest::Known::find(conn, &named).await?;
+    let mut outcomes = Vec::with_capacity(events.len());
+    for e in events {
+        let ingest = ingest::Ingest::new(&e.actor, namespaces, e.project.as_deref(), &known);
+        outcomes.push(ingest.apply(conn, &e.digest, e.kind, &e.event).await?);
+    }
+    Ok(outcomes)
+}
+
+impl Ingestion {
+    /// Starts the writers (on the calling runtime) that apply events with these namespace rules.
+    pub fn start(pool: DbPool, namespaces: Namespaces) -> Ingestion {
+        let namespaces = Arc::new(namespaces);
+        let queue = GroupCommit::start("openlineage", WRITERS, MAX_GATHERED, move |events| {
+            apply_batch(pool.clone(), namespaces.clone(), events)
+        });
+        Ingestion { queue }
+    }
+
+    async fn apply(&self, event: Received) -> Result<ingest::Outcome> {
+        self.queue.submit(event).await
+    }
+}
+
+/// Applies the events in one transaction; if that fails, each on its own (see the module).
+async fn apply_batch(
+    pool: DbPool,
+    namespaces: Arc<Namespaces>,
+    events: Vec<Received>,
+) -> Vec<Result<ingest::Outcome>> {
+    if events.len() > 1 {
+        let together = async {
+            let mut conn = pool.get().await?;
+            audit::transaction(&mut conn, |c| {
+                apply_in_order(c, &namespaces, &events).scope_boxed()
+            })
+            .await
+        };
+        match together.await {
+            Ok(outcomes) => return outcomes.into_iter().map(Ok).collect(),
+            Err(e) => {
+                REAPPLIED.inc();
+                tracing::debug!(
+                    error = %e,
+                    events = events.len(),
+                    "a batch of OpenLineage events failed; applying each on its own"
+                );
+            }
+        }
+    }
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events.chunks(1) {
+        let alone = async {
+            let mut conn = pool.get().await?;
+            audit::transaction(&mut conn, |c| {
+                apply_in_order(c, &namespaces, event).scope_boxed()
+            })
+            .await
+        };
+        outcomes.push(alone.await.map(|mut outcome| outcome.remove(0)));
+    }
+    outcomes
+}
+
 #[derive(Deserialize)]
 struct Destination {
     /// The project for namespaces no rule maps.
@@ -146,13 +271,20 @@ async fn receive(
         .map_err(|e| Error::invalid(format!("the body is not a JSON document: {e}")))?;
     drop(body);
     let kind = spec::check(&raw)?;
-    let event: ingest::Event = serde_json::from_value(raw.clone())
+    let digest = custody_audit_format::canonical::sha256_hex(&raw);
+    let event: ingest::Event = serde_json::from_value(raw)
         .map_err(|e| Error::invalid(format!("the event cannot be read: {e}")))?;
-    let ingest = ingest::Ingest::new(&actor, &state.openlineage, destination.project.as_deref());
-    let outcome = crate::http::transaction(&state, |c| {
-        async move { ingest.apply(c, &raw, kind, &event).await }.scope_boxed()
-    })
-    .await?;
+    ingest::check_size(&event)?;
+    let outcome = state
+        .openlineage
+        .apply(Received {
+            actor,
+            project: destination.into_inner().project,
+            digest,
+            kind,
+            event,
+        })
+        .await?;
     let mut answer = if outcome.applied {
         HttpResponse::Created()
     } else {

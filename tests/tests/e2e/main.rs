@@ -43,6 +43,7 @@ mod lifecycle;
 mod lineage;
 mod metric_history;
 mod migrations;
+mod openlineage_batches;
 mod recalls;
 mod refusals;
 mod search_plans;
