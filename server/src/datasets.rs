@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::FutureExt;
 use serde_json::json;
 
 use crate::actor::Actor;
@@ -143,30 +144,33 @@ pub async fn register_version(
     tags.dedup();
     let dataset = find(conn, actor, project_name, dataset_name, Role::Contributor).await?;
     lineage::authorize_dataset_versions(conn, actor, &new.derived_from, Role::Viewer).await?;
-    // Lock the dataset so concurrent registrations number their versions one after the other.
-    diesel::sql_query("SELECT 1 FROM datasets WHERE id = $1 FOR UPDATE")
+    // The dataset's lock (so concurrent registrations number their versions one after the
+    // other) and the insert numbered after the last version, in one round trip: statements run
+    // in the order sent, so the number is read under the lock.
+    let lock = Prepared(
+        diesel::sql_query("SELECT 1 FROM datasets WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::Uuid, _>(dataset.id),
+    )
+    .execute(conn);
+    let insert = Prepared(
+        diesel::sql_query(
+            "INSERT INTO dataset_versions
+               (id, dataset_id, version, uri, sha256, size_bytes, tags, created_by)
+             SELECT $1, $2, coalesce(max(version), 0) + 1, $3, $4, $5, $6, $7
+             FROM dataset_versions WHERE dataset_id = $2
+             RETURNING *",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(DatasetVersionId::generate())
         .bind::<diesel::sql_types::Uuid, _>(dataset.id)
-        .execute(conn)
-        .await?;
-    let last: Option<i32> = dataset_versions::table
-        .filter(dataset_versions::dataset_id.eq(dataset.id))
-        .select(diesel::dsl::max(dataset_versions::version))
-        .first(conn)
-        .await?;
-    let version: DatasetVersion = diesel::insert_into(dataset_versions::table)
-        .values((
-            dataset_versions::id.eq(DatasetVersionId::generate()),
-            dataset_versions::dataset_id.eq(dataset.id),
-            dataset_versions::version.eq(last.unwrap_or(0) + 1),
-            dataset_versions::uri.eq(new.uri),
-            dataset_versions::sha256.eq(&sha256),
-            dataset_versions::size_bytes.eq(new.size_bytes),
-            dataset_versions::tags.eq(&tags),
-            dataset_versions::created_by.eq(actor.user_id()?),
-        ))
-        .returning(DatasetVersion::as_returning())
-        .get_result(conn)
-        .await?;
+        .bind::<diesel::sql_types::Text, _>(new.uri)
+        .bind::<diesel::sql_types::Text, _>(&sha256)
+        .bind::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>, _>(new.size_bytes)
+        .bind::<diesel::sql_types::Array<diesel::sql_types::Text>, _>(&tags)
+        .bind::<diesel::sql_types::Uuid, _>(actor.user_id()?),
+    )
+    .get_result::<DatasetVersion>(conn)
+    .boxed(); // (not `Send` for every lifetime a transaction's closure needs, unboxed)
+    let (_, version) = futures_util::future::try_join(lock, insert).await?;
     let this = NodeRef::DatasetVersion(version.id);
     for parent in &new.derived_from {
         let parent = NodeRef::DatasetVersion(*parent);

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 use serde_json::json;
 // Untyped ids only where the graph is polymorphic: an edge's ends and the recursive walks point
 // into six tables. `NodeRef` gives each end its typed id.
@@ -297,24 +298,27 @@ pub async fn authorize_dataset_versions(
 }
 
 /// Records edges from a node created in this same transaction to each of `to`, in one statement.
-/// Such a node has no incoming edges yet, so no edge can close a cycle.
-pub async fn record_new_node_edges(
+/// Such a node has no incoming edges yet, so no edge can close a cycle. The statement is on its
+/// way once this returns (see `run_keys::record`).
+pub fn record_new_node_edges(
     conn: &mut Conn,
     from: NodeRef,
-    to: &[(NodeRef, &str)],
-) -> Result<()> {
+    to: &[(NodeRef, &'static str)],
+) -> BoxFuture<'static, Result<()>> {
     if to.is_empty() {
-        return Ok(());
+        return Box::pin(std::future::ready(Ok(())));
     }
-    let rows: Vec<NewEdge<'_>> = to
+    let rows: Vec<NewEdge<'static>> = to
         .iter()
         .map(|(to, relation)| new_edge(from, *to, relation))
         .collect();
-    diesel::insert_into(lineage_edges::table)
+    let insert = diesel::insert_into(lineage_edges::table)
         .values(rows)
-        .execute(conn)
-        .await?;
-    Ok(())
+        .execute(conn);
+    Box::pin(async move {
+        insert.await?;
+        Ok(())
+    })
 }
 
 /// Records an edge whose `from` node was created in this same transaction: such a node has no

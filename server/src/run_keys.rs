@@ -8,6 +8,7 @@
 use diesel::prelude::*;
 use diesel::sql_types::{Array, Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 
 use crate::db::schema::run_keys;
 use crate::db::{Conn, Prepared};
@@ -37,30 +38,35 @@ impl KeyKind {
 }
 
 /// Notes that a run of the project used these keys (already known ones are left as they are).
-pub async fn record<'k>(
+///
+/// The statement is on its way once this returns: the future only waits for its answer, so a
+/// caller may send its next statements before awaiting it (one round trip for all).
+pub fn record<'k>(
     conn: &mut Conn,
     project_id: ProjectId,
     kind: KeyKind,
     keys: impl IntoIterator<Item = &'k str>,
-) -> Result<()> {
+) -> BoxFuture<'static, Result<()>> {
     let qualified: Vec<String> = keys
         .into_iter()
         .map(|k| format!("{}{k}", kind.prefix()))
         .collect();
     if qualified.is_empty() {
-        return Ok(());
+        return Box::pin(std::future::ready(Ok(())));
     }
-    Prepared(
+    let insert = Prepared(
         diesel::sql_query(
             "INSERT INTO run_keys (project_id, key) SELECT $1, unnest($2::text[])
          ON CONFLICT DO NOTHING",
         )
         .bind::<SqlUuid, _>(project_id)
-        .bind::<Array<Text>, _>(&qualified),
+        .bind::<Array<Text>, _>(qualified),
     )
-    .execute(conn)
-    .await?;
-    Ok(())
+    .execute(conn);
+    Box::pin(async move {
+        insert.await?;
+        Ok(())
+    })
 }
 
 /// The project's keys starting with `prefix` (any, when empty), in byte order, at most `first`.

@@ -109,9 +109,11 @@ pub async fn start(
     inputs.sort();
     inputs.dedup();
     lineage::authorize_dataset_versions(conn, actor, &inputs, Role::Viewer).await?;
-    let run: Run = diesel::insert_into(runs::table)
+    // The run, its keys and its edges in one round trip: every id is known before the insert.
+    let run_id = RunId::generate();
+    let insert = diesel::insert_into(runs::table)
         .values((
-            runs::id.eq(RunId::generate()),
+            runs::id.eq(run_id),
             runs::project_id.eq(project.id),
             runs::name.eq(new.name),
             runs::status.eq(RunStatus::Running),
@@ -120,11 +122,9 @@ pub async fn start(
             runs::created_by.eq(actor.user_id()?),
         ))
         .returning(Run::as_returning())
-        .get_result(conn)
-        .await?;
+        .get_result::<Run>(conn);
     let tag_keys = tags.as_object().into_iter().flat_map(|t| t.keys());
-    run_keys::record(conn, project.id, KeyKind::Tag, tag_keys.map(String::as_str)).await?;
-    let this = NodeRef::Run(run.id);
+    let keys = run_keys::record(conn, project.id, KeyKind::Tag, tag_keys.map(String::as_str));
     let edges: Vec<(NodeRef, &str)> = commit
         .map(|commit| (commit, "ran"))
         .into_iter()
@@ -134,7 +134,10 @@ pub async fn start(
                 .map(|i| (NodeRef::DatasetVersion(*i), "consumed")),
         )
         .collect();
-    lineage::record_new_node_edges(conn, this, &edges).await?;
+    let edges = lineage::record_new_node_edges(conn, NodeRef::Run(run_id), &edges);
+    let (run, (), ()) =
+        futures_util::future::try_join3(async { Ok::<_, Error>(insert.await?) }, keys, edges)
+            .await?;
     audit::record(
         conn,
         actor,

@@ -542,9 +542,22 @@ impl<'a> Ingest<'a> {
         }
         for part in &event.outputs {
             let (dataset, home) = self.dataset(conn, part, Some(target)).await?;
-            let identity =
-                declared_identity(part)?.unwrap_or(Identity::ProducedBy(run_part.run_id));
-            let (version, new) = self.version(conn, &dataset, &home, part, identity).await?;
+            let (version, new) = match declared_identity(part)? {
+                Some(identity) => self.version(conn, &dataset, &home, part, identity).await?,
+                // One version per run that wrote it: a run started by this event has written
+                // none yet, so there is nothing to look for.
+                None if created => {
+                    let identity = Identity::ProducedBy(run_part.run_id);
+                    (
+                        self.register(conn, &dataset, &home, part, identity).await?,
+                        true,
+                    )
+                }
+                None => {
+                    let identity = Identity::ProducedBy(run_part.run_id);
+                    self.version(conn, &dataset, &home, part, identity).await?
+                }
+            };
             let node = NodeRef::DatasetVersion(version);
             if new {
                 lineage::record_new_node_edge(conn, node, this, "produced_by").await?;
@@ -679,16 +692,20 @@ impl<'a> Ingest<'a> {
             },
         )
         .await?;
-        diesel::insert_into(openlineage_runs::table)
+        // Both in one round trip.
+        let known = diesel::insert_into(openlineage_runs::table)
             .values((
                 openlineage_runs::openlineage_run_id.eq(openlineage_run_id),
                 openlineage_runs::run_id.eq(run.id),
                 openlineage_runs::job_id.eq(job.id),
             ))
-            .execute(conn)
-            .await?;
-        lineage::record_new_node_edge(conn, NodeRef::Run(run.id), NodeRef::Job(job.id), "run_of")
-            .await?;
+            .execute(conn);
+        let run_of = lineage::record_new_node_edges(
+            conn,
+            NodeRef::Run(run.id),
+            &[(NodeRef::Job(job.id), "run_of")],
+        );
+        futures_util::future::try_join(async { Ok::<_, Error>(known.await?) }, run_of).await?;
         memo(&self.known.runs).insert(openlineage_run_id, (run.id, job.id));
         Ok((run.id, true))
     }
@@ -797,6 +814,23 @@ impl<'a> Ingest<'a> {
         if let Some(id) = existing {
             return Ok((id, false));
         }
+        Ok((
+            self.register(conn, dataset, home, part, identity).await?,
+            true,
+        ))
+    }
+
+    /// Registers the version of `dataset` with this identity (the caller must be allowed to
+    /// write in the dataset's project).
+    async fn register(
+        &self,
+        conn: &mut Conn,
+        dataset: &Dataset,
+        home: &Target,
+        part: &DatasetPart,
+        identity: Identity,
+    ) -> Result<DatasetVersionId> {
+        let sha256 = identity.sha256(part);
         let uri = uri_of(part);
         let version = datasets::register_version(
             conn,
@@ -814,7 +848,7 @@ impl<'a> Ingest<'a> {
         .await?;
         // Registered last, so it is the dataset's latest.
         memo(&self.known.latest).insert(dataset.id, version.id);
-        Ok((version.id, true))
+        Ok(version.id)
     }
 
     /// What a run reads when the event names no version: the dataset's latest version, or, for

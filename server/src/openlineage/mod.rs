@@ -33,7 +33,8 @@
 //! and one transaction each queued them all behind the audit chain's append. A batch applies its
 //! events in the order they queued, exactly as one by one; if any of them fails, nothing of the
 //! batch is kept and each event is applied again on its own, so a bad event is refused alone and
-//! its neighbours are unaffected.
+//! its neighbours are unaffected. An event that loses a race to record a new job or dataset (a
+//! concurrent event recorded it first: CONFLICT) is applied once more, and finds it.
 
 pub mod emit;
 mod ingest;
@@ -230,14 +231,23 @@ async fn apply_batch(
     }
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events.chunks(1) {
-        let alone = async {
+        let alone = || async {
             let mut conn = pool.get().await?;
             audit::transaction(&mut conn, |c| {
                 apply_in_order(c, &namespaces, event).scope_boxed()
             })
             .await
+            .map(|mut outcome| outcome.remove(0))
         };
-        outcomes.push(alone.await.map(|mut outcome| outcome.remove(0)));
+        let mut outcome = alone().await;
+        // Two pipelines reporting a job or dataset for the first time at once both record it,
+        // and the one that commits second is refused (CONFLICT); applied again, the event finds
+        // the one recorded. (A conflict of the event itself, a run id of another job, is
+        // refused again.)
+        if matches!(outcome, Err(Error::Conflict(_))) {
+            outcome = alone().await;
+        }
+        outcomes.push(outcome);
     }
     outcomes
 }

@@ -284,6 +284,35 @@ async fn concurrent_registrations_of_one_model_number_its_versions_in_turn() {
     assert_one_entry_per_subject(&entries, &ids);
 }
 
+/// The dataset's lock and the insert numbered after its last version go out together; twelve
+/// versions of one dataset registered at once are still numbered 1 to 12, each with its entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_of_one_dataset_number_its_versions_in_turn() {
+    let env = Arc::new(TestEnv::start().await);
+    create_project(&env.server, &env.admin, "p").await;
+    create_dataset(&env.server, &env.admin, "p", "d").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|i| {
+            let env = env.clone();
+            tokio::spawn(async move {
+                let sha = sha256_hex(&format!("content {i}"));
+                register_dataset_version(&env.server, &env.admin, "p", "d", &sha, &[]).await
+            })
+        })
+        .collect();
+    let (mut numbers, mut ids) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let version = task.await.expect("a concurrent registration failed");
+        numbers.push(version["version"].as_i64().expect("a version number"));
+        ids.push(id(&version));
+    }
+    numbers.sort();
+    assert_eq!(numbers, (1..=12).collect::<Vec<i64>>());
+    let entries = fetch_all(&env.server, &env.admin, "").await;
+    verify_chain(&entries).unwrap_or_else(|e| panic!("audit chain broken: {e}"));
+    assert_one_entry_per_subject(&entries, &ids);
+}
+
 /// Two server processes (replicas) on one database, 40 concurrent mutations: still one chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_concurrent_mutations_one_chain() {

@@ -274,3 +274,55 @@ async fn one_event_sent_many_times_at_once_is_applied_once() {
         1
     );
 }
+
+/// Pipelines reporting the same new table and job at once: every event is applied (the ones
+/// that lost the race to record them find them recorded), and the table and job exist once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_naming_one_new_table_at_once_all_land_on_one_dataset() {
+    let env = Arc::new(TestEnv::start().await);
+    create_project(&env.server, &env.admin, "pipelines").await;
+    let url = env.server.url("/api/v1/lineage?project=pipelines");
+    let senders: Vec<_> = (0..24)
+        .map(|_| {
+            let (env, url) = (env.clone(), url.clone());
+            tokio::spawn(async move {
+                let run_id = uuid::Uuid::now_v7().to_string();
+                let answer = env
+                    .server
+                    .http
+                    .post(&url)
+                    .bearer_auth(&env.admin)
+                    .json(&run_event(&run_id, "shared-job", 7))
+                    .send()
+                    .await
+                    .unwrap();
+                (answer.status().as_u16(), answer.text().await.unwrap())
+            })
+        })
+        .collect();
+    for sender in senders {
+        let (status, body) = sender.await.unwrap();
+        assert_eq!(status, 201, "{body}");
+    }
+    let sql = env.sql().await;
+    for (table, expected) in [("runs", 24), ("jobs", 1), ("openlineage_datasets", 2)] {
+        let n: i64 = sql
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, expected, "{table}");
+    }
+    // Each run wrote its own version of the shared output.
+    let versions: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM dataset_versions v JOIN openlineage_datasets o
+             ON o.dataset_id = v.dataset_id WHERE o.name = 'public.out-7'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 24);
+    verify_audit(&env).await;
+}
