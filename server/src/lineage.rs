@@ -298,8 +298,8 @@ pub async fn authorize_dataset_versions(
 }
 
 /// Records edges from a node created in this same transaction to each of `to`, in one statement.
-/// Such a node has no incoming edges yet, so no edge can close a cycle. The statement is on its
-/// way once this returns (see `run_keys::record`).
+/// Such a node has no incoming edges yet, so no edge can close a cycle. The future borrows
+/// nothing of the connection, so it can go out with other statements (see `run_keys::record`).
 pub fn record_new_node_edges(
     conn: &mut Conn,
     from: NodeRef,

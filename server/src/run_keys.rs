@@ -39,8 +39,8 @@ impl KeyKind {
 
 /// Notes that a run of the project used these keys (already known ones are left as they are).
 ///
-/// The statement is on its way once this returns: the future only waits for its answer, so a
-/// caller may send its next statements before awaiting it (one round trip for all).
+/// The future borrows nothing of the connection, so a caller may build its next statements
+/// before awaiting them together: one round trip for all, run in the order first polled.
 pub fn record<'k>(
     conn: &mut Conn,
     project_id: ProjectId,

@@ -199,14 +199,15 @@ fn memo<T>(memo: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Known {
     /// Records the events' digests (each event is applied once: a digest already recorded, or
-    /// twice in the batch, is a replay), finds everything they name and locks the datasets they
-    /// write, in five statements sent together (a lookup per object was most of an event's
-    /// statements).
+    /// twice in the batch, is a replay) and finds everything they name, in four statements sent
+    /// together (a lookup per object was most of an event's statements). Nothing is locked
+    /// here, before the events are authorized: each dataset is locked as its version is
+    /// numbered, and a batch that deadlocks with another doing so in the other order is
+    /// applied again event by event.
     pub async fn find(conn: &mut Conn, events: &[(&str, &Event)]) -> Result<Known> {
         let digests: Vec<&str> = events.iter().map(|(digest, _)| *digest).collect();
         let (mut job_namespaces, mut job_names, mut run_ids) = (Vec::new(), Vec::new(), Vec::new());
         let (mut namespaces, mut names) = (Vec::new(), Vec::new());
-        let (mut written_namespaces, mut written_names) = (Vec::new(), Vec::new());
         for (_, event) in events {
             let parent = event.run.as_ref().and_then(|r| r.facets.parent.as_ref());
             for job in event
@@ -229,10 +230,6 @@ impl Known {
             {
                 namespaces.push(part.namespace.as_str());
                 names.push(part.name.as_str());
-            }
-            for part in event.outputs.iter().chain(&event.dataset) {
-                written_namespaces.push(part.namespace.as_str());
-                written_names.push(part.name.as_str());
             }
         }
         type Texts = diesel::sql_types::Array<diesel::sql_types::Text>;
@@ -299,25 +296,8 @@ impl Known {
             ))
             .load::<(Uuid, RunId, JobId)>(conn)
             .boxed();
-        // The datasets the batch may write a version of are locked now, in one order for every
-        // batch: registering a version locks its dataset until commit (versions are numbered
-        // in turn), and batches taking those locks event by event, in their own orders, could
-        // deadlock each other.
-        let numbering = crate::db::Prepared(
-            diesel::sql_query(
-                "SELECT d.id FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]))
-                   AS w(namespace, name)
-                 JOIN openlineage_datasets o ON o.namespace = w.namespace AND o.name = w.name
-                 JOIN datasets d ON d.id = o.dataset_id
-                 ORDER BY d.id FOR UPDATE OF d",
-            )
-            .bind::<Texts, _>(&written_namespaces)
-            .bind::<Texts, _>(&written_names),
-        )
-        .execute(conn)
-        .boxed();
-        let (fresh, datasets, jobs, runs, _) =
-            futures_util::future::try_join5(fresh, datasets, jobs, runs, numbering).await?;
+        let (fresh, datasets, jobs, runs) =
+            futures_util::future::try_join4(fresh, datasets, jobs, runs).await?;
         let known = Known::default();
         memo(&known.fresh).extend(fresh.into_iter().map(|f| f.sha256));
         for named in datasets {
