@@ -545,6 +545,27 @@ impl Server {
         r["data"].clone()
     }
 
+    /// The value of one series of the server's Prometheus scrape (`GET /metrics`, with a server
+    /// admin's `token`): `series` is the name with its labels, e.g. `x_total{queue="q"}`; a
+    /// series not yet in the scrape reads 0.
+    pub async fn metric(&self, token: &str, series: &str) -> f64 {
+        let scrape = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("{series} ");
+        scrape
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0.0, |value| value.trim().parse().expect("a metric value"))
+    }
+
     /// The `extensions.code` of the first error of a request that must fail; also checks that the
     /// request produced no data (`data` null, or every top-level field null).
     pub async fn gql_err_code(&self, token: &str, query: &str, variables: Value) -> String {

@@ -331,29 +331,13 @@ async fn bench_lineage() {
     );
     statement_profile(&sql, "event", events).await;
     // How the concurrent events shared their transactions (the server's group commit).
-    let scrape = env
-        .server
-        .http
-        .get(env.server.url("/metrics"))
-        .bearer_auth(&env.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let counter = |series: &str| -> f64 {
-        scrape
-            .lines()
-            .find_map(|line| line.strip_prefix(series))
-            .map_or(0.0, |v| v.trim().parse().unwrap())
-    };
-    let batches = counter("custody_group_commit_batches_total{queue=\"openlineage\"} ");
-    let applied = counter("custody_group_commit_calls_total{queue=\"openlineage\"} ");
+    let metric = |series: &'static str| env.server.metric(&env.admin, series);
+    let batches = metric("custody_group_commit_batches_total{queue=\"openlineage\"}").await;
+    let applied = metric("custody_group_commit_calls_total{queue=\"openlineage\"}").await;
+    let reapplied = metric("custody_openlineage_batches_reapplied_total").await;
     println!(
-        "group commit: {applied} events in {batches} transactions ({:.1} a transaction), {} batches applied again one by one",
+        "group commit: {applied} events in {batches} transactions ({:.1} a transaction), {reapplied} batches applied again one by one",
         applied / batches.max(1.0),
-        counter("custody_openlineage_batches_reapplied_total ")
     );
 }
 

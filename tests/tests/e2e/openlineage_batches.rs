@@ -25,29 +25,9 @@ fn run_event(run_id: &str, job: &str, n: usize) -> Value {
     })
 }
 
-/// The server's counter `name` (for `queue` when given), from its Prometheus scrape.
-async fn counter(env: &TestEnv, name: &str, queue: Option<&str>) -> f64 {
-    let scrape = env
-        .server
-        .http
-        .get(env.server.url("/metrics"))
-        .bearer_auth(&env.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let series = match queue {
-        Some(queue) => format!("{name}{{queue=\"{queue}\"}} "),
-        None => format!("{name} "),
-    };
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(&series))
-        .map(|value| value.trim().parse().expect("a counter value"))
-        .unwrap_or(0.0)
-}
+const BATCHES: &str = "custody_group_commit_batches_total{queue=\"openlineage\"}";
+const EVENTS: &str = "custody_group_commit_calls_total{queue=\"openlineage\"}";
+const REAPPLIED: &str = "custody_openlineage_batches_reapplied_total";
 
 /// 160 events from 16 senders at once, every fifth one refused (its run id is taken by another
 /// job: 409). Every accepted event is applied exactly once with its one audit entry, every
@@ -84,18 +64,8 @@ async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() 
         .await
         .unwrap()
         .get(0);
-    let batches_before = counter(
-        &env,
-        "custody_group_commit_batches_total",
-        Some("openlineage"),
-    )
-    .await;
-    let events_before = counter(
-        &env,
-        "custody_group_commit_calls_total",
-        Some("openlineage"),
-    )
-    .await;
+    let batches_before = env.server.metric(&env.admin, BATCHES).await;
+    let events_before = env.server.metric(&env.admin, EVENTS).await;
 
     let senders: Vec<_> = (0..16)
         .map(|sender| {
@@ -195,23 +165,11 @@ async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() 
 
     // The events were in fact gathered into shared transactions, and the batches a refused
     // event was in were applied again one by one.
-    let batches = counter(
-        &env,
-        "custody_group_commit_batches_total",
-        Some("openlineage"),
-    )
-    .await
-        - batches_before;
-    let events = counter(
-        &env,
-        "custody_group_commit_calls_total",
-        Some("openlineage"),
-    )
-    .await
-        - events_before;
+    let batches = env.server.metric(&env.admin, BATCHES).await - batches_before;
+    let events = env.server.metric(&env.admin, EVENTS).await - events_before;
     assert_eq!(events, 160.0, "every event went through the queue");
     assert!(batches < events, "{events} events in {batches} batches");
-    let reapplied = counter(&env, "custody_openlineage_batches_reapplied_total", None).await;
+    let reapplied = env.server.metric(&env.admin, REAPPLIED).await;
     assert!(
         reapplied >= 1.0,
         "no batch held a refused event ({batches} batches)"
