@@ -70,7 +70,7 @@ impl<C: Send + 'static, O: Send + 'static> GroupCommit<C, O> {
     /// than one writer keeps the database busy while the next batch is gathered.
     pub fn start<W, F>(name: &'static str, writers: usize, most: usize, write: W) -> Self
     where
-        W: Fn(Vec<C>) -> F + Clone + Send + Sync + 'static,
+        W: Fn(Vec<C>) -> F + Clone + Send + 'static,
         F: Future<Output = Vec<Result<O>>> + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
@@ -119,7 +119,13 @@ async fn write_batches<C, O, W, F>(
             batch.into_iter().map(|q| (q.call, q.answer)).unzip();
         let outcomes = write(calls).await;
         debug_assert_eq!(outcomes.len(), answers.len(), "one outcome per call");
-        for (answer, outcome) in answers.into_iter().zip(outcomes) {
+        let mut outcomes = outcomes.into_iter();
+        for answer in answers {
+            let outcome = outcomes.next().unwrap_or_else(|| {
+                Err(Error::internal(anyhow::anyhow!(
+                    "the `{name}` writer answered no outcome for this call"
+                )))
+            });
             // A request that went away (client disconnected) needs no answer.
             let _ = answer.send(outcome);
         }

@@ -426,7 +426,9 @@ impl<'a> Ingest<'a> {
                 // namespace maps (there is no job to fall back on).
                 let (dataset, home) = self.dataset(conn, part, None).await?;
                 if let Some(identity) = declared_identity(part)? {
-                    let (version, _) = self.version(conn, &dataset, &home, part, identity).await?;
+                    let (version, _) = self
+                        .version(conn, &dataset, &home, part, identity, true)
+                        .await?;
                     outcome.outputs.push(version);
                 }
                 home.id
@@ -477,7 +479,11 @@ impl<'a> Ingest<'a> {
         for part in &event.inputs {
             let (dataset, home) = self.dataset(conn, part, Some(target)).await?;
             let version = match declared_identity(part)? {
-                Some(identity) => self.version(conn, &dataset, &home, part, identity).await?.0,
+                Some(identity) => {
+                    self.version(conn, &dataset, &home, part, identity, true)
+                        .await?
+                        .0
+                }
                 None => self.latest_or_external(conn, &dataset, &home, part).await?,
             };
             inputs.push(version);
@@ -522,22 +528,14 @@ impl<'a> Ingest<'a> {
         }
         for part in &event.outputs {
             let (dataset, home) = self.dataset(conn, part, Some(target)).await?;
-            let (version, new) = match declared_identity(part)? {
-                Some(identity) => self.version(conn, &dataset, &home, part, identity).await?,
-                // One version per run that wrote it: a run started by this event has written
-                // none yet, so there is nothing to look for.
-                None if created => {
-                    let identity = Identity::ProducedBy(run_part.run_id);
-                    (
-                        self.register(conn, &dataset, &home, part, identity).await?,
-                        true,
-                    )
-                }
-                None => {
-                    let identity = Identity::ProducedBy(run_part.run_id);
-                    self.version(conn, &dataset, &home, part, identity).await?
-                }
-            };
+            let declared = declared_identity(part)?;
+            // Without a declared identity, one version per run that wrote it: a run this event
+            // started has written none yet, so there is none to look for.
+            let may_exist = declared.is_some() || !created;
+            let identity = declared.unwrap_or(Identity::ProducedBy(run_part.run_id));
+            let (version, new) = self
+                .version(conn, &dataset, &home, part, identity, may_exist)
+                .await?;
             let node = NodeRef::DatasetVersion(version);
             if new {
                 lineage::record_new_node_edge(conn, node, this, "produced_by").await?;
@@ -773,8 +771,9 @@ impl<'a> Ingest<'a> {
         Ok((dataset, target))
     }
 
-    /// The version of `dataset` with this identity: found, or registered (the caller must be
-    /// allowed to write in the dataset's project). Answers whether it was registered now.
+    /// The version of `dataset` with this identity: found (unless the caller knows it cannot
+    /// exist: `may_exist` false), or registered (the caller must be allowed to write in the
+    /// dataset's project). Answers whether it was registered now.
     async fn version(
         &self,
         conn: &mut Conn,
@@ -782,35 +781,21 @@ impl<'a> Ingest<'a> {
         home: &Target,
         part: &DatasetPart,
         identity: Identity,
+        may_exist: bool,
     ) -> Result<(DatasetVersionId, bool)> {
         let sha256 = identity.sha256(part);
-        let existing: Option<DatasetVersionId> = dataset_versions::table
-            .filter(dataset_versions::dataset_id.eq(dataset.id))
-            .filter(dataset_versions::sha256.eq(&sha256))
-            .select(dataset_versions::id)
-            .first(conn)
-            .await
-            .optional()?;
-        if let Some(id) = existing {
-            return Ok((id, false));
+        if may_exist {
+            let existing: Option<DatasetVersionId> = dataset_versions::table
+                .filter(dataset_versions::dataset_id.eq(dataset.id))
+                .filter(dataset_versions::sha256.eq(&sha256))
+                .select(dataset_versions::id)
+                .first(conn)
+                .await
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok((id, false));
+            }
         }
-        Ok((
-            self.register(conn, dataset, home, part, identity).await?,
-            true,
-        ))
-    }
-
-    /// Registers the version of `dataset` with this identity (the caller must be allowed to
-    /// write in the dataset's project).
-    async fn register(
-        &self,
-        conn: &mut Conn,
-        dataset: &Dataset,
-        home: &Target,
-        part: &DatasetPart,
-        identity: Identity,
-    ) -> Result<DatasetVersionId> {
-        let sha256 = identity.sha256(part);
         let uri = uri_of(part);
         let version = datasets::register_version(
             conn,
@@ -828,7 +813,7 @@ impl<'a> Ingest<'a> {
         .await?;
         // Registered last, so it is the dataset's latest.
         memo(&self.known.latest).insert(dataset.id, version.id);
-        Ok(version.id)
+        Ok((version.id, true))
     }
 
     /// What a run reads when the event names no version: the dataset's latest version, or, for
@@ -844,7 +829,7 @@ impl<'a> Ingest<'a> {
         match latest {
             Some(id) => Ok(id),
             None => Ok(self
-                .version(conn, dataset, home, part, Identity::External)
+                .version(conn, dataset, home, part, Identity::External, true)
                 .await?
                 .0),
         }

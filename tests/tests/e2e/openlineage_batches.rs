@@ -29,10 +29,12 @@ const BATCHES: &str = "custody_group_commit_batches_total{queue=\"openlineage\"}
 const EVENTS: &str = "custody_group_commit_calls_total{queue=\"openlineage\"}";
 const REAPPLIED: &str = "custody_openlineage_batches_reapplied_total";
 
-/// 160 events from 16 senders at once, every fifth one refused (its run id is taken by another
-/// job: 409). Every accepted event is applied exactly once with its one audit entry, every
-/// refused one changes nothing, and the batches that held a refused event were applied again
-/// one by one, so their other events still landed.
+/// 160 events from 16 senders at once, every fifth one refused: half sent by an outsider to the
+/// project (404: events of two callers share a transaction, and the outsider's must neither land
+/// nor see the pipeline's), half reusing a run id another job holds (409). Every accepted event
+/// is applied exactly once with its one audit entry, every refused one changes nothing, and the
+/// batches that held a refused event were applied again one by one, so their other events still
+/// landed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() {
     let env = Arc::new(TestEnv::start().await);
@@ -45,6 +47,7 @@ async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() 
         "CONTRIBUTOR",
     )
     .await;
+    let outsider = env.server.issue_token("outsider@example.com", false).await;
     let url = env.server.url("/api/v1/lineage?project=pipelines");
     // The run id the refused events reuse, taken by the job `owner`.
     let taken = uuid::Uuid::now_v7().to_string();
@@ -70,21 +73,22 @@ async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() 
     let senders: Vec<_> = (0..16)
         .map(|sender| {
             let (env, url, etl, taken) = (env.clone(), url.clone(), etl.clone(), taken.clone());
+            let outsider = outsider.clone();
             tokio::spawn(async move {
                 let mut answers = Vec::new();
                 for i in 0..10 {
                     let n = sender * 10 + i + 1;
                     let refused = n % 5 == 0;
-                    let run_id = if refused {
-                        taken.clone()
-                    } else {
-                        uuid::Uuid::now_v7().to_string()
+                    let (token, run_id) = match n % 10 {
+                        0 => (&outsider, uuid::Uuid::now_v7().to_string()),
+                        5 => (&etl, taken.clone()),
+                        _ => (&etl, uuid::Uuid::now_v7().to_string()),
                     };
                     let answer = env
                         .server
                         .http
                         .post(&url)
-                        .bearer_auth(&etl)
+                        .bearer_auth(token)
                         .json(&run_event(&run_id, &format!("job-{n}"), n))
                         .send()
                         .await
@@ -100,7 +104,9 @@ async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() 
     let mut applied = Vec::new();
     for sender in senders {
         for (n, refused, status, body) in sender.await.unwrap() {
-            if refused {
+            if refused && n % 10 == 0 {
+                assert_eq!(status, 404, "the outsider's event {n}: {body}");
+            } else if refused {
                 assert_eq!(status, 409, "event {n}: {body}");
                 assert!(
                     body["error"]["message"]
@@ -142,7 +148,27 @@ async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() 
                 .and_then(|n| n.parse::<usize>().ok())
                 .is_some_and(|n| n % 5 != 0)
     }));
+    let outputs: Vec<String> = sql
+        .query(
+            "SELECT name FROM openlineage_datasets WHERE name LIKE 'public.out-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(outputs.len(), 1 + 128, "a refused event records no dataset");
+    assert!(outputs.iter().all(|name| {
+        name.strip_prefix("public.out-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n == 0 || n % 5 != 0) // out-0: the owner's
+    }));
     let entries = verify_audit(&env).await;
+    assert!(
+        entries.iter().all(|e| e["actor"] != "outsider@example.com"),
+        "the outsider's events left an audit entry"
+    );
     for (n, body) in &applied {
         let run = body["runId"].as_str().unwrap();
         let outputs = body["outputs"].as_array().unwrap();
