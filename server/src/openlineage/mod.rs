@@ -258,8 +258,8 @@ struct Destination {
     project: Option<String>,
 }
 
-/// Authenticates first, then reads the body under [`MAX_EVENT`]: an anonymous caller never gets
-/// a body buffered.
+/// Authenticates first (a caller who may write), then reads the body under [`MAX_EVENT`]: an
+/// anonymous or read-only caller never gets a body buffered.
 async fn receive(
     state: web::Data<AppState>,
     http: HttpRequest,
@@ -268,6 +268,9 @@ async fn receive(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let actor = crate::http::authenticate(&state, &http, request_id.to_string()).await?;
+    // An event records jobs, runs and datasets: a change, refused to read-only tokens and
+    // auditors as every mutation is.
+    actor.require_writer()?;
     let body = match crate::http::read_body(&http, payload, MAX_EVENT).await {
         Ok(body) => body,
         Err(crate::http::BodyRefusal::TooLarge) => {

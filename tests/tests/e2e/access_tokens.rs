@@ -196,6 +196,29 @@ async fn read_only_and_project_limited_tokens_stay_in_their_bounds() {
     );
     env.assert_refused(&reader, "FORBIDDEN", CREATE, json!({ "n": "wider" }))
         .await;
+    // Nor through the OpenLineage endpoint: the event is refused and recorded nothing, so its
+    // owner's token then applies it for the first time (201, not a replay's 200).
+    let event = json!({
+        "eventType": "START",
+        "eventTime": "2026-12-05T04:00:00Z",
+        "producer": "https://github.com/example/pipelines",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+        "run": {"runId": "01938f7e-0000-7000-8000-000000000001"},
+        "job": {"namespace": "airflow", "name": "nightly"},
+        "outputs": [{"namespace": "postgres://warehouse", "name": "public.scores"}],
+    });
+    let post_event = |token: &str| {
+        env.server
+            .http
+            .post(env.server.url("/api/v1/lineage?project=b"))
+            .bearer_auth(token)
+            .json(&event)
+            .send()
+    };
+    let refused = post_event(&reader).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.unwrap().contains("read-only"));
+    assert_eq!(post_event(&ana).await.unwrap().status(), 201);
 
     // Limited to project a: b is out of reach, even where its owner is a member.
     let (limited, _) = create_token(&env, &ana, json!({ "n": "ci", "p": "a" })).await;
