@@ -179,26 +179,144 @@ pub async fn register_version(
     audit::record(
         conn,
         actor,
-        Change {
-            action: "dataset_version.register",
-            project_id: Some(dataset.project_id),
-            subject_kind: "dataset_version",
-            subject_id: version.id.to_string(),
-            before: None,
-            after: Some(json!({
-                "dataset": dataset.name,
-                "version": version.version,
-                "uri": version.uri,
-                "sha256": version.sha256,
-                "size_bytes": version.size_bytes,
-                "tags": version.tags,
-                "derived_from": new.derived_from,
-            })),
-        },
+        registered(&dataset, &version, &new.derived_from),
     )
     .await?;
     crate::openlineage::emit::dataset_version_registered(conn, version.id).await?;
     Ok(version)
+}
+
+/// The audit entry of a version's registration.
+fn registered(
+    dataset: &Dataset,
+    version: &DatasetVersion,
+    derived_from: &[DatasetVersionId],
+) -> Change<'static> {
+    Change {
+        action: "dataset_version.register",
+        project_id: Some(dataset.project_id),
+        subject_kind: "dataset_version",
+        subject_id: version.id.to_string(),
+        before: None,
+        after: Some(json!({
+            "dataset": dataset.name,
+            "version": version.version,
+            "uri": version.uri,
+            "sha256": version.sha256,
+            "size_bytes": version.size_bytes,
+            "tags": version.tags,
+            "derived_from": derived_from,
+        })),
+    }
+}
+
+/// A version a pipeline reported (OpenLineage), registered with others by [`record_versions`]:
+/// what [`register_version`] would record, its authorization checked by the caller.
+#[derive(Clone)]
+pub struct Reported {
+    pub id: DatasetVersionId,
+    pub dataset: Dataset,
+    pub uri: String,
+    pub sha256: String,
+    pub tags: Vec<String>,
+    pub created_by: UserId,
+}
+
+/// Registers reported versions, each numbered after the last of its dataset (several of one
+/// dataset in the order given), in one round trip: the datasets' locks, in id order so that two
+/// such calls cannot deadlock, then one insert. Answers each version's number. Authorization is
+/// the caller's; the audit entries are [`Reported::change`]'s. The future borrows nothing of the
+/// connection (see `run_keys::record`).
+pub fn record_versions(
+    conn: &mut Conn,
+    reported: &[Reported],
+) -> futures_util::future::BoxFuture<'static, Result<Vec<(DatasetVersionId, i32)>>> {
+    if reported.is_empty() {
+        return Box::pin(std::future::ready(Ok(Vec::new())));
+    }
+    for r in reported {
+        let checked = validate::sha256(&r.sha256)
+            .and_then(|_| validate::text("uri", &r.uri, 4096))
+            .and_then(|()| r.tags.iter().try_for_each(|t| validate::name("tag", t)));
+        if let Err(e) = checked {
+            return Box::pin(std::future::ready(Err(e)));
+        }
+    }
+    type Uuids = diesel::sql_types::Array<diesel::sql_types::Uuid>;
+    type Texts = diesel::sql_types::Array<diesel::sql_types::Text>;
+    let mut locked: Vec<DatasetId> = reported.iter().map(|r| r.dataset.id).collect();
+    locked.sort();
+    locked.dedup();
+    let lock = Prepared(
+        diesel::sql_query("SELECT 1 FROM datasets WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind::<Uuids, _>(locked),
+    )
+    .execute(conn);
+    #[derive(QueryableByName)]
+    struct Numbered {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: DatasetVersionId,
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        version: i32,
+    }
+    let column = |f: fn(&Reported) -> String| reported.iter().map(f).collect::<Vec<String>>();
+    // Tags as JSON arrays: an array of arrays cannot be unnested row by row.
+    let tags = column(|r| {
+        let mut tags = r.tags.clone();
+        tags.sort();
+        tags.dedup();
+        json!(tags).to_string()
+    });
+    let insert = Prepared(
+        diesel::sql_query(
+            "INSERT INTO dataset_versions
+               (id, dataset_id, version, uri, sha256, size_bytes, tags, created_by)
+             SELECT w.id, w.dataset_id,
+                    coalesce((SELECT max(v.version) FROM dataset_versions v
+                              WHERE v.dataset_id = w.dataset_id), 0)
+                      + row_number() OVER (PARTITION BY w.dataset_id ORDER BY w.n),
+                    w.uri, w.sha256, NULL,
+                    ARRAY(SELECT jsonb_array_elements_text(w.tags::jsonb)), w.created_by
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[])
+                  WITH ORDINALITY AS w(id, dataset_id, uri, sha256, tags, created_by, n)
+             RETURNING id, version",
+        )
+        .bind::<Uuids, _>(reported.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind::<Uuids, _>(reported.iter().map(|r| r.dataset.id).collect::<Vec<_>>())
+        .bind::<Texts, _>(column(|r| r.uri.clone()))
+        .bind::<Texts, _>(column(|r| r.sha256.clone()))
+        .bind::<Texts, _>(tags)
+        .bind::<Uuids, _>(reported.iter().map(|r| r.created_by).collect::<Vec<_>>()),
+    )
+    .load::<Numbered>(conn)
+    .boxed(); // (not `Send` for every lifetime a transaction's closure needs, unboxed)
+              // Polled together, the lock first: one round trip, the numbers read under the locks.
+    Box::pin(async move {
+        let (_, numbered) = futures_util::future::try_join(lock, insert).await?;
+        Ok(numbered.into_iter().map(|n| (n.id, n.version)).collect())
+    })
+}
+
+impl Reported {
+    /// The audit entry [`register_version`] would have recorded, once the version's number is
+    /// known.
+    pub fn change(&self, number: i32) -> Change<'static> {
+        let mut tags = self.tags.clone();
+        tags.sort();
+        tags.dedup();
+        let version = DatasetVersion {
+            id: self.id,
+            dataset_id: self.dataset.id,
+            version: number,
+            uri: self.uri.clone(),
+            sha256: self.sha256.clone(),
+            size_bytes: None,
+            tags,
+            created_by: self.created_by,
+            created_at: Utc::now(),
+        };
+        registered(&self.dataset, &version, &[])
+    }
 }
 
 /// A project's datasets by name, one slice.

@@ -305,12 +305,25 @@ pub fn record_new_node_edges(
     from: NodeRef,
     to: &[(NodeRef, &'static str)],
 ) -> BoxFuture<'static, Result<()>> {
-    if to.is_empty() {
+    let edges: Vec<(NodeRef, NodeRef, &'static str)> = to
+        .iter()
+        .map(|(to, relation)| (from, *to, *relation))
+        .collect();
+    record_new_edges(conn, &edges)
+}
+
+/// [`record_new_node_edges`] for many new nodes at once: each edge `(from, to, relation)` leaves
+/// a node created in this same transaction. One statement.
+pub fn record_new_edges(
+    conn: &mut Conn,
+    edges: &[(NodeRef, NodeRef, &'static str)],
+) -> BoxFuture<'static, Result<()>> {
+    if edges.is_empty() {
         return Box::pin(std::future::ready(Ok(())));
     }
-    let rows: Vec<NewEdge<'static>> = to
+    let rows: Vec<NewEdge<'static>> = edges
         .iter()
-        .map(|(to, relation)| new_edge(from, *to, relation))
+        .map(|(from, to, relation)| new_edge(*from, *to, relation))
         .collect();
     let insert = diesel::insert_into(lineage_edges::table)
         .values(rows)

@@ -141,23 +141,158 @@ pub async fn start(
     audit::record(
         conn,
         actor,
-        Change {
-            action: "run.start",
-            project_id: Some(project.id),
-            subject_kind: "run",
-            subject_id: run.id.to_string(),
-            before: None,
-            after: Some(json!({
-                "name": run.name,
-                "code_commit_id": run.code_commit_id,
-                "inputs": inputs,
-                "tags": run.tags,
-            })),
-        },
+        started(
+            run.id,
+            project.id,
+            run.name.as_deref(),
+            run.code_commit_id,
+            &inputs,
+            &run.tags,
+        ),
     )
     .await?;
     crate::openlineage::emit::run_started(conn, &run, &inputs).await?;
     Ok(run)
+}
+
+/// The audit entry of a run's start.
+fn started(
+    id: RunId,
+    project_id: ProjectId,
+    name: Option<&str>,
+    code_commit_id: Option<CodeCommitId>,
+    inputs: &[DatasetVersionId],
+    tags: &Value,
+) -> Change<'static> {
+    Change {
+        action: "run.start",
+        project_id: Some(project_id),
+        subject_kind: "run",
+        subject_id: id.to_string(),
+        before: None,
+        after: Some(json!({
+            "name": name,
+            "code_commit_id": code_commit_id,
+            "inputs": inputs,
+            "tags": tags,
+        })),
+    }
+}
+
+/// The audit entry of a run's end.
+fn ended(
+    id: RunId,
+    project_id: ProjectId,
+    status: RunStatus,
+    ended_at: Option<DateTime<Utc>>,
+) -> Change<'static> {
+    Change {
+        action: "run.finish",
+        project_id: Some(project_id),
+        subject_kind: "run",
+        subject_id: id.to_string(),
+        before: Some(json!({"status": RunStatus::Running})),
+        after: Some(json!({"status": status, "ended_at": ended_at})),
+    }
+}
+
+/// A run a pipeline reported (OpenLineage), recorded with others by [`record_reported`]: what
+/// [`start`] (and, for a run reported as already ended, [`finish`]) would record, checked by the
+/// caller instead (its project and inputs authorized; no code commit).
+#[derive(Clone)]
+pub struct Reported {
+    pub id: RunId,
+    pub project_id: ProjectId,
+    pub name: String,
+    /// Tags as [`start`] takes them: at most 100 string values.
+    pub tags: Value,
+    /// Sorted, without repeats.
+    pub inputs: Vec<DatasetVersionId>,
+    pub created_by: UserId,
+    /// How and when the run ended, when the report that started it also ended it.
+    pub ended: Option<(RunStatus, DateTime<Utc>)>,
+}
+
+impl Reported {
+    /// The audit entries [`start`] and [`finish`] would have recorded, in that order.
+    pub fn changes(&self) -> Vec<Change<'static>> {
+        let start = started(
+            self.id,
+            self.project_id,
+            Some(&self.name),
+            None,
+            &self.inputs,
+            &self.tags,
+        );
+        let end = self
+            .ended
+            .map(|(status, at)| ended(self.id, self.project_id, status, Some(at)));
+        std::iter::once(start).chain(end).collect()
+    }
+}
+
+/// Records reported runs, their tag keys and their `consumed` edges: one statement each (and one
+/// per project for the keys). Authorization and the audit entries ([`Reported::changes`]) are
+/// the caller's. The future borrows nothing of the connection (see `run_keys::record`).
+pub fn record_reported(
+    conn: &mut Conn,
+    reported: &[Reported],
+) -> futures_util::future::BoxFuture<'static, Result<()>> {
+    let rows: Vec<_> = reported
+        .iter()
+        .map(|r| {
+            let status = r.ended.map_or(RunStatus::Running, |(status, _)| status);
+            (
+                runs::id.eq(r.id),
+                runs::project_id.eq(r.project_id),
+                runs::name.eq(r.name.clone()),
+                runs::status.eq(status),
+                runs::tags.eq(r.tags.clone()),
+                runs::created_by.eq(r.created_by),
+                runs::ended_at.eq(r.ended.map(|(_, at)| at)),
+            )
+        })
+        .collect();
+    let insert =
+        (!rows.is_empty()).then(|| diesel::insert_into(runs::table).values(rows).execute(conn));
+    let mut keys: BTreeMap<ProjectId, Vec<&str>> = BTreeMap::new();
+    for r in reported {
+        let project = keys.entry(r.project_id).or_default();
+        project.extend(
+            r.tags
+                .as_object()
+                .into_iter()
+                .flat_map(|t| t.keys())
+                .map(String::as_str),
+        );
+        project.sort_unstable();
+        project.dedup();
+    }
+    let keys: Vec<_> = keys
+        .into_iter()
+        .map(|(project, keys)| run_keys::record(conn, project, KeyKind::Tag, keys))
+        .collect();
+    let consumed: Vec<(NodeRef, NodeRef, &'static str)> = reported
+        .iter()
+        .flat_map(|r| {
+            r.inputs
+                .iter()
+                .map(|i| (NodeRef::Run(r.id), NodeRef::DatasetVersion(*i), "consumed"))
+        })
+        .collect();
+    let edges = lineage::record_new_edges(conn, &consumed);
+    let insert = async {
+        if let Some(insert) = insert {
+            insert.await?;
+        }
+        Ok(())
+    };
+    // Polled together, in this order: one round trip.
+    Box::pin(async move {
+        futures_util::future::try_join3(insert, futures_util::future::try_join_all(keys), edges)
+            .await?;
+        Ok(())
+    })
 }
 
 /// A run the caller may read (or write, with `needed` ≥ contributor).
@@ -610,14 +745,7 @@ pub async fn finish(
     audit::record(
         conn,
         actor,
-        Change {
-            action: "run.finish",
-            project_id: Some(run.project_id),
-            subject_kind: "run",
-            subject_id: run.id.to_string(),
-            before: Some(json!({"status": run.status})),
-            after: Some(json!({"status": finished.status, "ended_at": finished.ended_at})),
-        },
+        ended(run.id, run.project_id, finished.status, finished.ended_at),
     )
     .await?;
     crate::openlineage::emit::run_ended(conn, &finished).await?;

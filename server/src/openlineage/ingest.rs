@@ -156,7 +156,7 @@ pub struct ContentHashFacet {
 }
 
 /// What an applied event did, as the endpoint answers it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     /// False when the same event had been applied before (nothing changed).
@@ -190,6 +190,20 @@ pub struct Known {
     datasets: Mutex<HashMap<(String, String), Dataset>>,
     /// Each known dataset's latest version, for inputs named without one.
     latest: Mutex<HashMap<DatasetId, DatasetVersionId>>,
+    /// Runs' first events planned and not yet recorded (see [`Ingest::first_event`]).
+    planned: Mutex<Vec<Planned>>,
+}
+
+/// A run's first event, planned with nothing left to look up: everything it records, recorded
+/// with the batch's other such events by [`Known::record_planned`].
+struct Planned {
+    actor: Actor,
+    job_id: JobId,
+    openlineage_run_id: Uuid,
+    run: runs::Reported,
+    outputs: Vec<datasets::Reported>,
+    /// The event's own audit entry (`openlineage.event`).
+    event: Change<'static>,
 }
 
 /// Locks a memo (nothing holds one across an await, so a poisoned one is still consistent).
@@ -319,6 +333,87 @@ impl Known {
     fn first_time(&self, digest: &str) -> bool {
         memo(&self.fresh).remove(digest)
     }
+
+    /// Records the planned events, a statement per table for all of them (their runs, keys and
+    /// `consumed` edges; their output versions; their OpenLineage bookkeeping rows and other
+    /// edges), in one round trip; then their audit entries, event by event in the order they
+    /// were planned, exactly as one by one. Called before an event that is applied one by one
+    /// (it may read what they record) and at the end of the batch.
+    pub async fn record_planned(&self, conn: &mut Conn) -> Result<()> {
+        let planned = std::mem::take(&mut *memo(&self.planned));
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let reported_runs: Vec<runs::Reported> = planned.iter().map(|p| p.run.clone()).collect();
+        let versions: Vec<datasets::Reported> = planned
+            .iter()
+            .flat_map(|p| p.outputs.iter().cloned())
+            .collect();
+        let bookkeeping: Vec<_> = planned
+            .iter()
+            .map(|p| {
+                (
+                    openlineage_runs::openlineage_run_id.eq(p.openlineage_run_id),
+                    openlineage_runs::run_id.eq(p.run.id),
+                    openlineage_runs::job_id.eq(p.job_id),
+                )
+            })
+            .collect();
+        let edges: Vec<(NodeRef, NodeRef, &'static str)> = planned
+            .iter()
+            .flat_map(|p| {
+                let run = NodeRef::Run(p.run.id);
+                let outputs = p
+                    .outputs
+                    .iter()
+                    .map(move |o| (NodeRef::DatasetVersion(o.id), run, "produced_by"));
+                std::iter::once((run, NodeRef::Job(p.job_id), "run_of")).chain(outputs)
+            })
+            .collect();
+        // Polled together in this order (the runs before the rows that refer to them).
+        let numbered = datasets::record_versions(conn, &versions);
+        let recorded = runs::record_reported(conn, &reported_runs);
+        let bookkeeping = diesel::insert_into(openlineage_runs::table)
+            .values(bookkeeping)
+            .execute(conn);
+        let edges = lineage::record_new_edges(conn, &edges);
+        let (numbers, (), _, ()) = futures_util::future::try_join4(
+            numbered,
+            recorded,
+            async { Ok::<_, Error>(bookkeeping.await?) },
+            edges,
+        )
+        .await?;
+        let numbers: HashMap<DatasetVersionId, i32> = numbers.into_iter().collect();
+        super::PLANNED.inc_by(planned.len() as u64);
+        for p in planned {
+            let mut changes = p.run.changes().into_iter();
+            let started = changes.next();
+            let ended = changes.next();
+            let registered = p
+                .outputs
+                .iter()
+                .map(|o| match numbers.get(&o.id) {
+                    Some(number) => Ok(o.change(*number)),
+                    None => Err(Error::internal(anyhow::anyhow!(
+                        "dataset version {} was not numbered",
+                        o.id
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // As one by one: the run starts, its outputs are registered, it ends, the event.
+            let in_order: Vec<Change<'static>> = started
+                .into_iter()
+                .chain(registered)
+                .chain(ended)
+                .chain(std::iter::once(p.event))
+                .collect();
+            for change in in_order {
+                audit::record(conn, &p.actor, change).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One event being applied: who sends it and how namespaces map to projects.
@@ -399,6 +494,11 @@ impl<'a> Ingest<'a> {
         if !first_time {
             return Ok(outcome);
         }
+        if let Some(planned) = self.first_event(conn, digest, kind, event).await? {
+            return Ok(planned);
+        }
+        // Applied one by one from here: what earlier events planned is recorded first.
+        self.known.record_planned(conn).await?;
         let project = match kind {
             EventKind::Run | EventKind::Job => {
                 let part = event
@@ -437,26 +537,150 @@ impl<'a> Ingest<'a> {
         audit::record(
             conn,
             self.actor,
-            Change {
-                action: "openlineage.event",
-                project_id: Some(project),
-                subject_kind: "openlineage_event",
-                subject_id: digest.to_owned(),
-                before: None,
-                after: Some(json!({
-                    "event_type": event.event_type,
-                    "event_time": event.event_time,
-                    "job": event.job.as_ref().map(|j| json!({"namespace": j.namespace, "name": j.name})),
-                    "openlineage_run_id": event.run.as_ref().map(|r| r.run_id),
-                    "job_id": outcome.job_id,
-                    "run_id": outcome.run_id,
-                    "inputs": outcome.inputs,
-                    "outputs": outcome.outputs,
-                })),
-            },
+            event_change(digest, project, event, &outcome),
         )
         .await?;
         Ok(outcome)
+    }
+
+    /// Plans a run's first event when it needs nothing looked up or created: its job, and every
+    /// dataset it names, known and within the caller's reach, the run new, no parent or code
+    /// commit, inputs read at their latest version and outputs written as new versions without
+    /// a declared identity (a pipeline's usual report). Answers its outcome; it is recorded
+    /// with the batch's other planned events ([`Known::record_planned`]), as it would be one by
+    /// one. Any other event, and any refusal, takes the one-by-one path (which says why).
+    async fn first_event(
+        &self,
+        conn: &mut Conn,
+        digest: &str,
+        kind: EventKind,
+        event: &Event,
+    ) -> Result<Option<Outcome>> {
+        let (Some(job_part), Some(run_part)) = (&event.job, &event.run) else {
+            return Ok(None);
+        };
+        let Some(user) = self.actor.user_id else {
+            return Ok(None);
+        };
+        if kind != EventKind::Run
+            || run_part.facets.parent.is_some()
+            || git_commit(job_part).is_some()
+            || memo(&self.known.runs).contains_key(&run_part.run_id)
+        {
+            return Ok(None);
+        }
+        let Some(job) = self.known_job(&job_part.namespace, &job_part.name) else {
+            return Ok(None);
+        };
+        if !self.holds(conn, job.project_id, Role::Contributor).await? {
+            return Ok(None);
+        }
+        let mut inputs = Vec::with_capacity(event.inputs.len());
+        for part in &event.inputs {
+            let Some(dataset) = self.undeclared_known(part) else {
+                return Ok(None);
+            };
+            let latest = memo(&self.known.latest).get(&dataset.id).copied();
+            let Some(latest) = latest else {
+                return Ok(None);
+            };
+            if !self.holds(conn, dataset.project_id, Role::Viewer).await? {
+                return Ok(None);
+            }
+            inputs.push(latest);
+        }
+        let mut outputs: Vec<(Dataset, &DatasetPart)> = Vec::with_capacity(event.outputs.len());
+        for part in &event.outputs {
+            let Some(dataset) = self.undeclared_known(part) else {
+                return Ok(None);
+            };
+            if outputs.iter().any(|(d, _)| d.id == dataset.id)
+                || !self
+                    .holds(conn, dataset.project_id, Role::Contributor)
+                    .await?
+            {
+                return Ok(None);
+            }
+            outputs.push((dataset, part));
+        }
+        // Everything is checked: plan it, and let the batch's next events find what it records.
+        let run_id = RunId::generate();
+        let identity = Identity::ProducedBy(run_part.run_id);
+        let outputs: Vec<datasets::Reported> = outputs
+            .into_iter()
+            .map(|(dataset, part)| datasets::Reported {
+                id: DatasetVersionId::generate(),
+                dataset,
+                uri: uri_of(part),
+                sha256: identity.sha256(part),
+                tags: identity.tags(),
+                created_by: user,
+            })
+            .collect();
+        memo(&self.known.runs).insert(run_part.run_id, (run_id, job.id));
+        for version in &outputs {
+            memo(&self.known.latest).insert(version.dataset.id, version.id);
+        }
+        let mut consumed = inputs.clone();
+        consumed.sort();
+        consumed.dedup();
+        let ended = event.event_type.and_then(EventType::ends_as).map(|status| {
+            let now = Utc::now();
+            // PostgreSQL keeps microseconds: the audit entry says what is stored.
+            let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+            (status, at)
+        });
+        let outcome = Outcome {
+            applied: true,
+            job_id: Some(job.id),
+            run_id: Some(run_id),
+            inputs,
+            outputs: outputs.iter().map(|o| o.id).collect(),
+        };
+        let (name, tags) = run_name_and_tags(&job, run_part.run_id);
+        memo(&self.known.planned).push(Planned {
+            actor: self.actor.clone(),
+            job_id: job.id,
+            openlineage_run_id: run_part.run_id,
+            run: runs::Reported {
+                id: run_id,
+                project_id: job.project_id,
+                name,
+                tags,
+                inputs: consumed,
+                created_by: user,
+                ended,
+            },
+            outputs,
+            event: event_change(digest, job.project_id, event, &outcome),
+        });
+        Ok(Some(outcome))
+    }
+
+    /// Whether the caller holds at least `needed` in the project (read once per event).
+    async fn holds(&self, conn: &mut Conn, project_id: ProjectId, needed: Role) -> Result<bool> {
+        let refused = || Error::not_found("not found");
+        match self.project_of(conn, project_id, needed, refused).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_) | Error::Forbidden(_)) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
+    fn known_job(&self, namespace: &str, name: &str) -> Option<Job> {
+        memo(&self.known.jobs)
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// The known dataset an event names without declaring its version.
+    fn undeclared_known(&self, part: &DatasetPart) -> Option<Dataset> {
+        if !matches!(declared_identity(part), Ok(None)) {
+            return None;
+        }
+        memo(&self.known.datasets)
+            .get(&(part.namespace.clone(), part.name.clone()))
+            .cloned()
     }
 
     /// A RunEvent: the run of the job (created on its first event), what it read and wrote, its
@@ -612,10 +836,7 @@ impl<'a> Ingest<'a> {
     /// The job named in the event, recorded in its namespace's project on first sight; the
     /// caller must be allowed to write in the job's project.
     async fn job(&self, conn: &mut Conn, namespace: &str, name: &str) -> Result<(Job, Target)> {
-        let known = memo(&self.known.jobs)
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned();
-        if let Some(job) = known {
+        if let Some(job) = self.known_job(namespace, name) {
             let hidden = || {
                 Error::not_found(format!(
                     "job `{namespace}`/`{name}` belongs to a project you cannot write to"
@@ -653,7 +874,7 @@ impl<'a> Ingest<'a> {
             }
             return Ok((run_id, false));
         }
-        let name: String = job.name.chars().take(256).collect();
+        let (name, tags) = run_name_and_tags(job, openlineage_run_id);
         let run = runs::start(
             conn,
             self.actor,
@@ -662,11 +883,7 @@ impl<'a> Ingest<'a> {
                 name: Some(&name),
                 code_commit_id: commit,
                 inputs: inputs.to_vec(),
-                tags: Some(json!({
-                    "openlineage.job.namespace": job.namespace.chars().take(5000).collect::<String>(),
-                    "openlineage.job.name": job.name.chars().take(5000).collect::<String>(),
-                    "openlineage.runId": openlineage_run_id.to_string(),
-                })),
+                tags: Some(tags),
             },
         )
         .await?;
@@ -691,17 +908,9 @@ impl<'a> Ingest<'a> {
     /// The code commit a job's `sourceCodeLocation` facet names (git, with a full commit id).
     /// Other systems' versions (an svn revision) are no commit Custody can record.
     async fn commit(&self, conn: &mut Conn, job: &JobPart) -> Result<Option<CodeCommitId>> {
-        let Some(location) = &job.facets.source_code_location else {
+        let Some((location, version)) = git_commit(job) else {
             return Ok(None);
         };
-        let Some(version) = location.version.as_deref() else {
-            return Ok(None);
-        };
-        if !location.kind.eq_ignore_ascii_case("git")
-            || crate::validate::commit_sha(version).is_err()
-        {
-            return Ok(None);
-        }
         let repository = location.repo_url.as_deref().unwrap_or(&location.url);
         let commit = code::register(
             conn,
@@ -833,6 +1042,51 @@ impl<'a> Ingest<'a> {
                 .await?
                 .0),
         }
+    }
+}
+
+/// The git commit a job's `sourceCodeLocation` facet names, with its full commit id.
+fn git_commit(job: &JobPart) -> Option<(&SourceCodeLocation, &str)> {
+    let location = job.facets.source_code_location.as_ref()?;
+    let version = location.version.as_deref()?;
+    (location.kind.eq_ignore_ascii_case("git") && crate::validate::commit_sha(version).is_ok())
+        .then_some((location, version))
+}
+
+/// The name and tags of the Custody run standing for a run of `job`.
+fn run_name_and_tags(job: &Job, openlineage_run_id: Uuid) -> (String, serde_json::Value) {
+    let name = job.name.chars().take(256).collect();
+    let tags = json!({
+        "openlineage.job.namespace": job.namespace.chars().take(5000).collect::<String>(),
+        "openlineage.job.name": job.name.chars().take(5000).collect::<String>(),
+        "openlineage.runId": openlineage_run_id.to_string(),
+    });
+    (name, tags)
+}
+
+/// The audit entry of an applied event: what it said and what it became.
+fn event_change(
+    digest: &str,
+    project: ProjectId,
+    event: &Event,
+    outcome: &Outcome,
+) -> Change<'static> {
+    Change {
+        action: "openlineage.event",
+        project_id: Some(project),
+        subject_kind: "openlineage_event",
+        subject_id: digest.to_owned(),
+        before: None,
+        after: Some(json!({
+            "event_type": event.event_type,
+            "event_time": event.event_time,
+            "job": event.job.as_ref().map(|j| json!({"namespace": j.namespace, "name": j.name})),
+            "openlineage_run_id": event.run.as_ref().map(|r| r.run_id),
+            "job_id": outcome.job_id,
+            "run_id": outcome.run_id,
+            "inputs": outcome.inputs,
+            "outputs": outcome.outputs,
+        })),
     }
 }
 

@@ -35,6 +35,12 @@
 //! batch is kept and each event is applied again on its own, so a bad event is refused alone and
 //! its neighbours are unaffected. An event that loses a race to record a new job or dataset (a
 //! concurrent event recorded it first: CONFLICT) is applied once more, and finds it.
+//!
+//! Within a batch, a run's first event that needs nothing looked up or created (its job and
+//! datasets known, inputs at their latest version, new outputs without a declared identity: a
+//! pipeline's usual report) is planned in memory and recorded set-wise with the batch's other
+//! such events, a statement per table for all of them, with the same rows and audit entries as
+//! one by one; any other event first has them recorded, then is applied on its own.
 
 pub mod emit;
 mod ingest;
@@ -147,9 +153,20 @@ static REAPPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("a valid counter definition")
 });
 
+/// Events recorded set-wise with their batch's others (a run's first event with nothing to
+/// look up), rather than one by one.
+static PLANNED: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "custody_openlineage_events_planned_total",
+        "OpenLineage events recorded set-wise with the other events of their batch",
+    )
+    .expect("a valid counter definition")
+});
+
 /// Puts the ingest's counters in the scrape (`GET /metrics`).
 pub fn register_metrics(registry: &prometheus::Registry) -> prometheus::Result<()> {
-    registry.register(Box::new(REAPPLIED.clone()))
+    registry.register(Box::new(REAPPLIED.clone()))?;
+    registry.register(Box::new(PLANNED.clone()))
 }
 
 /// Where received events queue to be applied (see the module's documentation).
@@ -185,6 +202,7 @@ async fn apply_in_order(
         let ingest = ingest::Ingest::new(&e.actor, namespaces, e.project.as_deref(), &known);
         outcomes.push(ingest.apply(conn, &e.digest, e.kind, &e.event).await?);
     }
+    known.record_planned(conn).await?;
     Ok(outcomes)
 }
 

@@ -310,3 +310,266 @@ async fn events_naming_one_new_table_at_once_all_land_on_one_dataset() {
     assert_eq!(versions, 24);
     verify_audit(&env).await;
 }
+
+const PLANNED: &str = "custody_openlineage_events_planned_total";
+
+/// A run of the job `nightly`, reading `public.source` and writing `public.scores`.
+fn nightly(run_id: &str, event_type: &str) -> Value {
+    json!({
+        "eventType": event_type,
+        "eventTime": "2026-12-05T04:00:00Z",
+        "producer": "https://github.com/example/pipelines",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+        "run": {"runId": run_id},
+        "job": {"namespace": "airflow", "name": "nightly"},
+        "inputs": [{"namespace": "postgres://warehouse", "name": "public.source"}],
+        "outputs": [{"namespace": "postgres://warehouse", "name": "public.scores"}],
+    })
+}
+
+/// Posts an event; answers the status and the body.
+async fn post(env: &TestEnv, token: &str, event: &Value) -> (u16, Value) {
+    let answer = env
+        .server
+        .http
+        .post(env.server.url("/api/v1/lineage?project=pipelines"))
+        .bearer_auth(token)
+        .json(event)
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+/// A run's first event with nothing to look up (job and tables known) is planned and recorded
+/// set-wise with its batch's others. What it records must be what the same event records one by
+/// one: the run, its edges, its output's version, and its audit entries in their order. Then the
+/// START and COMPLETE of many runs at once (a COMPLETE may share a batch with its run's START and
+/// must find what the START planned), with an outsider's events naming the same job: all land
+/// once, the outsider's not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_first_event_recorded_set_wise_records_what_one_by_one_does() {
+    let env = Arc::new(TestEnv::start().await);
+    create_project(&env.server, &env.admin, "pipelines").await;
+    let etl = member_token(
+        &env.server,
+        &env.admin,
+        "pipelines",
+        "etl@example.com",
+        "CONTRIBUTOR",
+    )
+    .await;
+    let outsider = env.server.issue_token("outsider@example.com", false).await;
+
+    // One by one: the job and both tables are new. Then the same shape again, planned.
+    let (a, b) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    let (status, one_by_one) = post(&env, &etl, &nightly(&a, "COMPLETE")).await;
+    assert_eq!(status, 201, "{one_by_one}");
+    let planned_before = env.server.metric(&env.admin, PLANNED).await;
+    let (status, planned) = post(&env, &etl, &nightly(&b, "COMPLETE")).await;
+    assert_eq!(status, 201, "{planned}");
+    assert_eq!(
+        env.server.metric(&env.admin, PLANNED).await - planned_before,
+        1.0,
+        "the second event was planned"
+    );
+    assert_eq!(
+        planned["inputs"], one_by_one["inputs"],
+        "the same source version"
+    );
+
+    let sql = env.sql().await;
+    let entries = verify_audit(&env).await;
+    // Each event's rows and entries with its own ids and digests replaced by placeholders.
+    let mut shapes = Vec::new();
+    for (openlineage_run, body) in [(&a, &one_by_one), (&b, &planned)] {
+        let run = body["runId"].as_str().unwrap();
+        let output = body["outputs"][0].as_str().unwrap();
+        let run_uuid: uuid::Uuid = run.parse().unwrap();
+        let output_uuid: uuid::Uuid = output.parse().unwrap();
+        let version = sql
+            .query_one(
+                "SELECT sha256, version, uri, tags, created_by::text FROM dataset_versions
+                 WHERE id = $1",
+                &[&output_uuid],
+            )
+            .await
+            .unwrap();
+        let sha256: String = version.get(0);
+        let number: i32 = version.get(1);
+        let row = sql
+            .query_one(
+                "SELECT name, status, tags::text, created_by::text, ended_at IS NOT NULL,
+                        code_commit_id IS NULL
+                 FROM runs WHERE id = $1",
+                &[&run_uuid],
+            )
+            .await
+            .unwrap();
+        let edges: Vec<String> = sql
+            .query(
+                "SELECT relation || CASE WHEN from_id = $1 THEN ' → ' || to_kind
+                                         ELSE ' ← ' || from_kind END
+                 FROM lineage_edges WHERE from_id = $1 OR to_id = $1 ORDER BY 1",
+                &[&run_uuid],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let start = entries
+            .iter()
+            .position(|e| e["action"] == "run.start" && e["subjectId"] == run)
+            .unwrap();
+        // From the run's start to the event's own entry (one by one, the new output table's
+        // `dataset.create` comes in between: not part of the run).
+        let end = start
+            + entries[start..]
+                .iter()
+                .position(|e| e["action"] == "openlineage.event")
+                .unwrap();
+        let event_entries: Vec<Value> = entries[start..=end]
+            .iter()
+            .filter(|e| e["action"] != "dataset.create")
+            .map(|e| json!([e["action"], e["subjectKind"], e["actor"], e["after"]]))
+            .collect();
+        let text = json!({
+            "run": [row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, String>(2),
+                    row.get::<_, String>(3), row.get::<_, bool>(4), row.get::<_, bool>(5)],
+            "edges": edges,
+            "version": [version.get::<_, String>(2), version.get::<_, Vec<String>>(3),
+                        version.get::<_, String>(4)],
+            "entries": event_entries,
+        })
+        .to_string()
+        .replace(run, "RUN")
+        .replace(openlineage_run.as_str(), "OPENLINEAGE-RUN")
+        .replace(output, "OUTPUT")
+        .replace(&sha256, "SHA256")
+        .replace(&format!("\"version\":{number}"), "\"version\":\"N\"");
+        let mut shape: Value = serde_json::from_str(&text).unwrap();
+        for entry in shape["entries"].as_array_mut().unwrap() {
+            entry[3]
+                .as_object_mut()
+                .map(|after| after.remove("ended_at"));
+            entry[3]
+                .as_object_mut()
+                .map(|after| after.remove("subject_id"));
+        }
+        shapes.push(shape);
+    }
+    let actions: Vec<&Value> = shapes[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e[0])
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "run.start",
+            "dataset_version.register",
+            "run.finish",
+            "openlineage.event"
+        ]
+    );
+    assert_eq!(shapes[0], shapes[1], "one by one, then planned");
+
+    // Many runs' START and COMPLETE at once, and an outsider naming the same job and tables.
+    let runs: Vec<String> = (0..12).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let senders: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            let (env, etl, run) = (env.clone(), etl.clone(), run.clone());
+            tokio::spawn(async move {
+                let start = nightly(&run, "START");
+                let complete = nightly(&run, "COMPLETE");
+                let (started, completed) =
+                    tokio::join!(post(&env, &etl, &start), post(&env, &etl, &complete));
+                [started, completed]
+            })
+        })
+        .collect();
+    let intruders: Vec<_> = (0..4)
+        .map(|_| {
+            let (env, outsider) = (env.clone(), outsider.clone());
+            tokio::spawn(async move {
+                let run = uuid::Uuid::now_v7().to_string();
+                post(&env, &outsider, &nightly(&run, "COMPLETE")).await
+            })
+        })
+        .collect();
+    let mut custody_runs = std::collections::HashSet::new();
+    for sender in senders {
+        for (status, body) in sender.await.unwrap() {
+            assert_eq!(status, 201, "{body}");
+            custody_runs.insert(body["runId"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(custody_runs.len(), 12, "START and COMPLETE name one run");
+    for intruder in intruders {
+        let (status, body) = intruder.await.unwrap();
+        assert_eq!(status, 404, "{body}");
+    }
+    assert!(
+        env.server.metric(&env.admin, PLANNED).await - planned_before > 1.0,
+        "none of the runs' first events was planned"
+    );
+    let finished: i64 = sql
+        .query_one(
+            "SELECT count(*) FROM runs WHERE status = 'finished' AND ended_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        finished,
+        2 + 12,
+        "every run ended once, whichever event came first"
+    );
+    // Each run wrote one version of the scores, numbered in turn.
+    let numbers: Vec<i32> = sql
+        .query(
+            "SELECT v.version FROM dataset_versions v JOIN openlineage_datasets o
+             ON o.dataset_id = v.dataset_id WHERE o.name = 'public.scores' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(numbers, (1..=14).collect::<Vec<_>>());
+    let produced: i64 = sql
+        .query_one(
+            "SELECT count(DISTINCT to_id) FROM lineage_edges WHERE relation = 'produced_by'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(produced, 14, "each version produced by its own run");
+    let entries = verify_audit(&env).await;
+    for run in &custody_runs {
+        for action in ["run.start", "run.finish"] {
+            assert_eq!(
+                audit_of(&entries, action, run).len(),
+                1,
+                "{action} of {run}"
+            );
+        }
+    }
+    let count = |action: &str| entries.iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("openlineage.event"), 2 + 24);
+    assert_eq!(
+        count("dataset_version.register"),
+        1 + 14,
+        "the source, and 14 outputs"
+    );
+    assert!(entries.iter().all(|e| e["actor"] != "outsider@example.com"));
+}
