@@ -699,16 +699,26 @@ impl<'a> Ingest<'a> {
             .as_ref()
             .ok_or_else(|| Error::invalid("the event has no run"))?;
         let commit = self.commit(conn, job_part).await?;
+        // A run's later events name the tables it reads again: without a version they mean the
+        // version it read, not one another run wrote since.
+        let known_run = memo(&self.known.runs)
+            .get(&run_part.run_id)
+            .map(|(id, _)| *id);
+        let already_read = match known_run {
+            Some(run) if !event.inputs.is_empty() => lineage::consumed_versions(conn, run).await?,
+            _ => HashMap::new(),
+        };
         let mut inputs = Vec::with_capacity(event.inputs.len());
         for part in &event.inputs {
             let (dataset, home) = self.dataset(conn, part, Some(target)).await?;
-            let version = match declared_identity(part)? {
-                Some(identity) => {
+            let version = match (declared_identity(part)?, already_read.get(&dataset.id)) {
+                (Some(identity), _) => {
                     self.version(conn, &dataset, &home, part, identity, true)
                         .await?
                         .0
                 }
-                None => self.latest_or_external(conn, &dataset, &home, part).await?,
+                (None, Some(read)) => *read,
+                (None, None) => self.latest_or_external(conn, &dataset, &home, part).await?,
             };
             inputs.push(version);
         }

@@ -573,3 +573,92 @@ async fn a_runs_first_event_recorded_set_wise_records_what_one_by_one_does() {
     );
     assert!(entries.iter().all(|e| e["actor"] != "outsider@example.com"));
 }
+
+/// A run's later event names the tables it reads again, without a version: that is the version it
+/// read when it started, not one another run wrote in between (a recall of the newer version
+/// must not reach this run). A run that starts afterwards reads the newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_later_event_means_the_version_it_started_reading() {
+    let env = TestEnv::start().await;
+    create_project(&env.server, &env.admin, "pipelines").await;
+    let event = |run_id: &str, job: &str, event_type: &str, inputs: Value, outputs: Value| {
+        json!({
+            "eventType": event_type,
+            "eventTime": "2026-12-05T04:00:00Z",
+            "producer": "https://github.com/example/pipelines",
+            "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+            "run": {"runId": run_id},
+            "job": {"namespace": "airflow", "name": job},
+            "inputs": inputs,
+            "outputs": outputs,
+        })
+    };
+    let source = json!([{"namespace": "postgres://warehouse", "name": "public.source"}]);
+    let scores = json!([{"namespace": "postgres://warehouse", "name": "public.scores"}]);
+    let loads = |run_id: &str| event(run_id, "loader", "COMPLETE", json!([]), source.clone());
+    let (reader, newer_reader) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let reader = reader.to_string();
+
+    let (status, _) = post(&env, &env.admin, &loads(&uuid::Uuid::now_v7().to_string())).await;
+    assert_eq!(status, 201);
+    let (status, started) = post(
+        &env,
+        &env.admin,
+        &event(&reader, "nightly", "START", source.clone(), json!([])),
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    let read = started["inputs"].clone();
+    assert_eq!(read.as_array().map(Vec::len), Some(1), "{started}");
+    // Another run writes the table while the first one runs.
+    let (status, _) = post(&env, &env.admin, &loads(&uuid::Uuid::now_v7().to_string())).await;
+    assert_eq!(status, 201);
+    let (status, completed) = post(
+        &env,
+        &env.admin,
+        &event(
+            &reader,
+            "nightly",
+            "COMPLETE",
+            source.clone(),
+            scores.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{completed}");
+    assert_eq!(completed["inputs"], read, "{completed}");
+    assert_eq!(completed["runId"], started["runId"]);
+
+    let sql = env.sql().await;
+    let consumed = |run_id: String| {
+        let sql = &sql;
+        async move {
+            let rows = sql
+                .query(
+                    "SELECT v.version FROM lineage_edges e JOIN dataset_versions v ON v.id = e.to_id
+                     WHERE e.from_id = $1::text::uuid AND e.relation = 'consumed' ORDER BY 1",
+                    &[&run_id],
+                )
+                .await
+                .unwrap();
+            rows.iter().map(|r| r.get(0)).collect::<Vec<i32>>()
+        }
+    };
+    let run = |answer: &Value| answer["runId"].as_str().unwrap().to_owned();
+    assert_eq!(consumed(run(&completed)).await, vec![1]);
+    let (status, newer) = post(
+        &env,
+        &env.admin,
+        &event(
+            &newer_reader.to_string(),
+            "nightly",
+            "START",
+            source,
+            json!([]),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{newer}");
+    assert_eq!(consumed(run(&newer)).await, vec![2]);
+    verify_audit(&env).await;
+}
