@@ -224,8 +224,9 @@ pub struct Reported {
 
 /// Registers reported versions, each numbered after the last of its dataset (several of one
 /// dataset in the order given), in one round trip: the datasets' locks, in id order so that two
-/// such calls cannot deadlock, then one insert. Answers each version's number. Authorization is
-/// the caller's; the audit entries are [`Reported::change`]'s. The future borrows nothing of the
+/// such calls cannot deadlock, then one insert. Answers each version's number; a version whose
+/// dataset already holds one of the same SHA-256 (recorded meanwhile) is left out, unnumbered.
+/// Authorization is the caller's; the audit entries are [`Reported::change`]'s. The future borrows nothing of the
 /// connection (see `run_keys::record`).
 pub fn record_versions(
     conn: &mut Conn,
@@ -279,6 +280,8 @@ pub fn record_versions(
                     ARRAY(SELECT jsonb_array_elements_text(w.tags::jsonb)), w.created_by
              FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::uuid[])
                   WITH ORDINALITY AS w(id, dataset_id, uri, sha256, tags, created_by, n)
+             WHERE NOT EXISTS (SELECT 1 FROM dataset_versions v
+                               WHERE v.dataset_id = w.dataset_id AND v.sha256 = w.sha256)
              RETURNING id, version",
         )
         .bind::<Uuids, _>(reported.iter().map(|r| r.id).collect::<Vec<_>>())
@@ -289,8 +292,9 @@ pub fn record_versions(
         .bind::<Uuids, _>(reported.iter().map(|r| r.created_by).collect::<Vec<_>>()),
     )
     .load::<Numbered>(conn)
-    .boxed(); // (not `Send` for every lifetime a transaction's closure needs, unboxed)
-              // Polled together, the lock first: one round trip, the numbers read under the locks.
+    // (Boxed: not `Send` for every lifetime a transaction's closure needs, unboxed.)
+    .boxed();
+    // Polled together, the lock first: one round trip, the numbers read under the locks.
     Box::pin(async move {
         let (_, numbered) = futures_util::future::try_join(lock, insert).await?;
         Ok(numbered.into_iter().map(|n| (n.id, n.version)).collect())

@@ -295,6 +295,58 @@ pub fn record_reported(
     })
 }
 
+/// A reported run's end (OpenLineage), recorded with others by [`record_endings`]: what
+/// [`finish`] would record, authorized by the caller.
+#[derive(Clone)]
+pub struct Ending {
+    pub id: RunId,
+    pub project_id: ProjectId,
+    pub status: RunStatus,
+    pub at: DateTime<Utc>,
+}
+
+impl Ending {
+    /// The audit entry [`finish`] would have recorded.
+    pub fn change(&self) -> Change<'static> {
+        ended(self.id, self.project_id, self.status, Some(self.at))
+    }
+}
+
+/// Ends the runs still running among `endings`, in one statement; answers the ones it ended (a
+/// run that has ended keeps its first ending). The audit entries ([`Ending::change`]) are the
+/// caller's. The future borrows nothing of the connection.
+pub fn record_endings(
+    conn: &mut Conn,
+    endings: &[Ending],
+) -> futures_util::future::BoxFuture<'static, Result<Vec<RunId>>> {
+    if endings.is_empty() {
+        return Box::pin(std::future::ready(Ok(Vec::new())));
+    }
+    #[derive(QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = SqlUuid)]
+        id: RunId,
+    }
+    let ended = Prepared(
+        diesel::sql_query(
+            "UPDATE runs SET status = w.status, ended_at = w.at
+             FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS w(id, status, at)
+             WHERE runs.id = w.id AND runs.status = 'running'
+             RETURNING runs.id",
+        )
+        .bind::<Array<SqlUuid>, _>(endings.iter().map(|e| e.id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(
+            endings
+                .iter()
+                .map(|e| e.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Timestamptz>, _>(endings.iter().map(|e| e.at).collect::<Vec<_>>()),
+    )
+    .load::<Ended>(conn);
+    Box::pin(async move { Ok(ended.await?.into_iter().map(|e| e.id).collect()) })
+}
+
 /// A run the caller may read (or write, with `needed` ≥ contributor).
 pub async fn get(conn: &mut Conn, actor: &Actor, run_id: RunId, needed: Role) -> Result<Run> {
     let run = runs::table

@@ -190,20 +190,51 @@ pub struct Known {
     datasets: Mutex<HashMap<(String, String), Dataset>>,
     /// Each known dataset's latest version, for inputs named without one.
     latest: Mutex<HashMap<DatasetId, DatasetVersionId>>,
-    /// Runs' first events planned and not yet recorded (see [`Ingest::first_event`]).
+    /// What each known run (by the client's `runId`) has recorded, for its later events; a run
+    /// an event changes one by one is forgotten here (see [`Ingest::plan`]).
+    run_states: Mutex<HashMap<Uuid, RunState>>,
+    /// Run events planned and not yet recorded (see [`Ingest::plan`]).
     planned: Mutex<Vec<Planned>>,
 }
 
-/// A run's first event, planned with nothing left to look up: everything it records, recorded
-/// with the batch's other such events by [`Known::record_planned`].
+/// What a known run has recorded: enough to plan its later events without a lookup.
+#[derive(Clone, Default)]
+struct RunState {
+    running: bool,
+    /// The version of each dataset it read (the newest, where it read several).
+    read: HashMap<DatasetId, DatasetVersionId>,
+    /// The datasets it wrote a version of.
+    wrote: HashSet<DatasetId>,
+}
+
+/// A run event planned with nothing left to look up: everything it records, recorded with the
+/// batch's other such events by [`Known::record_planned`].
 struct Planned {
     actor: Actor,
     job_id: JobId,
     openlineage_run_id: Uuid,
-    run: runs::Reported,
+    run: RunPlan,
     outputs: Vec<datasets::Reported>,
     /// The event's own audit entry (`openlineage.event`).
     event: Change<'static>,
+}
+
+/// The run of a planned event: started by it, or known and perhaps ended by it.
+enum RunPlan {
+    New(runs::Reported),
+    Known {
+        id: RunId,
+        ending: Option<runs::Ending>,
+    },
+}
+
+impl RunPlan {
+    fn id(&self) -> RunId {
+        match self {
+            RunPlan::New(run) => run.id,
+            RunPlan::Known { id, .. } => *id,
+        }
+    }
 }
 
 /// Locks a memo (nothing holds one across an await, so a poisoned one is still consistent).
@@ -301,15 +332,46 @@ impl Known {
         )
         .load::<Job>(conn)
         .boxed();
-        let runs = openlineage_runs::table
-            .filter(openlineage_runs::openlineage_run_id.eq_any(&run_ids))
-            .select((
-                openlineage_runs::openlineage_run_id,
-                openlineage_runs::run_id,
-                openlineage_runs::job_id,
-            ))
-            .load::<(Uuid, RunId, JobId)>(conn)
-            .boxed();
+        #[derive(QueryableByName)]
+        struct KnownRun {
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            openlineage_run_id: Uuid,
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            run_id: RunId,
+            #[diesel(sql_type = diesel::sql_types::Uuid)]
+            job_id: JobId,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            status: RunStatus,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+            relation: Option<String>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+            dataset_id: Option<DatasetId>,
+            #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+            version_id: Option<DatasetVersionId>,
+        }
+        // Each known run with what it read and wrote (a row per version, oldest first).
+        let runs = crate::db::Prepared(
+            diesel::sql_query(
+                "SELECT o.openlineage_run_id, o.run_id, o.job_id, r.status,
+                        x.relation, x.dataset_id, x.version_id
+                 FROM openlineage_runs o
+                 JOIN runs r ON r.id = o.run_id
+                 LEFT JOIN LATERAL (
+                     SELECT 'consumed' AS relation, v.dataset_id, v.id AS version_id, v.version
+                     FROM lineage_edges e JOIN dataset_versions v ON v.id = e.to_id
+                     WHERE e.from_id = o.run_id AND e.relation = 'consumed'
+                     UNION ALL
+                     SELECT 'produced_by', v.dataset_id, v.id, v.version
+                     FROM lineage_edges e JOIN dataset_versions v ON v.id = e.from_id
+                     WHERE e.to_id = o.run_id AND e.relation = 'produced_by'
+                 ) x ON true
+                 WHERE o.openlineage_run_id = ANY($1)
+                 ORDER BY x.version",
+            )
+            .bind::<diesel::sql_types::Array<diesel::sql_types::Uuid>, _>(&run_ids),
+        )
+        .load::<KnownRun>(conn)
+        .boxed();
         let (fresh, datasets, jobs, runs) =
             futures_util::future::try_join4(fresh, datasets, jobs, runs).await?;
         let known = Known::default();
@@ -323,8 +385,20 @@ impl Known {
         for job in jobs {
             memo(&known.jobs).insert((job.namespace.clone(), job.name.clone()), job);
         }
-        for (openlineage_run_id, run_id, job_id) in runs {
-            memo(&known.runs).insert(openlineage_run_id, (run_id, job_id));
+        for run in runs {
+            memo(&known.runs).insert(run.openlineage_run_id, (run.run_id, run.job_id));
+            let mut states = memo(&known.run_states);
+            let state = states.entry(run.openlineage_run_id).or_default();
+            state.running = run.status == RunStatus::Running;
+            match (run.relation.as_deref(), run.dataset_id, run.version_id) {
+                (Some("consumed"), Some(dataset), Some(version)) => {
+                    state.read.insert(dataset, version);
+                }
+                (Some(_), Some(dataset), _) => {
+                    state.wrote.insert(dataset);
+                }
+                _ => {}
+            }
         }
         Ok(known)
     }
@@ -334,78 +408,94 @@ impl Known {
         memo(&self.fresh).remove(digest)
     }
 
-    /// Records the planned events, a statement per table for all of them (their runs, keys and
-    /// `consumed` edges; their output versions; their OpenLineage bookkeeping rows and other
-    /// edges), in one round trip; then their audit entries, event by event in the order they
-    /// were planned, exactly as one by one. Called before an event that is applied one by one
-    /// (it may read what they record) and at the end of the batch.
+    /// Records the planned events, a statement per table for all of them (their new runs, keys
+    /// and `consumed` edges; the runs they end; their output versions; their OpenLineage
+    /// bookkeeping rows and other edges), in one round trip; then their audit entries, event by
+    /// event in the order they were planned, exactly as one by one. Called before an event that
+    /// is applied one by one (it may read what they record) and at the end of the batch.
     pub async fn record_planned(&self, conn: &mut Conn) -> Result<()> {
         let planned = std::mem::take(&mut *memo(&self.planned));
         if planned.is_empty() {
             return Ok(());
         }
-        let reported_runs: Vec<runs::Reported> = planned.iter().map(|p| p.run.clone()).collect();
+        let mut new_runs = Vec::new();
+        let mut endings = Vec::new();
+        let mut bookkeeping = Vec::new();
+        let mut edges: Vec<(NodeRef, NodeRef, &'static str)> = Vec::new();
+        for p in &planned {
+            let run = NodeRef::Run(p.run.id());
+            match &p.run {
+                RunPlan::New(reported) => {
+                    new_runs.push(reported.clone());
+                    bookkeeping.push((
+                        openlineage_runs::openlineage_run_id.eq(p.openlineage_run_id),
+                        openlineage_runs::run_id.eq(reported.id),
+                        openlineage_runs::job_id.eq(p.job_id),
+                    ));
+                    edges.push((run, NodeRef::Job(p.job_id), "run_of"));
+                }
+                RunPlan::Known { ending, .. } => endings.extend(ending.clone()),
+            }
+            edges.extend(
+                p.outputs
+                    .iter()
+                    .map(|o| (NodeRef::DatasetVersion(o.id), run, "produced_by")),
+            );
+        }
         let versions: Vec<datasets::Reported> = planned
             .iter()
             .flat_map(|p| p.outputs.iter().cloned())
             .collect();
-        let bookkeeping: Vec<_> = planned
-            .iter()
-            .map(|p| {
-                (
-                    openlineage_runs::openlineage_run_id.eq(p.openlineage_run_id),
-                    openlineage_runs::run_id.eq(p.run.id),
-                    openlineage_runs::job_id.eq(p.job_id),
-                )
-            })
-            .collect();
-        let edges: Vec<(NodeRef, NodeRef, &'static str)> = planned
-            .iter()
-            .flat_map(|p| {
-                let run = NodeRef::Run(p.run.id);
-                let outputs = p
-                    .outputs
-                    .iter()
-                    .map(move |o| (NodeRef::DatasetVersion(o.id), run, "produced_by"));
-                std::iter::once((run, NodeRef::Job(p.job_id), "run_of")).chain(outputs)
-            })
-            .collect();
         // Polled together in this order (the runs before the rows that refer to them).
         let numbered = datasets::record_versions(conn, &versions);
-        let recorded = runs::record_reported(conn, &reported_runs);
-        let bookkeeping = diesel::insert_into(openlineage_runs::table)
-            .values(bookkeeping)
-            .execute(conn);
+        let recorded = runs::record_reported(conn, &new_runs);
+        let ended = runs::record_endings(conn, &endings);
+        let bookkeeping = (!bookkeeping.is_empty()).then(|| {
+            diesel::insert_into(openlineage_runs::table)
+                .values(bookkeeping)
+                .execute(conn)
+        });
+        let bookkeeping = async {
+            if let Some(insert) = bookkeeping {
+                insert.await?;
+            }
+            Ok::<_, Error>(())
+        };
         let edges = lineage::record_new_edges(conn, &edges);
-        let (numbers, (), _, ()) = futures_util::future::try_join4(
-            numbered,
-            recorded,
-            async { Ok::<_, Error>(bookkeeping.await?) },
-            edges,
-        )
-        .await?;
+        let (numbers, (), ended, (), ()) =
+            futures_util::try_join!(numbered, recorded, ended, bookkeeping, edges)?;
         let numbers: HashMap<DatasetVersionId, i32> = numbers.into_iter().collect();
+        let ended: HashSet<RunId> = ended.into_iter().collect();
         super::PLANNED.inc_by(planned.len() as u64);
         for p in planned {
-            let mut changes = p.run.changes().into_iter();
-            let started = changes.next();
-            let ended = changes.next();
             let registered = p
                 .outputs
                 .iter()
                 .map(|o| match numbers.get(&o.id) {
                     Some(number) => Ok(o.change(*number)),
-                    None => Err(Error::internal(anyhow::anyhow!(
-                        "dataset version {} was not numbered",
-                        o.id
+                    // Another batch recorded a version of the same identity meanwhile: applied
+                    // again one by one, the event finds it.
+                    None => Err(Error::conflict(format!(
+                        "a version of dataset {} was recorded concurrently",
+                        o.dataset.id
                     ))),
                 })
                 .collect::<Result<Vec<_>>>()?;
             // As one by one: the run starts, its outputs are registered, it ends, the event.
+            let (started, ending) = match p.run {
+                RunPlan::New(run) => {
+                    let mut changes = run.changes().into_iter();
+                    (changes.next(), changes.next())
+                }
+                RunPlan::Known { ending, .. } => (
+                    None,
+                    ending.filter(|e| ended.contains(&e.id)).map(|e| e.change()),
+                ),
+            };
             let in_order: Vec<Change<'static>> = started
                 .into_iter()
                 .chain(registered)
-                .chain(ended)
+                .chain(ending)
                 .chain(std::iter::once(p.event))
                 .collect();
             for change in in_order {
@@ -413,6 +503,11 @@ impl Known {
             }
         }
         Ok(())
+    }
+
+    /// Forgets what a run has recorded: an event applied one by one may change it.
+    fn forget_run(&self, openlineage_run_id: Uuid) {
+        memo(&self.run_states).remove(&openlineage_run_id);
     }
 }
 
@@ -494,11 +589,15 @@ impl<'a> Ingest<'a> {
         if !first_time {
             return Ok(outcome);
         }
-        if let Some(planned) = self.first_event(conn, digest, kind, event).await? {
+        if let Some(planned) = self.plan(conn, digest, kind, event).await? {
             return Ok(planned);
         }
-        // Applied one by one from here: what earlier events planned is recorded first.
+        // Applied one by one from here: what earlier events planned is recorded first, and
+        // what this one changes of its run, the batch's later events of that run do not know.
         self.known.record_planned(conn).await?;
+        if let Some(run) = &event.run {
+            self.known.forget_run(run.run_id);
+        }
         let project = match kind {
             EventKind::Run | EventKind::Job => {
                 let part = event
@@ -543,13 +642,14 @@ impl<'a> Ingest<'a> {
         Ok(outcome)
     }
 
-    /// Plans a run's first event when it needs nothing looked up or created: its job, and every
-    /// dataset it names, known and within the caller's reach, the run new, no parent or code
-    /// commit, inputs read at their latest version and outputs written as new versions without
-    /// a declared identity (a pipeline's usual report). Answers its outcome; it is recorded
-    /// with the batch's other planned events ([`Known::record_planned`]), as it would be one by
-    /// one. Any other event, and any refusal, takes the one-by-one path (which says why).
-    async fn first_event(
+    /// Plans a run event when it needs nothing looked up or created: its job, and every dataset
+    /// it names, known and within the caller's reach, no parent or code commit, outputs written
+    /// as new versions without a declared identity (a pipeline's usual report). A new run reads
+    /// its inputs' latest versions; a known run must have read them already, and not yet written
+    /// its outputs. Answers its outcome; it is recorded with the batch's other planned events
+    /// ([`Known::record_planned`]), as it would be one by one. Any other event, and any refusal,
+    /// takes the one-by-one path (which says why).
+    async fn plan(
         &self,
         conn: &mut Conn,
         digest: &str,
@@ -565,36 +665,56 @@ impl<'a> Ingest<'a> {
         if kind != EventKind::Run
             || run_part.facets.parent.is_some()
             || git_commit(job_part).is_some()
-            || memo(&self.known.runs).contains_key(&run_part.run_id)
         {
             return Ok(None);
         }
         let Some(job) = self.known_job(&job_part.namespace, &job_part.name) else {
             return Ok(None);
         };
+        // The run: new, or known (of this job) with what it has recorded.
+        let known_run = memo(&self.known.runs).get(&run_part.run_id).copied();
+        let known = match known_run {
+            None => None,
+            Some((run_id, job_id)) if job_id == job.id => {
+                match memo(&self.known.run_states).get(&run_part.run_id).cloned() {
+                    Some(state) => Some((run_id, state)),
+                    None => return Ok(None),
+                }
+            }
+            Some(_) => return Ok(None),
+        };
         if !self.holds(conn, job.project_id, Role::Contributor).await? {
             return Ok(None);
         }
         let mut inputs = Vec::with_capacity(event.inputs.len());
+        let mut read = HashMap::new();
         for part in &event.inputs {
             let Some(dataset) = self.undeclared_known(part) else {
                 return Ok(None);
             };
-            let latest = memo(&self.known.latest).get(&dataset.id).copied();
-            let Some(latest) = latest else {
+            let version = match &known {
+                Some((_, state)) => state.read.get(&dataset.id).copied(),
+                None => memo(&self.known.latest).get(&dataset.id).copied(),
+            };
+            let Some(version) = version else {
                 return Ok(None);
             };
             if !self.holds(conn, dataset.project_id, Role::Viewer).await? {
                 return Ok(None);
             }
-            inputs.push(latest);
+            inputs.push(version);
+            read.insert(dataset.id, version);
         }
         let mut outputs: Vec<(Dataset, &DatasetPart)> = Vec::with_capacity(event.outputs.len());
         for part in &event.outputs {
             let Some(dataset) = self.undeclared_known(part) else {
                 return Ok(None);
             };
-            if outputs.iter().any(|(d, _)| d.id == dataset.id)
+            let written = known
+                .as_ref()
+                .is_some_and(|(_, state)| state.wrote.contains(&dataset.id));
+            if written
+                || outputs.iter().any(|(d, _)| d.id == dataset.id)
                 || !self
                     .holds(conn, dataset.project_id, Role::Contributor)
                     .await?
@@ -604,7 +724,6 @@ impl<'a> Ingest<'a> {
             outputs.push((dataset, part));
         }
         // Everything is checked: plan it, and let the batch's next events find what it records.
-        let run_id = RunId::generate();
         let identity = Identity::ProducedBy(run_part.run_id);
         let outputs: Vec<datasets::Reported> = outputs
             .into_iter()
@@ -617,40 +736,68 @@ impl<'a> Ingest<'a> {
                 created_by: user,
             })
             .collect();
-        memo(&self.known.runs).insert(run_part.run_id, (run_id, job.id));
         for version in &outputs {
             memo(&self.known.latest).insert(version.dataset.id, version.id);
         }
-        let mut consumed = inputs.clone();
-        consumed.sort();
-        consumed.dedup();
-        let ended = event.event_type.and_then(EventType::ends_as).map(|status| {
-            let now = Utc::now();
-            // PostgreSQL keeps microseconds: the audit entry says what is stored.
-            let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
-            (status, at)
-        });
+        // A run that has ended keeps its first ending.
+        let running = known.as_ref().is_none_or(|(_, state)| state.running);
+        let ended = event
+            .event_type
+            .and_then(EventType::ends_as)
+            .filter(|_| running)
+            .map(|status| {
+                let now = Utc::now();
+                // PostgreSQL keeps microseconds: the audit entry says what is stored.
+                let at = DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+                (status, at)
+            });
+        let mut state = known
+            .as_ref()
+            .map_or_else(RunState::default, |(_, state)| state.clone());
+        state.running = running && ended.is_none();
+        state.read.extend(read);
+        state.wrote.extend(outputs.iter().map(|o| o.dataset.id));
+        memo(&self.known.run_states).insert(run_part.run_id, state);
+        let run = match known {
+            Some((id, _)) => RunPlan::Known {
+                id,
+                ending: ended.map(|(status, at)| runs::Ending {
+                    id,
+                    project_id: job.project_id,
+                    status,
+                    at,
+                }),
+            },
+            None => {
+                let id = RunId::generate();
+                memo(&self.known.runs).insert(run_part.run_id, (id, job.id));
+                let mut consumed = inputs.clone();
+                consumed.sort();
+                consumed.dedup();
+                let (name, tags) = run_name_and_tags(&job, run_part.run_id);
+                RunPlan::New(runs::Reported {
+                    id,
+                    project_id: job.project_id,
+                    name,
+                    tags,
+                    inputs: consumed,
+                    created_by: user,
+                    ended,
+                })
+            }
+        };
         let outcome = Outcome {
             applied: true,
             job_id: Some(job.id),
-            run_id: Some(run_id),
+            run_id: Some(run.id()),
             inputs,
             outputs: outputs.iter().map(|o| o.id).collect(),
         };
-        let (name, tags) = run_name_and_tags(&job, run_part.run_id);
         memo(&self.known.planned).push(Planned {
             actor: self.actor.clone(),
             job_id: job.id,
             openlineage_run_id: run_part.run_id,
-            run: runs::Reported {
-                id: run_id,
-                project_id: job.project_id,
-                name,
-                tags,
-                inputs: consumed,
-                created_by: user,
-                ended,
-            },
+            run,
             outputs,
             event: event_change(digest, job.project_id, event, &outcome),
         });

@@ -36,9 +36,10 @@
 //! its neighbours are unaffected. An event that loses a race to record a new job or dataset (a
 //! concurrent event recorded it first: CONFLICT) is applied once more, and finds it.
 //!
-//! Within a batch, a run's first event that needs nothing looked up or created (its job and
-//! datasets known, inputs at their latest version, new outputs without a declared identity: a
-//! pipeline's usual report) is planned in memory and recorded set-wise with the batch's other
+//! Within a batch, a run event that needs nothing looked up or created (its job and datasets
+//! known, new outputs without a declared identity; a new run reading its inputs' latest
+//! versions, or a known run reading what it read and writing what it has not: a pipeline's
+//! usual START and COMPLETE) is planned in memory and recorded set-wise with the batch's other
 //! such events, a statement per table for all of them, with the same rows and audit entries as
 //! one by one; any other event first has them recorded, then is applied on its own.
 
@@ -153,8 +154,8 @@ static REAPPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("a valid counter definition")
 });
 
-/// Events recorded set-wise with their batch's others (a run's first event with nothing to
-/// look up), rather than one by one.
+/// Events recorded set-wise with their batch's others (a run event with nothing to look up),
+/// rather than one by one.
 static PLANNED: LazyLock<IntCounter> = LazyLock::new(|| {
     IntCounter::new(
         "custody_openlineage_events_planned_total",

@@ -14,8 +14,7 @@
 //! - OpenLineage ingest: `BENCH_CLIENTS` (default 8) clients posting RunEvents (a new run of one
 //!   of 100 jobs reading two tables and writing one) for `BENCH_SECONDS` (default 10): events/s.
 //!   Each run reports once, COMPLETE with its inputs and outputs; with `BENCH_PAIRS=1` twice, as
-//!   most integrations do: START with its inputs, then COMPLETE with inputs and outputs (the
-//!   second event of a known run is applied one by one, not set-wise).
+//!   most integrations do: START with its inputs, then COMPLETE with inputs and outputs.
 //!
 //! `BENCH_EXPLAIN=1` also prints the plans of the impact's fetches by id.
 //!

@@ -662,3 +662,212 @@ async fn a_runs_later_event_means_the_version_it_started_reading() {
     assert_eq!(consumed(run(&newer)).await, vec![2]);
     verify_audit(&env).await;
 }
+
+/// A run of `nightly` reading `public.source`; its COMPLETE writes `output`.
+fn reported(run_id: &str, event_type: &str, output: Option<&str>) -> Value {
+    let outputs: Vec<Value> = output
+        .map(|name| json!({"namespace": "postgres://warehouse", "name": name}))
+        .into_iter()
+        .collect();
+    json!({
+        "eventType": event_type,
+        "eventTime": format!("2026-12-05T04:00:0{}Z", event_type.len() % 10),
+        "producer": "https://github.com/example/pipelines",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+        "run": {"runId": run_id},
+        "job": {"namespace": "airflow", "name": "nightly"},
+        "inputs": [{"namespace": "postgres://warehouse", "name": "public.source"}],
+        "outputs": outputs,
+    })
+}
+
+/// A known run's later event with nothing to look up (the COMPLETE of a recorded START, reading
+/// what it read and writing a known table it has not written yet) is planned too. What it
+/// records must be what one by one records: the run's end, its output's version and edge, the
+/// audit entries in their order. A late event of an ended run changes nothing of the run (its
+/// first ending stays); a replay changes nothing at all. Then many pipelines' START-then-COMPLETE
+/// at once: every run ends once, with one version each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_later_event_recorded_set_wise_records_what_one_by_one_does() {
+    let env = Arc::new(TestEnv::start().await);
+    create_project(&env.server, &env.admin, "pipelines").await;
+    let etl = member_token(
+        &env.server,
+        &env.admin,
+        "pipelines",
+        "etl@example.com",
+        "CONTRIBUTOR",
+    )
+    .await;
+    let planned = || env.server.metric(&env.admin, PLANNED);
+    let new_run = || uuid::Uuid::now_v7().to_string();
+    // Known from here: the job, the source, the scores.
+    let (status, _) = post(
+        &env,
+        &etl,
+        &reported(&new_run(), "COMPLETE", Some("public.scores")),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Run a's COMPLETE writes a new table: one by one. Run b's writes the scores: planned.
+    let (a, b) = (new_run(), new_run());
+    for run in [&a, &b] {
+        let (status, body) = post(&env, &etl, &reported(run, "START", None)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut shapes = Vec::new();
+    for (run, table, planned_now) in [(&a, "public.fresh", 0.0), (&b, "public.scores", 1.0)] {
+        let before = verify_audit(&env).await.len();
+        let planned_before = planned().await;
+        let (status, body) = post(&env, &etl, &reported(run, "COMPLETE", Some(table))).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(planned().await - planned_before, planned_now, "{table}");
+        let entries = verify_audit(&env).await;
+        let custody_run = body["runId"].as_str().unwrap();
+        let output = body["outputs"][0].as_str().unwrap();
+        let sql = env.sql().await;
+        let version = sql
+            .query_one(
+                "SELECT sha256, version::text, dataset_id::text FROM dataset_versions
+                 WHERE id = $1::text::uuid",
+                &[&output],
+            )
+            .await
+            .unwrap();
+        let row = sql
+            .query_one(
+                "SELECT status, ended_at IS NOT NULL FROM runs WHERE id = $1::text::uuid",
+                &[&custody_run],
+            )
+            .await
+            .unwrap();
+        let edges: Vec<String> = sql
+            .query(
+                "SELECT relation || CASE WHEN from_id = $1::text::uuid THEN ' → ' || to_kind
+                                         ELSE ' ← ' || from_kind END
+                 FROM lineage_edges WHERE from_id = $1::text::uuid OR to_id = $1::text::uuid
+                 ORDER BY 1",
+                &[&custody_run],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let event_entries: Vec<Value> = entries[before..]
+            .iter()
+            .filter(|e| e["action"] != "dataset.create")
+            .map(|e| {
+                let mut after = e["after"].clone();
+                after.as_object_mut().map(|a| a.remove("ended_at"));
+                json!([e["action"], e["subjectKind"], e["actor"], after])
+            })
+            .collect();
+        let text = json!({
+            "run": [row.get::<_, String>(0), row.get::<_, bool>(1)],
+            "edges": edges,
+            "entries": event_entries,
+        })
+        .to_string()
+        .replace(custody_run, "RUN")
+        .replace(run.as_str(), "OPENLINEAGE-RUN")
+        .replace(output, "OUTPUT")
+        .replace(&version.get::<_, String>(0), "SHA256")
+        .replace(&version.get::<_, String>(2), "DATASET")
+        .replace(
+            &format!("\"version\":{}", version.get::<_, String>(1)),
+            "\"version\":\"N\"",
+        )
+        .replace(table, "TABLE");
+        shapes.push(serde_json::from_str::<Value>(&text).unwrap());
+    }
+    let actions: Vec<&Value> = shapes[0]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e[0])
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "dataset_version.register",
+            "run.finish",
+            "openlineage.event"
+        ]
+    );
+    assert_eq!(shapes[1]["run"], json!(["finished", true]));
+    assert_eq!(shapes[0], shapes[1], "one by one, then planned");
+
+    // A late FAIL of the ended run b: planned, the run keeps its first ending. Its replay: 200.
+    let fail = reported(&b, "FAIL", None);
+    let planned_before = planned().await;
+    let (status, body) = post(&env, &etl, &fail).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(planned().await - planned_before, 1.0);
+    let (status, body) = post(&env, &etl, &fail).await;
+    assert_eq!((status, &body["applied"]), (200, &json!(false)), "{body}");
+    let sql = env.sql().await;
+    let status_of_b: String = sql
+        .query_one(
+            "SELECT r.status FROM runs r JOIN openlineage_runs o ON o.run_id = r.id
+             WHERE o.openlineage_run_id = $1::text::uuid",
+            &[&b],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status_of_b, "finished");
+
+    // Pipelines reporting at once, each run its START then its COMPLETE.
+    let planned_before = planned().await;
+    let senders: Vec<_> = (0..12)
+        .map(|_| {
+            let (env, etl) = (env.clone(), etl.clone());
+            tokio::spawn(async move {
+                let run = uuid::Uuid::now_v7().to_string();
+                let (started, start) = post(&env, &etl, &reported(&run, "START", None)).await;
+                let complete = reported(&run, "COMPLETE", Some("public.scores"));
+                let (completed, end) = post(&env, &etl, &complete).await;
+                assert_eq!((started, completed), (201, 201), "{start} {end}");
+                assert_eq!(start["runId"], end["runId"]);
+                end["runId"].as_str().unwrap().to_owned()
+            })
+        })
+        .collect();
+    let mut custody_runs = Vec::new();
+    for sender in senders {
+        custody_runs.push(sender.await.unwrap());
+    }
+    assert!(
+        planned().await - planned_before >= 12.0,
+        "the pipelines' events were planned"
+    );
+    let entries = verify_audit(&env).await;
+    for run in &custody_runs {
+        let finished = entries
+            .iter()
+            .filter(|e| e["action"] == "run.finish" && e["subjectId"] == run.as_str())
+            .count();
+        assert_eq!(finished, 1, "run {run} ended once");
+        let status: String = sql
+            .query_one("SELECT status FROM runs WHERE id = $1::text::uuid", &[run])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(status, "finished");
+    }
+    // The scores: one version per run that wrote them, numbered in turn.
+    let numbers: Vec<i32> = sql
+        .query(
+            "SELECT v.version FROM dataset_versions v JOIN openlineage_datasets o
+             ON o.dataset_id = v.dataset_id WHERE o.name = 'public.scores' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(numbers, (1..=14).collect::<Vec<_>>());
+}

@@ -1,0 +1,1 @@
+DROP INDEX dataset_versions_identity_idx;
