@@ -166,18 +166,28 @@ pub async fn name_and_role(
     actor: &Actor,
     project_id: ProjectId,
 ) -> Result<Option<(String, Option<Role>)>> {
-    let found: Option<(String, Option<Role>)> = projects::table
+    let found = name_and_membership(conn, actor.user_id, project_id).await?;
+    Ok(found.map(|(name, membership)| (name, role_given(actor, project_id, membership))))
+}
+
+/// A project's name and the user's membership there, if the project exists: what
+/// [`role_given`] turns into a caller's role.
+pub async fn name_and_membership(
+    conn: &mut Conn,
+    user_id: Option<UserId>,
+    project_id: ProjectId,
+) -> Result<Option<(String, Option<Role>)>> {
+    Ok(projects::table
         .left_join(
             memberships::table.on(memberships::project_id
                 .eq(projects::id)
-                .and(memberships::user_id.nullable().eq(actor.user_id))),
+                .and(memberships::user_id.nullable().eq(user_id))),
         )
         .filter(projects::id.eq(project_id))
         .select((projects::name, memberships::role.nullable()))
         .first(conn)
         .await
-        .optional()?;
-    Ok(found.map(|(name, membership)| (name, role_given(actor, project_id, membership))))
+        .optional()?)
 }
 
 pub async fn find_by_name(conn: &mut Conn, name: &str) -> Result<Project> {

@@ -24,7 +24,7 @@ use crate::db::schema::{
 };
 use crate::db::Conn;
 use crate::error::{Error, Result};
-use crate::ids::{CodeCommitId, DatasetId, DatasetVersionId, JobId, ProjectId, RunId};
+use crate::ids::{CodeCommitId, DatasetId, DatasetVersionId, JobId, ProjectId, RunId, UserId};
 use crate::jobs::{self, Job};
 use crate::lineage::{self, NodeRef};
 use crate::projects::{self, Role};
@@ -195,7 +195,14 @@ pub struct Known {
     run_states: Mutex<HashMap<Uuid, RunState>>,
     /// Run events planned and not yet recorded (see [`Ingest::plan`]).
     planned: Mutex<Vec<Planned>>,
+    /// Projects the batch's events touched: their names and each sender's membership there (if
+    /// the project exists), read once per project and sender rather than once per object and
+    /// event (a pipeline's events name a few projects). Nothing an event does changes them.
+    memberships: Mutex<HashMap<(Option<UserId>, ProjectId), ProjectSeen>>,
 }
+
+/// A project's name and a user's membership there; `None`: no such project.
+type ProjectSeen = Option<(String, Option<Role>)>;
 
 /// What a known run has recorded: enough to plan its later events without a lookup.
 #[derive(Clone, Default)]
@@ -519,11 +526,6 @@ pub struct Ingest<'a> {
     default_project: Option<&'a str>,
     /// What the event's batch knows.
     known: &'a Known,
-    /// The projects this event has touched: their names and the caller's role there, read once
-    /// per project and event (an event names its job and datasets, mostly of one project) rather
-    /// than once per object. Nothing the event does changes them. (A mutex for the same reason
-    /// as [`Known`]'s.)
-    projects: Mutex<HashMap<ProjectId, (String, Option<Role>)>>,
 }
 
 impl<'a> Ingest<'a> {
@@ -538,7 +540,6 @@ impl<'a> Ingest<'a> {
             namespaces,
             default_project,
             known,
-            projects: Mutex::default(),
         }
     }
 
@@ -551,17 +552,20 @@ impl<'a> Ingest<'a> {
         needed: Role,
         hidden: impl Fn() -> Error,
     ) -> Result<Target> {
-        let known = memo(&self.projects).get(&project_id).cloned();
-        let (name, role) = match known {
+        let key = (self.actor.user_id, project_id);
+        let known = memo(&self.known.memberships).get(&key).cloned();
+        let found = match known {
             Some(known) => known,
             None => {
-                let found = projects::name_and_role(conn, self.actor, project_id)
-                    .await?
-                    .ok_or_else(&hidden)?;
-                memo(&self.projects).insert(project_id, found.clone());
+                let found =
+                    projects::name_and_membership(conn, self.actor.user_id, project_id).await?;
+                memo(&self.known.memberships).insert(key, found.clone());
                 found
             }
         };
+        let (name, membership) = found.ok_or_else(&hidden)?;
+        // The role of this caller (its token's project scope, its server roles) in the project.
+        let role = projects::role_given(self.actor, project_id, membership);
         projects::require(role, needed).map_err(projects::hiding(hidden))?;
         Ok(Target {
             id: project_id,
@@ -804,7 +808,7 @@ impl<'a> Ingest<'a> {
         Ok(Some(outcome))
     }
 
-    /// Whether the caller holds at least `needed` in the project (read once per event).
+    /// Whether the caller holds at least `needed` in the project (read once per batch and sender).
     async fn holds(&self, conn: &mut Conn, project_id: ProjectId, needed: Role) -> Result<bool> {
         let refused = || Error::not_found("not found");
         match self.project_of(conn, project_id, needed, refused).await {
