@@ -226,8 +226,8 @@ pub struct Reported {
 /// dataset in the order given), in one round trip: the datasets' locks, in id order so that two
 /// such calls cannot deadlock, then one insert. Answers each version's number; a version whose
 /// dataset already holds one of the same SHA-256 (recorded meanwhile) is left out, unnumbered.
-/// Authorization is the caller's; the audit entries are [`Reported::change`]'s. The future borrows nothing of the
-/// connection (see `run_keys::record`).
+/// Authorization is the caller's; the audit entries are [`Reported::change`]'s. The future
+/// borrows nothing of the connection (see `run_keys::record`).
 pub fn record_versions(
     conn: &mut Conn,
     reported: &[Reported],

@@ -582,4 +582,36 @@ async fn an_auditor_changes_nothing() {
         assert_eq!(code, "FORBIDDEN", "{query}: {message}");
         assert_eq!(message, "auditors are read-only", "{query}");
     }
+    // Nor through the OpenLineage endpoint: an event would record a job, a run and datasets.
+    let event = json!({
+        "eventType": "COMPLETE",
+        "eventTime": "2026-12-05T04:00:00Z",
+        "producer": "https://github.com/example/pipelines",
+        "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",
+        "run": {"runId": "01938f7e-0000-7000-8000-000000000002"},
+        "job": {"namespace": "airflow", "name": "nightly"},
+        "outputs": [{"namespace": "postgres://warehouse", "name": "public.scores"}],
+    });
+    let answer = s
+        .http
+        .post(s.url(&format!("/api/v1/lineage?project={}", f.project)))
+        .bearer_auth(&auditor)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 403);
+    assert!(answer
+        .text()
+        .await
+        .unwrap()
+        .contains("auditors are read-only"));
+    let jobs: i64 = env
+        .sql()
+        .await
+        .query_one("SELECT count(*) FROM jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 0, "the auditor's event recorded nothing");
 }

@@ -25,6 +25,35 @@ fn run_event(run_id: &str, job: &str, n: usize) -> Value {
     })
 }
 
+/// A server with the project `pipelines` and a CONTRIBUTOR's token there (the pipeline's).
+async fn pipelines() -> (Arc<TestEnv>, String) {
+    let env = Arc::new(TestEnv::start().await);
+    create_project(&env.server, &env.admin, "pipelines").await;
+    let etl = member_token(
+        &env.server,
+        &env.admin,
+        "pipelines",
+        "etl@example.com",
+        "CONTRIBUTOR",
+    )
+    .await;
+    (env, etl)
+}
+
+/// The version numbers of the OpenLineage dataset `name`, in order.
+async fn version_numbers(sql: &tokio_postgres::Client, name: &str) -> Vec<i32> {
+    sql.query(
+        "SELECT v.version FROM dataset_versions v JOIN openlineage_datasets o
+         ON o.dataset_id = v.dataset_id WHERE o.name = $1 ORDER BY 1",
+        &[&name],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 const BATCHES: &str = "custody_group_commit_batches_total{queue=\"openlineage\"}";
 const EVENTS: &str = "custody_group_commit_calls_total{queue=\"openlineage\"}";
 const REAPPLIED: &str = "custody_openlineage_batches_reapplied_total";
@@ -37,16 +66,7 @@ const REAPPLIED: &str = "custody_openlineage_batches_reapplied_total";
 /// landed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_events_share_commits_and_a_refused_one_sinks_no_neighbour() {
-    let env = Arc::new(TestEnv::start().await);
-    create_project(&env.server, &env.admin, "pipelines").await;
-    let etl = member_token(
-        &env.server,
-        &env.admin,
-        "pipelines",
-        "etl@example.com",
-        "CONTRIBUTOR",
-    )
-    .await;
+    let (env, etl) = pipelines().await;
     let outsider = env.server.issue_token("outsider@example.com", false).await;
     let url = env.server.url("/api/v1/lineage?project=pipelines");
     // The run id the refused events reuse, taken by the job `owner`.
@@ -349,16 +369,7 @@ async fn post(env: &TestEnv, token: &str, event: &Value) -> (u16, Value) {
 /// once, the outsider's not at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runs_first_event_recorded_set_wise_records_what_one_by_one_does() {
-    let env = Arc::new(TestEnv::start().await);
-    create_project(&env.server, &env.admin, "pipelines").await;
-    let etl = member_token(
-        &env.server,
-        &env.admin,
-        "pipelines",
-        "etl@example.com",
-        "CONTRIBUTOR",
-    )
-    .await;
+    let (env, etl) = pipelines().await;
     let outsider = env.server.issue_token("outsider@example.com", false).await;
 
     // One by one: the job and both tables are new. Then the same shape again, planned.
@@ -533,18 +544,10 @@ async fn a_runs_first_event_recorded_set_wise_records_what_one_by_one_does() {
         "every run ended once, whichever event came first"
     );
     // Each run wrote one version of the scores, numbered in turn.
-    let numbers: Vec<i32> = sql
-        .query(
-            "SELECT v.version FROM dataset_versions v JOIN openlineage_datasets o
-             ON o.dataset_id = v.dataset_id WHERE o.name = 'public.scores' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(numbers, (1..=14).collect::<Vec<_>>());
+    assert_eq!(
+        version_numbers(&sql, "public.scores").await,
+        (1..=14).collect::<Vec<_>>()
+    );
     let produced: i64 = sql
         .query_one(
             "SELECT count(DISTINCT to_id) FROM lineage_edges WHERE relation = 'produced_by'",
@@ -689,16 +692,7 @@ fn reported(run_id: &str, event_type: &str, output: Option<&str>) -> Value {
 /// at once: every run ends once, with one version each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runs_later_event_recorded_set_wise_records_what_one_by_one_does() {
-    let env = Arc::new(TestEnv::start().await);
-    create_project(&env.server, &env.admin, "pipelines").await;
-    let etl = member_token(
-        &env.server,
-        &env.admin,
-        "pipelines",
-        "etl@example.com",
-        "CONTRIBUTOR",
-    )
-    .await;
+    let (env, etl) = pipelines().await;
     let planned = || env.server.metric(&env.admin, PLANNED);
     let new_run = || uuid::Uuid::now_v7().to_string();
     // Known from here: the job, the source, the scores.
@@ -858,16 +852,8 @@ async fn a_runs_later_event_recorded_set_wise_records_what_one_by_one_does() {
         assert_eq!(status, "finished");
     }
     // The scores: one version per run that wrote them, numbered in turn.
-    let numbers: Vec<i32> = sql
-        .query(
-            "SELECT v.version FROM dataset_versions v JOIN openlineage_datasets o
-             ON o.dataset_id = v.dataset_id WHERE o.name = 'public.scores' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(numbers, (1..=14).collect::<Vec<_>>());
+    assert_eq!(
+        version_numbers(&sql, "public.scores").await,
+        (1..=14).collect::<Vec<_>>()
+    );
 }
