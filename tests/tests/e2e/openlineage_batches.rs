@@ -347,6 +347,16 @@ fn nightly(run_id: &str, event_type: &str) -> Value {
     })
 }
 
+/// The actions of a shape's audit entries (each entry is `[action, subject kind, actor, after]`).
+fn actions(shape: &Value) -> Vec<&Value> {
+    shape["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e[0])
+        .collect()
+}
+
 /// Posts an event; answers the status and the body.
 async fn post(env: &TestEnv, token: &str, event: &Value) -> (u16, Value) {
     let answer = env
@@ -473,14 +483,8 @@ async fn a_runs_first_event_recorded_set_wise_records_what_one_by_one_does() {
         }
         shapes.push(shape);
     }
-    let actions: Vec<&Value> = shapes[0]["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e[0])
-        .collect();
     assert_eq!(
-        actions,
+        actions(&shapes[0]),
         [
             "run.start",
             "dataset_version.register",
@@ -776,14 +780,8 @@ async fn a_runs_later_event_recorded_set_wise_records_what_one_by_one_does() {
         .replace(table, "TABLE");
         shapes.push(serde_json::from_str::<Value>(&text).unwrap());
     }
-    let actions: Vec<&Value> = shapes[0]["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| &e[0])
-        .collect();
     assert_eq!(
-        actions,
+        actions(&shapes[0]),
         [
             "dataset_version.register",
             "run.finish",
