@@ -156,7 +156,7 @@ pub struct ContentHashFacet {
 }
 
 /// What an applied event did, as the endpoint answers it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     /// False when the same event had been applied before (nothing changed).
@@ -190,8 +190,8 @@ pub struct Known {
     datasets: Mutex<HashMap<(String, String), Dataset>>,
     /// Each known dataset's latest version, for inputs named without one.
     latest: Mutex<HashMap<DatasetId, DatasetVersionId>>,
-    /// What each known run (by the client's `runId`) has recorded, for its later events; a run
-    /// an event changes one by one is forgotten here (see [`Ingest::plan`]).
+    /// What each known run (by the client's `runId`) has recorded, for its later events; taken
+    /// out by an event of the run applied one by one (see [`Ingest::plan`]).
     run_states: Mutex<HashMap<Uuid, RunState>>,
     /// Run events planned and not yet recorded (see [`Ingest::plan`]).
     planned: Mutex<Vec<Planned>>,
@@ -512,9 +512,10 @@ impl Known {
         Ok(())
     }
 
-    /// Forgets what a run has recorded: an event applied one by one may change it.
-    fn forget_run(&self, openlineage_run_id: Uuid) {
-        memo(&self.run_states).remove(&openlineage_run_id);
+    /// What a known run has recorded, taken out of the memo: the event applied one by one that
+    /// asks may change it, so the batch's later events of that run are applied one by one too.
+    fn take_run_state(&self, openlineage_run_id: Uuid) -> Option<RunState> {
+        memo(&self.run_states).remove(&openlineage_run_id)
     }
 }
 
@@ -596,12 +597,8 @@ impl<'a> Ingest<'a> {
         if let Some(planned) = self.plan(conn, digest, kind, event).await? {
             return Ok(planned);
         }
-        // Applied one by one from here: what earlier events planned is recorded first, and
-        // what this one changes of its run, the batch's later events of that run do not know.
+        // Applied one by one from here: what earlier events planned is recorded first.
         self.known.record_planned(conn).await?;
-        if let Some(run) = &event.run {
-            self.known.forget_run(run.run_id);
-        }
         let project = match kind {
             EventKind::Run | EventKind::Job => {
                 let part = event
@@ -851,12 +848,16 @@ impl<'a> Ingest<'a> {
             .ok_or_else(|| Error::invalid("the event has no run"))?;
         let commit = self.commit(conn, job_part).await?;
         // A run's later events name the tables it reads again: without a version they mean the
-        // version it read, not one another run wrote since.
+        // version it read, not one another run wrote since. The batch's lookup found them, unless
+        // the run was recorded (or changed) one by one within the batch.
         let known_run = memo(&self.known.runs)
             .get(&run_part.run_id)
             .map(|(id, _)| *id);
-        let already_read = match known_run {
-            Some(run) if !event.inputs.is_empty() => lineage::consumed_versions(conn, run).await?,
+        let already_read = match (self.known.take_run_state(run_part.run_id), known_run) {
+            (Some(state), _) => state.read,
+            (None, Some(run)) if !event.inputs.is_empty() => {
+                lineage::consumed_versions(conn, run).await?
+            }
             _ => HashMap::new(),
         };
         let mut inputs = Vec::with_capacity(event.inputs.len());

@@ -347,6 +347,21 @@ fn nightly(run_id: &str, event_type: &str) -> Value {
     })
 }
 
+/// A run's edges as `relation → kind` (from the run) and `relation ← kind` (to it), sorted.
+async fn edges_of(sql: &tokio_postgres::Client, run: &str) -> Vec<String> {
+    sql.query(
+        "SELECT relation || CASE WHEN from_id = $1::text::uuid THEN ' → ' || to_kind
+                                 ELSE ' ← ' || from_kind END
+         FROM lineage_edges WHERE from_id = $1::text::uuid OR to_id = $1::text::uuid ORDER BY 1",
+        &[&run],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 /// The actions of a shape's audit entries (each entry is `[action, subject kind, actor, after]`).
 fn actions(shape: &Value) -> Vec<&Value> {
     shape["entries"]
@@ -430,18 +445,7 @@ async fn a_runs_first_event_recorded_set_wise_records_what_one_by_one_does() {
             )
             .await
             .unwrap();
-        let edges: Vec<String> = sql
-            .query(
-                "SELECT relation || CASE WHEN from_id = $1 THEN ' → ' || to_kind
-                                         ELSE ' ← ' || from_kind END
-                 FROM lineage_edges WHERE from_id = $1 OR to_id = $1 ORDER BY 1",
-                &[&run_uuid],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let edges = edges_of(&sql, run).await;
         let start = entries
             .iter()
             .position(|e| e["action"] == "run.start" && e["subjectId"] == run)
@@ -740,19 +744,7 @@ async fn a_runs_later_event_recorded_set_wise_records_what_one_by_one_does() {
             )
             .await
             .unwrap();
-        let edges: Vec<String> = sql
-            .query(
-                "SELECT relation || CASE WHEN from_id = $1::text::uuid THEN ' → ' || to_kind
-                                         ELSE ' ← ' || from_kind END
-                 FROM lineage_edges WHERE from_id = $1::text::uuid OR to_id = $1::text::uuid
-                 ORDER BY 1",
-                &[&custody_run],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let edges = edges_of(&sql, custody_run).await;
         let event_entries: Vec<Value> = entries[before..]
             .iter()
             .filter(|e| e["action"] != "dataset.create")
