@@ -147,12 +147,28 @@ pub async fn register_version(
     artifact_path: Option<&str>,
     description: Option<&str>,
 ) -> Result<ModelVersion> {
+    let model = find(conn, actor, project_name, model_name, Role::Contributor).await?;
+    register_version_of(conn, actor, &model, run_id, artifact_path, description).await
+}
+
+/// [`register_version`] of a model the caller already found, holding at least
+/// [`Role::Contributor`] in its project (the caller checked it).
+///
+/// Two round trips before the audit entry: the run's project, the model's lock (so concurrent
+/// registrations number their versions one after the other), the model's last number and the
+/// run's files; then the version, its files and its edge. Statements run in the order sent, so
+/// the number is read under the lock.
+pub async fn register_version_of(
+    conn: &mut Conn,
+    actor: &Actor,
+    model: &Model,
+    run_id: RunId,
+    artifact_path: Option<&str>,
+    description: Option<&str>,
+) -> Result<ModelVersion> {
     let description = validate::optional_text("description", description, 10_000)?;
     let artifact_path = validate::optional_text("artifactPath", artifact_path, 1024)?;
-    let model = find(conn, actor, project_name, model_name, Role::Contributor).await?;
-    // The run's project, the model's lock (so concurrent registrations number their versions
-    // one after the other) and the model's last number, in one round trip: statements run in
-    // the order sent, so the number is read under the lock.
+    let created_by = actor.user_id()?;
     let run_project = runs::table
         .find(run_id)
         .select(runs::project_id)
@@ -166,12 +182,20 @@ pub async fn register_version(
         .filter(model_versions::model_id.eq(model.id))
         .select(diesel::dsl::max(model_versions::version))
         .first::<Option<i32>>(conn);
-    let (run_project, _, last) = futures_util::future::try_join3(
+    let files = artifact_path.map(|path| artifacts::files_for_version(conn, run_id, path));
+    let (run_project, _, last, files) = futures_util::future::try_join4(
         async { Ok(run_project.await.optional()?) },
         async { Ok::<_, Error>(lock.await?) },
         async { Ok::<_, Error>(last.await?) },
+        async {
+            match files {
+                Some(files) => Ok(Some(files.await)),
+                None => Ok(None),
+            }
+        },
     )
     .await?;
+    // The run's refusal comes first: its files are read whatever the run's project.
     match run_project {
         None => return Err(Error::not_found(format!("no run with id {run_id}"))),
         Some(p) if p != model.project_id => {
@@ -181,33 +205,31 @@ pub async fn register_version(
         }
         Some(_) => {}
     }
-    let files = match artifact_path {
-        Some(path) => artifacts::files_for_version(conn, run_id, path).await?,
-        None => Vec::new(),
-    };
+    let files = files.transpose()?.unwrap_or_default();
     let manifest_sha256 = artifacts::manifest_digest(&files);
-    let version: ModelVersion = diesel::insert_into(model_versions::table)
+    let id = ModelVersionId::generate();
+    let version = diesel::insert_into(model_versions::table)
         .values((
-            model_versions::id.eq(ModelVersionId::generate()),
+            model_versions::id.eq(id),
             model_versions::model_id.eq(model.id),
             model_versions::version.eq(last.unwrap_or(0) + 1),
             model_versions::run_id.eq(run_id),
             model_versions::artifact_path.eq(artifact_path),
             model_versions::description.eq(description),
-            model_versions::created_by.eq(actor.user_id()?),
+            model_versions::created_by.eq(created_by),
             model_versions::manifest_sha256.eq(&manifest_sha256),
         ))
         .returning(ModelVersion::as_returning())
-        .get_result(conn)
-        .await?;
-    artifacts::attach_to_version(conn, version.id, &files).await?;
-    lineage::record_new_node_edge(
+        .get_result::<ModelVersion>(conn);
+    let attached = artifacts::attach_to_version(conn, id, &files);
+    let edge = lineage::record_new_node_edges(
         conn,
-        NodeRef::ModelVersion(version.id),
-        NodeRef::Run(run_id),
-        "produced_by",
-    )
-    .await?;
+        NodeRef::ModelVersion(id),
+        &[(NodeRef::Run(run_id), "produced_by")],
+    );
+    let (version, _, _) =
+        futures_util::future::try_join3(async { Ok::<_, Error>(version.await?) }, attached, edge)
+            .await?;
     audit::record(
         conn,
         actor,

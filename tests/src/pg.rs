@@ -49,6 +49,13 @@ pub struct PgCluster {
 
 static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
 
+/// `CUSTODY_PG_DURABLE=1`: the cluster keeps PostgreSQL's own durability settings (every commit
+/// flushed to disk, as in production) instead of the tests' `fsync=off`; for benchmarks whose
+/// figures depend on what a commit costs.
+pub fn durable() -> bool {
+    std::env::var("CUSTODY_PG_DURABLE").is_ok_and(|v| v == "1")
+}
+
 impl PgCluster {
     /// The process-wide cluster, started (and the template migrated) on first use.
     /// Blocking: call it from `spawn_blocking` in async code (see [`crate::db::TestDb::create`]).
@@ -179,9 +186,10 @@ rm -rf "$CUSTODY_PG_ROOT"
             .arg(port.to_string())
             .arg("-k")
             .arg(&sock)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
+            .args(["-c", "listen_addresses=127.0.0.1"]);
+        if !durable() {
+            // Tests need no crash safety: no flush to disk at commit or checkpoint.
+            cmd.args([
                 "-F",
                 "-c",
                 "fsync=off",
@@ -189,21 +197,24 @@ rm -rf "$CUSTODY_PG_ROOT"
                 "synchronous_commit=off",
                 "-c",
                 "full_page_writes=off",
-                "-c",
-                "max_connections=300",
-                // Per-statement counts and execution times, for the benchmarks' profiles (read
-                // only by a database that creates the extension). Planning is not tracked: it
-                // updates each statement's shared entry once more per call, which concurrent
-                // connections contend on (its documentation warns), disturbing the measurement.
-                "-c",
-                "shared_preload_libraries=pg_stat_statements",
-            ])
-            .env("CUSTODY_PG_LOG", &log)
-            .env("CUSTODY_PG_ROOT", &root)
-            .current_dir(&root)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            ]);
+        }
+        cmd.args([
+            "-c",
+            "max_connections=300",
+            // Per-statement counts and execution times, for the benchmarks' profiles (read
+            // only by a database that creates the extension). Planning is not tracked: it
+            // updates each statement's shared entry once more per call, which concurrent
+            // connections contend on (its documentation warns), disturbing the measurement.
+            "-c",
+            "shared_preload_libraries=pg_stat_statements",
+        ])
+        .env("CUSTODY_PG_LOG", &log)
+        .env("CUSTODY_PG_ROOT", &root)
+        .current_dir(&root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec; prctl and setsid are
         // async-signal-safe.
         unsafe {

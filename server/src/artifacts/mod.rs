@@ -21,6 +21,7 @@ mod upload;
 
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -212,60 +213,77 @@ pub async fn of_model_versions(
 }
 
 /// The run's files under `artifact_path` (a file or a directory), named relative to it: what a
-/// model version registered from that path contains.
-pub async fn files_for_version(
+/// model version registered from that path contains. The future borrows nothing of the
+/// connection, so it can go out with other statements (see `models::register_version_of`).
+pub fn files_for_version(
     conn: &mut Conn,
     run_id: RunId,
     artifact_path: &str,
-) -> Result<Vec<ArtifactFile>> {
-    let base = artifact_path.trim_end_matches('/');
-    validate_path(base)?;
-    let files = of_runs(conn, &[run_id]).await?;
-    let prefix = format!("{base}/");
-    let picked: Vec<ArtifactFile> = files
-        .into_iter()
-        .filter_map(|(_, f)| {
-            if f.path == base {
-                let name = base.rsplit('/').next().unwrap_or(base).to_owned();
-                Some(ArtifactFile { path: name, ..f })
-            } else {
-                f.path.strip_prefix(&prefix).map(|rest| ArtifactFile {
-                    path: rest.to_owned(),
-                    ..f.clone()
-                })
-            }
-        })
-        .collect();
-    if picked.is_empty() {
-        return Err(Error::invalid(format!(
-            "run {run_id} has no artifact at or under `{base}`; upload the files to the run first"
-        )));
+) -> BoxFuture<'static, Result<Vec<ArtifactFile>>> {
+    let base = artifact_path.trim_end_matches('/').to_owned();
+    if let Err(e) = validate_path(&base) {
+        return Box::pin(std::future::ready(Err(e)));
     }
-    Ok(picked)
+    let rows = run_artifacts::table
+        .filter(run_artifacts::run_id.eq(run_id))
+        .order(run_artifacts::path)
+        .select((
+            run_artifacts::path,
+            run_artifacts::sha256,
+            run_artifacts::size_bytes,
+        ))
+        .load::<(String, String, i64)>(conn);
+    Box::pin(async move {
+        let prefix = format!("{base}/");
+        let picked: Vec<ArtifactFile> = rows
+            .await?
+            .into_iter()
+            .filter_map(|(path, sha256, size)| {
+                let path = if path == base {
+                    base.rsplit('/').next().unwrap_or(&base).to_owned()
+                } else {
+                    path.strip_prefix(&prefix)?.to_owned()
+                };
+                Some(ArtifactFile { path, sha256, size })
+            })
+            .collect();
+        if picked.is_empty() {
+            return Err(Error::invalid(format!(
+                "run {run_id} has no artifact at or under `{base}`; upload the files to the run first"
+            )));
+        }
+        Ok(picked)
+    })
 }
 
-/// Writes a new model version's files (inside its registration transaction).
-pub async fn attach_to_version(
+/// Records a new model version's files. The future borrows nothing of the connection, so it can
+/// go out with the version's other rows.
+pub fn attach_to_version(
     conn: &mut Conn,
     model_version_id: ModelVersionId,
     files: &[ArtifactFile],
-) -> Result<()> {
+) -> BoxFuture<'static, Result<()>> {
+    if files.is_empty() {
+        return Box::pin(std::future::ready(Ok(())));
+    }
     let rows: Vec<_> = files
         .iter()
         .map(|f| {
             (
                 model_version_files::model_version_id.eq(model_version_id),
-                model_version_files::path.eq(&f.path),
-                model_version_files::sha256.eq(&f.sha256),
+                model_version_files::path.eq(f.path.clone()),
+                model_version_files::sha256.eq(f.sha256.clone()),
                 model_version_files::size_bytes.eq(f.size),
             )
         })
         .collect();
-    diesel::insert_into(model_version_files::table)
-        .values(&rows)
-        .execute(conn)
-        .await?;
-    Ok(())
+    let insert = diesel::insert_into(model_version_files::table)
+        .values(rows)
+        .execute(conn);
+    Box::pin(async move {
+        insert.await?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

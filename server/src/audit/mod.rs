@@ -238,9 +238,11 @@ enum Then {
 /// other backends (OpenLineage ingest, 8 clients: 358–368 → 396 events/s). The COMMIT reaches
 /// PostgreSQL after the writes: diesel-async hands a connection's statements out under one FIFO
 /// lock, in the order their futures are first polled (the order below), and sends each as soon
-/// as it has its statement; the COMMIT is never a cached statement (`sql_query`), so it cannot
-/// skip ahead. Once the pipeline has run the transaction is over whatever it answered: a failed
-/// statement aborted it and PostgreSQL answers the COMMIT by rolling back.
+/// as it has its statement, before the next future is polled: a statement still being prepared
+/// holds the lock, so none behind it can skip ahead. The COMMIT is a prepared statement of the
+/// connection, as the writes are: a COMMIT prepared on each use cost a round trip of its own
+/// under the head lock. Once the pipeline has run the transaction is over whatever it answered:
+/// a failed statement aborted it and PostgreSQL answers the COMMIT by rolling back.
 async fn append(conn: &mut Conn, pending: Vec<Pending>, then: Then) -> Result<()> {
     if pending.is_empty() {
         if then == Then::Commit {
@@ -299,7 +301,8 @@ async fn append(conn: &mut Conn, pending: Vec<Pending>, then: Then) -> Result<()
         .set((audit_head::seq.eq(seq), audit_head::hash.eq(&prev_hash)))
         .execute(conn);
     let announce = crate::events::announce_audit(conn, &announced);
-    let commit = (then == Then::Commit).then(|| diesel::sql_query("COMMIT").execute(conn));
+    let commit =
+        (then == Then::Commit).then(|| Prepared(diesel::sql_query("COMMIT")).execute(conn));
     let writes = async {
         futures_util::future::try_join(futures_util::future::try_join_all(inserts), head).await?;
         Ok(())

@@ -540,6 +540,18 @@ async fn version_wires<'n>(
     Ok(wires_of(versions, name_of, &extras))
 }
 
+/// The answer of a version the caller has just registered, without reading anything back: its
+/// creator is the caller, and nothing can alias it yet (an alias is set on an existing version,
+/// a governed alias follows a stage, and a new version has none).
+fn new_version_wire(version: &ModelVersion, name: &str, actor: &Actor) -> VersionWire {
+    let extras = Extras {
+        emails: HashMap::from([(version.created_by, actor.email.clone())]),
+        aliases: HashMap::new(),
+    };
+    let mut wires = wires_of(std::slice::from_ref(version), |_| name, &extras);
+    wires.pop().expect("one answer per version")
+}
+
 async fn one_version_wire(
     conn: &mut Conn,
     version: ModelVersion,
@@ -889,11 +901,10 @@ async fn register(
         }
     }
     let description = new.description.filter(|d| !d.is_empty());
-    let version = models::register_version(
+    let version = models::register_version_of(
         conn,
         actor,
-        &registered.project,
-        &registered.model.name,
+        &registered.model,
         run,
         Some(&path),
         description,
@@ -1410,8 +1421,7 @@ async fn create_version(call: Call, http: HttpRequest, body: web::Bytes) -> Repl
     let (registered, version) = call
         .write(|c| register(c, actor, new).scope_boxed())
         .await?;
-    let mut conn = call.conn().await?;
-    ok(json!({"model_version": one_version_wire(&mut conn, version, &registered.name).await?}))
+    ok(json!({"model_version": new_version_wire(&version, &registered.name, actor)}))
 }
 
 #[derive(Deserialize)]

@@ -41,8 +41,9 @@
 //! memory (MLflow: the tree's RSS and PSS sums). Any non-200 answer (counted in Lua's
 //! `response()`), socket error, answer without the expected object, or missing metric row fails
 //! the test; the targets are reported, not asserted (a shared 2-core machine is noisy). The
-//! cluster runs with `fsync=off` and `synchronous_commit=off` (the harness's settings), for
-//! both servers alike.
+//! cluster keeps PostgreSQL's durability defaults (`fsync`, `synchronous_commit`: every commit
+//! flushed to disk, as production runs it), for both servers alike; `CUSTODY_PG_DURABLE=0` runs
+//! it with the tests' `fsync=off` instead.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -803,22 +804,61 @@ async fn explain_search(db_url: &str) {
     }
 }
 
+/// `BENCH_EXPLAIN=1`: the generic plan (the one a prepared statement settles on) of the lookup
+/// of a registered model by bare name, as registration sends it (no version asked for).
+async fn explain_model_lookup(db_url: &str) {
+    let sql = connect(db_url).await;
+    sql.batch_execute(
+        "SET plan_cache_mode = force_generic_plan; \
+         PREPARE lookup(uuid, int, text) AS SELECT m.*, p.name, ms.role, v.* FROM models m \
+         JOIN projects p ON p.id = m.project_id \
+         LEFT JOIN memberships ms ON ms.project_id = m.project_id AND ms.user_id = $1 \
+         LEFT JOIN model_versions v ON v.model_id = m.id AND v.version = $2 \
+         WHERE m.name = $3",
+    )
+    .await
+    .unwrap_or_else(|e| panic!("PREPARE of the model lookup: {e}"));
+    let plan = sql
+        .query(
+            "EXPLAIN (ANALYZE, BUFFERS) EXECUTE lookup(gen_random_uuid(), NULL, 'bench-register')",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN of the model lookup: {e}"));
+    for row in plan {
+        println!("  {}", row.get::<_, String>(0));
+    }
+}
+
 /// The statements that took PostgreSQL's time since the reset, per request of the measurement:
 /// where a request's database time goes (execution; planning is not tracked, see `pg.rs`).
 async fn top_statements(db_url: &str, requests: u64) -> Vec<String> {
     let sql = connect(db_url).await;
+    let all = sql
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::float8, coalesce(sum(total_exec_time), 0)::float8 \
+             FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("reading pg_stat_statements: {e}"));
+    let (calls, ms): (f64, f64) = (all.get(0), all.get(1));
+    let mut lines = vec![format!(
+        "  all statements: {:.3} ms/request, {:.2} calls/request",
+        ms / requests.max(1) as f64,
+        calls / requests.max(1) as f64
+    )];
     let rows = sql
         .query(
             "SELECT calls, total_exec_time, rows, regexp_replace(query, '\\s+', ' ', 'g') \
              FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             ORDER BY 2 DESC LIMIT 6",
+             ORDER BY 2 DESC LIMIT 20",
             &[],
         )
         .await
         .unwrap_or_else(|e| panic!("reading pg_stat_statements: {e}"));
     let requests = requests.max(1) as f64;
-    rows.iter()
-        .map(|r| {
+    lines.extend(rows.iter().map(|r| {
             let (calls, ms, rows, query): (i64, f64, i64, String) =
                 (r.get(0), r.get(1), r.get(2), r.get(3));
             let query: String = query.chars().take(110).collect();
@@ -829,8 +869,8 @@ async fn top_statements(db_url: &str, requests: u64) -> Vec<String> {
                 ms * 1e3 / calls.max(1) as f64,
                 rows as f64 / calls.max(1) as f64,
             )
-        })
-        .collect()
+    }));
+    lines
 }
 
 /// Seeds a target through the REST API: an experiment, the runs of the write workloads and of
@@ -1336,7 +1376,26 @@ async fn bench_mlflow() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
     let bin = custody_tests::blocking(server_bin).await;
+    // What a commit costs decides the registry's figures: both servers are measured against
+    // PostgreSQL as production runs it (every commit flushed to disk), unless
+    // `CUSTODY_PG_DURABLE=0` asks for the tests' `fsync=off`. Set before the cluster starts (this
+    // benchmark runs alone: no other test has started it).
+    if std::env::var_os("CUSTODY_PG_DURABLE").is_none() {
+        std::env::set_var("CUSTODY_PG_DURABLE", "1");
+    }
     let cluster = custody_tests::blocking(PgCluster::get).await;
+    let durability = {
+        let sql = connect(&cluster.url("postgres")).await;
+        let mut shown = Vec::new();
+        for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+            let row = sql
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await
+                .unwrap_or_else(|e| panic!("SHOW {setting}: {e}"));
+            shown.push(format!("{setting}={}", row.get::<_, String>(0)));
+        }
+        shown.join(", ")
+    };
     let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -1368,7 +1427,7 @@ async fn bench_mlflow() {
         version_of(&mlflow_bin, &["--version"])
     );
     println!(
-        "PostgreSQL     : {} (the harness cluster: fsync=off, synchronous_commit=off)",
+        "PostgreSQL     : {} (the harness cluster: {durability})",
         version_of(&cluster.bin_dir.join("postgres"), &["--version"])
     );
     println!(
@@ -1789,9 +1848,14 @@ async fn bench_mlflow() {
                 continue;
             }
             t.vacuum().await;
+            reset_statements(&t.db_url).await;
+            let profile = perf_record(&format!("register-{}", t.name), seconds);
             let before = CpuMark::now(t.pid, postmaster);
             let took = register_sequentially(t, &s.register_run, seconds).await;
             let cpu = CpuMark::now(t.pid, postmaster).since(before);
+            if let Some(mut perf) = profile {
+                let _ = perf.wait();
+            }
             let total: Duration = took.iter().sum();
             let mut sorted = took.clone();
             sorted.sort();
@@ -1812,6 +1876,15 @@ async fn bench_mlflow() {
                 cpu.postgres,
             );
             println!("{line}");
+            if t.name == "Custody" {
+                println!("PostgreSQL's time by statement (pg_stat_statements):");
+                for line in top_statements(&t.db_url, took.len() as u64).await {
+                    println!("{line}");
+                }
+                if std::env::var_os("BENCH_EXPLAIN").is_some() {
+                    explain_model_lookup(&t.db_url).await;
+                }
+            }
             detail.push(line);
             rates.insert(t.name, rate);
         }
