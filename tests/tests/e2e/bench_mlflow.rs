@@ -29,9 +29,9 @@
 //!
 //! | workload | request | connections | target (Custody / MLflow) |
 //! |---|---|---|---|
-//! | (a) | `POST runs/log-batch`, 1,000 metrics (10 keys × 100 new steps) over 4 runs | 4 | ≥ 10× metrics/s |
-//! | (b) | `POST runs/log-metric`, one metric (a new step) over 16 runs | 16 | ≥ 10× req/s |
-//! | (c) | `GET model-versions/get?name&version` over 4 models × 25 versions | 8 | ≥ 20× req/s |
+//! | (a) | `POST runs/log-batch`, 1,000 metrics (10 keys × 100 new steps) over 4 runs | 4 | ≥ 12× metrics/s (issue 16; and ≥ 75 % of PostgreSQL's own `COPY` of the rows) |
+//! | (b) | `POST runs/log-metric`, one metric (a new step) over 16 runs | 16 | ≥ 20× req/s (issue 16) |
+//! | (c) | `GET model-versions/get?name&version` over 4 models × 25 versions | 8 | ≥ 40× req/s, p99 < 5 ms (issue 16) |
 //! | (d) | `GET model-versions/search?filter=name='…'&max_results=100`, a model of 100 versions | 8 | ≥ 20× req/s |
 //! | (e) | `PUT mlflow-artifacts/artifacts/<run's artifact_uri>/big-N.bin`, 256 MiB streamed from a file by reqwest, twice | 1 | ≥ 1× MB/s (Custody hashes it: the recorded SHA-256 is checked) |
 //! | (f) | `POST model-versions/create` of a new model from a finished run's files, one request at a time (not wrk: each answer's version number is checked) | 1 | ≥ 20× versions/s (issue 16) |
@@ -113,12 +113,13 @@ impl Workload {
         matches!(self, Workload::GetVersion | Workload::SearchVersions)
     }
 
-    /// Custody's throughput over MLflow's that the issue asks for.
+    /// Custody's throughput over MLflow's that the issues ask for (16 raised 14's).
     fn target(self) -> f64 {
-        if self.is_read() {
-            20.0
-        } else {
-            10.0
+        match self {
+            Workload::LogBatch => 12.0,
+            Workload::LogMetric => 20.0,
+            Workload::GetVersion => 40.0,
+            Workload::SearchVersions => 20.0,
         }
     }
 
