@@ -174,7 +174,7 @@ const WRITE_SIZE: usize = 1 << 20;
 
 /// How many received bytes may wait for the writer (bounds the memory of a fast client: the
 /// chunks a connection reads are as large as what its socket holds).
-const BYTES_IN_FLIGHT: usize = 4 << 20;
+const BYTES_IN_FLIGHT: usize = 2 << 20;
 
 /// Writes a stream to `path` through SHA-256 and fsyncs it; answers (hex digest, size).
 ///
