@@ -697,8 +697,8 @@ async fn append_points(
         diesel::sql_query(
             "WITH history AS (
              INSERT INTO run_metrics (run_id, key, value, step, at)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::float8[], $4::int8[],
-                 $5::timestamptz[])
+             SELECT unnest($1::uuid[]), unnest($2::text[]), unnest($3::float8[]),
+                 unnest($4::int8[]), unnest($5::timestamptz[])
          ), latest AS (
              INSERT INTO run_latest_metrics AS latest
                  (run_id, key, points, value, step, at, earliest_value, earliest_step, earliest_at)
