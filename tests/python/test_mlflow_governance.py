@@ -53,6 +53,10 @@ def team(server, tmp):
     name = f"gov-{uuid.uuid4().hex[:6]}"
     client.create_registered_model(name)
     version = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    # The server builds the answer of a new version from what it wrote, without reading it back:
+    # it must be what reading it back answers (creator, no aliases, every field).
+    assert version.user_id == owner_email
+    assert version.to_proto() == client.get_model_version(name, version.version).to_proto()
     yield {"client": client, "project": project, "name": name, "version": version, "run": run,
            "approver": approver, "owner": owner}
     os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
