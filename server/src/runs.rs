@@ -576,33 +576,34 @@ pub async fn log_metric_calls(conn: &mut Conn, calls: &[MetricCall]) -> Result<V
     let mut run_ids: Vec<RunId> = calls.iter().map(|c| c.run_id).collect();
     run_ids.sort();
     run_ids.dedup();
-    // Authorize first, from an unlocked read: no caller locks a run it may not write.
-    let projects_of: HashMap<RunId, ProjectId> = runs::table
-        .filter(runs::id.eq_any(&run_ids))
-        .select((runs::id, runs::project_id))
-        .load(conn)
-        .await?
-        .into_iter()
-        .collect();
     let mut user_ids: Vec<UserId> = calls.iter().filter_map(|c| c.actor.user_id).collect();
     user_ids.sort();
     user_ids.dedup();
-    let mut project_ids: Vec<ProjectId> = projects_of.values().copied().collect();
-    project_ids.sort();
-    project_ids.dedup();
-    let roles: HashMap<(ProjectId, UserId), Role> = memberships::table
-        .filter(memberships::user_id.eq_any(&user_ids))
-        .filter(memberships::project_id.eq_any(&project_ids))
+    // Authorize first, from an unlocked read: no caller locks a run it may not write. The runs'
+    // projects and the callers' memberships there in one statement.
+    let found: Vec<(RunId, ProjectId, Option<UserId>, Option<Role>)> = runs::table
+        .left_join(
+            memberships::table.on(memberships::project_id
+                .eq(runs::project_id)
+                .and(memberships::user_id.eq_any(&user_ids))),
+        )
+        .filter(runs::id.eq_any(&run_ids))
         .select((
-            memberships::project_id,
-            memberships::user_id,
-            memberships::role,
+            runs::id,
+            runs::project_id,
+            memberships::user_id.nullable(),
+            memberships::role.nullable(),
         ))
-        .load::<(ProjectId, UserId, Role)>(conn)
-        .await?
-        .into_iter()
-        .map(|(project, user, role)| ((project, user), role))
-        .collect();
+        .load(conn)
+        .await?;
+    let mut projects_of: HashMap<RunId, ProjectId> = HashMap::new();
+    let mut roles: HashMap<(ProjectId, UserId), Role> = HashMap::new();
+    for (run, project, user, role) in found {
+        projects_of.insert(run, project);
+        if let (Some(user), Some(role)) = (user, role) {
+            roles.insert((project, user), role);
+        }
+    }
     let mut outcomes: Vec<Result<()>> = calls
         .iter()
         .map(|call| {
