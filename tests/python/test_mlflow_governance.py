@@ -123,7 +123,10 @@ def test_a_governed_alias_moves_only_by_promotion(server, team):
     # A free alias moves at once.
     client.set_registered_model_alias(name, "candidate", "1")
     assert client.get_model_version_by_alias(name, "candidate").version == "1"
+    # The version's answer names both: the free alias and the governed one of its stage.
+    assert client.get_model_version(name, "1").aliases == ["candidate", "champion"]
     client.delete_registered_model_alias(name, "candidate")
+    assert client.get_model_version(name, "1").aliases == ["champion"]
 
 
 def test_registered_versions_keep_their_files(server, team, tmp):

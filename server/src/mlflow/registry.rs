@@ -224,8 +224,35 @@ struct Candidate {
     model: Model,
     role: Role,
     /// Its version of the number asked for, if one was asked for and it exists.
-    version: Option<ModelVersion>,
+    version: Option<FoundVersion>,
 }
+
+/// A version found by name and number, with what its answer needs beyond its row.
+struct FoundVersion {
+    version: ModelVersion,
+    /// Its creator's email.
+    creator: Option<String>,
+    /// Its aliases, free and governed (those of its stage), sorted.
+    aliases: Vec<String>,
+}
+
+/// A version's aliases as [`labels::aliases_of`] answers them, for the version row of the
+/// statement it is part of (its `model_versions` and `models` rows).
+const ALIASES_OF_THE_ROW: &str = "(SELECT array_agg(a.alias ORDER BY a.alias COLLATE \"C\") FROM (\
+     SELECT alias FROM model_aliases WHERE model_version_id = model_versions.id \
+     UNION ALL SELECT alias FROM governed_aliases \
+     WHERE project_id = models.project_id AND stage = model_versions.stage) a)";
+
+/// A row of [`candidates`]: the model, its project's name, the caller's membership there, the
+/// version asked for, its creator's email and its aliases.
+type CandidateRow = (
+    Model,
+    String,
+    Option<Role>,
+    Option<ModelVersion>,
+    Option<String>,
+    Option<Vec<String>>,
+);
 
 /// The models named `model` in projects the caller may read (a project-limited token: its one
 /// project), with their projects' names and, when `number` is given, their version of that
@@ -240,32 +267,46 @@ fn candidates<'a>(
     // their projects' names, the caller's membership there and the version asked for; those it
     // cannot read drop out here, so a version of another team's model is read, never answered.
     // The answer does not hold `conn` (a caller may pipeline it with other statements).
-    let found = models_table::table
-        .inner_join(projects_table::table)
-        .left_join(
-            memberships::table.on(memberships::project_id
-                .eq(models_table::project_id)
-                .and(memberships::user_id.nullable().eq(actor.user_id))),
-        )
-        .left_join(
-            model_versions::table.on(model_versions::model_id
-                .eq(models_table::id)
-                .and(model_versions::version.nullable().eq(number))),
-        )
-        .filter(models_table::name.eq(model))
-        .select((
-            Model::as_select(),
-            projects_table::name,
-            memberships::role.nullable(),
-            Option::<ModelVersion>::as_select(),
-        ))
-        .load::<(Model, String, Option<Role>, Option<ModelVersion>)>(conn);
+    // The version's creator and aliases come along, so that answering it takes no other
+    // statement (`model-versions/get`).
+    let found = Prepared(
+        models_table::table
+            .inner_join(projects_table::table)
+            .left_join(
+                memberships::table.on(memberships::project_id
+                    .eq(models_table::project_id)
+                    .and(memberships::user_id.nullable().eq(actor.user_id))),
+            )
+            .left_join(
+                model_versions::table.on(model_versions::model_id
+                    .eq(models_table::id)
+                    .and(model_versions::version.nullable().eq(number))),
+            )
+            .left_join(users::table.on(users::id.eq(model_versions::created_by)))
+            .filter(models_table::name.eq(model))
+            .select((
+                Model::as_select(),
+                projects_table::name,
+                memberships::role.nullable(),
+                Option::<ModelVersion>::as_select(),
+                users::email.nullable(),
+                diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::Array<diesel::sql_types::Text>>,
+                >(ALIASES_OF_THE_ROW),
+            )),
+    )
+    .load::<CandidateRow>(conn);
     async move {
         Ok(found
             .await?
             .into_iter()
-            .filter_map(|(model, project, membership, version)| {
+            .filter_map(|(model, project, membership, version, creator, aliases)| {
                 let role = projects::role_given(actor, model.project_id, membership)?;
+                let version = version.map(|version| FoundVersion {
+                    version,
+                    creator,
+                    aliases: aliases.unwrap_or_default(),
+                });
                 Some((
                     Candidate {
                         model,
@@ -307,7 +348,7 @@ fn chosen(
     model: &str,
     candidates: Vec<(Candidate, String)>,
     needed: Role,
-) -> Result<(Registered, Option<ModelVersion>)> {
+) -> Result<(Registered, Option<FoundVersion>)> {
     let (found, project) = choose(model, candidates)?.ok_or_else(|| missing_model(name))?;
     projects::require(Some(found.role), needed)
         .map_err(projects::hiding(|| missing_model(name)))?;
@@ -540,6 +581,19 @@ async fn version_wires<'n>(
     Ok(wires_of(versions, name_of, &extras))
 }
 
+/// The answer of a version found with its creator and aliases ([`bare_version`]).
+fn found_version_wire(found: FoundVersion, name: &str) -> VersionWire {
+    let extras = Extras {
+        emails: found
+            .creator
+            .map(|email| HashMap::from([(found.version.created_by, email)]))
+            .unwrap_or_default(),
+        aliases: HashMap::from([(found.version.id, found.aliases)]),
+    };
+    let mut wires = wires_of(std::slice::from_ref(&found.version), |_| name, &extras);
+    wires.pop().expect("one answer per version")
+}
+
 /// The answer of a version the caller has just registered, without reading anything back: its
 /// creator is the caller, and nothing can alias it yet (an alias is set on an existing version,
 /// a governed alias follows a stage, and a new version has none).
@@ -731,6 +785,23 @@ fn version_number(version: &str) -> Result<i32> {
     })
 }
 
+/// A version of a model named by its bare name, the caller holding at least `needed`: the
+/// common case, in one statement (the models of the name with the caller's roles, their
+/// versions of that number, and what answering the version needs). `name` is the name as
+/// written and the model's name in it; `version` the number as written and as parsed.
+async fn bare_version(
+    conn: &mut Conn,
+    actor: &Actor,
+    (name, model): (&str, &str),
+    (version, number): (&str, i32),
+    needed: Role,
+) -> Result<(Registered, FoundVersion)> {
+    let found = candidates(conn, actor, model, Some(number)).await?;
+    let (registered, found) = chosen(name, model, found, needed)?;
+    let found = found.ok_or_else(|| missing_version(name, version))?;
+    Ok((registered, found))
+}
+
 /// One version of a registered model, the caller holding at least `needed`.
 async fn resolve_version(
     conn: &mut Conn,
@@ -741,12 +812,9 @@ async fn resolve_version(
 ) -> Result<(Registered, ModelVersion)> {
     let number = version_number(version)?;
     if let Name::Bare(model) = Name::parse(name)? {
-        // The common case in one statement: the models of the name with the caller's roles
-        // and their versions of that number.
-        let found = candidates(conn, actor, model, Some(number)).await?;
-        let (registered, found) = chosen(name, model, found, needed)?;
-        let found = found.ok_or_else(|| missing_version(name, version))?;
-        return Ok((registered, found));
+        let (registered, found) =
+            bare_version(conn, actor, (name, model), (version, number), needed).await?;
+        return Ok((registered, found.version));
     }
     let registered = resolve(conn, actor, name, needed).await?;
     let found = model_versions::table
@@ -1435,6 +1503,18 @@ async fn get_version(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let name = required(a.name, "name")?;
     let version = version_text(a.version)?;
     let mut conn = call.conn().await?;
+    if let Name::Bare(model) = Name::parse(&name)? {
+        let number = version_number(&version)?;
+        let (registered, found) = bare_version(
+            &mut conn,
+            &call.actor,
+            (&name, model),
+            (&version, number),
+            Role::Viewer,
+        )
+        .await?;
+        return ok(json!({"model_version": found_version_wire(found, &registered.name)}));
+    }
     let (registered, found) =
         resolve_version(&mut conn, &call.actor, &name, &version, Role::Viewer).await?;
     ok(json!({"model_version": one_version_wire(&mut conn, found, &registered.name).await?}))

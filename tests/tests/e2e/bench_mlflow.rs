@@ -1263,6 +1263,9 @@ async fn run_wrk(
         out.status,
         t.name
     );
+    if std::env::var_os("BENCH_WRK_TEXT").is_some() {
+        println!("{text}");
+    }
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix("CUSTODY_BENCH "))
