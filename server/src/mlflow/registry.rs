@@ -583,24 +583,28 @@ async fn version_wires<'n>(
 
 /// The answer of a version found with its creator and aliases ([`bare_version`]).
 fn found_version_wire(found: FoundVersion, name: &str) -> VersionWire {
-    let extras = Extras {
-        emails: found
-            .creator
-            .map(|email| HashMap::from([(found.version.created_by, email)]))
-            .unwrap_or_default(),
-        aliases: HashMap::from([(found.version.id, found.aliases)]),
-    };
-    let mut wires = wires_of(std::slice::from_ref(&found.version), |_| name, &extras);
-    wires.pop().expect("one answer per version")
+    version_wire_with(&found.version, name, found.creator, found.aliases)
 }
 
 /// The answer of a version the caller has just registered, without reading anything back: its
 /// creator is the caller, and nothing can alias it yet (an alias is set on an existing version,
 /// a governed alias follows a stage, and a new version has none).
 fn new_version_wire(version: &ModelVersion, name: &str, actor: &Actor) -> VersionWire {
+    version_wire_with(version, name, Some(actor.email.clone()), Vec::new())
+}
+
+/// The answer of a version whose creator's email and aliases are known.
+fn version_wire_with(
+    version: &ModelVersion,
+    name: &str,
+    creator: Option<String>,
+    aliases: Vec<String>,
+) -> VersionWire {
     let extras = Extras {
-        emails: HashMap::from([(version.created_by, actor.email.clone())]),
-        aliases: HashMap::new(),
+        emails: creator
+            .map(|email| HashMap::from([(version.created_by, email)]))
+            .unwrap_or_default(),
+        aliases: HashMap::from([(version.id, aliases)]),
     };
     let mut wires = wires_of(std::slice::from_ref(version), |_| name, &extras);
     wires.pop().expect("one answer per version")
