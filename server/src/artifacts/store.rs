@@ -4,8 +4,8 @@
 //! Every upload first lands under a staging key while its SHA-256 is computed on the fly; once the
 //! digest is known and checked, `place` moves it to its content address (or drops it when those
 //! bytes are already stored). Nothing is ever held whole in memory: the local store's writer
-//! holds at most 4 MiB received and not yet written, the S3 store sends parts of `part_size`
-//! bytes (multipart upload).
+//! holds a bounded amount received and not yet written (`local::BYTES_IN_FLIGHT`), the S3 store
+//! sends parts of `part_size` bytes (multipart upload).
 
 use std::pin::Pin;
 use std::time::Duration;
