@@ -25,7 +25,8 @@
 //! schema on first start. Both are seeded through the same REST calls (experiment, runs, a small
 //! `model/MLmodel` per registry run, `registered-models/create`, `model-versions/create` with a
 //! `runs:/<run>/model` source). Then, per workload and server: `VACUUM ANALYZE` and `CHECKPOINT`
-//! of its database, a 3 s warm-up, and `wrk -t2` for the measured duration:
+//! of its database and a `sync` of the machine's dirty pages (no row pays for an earlier one's
+//! write-back), a 3 s warm-up, and `wrk -t2` for the measured duration:
 //!
 //! | workload | request | connections | target (Custody / MLflow) |
 //! |---|---|---|---|
@@ -685,7 +686,10 @@ impl Target {
         custody_tests::db::count(&sql, self.metrics_table).await
     }
 
-    async fn vacuum(&self) {
+    /// Before each measurement: the database vacuumed and checkpointed, and every dirty page of
+    /// the machine written (`sync`), so no row pays for the write-back of what an earlier row
+    /// (or the 256 MiB file the upload sends, made just before it) left in the page cache.
+    async fn quiesce(&self) {
         let sql = connect(&self.db_url).await;
         sql.batch_execute("VACUUM ANALYZE")
             .await
@@ -693,6 +697,8 @@ impl Target {
         sql.batch_execute("CHECKPOINT")
             .await
             .unwrap_or_else(|e| panic!("CHECKPOINT: {e}"));
+        let synced = Command::new("sync").status().expect("sync runs");
+        assert!(synced.success(), "sync: {synced}");
     }
 }
 
@@ -1576,7 +1582,7 @@ async fn bench_mlflow() {
                     );
                     continue;
                 }
-                t.vacuum().await;
+                t.quiesce().await;
                 let rows_before = t.metric_rows().await;
                 let file = scripts.join(format!("{workload:?}-{}.lua", t.name));
                 let warm = run_wrk(
@@ -1747,7 +1753,7 @@ async fn bench_mlflow() {
                 let (run, root) = &s.upload_run;
                 let name = format!("big-{round}.bin");
                 let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{name}");
-                t.vacuum().await;
+                t.quiesce().await;
                 let (_, _, hwm0, _) = memory_kb(t.pid);
                 let before = CpuMark::now(t.pid, postmaster);
                 let (status, text, took) = t.upload(&path, &big, len).await;
@@ -1851,7 +1857,7 @@ async fn bench_mlflow() {
             if !s.registry {
                 continue;
             }
-            t.vacuum().await;
+            t.quiesce().await;
             reset_statements(&t.db_url).await;
             let profile = perf_record(&format!("register-{}", t.name), seconds);
             let before = CpuMark::now(t.pid, postmaster);

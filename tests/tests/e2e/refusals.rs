@@ -389,6 +389,49 @@ async fn finished_runs_take_no_metrics() {
     }
 }
 
+/// Metric points name their run without a foreign key (the writer checks the run under a lock),
+/// so the database itself keeps every run: none is deleted or renumbered, even a run that has
+/// nothing but metrics, even by a superuser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_never_deleted_and_keep_their_id() {
+    let w = world().await;
+    let (env, a) = (&w.env, &w.env.admin);
+    let only_metrics = id(&start_run(&env.server, a, "p", "only-metrics", None, &[]).await);
+    let metrics = json!([{ "key": "loss", "value": 1.0, "step": 0 }]);
+    assert_eq!(log_metrics(&env.server, a, &only_metrics, metrics).await, 1);
+    let sql = env.sql().await;
+    let before = env.snapshot().await;
+    for run in [&only_metrics, &w.run] {
+        for statement in [
+            format!("DELETE FROM runs WHERE id = '{run}'"),
+            format!("UPDATE runs SET id = gen_random_uuid() WHERE id = '{run}'"),
+        ] {
+            let err = sql.batch_execute(&statement).await.expect_err(&statement);
+            let text = custody_tests::db::db_error_text(&err);
+            assert!(text.contains("runs is immutable"), "{statement}: {text}");
+        }
+    }
+    before.assert_unchanged(
+        &env.snapshot().await,
+        "the refused deletes and renumberings",
+    );
+    // The control: other columns still change (a run is renamed), and an id set to
+    // itself is no change.
+    sql.batch_execute(&format!(
+        "UPDATE runs SET id = id, name = 'renamed' WHERE id = '{only_metrics}'"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{}", custody_tests::db::db_error_text(&e)));
+    assert_eq!(
+        count(
+            &sql,
+            &format!("runs WHERE id = '{only_metrics}' AND name = 'renamed'")
+        )
+        .await,
+        1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metric_batches_over_1000_are_refused() {
     let w = world().await;

@@ -1,0 +1,26 @@
+-- A metric point no longer checks its run through a foreign key. The check was a lookup and a
+-- row lock of the run for every point (a 1,000-point batch ran it 1,000 times, a third of the
+-- batch's insert), and it could never fail: the only writer (`runs::append_points`) writes
+-- points to runs it found and share-locked in the same transaction. What the key also promised,
+-- that a run with points cannot disappear, now holds for every run: runs are never deleted and
+-- keep their id (their metrics, lineage edges and audit entries name them).
+ALTER TABLE run_metrics DROP CONSTRAINT run_metrics_run_id_fkey;
+
+CREATE FUNCTION run_identity_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id IS DISTINCT FROM OLD.id THEN
+        RAISE EXCEPTION 'runs is immutable: a run keeps its id'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER runs_identity_fixed
+    BEFORE UPDATE OF id ON runs
+    FOR EACH ROW EXECUTE FUNCTION run_identity_fixed();
+CREATE TRIGGER runs_no_delete
+    BEFORE DELETE ON runs
+    FOR EACH ROW EXECUTE FUNCTION refuse_change_of_immutable();
+CREATE TRIGGER runs_no_truncate
+    BEFORE TRUNCATE ON runs
+    FOR EACH STATEMENT EXECUTE FUNCTION refuse_change_of_immutable();
