@@ -8,18 +8,10 @@
 -- audit entries name them).
 ALTER TABLE run_metrics DROP CONSTRAINT run_metrics_run_id_fkey;
 
-CREATE FUNCTION run_identity_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.id IS DISTINCT FROM OLD.id THEN
-        RAISE EXCEPTION 'runs is immutable: a run keeps its id'
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN NEW;
-END;
-$$;
 CREATE TRIGGER runs_identity_fixed
     BEFORE UPDATE OF id ON runs
-    FOR EACH ROW EXECUTE FUNCTION run_identity_fixed();
+    FOR EACH ROW WHEN (OLD.id IS DISTINCT FROM NEW.id)
+    EXECUTE FUNCTION refuse_change_of_immutable();
 CREATE TRIGGER runs_no_delete
     BEFORE DELETE ON runs
     FOR EACH ROW EXECUTE FUNCTION refuse_change_of_immutable();

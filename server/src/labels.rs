@@ -430,6 +430,15 @@ pub async fn resolve(conn: &mut Conn, model: &Model, alias: &str) -> Result<Opti
         .optional()?)
 }
 
+/// [`aliases_of`] as a subquery of a statement that reads a version's `model_versions` and
+/// `models` rows: its aliases, free and governed, sorted bytewise as `aliases_of` sorts them
+/// (NULL when it has none). The MLflow by-name lookup answers a version in one statement with it.
+pub(crate) const ALIASES_OF_VERSION_ROW: &str =
+    "(SELECT array_agg(a.alias ORDER BY a.alias COLLATE \"C\") FROM (\
+     SELECT alias FROM model_aliases WHERE model_version_id = model_versions.id \
+     UNION ALL SELECT alias FROM governed_aliases \
+     WHERE project_id = models.project_id AND stage = model_versions.stage) a)";
+
 /// The aliases naming each of these versions, free ones and governed ones (through the stage
 /// the version holds), sorted by name: one statement whatever the number of versions.
 ///

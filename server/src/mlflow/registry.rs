@@ -236,13 +236,6 @@ struct FoundVersion {
     aliases: Vec<String>,
 }
 
-/// A version's aliases as [`labels::aliases_of`] answers them, for the version row of the
-/// statement it is part of (its `model_versions` and `models` rows).
-const ALIASES_OF_THE_ROW: &str = "(SELECT array_agg(a.alias ORDER BY a.alias COLLATE \"C\") FROM (\
-     SELECT alias FROM model_aliases WHERE model_version_id = model_versions.id \
-     UNION ALL SELECT alias FROM governed_aliases \
-     WHERE project_id = models.project_id AND stage = model_versions.stage) a)";
-
 /// A row of [`candidates`]: the model, its project's name, the caller's membership there, the
 /// version asked for, its creator's email and its aliases.
 type CandidateRow = (
@@ -292,7 +285,7 @@ fn candidates<'a>(
                 users::email.nullable(),
                 diesel::dsl::sql::<
                     diesel::sql_types::Nullable<diesel::sql_types::Array<diesel::sql_types::Text>>,
-                >(ALIASES_OF_THE_ROW),
+                >(labels::ALIASES_OF_VERSION_ROW),
             )),
     )
     .load::<CandidateRow>(conn);
@@ -804,6 +797,24 @@ async fn bare_version(
     let (registered, found) = chosen(name, model, found, needed)?;
     let found = found.ok_or_else(|| missing_version(name, version))?;
     Ok((registered, found))
+}
+
+/// The answer of one version of a registered model the caller may read: a bare name in one
+/// statement ([`bare_version`]), a qualified name through [`resolve_version`] and a second read.
+async fn readable_version_wire(
+    conn: &mut Conn,
+    actor: &Actor,
+    name: &str,
+    version: &str,
+) -> Result<VersionWire> {
+    if let Name::Bare(model) = Name::parse(name)? {
+        let number = version_number(version)?;
+        let (registered, found) =
+            bare_version(conn, actor, (name, model), (version, number), Role::Viewer).await?;
+        return Ok(found_version_wire(found, &registered.name));
+    }
+    let (registered, found) = resolve_version(conn, actor, name, version, Role::Viewer).await?;
+    one_version_wire(conn, found, &registered.name).await
 }
 
 /// One version of a registered model, the caller holding at least `needed`.
@@ -1507,21 +1518,8 @@ async fn get_version(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
     let name = required(a.name, "name")?;
     let version = version_text(a.version)?;
     let mut conn = call.conn().await?;
-    if let Name::Bare(model) = Name::parse(&name)? {
-        let number = version_number(&version)?;
-        let (registered, found) = bare_version(
-            &mut conn,
-            &call.actor,
-            (&name, model),
-            (&version, number),
-            Role::Viewer,
-        )
-        .await?;
-        return ok(json!({"model_version": found_version_wire(found, &registered.name)}));
-    }
-    let (registered, found) =
-        resolve_version(&mut conn, &call.actor, &name, &version, Role::Viewer).await?;
-    ok(json!({"model_version": one_version_wire(&mut conn, found, &registered.name).await?}))
+    let answer = readable_version_wire(&mut conn, &call.actor, &name, &version).await?;
+    ok(json!({ "model_version": answer }))
 }
 
 async fn update_version(call: Call, http: HttpRequest, body: web::Bytes) -> Reply {
