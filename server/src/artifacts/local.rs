@@ -178,8 +178,8 @@ const WRITE_SIZE: usize = 1 << 20;
 /// How much the receiving task hands the writer at once, of what the connection already holds
 /// (it never waits to fill one): each hand-off to a sleeping writer wakes it, and on a 2-core VM
 /// a wake-up across CPUs costs ~45 µs, while a socket read brings tens of KiB. bench_mlflow's
-/// upload, binaries alternating in one session: 678-779 -> 792-886 MB/s in its first round,
-/// 257-293 -> 319-429 in its second. A batch is received before it asks for its permits, so up to
+/// upload, binaries alternating in one session: 678-779 -> 792-886 MB/s (new bytes), 257-293 ->
+/// 319-429 (the same bytes again). A batch is received before it asks for its permits, so up to
 /// one hand-off more than [`BYTES_IN_FLIGHT`] is held.
 const HAND_OFF: usize = 256 << 10;
 

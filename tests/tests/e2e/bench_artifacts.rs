@@ -39,10 +39,10 @@ impl Gen {
 }
 
 /// Writes `len` deterministic pseudo-random bytes to `path` (synced); answers their SHA-256 (hex).
-pub(crate) fn make_file(path: &Path, len: u64) -> String {
+pub(crate) fn make_file(path: &Path, len: u64, seed: u64) -> String {
     use std::io::Write;
     let mut out = std::fs::File::create(path).unwrap();
-    let mut g = Gen(0x0C05_70D1);
+    let mut g = Gen(0x0C05_70D1 ^ seed);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 4 * MIB as usize];
     let mut left = len;
@@ -220,7 +220,7 @@ async fn bench_artifacts_1gib() {
     let work = tmp_dir("custody-test-bench-");
     let file: PathBuf = work.path().join("weights.bin");
     let started = Instant::now();
-    let digest = make_file(&file, len);
+    let digest = make_file(&file, len, 0);
     println!(
         "made {} ({mib} MiB, sha256 {digest}) in {:.1} s",
         file.display(),

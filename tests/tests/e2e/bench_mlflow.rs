@@ -34,7 +34,7 @@
 //! | (b) | `POST runs/log-metric`, one metric (a new step) over 16 runs | 16 | ≥ 20× req/s (issue 16) |
 //! | (c) | `GET model-versions/get?name&version` over 4 models × 25 versions | 8 | ≥ 40× req/s, p99 < 5 ms (issue 16) |
 //! | (d) | `GET model-versions/search?filter=name='…'&max_results=100`, a model of 100 versions | 8 | ≥ 20× req/s |
-//! | (e) | `PUT mlflow-artifacts/artifacts/<run's artifact_uri>/big-N.bin`, 256 MiB streamed from a file by reqwest, twice | 1 | ≥ 1× MB/s (Custody hashes it: the recorded SHA-256 is checked) |
+//! | (e) | `PUT mlflow-artifacts/artifacts/<run's artifact_uri>/big-N.bin`, 256 MiB streamed from a file by reqwest, twice with other bytes (then round 1's bytes a third time, shown, not counted: Custody keeps one copy) | 1 | ≥ 1× MB/s (Custody hashes it: the recorded SHA-256 is checked; issue 16: ≥ 50 % of `openssl speed -evp sha256`) |
 //! | (f) | `POST model-versions/create` of a new model from a finished run's files, one request at a time (not wrk: each answer's version number is checked) | 1 | ≥ 20× versions/s (issue 16) |
 //!
 //! Reported per workload and server: throughput, p50/p99/max latency (wrk's), errors, CPU seconds
@@ -1715,19 +1715,26 @@ async fn bench_mlflow() {
     if chosen("upload") {
         // (e) the upload.
         let len = mib * MIB;
-        let big = work.path().join("big.bin");
+        // Each round sends its own bytes, so every upload takes the path of new content (the
+        // second one is no duplicate to drop).
         let started = Instant::now();
-        let digest = crate::bench_artifacts::make_file(&big, len);
+        let files: Vec<(PathBuf, String)> = (1..=2u64)
+            .map(|round| {
+                let file = work.path().join(format!("big-{round}.bin"));
+                let digest = crate::bench_artifacts::make_file(&file, len, round);
+                (file, digest)
+            })
+            .collect();
         println!();
         println!(
-            "---- (e) PUT mlflow-artifacts of a {mib} MiB file (made in {:.1} s, sha256 {digest}) ----",
+            "---- (e) PUT mlflow-artifacts of a {mib} MiB file, other bytes each round (made in {:.1} s) ----",
             started.elapsed().as_secs_f64()
         );
         let started = Instant::now();
-        let out = Command::new("sha256sum").arg(&big).output().unwrap();
+        let out = Command::new("sha256sum").arg(&files[0].0).output().unwrap();
         let sha256sum = started.elapsed();
         assert!(
-            String::from_utf8_lossy(&out.stdout).starts_with(&digest),
+            String::from_utf8_lossy(&out.stdout).starts_with(&files[0].1),
             "sha256sum disagrees: {}",
             String::from_utf8_lossy(&out.stdout)
         );
@@ -1739,7 +1746,10 @@ async fn bench_mlflow() {
         );
         let mut upload: HashMap<&str, Vec<f64>> = HashMap::new();
         let mut upload_detail = Vec::new();
-        for round in 1..=2 {
+        // A third round sends round 1's bytes again under a new name: Custody stores them once
+        // (its staged copy is dropped). Shown, not counted: the row is about new content.
+        let rounds = [(1, &files[0]), (2, &files[1]), (3, &files[0])];
+        for (round, (big, digest)) in rounds {
             for (t, s) in targets.iter().zip(&seeds) {
                 if !s.artifacts {
                     if round == 1 {
@@ -1755,9 +1765,13 @@ async fn bench_mlflow() {
                 let path = format!("/api/2.0/mlflow-artifacts/artifacts/{root}/{name}");
                 t.quiesce().await;
                 let (_, _, hwm0, _) = memory_kb(t.pid);
+                let profile = perf_record(&format!("upload-{}-{round}", t.name), 2);
                 let before = CpuMark::now(t.pid, postmaster);
-                let (status, text, took) = t.upload(&path, &big, len).await;
+                let (status, text, took) = t.upload(&path, big, len).await;
                 let cpu = CpuMark::now(t.pid, postmaster).since(before);
+                if let Some(mut p) = profile {
+                    p.wait().ok();
+                }
                 let (rss, pss, hwm1, _) = memory_kb(t.pid);
                 assert!(
                     (200..300).contains(&status),
@@ -1803,8 +1817,13 @@ async fn bench_mlflow() {
                     assert_eq!(size, len, "the size of MLflow's copy {}", stored.display());
                     "file stored, size checked (MLflow records no digest)".to_owned()
                 };
+                let again = if round == 3 {
+                    ", round 1's bytes again"
+                } else {
+                    ""
+                };
                 let line = format!(
-                    "{:<8} {:>7.0} MB/s ({:.2} s, round {round})   CPU s: server {:.1}  PostgreSQL {:.1}   RSS {:.0} MiB (PSS {:.0} MiB), peak RSS growth {:.1} MiB   {kept}",
+                    "{:<8} {:>7.0} MB/s ({:.2} s, round {round}{again})   CPU s: server {:.1}  PostgreSQL {:.1}   RSS {:.0} MiB (PSS {:.0} MiB), peak RSS growth {:.1} MiB   {kept}",
                     t.name,
                     mbps(took),
                     took.as_secs_f64(),
@@ -1816,7 +1835,9 @@ async fn bench_mlflow() {
                 );
                 println!("{line}");
                 upload_detail.push(line);
-                upload.entry(t.name).or_default().push(mbps(took));
+                if round < 3 {
+                    upload.entry(t.name).or_default().push(mbps(took));
+                }
             }
         }
         let mean = |v: &Vec<f64>| v.iter().sum::<f64>() / v.len() as f64;
