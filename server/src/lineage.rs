@@ -325,9 +325,12 @@ pub fn record_new_edges(
         .iter()
         .map(|(from, to, relation)| new_edge(*from, *to, relation))
         .collect();
-    let insert = diesel::insert_into(lineage_edges::table)
-        .values(rows)
-        .execute(conn);
+    let count = rows.len();
+    let insert = crate::db::execute_rows(
+        conn,
+        diesel::insert_into(lineage_edges::table).values(rows),
+        count,
+    );
     Box::pin(async move {
         insert.await?;
         Ok(())

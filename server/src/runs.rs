@@ -253,8 +253,10 @@ pub fn record_reported(
             )
         })
         .collect();
-    let insert =
-        (!rows.is_empty()).then(|| diesel::insert_into(runs::table).values(rows).execute(conn));
+    let count = rows.len();
+    let insert = (count > 0).then(|| {
+        crate::db::execute_rows(conn, diesel::insert_into(runs::table).values(rows), count)
+    });
     let mut keys: BTreeMap<ProjectId, Vec<&str>> = BTreeMap::new();
     for r in reported {
         let project = keys.entry(r.project_id).or_default();
@@ -459,10 +461,12 @@ pub async fn log_params(
             )
         })
         .collect();
-    diesel::insert_into(run_params::table)
-        .values(&rows)
-        .execute(conn)
-        .await?;
+    crate::db::execute_rows(
+        conn,
+        diesel::insert_into(run_params::table).values(&rows),
+        rows.len(),
+    )
+    .await?;
     run_keys::record(
         conn,
         run.project_id,

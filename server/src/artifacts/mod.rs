@@ -277,9 +277,12 @@ pub fn attach_to_version(
             )
         })
         .collect();
-    let insert = diesel::insert_into(model_version_files::table)
-        .values(rows)
-        .execute(conn);
+    let count = rows.len();
+    let insert = crate::db::execute_rows(
+        conn,
+        diesel::insert_into(model_version_files::table).values(rows),
+        count,
+    );
     Box::pin(async move {
         insert.await?;
         Ok(())

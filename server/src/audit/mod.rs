@@ -292,9 +292,11 @@ async fn append(conn: &mut Conn, pending: Vec<Pending>, then: Then) -> Result<()
     let inserts: Vec<_> = entries
         .chunks(1_000)
         .map(|chunk| {
-            diesel::insert_into(audit_log::table)
-                .values(chunk)
-                .execute(conn)
+            crate::db::execute_rows(
+                conn,
+                diesel::insert_into(audit_log::table).values(chunk),
+                chunk.len(),
+            )
         })
         .collect();
     let head = diesel::update(audit_head::table)

@@ -309,6 +309,33 @@ impl<Q: Query> Query for Prepared<Q> {
     type SqlType = Q::SqlType;
 }
 
+/// How many rows a multi-row INSERT may hold and still be prepared once per connection.
+///
+/// diesel never caches an INSERT of a `Vec` of rows (its text depends on how many), so each one
+/// cost PostgreSQL a parse and a plan, and the connection a round trip of its own to prepare it
+/// before anything sent after it could run: in every audited write, under the audit head's lock
+/// (the entry's insert), and in a registration three times (entry, edge, files). Up to this many
+/// rows a connection keeps one statement per count; more (bulk writes) are parsed each time.
+pub const PREPARED_ROWS: usize = 4;
+
+/// Executes an INSERT of `rows` rows, prepared once per connection when it holds at most
+/// [`PREPARED_ROWS`] (see there).
+pub fn execute_rows<'a, Q>(
+    conn: &mut Conn,
+    insert: Q,
+    rows: usize,
+) -> futures_util::future::BoxFuture<'a, QueryResult<usize>>
+where
+    Q: QueryFragment<Pg> + QueryId + Send + 'a,
+{
+    use diesel_async::RunQueryDsl;
+    if rows <= PREPARED_ROWS {
+        Prepared(insert).execute(conn)
+    } else {
+        insert.execute(conn)
+    }
+}
+
 /// The request path's connections: a pool of its own for each thread that uses the database,
 /// each of at most `max_size / threads` (rounded up) connections.
 ///

@@ -457,10 +457,13 @@ impl Known {
         let numbered = datasets::record_versions(conn, &versions);
         let recorded = runs::record_reported(conn, &new_runs);
         let ended = runs::record_endings(conn, &endings);
-        let bookkeeping = (!bookkeeping.is_empty()).then(|| {
-            diesel::insert_into(openlineage_runs::table)
-                .values(bookkeeping)
-                .execute(conn)
+        let count = bookkeeping.len();
+        let bookkeeping = (count > 0).then(|| {
+            crate::db::execute_rows(
+                conn,
+                diesel::insert_into(openlineage_runs::table).values(bookkeeping),
+                count,
+            )
         });
         let bookkeeping = async {
             if let Some(insert) = bookkeeping {

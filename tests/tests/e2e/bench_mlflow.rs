@@ -176,8 +176,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 /// CPU seconds (user + system) of the processes, with those of their children already reaped
 /// (so that a backend or worker that exited still counts, through its parent).
 fn cpu_seconds(pids: &[u32]) -> f64 {
-    // SAFETY: sysconf(3) takes an integer and touches no memory of this process.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks = clock_ticks();
     let jiffies: u64 = pids
         .iter()
         .filter_map(|&pid| stat_fields(pid))
@@ -189,6 +188,12 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
         })
         .sum();
     jiffies as f64 / ticks
+}
+
+/// Clock ticks a second, the unit of `/proc`'s CPU times.
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf(3) takes an integer and touches no memory of this process.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
 /// A `kB` field of /proc/PID/status or /proc/PID/smaps_rollup.
@@ -241,6 +246,10 @@ struct CpuMark {
     server: f64,
     postgres: f64,
     client: f64,
+    /// The whole machine's busy time (every CPU, `/proc/stat`).
+    machine: f64,
+    /// Time the hypervisor ran something else while a CPU wanted to run (`/proc/stat`'s steal).
+    steal: f64,
 }
 
 impl CpuMark {
@@ -249,6 +258,8 @@ impl CpuMark {
             server: cpu_seconds(&process_tree(server_root)),
             postgres: cpu_seconds(&process_tree(postmaster)),
             client: reaped_children_cpu(),
+            machine: machine_busy_seconds(),
+            steal: machine_steal_seconds(),
         }
     }
 
@@ -257,8 +268,43 @@ impl CpuMark {
             server: self.server - before.server,
             postgres: self.postgres - before.postgres,
             client: self.client - before.client,
+            machine: self.machine - before.machine,
+            steal: self.steal - before.steal,
         }
     }
+
+    /// Busy time of everything else: the other server's background (MLflow's job consumers),
+    /// this process, the kernel's threads.
+    fn others(&self) -> f64 {
+        (self.machine - self.server - self.postgres - self.client).max(0.0)
+    }
+}
+
+/// The `cpu` line of `/proc/stat`, in seconds: user nice system idle iowait irq softirq steal.
+fn machine_cpu_fields() -> Vec<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks = clock_ticks();
+    stat.lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|v| v.parse::<f64>().ok())
+                .map(|v| v / ticks)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn machine_busy_seconds() -> f64 {
+    let f = machine_cpu_fields();
+    // Not idle (3) nor iowait (4); steal (7) is time the CPU did not get.
+    [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum()
+}
+
+fn machine_steal_seconds() -> f64 {
+    machine_cpu_fields().get(7).copied().unwrap_or(0.0)
 }
 
 /// With `CUSTODY_BENCH_PERF=<dir>`: a system-wide `perf record` for the next `seconds`.
@@ -1316,7 +1362,7 @@ fn mb(kb: u64) -> f64 {
 /// One line of the report for one server's measurement.
 fn describe(name: &str, m: &Measured, unit: &str, per_request: f64) -> String {
     format!(
-        "{name:<8} {:>10.0} {unit:<10} {:>7} req in {:>5.1} s   p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms   errors {}   CPU s: server {:>5.1}  PostgreSQL {:>5.1}  wrk {:>4.1}   RSS {:.0} MiB (PSS {:.0} MiB, peak {:.0} MiB, {} processes)   load {}",
+        "{name:<8} {:>10.0} {unit:<10} {:>7} req in {:>5.1} s   p50 {:>7.2} ms  p99 {:>7.2} ms  max {:>8.2} ms   errors {}   CPU s: server {:>5.1}  PostgreSQL {:>5.1}  wrk {:>4.1}  others {:>4.1}  steal {:>4.1}   RSS {:.0} MiB (PSS {:.0} MiB, peak {:.0} MiB, {} processes)   load {}",
         m.rps * per_request,
         m.requests,
         m.seconds,
@@ -1327,6 +1373,8 @@ fn describe(name: &str, m: &Measured, unit: &str, per_request: f64) -> String {
         m.cpu.server,
         m.cpu.postgres,
         m.cpu.client,
+        m.cpu.others(),
+        m.cpu.steal,
         mb(m.rss_kb),
         mb(m.pss_kb),
         mb(m.hwm_kb),
