@@ -6,10 +6,17 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+/// `--version`: a debug build says so, so that benchmarks can tell what they measure.
+const VERSION: &str = if cfg!(debug_assertions) {
+    concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
+} else {
+    env!("CARGO_PKG_VERSION")
+};
+
 #[derive(Parser, Debug)]
 #[command(
     name = "custody-server",
-    version,
+    version = VERSION,
     about = "Custody: model registry and MLOps governance server"
 )]
 pub struct Cli {

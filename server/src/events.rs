@@ -27,7 +27,7 @@ use tokio::sync::broadcast;
 
 use crate::audit::AuditEntry;
 use crate::db::schema::audit_log;
-use crate::db::{Conn, DbPool};
+use crate::db::{Conn, DbPool, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{ProjectId, RunId, UserId};
 
@@ -179,7 +179,7 @@ pub fn announce_audit(
         })
         .unzip();
     let sent = (!topics.is_empty()).then(|| {
-        crate::db::Prepared(
+        Prepared(
             diesel::sql_query(
                 "SELECT pg_notify('custody_events', n.payload)
                  FROM unnest($1::text[], $2::text[]) AS n (topic, payload)
@@ -273,14 +273,14 @@ impl Hub {
     }
 
     async fn write_watches(&self, conn: &mut Conn, topics: &[String]) -> Result<()> {
-        diesel::sql_query(
+        Prepared(diesel::sql_query(
             "INSERT INTO event_watches (topic, replica, expires_at)
              SELECT topic, $2, now() + make_interval(secs => $3) FROM unnest($1::text[]) AS t (topic)
              ON CONFLICT (topic, replica) DO UPDATE SET expires_at = EXCLUDED.expires_at",
         )
         .bind::<Array<Text>, _>(topics)
         .bind::<SqlUuid, _>(self.replica)
-        .bind::<diesel::sql_types::Integer, _>(WATCH_TTL_SECONDS)
+        .bind::<diesel::sql_types::Integer, _>(WATCH_TTL_SECONDS))
         .execute(conn)
         .await?;
         Ok(())

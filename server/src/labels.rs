@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{governed_aliases, model_aliases, model_versions, models};
-use crate::db::Conn;
+use crate::db::{Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{ModelId, ModelVersionId, ProjectId, RunId, TypedId};
 use crate::models::{Model, ModelVersion};
@@ -125,12 +125,12 @@ pub async fn set_tag(
     if let Some(value) = value {
         crate::validate::text("tag value", value, MAX_VALUE_BYTES)?;
     }
-    let row: TagRow = diesel::sql_query(target.lock_sql())
-        .bind::<SqlUuid, _>(target.id())
-        .get_result(conn)
-        .await
-        .optional()?
-        .ok_or_else(|| target.missing())?;
+    let row: TagRow =
+        Prepared(diesel::sql_query(target.lock_sql()).bind::<SqlUuid, _>(target.id()))
+            .get_result(conn)
+            .await
+            .optional()?
+            .ok_or_else(|| target.missing())?;
     projects::authorize(conn, actor, row.project_id, Role::Contributor)
         .await
         .map_err(projects::hiding(|| target.missing()))?;
@@ -157,11 +157,13 @@ pub async fn set_tag(
             }
         }
     }
-    diesel::sql_query(target.update_sql())
-        .bind::<SqlUuid, _>(target.id())
-        .bind::<Jsonb, _>(json!(tags))
-        .execute(conn)
-        .await?;
+    Prepared(
+        diesel::sql_query(target.update_sql())
+            .bind::<SqlUuid, _>(target.id())
+            .bind::<Jsonb, _>(json!(tags)),
+    )
+    .execute(conn)
+    .await?;
     if let (Tagged::Run(_), Some(_), None) = (target, value, &before) {
         run_keys::record(conn, row.project_id, KeyKind::Tag, [key]).await?;
     }

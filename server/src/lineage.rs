@@ -20,7 +20,7 @@ use crate::db::schema::{
     code_commits, dataset_versions, datasets, deployments, jobs, lineage_edges, model_versions,
     models, runs,
 };
-use crate::db::{text_enum, Conn, Prepared};
+use crate::db::{execute_rows, text_enum, Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{
     CodeCommitId, DatasetId, DatasetVersionId, DeploymentId, JobId, LineageEdgeId, ModelVersionId,
@@ -326,7 +326,7 @@ pub fn record_new_edges(
         .map(|(from, to, relation)| new_edge(*from, *to, relation))
         .collect();
     let count = rows.len();
-    let insert = crate::db::execute_rows(
+    let insert = execute_rows(
         conn,
         diesel::insert_into(lineage_edges::table).values(rows),
         count,
@@ -431,9 +431,11 @@ pub async fn edge_exists(
 /// Takes the lineage lock, so two concurrent edges cannot together close a cycle that neither
 /// sees alone, then refuses `from —relation→ to` with CONFLICT if `from` is upstream of `to`.
 async fn refuse_cycle(conn: &mut Conn, from: NodeRef, to: NodeRef, relation: &str) -> Result<()> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))")
-        .execute(conn)
-        .await?;
+    Prepared(diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtext('custody.lineage'))",
+    ))
+    .execute(conn)
+    .await?;
     if descends_from(conn, to.uuid(), from.uuid()).await? {
         return Err(Error::conflict(format!(
             "{} {} —{relation}→ {} {} would close a cycle in the lineage graph",
@@ -525,16 +527,18 @@ struct Reached {
 /// end's ancestry can be the whole history of a pipeline (walked up, 20 ms at a million edges,
 /// under the lineage lock that every new edge waits for).
 async fn descends_from(conn: &mut Conn, node: Uuid, ancestor: Uuid) -> Result<bool> {
-    let row: Reached = diesel::sql_query(
-        "WITH RECURSIVE down(id) AS (
+    let row: Reached = Prepared(
+        diesel::sql_query(
+            "WITH RECURSIVE down(id) AS (
              SELECT $1::uuid
              UNION
              SELECT e.from_id FROM lineage_edges e JOIN down ON e.to_id = down.id
          )
          SELECT EXISTS (SELECT 1 FROM down WHERE id = $2) AS reached",
+        )
+        .bind::<SqlUuid, _>(ancestor)
+        .bind::<SqlUuid, _>(node),
     )
-    .bind::<SqlUuid, _>(ancestor)
-    .bind::<SqlUuid, _>(node)
     .get_result(conn)
     .await?;
     Ok(row.reached)

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{memberships, run_metrics, run_params, runs};
-use crate::db::{text_enum, Conn, Prepared, Slice};
+use crate::db::{execute_rows, text_enum, Conn, Prepared, Slice};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::ids::{CodeCommitId, DatasetVersionId, ProjectId, RunId, UserId};
@@ -254,9 +254,8 @@ pub fn record_reported(
         })
         .collect();
     let count = rows.len();
-    let insert = (count > 0).then(|| {
-        crate::db::execute_rows(conn, diesel::insert_into(runs::table).values(rows), count)
-    });
+    let insert = (count > 0)
+        .then(|| execute_rows(conn, diesel::insert_into(runs::table).values(rows), count));
     let mut keys: BTreeMap<ProjectId, Vec<&str>> = BTreeMap::new();
     for r in reported {
         let project = keys.entry(r.project_id).or_default();
@@ -461,7 +460,7 @@ pub async fn log_params(
             )
         })
         .collect();
-    crate::db::execute_rows(
+    execute_rows(
         conn,
         diesel::insert_into(run_params::table).values(&rows),
         rows.len(),

@@ -161,6 +161,24 @@ pub fn die_with_parent(cmd: &mut std::process::Command, signal: libc::c_int) {
     }
 }
 
+/// What a benchmark says of the server binary it measures: its build, from its `--version` (a
+/// debug build says so). Not the test's own profile: a debug harness may drive a release server
+/// (`CUSTODY_SERVER_BIN`), and a copied binary's path tells nothing.
+pub fn server_build(bin: &std::path::Path) -> &'static str {
+    let version = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if version.is_empty() {
+        "unknown build: `--version` answered nothing"
+    } else if version.contains("debug build") {
+        "DEBUG build: figures are not representative, use --release"
+    } else {
+        "release"
+    }
+}
+
 /// The machine's load averages (1, 5 and 15 minutes), as benchmarks print them next to figures.
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

@@ -27,7 +27,7 @@ use serde_json::json;
 
 use crate::actor::Actor;
 use crate::db::schema::{model_version_files, model_versions, models, run_artifacts};
-use crate::db::Conn;
+use crate::db::{execute_rows, Conn};
 use crate::error::{Error, Result};
 use crate::ids::{ModelVersionId, ProjectId, RunId};
 use crate::projects::{self, Role};
@@ -278,7 +278,7 @@ pub fn attach_to_version(
         })
         .collect();
     let count = rows.len();
-    let insert = crate::db::execute_rows(
+    let insert = execute_rows(
         conn,
         diesel::insert_into(model_version_files::table).values(rows),
         count,

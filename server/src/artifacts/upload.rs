@@ -13,7 +13,7 @@ use super::{validate_path, ArtifactFile, Artifacts, Owner, Staged};
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::{artifact_objects, pending_uploads, run_artifacts};
-use crate::db::{Conn, DbPool};
+use crate::db::{Conn, DbPool, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{RunId, UploadId};
 use crate::projects::Role;
@@ -218,9 +218,13 @@ pub(super) async fn record(
 
 /// Serialises everything that places, records or deletes the object of one digest.
 pub(super) async fn lock_digest(conn: &mut Conn, sha256: &str) -> Result<()> {
-    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended('custody.object.' || $1, 0))")
-        .bind::<Text, _>(sha256)
-        .execute(conn)
-        .await?;
+    Prepared(
+        diesel::sql_query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('custody.object.' || $1, 0))",
+        )
+        .bind::<Text, _>(sha256),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -37,7 +37,7 @@ use serde_json::Value;
 
 use crate::actor::Actor;
 use crate::db::schema::{audit_head, audit_log};
-use crate::db::{Conn, Prepared};
+use crate::db::{execute_rows, Conn, Prepared};
 use crate::error::Result;
 use crate::ids::{ProjectId, TypedId};
 
@@ -292,7 +292,7 @@ async fn append(conn: &mut Conn, pending: Vec<Pending>, then: Then) -> Result<()
     let inserts: Vec<_> = entries
         .chunks(1_000)
         .map(|chunk| {
-            crate::db::execute_rows(
+            execute_rows(
                 conn,
                 diesel::insert_into(audit_log::table).values(chunk),
                 chunk.len(),

@@ -20,7 +20,7 @@ use super::wire::{self, KeyValue};
 use crate::actor::Actor;
 use crate::audit::{self, Change};
 use crate::db::schema::projects;
-use crate::db::Conn;
+use crate::db::{Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::ProjectId;
 use crate::labels;
@@ -278,10 +278,12 @@ async fn change_tag(
         validate::text("tag value", value, 5_000)?;
     }
     let experiment = find(conn, actor, experiment_id, Role::Contributor).await?;
-    diesel::sql_query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
-        .bind::<diesel::sql_types::Uuid, _>(experiment.id)
-        .execute(conn)
-        .await?;
+    Prepared(
+        diesel::sql_query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::Uuid, _>(experiment.id),
+    )
+    .execute(conn)
+    .await?;
     let mut tags: BTreeMap<String, String> =
         serde_json::from_value(of_project(conn, experiment.id).await?.mlflow_tags)
             .map_err(|e| Error::internal(anyhow::anyhow!("experiment tags: {e}")))?;

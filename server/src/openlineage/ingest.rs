@@ -22,7 +22,7 @@ use crate::db::schema::{
     dataset_versions, datasets as datasets_table, openlineage_datasets, openlineage_runs,
     runs as runs_table,
 };
-use crate::db::Conn;
+use crate::db::{execute_rows, Conn};
 use crate::error::{Error, Result};
 use crate::ids::{CodeCommitId, DatasetId, DatasetVersionId, JobId, ProjectId, RunId, UserId};
 use crate::jobs::{self, Job};
@@ -459,7 +459,7 @@ impl Known {
         let ended = runs::record_endings(conn, &endings);
         let count = bookkeeping.len();
         let bookkeeping = (count > 0).then(|| {
-            crate::db::execute_rows(
+            execute_rows(
                 conn,
                 diesel::insert_into(openlineage_runs::table).values(bookkeeping),
                 count,

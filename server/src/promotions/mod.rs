@@ -27,7 +27,7 @@ use crate::db::schema::{
     deployments, model_versions, models as models_table, projects as projects_table, promotions,
     users,
 };
-use crate::db::{text_enum, Conn};
+use crate::db::{text_enum, Conn, Prepared};
 use crate::error::{Error, Result};
 use crate::ids::{DeploymentId, ModelVersionId, ProjectId, PromotionId, UserId};
 use crate::lineage::{self, NodeRef};
@@ -358,11 +358,11 @@ pub async fn set_status(conn: &mut Conn, id: PromotionId, status: Status) -> Res
 pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Result<Promotion> {
     let (version, model) = models::version_and_model(conn, promotion.model_version_id).await?;
     // One applier per model and stage at a time, so a stage never holds two versions.
-    diesel::sql_query(
+    Prepared(diesel::sql_query(
         "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
     )
     .bind::<Text, _>(model.id.to_string())
-    .bind::<Text, _>(&promotion.stage)
+    .bind::<Text, _>(&promotion.stage))
     .execute(conn)
     .await?;
     let mut replaced: Option<ModelVersion> = None;
@@ -753,11 +753,11 @@ pub async fn emergency_archive(
     }
     // The stage lock of `apply`: no promotion applies to this stage meanwhile.
     if let Some(stage) = &version.stage {
-        diesel::sql_query(
+        Prepared(diesel::sql_query(
             "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
         )
         .bind::<Text, _>(model.id.to_string())
-        .bind::<Text, _>(stage)
+        .bind::<Text, _>(stage))
         .execute(conn)
         .await?;
     }

@@ -207,15 +207,10 @@ async fn bench_artifacts_1gib() {
     let bin = tokio::task::spawn_blocking(custody_tests::server::server_bin)
         .await
         .unwrap();
-    let release = !cfg!(debug_assertions);
     println!(
         "server binary: {} ({})",
         bin.display(),
-        if release {
-            "release"
-        } else {
-            "DEBUG build: figures are not representative, use --release"
-        }
+        custody_tests::server_build(&bin)
     );
     let work = tmp_dir("custody-test-bench-");
     let file: PathBuf = work.path().join("weights.bin");

@@ -187,15 +187,10 @@ fn verify(file: &std::path::Path, key: &std::path::Path, entries: u64) -> Run {
 #[ignore = "load benchmark: run with --ignored --nocapture (and --release)"]
 async fn bench_audit_export_and_verify() {
     let bin = tokio::task::spawn_blocking(server_bin).await.unwrap();
-    let release = !cfg!(debug_assertions);
     println!(
         "server binary: {} ({})",
         bin.display(),
-        if release {
-            "release"
-        } else {
-            "DEBUG build: figures are not representative, use --release"
-        }
+        custody_tests::server_build(&bin)
     );
 
     let db = TestDb::create().await;

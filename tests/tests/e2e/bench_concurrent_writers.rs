@@ -256,15 +256,10 @@ fn ms(d: Duration) -> f64 {
 #[ignore = "load benchmark: run with --ignored --nocapture (and --release)"]
 async fn bench_concurrent_writers() {
     let bin = custody_tests::blocking(server_bin).await;
-    let release = !cfg!(debug_assertions);
     println!(
         "server binary: {} ({})",
         bin.display(),
-        if release {
-            "release"
-        } else {
-            "DEBUG build: figures are not representative, use --release"
-        }
+        custody_tests::server_build(&bin)
     );
 
     let env = Arc::new(TestEnv::start().await);

@@ -1471,13 +1471,7 @@ async fn bench_mlflow() {
     println!(
         "custody-server : {} ({})",
         bin.display(),
-        // The server measured is what counts: a debug harness may drive a release server
-        // (`CUSTODY_SERVER_BIN=<target>/release/custody-server`).
-        if bin.components().any(|c| c.as_os_str() == "release") {
-            "release"
-        } else {
-            "DEBUG build: figures are not representative, use --release"
-        }
+        custody_tests::server_build(&bin)
     );
     println!(
         "MLflow         : {} ({})",

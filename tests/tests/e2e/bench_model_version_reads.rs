@@ -126,15 +126,10 @@ async fn bench_model_version_reads() {
         panic!("this benchmark needs `wrk` on PATH: install it with `apt-get install -y wrk` (Debian package `wrk`)");
     }
     let bin = custody_tests::blocking(server_bin).await;
-    let release = !cfg!(debug_assertions);
     println!(
         "server binary: {} ({})",
         bin.display(),
-        if release {
-            "release"
-        } else {
-            "DEBUG build: figures are not representative, use --release"
-        }
+        custody_tests::server_build(&bin)
     );
 
     let env = Arc::new(TestEnv::start().await);
