@@ -57,6 +57,9 @@ pub struct Change<'a> {
 
 #[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Insertable)]
 #[diesel(table_name = audit_log)]
+// A missing value is written as NULL (the columns' default), not as DEFAULT: the INSERT's text
+// then depends only on how many entries it holds (`db::execute_rows` prepares it).
+#[diesel(treat_none_as_default_value = false)]
 pub struct AuditEntry {
     pub seq: i64,
     pub at: DateTime<Utc>,
@@ -459,6 +462,45 @@ pub async fn recent(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `db::execute_rows` prepares the entries' INSERT once per connection and count: its text
+    /// must not change with which of an entry's values are missing.
+    #[test]
+    fn the_entries_insert_text_depends_only_on_their_count() {
+        let full = AuditEntry {
+            seq: 1,
+            at: Utc::now(),
+            actor: "a@example.com".into(),
+            action: "model.create".into(),
+            project_id: Some(ProjectId::generate()),
+            subject_kind: "model".into(),
+            subject_id: "m".into(),
+            before: Some(json!({})),
+            after: Some(json!({})),
+            request_id: Some("r".into()),
+            prev_hash: "0".repeat(64),
+            hash: "1".repeat(64),
+        };
+        let bare = AuditEntry {
+            project_id: None,
+            before: None,
+            after: None,
+            request_id: None,
+            ..full.clone()
+        };
+        let text = |rows: &[AuditEntry]| {
+            let sql = diesel::debug_query::<diesel::pg::Pg, _>(
+                &diesel::insert_into(audit_log::table).values(rows),
+            )
+            .to_string();
+            sql.split(" -- binds:")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(text(&[full.clone()]), text(&[bare.clone()]));
+        assert_eq!(text(&[full.clone(), bare.clone()]), text(&[bare, full]));
+    }
 
     /// Audit last holds only if every transaction collects its entries: no module opens one
     /// but `transaction` here.

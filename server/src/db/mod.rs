@@ -316,6 +316,8 @@ impl<Q: Query> Query for Prepared<Q> {
 /// before anything sent after it could run: in every audited write, under the audit head's lock
 /// (the entry's insert), and in a registration three times (entry, edge, files). Up to this many
 /// rows a connection keeps one statement per count; more (bulk writes) are parsed each time.
+/// The rows must bind every value: a struct whose `None` diesel writes as `DEFAULT` would vary
+/// the text with its missing values (`treat_none_as_default_value = false` binds NULL instead).
 pub const PREPARED_ROWS: usize = 4;
 
 /// Executes an INSERT of `rows` rows, prepared once per connection when it holds at most
