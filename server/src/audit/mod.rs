@@ -498,7 +498,10 @@ mod tests {
                 .unwrap_or_default()
                 .to_owned()
         };
-        assert_eq!(text(&[full.clone()]), text(&[bare.clone()]));
+        assert_eq!(
+            text(std::slice::from_ref(&full)),
+            text(std::slice::from_ref(&bare))
+        );
         assert_eq!(text(&[full.clone(), bare.clone()]), text(&[bare, full]));
     }
 
