@@ -353,18 +353,26 @@ pub async fn set_status(conn: &mut Conn, id: PromotionId, status: Status) -> Res
         .await?)
 }
 
+/// Takes the lock of one model's stage until the transaction ends: one applier per model and
+/// stage at a time, so a stage never holds two versions (`apply`, `emergency_archive`).
+async fn lock_stage(conn: &mut Conn, model: &Model, stage: &str) -> Result<()> {
+    Prepared(
+        diesel::sql_query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
+        )
+        .bind::<Text, _>(model.id.to_string())
+        .bind::<Text, _>(stage),
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Applies a promotion whose gate is passed: the version takes the stage, the previous holder
 /// is archived, a deployment is recorded (a DEPLOYMENT lineage node), all audited.
 pub async fn apply(conn: &mut Conn, actor: &Actor, promotion: &Promotion) -> Result<Promotion> {
     let (version, model) = models::version_and_model(conn, promotion.model_version_id).await?;
-    // One applier per model and stage at a time, so a stage never holds two versions.
-    Prepared(diesel::sql_query(
-        "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
-    )
-    .bind::<Text, _>(model.id.to_string())
-    .bind::<Text, _>(&promotion.stage))
-    .execute(conn)
-    .await?;
+    lock_stage(conn, &model, &promotion.stage).await?;
     let mut replaced: Option<ModelVersion> = None;
     if promotion.stage != ARCHIVED {
         replaced = model_versions::table
@@ -751,15 +759,9 @@ pub async fn emergency_archive(
             "an emergency archive needs a reason saying why",
         ));
     }
-    // The stage lock of `apply`: no promotion applies to this stage meanwhile.
+    // No promotion applies to this stage meanwhile.
     if let Some(stage) = &version.stage {
-        Prepared(diesel::sql_query(
-            "SELECT pg_advisory_xact_lock(hashtextextended('custody.stage.' || $1 || '/' || $2, 0))",
-        )
-        .bind::<Text, _>(model.id.to_string())
-        .bind::<Text, _>(stage))
-        .execute(conn)
-        .await?;
+        lock_stage(conn, &model, stage).await?;
     }
     let locked: Option<String> = model_versions::table
         .find(version.id)

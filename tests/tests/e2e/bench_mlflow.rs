@@ -254,12 +254,13 @@ struct CpuMark {
 
 impl CpuMark {
     fn now(server_root: u32, postmaster: u32) -> CpuMark {
+        let (machine, steal) = machine_busy_and_steal();
         CpuMark {
             server: cpu_seconds(&process_tree(server_root)),
             postgres: cpu_seconds(&process_tree(postmaster)),
             client: reaped_children_cpu(),
-            machine: machine_busy_seconds(),
-            steal: machine_steal_seconds(),
+            machine,
+            steal,
         }
     }
 
@@ -280,11 +281,14 @@ impl CpuMark {
     }
 }
 
-/// The `cpu` line of `/proc/stat`, in seconds: user nice system idle iowait irq softirq steal.
-fn machine_cpu_fields() -> Vec<f64> {
+/// The machine's busy and steal seconds over every CPU, from the `cpu` line of `/proc/stat` (user
+/// nice system idle iowait irq softirq steal): busy is neither idle nor iowait, and steal is time
+/// the hypervisor gave a CPU that wanted to run to someone else.
+fn machine_busy_and_steal() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let ticks = clock_ticks();
-    stat.lines()
+    let fields: Vec<f64> = stat
+        .lines()
         .find(|l| l.starts_with("cpu "))
         .map(|l| {
             l.split_whitespace()
@@ -294,17 +298,9 @@ fn machine_cpu_fields() -> Vec<f64> {
                 .map(|v| v / ticks)
                 .collect()
         })
-        .unwrap_or_default()
-}
-
-fn machine_busy_seconds() -> f64 {
-    let f = machine_cpu_fields();
-    // Not idle (3) nor iowait (4); steal (7) is time the CPU did not get.
-    [0, 1, 2, 5, 6].iter().filter_map(|&i| f.get(i)).sum()
-}
-
-fn machine_steal_seconds() -> f64 {
-    machine_cpu_fields().get(7).copied().unwrap_or(0.0)
+        .unwrap_or_default();
+    let busy = [0, 1, 2, 5, 6].iter().filter_map(|&i| fields.get(i)).sum();
+    (busy, fields.get(7).copied().unwrap_or(0.0))
 }
 
 /// With `CUSTODY_BENCH_PERF=<dir>`: a system-wide `perf record` for the next `seconds`.
